@@ -1,0 +1,333 @@
+//! The HTTP/JSON API served on the Unix socket.
+//!
+//! Owns: routes, request parsing, the JSON of answers and the mapping of
+//! every error to a status and a Matrix-style `errcode`. May not touch: the
+//! rules, SQL, room actors. Reads come from the read index and the position
+//! tracker only; feed batches go to the supervisor.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::error::{JsonPayloadError, PayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::feed::{FeedBatch, FeedError};
+use crate::index::ReadIndex;
+use crate::model::{RoomId, UserId};
+use crate::positions::{PositionTracker, StreamToken};
+use crate::supervisor::{BatchError, SubmitBatch, Supervisor};
+
+/// Everything the handlers share.
+pub struct ApiState {
+    pub supervisor: Addr<Supervisor>,
+    pub index: Arc<ReadIndex>,
+    pub tracker: Arc<PositionTracker>,
+    pub metrics: PrometheusHandle,
+    pub ready: AtomicBool,
+    pub wait_timeout: Duration,
+    pub max_wait_timeout: Duration,
+}
+
+/// An error answer: `{"errcode": "...", "error": "..."}` with a status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{errcode}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub errcode: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            errcode,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(errcode: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, errcode, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status.is_server_error() {
+            warn!(status = self.status.as_u16(), errcode = self.errcode, error = %self.message, "request failed");
+        } else {
+            info!(status = self.status.as_u16(), errcode = self.errcode, error = %self.message, "request refused");
+        }
+        metrics::counter!("roomcache_errors_total", "errcode" => self.errcode).increment(1);
+        HttpResponse::build(self.status).json(json!({
+            "errcode": self.errcode,
+            "error": self.message,
+        }))
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        let errcode = match e {
+            FeedError::OutOfOrder { .. } => "ROOMCACHE_OUT_OF_ORDER",
+            _ => "M_INVALID_PARAM",
+        };
+        ApiError::bad_request(errcode, e.to_string())
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        let message = e.to_string();
+        match e {
+            BatchError::UnknownWriter(_) => {
+                ApiError::bad_request("ROOMCACHE_UNKNOWN_WRITER", message)
+            }
+            BatchError::Rule(crate::rules::RuleError::UnknownEvent { .. }) => {
+                ApiError::bad_request("ROOMCACHE_UNKNOWN_EVENT", message)
+            }
+            BatchError::Rule(_) => ApiError::bad_request("M_BAD_JSON", message),
+            BatchError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "ROOMCACHE_CONFLICT", message)
+            }
+            BatchError::Store(_) | BatchError::Mailbox(_) | BatchError::ShuttingDown => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ROOMCACHE_UNAVAILABLE",
+                    message,
+                )
+            }
+        }
+    }
+}
+
+/// Maps a JSON body error to `M_NOT_JSON` (not JSON at all) or `M_BAD_JSON`
+/// (JSON of the wrong shape).
+pub fn json_error(error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request("M_NOT_JSON", format!("body is not valid JSON: {error}"))
+        }
+        Category::Data => ApiError::bad_request("M_BAD_JSON", format!("invalid request: {error}")),
+    }
+}
+
+fn payload_error(error: &PayloadError) -> ApiError {
+    match error {
+        PayloadError::Overflow => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "request body is larger than request_body_limit",
+        ),
+        other => ApiError::bad_request("M_BAD_JSON", format!("cannot read body: {other}")),
+    }
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::bad_request("M_INVALID_PARAM", e.to_string()).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::bad_request("M_INVALID_PARAM", e.to_string()).into()),
+    )
+    .app_data(
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .content_type_required(false)
+            .error_handler(|e, _| {
+                match &e {
+                    JsonPayloadError::Deserialize(inner) => json_error(inner),
+                    JsonPayloadError::Payload(inner) => payload_error(inner),
+                    JsonPayloadError::Overflow { .. }
+                    | JsonPayloadError::OverflowKnownLength { .. } => {
+                        payload_error(&PayloadError::Overflow)
+                    }
+                    JsonPayloadError::ContentType => {
+                        ApiError::bad_request("M_NOT_JSON", "Content-Type must be application/json")
+                    }
+                    other => ApiError::bad_request("M_NOT_JSON", other.to_string()),
+                }
+                .into()
+            }),
+    )
+    .route("/v1/feed", web::post().to(post_feed))
+    .route("/v1/positions", web::get().to(get_positions))
+    .route("/v1/rooms/{room_id}", web::get().to(get_room))
+    .route("/v1/users/{user_id}/rooms", web::get().to(get_user_rooms))
+    .route(
+        "/v1/users/{user_id}/rooms/{room_id}",
+        web::get().to(get_user_room),
+    )
+    .route("/health", web::get().to(health))
+    .route("/metrics", web::get().to(metrics_text))
+    .default_service(web::to(unknown_endpoint));
+}
+
+async fn unknown_endpoint(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "M_UNRECOGNIZED",
+        format!("no endpoint {} {}", request.method(), request.path()),
+    ))
+}
+
+/// The answer to `POST /v1/feed`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FeedAnswer {
+    pub writer: String,
+    /// The writer's durable position after this batch.
+    pub position: i64,
+    /// Rows applied; rows at or below the durable position are skipped.
+    pub applied_rows: usize,
+    pub token: StreamToken,
+}
+
+#[tracing::instrument(name = "feed", skip_all, fields(writer = %batch.writer, rows = batch.rows.len()))]
+async fn post_feed(
+    state: web::Data<ApiState>,
+    batch: web::Json<FeedBatch>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = batch.into_inner();
+    batch.validate()?;
+    let writer = batch.writer.clone();
+    let rows = batch.rows.len();
+    let ack = state
+        .supervisor
+        .send(SubmitBatch(batch))
+        .await
+        .map_err(BatchError::from)??;
+    tracing::debug!(%writer, rows, position = ack.position, "feed batch committed");
+    Ok(HttpResponse::Ok().json(FeedAnswer {
+        writer,
+        position: ack.position,
+        applied_rows: ack.applied_rows,
+        token: state.tracker.token(),
+    }))
+}
+
+/// Query parameters every read accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// Answer only once the cache's token covers this token (or at the timeout).
+    pub wait_for: Option<StreamToken>,
+    /// How long to wait for `wait_for`, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Waits (bounded) for `wait_for`; returns the token the answer is
+/// consistent with and whether the wait timed out. The token is read before
+/// the rows, so every row at or below it is reflected in the answer.
+async fn settle(state: &ApiState, params: &ReadParams) -> (StreamToken, bool) {
+    let Some(target) = &params.wait_for else {
+        return (state.tracker.token(), false);
+    };
+    let timeout = params
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(state.wait_timeout)
+        .min(state.max_wait_timeout);
+    match tokio::time::timeout(timeout, state.tracker.wait_for(target)).await {
+        Ok(token) => (token, false),
+        Err(_) => (state.tracker.token(), true),
+    }
+}
+
+fn parse_room(raw: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(raw).map_err(|e| ApiError::bad_request("M_INVALID_PARAM", e.to_string()))
+}
+
+fn parse_user(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|e| ApiError::bad_request("M_INVALID_PARAM", e.to_string()))
+}
+
+#[tracing::instrument(name = "get_room", skip_all, fields(room_id = %path.as_str()))]
+async fn get_room(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    params: web::Query<ReadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = parse_room(&path)?;
+    let (token, timed_out) = settle(&state, &params).await;
+    let room = state
+        .index
+        .joined_room(&room_id)
+        .ok_or_else(|| ApiError::not_found(format!("no joined-room row for {room_id}")))?;
+    Ok(HttpResponse::Ok().json(json!({"room": room, "token": token, "timed_out": timed_out})))
+}
+
+#[tracing::instrument(name = "get_user_room", skip_all, fields(path = ?path.as_ref()))]
+async fn get_user_room(
+    state: web::Data<ApiState>,
+    path: web::Path<(String, String)>,
+    params: web::Query<ReadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = parse_user(&path.0)?;
+    let room_id = parse_room(&path.1)?;
+    let (token, timed_out) = settle(&state, &params).await;
+    let snapshot = state
+        .index
+        .snapshot(&user_id, &room_id)
+        .ok_or_else(|| ApiError::not_found(format!("no snapshot for {user_id} in {room_id}")))?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"snapshot": snapshot, "token": token, "timed_out": timed_out})))
+}
+
+#[tracing::instrument(name = "get_user_rooms", skip_all, fields(user_id = %path.as_str()))]
+async fn get_user_rooms(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    params: web::Query<ReadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = parse_user(&path)?;
+    let (token, timed_out) = settle(&state, &params).await;
+    let snapshots = state.index.snapshots_of_user(&user_id);
+    Ok(
+        HttpResponse::Ok()
+            .json(json!({"rooms": snapshots, "token": token, "timed_out": timed_out})),
+    )
+}
+
+async fn get_positions(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "positions": state.tracker.positions(),
+        "token": state.tracker.token(),
+    }))
+}
+
+async fn health(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    if state.ready.load(Ordering::Acquire) {
+        Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ROOMCACHE_NOT_READY",
+            "start-up has not finished",
+        ))
+    }
+}
+
+async fn metrics_text(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,282 @@
+//! Settings: defaults, `config/roomcache.toml`, `ROOMCACHE_*` environment
+//! variables and command-line flags, in increasing order of precedence.
+//!
+//! Owns: the [`Settings`] struct and its validation. May not touch: anything
+//! that runs; every other module receives a validated `Settings`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::positions::is_valid_writer_name;
+
+/// Every setting of roomcache. Field names are the TOML keys; the
+/// environment variable of a key is `ROOMCACHE_` + the key in upper case.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The homeserver's server name: users of this server are local users.
+    pub server_name: String,
+    /// Path of the Unix socket the API listens on.
+    pub socket_path: PathBuf,
+    /// Postgres URL (`postgres://user@host/db` or key=value form) of roomcache's own database.
+    pub database_url: Option<String>,
+    /// Postgres schema holding roomcache's tables (created if missing).
+    pub schema: String,
+    /// Number of Postgres connections in the pool.
+    pub pool_size: usize,
+    /// Most feed batches committed together in one transaction (group commit).
+    pub commit_batch_size: usize,
+    /// How long to wait for more batches before a group commit, in milliseconds.
+    pub commit_linger_ms: u64,
+    /// Largest request body accepted, in bytes.
+    pub request_body_limit: usize,
+    /// The event writers (instance names) whose streams feed the cache.
+    pub writers: Vec<String>,
+    /// Default time a read with `wait_for` waits for the token, in milliseconds.
+    pub wait_timeout_ms: u64,
+    /// Longest `timeout_ms` a reader may ask for, in milliseconds.
+    pub max_wait_timeout_ms: u64,
+    /// Log filter (`info`, `debug`, `roomcache=debug,actix_web=warn`, ...).
+    pub log_level: String,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server_name: "localhost".into(),
+            socket_path: PathBuf::from("var/roomcache.sock"),
+            database_url: None,
+            schema: "roomcache".into(),
+            pool_size: 8,
+            commit_batch_size: 64,
+            commit_linger_ms: 0,
+            request_body_limit: 16 * 1024 * 1024,
+            writers: vec!["master".into()],
+            wait_timeout_ms: 5_000,
+            max_wait_timeout_ms: 60_000,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Why the settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Command-line flags (each also read from its `ROOMCACHE_*` variable).
+/// Every flag overrides the config file's key of the same name.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// Config file (TOML); missing keys take their defaults.
+    #[arg(
+        long,
+        env = "ROOMCACHE_CONFIG",
+        default_value = "config/roomcache.toml"
+    )]
+    pub config: PathBuf,
+    /// The homeserver's server name; its users are the local users.
+    #[arg(long, env = "ROOMCACHE_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Unix socket path the API listens on.
+    #[arg(long, env = "ROOMCACHE_SOCKET_PATH")]
+    pub socket_path: Option<PathBuf>,
+    /// Postgres URL of roomcache's own database.
+    #[arg(long, env = "ROOMCACHE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Postgres schema for roomcache's tables.
+    #[arg(long, env = "ROOMCACHE_SCHEMA")]
+    pub schema: Option<String>,
+    /// Postgres connection pool size.
+    #[arg(long, env = "ROOMCACHE_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Most feed batches per group commit.
+    #[arg(long, env = "ROOMCACHE_COMMIT_BATCH_SIZE")]
+    pub commit_batch_size: Option<usize>,
+    /// Milliseconds to wait for more batches before a group commit.
+    #[arg(long, env = "ROOMCACHE_COMMIT_LINGER_MS")]
+    pub commit_linger_ms: Option<u64>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "ROOMCACHE_REQUEST_BODY_LIMIT")]
+    pub request_body_limit: Option<usize>,
+    /// Event writers, comma-separated (e.g. `master` or `ep1,ep2`).
+    #[arg(long, env = "ROOMCACHE_WRITERS", value_delimiter = ',')]
+    pub writers: Option<Vec<String>>,
+    /// Default wait for a read's `wait_for` token, in milliseconds.
+    #[arg(long, env = "ROOMCACHE_WAIT_TIMEOUT_MS")]
+    pub wait_timeout_ms: Option<u64>,
+    /// Longest wait a reader may ask for, in milliseconds.
+    #[arg(long, env = "ROOMCACHE_MAX_WAIT_TIMEOUT_MS")]
+    pub max_wait_timeout_ms: Option<u64>,
+    /// Log filter, e.g. `info` or `roomcache=debug`.
+    #[arg(long, env = "ROOMCACHE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, env = "ROOMCACHE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// Reads the config file (a missing file at the default path means
+    /// "defaults"), applies the flags and validates the result.
+    pub fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
+        let mut settings = Self::from_file(&args.config)?;
+        macro_rules! override_with {
+            ($($field:ident),*) => {
+                $(if let Some(value) = &args.$field {
+                    settings.$field = value.clone().into();
+                })*
+            };
+        }
+        override_with!(
+            server_name,
+            socket_path,
+            schema,
+            pool_size,
+            commit_batch_size,
+            commit_linger_ms,
+            request_body_limit,
+            writers,
+            wait_timeout_ms,
+            max_wait_timeout_ms,
+            log_level,
+            log_format
+        );
+        if let Some(url) = &args.database_url {
+            settings.database_url = Some(url.clone()).filter(|u| !u.is_empty());
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks every setting; the first problem is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.server_name.is_empty() || self.server_name.contains(char::is_whitespace) {
+            return invalid("server_name", "must be a non-empty server name");
+        }
+        let schema_ok = !self.schema.is_empty()
+            && self.schema.len() <= 63
+            && self
+                .schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !self.schema.as_bytes()[0].is_ascii_digit();
+        if !schema_ok {
+            return invalid(
+                "schema",
+                "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)",
+            );
+        }
+        if self.pool_size == 0 {
+            return invalid("pool_size", "must be at least 1");
+        }
+        if self.commit_batch_size == 0 {
+            return invalid("commit_batch_size", "must be at least 1");
+        }
+        if self.request_body_limit < 1024 {
+            return invalid("request_body_limit", "must be at least 1024 bytes");
+        }
+        if self.writers.is_empty() {
+            return invalid("writers", "at least one writer must be configured");
+        }
+        if let Some(bad) = self.writers.iter().find(|w| !is_valid_writer_name(w)) {
+            return invalid(
+                "writers",
+                &format!("{bad:?} is not a valid writer name ([A-Za-z0-9_-], at most 64)"),
+            );
+        }
+        if self.max_wait_timeout_ms < self.wait_timeout_ms {
+            return invalid("max_wait_timeout_ms", "must be at least wait_timeout_ms");
+        }
+        Ok(())
+    }
+
+    /// True when `user_id` belongs to this server.
+    pub fn is_local_user(&self, user_id: &str) -> bool {
+        user_id.split_once(':').map(|(_, s)| s) == Some(self.server_name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_file_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/roomcache.toml");
+        let from_file = Settings::from_file(&path).unwrap();
+        assert_eq!(from_file, Settings::default());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_are_validated() {
+        let args = SettingsArgs {
+            config: PathBuf::from("/nonexistent/roomcache.toml"),
+            server_name: Some("example.org".into()),
+            writers: Some(vec!["ep1".into(), "ep2".into()]),
+            ..Default::default()
+        };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.server_name, "example.org");
+        assert_eq!(settings.writers, vec!["ep1", "ep2"]);
+        assert!(settings.is_local_user("@a:example.org"));
+        assert!(!settings.is_local_user("@a:other.org"));
+
+        let bad = SettingsArgs {
+            config: PathBuf::from("/nonexistent/roomcache.toml"),
+            schema: Some("Bad-Schema".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::load(&bad),
+            Err(ConfigError::Invalid { key: "schema", .. })
+        ));
+    }
+}

@@ -1,0 +1,374 @@
+//! The feed: the rows a homeserver writer pushes (`POST /v1/feed`) or the
+//! Synapse tailer produces, and their validation.
+//!
+//! Owns: the JSON shape of feed rows and every check that can be made on a
+//! batch without knowing any room's state (identifiers, NUL bytes, stream
+//! order, field consistency). May not touch: room state, positions, the
+//! database. Everything after this module receives only validated batches.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{EventId, RoomId, UserId};
+
+/// Longest writer (instance) name accepted.
+pub const MAX_WRITER_NAME_LENGTH: usize = 128;
+
+/// One writer's batch, as posted to `POST /v1/feed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedBatch {
+    /// The writer (instance name) whose stream these rows belong to.
+    pub writer: String,
+    /// Rows in stream order; rows sharing a `stream_id` form one atomic group.
+    pub rows: Vec<FeedRow>,
+}
+
+/// One row of a writer's events stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedRow {
+    Event(EventRow),
+    State(StateRow),
+    Forget(ForgetRow),
+    Purge(PurgeRow),
+    Position(PositionRow),
+}
+
+/// A Matrix event as the feed carries it. Content is kept as JSON: the rules
+/// read the few fields they need and treat anything unexpected as "no value".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub event_id: EventId,
+    pub room_id: RoomId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_key: Option<String>,
+    pub sender: UserId,
+    #[serde(default)]
+    pub content: serde_json::Map<String, Value>,
+    /// `unsigned`, where invites and knocks carry their stripped state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsigned: Option<Value>,
+    /// For redactions in room versions before 11 (later versions put it in content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacts: Option<EventId>,
+}
+
+/// A new event persisted by the writer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRow {
+    pub stream_id: i64,
+    pub event: Event,
+    /// The event's own stream ordering when it differs from `stream_id`:
+    /// negative for a backfilled event, lower for an event stored earlier as
+    /// an outlier and now de-outliered. Such events never bump a room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_ordering: Option<i64>,
+    #[serde(default)]
+    pub outlier: bool,
+    #[serde(default)]
+    pub out_of_band_membership: bool,
+    #[serde(default)]
+    pub rejected: bool,
+    #[serde(default)]
+    pub soft_failed: bool,
+}
+
+impl EventRow {
+    /// The stream ordering the event is stored at.
+    pub fn event_stream_ordering(&self) -> i64 {
+        self.stream_ordering.unwrap_or(self.stream_id)
+    }
+
+    /// True when the event is newly persisted at this row's position (not a
+    /// backfilled or re-persisted copy), so it may bump its room.
+    pub fn is_new_live_event(&self) -> bool {
+        self.stream_ordering.is_none_or(|so| so == self.stream_id)
+    }
+}
+
+/// One change to a room's current state: `event_id` null means the key was
+/// removed. A row may carry the event inline (with its stream ordering and
+/// writer) when it refers to an event the cache cannot have seen, such as a
+/// state reset back to an old event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRow {
+    pub stream_id: i64,
+    pub room_id: RoomId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: Option<EventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<InlineEvent>,
+}
+
+/// An event carried inside a state row, with where it was stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub stream_ordering: i64,
+    /// The writer that stored the event; defaults to the batch's writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
+}
+
+/// A local user forgot a room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRow {
+    pub stream_id: i64,
+    pub room_id: RoomId,
+    pub user_id: UserId,
+}
+
+/// A room was purged: every row of it goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRow {
+    pub stream_id: i64,
+    pub room_id: RoomId,
+}
+
+/// The writer has nothing more up to `stream_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionRow {
+    pub stream_id: i64,
+}
+
+impl FeedRow {
+    pub fn stream_id(&self) -> i64 {
+        match self {
+            FeedRow::Event(r) => r.stream_id,
+            FeedRow::State(r) => r.stream_id,
+            FeedRow::Forget(r) => r.stream_id,
+            FeedRow::Purge(r) => r.stream_id,
+            FeedRow::Position(r) => r.stream_id,
+        }
+    }
+
+    /// The room the row belongs to; `None` for position rows.
+    pub fn room_id(&self) -> Option<&RoomId> {
+        match self {
+            FeedRow::Event(r) => Some(&r.event.room_id),
+            FeedRow::State(r) => Some(&r.room_id),
+            FeedRow::Forget(r) => Some(&r.room_id),
+            FeedRow::Purge(r) => Some(&r.room_id),
+            FeedRow::Position(_) => None,
+        }
+    }
+}
+
+/// Why a batch was refused before anything was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    #[error("writer name {0:?} is empty, too long or contains control characters")]
+    BadWriterName(String),
+    #[error("row {index}: stream_id {stream_id} must be positive")]
+    NonPositiveStreamId { index: usize, stream_id: i64 },
+    #[error("row {index}: stream_id {stream_id} comes after {previous}; a writer's rows must be in stream order")]
+    OutOfOrder {
+        index: usize,
+        stream_id: i64,
+        previous: i64,
+    },
+    #[error("row {index}: field `{field}` contains a NUL character")]
+    NulInField { index: usize, field: &'static str },
+    #[error("row {index}: {reason}")]
+    Inconsistent { index: usize, reason: String },
+}
+
+fn has_nul(value: &str) -> bool {
+    value.contains('\0')
+}
+
+fn check_event(index: usize, event: &Event) -> Result<(), FeedError> {
+    if has_nul(&event.event_type) {
+        return Err(FeedError::NulInField {
+            index,
+            field: "event.type",
+        });
+    }
+    if event.state_key.as_deref().is_some_and(has_nul) {
+        return Err(FeedError::NulInField {
+            index,
+            field: "event.state_key",
+        });
+    }
+    Ok(())
+}
+
+impl FeedBatch {
+    /// Every check that needs no room state. On success the rows are in
+    /// non-decreasing stream order and internally consistent.
+    pub fn validate(&self) -> Result<(), FeedError> {
+        let writer_ok = !self.writer.is_empty()
+            && self.writer.len() <= MAX_WRITER_NAME_LENGTH
+            && !self.writer.chars().any(|c| c.is_control());
+        if !writer_ok {
+            return Err(FeedError::BadWriterName(self.writer.clone()));
+        }
+        let mut previous = 0i64;
+        for (index, row) in self.rows.iter().enumerate() {
+            let stream_id = row.stream_id();
+            if stream_id <= 0 {
+                return Err(FeedError::NonPositiveStreamId { index, stream_id });
+            }
+            if stream_id < previous {
+                return Err(FeedError::OutOfOrder {
+                    index,
+                    stream_id,
+                    previous,
+                });
+            }
+            previous = stream_id;
+            match row {
+                FeedRow::Event(r) => {
+                    check_event(index, &r.event)?;
+                    if let Some(so) = r.stream_ordering {
+                        if so == 0 || so > r.stream_id {
+                            return Err(FeedError::Inconsistent {
+                                index,
+                                reason: format!(
+                                    "stream_ordering {so} must be negative (backfilled) or at most stream_id {}",
+                                    r.stream_id
+                                ),
+                            });
+                        }
+                    }
+                }
+                FeedRow::State(r) => {
+                    if has_nul(&r.event_type) {
+                        return Err(FeedError::NulInField {
+                            index,
+                            field: "type",
+                        });
+                    }
+                    if has_nul(&r.state_key) {
+                        return Err(FeedError::NulInField {
+                            index,
+                            field: "state_key",
+                        });
+                    }
+                    if let Some(inline) = &r.event {
+                        check_event(index, &inline.event)?;
+                        let consistent = Some(&inline.event.event_id) == r.event_id.as_ref()
+                            && inline.event.room_id == r.room_id
+                            && inline.event.event_type == r.event_type
+                            && inline.event.state_key.as_deref() == Some(r.state_key.as_str())
+                            && inline.stream_ordering != 0;
+                        if !consistent {
+                            return Err(FeedError::Inconsistent {
+                                index,
+                                reason: "the inline event must match the row's event_id, room_id, type and state_key and have a non-zero stream_ordering".into(),
+                            });
+                        }
+                        if inline
+                            .instance_name
+                            .as_deref()
+                            .is_some_and(|n| n.is_empty() || has_nul(n))
+                        {
+                            return Err(FeedError::NulInField {
+                                index,
+                                field: "event.instance_name",
+                            });
+                        }
+                    }
+                }
+                FeedRow::Forget(_) | FeedRow::Purge(_) | FeedRow::Position(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The highest stream id of the batch, if it has rows.
+    pub fn last_stream_id(&self) -> Option<i64> {
+        self.rows.last().map(FeedRow::stream_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<FeedBatch, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    #[test]
+    fn a_well_formed_batch_parses_and_validates() {
+        let batch = parse(json!({
+            "writer": "master",
+            "rows": [
+                {"kind": "event", "stream_id": 2, "event": {
+                    "event_id": "$c", "room_id": "!r:hs", "type": "m.room.create",
+                    "state_key": "", "sender": "@a:hs", "content": {}}},
+                {"kind": "state", "stream_id": 2, "room_id": "!r:hs",
+                 "type": "m.room.create", "state_key": "", "event_id": "$c"},
+                {"kind": "position", "stream_id": 9}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(batch.validate(), Ok(()));
+        assert_eq!(batch.last_stream_id(), Some(9));
+    }
+
+    #[test]
+    fn unknown_kinds_and_fields_do_not_parse() {
+        assert!(parse(json!({"writer": "m", "rows": [{"kind": "nope", "stream_id": 1}]})).is_err());
+        assert!(parse(
+            json!({"writer": "m", "rows": [{"kind": "position", "stream_id": 1, "x": 1}]})
+        )
+        .is_err());
+        assert!(
+            parse(json!({"writer": "m", "rows": [{"kind": "position", "stream_id": "1"}]}))
+                .is_err()
+        );
+        assert!(parse(
+            json!({"writer": "m", "rows": [{"kind": "purge", "stream_id": 1, "room_id": "r"}]})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn out_of_order_rows_are_refused() {
+        let batch = parse(json!({"writer": "m", "rows": [
+            {"kind": "position", "stream_id": 5},
+            {"kind": "position", "stream_id": 4}
+        ]}))
+        .unwrap();
+        assert!(matches!(
+            batch.validate(),
+            Err(FeedError::OutOfOrder {
+                index: 1,
+                stream_id: 4,
+                previous: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn nul_in_structural_fields_is_refused() {
+        let batch = parse(json!({"writer": "m", "rows": [
+            {"kind": "state", "stream_id": 1, "room_id": "!r:hs", "type": "m.room.name",
+             "state_key": "a\u{0000}", "event_id": null}
+        ]}))
+        .unwrap();
+        assert!(matches!(
+            batch.validate(),
+            Err(FeedError::NulInField {
+                field: "state_key",
+                ..
+            })
+        ));
+    }
+}

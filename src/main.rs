@@ -1,0 +1,57 @@
+//! The `roomcache` command.
+
+use clap::{Parser, Subcommand};
+use roomcache::config::{LogFormat, Settings, SettingsArgs};
+use tracing_subscriber::EnvFilter;
+
+/// roomcache: the sliding-sync room tables of a Matrix homeserver, in memory,
+/// written through to Postgres, served over a Unix socket.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load the cached rows, then serve the API on the Unix socket until SIGTERM/SIGINT.
+    Serve(SettingsArgs),
+    /// Print the effective settings (file, environment and flags merged) and exit.
+    Config(SettingsArgs),
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(args) => Settings::load(&args)
+            .map(|settings| println!("{settings:#?}"))
+            .map_err(anyhow::Error::from),
+        Command::Serve(args) => match Settings::load(&args) {
+            Ok(settings) => {
+                init_logging(&settings);
+                actix_rt::System::new().block_on(roomcache::server::serve(settings))
+            }
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("roomcache: {error:#}");
+            tracing::error!("{error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

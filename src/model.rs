@@ -1,0 +1,273 @@
+//! The vocabulary shared by every layer: Matrix identifiers, memberships and
+//! the two row types of the sliding-sync tables.
+//!
+//! Owns: validation of identifiers (so every other module can trust a
+//! `RoomId` once it holds one) and the plain data of `JoinedRoomRow` and
+//! `MembershipSnapshot`. May not touch: actors, I/O, the database.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest identifier accepted, in bytes (the Matrix limit for room, user and event IDs).
+pub const MAX_ID_LENGTH: usize = 255;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} must start with '{sigil}': {value:?}")]
+    WrongSigil {
+        kind: &'static str,
+        sigil: char,
+        value: String,
+    },
+    #[error("{kind} is empty after its sigil: {value:?}")]
+    Empty { kind: &'static str, value: String },
+    #[error("{kind} is longer than {MAX_ID_LENGTH} bytes")]
+    TooLong { kind: &'static str },
+    #[error("{kind} contains a NUL, whitespace or control character: {value:?}")]
+    BadCharacter { kind: &'static str, value: String },
+    #[error("{kind} has no ':server' part: {value:?}")]
+    NoServer { kind: &'static str, value: String },
+}
+
+fn check_common(kind: &'static str, sigil: char, value: &str) -> Result<(), IdError> {
+    if !value.starts_with(sigil) {
+        return Err(IdError::WrongSigil {
+            kind,
+            sigil,
+            value: value.to_owned(),
+        });
+    }
+    if value.len() <= 1 {
+        return Err(IdError::Empty {
+            kind,
+            value: value.to_owned(),
+        });
+    }
+    if value.len() > MAX_ID_LENGTH {
+        return Err(IdError::TooLong { kind });
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(IdError::BadCharacter {
+            kind,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $sigil:literal, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `value` and wraps it.
+            pub fn parse(value: &str) -> Result<Self, IdError> {
+                check_common($kind, $sigil, value)?;
+                let extra: fn(&str) -> Result<(), IdError> = $check;
+                extra(value)?;
+                Ok(Self(Arc::from(value)))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// A room ID: `!opaque:server`, or `!hash` for room version 12 and later.
+    RoomId,
+    "room ID",
+    '!',
+    |_| Ok(())
+);
+
+identifier!(
+    /// A user ID: `@localpart:server`.
+    UserId,
+    "user ID",
+    '@',
+    |value| match value.split_once(':') {
+        Some((local, server)) if local.len() > 1 && !server.is_empty() => Ok(()),
+        _ => Err(IdError::NoServer {
+            kind: "user ID",
+            value: value.to_owned(),
+        }),
+    }
+);
+
+identifier!(
+    /// An event ID: `$opaque` (any room version).
+    EventId,
+    "event ID",
+    '$',
+    |_| Ok(())
+);
+
+impl UserId {
+    /// The server part of the user ID (everything after the first ':').
+    pub fn server_name(&self) -> &str {
+        self.0.split_once(':').map(|(_, s)| s).unwrap_or_default()
+    }
+}
+
+/// A membership value of `m.room.member` content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    Join,
+    Invite,
+    Knock,
+    Leave,
+    Ban,
+}
+
+impl Membership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Join => "join",
+            Membership::Invite => "invite",
+            Membership::Knock => "knock",
+            Membership::Leave => "leave",
+            Membership::Ban => "ban",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "knock" => Membership::Knock,
+            "leave" => Membership::Leave,
+            "ban" => Membership::Ban,
+            _ => return None,
+        })
+    }
+}
+
+/// The values of a room's relevant state as the sliding-sync tables store
+/// them (spec §2.1). Shared by the joined-room row and the snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMetadata {
+    pub room_type: Option<String>,
+    pub room_name: Option<String>,
+    pub is_encrypted: bool,
+    pub tombstone_successor_room_id: Option<String>,
+}
+
+/// One row of `sliding_sync_joined_rooms`: a room the server takes part in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedRoomRow {
+    pub room_id: RoomId,
+    /// Stream ordering of the latest event in the room.
+    pub event_stream_ordering: i64,
+    /// Stream ordering of the latest bump-type event, if any is known.
+    pub bump_stamp: Option<i64>,
+    #[serde(flatten)]
+    pub metadata: RoomMetadata,
+}
+
+/// One row of `sliding_sync_membership_snapshots`: a local user's latest
+/// membership in a room, with the room's metadata as of that membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipSnapshot {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub sender: UserId,
+    pub membership_event_id: EventId,
+    pub membership: Membership,
+    pub forgotten: bool,
+    pub event_stream_ordering: i64,
+    pub event_instance_name: String,
+    pub has_known_state: bool,
+    #[serde(flatten)]
+    pub metadata: RoomMetadata,
+}
+
+/// One change to the sliding-sync tables, as the store writes it and the
+/// read index publishes it. Rows are always written whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowChange {
+    UpsertJoinedRoom(JoinedRoomRow),
+    DeleteJoinedRoom(RoomId),
+    UpsertSnapshot(MembershipSnapshot),
+    DeleteSnapshot(RoomId, UserId),
+    /// Remove the room from `sliding_sync_joined_rooms_to_recalculate`.
+    Dequeue(RoomId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_with_and_without_server_part_are_accepted() {
+        assert!(RoomId::parse("!abc:example.org").is_ok());
+        assert!(RoomId::parse("!Xyz0123hashonly").is_ok());
+    }
+
+    #[test]
+    fn identifiers_are_refused_with_a_reason() {
+        assert!(matches!(
+            RoomId::parse("abc:example.org"),
+            Err(IdError::WrongSigil { .. })
+        ));
+        assert!(matches!(RoomId::parse("!"), Err(IdError::Empty { .. })));
+        assert!(matches!(
+            RoomId::parse("!a\0b:x"),
+            Err(IdError::BadCharacter { .. })
+        ));
+        assert!(matches!(
+            UserId::parse("@alice"),
+            Err(IdError::NoServer { .. })
+        ));
+        assert!(matches!(
+            UserId::parse("@:server"),
+            Err(IdError::NoServer { .. })
+        ));
+        let long = format!("${}", "a".repeat(300));
+        assert!(matches!(
+            EventId::parse(&long),
+            Err(IdError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn user_server_name_is_after_first_colon() {
+        let user = UserId::parse("@alice:example.org:8448").unwrap();
+        assert_eq!(user.server_name(), "example.org:8448");
+    }
+}

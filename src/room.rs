@@ -1,0 +1,123 @@
+//! The room actor: one per room, created on first use.
+//!
+//! Owns: the room's committed [`RoomState`] and the states of batches that
+//! are prepared but not yet committed. It applies the rules
+//! ([`crate::rules::apply_rows`]) and hands the changed rows back for the
+//! store; it never writes to Postgres or the read index itself, and it never
+//! sees another room.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tracing::debug;
+
+use crate::feed::FeedRow;
+use crate::model::{RoomId, RowChange};
+use crate::rules::{apply_rows, RoomMemory, RoomState, RuleError, RulesContext};
+
+/// Identifies one feed batch across the supervisor, room actors and store.
+pub type BatchSeq = u64;
+
+/// The rows of one batch for one room, to apply on top of the latest
+/// (possibly still pending) state.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PreparedRoom, RuleError>")]
+pub struct Prepare {
+    pub seq: BatchSeq,
+    pub context: Arc<RulesContext>,
+    pub rows: Vec<FeedRow>,
+}
+
+/// What a room hands to the store for one batch.
+#[derive(Debug, Clone)]
+pub struct PreparedRoom {
+    pub room_id: RoomId,
+    pub changes: Vec<RowChange>,
+    /// The rules' memory to persist: `Some(Some(memory))` to write,
+    /// `Some(None)` to delete (a purged room), `None` when unchanged.
+    pub memory: Option<Option<RoomMemory>>,
+}
+
+/// The batch is durable: its state becomes the committed state.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Commit {
+    pub seq: BatchSeq,
+}
+
+/// The batch (and every later one) will not be committed: drop their states.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Abort {
+    pub seq: BatchSeq,
+}
+
+#[derive(Debug)]
+pub struct RoomActor {
+    room_id: RoomId,
+    committed: RoomState,
+    pending: VecDeque<(BatchSeq, RoomState)>,
+}
+
+impl RoomActor {
+    pub fn new(room_id: RoomId, committed: RoomState) -> Self {
+        RoomActor {
+            room_id,
+            committed,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn tip(&self) -> &RoomState {
+        self.pending
+            .back()
+            .map(|(_, state)| state)
+            .unwrap_or(&self.committed)
+    }
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Prepare> for RoomActor {
+    type Result = Result<PreparedRoom, RuleError>;
+
+    fn handle(&mut self, msg: Prepare, _: &mut Context<Self>) -> Self::Result {
+        let outcome = apply_rows(self.tip(), &self.room_id, &msg.rows, &msg.context)?;
+        debug!(room_id = %self.room_id, seq = msg.seq, changes = outcome.changes.len(), "prepared");
+        let memory = outcome.memory_changed.then(|| {
+            (outcome.state.memory != RoomMemory::default()).then(|| outcome.state.memory.clone())
+        });
+        self.pending.push_back((msg.seq, outcome.state));
+        Ok(PreparedRoom {
+            room_id: self.room_id.clone(),
+            changes: outcome.changes,
+            memory,
+        })
+    }
+}
+
+impl Handler<Commit> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Commit, _: &mut Context<Self>) {
+        while let Some((seq, _)) = self.pending.front() {
+            if *seq > msg.seq {
+                break;
+            }
+            if let Some((_, state)) = self.pending.pop_front() {
+                self.committed = state;
+            }
+        }
+    }
+}
+
+impl Handler<Abort> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abort, _: &mut Context<Self>) {
+        self.pending.retain(|(seq, _)| *seq < msg.seq);
+    }
+}

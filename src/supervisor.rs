@@ -1,0 +1,370 @@
+//! The supervisor: receives writers' batches, routes their rows to room
+//! actors, commits the results in groups and only then moves positions.
+//!
+//! Owns: the queue of batches waiting for a commit, the registry of room
+//! actors, and the order "prepare in room actors → commit in Postgres →
+//! publish to the read index → advance the writer's position → answer". May
+//! not touch: SQL (the store's), the rules (the room actors'), HTTP (the
+//! API's). One group commit is in flight at a time; batches that arrive
+//! meanwhile queue up and form the next group.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use tokio::sync::oneshot;
+use tracing::{info_span, warn, Instrument};
+
+use crate::feed::{FeedBatch, FeedRow};
+use crate::index::ReadIndex;
+use crate::model::RoomId;
+use crate::positions::PositionTracker;
+use crate::room::{Abort, BatchSeq, Commit, Prepare, PreparedRoom, RoomActor};
+use crate::rules::{RuleError, RulesContext};
+use crate::store::{CommitGroup, Store, StoreError};
+
+/// Why a batch was not applied. Nothing of it is visible anywhere.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("writer {0:?} is not configured (settings: writers)")]
+    UnknownWriter(String),
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("the batch conflicts with stored rows (a stream ordering used twice?): {0}")]
+    Conflict(String),
+    #[error("the database is unavailable: {0}")]
+    Store(String),
+    #[error("a room actor stopped unexpectedly: {0}")]
+    Mailbox(#[from] MailboxError),
+    #[error("roomcache is shutting down")]
+    ShuttingDown,
+}
+
+/// The answer to a batch: the writer's durable position once it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAck {
+    pub position: i64,
+    /// Rows applied (rows at or below the durable position are skipped).
+    pub applied_rows: usize,
+}
+
+/// A writer's validated batch.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BatchAck, BatchError>")]
+pub struct SubmitBatch(pub FeedBatch);
+
+struct Queued {
+    batch: FeedBatch,
+    reply: oneshot::Sender<Result<BatchAck, BatchError>>,
+    received: Instant,
+}
+
+/// The parts every group commit needs.
+#[derive(Clone)]
+struct Deps {
+    store: Store,
+    index: Arc<ReadIndex>,
+    tracker: Arc<PositionTracker>,
+    server_name: Arc<str>,
+}
+
+pub struct Supervisor {
+    deps: Deps,
+    rooms: HashMap<RoomId, Addr<RoomActor>>,
+    queue: VecDeque<Queued>,
+    committing: bool,
+    next_seq: BatchSeq,
+    batch_size: usize,
+    linger: Duration,
+}
+
+impl Supervisor {
+    pub fn new(
+        store: Store,
+        index: Arc<ReadIndex>,
+        tracker: Arc<PositionTracker>,
+        server_name: &str,
+        batch_size: usize,
+        linger: Duration,
+    ) -> Self {
+        Supervisor {
+            deps: Deps {
+                store,
+                index,
+                tracker,
+                server_name: Arc::from(server_name),
+            },
+            rooms: HashMap::new(),
+            queue: VecDeque::new(),
+            committing: false,
+            next_seq: 1,
+            batch_size,
+            linger,
+        }
+    }
+
+    /// Starts the next group commit if none is running.
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.queue.is_empty() {
+            return;
+        }
+        self.committing = true;
+        if !self.linger.is_zero() && self.queue.len() < self.batch_size {
+            ctx.run_later(self.linger, |act, ctx| act.run_group(ctx));
+        } else {
+            self.run_group(ctx);
+        }
+    }
+
+    fn run_group(&mut self, ctx: &mut Context<Self>) {
+        let take = self.queue.len().min(self.batch_size);
+        let batches: Vec<(BatchSeq, Queued)> = self
+            .queue
+            .drain(..take)
+            .map(|q| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                (seq, q)
+            })
+            .collect();
+        let rooms = std::mem::take(&mut self.rooms);
+        let group = GroupCommit {
+            deps: self.deps.clone(),
+            rooms,
+        };
+        let span = info_span!("group_commit", batches = batches.len());
+        let work = async move { group.run(batches).await }.instrument(span);
+        ctx.spawn(
+            actix::fut::wrap_future(work).map(|rooms, act: &mut Self, ctx| {
+                act.rooms = rooms;
+                act.committing = false;
+                metrics::gauge!("roomcache_room_actors").set(act.rooms.len() as f64);
+                act.kick(ctx);
+            }),
+        );
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SubmitBatch> for Supervisor {
+    type Result = ResponseFuture<Result<BatchAck, BatchError>>;
+
+    fn handle(&mut self, msg: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queue.push_back(Queued {
+            batch: msg.0,
+            reply,
+            received: Instant::now(),
+        });
+        self.kick(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
+    }
+}
+
+/// One prepared batch waiting for the group's commit.
+struct Prepared {
+    seq: BatchSeq,
+    writer: String,
+    position: i64,
+    applied_rows: usize,
+    rooms: Vec<PreparedRoom>,
+    queued: Queued,
+}
+
+/// The work of one group: prepare each batch in turn, commit them together.
+struct GroupCommit {
+    deps: Deps,
+    rooms: HashMap<RoomId, Addr<RoomActor>>,
+}
+
+impl GroupCommit {
+    async fn run(mut self, batches: Vec<(BatchSeq, Queued)>) -> HashMap<RoomId, Addr<RoomActor>> {
+        let mut prepared: Vec<Prepared> = Vec::new();
+        // Positions already claimed by earlier batches of this group.
+        let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
+        for (seq, queued) in batches {
+            match self.prepare(seq, &queued.batch, &claimed).await {
+                Ok((position, applied_rows, rooms)) => {
+                    claimed.insert(queued.batch.writer.clone(), position);
+                    prepared.push(Prepared {
+                        seq,
+                        writer: queued.batch.writer.clone(),
+                        position,
+                        applied_rows,
+                        rooms,
+                        queued,
+                    });
+                }
+                Err(error) => {
+                    warn!(writer = %queued.batch.writer, %error, "feed batch refused");
+                    metrics::counter!("roomcache_feed_batches_total", "outcome" => "refused")
+                        .increment(1);
+                    let _ = queued.reply.send(Err(error));
+                }
+            }
+        }
+        if !prepared.is_empty() {
+            self.commit(prepared).await;
+        }
+        self.rooms
+    }
+
+    /// Applies one batch in its rooms' actors; on any failure every room
+    /// drops what it prepared for it.
+    async fn prepare(
+        &mut self,
+        seq: BatchSeq,
+        batch: &FeedBatch,
+        claimed: &BTreeMap<String, i64>,
+    ) -> Result<(i64, usize, Vec<PreparedRoom>), BatchError> {
+        let tracker = &self.deps.tracker;
+        let durable = tracker
+            .position(&batch.writer)
+            .ok_or_else(|| BatchError::UnknownWriter(batch.writer.clone()))?;
+        let from = claimed
+            .get(&batch.writer)
+            .copied()
+            .unwrap_or(durable)
+            .max(durable);
+        let position = batch.last_stream_id().unwrap_or(from).max(from);
+        let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
+        let mut applied_rows = 0;
+        for row in batch.rows.iter().filter(|r| r.stream_id() > from) {
+            applied_rows += 1;
+            if let Some(room) = row.room_id() {
+                by_room.entry(room.clone()).or_default().push(row.clone());
+            }
+        }
+        self.ensure_actors(by_room.keys())
+            .await
+            .map_err(|e| BatchError::Store(e.to_string()))?;
+        let context = Arc::new(RulesContext {
+            server_name: self.deps.server_name.to_string(),
+            writer: batch.writer.clone(),
+        });
+        let mut sends = Vec::with_capacity(by_room.len());
+        let mut addresses = Vec::with_capacity(by_room.len());
+        for (room, rows) in by_room {
+            let Some(address) = self.rooms.get(&room) else {
+                continue;
+            };
+            addresses.push(address.clone());
+            sends.push(address.send(Prepare {
+                seq,
+                context: context.clone(),
+                rows,
+            }));
+        }
+        let results = join_all(sends).await;
+        let mut rooms = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(Ok(room)) => rooms.push(room),
+                Ok(Err(e)) => failure = failure.or(Some(BatchError::Rule(e))),
+                Err(e) => failure = failure.or(Some(BatchError::Mailbox(e))),
+            }
+        }
+        if let Some(error) = failure {
+            for address in &addresses {
+                address.do_send(Abort { seq });
+            }
+            return Err(error);
+        }
+        Ok((position, applied_rows, rooms))
+    }
+
+    /// Creates the actors of rooms seen for the first time since start-up,
+    /// from their committed state in Postgres.
+    async fn ensure_actors<'a>(
+        &mut self,
+        rooms: impl Iterator<Item = &'a RoomId>,
+    ) -> Result<(), StoreError> {
+        let missing: Vec<RoomId> = rooms
+            .filter(|r| !self.rooms.contains_key(*r))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut states = self.deps.store.load_room_states(&missing).await?;
+        for room in missing {
+            let state = states.remove(&room).unwrap_or_default();
+            let actor = RoomActor::new(room.clone(), state).start();
+            self.rooms.insert(room, actor);
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, prepared: Vec<Prepared>) {
+        let mut group = CommitGroup::default();
+        for batch in &prepared {
+            for room in &batch.rooms {
+                group.add_changes(&room.changes);
+                if let Some(memory) = &room.memory {
+                    group.set_memory(room.room_id.clone(), memory.clone());
+                }
+            }
+            group.advance(&batch.writer, batch.position);
+        }
+        let started = Instant::now();
+        let result = self.deps.store.commit(&group).await;
+        metrics::histogram!("roomcache_commit_seconds").record(started.elapsed().as_secs_f64());
+        let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
+        match result {
+            Ok(()) => {
+                for batch in &prepared {
+                    for room in &batch.rooms {
+                        self.deps.index.publish(&room.changes);
+                    }
+                }
+                for room in prepared.iter().flat_map(|b| &b.rooms) {
+                    if let Some(address) = self.rooms.get(&room.room_id) {
+                        address.do_send(Commit { seq: last_seq });
+                    }
+                }
+                for batch in prepared {
+                    self.deps.tracker.advance(&batch.writer, batch.position);
+                    metrics::counter!("roomcache_feed_batches_total", "outcome" => "committed")
+                        .increment(1);
+                    metrics::counter!("roomcache_feed_rows_total")
+                        .increment(batch.applied_rows as u64);
+                    metrics::histogram!("roomcache_batch_seconds")
+                        .record(batch.queued.received.elapsed().as_secs_f64());
+                    let _ = batch.queued.reply.send(Ok(BatchAck {
+                        position: batch.position,
+                        applied_rows: batch.applied_rows,
+                    }));
+                }
+                metrics::gauge!("roomcache_joined_rooms")
+                    .set(self.deps.index.joined_room_count() as f64);
+                metrics::gauge!("roomcache_snapshots").set(self.deps.index.snapshot_count() as f64);
+            }
+            Err(error) => {
+                let first_seq = prepared.iter().map(|b| b.seq).min().unwrap_or(0);
+                for room in prepared.iter().flat_map(|b| &b.rooms) {
+                    if let Some(address) = self.rooms.get(&room.room_id) {
+                        address.do_send(Abort { seq: first_seq });
+                    }
+                }
+                let conflict = error.is_conflict();
+                warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
+                for batch in prepared {
+                    metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
+                        .increment(1);
+                    let message = error.to_string();
+                    let _ = batch.queued.reply.send(Err(if conflict {
+                        BatchError::Conflict(message)
+                    } else {
+                        BatchError::Store(message)
+                    }));
+                }
+            }
+        }
+    }
+}
