@@ -177,6 +177,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
         "/v1/users/{user_id}/rooms/{room_id}",
         web::get().to(get_user_room),
     )
+    .route("/v1/status", web::get().to(get_status))
     .route("/health", web::get().to(health))
     .route("/metrics", web::get().to(metrics_text))
     .default_service(web::to(unknown_endpoint));
@@ -309,6 +310,16 @@ async fn get_user_rooms(
 
 async fn get_positions(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
+        "positions": state.tracker.positions(),
+        "token": state.tracker.token(),
+    }))
+}
+
+async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "ready": state.ready.load(Ordering::Acquire),
+        "joined_rooms": state.index.joined_room_count(),
+        "snapshots": state.index.snapshot_count(),
         "positions": state.tracker.positions(),
         "token": state.tracker.token(),
     }))
