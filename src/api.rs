@@ -22,6 +22,7 @@ use crate::feed::{FeedBatch, FeedError};
 use crate::index::ReadIndex;
 use crate::model::{RoomId, UserId};
 use crate::positions::{PositionTracker, StreamToken};
+use crate::room_list::{RoomListError, RoomListRequest};
 use crate::supervisor::{BatchError, SubmitBatch, Supervisor};
 
 /// Everything the handlers share.
@@ -177,6 +178,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
         "/v1/users/{user_id}/rooms/{room_id}",
         web::get().to(get_user_room),
     )
+    .route(
+        "/v1/users/{user_id}/room_list",
+        web::post().to(post_room_list),
+    )
     .route("/v1/status", web::get().to(get_status))
     .route("/health", web::get().to(health))
     .route("/metrics", web::get().to(metrics_text))
@@ -306,6 +311,44 @@ async fn get_user_rooms(
         HttpResponse::Ok()
             .json(json!({"rooms": snapshots, "token": token, "timed_out": timed_out})),
     )
+}
+
+impl From<RoomListError> for ApiError {
+    fn from(e: RoomListError) -> Self {
+        ApiError::bad_request("M_INVALID_PARAM", e.to_string())
+    }
+}
+
+/// `POST /v1/users/{user_id}/room_list`: the user's room lists (spec §6),
+/// from the read index, consistent with the token in the answer.
+#[tracing::instrument(name = "room_list", skip_all, fields(user_id = %path.as_str()))]
+async fn post_room_list(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+    request: web::Json<RoomListRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = parse_user(&path)?;
+    let request = request.into_inner();
+    request.validate()?;
+    let params = ReadParams {
+        wait_for: request.wait_for.clone(),
+        timeout_ms: request.timeout_ms,
+    };
+    let (_, timed_out) = settle(&state, &params).await;
+    let (token, lists) = state.index.room_lists(
+        &user_id,
+        request.lists.iter().map(|(name, list)| (name.as_str(), list)),
+        request.from_token.as_ref(),
+        || state.tracker.token(),
+    );
+    let lists: serde_json::Map<String, serde_json::Value> = lists
+        .into_iter()
+        .map(|(name, answer)| {
+            let value = serde_json::to_value(answer).unwrap_or(serde_json::Value::Null);
+            (name.to_owned(), value)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"lists": lists, "token": token, "timed_out": timed_out})))
 }
 
 async fn get_positions(state: web::Data<ApiState>) -> HttpResponse {

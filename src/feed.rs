@@ -33,6 +33,7 @@ pub enum FeedRow {
     Forget(ForgetRow),
     Purge(PurgeRow),
     Position(PositionRow),
+    AccountData(AccountDataRow),
 }
 
 /// A Matrix event as the feed carries it. Content is kept as JSON: the rules
@@ -137,6 +138,39 @@ pub struct PurgeRow {
     pub room_id: RoomId,
 }
 
+/// A local user's account data changed: `m.direct` (global, no `room_id`)
+/// or `m.tag` (per room). Other types are accepted and ignored. Not a room
+/// row: it goes to the store and the read index, never to a room actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDataRow {
+    pub stream_id: i64,
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<RoomId>,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub content: serde_json::Map<String, Value>,
+}
+
+impl AccountDataRow {
+    /// The row as a change the store persists and the index publishes, if
+    /// room lists read its type (`m.direct` global, `m.tag` per room).
+    pub fn change(&self) -> Option<crate::model::AccountData> {
+        let wanted = match (&self.room_id, self.data_type.as_str()) {
+            (None, crate::model::DIRECT_ACCOUNT_DATA) => true,
+            (Some(_), crate::model::TAG_ACCOUNT_DATA) => true,
+            _ => false,
+        };
+        wanted.then(|| crate::model::AccountData {
+            user_id: self.user_id.clone(),
+            room_id: self.room_id.clone(),
+            data_type: self.data_type.clone(),
+            content: Value::Object(self.content.clone()),
+        })
+    }
+}
+
 /// The writer has nothing more up to `stream_id`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,17 +186,19 @@ impl FeedRow {
             FeedRow::Forget(r) => r.stream_id,
             FeedRow::Purge(r) => r.stream_id,
             FeedRow::Position(r) => r.stream_id,
+            FeedRow::AccountData(r) => r.stream_id,
         }
     }
 
-    /// The room the row belongs to; `None` for position rows.
+    /// The room whose actor applies the row; `None` for position and
+    /// account-data rows (those are not room state).
     pub fn room_id(&self) -> Option<&RoomId> {
         match self {
             FeedRow::Event(r) => Some(&r.event.room_id),
             FeedRow::State(r) => Some(&r.room_id),
             FeedRow::Forget(r) => Some(&r.room_id),
             FeedRow::Purge(r) => Some(&r.room_id),
-            FeedRow::Position(_) => None,
+            FeedRow::Position(_) | FeedRow::AccountData(_) => None,
         }
     }
 }
@@ -188,6 +224,17 @@ pub enum FeedError {
 
 fn has_nul(value: &str) -> bool {
     value.contains('\0')
+}
+
+/// True when a string anywhere in the JSON value (keys included) holds a
+/// NUL, which Postgres' JSONB refuses.
+fn value_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => has_nul(s),
+        Value::Array(items) => items.iter().any(value_has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| has_nul(k) || value_has_nul(v)),
+        _ => false,
+    }
 }
 
 fn check_event(index: usize, event: &Event) -> Result<(), FeedError> {
@@ -281,6 +328,20 @@ impl FeedBatch {
                                 field: "event.instance_name",
                             });
                         }
+                    }
+                }
+                FeedRow::AccountData(r) => {
+                    if r.data_type.is_empty() || has_nul(&r.data_type) {
+                        return Err(FeedError::Inconsistent {
+                            index,
+                            reason: "account data type must be non-empty and without NUL".into(),
+                        });
+                    }
+                    if r.content.values().any(value_has_nul) {
+                        return Err(FeedError::NulInField {
+                            index,
+                            field: "content",
+                        });
                     }
                 }
                 FeedRow::Forget(_) | FeedRow::Purge(_) | FeedRow::Position(_) => {}

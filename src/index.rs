@@ -1,106 +1,977 @@
 //! The read index: what queries read, concurrently, without passing through
-//! any actor mailbox.
+//! any actor mailbox and without Postgres.
 //!
-//! Owns: the published (committed) joined-room rows and membership
-//! snapshots, organised for reads. May not touch: the database, actors, the
-//! rules. Only the supervisor's commit path calls [`ReadIndex::publish`], and
+//! Owns: the published (committed) joined-room rows, membership snapshots,
+//! space children and the account data room lists read, in a layout built
+//! for room-list queries, and the fast path of those queries. May not touch:
+//! the database, actors, the rules. Only the supervisor's commit path calls
+//! [`ReadIndex::publish_then`] (and start-up [`ReadIndex::from_rows`]), and
 //! only with changes Postgres has already committed, so readers never see a
 //! row that is not durable.
+//!
+//! Layout (chosen for the question "user U's rooms, filtered, newest first,
+//! rows 0–19, and how many"):
+//! * rooms and users are interned to dense `u32` slots; room types and
+//!   writer names are interned too;
+//! * each user keeps, updated on every write, an ordered map of the rooms
+//!   listed for them (R1: not forgotten, not self-left) keyed by (recency
+//!   descending, room slot) with the few attributes filters read, and a
+//!   count of listed rooms per attribute combination, so a list filtered on
+//!   attributes is counted without a walk and its top rows are the first
+//!   matching entries of the map;
+//! * self-leaves are kept by position, to add the newly-left rooms after a
+//!   `from_token`;
+//! * tags and spaces give candidate sets, so those filters read only their
+//!   rooms.
+//!
+//! Consistency: one `RwLock` over everything. The supervisor publishes a
+//! group and advances the writers' positions under the write lock
+//! ([`ReadIndex::publish_then`]); a reader takes the token under the read
+//! lock, so an answer holds exactly the rows of the token it reports.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use dashmap::DashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::model::{
+    AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
+    RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
+};
+use crate::positions::StreamToken;
+use crate::room_list::{
+    answer_ranges, direct_rooms, needed_prefix, tag_names, Filters, ListAnswer, ListRequest,
+    NameNeedle, RoomListEntry,
+};
 
-/// Committed rows, organised for reads.
-#[derive(Debug, Default)]
-pub struct ReadIndex {
-    joined_rooms: DashMap<RoomId, JoinedRoomRow>,
-    /// Each local user's snapshots, by room.
-    snapshots_by_user: DashMap<UserId, BTreeMap<RoomId, MembershipSnapshot>>,
-    snapshot_count: AtomicU64,
+/// A room's slot in the index.
+type RoomSlot = u32;
+/// A local user's slot in the index.
+type UserSlot = u32;
+/// An interned room type; [`NO_TYPE`] is "no type".
+type TypeId = u32;
+const NO_TYPE: TypeId = 0;
+/// A type id no room has (a filter value never interned).
+const UNSEEN_TYPE: TypeId = u32::MAX;
+
+/// Values interned to dense ids (never freed: room types, writer names and
+/// senders are few and bounded by what was ever seen).
+#[derive(Debug)]
+struct Interner<T> {
+    ids: FxHashMap<T, u32>,
+    values: Vec<T>,
 }
 
-impl ReadIndex {
-    /// An index holding the rows loaded at start-up.
-    pub fn from_rows(joined: Vec<JoinedRoomRow>, snapshots: Vec<MembershipSnapshot>) -> Self {
-        let index = ReadIndex::default();
-        for row in joined {
-            index.joined_rooms.insert(row.room_id.clone(), row);
+impl<T: Clone + Eq + Hash> Interner<T> {
+    fn new() -> Self {
+        Interner {
+            ids: FxHashMap::default(),
+            values: Vec::new(),
         }
-        for snapshot in snapshots {
-            index.insert_snapshot(snapshot);
-        }
-        index
     }
 
-    fn insert_snapshot(&self, snapshot: MembershipSnapshot) {
-        let previous = self
-            .snapshots_by_user
-            .entry(snapshot.user_id.clone())
-            .or_default()
-            .insert(snapshot.room_id.clone(), snapshot);
+    fn intern(&mut self, value: &T) -> u32 {
+        if let Some(id) = self.ids.get(value) {
+            return *id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(value.clone());
+        self.ids.insert(value.clone(), id);
+        id
+    }
+
+    fn find(&self, value: &T) -> Option<u32> {
+        self.ids.get(value).copied()
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        self.values.get(id as usize)
+    }
+}
+
+/// A joined-room row, compact.
+#[derive(Debug, Clone)]
+struct JoinedRecord {
+    event_stream_ordering: i64,
+    bump_stamp: Option<i64>,
+    room_type: TypeId,
+    is_encrypted: bool,
+    room_name: Option<Box<str>>,
+    tombstone: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct RoomRecord {
+    room_id: RoomId,
+    joined: Option<JoinedRecord>,
+    /// Users whose snapshot here is a join (their recency follows the joined row).
+    joined_members: Vec<UserSlot>,
+    /// The room's children as a space.
+    space_children: Box<[RoomSlot]>,
+}
+
+/// A membership snapshot, compact.
+#[derive(Debug, Clone)]
+struct SnapshotRecord {
+    event_id: EventId,
+    position: i64,
+    sender: u32,
+    instance: u32,
+    room_type: TypeId,
+    membership: Membership,
+    forgotten: bool,
+    has_known_state: bool,
+    is_encrypted: bool,
+    room_name: Option<Box<str>>,
+    tombstone: Option<Box<str>>,
+    /// The recency key this room is listed under, when listed.
+    listed: Option<i64>,
+}
+
+/// What attribute filters read of a listed room (also the key of the
+/// per-user counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Attributes {
+    room_type: TypeId,
+    membership: Membership,
+    has_known_state: bool,
+    is_encrypted: bool,
+    is_dm: bool,
+}
+
+#[derive(Debug)]
+struct UserRecord {
+    user_id: UserId,
+    snapshots: FxHashMap<RoomSlot, SnapshotRecord>,
+    /// Listed rooms (R1), newest first; ties by slot (re-sorted by room ID on read).
+    order: BTreeMap<(Reverse<i64>, RoomSlot), Attributes>,
+    /// Listed rooms per attribute combination.
+    attribute_counts: FxHashMap<Attributes, u32>,
+    /// Self-leaves not forgotten, by position (newly-left candidates).
+    self_leaves: BTreeSet<(i64, RoomSlot)>,
+    dm_rooms: FxHashSet<RoomSlot>,
+    tags: FxHashMap<RoomSlot, Box<[Box<str>]>>,
+    rooms_by_tag: FxHashMap<Box<str>, FxHashSet<RoomSlot>>,
+}
+
+impl UserRecord {
+    fn new(user_id: UserId) -> Self {
+        UserRecord {
+            user_id,
+            snapshots: FxHashMap::default(),
+            order: BTreeMap::new(),
+            attribute_counts: FxHashMap::default(),
+            self_leaves: BTreeSet::new(),
+            dm_rooms: FxHashSet::default(),
+            tags: FxHashMap::default(),
+            rooms_by_tag: FxHashMap::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IndexData {
+    room_slots: FxHashMap<RoomId, RoomSlot>,
+    rooms: Vec<RoomRecord>,
+    user_slots: FxHashMap<UserId, UserSlot>,
+    users: Vec<UserRecord>,
+    senders: Interner<UserId>,
+    instances: Interner<String>,
+    /// Index 0 is a placeholder for [`NO_TYPE`].
+    room_types: Interner<String>,
+    joined_room_count: usize,
+    snapshot_count: u64,
+}
+
+/// Committed rows, organised for reads.
+#[derive(Debug)]
+pub struct ReadIndex {
+    data: RwLock<IndexData>,
+}
+
+impl Default for ReadIndex {
+    fn default() -> Self {
+        let mut room_types = Interner::new();
+        room_types.intern(&String::new());
+        ReadIndex {
+            data: RwLock::new(IndexData {
+                room_slots: FxHashMap::default(),
+                rooms: Vec::new(),
+                user_slots: FxHashMap::default(),
+                users: Vec::new(),
+                senders: Interner::new(),
+                instances: Interner::new(),
+                room_types,
+                joined_room_count: 0,
+                snapshot_count: 0,
+            }),
+        }
+    }
+}
+
+fn boxed(value: &Option<String>) -> Option<Box<str>> {
+    value.as_deref().map(Box::from)
+}
+
+fn unboxed(value: &Option<Box<str>>) -> Option<String> {
+    value.as_deref().map(str::to_owned)
+}
+
+impl IndexData {
+    fn room_slot(&mut self, room_id: &RoomId) -> RoomSlot {
+        if let Some(slot) = self.room_slots.get(room_id) {
+            return *slot;
+        }
+        let slot = self.rooms.len() as RoomSlot;
+        self.rooms.push(RoomRecord {
+            room_id: room_id.clone(),
+            joined: None,
+            joined_members: Vec::new(),
+            space_children: Box::new([]),
+        });
+        self.room_slots.insert(room_id.clone(), slot);
+        slot
+    }
+
+    fn user_slot(&mut self, user_id: &UserId) -> UserSlot {
+        if let Some(slot) = self.user_slots.get(user_id) {
+            return *slot;
+        }
+        let slot = self.users.len() as UserSlot;
+        self.users.push(UserRecord::new(user_id.clone()));
+        self.user_slots.insert(user_id.clone(), slot);
+        slot
+    }
+
+    fn type_id(&mut self, room_type: &Option<String>) -> TypeId {
+        match room_type {
+            None => NO_TYPE,
+            Some(t) => self.room_types.intern(t),
+        }
+    }
+
+    fn type_name(&self, id: TypeId) -> Option<String> {
+        (id != NO_TYPE)
+            .then(|| self.room_types.get(id).cloned())
+            .flatten()
+    }
+
+    /// The recency key and attributes of a user's room, per §6.1/§6.8.
+    fn listing(
+        room: &RoomRecord,
+        snapshot: &SnapshotRecord,
+        is_dm: bool,
+    ) -> (i64, Attributes) {
+        let joined = (snapshot.membership == Membership::Join)
+            .then_some(room.joined.as_ref())
+            .flatten();
+        let room_type = match joined {
+            Some(j) if j.room_type != NO_TYPE => j.room_type,
+            _ => snapshot.room_type,
+        };
+        let attributes = Attributes {
+            room_type,
+            membership: snapshot.membership,
+            has_known_state: snapshot.has_known_state,
+            is_encrypted: joined.map_or(snapshot.is_encrypted, |j| j.is_encrypted),
+            is_dm,
+        };
+        let recency = joined.map_or(snapshot.position, |j| j.event_stream_ordering);
+        (recency, attributes)
+    }
+
+    /// Takes a user's room out of the listing structures.
+    fn unlist(&mut self, user: UserSlot, room: RoomSlot) {
+        let Some(record) = self.users.get_mut(user as usize) else {
+            return;
+        };
+        let Some(snapshot) = record.snapshots.get_mut(&room) else {
+            return;
+        };
+        if let Some(key) = snapshot.listed.take() {
+            if let Some(attributes) = record.order.remove(&(Reverse(key), room)) {
+                if let Some(count) = record.attribute_counts.get_mut(&attributes) {
+                    *count -= 1;
+                    if *count == 0 {
+                        record.attribute_counts.remove(&attributes);
+                    }
+                }
+            }
+        }
+        record.self_leaves.remove(&(snapshot.position, room));
+    }
+
+    /// Puts a user's room into the listing structures per its snapshot.
+    fn list(&mut self, user: UserSlot, room: RoomSlot) {
+        let (Some(record), Some(room_record)) = (
+            self.users.get_mut(user as usize),
+            self.rooms.get(room as usize),
+        ) else {
+            return;
+        };
+        let sender_is_user = |sender: u32| {
+            self.senders
+                .get(sender)
+                .is_some_and(|s| s == &record.user_id)
+        };
+        let Some(snapshot) = record.snapshots.get(&room) else {
+            return;
+        };
+        if snapshot.forgotten {
+            return;
+        }
+        if snapshot.membership == Membership::Leave && sender_is_user(snapshot.sender) {
+            let position = snapshot.position;
+            record.self_leaves.insert((position, room));
+            return;
+        }
+        let is_dm = record.dm_rooms.contains(&room);
+        let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
+        record.order.insert((Reverse(key), room), attributes);
+        *record.attribute_counts.entry(attributes).or_insert(0) += 1;
+        if let Some(snapshot) = record.snapshots.get_mut(&room) {
+            snapshot.listed = Some(key);
+        }
+    }
+
+    fn relist_joined_members(&mut self, room: RoomSlot, change: impl FnOnce(&mut RoomRecord)) {
+        let members = self
+            .rooms
+            .get(room as usize)
+            .map(|r| r.joined_members.clone())
+            .unwrap_or_default();
+        for user in &members {
+            self.unlist(*user, room);
+        }
+        if let Some(record) = self.rooms.get_mut(room as usize) {
+            change(record);
+        }
+        for user in &members {
+            self.list(*user, room);
+        }
+    }
+
+    fn upsert_joined(&mut self, row: &JoinedRoomRow) {
+        let room = self.room_slot(&row.room_id);
+        let record = JoinedRecord {
+            event_stream_ordering: row.event_stream_ordering,
+            bump_stamp: row.bump_stamp,
+            room_type: self.type_id(&row.metadata.room_type),
+            is_encrypted: row.metadata.is_encrypted,
+            room_name: boxed(&row.metadata.room_name),
+            tombstone: boxed(&row.metadata.tombstone_successor_room_id),
+        };
+        let mut added = false;
+        self.relist_joined_members(room, |r| {
+            added = r.joined.is_none();
+            r.joined = Some(record);
+        });
+        if added {
+            self.joined_room_count += 1;
+        }
+    }
+
+    fn delete_joined(&mut self, room_id: &RoomId) {
+        let Some(room) = self.room_slots.get(room_id).copied() else {
+            return;
+        };
+        let mut removed = false;
+        self.relist_joined_members(room, |r| removed = r.joined.take().is_some());
+        if removed {
+            self.joined_room_count -= 1;
+        }
+    }
+
+    fn upsert_snapshot(&mut self, snapshot: &MembershipSnapshot) {
+        let room = self.room_slot(&snapshot.room_id);
+        let user = self.user_slot(&snapshot.user_id);
+        self.unlist(user, room);
+        let record = SnapshotRecord {
+            event_id: snapshot.membership_event_id.clone(),
+            position: snapshot.event_stream_ordering,
+            sender: self.senders.intern(&snapshot.sender),
+            instance: self.instances.intern(&snapshot.event_instance_name),
+            room_type: self.type_id(&snapshot.metadata.room_type),
+            membership: snapshot.membership,
+            forgotten: snapshot.forgotten,
+            has_known_state: snapshot.has_known_state,
+            is_encrypted: snapshot.metadata.is_encrypted,
+            room_name: boxed(&snapshot.metadata.room_name),
+            tombstone: boxed(&snapshot.metadata.tombstone_successor_room_id),
+            listed: None,
+        };
+        let joins = record.membership == Membership::Join;
+        let Some(user_record) = self.users.get_mut(user as usize) else {
+            return;
+        };
+        let previous = user_record.snapshots.insert(room, record);
+        let joined_before = previous
+            .as_ref()
+            .is_some_and(|p| p.membership == Membership::Join);
         if previous.is_none() {
-            self.snapshot_count.fetch_add(1, Ordering::Relaxed);
+            self.snapshot_count += 1;
         }
+        if let Some(room_record) = self.rooms.get_mut(room as usize) {
+            if joins && !joined_before {
+                room_record.joined_members.push(user);
+            } else if !joins && joined_before {
+                room_record.joined_members.retain(|u| *u != user);
+            }
+        }
+        self.list(user, room);
     }
 
-    fn remove_snapshot(&self, room_id: &RoomId, user_id: &UserId) {
+    fn delete_snapshot(&mut self, room_id: &RoomId, user_id: &UserId) {
+        let (Some(room), Some(user)) = (
+            self.room_slots.get(room_id).copied(),
+            self.user_slots.get(user_id).copied(),
+        ) else {
+            return;
+        };
+        self.unlist(user, room);
         let removed = self
-            .snapshots_by_user
-            .get_mut(user_id)
-            .and_then(|mut rooms| rooms.remove(room_id));
-        if removed.is_some() {
-            self.snapshot_count.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.snapshots_by_user
-            .remove_if(user_id, |_, rooms| rooms.is_empty());
-    }
-
-    /// Makes committed changes visible, in order.
-    pub fn publish(&self, changes: &[RowChange]) {
-        for change in changes {
-            match change {
-                RowChange::UpsertJoinedRoom(row) => {
-                    self.joined_rooms.insert(row.room_id.clone(), row.clone());
+            .users
+            .get_mut(user as usize)
+            .and_then(|r| r.snapshots.remove(&room));
+        if let Some(removed) = removed {
+            self.snapshot_count -= 1;
+            if removed.membership == Membership::Join {
+                if let Some(room_record) = self.rooms.get_mut(room as usize) {
+                    room_record.joined_members.retain(|u| *u != user);
                 }
-                RowChange::DeleteJoinedRoom(room_id) => {
-                    self.joined_rooms.remove(room_id);
-                }
-                RowChange::UpsertSnapshot(snapshot) => self.insert_snapshot(snapshot.clone()),
-                RowChange::DeleteSnapshot(room_id, user_id) => {
-                    self.remove_snapshot(room_id, user_id)
-                }
-                RowChange::Dequeue(_) => {}
             }
         }
     }
 
+    fn set_space_children(&mut self, space: &RoomId, children: &[RoomId]) {
+        let space = self.room_slot(space);
+        let slots: Box<[RoomSlot]> = children.iter().map(|c| self.room_slot(c)).collect();
+        if let Some(record) = self.rooms.get_mut(space as usize) {
+            record.space_children = slots;
+        }
+    }
+
+    fn set_account_data(&mut self, data: &AccountData) {
+        let user = self.user_slot(&data.user_id);
+        match (&data.room_id, data.data_type.as_str()) {
+            (None, DIRECT_ACCOUNT_DATA) => {
+                let rooms: FxHashSet<RoomSlot> = direct_rooms(&data.content)
+                    .iter()
+                    .map(|r| self.room_slot(r))
+                    .collect();
+                let Some(record) = self.users.get_mut(user as usize) else {
+                    return;
+                };
+                let previous = std::mem::replace(&mut record.dm_rooms, rooms);
+                let changed: Vec<RoomSlot> = previous
+                    .symmetric_difference(&record.dm_rooms)
+                    .copied()
+                    .collect();
+                for room in changed {
+                    self.unlist(user, room);
+                    self.list(user, room);
+                }
+            }
+            (Some(room_id), TAG_ACCOUNT_DATA) => {
+                let room = self.room_slot(room_id);
+                let Some(record) = self.users.get_mut(user as usize) else {
+                    return;
+                };
+                if let Some(old) = record.tags.remove(&room) {
+                    for tag in old.iter() {
+                        if let Some(rooms) = record.rooms_by_tag.get_mut(tag) {
+                            rooms.remove(&room);
+                            if rooms.is_empty() {
+                                record.rooms_by_tag.remove(tag);
+                            }
+                        }
+                    }
+                }
+                let tags: Box<[Box<str>]> = tag_names(&data.content)
+                    .into_iter()
+                    .map(String::into_boxed_str)
+                    .collect();
+                for tag in tags.iter() {
+                    record
+                        .rooms_by_tag
+                        .entry(tag.clone())
+                        .or_default()
+                        .insert(room);
+                }
+                if !tags.is_empty() {
+                    record.tags.insert(room, tags);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, change: &RowChange) {
+        match change {
+            RowChange::UpsertJoinedRoom(row) => self.upsert_joined(row),
+            RowChange::DeleteJoinedRoom(room_id) => self.delete_joined(room_id),
+            RowChange::UpsertSnapshot(snapshot) => self.upsert_snapshot(snapshot),
+            RowChange::DeleteSnapshot(room_id, user_id) => self.delete_snapshot(room_id, user_id),
+            RowChange::Dequeue(_) => {}
+            RowChange::SpaceChildren {
+                space_room_id,
+                children,
+            } => self.set_space_children(space_room_id, children),
+            RowChange::AccountData(data) => self.set_account_data(data),
+        }
+    }
+
+    fn joined_row(&self, room: &RoomRecord) -> Option<JoinedRoomRow> {
+        let joined = room.joined.as_ref()?;
+        Some(JoinedRoomRow {
+            room_id: room.room_id.clone(),
+            event_stream_ordering: joined.event_stream_ordering,
+            bump_stamp: joined.bump_stamp,
+            metadata: RoomMetadata {
+                room_type: self.type_name(joined.room_type),
+                room_name: unboxed(&joined.room_name),
+                is_encrypted: joined.is_encrypted,
+                tombstone_successor_room_id: unboxed(&joined.tombstone),
+            },
+        })
+    }
+
+    fn snapshot_row(
+        &self,
+        user: &UserRecord,
+        room: RoomSlot,
+        snapshot: &SnapshotRecord,
+    ) -> Option<MembershipSnapshot> {
+        Some(MembershipSnapshot {
+            room_id: self.rooms.get(room as usize)?.room_id.clone(),
+            user_id: user.user_id.clone(),
+            sender: self.senders.get(snapshot.sender)?.clone(),
+            membership_event_id: snapshot.event_id.clone(),
+            membership: snapshot.membership,
+            forgotten: snapshot.forgotten,
+            event_stream_ordering: snapshot.position,
+            event_instance_name: self.instances.get(snapshot.instance)?.clone(),
+            has_known_state: snapshot.has_known_state,
+            metadata: RoomMetadata {
+                room_type: self.type_name(snapshot.room_type),
+                room_name: unboxed(&snapshot.room_name),
+                is_encrypted: snapshot.is_encrypted,
+                tombstone_successor_room_id: unboxed(&snapshot.tombstone),
+            },
+        })
+    }
+}
+
+/// A list's filters, resolved against the index's ids.
+struct CompiledFilter<'a> {
+    filters: &'a Filters,
+    room_types: Option<Vec<TypeId>>,
+    not_room_types: Option<Vec<TypeId>>,
+    spaces: Option<FxHashSet<RoomSlot>>,
+    tagged: Option<FxHashSet<RoomSlot>>,
+    not_tagged: Option<FxHashSet<RoomSlot>>,
+    name: Option<NameNeedle>,
+}
+
+impl<'a> CompiledFilter<'a> {
+    fn new(filters: &'a Filters, data: &IndexData, user: &UserRecord) -> Self {
+        let types = |list: &Option<Vec<Option<String>>>| {
+            list.as_ref().map(|types| {
+                types
+                    .iter()
+                    .map(|t| match t {
+                        None => NO_TYPE,
+                        Some(t) => data.room_types.find(t).unwrap_or(UNSEEN_TYPE),
+                    })
+                    .collect()
+            })
+        };
+        let tagged = |list: &Option<Vec<String>>| {
+            list.as_ref().map(|tags| {
+                tags.iter()
+                    .filter_map(|t| user.rooms_by_tag.get(t.as_str()))
+                    .flatten()
+                    .copied()
+                    .collect()
+            })
+        };
+        CompiledFilter {
+            filters,
+            room_types: types(&filters.room_types),
+            not_room_types: types(&filters.not_room_types),
+            spaces: filters.spaces.as_ref().map(|spaces| {
+                spaces
+                    .iter()
+                    .filter_map(|s| data.room_slots.get(s))
+                    .filter_map(|s| data.rooms.get(*s as usize))
+                    .flat_map(|r| r.space_children.iter().copied())
+                    .collect()
+            }),
+            tagged: tagged(&filters.tags),
+            not_tagged: tagged(&filters.not_tags),
+            name: filters.room_name_like.as_deref().map(NameNeedle::new),
+        }
+    }
+
+    fn matches_attributes(&self, a: &Attributes) -> bool {
+        let f = self.filters;
+        f.is_dm.is_none_or(|want| a.is_dm == want)
+            && f
+                .is_encrypted
+                .is_none_or(|want| a.has_known_state && a.is_encrypted == want)
+            && f
+                .is_invite
+                .is_none_or(|want| (a.membership == Membership::Invite) == want)
+            && (!f.filters_room_type() || a.has_known_state)
+            && self
+                .room_types
+                .as_ref()
+                .is_none_or(|types| types.contains(&a.room_type))
+            && self
+                .not_room_types
+                .as_ref()
+                .is_none_or(|types| !types.contains(&a.room_type))
+    }
+
+    /// Every filter, for a room whose attributes matched.
+    fn matches_rest(
+        &self,
+        room: RoomSlot,
+        data: &IndexData,
+        user: &UserRecord,
+        membership: Membership,
+    ) -> bool {
+        if self.spaces.as_ref().is_some_and(|s| !s.contains(&room))
+            || self.tagged.as_ref().is_some_and(|t| !t.contains(&room))
+            || self.not_tagged.as_ref().is_some_and(|t| t.contains(&room))
+        {
+            return false;
+        }
+        let Some(needle) = &self.name else {
+            return true;
+        };
+        let joined = (membership == Membership::Join)
+            .then(|| data.rooms.get(room as usize).and_then(|r| r.joined.as_ref()))
+            .flatten();
+        let name = match joined {
+            Some(j) => j.room_name.as_deref(),
+            None => user
+                .snapshots
+                .get(&room)
+                .and_then(|s| s.room_name.as_deref()),
+        };
+        name.is_some_and(|n| needle.matches(n))
+    }
+
+    /// The only rooms that can match, when spaces or tags narrow the list.
+    fn candidates(&self) -> Option<Vec<RoomSlot>> {
+        match (&self.spaces, &self.tagged) {
+            (None, None) => None,
+            (Some(set), None) | (None, Some(set)) => Some(set.iter().copied().collect()),
+            (Some(a), Some(b)) => {
+                let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+                Some(
+                    small
+                        .iter()
+                        .filter(|r| large.contains(*r))
+                        .copied()
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// A listed room of a list: its recency and slot.
+type Listed = (i64, RoomSlot);
+
+impl IndexData {
+    fn run_list(
+        &self,
+        user: &UserRecord,
+        list: &ListRequest,
+        from_token: Option<&StreamToken>,
+    ) -> ListAnswer {
+        let filter = CompiledFilter::new(&list.filters, self, user);
+        let need = needed_prefix(&list.ranges);
+        let mut top: Vec<Listed> = Vec::new();
+        let mut count: usize;
+        let push_top = |top: &mut Vec<Listed>, item: Listed| -> bool {
+            // Keep the first `need` rows and every row tied with the last kept.
+            if top.len() < need || top.last().is_some_and(|last| last.0 == item.0) {
+                top.push(item);
+                true
+            } else {
+                false
+            }
+        };
+        if let Some(candidates) = filter.candidates() {
+            let mut matched: Vec<Listed> = Vec::new();
+            for room in candidates {
+                let Some(snapshot) = user.snapshots.get(&room) else {
+                    continue;
+                };
+                let Some(key) = snapshot.listed else {
+                    continue;
+                };
+                let Some(attributes) = user.order.get(&(Reverse(key), room)) else {
+                    continue;
+                };
+                if filter.matches_attributes(attributes)
+                    && filter.matches_rest(room, self, user, attributes.membership)
+                {
+                    matched.push((key, room));
+                }
+            }
+            count = matched.len();
+            top = matched;
+        } else if list.filters.attributes_only() {
+            count = user
+                .attribute_counts
+                .iter()
+                .filter(|(a, _)| filter.matches_attributes(a))
+                .map(|(_, n)| *n as usize)
+                .sum();
+            if need > 0 {
+                for ((Reverse(key), room), attributes) in &user.order {
+                    if !filter.matches_attributes(attributes) {
+                        continue;
+                    }
+                    if !push_top(&mut top, (*key, *room)) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            count = 0;
+            for ((Reverse(key), room), attributes) in &user.order {
+                if filter.matches_attributes(attributes)
+                    && filter.matches_rest(*room, self, user, attributes.membership)
+                {
+                    count += 1;
+                    push_top(&mut top, (*key, *room));
+                }
+            }
+        }
+        // §6.3/§6.4: self-leaves after `from_token` are newly left and listed.
+        if let Some(token) = from_token {
+            let start = (token.stream.saturating_add(1), 0);
+            for (position, room) in user.self_leaves.range(start..) {
+                let Some(snapshot) = user.snapshots.get(room) else {
+                    continue;
+                };
+                let instance = self
+                    .instances
+                    .get(snapshot.instance)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                if *position <= token.position(instance) {
+                    continue;
+                }
+                let Some(room_record) = self.rooms.get(*room as usize) else {
+                    continue;
+                };
+                let (_, attributes) =
+                    Self::listing(room_record, snapshot, user.dm_rooms.contains(room));
+                if filter.matches_attributes(&attributes)
+                    && filter.matches_rest(*room, self, user, attributes.membership)
+                {
+                    count += 1;
+                    top.push((*position, *room));
+                }
+            }
+        }
+        top.sort_unstable_by(|a, b| {
+            let room_id = |slot: RoomSlot| self.rooms.get(slot as usize).map(|r| &r.room_id);
+            (Reverse(a.0), room_id(a.1)).cmp(&(Reverse(b.0), room_id(b.1)))
+        });
+        top.truncate(need.min(count));
+        let ranges = answer_ranges(&list.ranges, count, &top, |(_, room)| {
+            self.entry(user, *room)
+        });
+        ListAnswer { count, ranges }
+    }
+
+    /// The answer's entry of a listed room (listed rooms always have both records).
+    fn entry(&self, user: &UserRecord, room: RoomSlot) -> Option<RoomListEntry> {
+        let room_record = self.rooms.get(room as usize);
+        let snapshot = user.snapshots.get(&room);
+        match (room_record, snapshot) {
+            (Some(room_record), Some(snapshot)) => {
+                let joined = (snapshot.membership == Membership::Join)
+                    .then_some(room_record.joined.as_ref())
+                    .flatten();
+                let room_type = match joined {
+                    Some(j) if j.room_type != NO_TYPE => j.room_type,
+                    _ => snapshot.room_type,
+                };
+                Some(RoomListEntry {
+                    room_id: room_record.room_id.clone(),
+                    membership: snapshot.membership,
+                    sender: self
+                        .senders
+                        .get(snapshot.sender)
+                        .cloned()
+                        .unwrap_or_else(|| user.user_id.clone()),
+                    membership_event_id: snapshot.event_id.clone(),
+                    event_stream_ordering: snapshot.position,
+                    event_instance_name: self
+                        .instances
+                        .get(snapshot.instance)
+                        .cloned()
+                        .unwrap_or_default(),
+                    bump_stamp: joined
+                        .and_then(|j| j.bump_stamp)
+                        .unwrap_or(snapshot.position)
+                        .max(0),
+                    room_type: self.type_name(room_type),
+                    room_name: unboxed(joined.map_or(&snapshot.room_name, |j| &j.room_name)),
+                    is_encrypted: joined.map_or(snapshot.is_encrypted, |j| j.is_encrypted),
+                    tombstone_successor_room_id: unboxed(
+                        joined.map_or(&snapshot.tombstone, |j| &j.tombstone),
+                    ),
+                    has_known_state: snapshot.has_known_state,
+                })
+            }
+            _ => {
+                tracing::error!(user_id = %user.user_id, room, "listed room without its records");
+                None
+            }
+        }
+    }
+}
+
+impl ReadIndex {
+    fn read(&self) -> RwLockReadGuard<'_, IndexData> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, IndexData> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An index holding the rows loaded at start-up.
+    pub fn from_rows(joined: Vec<JoinedRoomRow>, snapshots: Vec<MembershipSnapshot>) -> Self {
+        let index = ReadIndex::default();
+        {
+            let mut data = index.write();
+            for row in &joined {
+                data.upsert_joined(row);
+            }
+            drop(joined);
+            for snapshot in &snapshots {
+                data.upsert_snapshot(snapshot);
+            }
+        }
+        index
+    }
+
+    /// Makes committed changes visible, in order.
+    pub fn publish(&self, changes: &[RowChange]) {
+        self.publish_then(std::iter::once(changes), || {});
+    }
+
+    /// Makes committed changes visible, in order, then runs `then` (the
+    /// supervisor advances the writers' positions there) before any reader
+    /// can look: readers see the rows and the positions change together.
+    pub fn publish_then<'a>(
+        &self,
+        changes: impl IntoIterator<Item = &'a [RowChange]>,
+        then: impl FnOnce(),
+    ) {
+        let mut data = self.write();
+        for slice in changes {
+            for change in slice {
+                data.apply(change);
+            }
+        }
+        then();
+    }
+
     pub fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
-        self.joined_rooms.get(room_id).map(|r| r.clone())
+        let data = self.read();
+        let slot = data.room_slots.get(room_id)?;
+        data.joined_row(data.rooms.get(*slot as usize)?)
     }
 
     pub fn snapshot(&self, user_id: &UserId, room_id: &RoomId) -> Option<MembershipSnapshot> {
-        self.snapshots_by_user
-            .get(user_id)
-            .and_then(|rooms| rooms.get(room_id).cloned())
+        let data = self.read();
+        let room = *data.room_slots.get(room_id)?;
+        let user = data.users.get(*data.user_slots.get(user_id)? as usize)?;
+        data.snapshot_row(user, room, user.snapshots.get(&room)?)
     }
 
     /// All of a user's snapshots, ordered by room ID.
     pub fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
-        self.snapshots_by_user
+        let data = self.read();
+        let Some(user) = data
+            .user_slots
             .get(user_id)
-            .map(|rooms| rooms.values().cloned().collect())
-            .unwrap_or_default()
+            .and_then(|u| data.users.get(*u as usize))
+        else {
+            return Vec::new();
+        };
+        let mut rows: Vec<MembershipSnapshot> = user
+            .snapshots
+            .iter()
+            .filter_map(|(room, s)| data.snapshot_row(user, *room, s))
+            .collect();
+        rows.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+        rows
     }
 
     pub fn joined_room_count(&self) -> usize {
-        self.joined_rooms.len()
+        self.read().joined_room_count
     }
 
     pub fn snapshot_count(&self) -> u64 {
-        self.snapshot_count.load(Ordering::Relaxed)
+        self.read().snapshot_count
+    }
+
+    /// Computes room lists for a user. `token` is called under the read
+    /// lock: the answer holds exactly the rows published up to that token.
+    pub fn room_lists<'a, T>(
+        &self,
+        user_id: &UserId,
+        lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
+        from_token: Option<&StreamToken>,
+        token: impl FnOnce() -> StreamToken,
+    ) -> (StreamToken, Vec<(T, ListAnswer)>) {
+        let data = self.read();
+        let token = token();
+        let user = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize));
+        let answers = lists
+            .into_iter()
+            .map(|(name, list)| {
+                let answer = match user {
+                    Some(user) => data.run_list(user, list, from_token),
+                    None => ListAnswer {
+                        count: 0,
+                        ranges: answer_ranges(&list.ranges, 0, &[] as &[()], |_| None),
+                    },
+                };
+                (name, answer)
+            })
+            .collect();
+        (token, answers)
+    }
+
+    /// One list, for in-process callers (benchmarks, tests).
+    pub fn room_list(
+        &self,
+        user_id: &UserId,
+        list: &ListRequest,
+        from_token: Option<&StreamToken>,
+    ) -> ListAnswer {
+        self.room_lists(user_id, [((), list)], from_token, StreamToken::default)
+            .1
+            .pop()
+            .map(|(_, answer)| answer)
+            .unwrap_or_default()
     }
 }

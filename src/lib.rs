@@ -14,6 +14,7 @@
 //! * [`rules`]: the update rules of the spec as pure functions;
 //! * [`store`]: Postgres (migrations, loading, write-through);
 //! * [`index`]: the committed rows, as queries read them;
+//! * [`room_list`]: room-list requests, filters, ranges (§6), and a reference implementation;
 //! * [`positions`]: per-writer durable positions, tokens and waiters (loom-checked, over [`sync`]);
 //! * [`api`]: HTTP/JSON over the Unix socket;
 //! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
@@ -25,6 +26,7 @@ pub mod index;
 pub mod model;
 pub mod positions;
 pub mod room;
+pub mod room_list;
 pub mod rules;
 pub mod server;
 pub mod store;

@@ -227,7 +227,32 @@ pub enum RowChange {
     DeleteSnapshot(RoomId, UserId),
     /// Remove the room from `sliding_sync_joined_rooms_to_recalculate`.
     Dequeue(RoomId),
+    /// The space's children through its `m.space.child` state (state keys
+    /// whose event has a non-empty `via` array), replacing the previous list.
+    SpaceChildren {
+        space_room_id: RoomId,
+        children: Vec<RoomId>,
+    },
+    /// A user's account data that room lists read (`m.direct`, `m.tag`).
+    AccountData(AccountData),
 }
+
+/// One piece of a local user's account data: global (`room_id` none, e.g.
+/// `m.direct`) or per room (e.g. `m.tag`). The content is kept as sent; the
+/// read index interprets it (spec §6.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountData {
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<RoomId>,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub content: serde_json::Value,
+}
+
+/// The account-data types room lists read.
+pub const DIRECT_ACCOUNT_DATA: &str = "m.direct";
+pub const TAG_ACCOUNT_DATA: &str = "m.tag";
 
 #[cfg(test)]
 mod tests {

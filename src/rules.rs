@@ -30,6 +30,7 @@ pub const BUMP_EVENT_TYPES: [&str; 7] = [
 
 const MEMBER: &str = "m.room.member";
 const REDACTION: &str = "m.room.redaction";
+const SPACE_CHILD: &str = "m.space.child";
 
 /// The four state keys (all with state key `""`) whose events feed the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -132,6 +133,22 @@ pub struct RoomMemory {
     /// Redactions seen whose target was not known yet.
     #[serde(default)]
     pub pending_redactions: BTreeSet<EventId>,
+    /// The room's children as a space: each current `m.space.child` state
+    /// key that is a room ID and whose event has a non-empty `via` array,
+    /// with that event (so a redaction of it removes the child). Empty while
+    /// the server is not in the room.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub space_children: BTreeMap<RoomId, EventId>,
+}
+
+/// True when an `m.space.child` event makes its state key a child: its
+/// `content.via` is a non-empty array.
+fn is_valid_space_child(event: &Event) -> bool {
+    event
+        .content
+        .get("via")
+        .and_then(Value::as_array)
+        .is_some_and(|via| !via.is_empty())
 }
 
 /// Everything the rules hold for one room.
@@ -443,7 +460,7 @@ impl Working<'_> {
                 FeedRow::State(r) => delta.push(r),
                 FeedRow::Forget(r) => self.forget(&r.user_id),
                 FeedRow::Purge(_) => self.purge(),
-                FeedRow::Position(_) => {}
+                FeedRow::Position(_) | FeedRow::AccountData(_) => {}
             }
         }
         self.remember_events(&events);
@@ -508,6 +525,9 @@ impl Working<'_> {
             event.redact();
             found = true;
         }
+        let before = memory.space_children.len();
+        memory.space_children.retain(|_, event_id| *event_id != target);
+        found |= memory.space_children.len() != before;
         if !found {
             memory.pending_redactions.insert(target);
         }
@@ -681,6 +701,10 @@ impl Working<'_> {
                 }
                 continue;
             }
+            if row.event_type == SPACE_CHILD {
+                self.apply_space_child(row, request_events);
+                continue;
+            }
             if row.event_type != MEMBER || !self.context.is_local(&row.state_key) {
                 continue;
             }
@@ -797,8 +821,50 @@ impl Working<'_> {
         } else {
             state_after
         };
+        if no_longer_in_room {
+            self.state.memory.space_children.clear();
+        }
         self.memory_changed = true;
         Ok(())
+    }
+
+    /// An `m.space.child` state row: the state key becomes a child when the
+    /// event has a non-empty `via` (and is not redacted), and stops being one
+    /// otherwise. An event the cache has not seen keeps the current status
+    /// only when it is the event already recorded.
+    fn apply_space_child(
+        &mut self,
+        row: &StateRow,
+        request_events: &HashMap<&EventId, KnownEvent<'_>>,
+    ) {
+        let Ok(child) = RoomId::parse(&row.state_key) else {
+            return;
+        };
+        let valid = match &row.event_id {
+            None => None,
+            Some(event_id) => {
+                let memory = &self.state.memory;
+                let recorded = memory.space_children.get(&child) == Some(event_id);
+                let valid = match self.resolve(row, event_id, request_events) {
+                    Some(known) => {
+                        is_valid_space_child(known.event)
+                            && !memory.pending_redactions.contains(event_id)
+                    }
+                    None => recorded,
+                };
+                valid.then(|| event_id.clone())
+            }
+        };
+        let memory = &mut self.state.memory;
+        match valid {
+            Some(event_id) => {
+                memory.space_children.insert(child, event_id);
+            }
+            None => {
+                memory.space_children.remove(&child);
+            }
+        }
+        self.memory_changed = true;
     }
 
     /// A relevant event known to the room: current or remembered.
@@ -900,6 +966,13 @@ impl Working<'_> {
         }
         if self.dequeue {
             changes.push(RowChange::Dequeue(self.room_id.clone()));
+        }
+        let children_before = before.memory.space_children.keys();
+        if !children_before.eq(self.state.memory.space_children.keys()) {
+            changes.push(RowChange::SpaceChildren {
+                space_room_id: self.room_id.clone(),
+                children: self.state.memory.space_children.keys().cloned().collect(),
+            });
         }
         let memory_changed = self.memory_changed && self.state.memory != before.memory;
         RoomOutcome {

@@ -22,6 +22,7 @@ use tracing::info;
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::index::ReadIndex;
+use crate::model::RowChange;
 use crate::positions::PositionTracker;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -105,6 +106,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let loaded = store.load_all().await.context("loading the cached rows")?;
     let tracker = Arc::new(PositionTracker::new(&settings.writers, &loaded.positions));
     let index = Arc::new(ReadIndex::from_rows(loaded.joined_rooms, loaded.snapshots));
+    let room_list_data: Vec<RowChange> = loaded
+        .space_children
+        .into_iter()
+        .map(|(space_room_id, children)| RowChange::SpaceChildren {
+            space_room_id,
+            children,
+        })
+        .chain(loaded.account_data.into_iter().map(RowChange::AccountData))
+        .collect();
+    index.publish(&room_list_data);
     info!(
         joined_rooms = index.joined_room_count(),
         snapshots = index.snapshot_count(),

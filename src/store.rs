@@ -17,8 +17,8 @@ use tracing::{info, instrument};
 
 use crate::config::Settings;
 use crate::model::{
-    EventId, IdError, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
-    RowChange, UserId,
+    AccountData, EventId, IdError, JoinedRoomRow, Membership, MembershipSnapshot, RoomId,
+    RoomMetadata, RowChange, UserId,
 };
 use crate::rules::{RoomMemory, RoomState};
 
@@ -71,6 +71,10 @@ pub struct LoadedRows {
     pub snapshots: Vec<MembershipSnapshot>,
     pub positions: BTreeMap<String, i64>,
     pub recalculation_queue: Vec<RoomId>,
+    /// Users' `m.direct` and `m.tag` account data.
+    pub account_data: Vec<AccountData>,
+    /// Each space's children (spaces without children are absent).
+    pub space_children: Vec<(RoomId, Vec<RoomId>)>,
 }
 
 /// The final value of every key touched by a group of batches, and the
@@ -83,6 +87,10 @@ pub struct CommitGroup {
     memories: BTreeMap<RoomId, Option<RoomMemory>>,
     dequeued: Vec<RoomId>,
     positions: BTreeMap<String, i64>,
+    /// Final content per (user, room or "", type).
+    account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
+    /// Final children per space.
+    space_children: BTreeMap<RoomId, Vec<RoomId>>,
 }
 
 impl CommitGroup {
@@ -104,6 +112,24 @@ impl CommitGroup {
                     self.snapshots.insert((room.clone(), user.clone()), None);
                 }
                 RowChange::Dequeue(room) => self.dequeued.push(room.clone()),
+                RowChange::SpaceChildren {
+                    space_room_id,
+                    children,
+                } => {
+                    self.space_children
+                        .insert(space_room_id.clone(), children.clone());
+                }
+                RowChange::AccountData(data) => {
+                    let room = data
+                        .room_id
+                        .as_ref()
+                        .map(|r| r.as_str().to_owned())
+                        .unwrap_or_default();
+                    self.account_data.insert(
+                        (data.user_id.clone(), room, data.data_type.clone()),
+                        data.content.clone(),
+                    );
+                }
             }
         }
     }
@@ -125,6 +151,8 @@ impl CommitGroup {
             && self.memories.is_empty()
             && self.dequeued.is_empty()
             && self.positions.is_empty()
+            && self.account_data.is_empty()
+            && self.space_children.is_empty()
     }
 
     /// Number of table rows written or deleted.
@@ -229,11 +257,47 @@ impl Store {
             .iter()
             .map(|r| RoomId::parse(r.get(0)))
             .collect::<Result<_, _>>()?;
+        let account_data = client
+            .query(
+                "SELECT user_id, room_id, account_data_type, content FROM user_account_data",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let room: &str = r.get(1);
+                Ok(AccountData {
+                    user_id: UserId::parse(r.get(0))?,
+                    room_id: if room.is_empty() {
+                        None
+                    } else {
+                        Some(RoomId::parse(room)?)
+                    },
+                    data_type: r.get(2),
+                    content: r.get(3),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut children: BTreeMap<RoomId, Vec<RoomId>> = BTreeMap::new();
+        for row in client
+            .query(
+                "SELECT space_room_id, child_room_id FROM space_children ORDER BY 1, 2",
+                &[],
+            )
+            .await?
+        {
+            children
+                .entry(RoomId::parse(row.get(0))?)
+                .or_default()
+                .push(RoomId::parse(row.get(1))?);
+        }
         Ok(LoadedRows {
             joined_rooms,
             snapshots,
             positions,
             recalculation_queue,
+            account_data,
+            space_children: children.into_iter().collect(),
         })
     }
 
@@ -350,6 +414,7 @@ impl Store {
             upsert_snapshots(&transaction, &rows).await?;
         }
         write_memories(&transaction, &group.memories).await?;
+        write_room_list_data(&transaction, group).await?;
         if !group.dequeued.is_empty() {
             let ids: Vec<&str> = group.dequeued.iter().map(RoomId::as_str).collect();
             transaction
@@ -548,6 +613,52 @@ async fn upsert_snapshots(
             &params,
         )
         .await?;
+    Ok(())
+}
+
+/// Account data and space children (migration V3).
+async fn write_room_list_data(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    group: &CommitGroup,
+) -> Result<(), StoreError> {
+    if !group.space_children.is_empty() {
+        let spaces: Vec<&str> = group.space_children.keys().map(RoomId::as_str).collect();
+        transaction
+            .execute(
+                "DELETE FROM space_children WHERE space_room_id = ANY($1)",
+                &[&spaces],
+            )
+            .await?;
+        let (parents, children): (Vec<&str>, Vec<&str>) = group
+            .space_children
+            .iter()
+            .flat_map(|(space, children)| children.iter().map(|c| (space.as_str(), c.as_str())))
+            .unzip();
+        if !parents.is_empty() {
+            transaction
+                .execute(
+                    "INSERT INTO space_children (space_room_id, child_room_id)
+                     SELECT * FROM UNNEST($1::text[], $2::text[])",
+                    &[&parents, &children],
+                )
+                .await?;
+        }
+    }
+    if !group.account_data.is_empty() {
+        let users: Vec<&str> = group.account_data.keys().map(|(u, _, _)| u.as_str()).collect();
+        let rooms: Vec<&str> = group.account_data.keys().map(|(_, r, _)| r.as_str()).collect();
+        let types: Vec<&str> = group.account_data.keys().map(|(_, _, t)| t.as_str()).collect();
+        let contents: Vec<&serde_json::Value> = group.account_data.values().collect();
+        transaction
+            .execute(
+                "INSERT INTO user_account_data (user_id, room_id, account_data_type, content)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                 ON CONFLICT (user_id, room_id, account_data_type)
+                 DO UPDATE SET content = EXCLUDED.content",
+                &[&users, &rooms, &types, &contents],
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use tracing::{info_span, warn, Instrument};
 
 use crate::feed::{FeedBatch, FeedRow};
 use crate::index::ReadIndex;
-use crate::model::RoomId;
+use crate::model::{RoomId, RowChange};
 use crate::positions::PositionTracker;
 use crate::room::{Abort, BatchSeq, Commit, Prepare, PreparedRoom, RoomActor};
 use crate::rules::{RuleError, RulesContext};
@@ -173,6 +173,8 @@ struct Prepared {
     position: i64,
     applied_rows: usize,
     rooms: Vec<PreparedRoom>,
+    /// Changes that belong to no room (account data), in stream order.
+    user_changes: Vec<RowChange>,
     queued: Queued,
 }
 
@@ -189,7 +191,7 @@ impl GroupCommit {
         let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
         for (seq, queued) in batches {
             match self.prepare(seq, &queued.batch, &claimed).await {
-                Ok((position, applied_rows, rooms)) => {
+                Ok((position, applied_rows, rooms, user_changes)) => {
                     claimed.insert(queued.batch.writer.clone(), position);
                     prepared.push(Prepared {
                         seq,
@@ -197,6 +199,7 @@ impl GroupCommit {
                         position,
                         applied_rows,
                         rooms,
+                        user_changes,
                         queued,
                     });
                 }
@@ -221,7 +224,7 @@ impl GroupCommit {
         seq: BatchSeq,
         batch: &FeedBatch,
         claimed: &BTreeMap<String, i64>,
-    ) -> Result<(i64, usize, Vec<PreparedRoom>), BatchError> {
+    ) -> Result<(i64, usize, Vec<PreparedRoom>, Vec<RowChange>), BatchError> {
         let tracker = &self.deps.tracker;
         let durable = tracker
             .position(&batch.writer)
@@ -234,10 +237,13 @@ impl GroupCommit {
         let position = batch.last_stream_id().unwrap_or(from).max(from);
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
+        let mut user_changes = Vec::new();
         for row in batch.rows.iter().filter(|r| r.stream_id() > from) {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
                 by_room.entry(room.clone()).or_default().push(row.clone());
+            } else if let FeedRow::AccountData(data) = row {
+                user_changes.extend(data.change().map(RowChange::AccountData));
             }
         }
         self.ensure_actors(by_room.keys())
@@ -276,7 +282,7 @@ impl GroupCommit {
             }
             return Err(error);
         }
-        Ok((position, applied_rows, rooms))
+        Ok((position, applied_rows, rooms, user_changes))
     }
 
     /// Creates the actors of rooms seen for the first time since start-up,
@@ -310,6 +316,7 @@ impl GroupCommit {
                     group.set_memory(room.room_id.clone(), memory.clone());
                 }
             }
+            group.add_changes(&batch.user_changes);
             group.advance(&batch.writer, batch.position);
         }
         let started = Instant::now();
@@ -318,18 +325,29 @@ impl GroupCommit {
         let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
         match result {
             Ok(()) => {
-                for batch in &prepared {
-                    for room in &batch.rooms {
-                        self.deps.index.publish(&room.changes);
-                    }
-                }
+                // Publish and advance under the index's write lock, so a
+                // reader sees exactly the rows of the token it reports.
+                let tracker = &self.deps.tracker;
+                self.deps.index.publish_then(
+                    prepared.iter().flat_map(|batch| {
+                        batch
+                            .rooms
+                            .iter()
+                            .map(|room| room.changes.as_slice())
+                            .chain(std::iter::once(batch.user_changes.as_slice()))
+                    }),
+                    || {
+                        for batch in &prepared {
+                            tracker.advance(&batch.writer, batch.position);
+                        }
+                    },
+                );
                 for room in prepared.iter().flat_map(|b| &b.rooms) {
                     if let Some(address) = self.rooms.get(&room.room_id) {
                         address.do_send(Commit { seq: last_seq });
                     }
                 }
                 for batch in prepared {
-                    self.deps.tracker.advance(&batch.writer, batch.position);
                     metrics::counter!("roomcache_feed_batches_total", "outcome" => "committed")
                         .increment(1);
                     metrics::counter!("roomcache_feed_rows_total")
