@@ -32,7 +32,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -98,8 +98,8 @@ struct JoinedRecord {
     bump_stamp: Option<i64>,
     room_type: TypeId,
     is_encrypted: bool,
-    room_name: Option<Box<str>>,
-    tombstone: Option<Box<str>>,
+    room_name: Option<Arc<str>>,
+    tombstone: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -124,10 +124,12 @@ struct SnapshotRecord {
     forgotten: bool,
     has_known_state: bool,
     is_encrypted: bool,
-    room_name: Option<Box<str>>,
-    tombstone: Option<Box<str>>,
-    /// The recency key this room is listed under, when listed.
-    listed: Option<i64>,
+    /// Shared with the joined row's value when equal (most joined snapshots).
+    room_name: Option<Arc<str>>,
+    tombstone: Option<Arc<str>>,
+    /// Listed under the key [`IndexData::listing`] computes (every change
+    /// to its inputs unlists first, so the key can be recomputed).
+    listed: bool,
 }
 
 /// What attribute filters read of a listed room (also the key of the
@@ -144,7 +146,8 @@ struct Attributes {
 #[derive(Debug)]
 struct UserRecord {
     user_id: UserId,
-    snapshots: FxHashMap<RoomSlot, SnapshotRecord>,
+    /// The user's snapshots: room → index into [`IndexData::records`].
+    snapshots: FxHashMap<RoomSlot, u32>,
     /// Listed rooms (R1), newest first; ties by slot (re-sorted by room ID on read).
     order: BTreeMap<(Reverse<i64>, RoomSlot), Attributes>,
     /// Listed rooms per attribute combination.
@@ -177,6 +180,9 @@ struct IndexData {
     rooms: Vec<RoomRecord>,
     user_slots: FxHashMap<UserId, UserSlot>,
     users: Vec<UserRecord>,
+    /// Every snapshot, densely (freed slots are reused).
+    records: Vec<SnapshotRecord>,
+    free_records: Vec<u32>,
     senders: Interner<UserId>,
     instances: Interner<String>,
     /// Room types ([`TypeId`] `n` is entry `n - 1`).
@@ -199,6 +205,8 @@ impl Default for ReadIndex {
                 rooms: Vec::new(),
                 user_slots: FxHashMap::default(),
                 users: Vec::new(),
+                records: Vec::new(),
+                free_records: Vec::new(),
                 senders: Interner::new(),
                 instances: Interner::new(),
                 room_types: Interner::new(),
@@ -209,11 +217,19 @@ impl Default for ReadIndex {
     }
 }
 
-fn boxed(value: &Option<String>) -> Option<Box<str>> {
-    value.as_deref().map(Box::from)
+fn shared(value: &Option<String>) -> Option<Arc<str>> {
+    value.as_deref().map(Arc::from)
 }
 
-fn unboxed(value: &Option<Box<str>>) -> Option<String> {
+/// `value`, sharing `existing`'s allocation when equal.
+fn shared_like(value: &Option<String>, existing: Option<&Arc<str>>) -> Option<Arc<str>> {
+    match (value.as_deref(), existing) {
+        (Some(v), Some(e)) if **e == *v => Some(e.clone()),
+        _ => shared(value),
+    }
+}
+
+fn unboxed(value: &Option<Arc<str>>) -> Option<String> {
     value.as_deref().map(str::to_owned)
 }
 
@@ -280,15 +296,36 @@ impl IndexData {
         (recency, attributes)
     }
 
+    /// The snapshot record of a user's room.
+    fn record(&self, user: &UserRecord, room: RoomSlot) -> Option<&SnapshotRecord> {
+        user.snapshots
+            .get(&room)
+            .and_then(|i| self.records.get(*i as usize))
+    }
+
     /// Takes a user's room out of the listing structures.
     fn unlist(&mut self, user: UserSlot, room: RoomSlot) {
-        let Some(record) = self.users.get_mut(user as usize) else {
+        let IndexData {
+            users,
+            rooms,
+            records,
+            ..
+        } = self;
+        let (Some(record), Some(room_record)) =
+            (users.get_mut(user as usize), rooms.get(room as usize))
+        else {
             return;
         };
-        let Some(snapshot) = record.snapshots.get_mut(&room) else {
+        let Some(snapshot) = record
+            .snapshots
+            .get(&room)
+            .and_then(|i| records.get_mut(*i as usize))
+        else {
             return;
         };
-        if let Some(key) = snapshot.listed.take() {
+        if std::mem::take(&mut snapshot.listed) {
+            let is_dm = record.dm_rooms.contains(&room);
+            let (key, _) = Self::listing(room_record, snapshot, is_dm);
             if let Some(attributes) = record.order.remove(&(Reverse(key), room)) {
                 if let Some(count) = record.attribute_counts.get_mut(&attributes) {
                     *count -= 1;
@@ -303,35 +340,40 @@ impl IndexData {
 
     /// Puts a user's room into the listing structures per its snapshot.
     fn list(&mut self, user: UserSlot, room: RoomSlot) {
-        let (Some(record), Some(room_record)) = (
-            self.users.get_mut(user as usize),
-            self.rooms.get(room as usize),
-        ) else {
+        let IndexData {
+            users,
+            rooms,
+            records,
+            senders,
+            ..
+        } = self;
+        let (Some(record), Some(room_record)) =
+            (users.get_mut(user as usize), rooms.get(room as usize))
+        else {
             return;
         };
-        let sender_is_user = |sender: u32| {
-            self.senders
-                .get(sender)
-                .is_some_and(|s| s == &record.user_id)
-        };
-        let Some(snapshot) = record.snapshots.get(&room) else {
+        let Some(snapshot) = record
+            .snapshots
+            .get(&room)
+            .and_then(|i| records.get_mut(*i as usize))
+        else {
             return;
         };
         if snapshot.forgotten {
             return;
         }
-        if snapshot.membership == Membership::Leave && sender_is_user(snapshot.sender) {
-            let position = snapshot.position;
-            record.self_leaves.insert((position, room));
+        let self_sent = senders
+            .get(snapshot.sender)
+            .is_some_and(|s| *s == record.user_id);
+        if snapshot.membership == Membership::Leave && self_sent {
+            record.self_leaves.insert((snapshot.position, room));
             return;
         }
         let is_dm = record.dm_rooms.contains(&room);
         let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
         record.order.insert((Reverse(key), room), attributes);
         *record.attribute_counts.entry(attributes).or_insert(0) += 1;
-        if let Some(snapshot) = record.snapshots.get_mut(&room) {
-            snapshot.listed = Some(key);
-        }
+        snapshot.listed = true;
     }
 
     fn relist_joined_members(&mut self, room: RoomSlot, change: impl FnOnce(&mut RoomRecord)) {
@@ -358,8 +400,8 @@ impl IndexData {
             bump_stamp: row.bump_stamp,
             room_type: self.type_id(&row.metadata.room_type),
             is_encrypted: row.metadata.is_encrypted,
-            room_name: boxed(&row.metadata.room_name),
-            tombstone: boxed(&row.metadata.tombstone_successor_room_id),
+            room_name: shared(&row.metadata.room_name),
+            tombstone: shared(&row.metadata.tombstone_successor_room_id),
         };
         let mut added = false;
         self.relist_joined_members(room, |r| {
@@ -386,6 +428,15 @@ impl IndexData {
         let room = self.room_slot(&snapshot.room_id);
         let user = self.user_slot(&snapshot.user_id);
         self.unlist(user, room);
+        let joined = self.rooms.get(room as usize).and_then(|r| r.joined.as_ref());
+        let room_name = shared_like(
+            &snapshot.metadata.room_name,
+            joined.and_then(|j| j.room_name.as_ref()),
+        );
+        let tombstone = shared_like(
+            &snapshot.metadata.tombstone_successor_room_id,
+            joined.and_then(|j| j.tombstone.as_ref()),
+        );
         let record = SnapshotRecord {
             event_id: snapshot.membership_event_id.clone(),
             position: snapshot.event_stream_ordering,
@@ -396,21 +447,45 @@ impl IndexData {
             forgotten: snapshot.forgotten,
             has_known_state: snapshot.has_known_state,
             is_encrypted: snapshot.metadata.is_encrypted,
-            room_name: boxed(&snapshot.metadata.room_name),
-            tombstone: boxed(&snapshot.metadata.tombstone_successor_room_id),
-            listed: None,
+            room_name,
+            tombstone,
+            listed: false,
         };
         let joins = record.membership == Membership::Join;
-        let Some(user_record) = self.users.get_mut(user as usize) else {
-            return;
+        let existing = self
+            .users
+            .get(user as usize)
+            .and_then(|u| u.snapshots.get(&room))
+            .copied();
+        let joined_before = match existing {
+            Some(i) => match self.records.get_mut(i as usize) {
+                Some(slot) => {
+                    let before = slot.membership == Membership::Join;
+                    *slot = record;
+                    before
+                }
+                None => return,
+            },
+            None => {
+                let i = match self.free_records.pop() {
+                    Some(i) => {
+                        if let Some(slot) = self.records.get_mut(i as usize) {
+                            *slot = record;
+                        }
+                        i
+                    }
+                    None => {
+                        self.records.push(record);
+                        (self.records.len() - 1) as u32
+                    }
+                };
+                if let Some(user_record) = self.users.get_mut(user as usize) {
+                    user_record.snapshots.insert(room, i);
+                }
+                self.snapshot_count += 1;
+                false
+            }
         };
-        let previous = user_record.snapshots.insert(room, record);
-        let joined_before = previous
-            .as_ref()
-            .is_some_and(|p| p.membership == Membership::Join);
-        if previous.is_none() {
-            self.snapshot_count += 1;
-        }
         if let Some(room_record) = self.rooms.get_mut(room as usize) {
             if joins && !joined_before {
                 room_record.joined_members.push(user);
@@ -433,12 +508,20 @@ impl IndexData {
             .users
             .get_mut(user as usize)
             .and_then(|r| r.snapshots.remove(&room));
-        if let Some(removed) = removed {
-            self.snapshot_count -= 1;
-            if removed.membership == Membership::Join {
-                if let Some(room_record) = self.rooms.get_mut(room as usize) {
-                    room_record.joined_members.retain(|u| *u != user);
-                }
+        let Some(removed) = removed else {
+            return;
+        };
+        self.snapshot_count -= 1;
+        self.free_records.push(removed);
+        let was_join = self.records.get_mut(removed as usize).is_some_and(|slot| {
+            // Drop the freed record's allocations now.
+            slot.room_name = None;
+            slot.tombstone = None;
+            slot.membership == Membership::Join
+        });
+        if was_join {
+            if let Some(room_record) = self.rooms.get_mut(room as usize) {
+                room_record.joined_members.retain(|u| *u != user);
             }
         }
     }
@@ -459,17 +542,22 @@ impl IndexData {
                     .iter()
                     .map(|r| self.room_slot(r))
                     .collect();
-                let Some(record) = self.users.get_mut(user as usize) else {
-                    return;
+                let changed: Vec<RoomSlot> = match self.users.get(user as usize) {
+                    Some(record) => record
+                        .dm_rooms
+                        .symmetric_difference(&rooms)
+                        .copied()
+                        .collect(),
+                    None => return,
                 };
-                let previous = std::mem::replace(&mut record.dm_rooms, rooms);
-                let changed: Vec<RoomSlot> = previous
-                    .symmetric_difference(&record.dm_rooms)
-                    .copied()
-                    .collect();
-                for room in changed {
-                    self.unlist(user, room);
-                    self.list(user, room);
+                for room in &changed {
+                    self.unlist(user, *room);
+                }
+                if let Some(record) = self.users.get_mut(user as usize) {
+                    record.dm_rooms = rooms;
+                }
+                for room in &changed {
+                    self.list(user, *room);
                 }
             }
             (Some(room_id), TAG_ACCOUNT_DATA) => {
@@ -655,10 +743,7 @@ impl<'a> CompiledFilter<'a> {
             .flatten();
         let name = match joined {
             Some(j) => j.room_name.as_deref(),
-            None => user
-                .snapshots
-                .get(&room)
-                .and_then(|s| s.room_name.as_deref()),
+            None => data.record(user, room).and_then(|s| s.room_name.as_deref()),
         };
         name.is_some_and(|n| needle.matches(n))
     }
@@ -708,16 +793,18 @@ impl IndexData {
         if let Some(candidates) = filter.candidates() {
             let mut matched: Vec<Listed> = Vec::new();
             for room in candidates {
-                let Some(snapshot) = user.snapshots.get(&room) else {
+                let Some(snapshot) = self.record(user, room) else {
                     continue;
                 };
-                let Some(key) = snapshot.listed else {
+                let Some(room_record) = self.rooms.get(room as usize) else {
                     continue;
                 };
-                let Some(attributes) = user.order.get(&(Reverse(key), room)) else {
+                if !snapshot.listed {
                     continue;
-                };
-                if filter.matches_attributes(attributes)
+                }
+                let is_dm = user.dm_rooms.contains(&room);
+                let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
+                if filter.matches_attributes(&attributes)
                     && filter.matches_rest(room, self, user, attributes.membership)
                 {
                     matched.push((key, room));
@@ -757,7 +844,7 @@ impl IndexData {
         if let Some(token) = from_token {
             let start = (token.stream.saturating_add(1), 0);
             for (position, room) in user.self_leaves.range(start..) {
-                let Some(snapshot) = user.snapshots.get(room) else {
+                let Some(snapshot) = self.record(user, *room) else {
                     continue;
                 };
                 let instance = self
@@ -795,7 +882,7 @@ impl IndexData {
     /// The answer's entry of a listed room (listed rooms always have both records).
     fn entry(&self, user: &UserRecord, room: RoomSlot) -> Option<RoomListEntry> {
         let room_record = self.rooms.get(room as usize);
-        let snapshot = user.snapshots.get(&room);
+        let snapshot = self.record(user, room);
         match (room_record, snapshot) {
             (Some(room_record), Some(snapshot)) => {
                 let joined = (snapshot.membership == Membership::Join)
@@ -898,7 +985,7 @@ impl ReadIndex {
         let data = self.read();
         let room = *data.room_slots.get(room_id)?;
         let user = data.users.get(*data.user_slots.get(user_id)? as usize)?;
-        data.snapshot_row(user, room, user.snapshots.get(&room)?)
+        data.snapshot_row(user, room, data.record(user, room)?)
     }
 
     /// All of a user's snapshots, ordered by room ID.
@@ -914,7 +1001,10 @@ impl ReadIndex {
         let mut rows: Vec<MembershipSnapshot> = user
             .snapshots
             .iter()
-            .filter_map(|(room, s)| data.snapshot_row(user, *room, s))
+            .filter_map(|(room, i)| {
+                let record = data.records.get(*i as usize)?;
+                data.snapshot_row(user, *room, record)
+            })
             .collect();
         rows.sort_by(|a, b| a.room_id.cmp(&b.room_id));
         rows
