@@ -492,16 +492,17 @@ fn request_body(list: &ListRequest) -> Bytes {
 /// merged histogram (ns) and the queries per second.
 async fn socket_load(socket: &Path, body: Bytes, clients: usize, seconds: u64) -> (Histogram<u64>, f64) {
     let path = format!("/v1/users/{BIG_USER}/room_list");
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (socket, body, path) = (socket.to_owned(), body.clone(), path.clone());
+        let (socket, body, path, barrier) = (socket.to_owned(), body.clone(), path.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             let mut connection = Connection::open(&socket).await.unwrap();
             for _ in 0..200 {
                 connection.send("POST", &path, body.clone()).await.unwrap();
             }
+            barrier.wait().await;
+            let deadline = Instant::now() + Duration::from_secs(seconds);
             let mut histogram = Histogram::<u64>::new(3).unwrap();
             while Instant::now() < deadline {
                 let sent = Instant::now();
@@ -511,6 +512,8 @@ async fn socket_load(socket: &Path, body: Bytes, clients: usize, seconds: u64) -
             histogram
         }));
     }
+    barrier.wait().await;
+    let started = Instant::now();
     let mut merged = Histogram::<u64>::new(3).unwrap();
     for task in tasks {
         merged.add(task.await.unwrap()).unwrap();

@@ -150,8 +150,14 @@ struct UserRecord {
     snapshots: FxHashMap<RoomSlot, u32>,
     /// Listed rooms (R1), newest first; ties by slot (re-sorted by room ID on read).
     order: BTreeMap<(Reverse<i64>, RoomSlot), Attributes>,
-    /// Listed rooms per attribute combination.
-    attribute_counts: FxHashMap<Attributes, u32>,
+    /// Listed rooms per attribute combination (few combinations: a vector).
+    attribute_counts: Vec<(Attributes, u32)>,
+    /// What most users lack (self-leaves, DMs, tags), allocated on first use.
+    extras: Option<Box<UserExtras>>,
+}
+
+#[derive(Debug, Default)]
+struct UserExtras {
     /// Self-leaves not forgotten, by position (newly-left candidates).
     self_leaves: BTreeSet<(i64, RoomSlot)>,
     dm_rooms: FxHashSet<RoomSlot>,
@@ -165,11 +171,36 @@ impl UserRecord {
             user_id,
             snapshots: FxHashMap::default(),
             order: BTreeMap::new(),
-            attribute_counts: FxHashMap::default(),
-            self_leaves: BTreeSet::new(),
-            dm_rooms: FxHashSet::default(),
-            tags: FxHashMap::default(),
-            rooms_by_tag: FxHashMap::default(),
+            attribute_counts: Vec::new(),
+            extras: None,
+        }
+    }
+
+    fn extras_mut(&mut self) -> &mut UserExtras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    fn is_dm(&self, room: RoomSlot) -> bool {
+        self.extras
+            .as_ref()
+            .is_some_and(|e| e.dm_rooms.contains(&room))
+    }
+
+    fn count(&mut self, attributes: Attributes, delta: i32) {
+        match self
+            .attribute_counts
+            .iter_mut()
+            .position(|(a, _)| *a == attributes)
+        {
+            Some(i) => {
+                let count = &mut self.attribute_counts[i].1;
+                *count = count.saturating_add_signed(delta);
+                if *count == 0 {
+                    self.attribute_counts.swap_remove(i);
+                }
+            }
+            None if delta > 0 => self.attribute_counts.push((attributes, delta as u32)),
+            None => {}
         }
     }
 }
@@ -324,18 +355,15 @@ impl IndexData {
             return;
         };
         if std::mem::take(&mut snapshot.listed) {
-            let is_dm = record.dm_rooms.contains(&room);
+            let is_dm = record.is_dm(room);
             let (key, _) = Self::listing(room_record, snapshot, is_dm);
             if let Some(attributes) = record.order.remove(&(Reverse(key), room)) {
-                if let Some(count) = record.attribute_counts.get_mut(&attributes) {
-                    *count -= 1;
-                    if *count == 0 {
-                        record.attribute_counts.remove(&attributes);
-                    }
-                }
+                record.count(attributes, -1);
             }
         }
-        record.self_leaves.remove(&(snapshot.position, room));
+        if let Some(extras) = record.extras.as_mut() {
+            extras.self_leaves.remove(&(snapshot.position, room));
+        }
     }
 
     /// Puts a user's room into the listing structures per its snapshot.
@@ -366,13 +394,14 @@ impl IndexData {
             .get(snapshot.sender)
             .is_some_and(|s| *s == record.user_id);
         if snapshot.membership == Membership::Leave && self_sent {
-            record.self_leaves.insert((snapshot.position, room));
+            let position = snapshot.position;
+            record.extras_mut().self_leaves.insert((position, room));
             return;
         }
-        let is_dm = record.dm_rooms.contains(&room);
+        let is_dm = record.is_dm(room);
         let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
         record.order.insert((Reverse(key), room), attributes);
-        *record.attribute_counts.entry(attributes).or_insert(0) += 1;
+        record.count(attributes, 1);
         snapshot.listed = true;
     }
 
@@ -542,19 +571,22 @@ impl IndexData {
                     .iter()
                     .map(|r| self.room_slot(r))
                     .collect();
-                let changed: Vec<RoomSlot> = match self.users.get(user as usize) {
-                    Some(record) => record
+                let Some(record) = self.users.get(user as usize) else {
+                    return;
+                };
+                let changed: Vec<RoomSlot> = match &record.extras {
+                    Some(extras) => extras
                         .dm_rooms
                         .symmetric_difference(&rooms)
                         .copied()
                         .collect(),
-                    None => return,
+                    None => rooms.iter().copied().collect(),
                 };
                 for room in &changed {
                     self.unlist(user, *room);
                 }
                 if let Some(record) = self.users.get_mut(user as usize) {
-                    record.dm_rooms = rooms;
+                    record.extras_mut().dm_rooms = rooms;
                 }
                 for room in &changed {
                     self.list(user, *room);
@@ -562,9 +594,10 @@ impl IndexData {
             }
             (Some(room_id), TAG_ACCOUNT_DATA) => {
                 let room = self.room_slot(room_id);
-                let Some(record) = self.users.get_mut(user as usize) else {
+                let Some(user_record) = self.users.get_mut(user as usize) else {
                     return;
                 };
+                let record = user_record.extras_mut();
                 if let Some(old) = record.tags.remove(&room) {
                     for tag in old.iter() {
                         if let Some(rooms) = record.rooms_by_tag.get_mut(tag) {
@@ -677,7 +710,7 @@ impl<'a> CompiledFilter<'a> {
         let tagged = |list: &Option<Vec<String>>| {
             list.as_ref().map(|tags| {
                 tags.iter()
-                    .filter_map(|t| user.rooms_by_tag.get(t.as_str()))
+                    .filter_map(|t| user.extras.as_ref()?.rooms_by_tag.get(t.as_str()))
                     .flatten()
                     .copied()
                     .collect()
@@ -802,7 +835,7 @@ impl IndexData {
                 if !snapshot.listed {
                     continue;
                 }
-                let is_dm = user.dm_rooms.contains(&room);
+                let is_dm = user.is_dm(room);
                 let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
                 if filter.matches_attributes(&attributes)
                     && filter.matches_rest(room, self, user, attributes.membership)
@@ -843,7 +876,8 @@ impl IndexData {
         // §6.3/§6.4: self-leaves after `from_token` are newly left and listed.
         if let Some(token) = from_token {
             let start = (token.stream.saturating_add(1), 0);
-            for (position, room) in user.self_leaves.range(start..) {
+            let self_leaves = user.extras.as_ref().map(|e| &e.self_leaves);
+            for (position, room) in self_leaves.into_iter().flat_map(|s| s.range(start..)) {
                 let Some(snapshot) = self.record(user, *room) else {
                     continue;
                 };
@@ -859,7 +893,7 @@ impl IndexData {
                     continue;
                 };
                 let (_, attributes) =
-                    Self::listing(room_record, snapshot, user.dm_rooms.contains(room));
+                    Self::listing(room_record, snapshot, user.is_dm(*room));
                 if filter.matches_attributes(&attributes)
                     && filter.matches_rest(*room, self, user, attributes.membership)
                 {
@@ -1361,5 +1395,32 @@ mod tests {
             filters: Filters::default(),
         };
         assert_eq!(ids(&index.room_list(&user, &one, None), 0), ["!c:hs"]);
+    }
+
+    #[test]
+    fn self_leaves_are_newly_left_only_after_the_token_of_their_writer() {
+        let index = ReadIndex::default();
+        let mut on_w1 = snapshot("!w1:hs", Membership::Leave, "@u0:hs", 20);
+        on_w1.event_instance_name = "w1".into();
+        index.publish(&[
+            RowChange::UpsertSnapshot(snapshot("!master:hs", Membership::Leave, "@u0:hs", 10)),
+            RowChange::UpsertSnapshot(on_w1),
+            RowChange::UpsertSnapshot(snapshot("!kick:hs", Membership::Leave, "@admin:hs", 5)),
+        ]);
+        let user = UserId::parse("@u0:hs").unwrap();
+        let list = ListRequest {
+            ranges: vec![(0, 9)],
+            filters: Filters::default(),
+        };
+        let at = |token: &str| -> Vec<String> {
+            let token: StreamToken = token.parse().unwrap();
+            ids(&index.room_list(&user, &list, Some(&token)), 0)
+        };
+        assert_eq!(ids(&index.room_list(&user, &list, None), 0), ["!kick:hs"]);
+        assert_eq!(at("s9"), ["!w1:hs", "!master:hs", "!kick:hs"]);
+        assert_eq!(at("s10"), ["!w1:hs", "!kick:hs"]);
+        assert_eq!(at("m10~w1.20"), ["!kick:hs"]);
+        assert_eq!(at("m9~w1.20"), ["!master:hs", "!kick:hs"]);
+        assert_eq!(at("s20"), ["!kick:hs"]);
     }
 }
