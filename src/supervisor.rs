@@ -75,6 +75,9 @@ pub struct Supervisor {
     rooms: HashMap<RoomId, Addr<RoomActor>>,
     queue: VecDeque<Queued>,
     committing: bool,
+    /// Batches to commit one per group, after a group failed on a conflict,
+    /// so the batch at fault is refused alone.
+    isolated: usize,
     next_seq: BatchSeq,
     batch_size: usize,
     linger: Duration,
@@ -99,6 +102,7 @@ impl Supervisor {
             rooms: HashMap::new(),
             queue: VecDeque::new(),
             committing: false,
+            isolated: 0,
             next_seq: 1,
             batch_size,
             linger,
@@ -119,7 +123,13 @@ impl Supervisor {
     }
 
     fn run_group(&mut self, ctx: &mut Context<Self>) {
-        let take = self.queue.len().min(self.batch_size);
+        let limit = if self.isolated > 0 {
+            self.isolated -= 1;
+            1
+        } else {
+            self.batch_size
+        };
+        let take = self.queue.len().min(limit);
         let batches: Vec<(BatchSeq, Queued)> = self
             .queue
             .drain(..take)
@@ -137,8 +147,18 @@ impl Supervisor {
         let span = info_span!("group_commit", batches = batches.len());
         let work = async move { group.run(batches).await }.instrument(span);
         ctx.spawn(
-            actix::fut::wrap_future(work).map(|rooms, act: &mut Self, ctx| {
+            actix::fut::wrap_future(work).map(|(rooms, retry), act: &mut Self, ctx| {
                 act.rooms = rooms;
+                if !retry.is_empty() {
+                    warn!(
+                        batches = retry.len(),
+                        "a group commit hit a conflict; retrying its batches one by one"
+                    );
+                    act.isolated = retry.len();
+                    for queued in retry.into_iter().rev() {
+                        act.queue.push_front(queued);
+                    }
+                }
                 act.committing = false;
                 metrics::gauge!("roomcache_room_actors").set(act.rooms.len() as f64);
                 act.kick(ctx);
@@ -185,7 +205,12 @@ struct GroupCommit {
 }
 
 impl GroupCommit {
-    async fn run(mut self, batches: Vec<(BatchSeq, Queued)>) -> HashMap<RoomId, Addr<RoomActor>> {
+    /// Returns the room registry, and the batches to retry one by one when a
+    /// multi-batch group failed on a conflict.
+    async fn run(
+        mut self,
+        batches: Vec<(BatchSeq, Queued)>,
+    ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
         let mut prepared: Vec<Prepared> = Vec::new();
         // Positions already claimed by earlier batches of this group.
         let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
@@ -211,10 +236,12 @@ impl GroupCommit {
                 }
             }
         }
-        if !prepared.is_empty() {
-            self.commit(prepared).await;
-        }
-        self.rooms
+        let retry = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            self.commit(prepared).await
+        };
+        (self.rooms, retry)
     }
 
     /// Applies one batch in its rooms' actors; on any failure every room
@@ -307,7 +334,9 @@ impl GroupCommit {
         Ok(())
     }
 
-    async fn commit(&mut self, prepared: Vec<Prepared>) {
+    /// Commits the group; returns the batches to retry alone (a conflict in
+    /// a group of several batches), having answered every other batch.
+    async fn commit(&mut self, prepared: Vec<Prepared>) -> Vec<Queued> {
         let mut group = CommitGroup::default();
         for batch in &prepared {
             for room in &batch.rooms {
@@ -362,6 +391,7 @@ impl GroupCommit {
                 metrics::gauge!("roomcache_joined_rooms")
                     .set(self.deps.index.joined_room_count() as f64);
                 metrics::gauge!("roomcache_snapshots").set(self.deps.index.snapshot_count() as f64);
+                Vec::new()
             }
             Err(error) => {
                 let first_seq = prepared.iter().map(|b| b.seq).min().unwrap_or(0);
@@ -372,6 +402,9 @@ impl GroupCommit {
                 }
                 let conflict = error.is_conflict();
                 warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
+                if conflict && prepared.len() > 1 {
+                    return prepared.into_iter().map(|b| b.queued).collect();
+                }
                 for batch in prepared {
                     metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
                         .increment(1);
@@ -382,6 +415,7 @@ impl GroupCommit {
                         BatchError::Store(message)
                     }));
                 }
+                Vec::new()
             }
         }
     }
