@@ -57,7 +57,10 @@ unsafe impl GlobalAlloc for CountingAllocator {
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -106,10 +109,13 @@ const WORDS: [&str; 8] = [
 fn room_metadata(i: usize) -> RoomMetadata {
     let r = mix(i as u64);
     RoomMetadata {
-        room_type: (r % 20 == 0).then(|| "m.space".to_owned()),
-        room_name: (r % 10 != 0).then(|| format!("Room {i} {}", WORDS[(r >> 8) as usize % 8])),
+        room_type: r.is_multiple_of(20).then(|| "m.space".to_owned()),
+        room_name: (!r.is_multiple_of(10))
+            .then(|| format!("Room {i} {}", WORDS[(r >> 8) as usize % 8])),
         is_encrypted: (r >> 16) % 10 < 4,
-        tombstone_successor_room_id: ((r >> 24) % 100 == 0).then(|| format!("!next{i}:{SERVER}")),
+        tombstone_successor_room_id: (r >> 24)
+            .is_multiple_of(100)
+            .then(|| format!("!next{i}:{SERVER}")),
     }
 }
 
@@ -129,7 +135,10 @@ fn joined_rows(sizes: Sizes) -> Vec<JoinedRoomRow> {
 /// The `n`-th snapshot: the big user's first, then 10 rooms per other user.
 fn snapshot(n: usize, sizes: Sizes) -> MembershipSnapshot {
     let (user, room) = if n < sizes.user_rooms {
-        (BIG_USER.to_owned(), (n * (sizes.rooms / sizes.user_rooms)) % sizes.rooms)
+        (
+            BIG_USER.to_owned(),
+            (n * (sizes.rooms / sizes.user_rooms)) % sizes.rooms,
+        )
     } else {
         let k = (n - sizes.user_rooms) / 10;
         let j = (n - sizes.user_rooms) % 10;
@@ -148,7 +157,7 @@ fn snapshot(n: usize, sizes: Sizes) -> MembershipSnapshot {
         _ => (Membership::Knock, true),
     };
     let user_id = UserId::parse(&user).unwrap();
-    let known = membership != Membership::Invite || (r >> 8) % 5 != 0;
+    let known = membership != Membership::Invite || !(r >> 8).is_multiple_of(5);
     MembershipSnapshot {
         room_id: room_id(room),
         sender: if self_sent {
@@ -160,7 +169,7 @@ fn snapshot(n: usize, sizes: Sizes) -> MembershipSnapshot {
         // Real event IDs are '$' and 43 URL-safe base64 characters.
         membership_event_id: EventId::parse(&format!("${:043x}", mix(n as u64))).unwrap(),
         membership,
-        forgotten: membership == Membership::Leave && (r >> 16) % 3 == 0,
+        forgotten: membership == Membership::Leave && (r >> 16).is_multiple_of(3),
         event_stream_ordering: 1 + (n as i64 * 7_919) % 1_000_003,
         event_instance_name: "master".into(),
         has_known_state: known,
@@ -255,7 +264,10 @@ fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
-fn in_process(sizes: Sizes) -> (Arc<ReadIndex>, Vec<(&'static str, f64, f64, usize)>) {
+/// A query's in-process figures: name, p50 and p99 (µs), count.
+type QueryFigures = (&'static str, f64, f64, usize);
+
+fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
     println!("== in process (read index) ==");
     let before = live_bytes();
     let joined = joined_rows(sizes);
@@ -298,7 +310,9 @@ fn in_process(sizes: Sizes) -> (Arc<ReadIndex>, Vec<(&'static str, f64, f64, usi
         for _ in 0..iterations {
             let started = Instant::now();
             std::hint::black_box(index.room_list(&user, &list, None));
-            histogram.record(started.elapsed().as_nanos() as u64).unwrap();
+            histogram
+                .record(started.elapsed().as_nanos() as u64)
+                .unwrap();
         }
         let (p50, p99) = (micros(&histogram, 0.5), micros(&histogram, 0.99));
         println!(
@@ -307,7 +321,7 @@ fn in_process(sizes: Sizes) -> (Arc<ReadIndex>, Vec<(&'static str, f64, f64, usi
         );
         results.push((name, p50, p99, count));
     }
-    (Arc::new(index), results)
+    (index, results)
 }
 
 /// Writes the dataset to Postgres with COPY (text format).
@@ -396,7 +410,9 @@ async fn load_postgres(store: &Store, sizes: Sizes) -> Result<(), Box<dyn std::e
         )
         .await?;
     client
-        .batch_execute("ANALYZE sliding_sync_joined_rooms; ANALYZE sliding_sync_membership_snapshots;")
+        .batch_execute(
+            "ANALYZE sliding_sync_joined_rooms; ANALYZE sliding_sync_membership_snapshots;",
+        )
         .await?;
     Ok(())
 }
@@ -415,7 +431,14 @@ impl Server {
             .arg("--socket-path")
             .arg(&socket)
             .args(["--database-url", url, "--schema", schema])
-            .args(["--server-name", SERVER, "--writers", "master", "--pool-size", "4"])
+            .args([
+                "--server-name",
+                SERVER,
+                "--writers",
+                "master",
+                "--pool-size",
+                "4",
+            ])
             .env("ROOMCACHE_LOG_LEVEL", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -435,8 +458,8 @@ impl Server {
     }
 
     fn rss_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -460,12 +483,18 @@ struct Connection {
 impl Connection {
     async fn open(socket: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
         let stream = UnixStream::connect(socket).await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         Ok(Connection { sender })
     }
 
-    async fn send(&mut self, method: &str, path: &str, body: Bytes) -> Result<Bytes, Box<dyn std::error::Error>> {
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Bytes, Box<dyn std::error::Error>> {
         let request = Request::builder()
             .method(method)
             .uri(format!("http://localhost{path}"))
@@ -490,12 +519,22 @@ fn request_body(list: &ListRequest) -> Bytes {
 
 /// Latencies of `clients` concurrent clients for `seconds`; returns the
 /// merged histogram (ns) and the queries per second.
-async fn socket_load(socket: &Path, body: Bytes, clients: usize, seconds: u64) -> (Histogram<u64>, f64) {
+async fn socket_load(
+    socket: &Path,
+    body: Bytes,
+    clients: usize,
+    seconds: u64,
+) -> (Histogram<u64>, f64) {
     let path = format!("/v1/users/{BIG_USER}/room_list");
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (socket, body, path, barrier) = (socket.to_owned(), body.clone(), path.clone(), barrier.clone());
+        let (socket, body, path, barrier) = (
+            socket.to_owned(),
+            body.clone(),
+            path.clone(),
+            barrier.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut connection = Connection::open(&socket).await.unwrap();
             for _ in 0..200 {
@@ -557,7 +596,10 @@ async fn sql_latency(store: &Store, filtered: bool, expected_count: usize) -> Hi
     let statement = client.prepare(&sql_for(filtered)).await.unwrap();
     let rows = client.query(&statement, &[&BIG_USER]).await.unwrap();
     let total: i64 = rows.first().map(|r| r.get("total")).unwrap_or(0);
-    assert_eq!(total as usize, expected_count, "SQL and index disagree on the count");
+    assert_eq!(
+        total as usize, expected_count,
+        "SQL and index disagree on the count"
+    );
     for _ in 0..20 {
         client.query(&statement, &[&BIG_USER]).await.unwrap();
     }
@@ -565,7 +607,9 @@ async fn sql_latency(store: &Store, filtered: bool, expected_count: usize) -> Hi
     for _ in 0..300 {
         let started = Instant::now();
         client.query(&statement, &[&BIG_USER]).await.unwrap();
-        histogram.record(started.elapsed().as_nanos() as u64).unwrap();
+        histogram
+            .record(started.elapsed().as_nanos() as u64)
+            .unwrap();
     }
     histogram
 }
@@ -576,23 +620,32 @@ async fn over_the_socket(
     sizes: Sizes,
     clients: usize,
     seconds: u64,
-    in_process: &[(&'static str, f64, f64, usize)],
+    in_process: &[QueryFigures],
 ) {
     println!("== over the socket (real server, Postgres with durability defaults) ==");
-    let dir = tempfile::Builder::new().prefix("roomcache-bench").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("roomcache-bench")
+        .tempdir()
+        .unwrap();
     let schema = format!("bench_{}", std::process::id());
     let empty_schema = format!("bench_empty_{}", std::process::id());
     let store = Store::connect(url, &schema, 2).await.unwrap();
     let loading = Instant::now();
     load_postgres(&store, sizes).await.unwrap();
-    println!("loaded Postgres with COPY in {:.1} s", loading.elapsed().as_secs_f64());
+    println!(
+        "loaded Postgres with COPY in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
 
     let empty = Server::start(binary, dir.path(), url, &empty_schema).await;
     let empty_rss = empty.rss_bytes();
     empty.stop();
     let starting = Instant::now();
     let server = Server::start(binary, dir.path(), url, &schema).await;
-    println!("server ready (all rows loaded) in {:.2} s", starting.elapsed().as_secs_f64());
+    println!(
+        "server ready (all rows loaded) in {:.2} s",
+        starting.elapsed().as_secs_f64()
+    );
     let rss = server.rss_bytes();
     println!(
         "server RSS {:.1} MiB (empty server {:.1} MiB): {:.0} bytes per snapshot with rooms included ((RSS - empty) / snapshots)",
@@ -602,29 +655,41 @@ async fn over_the_socket(
     );
 
     let headline = ["no filter", "is_encrypted"];
-    for (name, list) in queries(sizes).into_iter().filter(|(n, _)| headline.contains(n)) {
+    for (name, list) in queries(sizes)
+        .into_iter()
+        .filter(|(n, _)| headline.contains(n))
+    {
         let body = request_body(&list);
         // The answer agrees with the in-process count.
         let mut connection = Connection::open(&server.socket).await.unwrap();
         let answer: Value = serde_json::from_slice(
             &connection
-                .send("POST", &format!("/v1/users/{BIG_USER}/room_list"), body.clone())
+                .send(
+                    "POST",
+                    &format!("/v1/users/{BIG_USER}/room_list"),
+                    body.clone(),
+                )
                 .await
                 .unwrap(),
         )
         .unwrap();
         let count = answer["lists"]["l"]["count"].as_u64().unwrap_or(0) as usize;
-        let expected = in_process.iter().find(|r| r.0 == name).map(|r| r.3).unwrap_or(0);
+        let expected = in_process
+            .iter()
+            .find(|r| r.0 == name)
+            .map(|r| r.3)
+            .unwrap_or(0);
         assert_eq!(count, expected, "socket and in-process counts differ");
         let (single, _) = socket_load(&server.socket, body.clone(), 1, seconds).await;
         let (loaded, qps) = socket_load(&server.socket, body.clone(), clients, seconds).await;
         let sql = sql_latency(&store, name == "is_encrypted", count).await;
-        let in_process_p50 = in_process.iter().find(|r| r.0 == name).map(|r| r.1).unwrap_or(0.0);
+        let in_process_p50 = in_process
+            .iter()
+            .find(|r| r.0 == name)
+            .map(|r| r.1)
+            .unwrap_or(0.0);
         println!("  top 20, {name} (count {count}):");
-        println!(
-            "    in process          p50 {:>9.2} µs",
-            in_process_p50
-        );
+        println!("    in process          p50 {:>9.2} µs", in_process_p50);
         println!(
             "    socket, 1 client    p50 {:>9.2} µs  p99 {:>9.2} µs",
             micros(&single, 0.5),

@@ -357,7 +357,10 @@ async fn post_room_list(
     let (_, timed_out) = settle(&state, &params).await;
     let (token, lists) = state.index.room_lists(
         &user_id,
-        request.lists.iter().map(|(name, list)| (name.as_str(), list)),
+        request
+            .lists
+            .iter()
+            .map(|(name, list)| (name.as_str(), list)),
         request.from_token.as_ref(),
         || state.tracker.token(),
     );

@@ -157,11 +157,10 @@ impl AccountDataRow {
     /// The row as a change the store persists and the index publishes, if
     /// room lists read its type (`m.direct` global, `m.tag` per room).
     pub fn change(&self) -> Option<crate::model::AccountData> {
-        let wanted = match (&self.room_id, self.data_type.as_str()) {
-            (None, crate::model::DIRECT_ACCOUNT_DATA) => true,
-            (Some(_), crate::model::TAG_ACCOUNT_DATA) => true,
-            _ => false,
-        };
+        let wanted = matches!(
+            (&self.room_id, self.data_type.as_str()),
+            (None, crate::model::DIRECT_ACCOUNT_DATA) | (Some(_), crate::model::TAG_ACCOUNT_DATA)
+        );
         wanted.then(|| crate::model::AccountData {
             user_id: self.user_id.clone(),
             room_id: self.room_id.clone(),

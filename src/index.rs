@@ -304,11 +304,7 @@ impl IndexData {
     }
 
     /// The recency key and attributes of a user's room, per §6.1/§6.8.
-    fn listing(
-        room: &RoomRecord,
-        snapshot: &SnapshotRecord,
-        is_dm: bool,
-    ) -> (i64, Attributes) {
+    fn listing(room: &RoomRecord, snapshot: &SnapshotRecord, is_dm: bool) -> (i64, Attributes) {
         let joined = (snapshot.membership == Membership::Join)
             .then_some(room.joined.as_ref())
             .flatten();
@@ -457,7 +453,10 @@ impl IndexData {
         let room = self.room_slot(&snapshot.room_id);
         let user = self.user_slot(&snapshot.user_id);
         self.unlist(user, room);
-        let joined = self.rooms.get(room as usize).and_then(|r| r.joined.as_ref());
+        let joined = self
+            .rooms
+            .get(room as usize)
+            .and_then(|r| r.joined.as_ref());
         let room_name = shared_like(
             &snapshot.metadata.room_name,
             joined.and_then(|j| j.room_name.as_ref()),
@@ -737,11 +736,9 @@ impl<'a> CompiledFilter<'a> {
     fn matches_attributes(&self, a: &Attributes) -> bool {
         let f = self.filters;
         f.is_dm.is_none_or(|want| a.is_dm == want)
-            && f
-                .is_encrypted
+            && f.is_encrypted
                 .is_none_or(|want| a.has_known_state && a.is_encrypted == want)
-            && f
-                .is_invite
+            && f.is_invite
                 .is_none_or(|want| (a.membership == Membership::Invite) == want)
             && (!f.filters_room_type() || a.has_known_state)
             && self
@@ -772,7 +769,11 @@ impl<'a> CompiledFilter<'a> {
             return true;
         };
         let joined = (membership == Membership::Join)
-            .then(|| data.rooms.get(room as usize).and_then(|r| r.joined.as_ref()))
+            .then(|| {
+                data.rooms
+                    .get(room as usize)
+                    .and_then(|r| r.joined.as_ref())
+            })
             .flatten();
         let name = match joined {
             Some(j) => j.room_name.as_deref(),
@@ -892,8 +893,7 @@ impl IndexData {
                 let Some(room_record) = self.rooms.get(*room as usize) else {
                     continue;
                 };
-                let (_, attributes) =
-                    Self::listing(room_record, snapshot, user.is_dm(*room));
+                let (_, attributes) = Self::listing(room_record, snapshot, user.is_dm(*room));
                 if filter.matches_attributes(&attributes)
                     && filter.matches_rest(*room, self, user, attributes.membership)
                 {
@@ -1110,7 +1110,13 @@ mod tests {
     const USERS: [&str; 3] = ["@u0:hs", "@u1:hs", "@u2:hs"];
     const ROOMS: usize = 8;
     const TYPES: [Option<&str>; 4] = [None, Some("m.space"), Some("org.custom"), Some("")];
-    const NAMES: [Option<&str>; 5] = [None, Some("Tea"), Some("tEam"), Some("Coffee"), Some("École")];
+    const NAMES: [Option<&str>; 5] = [
+        None,
+        Some("Tea"),
+        Some("tEam"),
+        Some("Coffee"),
+        Some("École"),
+    ];
     const TAGS: [&str; 3] = ["a", "b", "m.favourite"];
     const MEMBERSHIPS: [Membership; 5] = [
         Membership::Join,
@@ -1133,7 +1139,9 @@ mod tests {
             room_type: TYPES[(bits % 4) as usize].map(str::to_owned),
             room_name: NAMES[((bits / 4) % 5) as usize].map(str::to_owned),
             is_encrypted: (bits / 20) % 2 == 1,
-            tombstone_successor_room_id: ((bits / 40) % 3 == 0).then(|| "!next:hs".to_owned()),
+            tombstone_successor_room_id: (bits / 40)
+                .is_multiple_of(3)
+                .then(|| "!next:hs".to_owned()),
         }
     }
 
@@ -1340,7 +1348,12 @@ mod tests {
         }
     }
 
-    fn snapshot(room_id: &str, membership: Membership, sender: &str, position: i64) -> MembershipSnapshot {
+    fn snapshot(
+        room_id: &str,
+        membership: Membership,
+        sender: &str,
+        position: i64,
+    ) -> MembershipSnapshot {
         MembershipSnapshot {
             room_id: RoomId::parse(room_id).unwrap(),
             user_id: UserId::parse("@u0:hs").unwrap(),
@@ -1377,7 +1390,10 @@ mod tests {
             filters: Filters::default(),
         };
         // No joined rows yet: membership positions.
-        assert_eq!(ids(&index.room_list(&user, &list, None), 0), ["!c:hs", "!a:hs", "!b:hs"]);
+        assert_eq!(
+            ids(&index.room_list(&user, &list, None), 0),
+            ["!c:hs", "!a:hs", "!b:hs"]
+        );
         index.publish(&[RowChange::UpsertJoinedRoom(JoinedRoomRow {
             room_id: RoomId::parse("!b:hs").unwrap(),
             event_stream_ordering: 10,
@@ -1388,7 +1404,10 @@ mod tests {
         // !b moves to 10 and ties with !c: room ID breaks the tie.
         assert_eq!(ids(&answer, 0), ["!b:hs", "!c:hs", "!a:hs"]);
         assert_eq!(answer.ranges[0].rooms[0].bump_stamp, 0, "never negative");
-        assert_eq!(answer.ranges[0].rooms[2].bump_stamp, 4, "membership position");
+        assert_eq!(
+            answer.ranges[0].rooms[2].bump_stamp, 4,
+            "membership position"
+        );
         // A range of one row inside the tie still answers deterministically.
         let one = ListRequest {
             ranges: vec![(1, 1)],

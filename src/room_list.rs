@@ -206,7 +206,11 @@ pub fn needed_prefix(ranges: &[(u64, u64)]) -> usize {
     ranges
         .iter()
         .filter(|(start, end)| start <= end)
-        .map(|(_, end)| usize::try_from(*end).unwrap_or(usize::MAX).saturating_add(1))
+        .map(|(_, end)| {
+            usize::try_from(*end)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+        })
         .max()
         .unwrap_or(0)
 }
@@ -390,9 +394,7 @@ pub fn reference_list(
         let keep = filters
             .is_dm
             .is_none_or(|want| dm.contains(&entry.room_id) == want)
-            && children
-                .as_ref()
-                .is_none_or(|c| c.contains(&entry.room_id))
+            && children.as_ref().is_none_or(|c| c.contains(&entry.room_id))
             && filters
                 .is_encrypted
                 .is_none_or(|want| entry.has_known_state && entry.is_encrypted == want)
@@ -496,8 +498,8 @@ mod tests {
         assert!(parse(json!({"lists": {"a": {"ranges": [[0, 1, 2]]}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"timeline_limit": 1}}})).is_err());
         assert!(parse(json!({"lists": {}, "extra": 1})).is_err());
-        let ok = parse(json!({"lists": {"a": {"filters": {"room_types": [null, "m.space"]}}}}))
-            .unwrap();
+        let ok =
+            parse(json!({"lists": {"a": {"filters": {"room_types": [null, "m.space"]}}}})).unwrap();
         assert_eq!(
             ok.lists["a"].filters.room_types,
             Some(vec![None, Some("m.space".to_owned())])

@@ -526,7 +526,9 @@ impl Working<'_> {
             found = true;
         }
         let before = memory.space_children.len();
-        memory.space_children.retain(|_, event_id| *event_id != target);
+        memory
+            .space_children
+            .retain(|_, event_id| *event_id != target);
         found |= memory.space_children.len() != before;
         if !found {
             memory.pending_redactions.insert(target);

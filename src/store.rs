@@ -663,9 +663,21 @@ async fn write_room_list_data(
         }
     }
     if !group.account_data.is_empty() {
-        let users: Vec<&str> = group.account_data.keys().map(|(u, _, _)| u.as_str()).collect();
-        let rooms: Vec<&str> = group.account_data.keys().map(|(_, r, _)| r.as_str()).collect();
-        let types: Vec<&str> = group.account_data.keys().map(|(_, _, t)| t.as_str()).collect();
+        let users: Vec<&str> = group
+            .account_data
+            .keys()
+            .map(|(u, _, _)| u.as_str())
+            .collect();
+        let rooms: Vec<&str> = group
+            .account_data
+            .keys()
+            .map(|(_, r, _)| r.as_str())
+            .collect();
+        let types: Vec<&str> = group
+            .account_data
+            .keys()
+            .map(|(_, _, t)| t.as_str())
+            .collect();
         let contents: Vec<&serde_json::Value> = group.account_data.values().collect();
         transaction
             .execute(
