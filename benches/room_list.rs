@@ -654,6 +654,21 @@ async fn over_the_socket(
         (rss.saturating_sub(empty_rss)) as f64 / sizes.snapshots as f64
     );
 
+    // The floor: the cheapest request the server answers, over the same transport.
+    let mut floor = Histogram::<u64>::new(3).unwrap();
+    let mut connection = Connection::open(&server.socket).await.unwrap();
+    for i in 0..3_000 {
+        let sent = Instant::now();
+        connection.get("/health").await.unwrap();
+        if i >= 500 {
+            floor.record(sent.elapsed().as_nanos() as u64).unwrap();
+        }
+    }
+    println!(
+        "  transport floor (GET /health, 1 client): p50 {:.2} µs  p99 {:.2} µs",
+        micros(&floor, 0.5),
+        micros(&floor, 0.99)
+    );
     let headline = ["no filter", "is_encrypted"];
     for (name, list) in queries(sizes)
         .into_iter()
