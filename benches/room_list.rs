@@ -501,6 +501,7 @@ impl Connection {
             .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Full::new(body))?;
+        self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()).into());

@@ -364,14 +364,19 @@ async fn post_room_list(
         request.from_token.as_ref(),
         || state.tracker.token(),
     );
-    let lists: serde_json::Map<String, serde_json::Value> = lists
-        .into_iter()
-        .map(|(name, answer)| {
-            let value = serde_json::to_value(answer).unwrap_or(serde_json::Value::Null);
-            (name.to_owned(), value)
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"lists": lists, "token": token, "timed_out": timed_out})))
+    Ok(HttpResponse::Ok().json(RoomListAnswer {
+        lists: lists.into_iter().collect(),
+        token,
+        timed_out,
+    }))
+}
+
+/// The answer to `POST /v1/users/{user_id}/room_list`, serialized directly.
+#[derive(Debug, Serialize)]
+struct RoomListAnswer<'a> {
+    lists: std::collections::BTreeMap<&'a str, crate::room_list::ListAnswer>,
+    token: StreamToken,
+    timed_out: bool,
 }
 
 async fn get_positions(state: web::Data<ApiState>) -> HttpResponse {
