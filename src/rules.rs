@@ -167,6 +167,13 @@ pub enum RuleError {
         state_key: String,
         event_id: EventId,
     },
+    #[error("state row at {stream_id} for ({event_type}, {state_key}) refers to event {event_id}, whose type or state key is different")]
+    EventMismatch {
+        stream_id: i64,
+        event_type: String,
+        state_key: String,
+        event_id: EventId,
+    },
     #[error("membership event {event_id} has no valid content.membership")]
     InvalidMembership { event_id: EventId },
     #[error("out-of-band membership event {event_id} has membership {membership}; only invite, knock and leave arrive out of band")]
@@ -431,13 +438,23 @@ impl Working<'_> {
         request_events: &HashMap<&EventId, KnownEvent<'_>>,
     ) -> Result<(), RuleError> {
         let mut events: Vec<&EventRow> = Vec::new();
-        let mut seen: BTreeSet<&EventId> = BTreeSet::new();
+        let mut seen: HashMap<&EventId, usize> = HashMap::new();
         let mut delta: Vec<&StateRow> = Vec::new();
         for row in group {
             match row {
                 FeedRow::Event(r) => {
-                    if seen.insert(&r.event.event_id) {
-                        events.push(r);
+                    // §2.0 step 1: in-group duplicates keep the first
+                    // non-outlier copy, else the first copy.
+                    match seen.get(&r.event.event_id) {
+                        None => {
+                            seen.insert(&r.event.event_id, events.len());
+                            events.push(r);
+                        }
+                        Some(&index) => {
+                            if events[index].outlier && !r.outlier {
+                                events[index] = r;
+                            }
+                        }
                     }
                 }
                 FeedRow::State(r) => delta.push(r),
@@ -542,6 +559,7 @@ impl Working<'_> {
             && row.outlier
             && row.out_of_band_membership
             && !row.rejected
+            && row.is_new_live_event()
             && row.event_stream_ordering() > 0;
         if !applies {
             return Ok(());
@@ -617,27 +635,45 @@ impl Working<'_> {
         self.dirty_users.insert(event.user_id.clone());
     }
 
+    /// The event a state row refers to: carried inline, or one of the
+    /// request's event rows. An event whose type or state key differs from
+    /// the row's is refused.
     fn resolve<'e>(
         &'e self,
         row: &'e StateRow,
         event_id: &EventId,
         request_events: &'e HashMap<&EventId, KnownEvent<'e>>,
-    ) -> Option<KnownEvent<'e>> {
-        if let Some(inline) = &row.event {
-            return Some(KnownEvent {
+    ) -> Result<Option<KnownEvent<'e>>, RuleError> {
+        let known = if let Some(inline) = &row.event {
+            KnownEvent {
                 event: &inline.event,
                 stream_ordering: inline.stream_ordering,
                 instance_name: inline
                     .instance_name
                     .as_deref()
                     .unwrap_or(&self.context.writer),
+            }
+        } else {
+            match request_events.get(event_id) {
+                Some(known) => KnownEvent {
+                    event: known.event,
+                    stream_ordering: known.stream_ordering,
+                    instance_name: known.instance_name,
+                },
+                None => return Ok(None),
+            }
+        };
+        let matches = known.event.event_type == row.event_type
+            && known.event.state_key.as_deref() == Some(row.state_key.as_str());
+        if !matches {
+            return Err(RuleError::EventMismatch {
+                stream_id: row.stream_id,
+                event_type: row.event_type.clone(),
+                state_key: row.state_key.clone(),
+                event_id: event_id.clone(),
             });
         }
-        request_events.get(event_id).map(|known| KnownEvent {
-            event: known.event,
-            stream_ordering: known.stream_ordering,
-            instance_name: known.instance_name,
-        })
+        Ok(Some(known))
     }
 
     fn unknown(row: &StateRow, event_id: &EventId) -> RuleError {
@@ -661,6 +697,9 @@ impl Working<'_> {
         let mut inserted_members: BTreeMap<UserId, MembershipEvent> = BTreeMap::new();
         let mut removed_members: BTreeSet<UserId> = BTreeSet::new();
         let mut touches_local_member = false;
+        // Stream orderings of events carried inline: stored events of the
+        // room, so they count in the room's raw maximum (§2.3 C step 4).
+        let mut inline_orderings: Vec<i64> = Vec::new();
         for row in delta {
             if let Some(key) = RelevantKey::of(&row.event_type, &row.state_key) {
                 match &row.event_id {
@@ -669,8 +708,16 @@ impl Working<'_> {
                         removed_relevant.insert(key);
                     }
                     Some(event_id) => {
-                        let relevant = match self.resolve(row, event_id, request_events) {
-                            Some(known) => RelevantEvent::from_event(key, known.event),
+                        let relevant = match self.resolve(row, event_id, request_events)? {
+                            Some(known) => {
+                                inline_orderings
+                                    .extend(row.event.as_ref().map(|_| known.stream_ordering));
+                                let mut relevant = RelevantEvent::from_event(key, known.event);
+                                if self.state.memory.pending_redactions.contains(event_id) {
+                                    relevant.redact();
+                                }
+                                relevant
+                            }
                             None => self
                                 .known_relevant(key, event_id)
                                 .ok_or_else(|| Self::unknown(row, event_id))?,
@@ -694,15 +741,19 @@ impl Working<'_> {
                     removed_members.insert(user_id);
                 }
                 Some(event_id) => {
-                    let member = match self.resolve(row, event_id, request_events) {
-                        Some(known) => MembershipEvent {
-                            event_id: event_id.clone(),
-                            user_id: user_id.clone(),
-                            sender: known.event.sender.clone(),
-                            membership: membership_of(known.event)?,
-                            stream_ordering: known.stream_ordering,
-                            instance_name: known.instance_name.to_owned(),
-                        },
+                    let member = match self.resolve(row, event_id, request_events)? {
+                        Some(known) => {
+                            inline_orderings
+                                .extend(row.event.as_ref().map(|_| known.stream_ordering));
+                            MembershipEvent {
+                                event_id: event_id.clone(),
+                                user_id: user_id.clone(),
+                                sender: known.event.sender.clone(),
+                                membership: membership_of(known.event)?,
+                                stream_ordering: known.stream_ordering,
+                                instance_name: known.instance_name.to_owned(),
+                            }
+                        }
                         None => self
                             .current_membership_event(&user_id, event_id)
                             .ok_or_else(|| Self::unknown(row, event_id))?,
@@ -710,6 +761,12 @@ impl Working<'_> {
                     removed_members.remove(&user_id);
                     inserted_members.insert(user_id, member);
                 }
+            }
+        }
+        if let Some(highest) = inline_orderings.into_iter().max() {
+            let memory = &mut self.state.memory;
+            if memory.max_stream_ordering.is_none_or(|m| m < highest) {
+                memory.max_stream_ordering = Some(highest);
             }
         }
         // The relevant state after the whole delta (before any wipe).
@@ -757,11 +814,14 @@ impl Working<'_> {
             let mut update = metadata_from_state(overlay.iter().map(|(k, e)| (*k, e)));
             apply_removals(&mut update, &removed_relevant);
             if !update.is_empty() {
+                // The raw maximum stream ordering of the room's stored
+                // events, this group's included. A room the cache knows no
+                // event of (only possible when every referenced event was
+                // already current) falls back to the delta's position.
                 let event_stream_ordering = self
                     .state
                     .memory
                     .max_stream_ordering
-                    .or_else(|| inserted_members.values().map(|m| m.stream_ordering).max())
                     .unwrap_or(delta[0].stream_id);
                 let mut metadata = RoomMetadata::default();
                 update.apply(&mut metadata);
@@ -839,6 +899,25 @@ impl Working<'_> {
     /// existing joined row; the latest qualifying bump is remembered for a
     /// row created later.
     fn bump(&mut self, events: &[&EventRow]) {
+        // What a later full insert reads as "the latest bump event that is
+        // not an outlier and not rejected" (§2.3 C step 3): de-outliered
+        // copies count (the event is no longer an outlier, at its original
+        // position); backfilled ones never do (not positive).
+        let qualifying = events
+            .iter()
+            .filter(|r| !r.rejected && !r.outlier && is_bump_event(&r.event))
+            .map(|r| r.event_stream_ordering())
+            .filter(|so| *so > 0)
+            .max();
+        if let Some(bump) = qualifying {
+            let memory = &mut self.state.memory;
+            if memory.latest_bump_stamp.is_none_or(|b| b < bump) {
+                memory.latest_bump_stamp = Some(bump);
+                self.memory_changed = true;
+            }
+        }
+        // §2.2: only events newly stored at their position and not
+        // rejected; outliers and soft-failed events count.
         let live: Vec<&&EventRow> = events
             .iter()
             .filter(|r| !r.rejected && r.is_new_live_event())
@@ -849,10 +928,9 @@ impl Working<'_> {
         if latest < 0 {
             return;
         }
-        let is_bump = |r: &&&EventRow| is_bump_event(&r.event);
         let latest_bump = live
             .iter()
-            .filter(|r| is_bump(r))
+            .filter(|r| is_bump_event(&r.event))
             .map(|r| r.event_stream_ordering())
             .max();
         if let Some(joined) = self.state.joined.as_mut() {
@@ -863,19 +941,6 @@ impl Working<'_> {
                 if joined.bump_stamp.is_none_or(|b| b < bump) {
                     joined.bump_stamp = Some(bump);
                 }
-            }
-        }
-        let qualifying = live
-            .iter()
-            .filter(|r| is_bump(r))
-            .filter(|r| !r.outlier && r.event_stream_ordering() > 0)
-            .map(|r| r.event_stream_ordering())
-            .max();
-        if let Some(bump) = qualifying {
-            let memory = &mut self.state.memory;
-            if memory.latest_bump_stamp.is_none_or(|b| b < bump) {
-                memory.latest_bump_stamp = Some(bump);
-                self.memory_changed = true;
             }
         }
     }
