@@ -219,6 +219,34 @@ impl Homeserver {
         self.events[event_id].0.clone()
     }
 
+    /// Whether the server has current state for the room (is in it).
+    pub fn is_server_in_room(&self, room_id: &str) -> bool {
+        self.rooms
+            .get(room_id)
+            .is_some_and(|m| !m.current_state.is_empty())
+    }
+
+    /// Whether the room is known to the simulator (created, joined or invited to).
+    pub fn knows_room(&self, room_id: &str) -> bool {
+        self.rooms.contains_key(room_id)
+    }
+
+    /// The user's membership in the room's state, if any.
+    pub fn membership(&self, room_id: &str, user: &str) -> Option<String> {
+        let model = self.rooms.get(room_id)?;
+        let id = model
+            .room_state
+            .get(&("m.room.member".to_owned(), user.to_owned()))?;
+        self.events[id].0["content"]["membership"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The event currently at a key of the server's current state.
+    pub fn current_event(&self, room_id: &str, key: &StateKey) -> Option<String> {
+        self.rooms.get(room_id)?.current_state.get(key).cloned()
+    }
+
     /// The room's current state as the server sees it.
     pub fn current_state(&self, room_id: &str) -> BTreeMap<StateKey, String> {
         self.rooms[room_id].current_state.clone()
@@ -315,9 +343,16 @@ impl Homeserver {
                 }
             }
         };
+        // A row whose event is not part of this batch (a state reset back
+        // to an old event, or old state coming back when the server
+        // rejoins) carries the event inline: the cache may never have seen it.
         let mut delta_rows = Vec::new();
         for (key, id) in &to_insert {
-            delta_rows.push(Self::state_row(delta_position, room_id, key, Some(id)));
+            if persisted.iter().any(|ev| &ev.id == id) {
+                delta_rows.push(Self::state_row(delta_position, room_id, key, Some(id)));
+            } else {
+                delta_rows.push(self.inline_state_row(delta_position, room_id, id));
+            }
         }
         for key in &to_delete {
             delta_rows.push(Self::state_row(delta_position, room_id, key, None));
@@ -676,6 +711,50 @@ impl Homeserver {
         inline["stream_ordering"] = json!(so);
         row["event"] = inline;
         row
+    }
+
+    /// The user's membership events in the room with positive stream
+    /// orderings, oldest first.
+    pub fn member_history(&self, room_id: &str, user: &str) -> Vec<Ev> {
+        let mut history: Vec<Ev> = self
+            .events
+            .iter()
+            .filter(|(_, (event, so))| {
+                *so > 0
+                    && event["room_id"] == room_id
+                    && event["type"] == "m.room.member"
+                    && event["state_key"] == user
+            })
+            .map(|(id, (_, so))| Ev {
+                id: id.clone(),
+                so: *so,
+            })
+            .collect();
+        history.sort_by_key(|ev| ev.so);
+        history
+    }
+
+    /// A state reset without events (like Synapse's `UpdateCurrentState`):
+    /// the key of `event_id` goes back to that (older) event, carried
+    /// inline in the row.
+    pub fn reset_to(&mut self, room_id: &str, event_id: &str) {
+        let position = self.next_position();
+        let row = self.inline_state_row(position, room_id, event_id);
+        let event = &self.events[event_id].0;
+        let key = (
+            event["type"].as_str().unwrap_or_default().to_owned(),
+            event["state_key"].as_str().unwrap_or_default().to_owned(),
+        );
+        self.pending.push(row);
+        let model = self.rooms.entry(room_id.to_owned()).or_default();
+        model.current_state.insert(key.clone(), event_id.to_owned());
+        model.room_state.insert(key.clone(), event_id.to_owned());
+        let current = model.current_state.clone();
+        if key.0 == "m.room.member" && self.is_local(&key.1) && !self.local_joined(&current) {
+            if let Some(model) = self.rooms.get_mut(room_id) {
+                model.current_state.clear();
+            }
+        }
     }
 
     /// Allocates a position without an event (an `UpdateCurrentState`
