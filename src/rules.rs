@@ -78,15 +78,19 @@ pub struct RelevantEvent {
     /// (room versions 11 and later keep the whole create content).
     #[serde(default)]
     pub keeps_value_when_redacted: bool,
+    /// Where the event is stored (for forgetting the oldest remembered events).
+    #[serde(default)]
+    pub stream_ordering: i64,
 }
 
 impl RelevantEvent {
-    fn from_event(key: RelevantKey, event: &Event) -> Self {
+    fn from_event(key: RelevantKey, event: &Event, stream_ordering: i64) -> Self {
         let keeps = key == RelevantKey::Create && create_content_survives_redaction(event);
         RelevantEvent {
             event_id: event.event_id.clone(),
             value: event.content.get(key.field()).cloned(),
             keeps_value_when_redacted: keeps,
+            stream_ordering,
         }
     }
 
@@ -125,13 +129,71 @@ pub struct RoomMemory {
     /// rejected events included): a new joined row's `event_stream_ordering`.
     #[serde(default)]
     pub max_stream_ordering: Option<i64>,
-    /// Relevant state events seen but not current (earlier values,
-    /// backfilled events), for state resets back to them.
+    /// Relevant state events seen (earlier values, backfilled and outlier
+    /// events), so a later state row may refer to them without carrying
+    /// them: the current ones and the [`MAX_REMEMBERED_RELEVANT_EVENTS`]
+    /// latest others. Older ones must be sent inline.
     #[serde(default)]
     pub known_relevant_events: BTreeMap<EventId, (RelevantKey, RelevantEvent)>,
-    /// Redactions seen whose target was not known yet.
+    /// Redactions whose target was not known when they arrived, oldest
+    /// first, at most [`MAX_PENDING_REDACTIONS`] (most redactions target
+    /// messages, which never become known).
     #[serde(default)]
-    pub pending_redactions: BTreeSet<EventId>,
+    pub pending_redactions: Vec<EventId>,
+}
+
+/// How many non-current relevant events a room remembers.
+pub const MAX_REMEMBERED_RELEVANT_EVENTS: usize = 16;
+
+/// How many redactions of not-yet-seen events a room remembers.
+pub const MAX_PENDING_REDACTIONS: usize = 16;
+
+impl RoomMemory {
+    /// Forgets the oldest remembered relevant events beyond the limit; the
+    /// current ones are always kept.
+    fn prune(&mut self) {
+        if self.known_relevant_events.len() <= MAX_REMEMBERED_RELEVANT_EVENTS {
+            return;
+        }
+        let current: BTreeSet<&EventId> =
+            self.relevant_state.values().map(|e| &e.event_id).collect();
+        let others = self
+            .known_relevant_events
+            .len()
+            .saturating_sub(current.len());
+        if others <= MAX_REMEMBERED_RELEVANT_EVENTS {
+            return;
+        }
+        let mut orderings: Vec<i64> = self
+            .known_relevant_events
+            .iter()
+            .filter(|(id, _)| !current.contains(id))
+            .map(|(_, (_, e))| e.stream_ordering)
+            .collect();
+        orderings.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&threshold) = orderings.get(MAX_REMEMBERED_RELEVANT_EVENTS - 1) else {
+            return;
+        };
+        let current: BTreeSet<EventId> = current.into_iter().cloned().collect();
+        self.known_relevant_events
+            .retain(|id, (_, e)| current.contains(id) || e.stream_ordering >= threshold);
+    }
+
+    fn add_pending_redaction(&mut self, target: EventId) {
+        if self.pending_redactions.contains(&target) {
+            return;
+        }
+        self.pending_redactions.push(target);
+        if self.pending_redactions.len() > MAX_PENDING_REDACTIONS {
+            self.pending_redactions.remove(0);
+        }
+    }
+
+    fn take_pending_redaction(&mut self, target: &EventId) -> bool {
+        let before = self.pending_redactions.len();
+        self.pending_redactions.retain(|id| id != target);
+        self.pending_redactions.len() != before
+    }
 }
 
 /// Everything the rules hold for one room.
@@ -471,6 +533,7 @@ impl Working<'_> {
             self.apply_delta(&delta, request_events)?;
         }
         self.bump(&events);
+        self.state.memory.prune();
         Ok(())
     }
 
@@ -493,8 +556,8 @@ impl Working<'_> {
                 .as_deref()
                 .and_then(|k| RelevantKey::of(&event.event_type, k))
             {
-                let mut relevant = RelevantEvent::from_event(key, event);
-                if memory.pending_redactions.remove(&event.event_id) {
+                let mut relevant = RelevantEvent::from_event(key, event, so);
+                if memory.take_pending_redaction(&event.event_id) {
                     relevant.redact();
                 }
                 memory
@@ -526,7 +589,7 @@ impl Working<'_> {
             found = true;
         }
         if !found {
-            memory.pending_redactions.insert(target);
+            memory.add_pending_redaction(target);
         }
         self.memory_changed = true;
     }
@@ -712,7 +775,11 @@ impl Working<'_> {
                             Some(known) => {
                                 inline_orderings
                                     .extend(row.event.as_ref().map(|_| known.stream_ordering));
-                                let mut relevant = RelevantEvent::from_event(key, known.event);
+                                let mut relevant = RelevantEvent::from_event(
+                                    key,
+                                    known.event,
+                                    known.stream_ordering,
+                                );
                                 if self.state.memory.pending_redactions.contains(event_id) {
                                     relevant.redact();
                                 }
@@ -1023,5 +1090,240 @@ mod tests {
         assert_eq!(update.room_name, None);
         assert_eq!(update.is_encrypted, Some(false));
         assert_eq!(update.tombstone, Some(None));
+    }
+
+    fn context() -> RulesContext {
+        RulesContext {
+            server_name: "hs".into(),
+            writer: "master".into(),
+        }
+    }
+
+    fn rows(value: Value) -> Vec<FeedRow> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn room() -> RoomId {
+        RoomId::parse("!r:hs").unwrap()
+    }
+
+    fn event_row(
+        stream_id: i64,
+        id: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+    ) -> Value {
+        let mut event = json!({"event_id": id, "room_id": "!r:hs", "type": event_type,
+            "sender": "@a:hs", "content": content});
+        if let Some(key) = state_key {
+            event["state_key"] = json!(key);
+        }
+        json!({"kind": "event", "stream_id": stream_id, "event": event})
+    }
+
+    fn state_row(stream_id: i64, event_type: &str, state_key: &str, id: Option<&str>) -> Value {
+        json!({"kind": "state", "stream_id": stream_id, "room_id": "!r:hs",
+               "type": event_type, "state_key": state_key, "event_id": id})
+    }
+
+    #[test]
+    fn a_state_row_whose_event_has_another_key_is_refused() {
+        let result = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(1, "$c", "m.room.create", Some(""), json!({})),
+                state_row(1, "m.room.name", "", Some("$c")),
+            ])),
+            &context(),
+        );
+        assert!(matches!(
+            result,
+            Err(RuleError::EventMismatch { stream_id: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_event_is_refused_not_guessed() {
+        let result = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([state_row(
+                4,
+                "m.room.member",
+                "@a:hs",
+                Some("$nope")
+            )])),
+            &context(),
+        );
+        assert!(matches!(
+            result,
+            Err(RuleError::UnknownEvent { stream_id: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn remembered_relevant_events_are_bounded_and_keep_the_current_ones() {
+        let mut feed = vec![
+            event_row(1, "$c", "m.room.create", Some(""), json!({})),
+            state_row(1, "m.room.create", "", Some("$c")),
+            event_row(
+                2,
+                "$j",
+                "m.room.member",
+                Some("@a:hs"),
+                json!({"membership": "join"}),
+            ),
+            state_row(2, "m.room.member", "@a:hs", Some("$j")),
+        ];
+        for n in 0..40 {
+            let id = format!("$n{n}");
+            feed.push(event_row(
+                10 + n,
+                &id,
+                "m.room.name",
+                Some(""),
+                json!({"name": n}),
+            ));
+            feed.push(state_row(10 + n, "m.room.name", "", Some(&id)));
+        }
+        let outcome = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!(feed)),
+            &context(),
+        )
+        .unwrap();
+        let memory = &outcome.state.memory;
+        let known: BTreeSet<&str> = memory
+            .known_relevant_events
+            .keys()
+            .map(EventId::as_str)
+            .collect();
+        assert!(known.contains("$c") && known.contains("$n39"), "{known:?}");
+        assert!(
+            !known.contains("$n22") && known.contains("$n23"),
+            "{known:?}"
+        );
+        assert_eq!(known.len(), MAX_REMEMBERED_RELEVANT_EVENTS + 2);
+    }
+
+    #[test]
+    fn pending_redactions_are_bounded_and_apply_to_a_later_target() {
+        let mut feed = vec![event_row(
+            1,
+            "$x",
+            "m.room.redaction",
+            None,
+            json!({"redacts": "$late"}),
+        )];
+        for n in 0..30 {
+            feed.push(event_row(
+                2 + n,
+                &format!("$r{n}"),
+                "m.room.redaction",
+                None,
+                json!({"redacts": format!("$m{n}")}),
+            ));
+        }
+        let outcome = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!(feed)),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(
+            outcome.state.memory.pending_redactions.len(),
+            MAX_PENDING_REDACTIONS
+        );
+        assert_eq!(
+            outcome.state.memory.pending_redactions[MAX_PENDING_REDACTIONS - 1].as_str(),
+            "$m29"
+        );
+
+        let early = vec![
+            event_row(
+                1,
+                "$x",
+                "m.room.redaction",
+                None,
+                json!({"redacts": "$late"}),
+            ),
+            event_row(
+                2,
+                "$late",
+                "m.room.name",
+                Some(""),
+                json!({"name": "secret"}),
+            ),
+        ];
+        let outcome = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!(early)),
+            &context(),
+        )
+        .unwrap();
+        let (_, remembered) =
+            &outcome.state.memory.known_relevant_events[&EventId::parse("$late").unwrap()];
+        assert_eq!(remembered.value, None);
+        assert!(outcome.state.memory.pending_redactions.is_empty());
+    }
+
+    #[test]
+    fn the_last_local_leave_deletes_the_joined_row_and_empties_state() {
+        let created = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(1, "$c", "m.room.create", Some(""), json!({})),
+                state_row(1, "m.room.create", "", Some("$c")),
+                event_row(
+                    2,
+                    "$j",
+                    "m.room.member",
+                    Some("@a:hs"),
+                    json!({"membership": "join"})
+                ),
+                state_row(2, "m.room.member", "@a:hs", Some("$j")),
+                event_row(
+                    3,
+                    "$rj",
+                    "m.room.member",
+                    Some("@b:remote"),
+                    json!({"membership": "join"})
+                ),
+                state_row(3, "m.room.member", "@b:remote", Some("$rj")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert!(created.state.joined.is_some());
+        let left = apply_rows(
+            &created.state,
+            &room(),
+            &rows(json!([
+                event_row(
+                    4,
+                    "$l",
+                    "m.room.member",
+                    Some("@a:hs"),
+                    json!({"membership": "leave"})
+                ),
+                state_row(4, "m.room.member", "@a:hs", Some("$l")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(left.state.joined, None);
+        assert!(left.state.memory.relevant_state.is_empty());
+        assert_eq!(left.changes[0], RowChange::DeleteJoinedRoom(room()));
+        let snapshot = &left.state.snapshots[&UserId::parse("@a:hs").unwrap()];
+        assert_eq!(
+            (snapshot.membership, snapshot.has_known_state),
+            (Membership::Leave, true)
+        );
     }
 }
