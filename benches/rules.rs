@@ -125,9 +125,10 @@ fn workload() -> Workload {
 fn apply_all(workload: &Workload, mut states: BTreeMap<RoomId, RoomState>) -> usize {
     let context = context();
     let mut changes = 0;
+    let empty = RoomState::default();
     for (room, rows) in &workload.batches {
-        let state = states.get(room).cloned().unwrap_or_default();
-        let outcome = apply_rows(&state, room, rows, &context).expect("valid stream");
+        let outcome = apply_rows(states.get(room).unwrap_or(&empty), room, rows, &context)
+            .expect("valid stream");
         changes += outcome.changes.len();
         states.insert(room.clone(), outcome.state);
     }

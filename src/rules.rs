@@ -8,6 +8,7 @@
 //! actor is a thin shell around [`apply_rows`]; tests call it directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +30,9 @@ pub const BUMP_EVENT_TYPES: [&str; 7] = [
 ];
 
 const MEMBER: &str = "m.room.member";
+
+/// Below this many events in a group, duplicates are found by scanning.
+const SMALL_GROUP: usize = 16;
 const REDACTION: &str = "m.room.redaction";
 
 /// The four state keys (all with state key `""`) whose events feed the tables.
@@ -120,7 +124,7 @@ pub struct RoomMemory {
     /// The room's current relevant state; empty while the server is not in
     /// the room (Synapse's `current_state_events` is emptied then).
     #[serde(default)]
-    pub relevant_state: BTreeMap<RelevantKey, RelevantEvent>,
+    pub relevant_state: Arc<BTreeMap<RelevantKey, RelevantEvent>>,
     /// Stream ordering of the latest bump-type event that is neither an
     /// outlier nor rejected, if positive: a new joined row's `bump_stamp`.
     #[serde(default)]
@@ -134,12 +138,31 @@ pub struct RoomMemory {
     /// them: the current ones and the [`MAX_REMEMBERED_RELEVANT_EVENTS`]
     /// latest others. Older ones must be sent inline.
     #[serde(default)]
-    pub known_relevant_events: BTreeMap<EventId, (RelevantKey, RelevantEvent)>,
+    pub known_relevant_events: Arc<BTreeMap<EventId, (RelevantKey, RelevantEvent)>>,
     /// Redactions whose target was not known when they arrived, oldest
     /// first, at most [`MAX_PENDING_REDACTIONS`] (most redactions target
     /// messages, which never become known).
     #[serde(default)]
     pub pending_redactions: Vec<EventId>,
+}
+
+/// Whether two memories are equal, comparing shared maps by pointer first
+/// (cheap when a batch did not touch them). Destructures every field so a
+/// new field cannot be forgotten here.
+fn same_memory(a: &RoomMemory, b: &RoomMemory) -> bool {
+    let RoomMemory {
+        relevant_state,
+        latest_bump_stamp,
+        max_stream_ordering,
+        known_relevant_events,
+        pending_redactions,
+    } = a;
+    *latest_bump_stamp == b.latest_bump_stamp
+        && *max_stream_ordering == b.max_stream_ordering
+        && *pending_redactions == b.pending_redactions
+        && (Arc::ptr_eq(relevant_state, &b.relevant_state) || *relevant_state == b.relevant_state)
+        && (Arc::ptr_eq(known_relevant_events, &b.known_relevant_events)
+            || *known_relevant_events == b.known_relevant_events)
 }
 
 /// How many non-current relevant events a room remembers.
@@ -175,7 +198,7 @@ impl RoomMemory {
             return;
         };
         let current: BTreeSet<EventId> = current.into_iter().cloned().collect();
-        self.known_relevant_events
+        Arc::make_mut(&mut self.known_relevant_events)
             .retain(|id, (_, e)| current.contains(id) || e.stream_ordering >= threshold);
     }
 
@@ -459,14 +482,15 @@ pub fn apply_rows(
         context,
         state: state.clone(),
         dirty_users: BTreeSet::new(),
-        purged_users: BTreeSet::new(),
         memory_changed: false,
         dequeue: false,
     };
     // Every event of the room in this request can resolve a state row, even
     // one in a later group (delta rows carry the batch's smallest id).
+    // Only state rows look events up: skip the index when there are none.
+    let has_state_rows = rows.iter().any(|row| matches!(row, FeedRow::State(_)));
     let mut request_events: HashMap<&EventId, KnownEvent<'_>> = HashMap::new();
-    for row in rows {
+    for row in rows.iter().filter(|_| has_state_rows) {
         if let FeedRow::Event(r) = row {
             request_events
                 .entry(&r.event.event_id)
@@ -488,7 +512,6 @@ struct Working<'a> {
     context: &'a RulesContext,
     state: RoomState,
     dirty_users: BTreeSet<UserId>,
-    purged_users: BTreeSet<UserId>,
     memory_changed: bool,
     dequeue: bool,
 }
@@ -500,21 +523,38 @@ impl Working<'_> {
         request_events: &HashMap<&EventId, KnownEvent<'_>>,
     ) -> Result<(), RuleError> {
         let mut events: Vec<&EventRow> = Vec::new();
-        let mut seen: HashMap<&EventId, usize> = HashMap::new();
+        // Positions in `events` by ID, built only for large groups (most
+        // groups hold one event; a scan is cheaper than hashing then).
+        let mut index: HashMap<&EventId, usize> = HashMap::new();
         let mut delta: Vec<&StateRow> = Vec::new();
         for row in group {
             match row {
                 FeedRow::Event(r) => {
                     // §2.0 step 1: in-group duplicates keep the first
                     // non-outlier copy, else the first copy.
-                    match seen.get(&r.event.event_id) {
+                    let id = &r.event.event_id;
+                    let found = if events.len() < SMALL_GROUP {
+                        events.iter().position(|e| &e.event.event_id == id)
+                    } else {
+                        if index.is_empty() {
+                            index = events
+                                .iter()
+                                .enumerate()
+                                .map(|(i, e)| (&e.event.event_id, i))
+                                .collect();
+                        }
+                        index.get(id).copied()
+                    };
+                    match found {
                         None => {
-                            seen.insert(&r.event.event_id, events.len());
+                            if !index.is_empty() {
+                                index.insert(id, events.len());
+                            }
                             events.push(r);
                         }
-                        Some(&index) => {
-                            if events[index].outlier && !r.outlier {
-                                events[index] = r;
+                        Some(position) => {
+                            if events[position].outlier && !r.outlier {
+                                events[position] = r;
                             }
                         }
                     }
@@ -560,8 +600,7 @@ impl Working<'_> {
                 if memory.take_pending_redaction(&event.event_id) {
                     relevant.redact();
                 }
-                memory
-                    .known_relevant_events
+                Arc::make_mut(&mut memory.known_relevant_events)
                     .insert(event.event_id.clone(), (key, relevant));
                 self.memory_changed = true;
             }
@@ -578,14 +617,20 @@ impl Working<'_> {
     fn redact(&mut self, target: EventId) {
         let memory = &mut self.state.memory;
         let mut found = false;
-        for event in memory.relevant_state.values_mut() {
-            if event.event_id == target {
-                event.redact();
-                found = true;
+        if memory.relevant_state.values().any(|e| e.event_id == target) {
+            for event in Arc::make_mut(&mut memory.relevant_state).values_mut() {
+                if event.event_id == target {
+                    event.redact();
+                }
             }
+            found = true;
         }
-        if let Some((_, event)) = memory.known_relevant_events.get_mut(&target) {
-            event.redact();
+        if memory.known_relevant_events.contains_key(&target) {
+            if let Some((_, event)) =
+                Arc::make_mut(&mut memory.known_relevant_events).get_mut(&target)
+            {
+                event.redact();
+            }
             found = true;
         }
         if !found {
@@ -607,7 +652,6 @@ impl Working<'_> {
     /// §2.11 with the [DECISION]: every row of the room and its queue entry.
     fn purge(&mut self) {
         for user in self.state.snapshots.keys() {
-            self.purged_users.insert(user.clone());
             self.dirty_users.insert(user.clone());
         }
         self.state = RoomState::default();
@@ -694,7 +738,6 @@ impl Working<'_> {
         snapshot.event_instance_name = event.instance_name.clone();
         update.apply_to_snapshot(&mut snapshot);
         self.state.snapshots.insert(event.user_id.clone(), snapshot);
-        self.purged_users.remove(&event.user_id);
         self.dirty_users.insert(event.user_id.clone());
     }
 
@@ -834,10 +877,11 @@ impl Working<'_> {
             let memory = &mut self.state.memory;
             if memory.max_stream_ordering.is_none_or(|m| m < highest) {
                 memory.max_stream_ordering = Some(highest);
+                self.memory_changed = true;
             }
         }
         // The relevant state after the whole delta (before any wipe).
-        let mut state_after = self.state.memory.relevant_state.clone();
+        let mut state_after = BTreeMap::clone(&self.state.memory.relevant_state);
         for key in &removed_relevant {
             state_after.remove(key);
         }
@@ -874,7 +918,7 @@ impl Working<'_> {
             apply_removals(&mut update, &removed_relevant);
             update.apply(&mut joined.metadata);
         } else {
-            let mut overlay = self.state.memory.relevant_state.clone();
+            let mut overlay = BTreeMap::clone(&self.state.memory.relevant_state);
             for (key, event) in &inserted_relevant {
                 overlay.insert(*key, event.clone());
             }
@@ -919,12 +963,15 @@ impl Working<'_> {
         }
 
         // The room's current state after the delta (emptied when the server left).
-        self.state.memory.relevant_state = if no_longer_in_room {
+        let new_state = if no_longer_in_room {
             BTreeMap::new()
         } else {
             state_after
         };
-        self.memory_changed = true;
+        if *self.state.memory.relevant_state != new_state {
+            self.state.memory.relevant_state = Arc::new(new_state);
+            self.memory_changed = true;
+        }
         Ok(())
     }
 
@@ -1033,7 +1080,8 @@ impl Working<'_> {
         if self.dequeue {
             changes.push(RowChange::Dequeue(self.room_id.clone()));
         }
-        let memory_changed = self.memory_changed && self.state.memory != before.memory;
+        let memory_changed =
+            self.memory_changed && !same_memory(&self.state.memory, &before.memory);
         RoomOutcome {
             state: self.state,
             changes,
