@@ -212,8 +212,8 @@ impl GroupCommit {
         let mut prepared: Vec<Prepared> = Vec::new();
         // Positions already claimed by earlier batches of this group.
         let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
-        for (seq, queued) in batches {
-            match self.prepare(seq, &queued.batch, &claimed).await {
+        for (seq, mut queued) in batches {
+            match self.prepare(seq, &mut queued.batch, &claimed).await {
                 Ok((position, applied_rows, rooms)) => {
                     claimed.insert(queued.batch.writer.clone(), position);
                     prepared.push(Prepared {
@@ -246,7 +246,7 @@ impl GroupCommit {
     async fn prepare(
         &mut self,
         seq: BatchSeq,
-        batch: &FeedBatch,
+        batch: &mut FeedBatch,
         claimed: &BTreeMap<String, i64>,
     ) -> Result<(i64, usize, Vec<PreparedRoom>), BatchError> {
         let tracker = &self.deps.tracker;
@@ -261,10 +261,14 @@ impl GroupCommit {
         let position = batch.last_stream_id().unwrap_or(from).max(from);
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
-        for row in batch.rows.iter().filter(|r| r.stream_id() > from) {
+        // The rows move to their rooms; the batch keeps only its writer.
+        for row in std::mem::take(&mut batch.rows)
+            .into_iter()
+            .filter(|r| r.stream_id() > from)
+        {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
-                by_room.entry(room.clone()).or_default().push(row.clone());
+                by_room.entry(room.clone()).or_default().push(row);
             }
         }
         self.ensure_actors(by_room.keys())
