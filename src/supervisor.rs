@@ -75,6 +75,9 @@ pub struct Supervisor {
     rooms: HashMap<RoomId, Addr<RoomActor>>,
     queue: VecDeque<Queued>,
     committing: bool,
+    /// Batches to commit one per group, after a group failed on a conflict,
+    /// so the batch at fault is refused alone.
+    isolated: usize,
     next_seq: BatchSeq,
     batch_size: usize,
     linger: Duration,
@@ -99,6 +102,7 @@ impl Supervisor {
             rooms: HashMap::new(),
             queue: VecDeque::new(),
             committing: false,
+            isolated: 0,
             next_seq: 1,
             batch_size,
             linger,
@@ -119,7 +123,13 @@ impl Supervisor {
     }
 
     fn run_group(&mut self, ctx: &mut Context<Self>) {
-        let take = self.queue.len().min(self.batch_size);
+        let limit = if self.isolated > 0 {
+            self.isolated -= 1;
+            1
+        } else {
+            self.batch_size
+        };
+        let take = self.queue.len().min(limit);
         let batches: Vec<(BatchSeq, Queued)> = self
             .queue
             .drain(..take)
@@ -137,8 +147,18 @@ impl Supervisor {
         let span = info_span!("group_commit", batches = batches.len());
         let work = async move { group.run(batches).await }.instrument(span);
         ctx.spawn(
-            actix::fut::wrap_future(work).map(|rooms, act: &mut Self, ctx| {
+            actix::fut::wrap_future(work).map(|(rooms, retry), act: &mut Self, ctx| {
                 act.rooms = rooms;
+                if !retry.is_empty() {
+                    warn!(
+                        batches = retry.len(),
+                        "a group commit hit a conflict; retrying its batches one by one"
+                    );
+                    act.isolated = retry.len();
+                    for queued in retry.into_iter().rev() {
+                        act.queue.push_front(queued);
+                    }
+                }
                 act.committing = false;
                 metrics::gauge!("roomcache_room_actors").set(act.rooms.len() as f64);
                 act.kick(ctx);
@@ -183,12 +203,17 @@ struct GroupCommit {
 }
 
 impl GroupCommit {
-    async fn run(mut self, batches: Vec<(BatchSeq, Queued)>) -> HashMap<RoomId, Addr<RoomActor>> {
+    /// Returns the room registry, and the batches to retry one by one when a
+    /// multi-batch group failed on a conflict.
+    async fn run(
+        mut self,
+        batches: Vec<(BatchSeq, Queued)>,
+    ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
         let mut prepared: Vec<Prepared> = Vec::new();
         // Positions already claimed by earlier batches of this group.
         let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
-        for (seq, queued) in batches {
-            match self.prepare(seq, &queued.batch, &claimed).await {
+        for (seq, mut queued) in batches {
+            match self.prepare(seq, &mut queued.batch, &claimed).await {
                 Ok((position, applied_rows, rooms)) => {
                     claimed.insert(queued.batch.writer.clone(), position);
                     prepared.push(Prepared {
@@ -208,10 +233,12 @@ impl GroupCommit {
                 }
             }
         }
-        if !prepared.is_empty() {
-            self.commit(prepared).await;
-        }
-        self.rooms
+        let retry = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            self.commit(prepared).await
+        };
+        (self.rooms, retry)
     }
 
     /// Applies one batch in its rooms' actors; on any failure every room
@@ -219,7 +246,7 @@ impl GroupCommit {
     async fn prepare(
         &mut self,
         seq: BatchSeq,
-        batch: &FeedBatch,
+        batch: &mut FeedBatch,
         claimed: &BTreeMap<String, i64>,
     ) -> Result<(i64, usize, Vec<PreparedRoom>), BatchError> {
         let tracker = &self.deps.tracker;
@@ -234,10 +261,14 @@ impl GroupCommit {
         let position = batch.last_stream_id().unwrap_or(from).max(from);
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
-        for row in batch.rows.iter().filter(|r| r.stream_id() > from) {
+        // The rows move to their rooms; the batch keeps only its writer.
+        for row in std::mem::take(&mut batch.rows)
+            .into_iter()
+            .filter(|r| r.stream_id() > from)
+        {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
-                by_room.entry(room.clone()).or_default().push(row.clone());
+                by_room.entry(room.clone()).or_default().push(row);
             }
         }
         self.ensure_actors(by_room.keys())
@@ -301,7 +332,9 @@ impl GroupCommit {
         Ok(())
     }
 
-    async fn commit(&mut self, prepared: Vec<Prepared>) {
+    /// Commits the group; returns the batches to retry alone (a conflict in
+    /// a group of several batches), having answered every other batch.
+    async fn commit(&mut self, prepared: Vec<Prepared>) -> Vec<Queued> {
         let mut group = CommitGroup::default();
         for batch in &prepared {
             for room in &batch.rooms {
@@ -344,6 +377,7 @@ impl GroupCommit {
                 metrics::gauge!("roomcache_joined_rooms")
                     .set(self.deps.index.joined_room_count() as f64);
                 metrics::gauge!("roomcache_snapshots").set(self.deps.index.snapshot_count() as f64);
+                Vec::new()
             }
             Err(error) => {
                 let first_seq = prepared.iter().map(|b| b.seq).min().unwrap_or(0);
@@ -354,6 +388,9 @@ impl GroupCommit {
                 }
                 let conflict = error.is_conflict();
                 warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
+                if conflict && prepared.len() > 1 {
+                    return prepared.into_iter().map(|b| b.queued).collect();
+                }
                 for batch in prepared {
                     metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
                         .increment(1);
@@ -364,6 +401,7 @@ impl GroupCommit {
                         BatchError::Store(message)
                     }));
                 }
+                Vec::new()
             }
         }
     }
