@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --bench rules`. Figures go in `docs/benchmarks.md`.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/common/homeserver.rs"]
 mod homeserver;
 

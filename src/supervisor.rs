@@ -212,8 +212,14 @@ impl GroupCommit {
         let mut prepared: Vec<Prepared> = Vec::new();
         // Positions already claimed by earlier batches of this group.
         let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
+        // A multi-batch group may be retried batch by batch after a
+        // conflict, so its batches keep their rows.
+        let keep_rows = batches.len() > 1;
         for (seq, mut queued) in batches {
-            match self.prepare(seq, &mut queued.batch, &claimed).await {
+            match self
+                .prepare(seq, &mut queued.batch, &claimed, keep_rows)
+                .await
+            {
                 Ok((position, applied_rows, rooms)) => {
                     claimed.insert(queued.batch.writer.clone(), position);
                     prepared.push(Prepared {
@@ -248,6 +254,7 @@ impl GroupCommit {
         seq: BatchSeq,
         batch: &mut FeedBatch,
         claimed: &BTreeMap<String, i64>,
+        keep_rows: bool,
     ) -> Result<(i64, usize, Vec<PreparedRoom>), BatchError> {
         let tracker = &self.deps.tracker;
         let durable = tracker
@@ -261,11 +268,14 @@ impl GroupCommit {
         let position = batch.last_stream_id().unwrap_or(from).max(from);
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
-        // The rows move to their rooms; the batch keeps only its writer.
-        for row in std::mem::take(&mut batch.rows)
-            .into_iter()
-            .filter(|r| r.stream_id() > from)
-        {
+        // The rows move to their rooms (the batch keeps only its writer),
+        // unless the batch may have to be prepared again.
+        let rows = if keep_rows {
+            batch.rows.clone()
+        } else {
+            std::mem::take(&mut batch.rows)
+        };
+        for row in rows.into_iter().filter(|r| r.stream_id() > from) {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
                 by_room.entry(room.clone()).or_default().push(row);

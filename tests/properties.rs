@@ -154,10 +154,8 @@ fn build_stream(actions: &[Action]) -> Vec<Value> {
                 4 => {
                     hs.join(&room, target);
                 }
-                5 => {
-                    if hs.membership(&room, target).is_some() {
-                        hs.leave(&room, target);
-                    }
+                5 if hs.membership(&room, target).is_some() => {
+                    hs.leave(&room, target);
                 }
                 6 => {
                     hs.invite(&room, actor, target);
@@ -168,10 +166,8 @@ fn build_stream(actions: &[Action]) -> Vec<Value> {
                 8 => {
                     hs.kick(&room, actor, target);
                 }
-                9 => {
-                    if hs.membership(&room, target).as_deref() == Some("join") {
-                        hs.set_displayname(&room, target, "nick");
-                    }
+                9 if hs.membership(&room, target).as_deref() == Some("join") => {
+                    hs.set_displayname(&room, target, "nick");
                 }
                 11 => {
                     let message = NewEvent::message(actor, "odd");
