@@ -276,7 +276,8 @@ pub enum RuleError {
 pub struct RoomOutcome {
     pub state: RoomState,
     pub changes: Vec<RowChange>,
-    /// The new memory when it changed (`None`: unchanged).
+    /// Whether `state.memory` differs from the memory the rules started
+    /// from (so it must be persisted).
     pub memory_changed: bool,
 }
 

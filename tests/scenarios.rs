@@ -1938,3 +1938,84 @@ async fn s20_rejoin_after_server_left_fully_inserts() {
     )
     .await;
 }
+
+/// §2.12: a delta without events (a partial-state resync) on a room with no
+/// joined row fully inserts it at the room's highest stream ordering, and
+/// does not bump it.
+#[tokio::test]
+async fn s21_delta_without_events_fully_inserts_without_bump() {
+    let mut server = TestServer::start().await;
+    let mut hs = Homeserver::default();
+    let r = hs.create_room(U1, None);
+    let room = r.room_id.clone();
+    let room = room.as_str();
+    hs.name(room, U1, NAME);
+    let m = hs.send(room, U1, "latest");
+    feed(&server, &mut hs).await;
+    tamper(
+        &mut server,
+        &format!("DELETE FROM sliding_sync_joined_rooms WHERE room_id = '{room}'"),
+    )
+    .await;
+    // A remote member's join that was only known as an outlier becomes
+    // current without any new event.
+    let remote = hs.outlier(room, NewEvent::member("@bob:other", "@bob:other", "join"));
+    feed(&server, &mut hs).await;
+    let position = hs.allocate_position();
+    let row = hs.inline_state_row(position, room, &remote.id);
+    hs.push_rows([row]);
+    feed(&server, &mut hs).await;
+    assert_tables(
+        &server,
+        vec![j(
+            room,
+            remote.so,
+            Some(m.so),
+            None,
+            Some(NAME),
+            false,
+            None,
+        )],
+        vec![s(
+            room, U1, U1, &r.join, "join", true, None, None, false, None,
+        )],
+    )
+    .await;
+}
+
+/// A state reset back to an earlier relevant event the cache has seen
+/// needs no inline event; the joined row takes that event's value.
+#[tokio::test]
+async fn s22_state_reset_to_a_remembered_name() {
+    let server = TestServer::start().await;
+    let mut hs = Homeserver::default();
+    let r = hs.create_room(U1, None);
+    let room = r.room_id.as_str();
+    let first = hs.name(room, U1, "first");
+    hs.name(room, U1, "second");
+    feed(&server, &mut hs).await;
+    let position = hs.allocate_position();
+    hs.push_rows([
+        json!({"kind": "state", "stream_id": position, "room_id": room,
+        "type": "m.room.name", "state_key": "", "event_id": first.id}),
+    ]);
+    feed(&server, &mut hs).await;
+    let last = hs.send(room, U1, "after");
+    feed(&server, &mut hs).await;
+    assert_tables(
+        &server,
+        vec![j(
+            room,
+            last.so,
+            Some(last.so),
+            None,
+            Some("first"),
+            false,
+            None,
+        )],
+        vec![s(
+            room, U1, U1, &r.join, "join", true, None, None, false, None,
+        )],
+    )
+    .await;
+}
