@@ -14,7 +14,8 @@
 //! * [`rules`]: the update rules of the spec as pure functions;
 //! * [`store`]: Postgres (migrations, loading, write-through);
 //! * [`index`]: the committed rows, as queries read them;
-//! * [`positions`]: per-writer durable positions, tokens and waiters (loom-checked, over [`sync`]);
+//! * [`positions`]: per-writer durable positions, claims, tokens and waiters (loom-checked, over [`sync`]);
+//! * [`publish`]: the publish gate, so reads see rows and token as one snapshot (loom-checked);
 //! * [`api`]: HTTP/JSON over the Unix socket;
 //! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
 
@@ -24,6 +25,7 @@ pub mod feed;
 pub mod index;
 pub mod model;
 pub mod positions;
+pub mod publish;
 pub mod room;
 pub mod rules;
 pub mod server;
