@@ -341,24 +341,20 @@ pub struct PositionTracker {
 impl PositionTracker {
     /// Starts from the positions loaded from `stream_positions`.
     ///
-    /// A configured writer without a stored position starts at the minimum
-    /// of the configured writers' stored positions (the linear position,
-    /// spec invariant 18d), or at 0 when none of them has one. Stored
-    /// positions of writers that are not configured are ignored but kept in
-    /// the table, so a writer added back later resumes from what the cache
-    /// really applied (see `docs/positions.md`).
+    /// A configured writer without a stored position starts at 0: the cache
+    /// has applied none of its rows, so it must not skip any (spec invariant
+    /// 18d starts such a writer at the linear position, which is safe for a
+    /// writer's own view but would make a reader skip the rows of a writer
+    /// that had not sent anything before a restart; a writer with no history
+    /// moves itself forward with a position row). Stored positions of
+    /// writers that are not configured are ignored but kept in the table,
+    /// so a writer added back resumes from what the cache really applied.
     pub fn new(writers: &[String], stored: &BTreeMap<String, i64>) -> Self {
-        let floor = writers
-            .iter()
-            .filter_map(|w| stored.get(w))
-            .copied()
-            .min()
-            .unwrap_or(0);
         let writers = writers
             .iter()
             .map(|w| {
                 let progress = WriterProgress {
-                    durable: stored.get(w).copied().unwrap_or(floor),
+                    durable: stored.get(w).copied().unwrap_or(0),
                     ..WriterProgress::default()
                 };
                 (w.clone(), progress)
@@ -627,9 +623,9 @@ mod tests {
     }
 
     #[test]
-    fn a_new_writer_starts_at_the_minimum_of_the_stored_positions() {
+    fn a_writer_without_a_stored_position_starts_at_zero() {
         let t = tracker(&["a", "b", "c"], &[("a", 3), ("b", 5), ("gone", 1)]);
-        assert_eq!(t.position("c"), Some(3));
+        assert_eq!(t.position("c"), Some(0));
         assert!(!t.is_configured("gone"));
     }
 
