@@ -165,8 +165,14 @@ fn a2_3_views_are_independent() {
 /// invariant 18d). Such a writer moves itself forward with a position row.
 #[test]
 fn a2_4_a_writer_without_a_stored_position_starts_at_zero() {
-    let t = tracker(&["first", "second", "third"], &[("first", 3), ("second", 7)]);
-    assert_eq!(positions(&t), p(&[("first", 3), ("second", 7), ("third", 0)]));
+    let t = tracker(
+        &["first", "second", "third"],
+        &[("first", 3), ("second", 7)],
+    );
+    assert_eq!(
+        positions(&t),
+        p(&[("first", 3), ("second", 7), ("third", 0)])
+    );
     assert_eq!(t.linear_position(), 0);
     let claim = t.claim("third", 8).unwrap();
     assert_eq!(claim.after, 0);
