@@ -441,6 +441,9 @@ impl PositionTracker {
     /// new token covers are woken. Returns true when the position moved.
     /// Finishing an empty, abandoned or already finished claim does nothing.
     pub fn finish(&self, claim: &Claim) -> bool {
+        if claim.is_empty() {
+            return false;
+        }
         let (moved, wakers) = {
             let mut state = lock(&self.state);
             let Some(progress) = state.writers.get_mut(&claim.writer) else {

@@ -269,6 +269,16 @@ fn invariants_5_14_monotonic_and_replays_are_empty() {
     assert!(!replay.covers(10) && !replay.covers(7));
     assert!(!t.finish(&replay));
     assert_eq!(t.position("w1"), Some(10));
+    // A replay of a batch still in flight claims nothing, and finishing or
+    // abandoning it does not touch the batch in flight.
+    let in_flight = t.claim("w1", 12).unwrap();
+    let replay = t.claim("w1", 12).unwrap();
+    assert_eq!((replay.after, replay.up_to), (12, 12));
+    assert!(!t.finish(&replay));
+    t.abandon(&replay);
+    assert_eq!(t.position("w1"), Some(10));
+    assert!(t.finish(&in_flight));
+    assert_eq!(t.position("w1"), Some(12));
 }
 
 /// Invariants 6 and 13: an abandoned claim (its commit failed) and the
