@@ -25,7 +25,8 @@ type Rows = BTreeSet<(&'static str, i64)>;
 enum HandOff {
     /// What the supervisor does.
     Correct,
-    /// Bug: rows reach the read index before the store commits them.
+    /// Bug: rows reach the read index (and the position moves) before the
+    /// store commits them.
     PublishBeforeCommit,
     /// Bug: the claim is finished (position advanced) before the rows are published.
     AdvanceBeforePublish,
@@ -58,9 +59,11 @@ fn write_batch(model: &Model, writer: &'static str, ids: &[i64], hand_off: HandO
             });
         }
         HandOff::PublishBeforeCommit => {
-            gate.publish(publish);
+            gate.publish(|| {
+                publish();
+                model.tracker.finish(&claim);
+            });
             commit();
-            gate.publish(|| model.tracker.finish(&claim));
         }
         HandOff::AdvanceBeforePublish => {
             commit();

@@ -19,16 +19,26 @@
 //! * [`api`]: HTTP/JSON over the Unix socket;
 //! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
 
+#[cfg(not(loom))]
 pub mod api;
+#[cfg(not(loom))]
 pub mod config;
+#[cfg(not(loom))]
 pub mod feed;
+#[cfg(not(loom))]
 pub mod index;
+#[cfg(not(loom))]
 pub mod model;
 pub mod positions;
 pub mod publish;
+#[cfg(not(loom))]
 pub mod room;
+#[cfg(not(loom))]
 pub mod rules;
+#[cfg(not(loom))]
 pub mod server;
+#[cfg(not(loom))]
 pub mod store;
+#[cfg(not(loom))]
 pub mod supervisor;
 pub mod sync;
