@@ -2,7 +2,6 @@
 //!
 //! Under `cfg(loom)` only the model-checked core of the library is built
 //! (see `docs/concurrency.md`), and this binary is an empty stub.
-#![cfg_attr(loom, allow(unused))]
 
 #[cfg(loom)]
 fn main() {}
