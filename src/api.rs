@@ -139,6 +139,26 @@ fn payload_error(error: &PayloadError) -> ApiError {
     }
 }
 
+/// Wraps every request in a `request` span (method, path) and logs its
+/// status and duration at debug level.
+pub async fn trace_request(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", method = %request.method(), path = %request.path());
+    let started = std::time::Instant::now();
+    let response = next.call(request).instrument(span.clone()).await?;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "answered"
+        )
+    });
+    Ok(response)
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     cfg.app_data(

@@ -76,6 +76,9 @@ pub struct Supervisor {
     rooms: HashMap<RoomId, Addr<RoomActor>>,
     queue: VecDeque<Queued>,
     committing: bool,
+    /// Batches to commit one per group, after a group failed on a conflict,
+    /// so the batch at fault is refused alone.
+    isolated: usize,
     next_seq: BatchSeq,
     batch_size: usize,
     linger: Duration,
@@ -100,6 +103,7 @@ impl Supervisor {
             rooms: HashMap::new(),
             queue: VecDeque::new(),
             committing: false,
+            isolated: 0,
             next_seq: 1,
             batch_size,
             linger,
@@ -120,7 +124,13 @@ impl Supervisor {
     }
 
     fn run_group(&mut self, ctx: &mut Context<Self>) {
-        let take = self.queue.len().min(self.batch_size);
+        let limit = if self.isolated > 0 {
+            self.isolated -= 1;
+            1
+        } else {
+            self.batch_size
+        };
+        let take = self.queue.len().min(limit);
         let batches: Vec<(BatchSeq, Queued)> = self
             .queue
             .drain(..take)
@@ -138,8 +148,18 @@ impl Supervisor {
         let span = info_span!("group_commit", batches = batches.len());
         let work = async move { group.run(batches).await }.instrument(span);
         ctx.spawn(
-            actix::fut::wrap_future(work).map(|rooms, act: &mut Self, ctx| {
+            actix::fut::wrap_future(work).map(|(rooms, retry), act: &mut Self, ctx| {
                 act.rooms = rooms;
+                if !retry.is_empty() {
+                    warn!(
+                        batches = retry.len(),
+                        "a group commit hit a conflict; retrying its batches one by one"
+                    );
+                    act.isolated = retry.len();
+                    for queued in retry.into_iter().rev() {
+                        act.queue.push_front(queued);
+                    }
+                }
                 act.committing = false;
                 metrics::gauge!("roomcache_room_actors").set(act.rooms.len() as f64);
                 act.kick(ctx);
@@ -186,7 +206,12 @@ struct GroupCommit {
 }
 
 impl GroupCommit {
-    async fn run(mut self, batches: Vec<(BatchSeq, Queued)>) -> HashMap<RoomId, Addr<RoomActor>> {
+    /// Returns the room registry, and the batches to retry one by one when a
+    /// multi-batch group failed on a conflict.
+    async fn run(
+        mut self,
+        batches: Vec<(BatchSeq, Queued)>,
+    ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
         let mut prepared: Vec<Prepared> = Vec::new();
         for (seq, queued) in batches {
             match self.prepare(seq, &queued.batch).await {
@@ -208,10 +233,12 @@ impl GroupCommit {
                 }
             }
         }
-        if !prepared.is_empty() {
-            self.commit(prepared).await;
-        }
-        self.rooms
+        let retry = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            self.commit(prepared).await
+        };
+        (self.rooms, retry)
     }
 
     /// Claims the batch's range of its writer's stream and applies the new
@@ -313,7 +340,9 @@ impl GroupCommit {
         Ok(())
     }
 
-    async fn commit(&mut self, prepared: Vec<Prepared>) {
+    /// Commits the group; returns the batches to retry alone (a conflict in
+    /// a group of several batches), having answered every other batch.
+    async fn commit(&mut self, prepared: Vec<Prepared>) -> Vec<Queued> {
         let mut group = CommitGroup::default();
         for batch in &prepared {
             for room in &batch.rooms {
@@ -361,6 +390,7 @@ impl GroupCommit {
                 metrics::gauge!("roomcache_joined_rooms")
                     .set(self.deps.index.joined_room_count() as f64);
                 metrics::gauge!("roomcache_snapshots").set(self.deps.index.snapshot_count() as f64);
+                Vec::new()
             }
             Err(error) => {
                 for batch in &prepared {
@@ -374,6 +404,9 @@ impl GroupCommit {
                 }
                 let conflict = error.is_conflict();
                 warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
+                if conflict && prepared.len() > 1 {
+                    return prepared.into_iter().map(|b| b.queued).collect();
+                }
                 for batch in prepared {
                     metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
                         .increment(1);
@@ -384,6 +417,7 @@ impl GroupCommit {
                         BatchError::Store(message)
                     }));
                 }
+                Vec::new()
             }
         }
     }
