@@ -41,12 +41,6 @@ impl Random {
 }
 
 const WRITERS: [&str; 2] = ["w1", "w2"];
-const USERS: [&str; 4] = [
-    "@ann:example.org",
-    "@bob:example.org",
-    "@cat:example.org",
-    "@dan:remote.org",
-];
 
 /// One writer's feed, cut into batches (each a list of rows in id order).
 type Batches = Vec<Vec<Value>>;
@@ -70,60 +64,95 @@ fn event_rows(
 
 /// A long stream: ids 2.. handed to the writers at random (with gaps);
 /// each writer persists the events of its own rooms (rooms are sharded
-/// between writers, as event persisters shard them).
+/// between writers, as event persisters shard them). Most events are joins
+/// of a user seen for the first time, so every lost row leaves a missing
+/// snapshot; the others change existing rows (leaves, invites, renames).
 fn generate_feed(random: &mut Random, ids: i64) -> [Batches; 2] {
+    const ROOMS: usize = 12;
     let mut rows: [Vec<Vec<Value>>; 2] = [Vec::new(), Vec::new()];
-    let mut created = [[false; 3]; 2];
+    let mut members: [Vec<Vec<String>>; 2] = [vec![Vec::new(); ROOMS], vec![Vec::new(); ROOMS]];
     let mut id = 1;
     for _ in 0..ids {
         id += 1 + i64::from(random.below(10) == 0); // sometimes a gap
         let writer = random.below(2) as usize;
-        let room_index = random.below(3) as usize;
-        let room = format!("!r{writer}{room_index}:example.org");
-        let creator = USERS[room_index];
-        let group = if !created[writer][room_index] {
-            created[writer][room_index] = true;
-            event_rows(
+        let room_index = random.below(ROOMS as u64) as usize;
+        let room = format!("!r{writer}x{room_index}:example.org");
+        let known = &mut members[writer][room_index];
+        let group = if known.is_empty() {
+            let creator = format!("@creator{writer}x{room_index}:example.org");
+            known.push(creator.clone());
+            let mut group = event_rows(
                 id,
                 &room,
                 "m.room.create",
                 "",
-                creator,
+                &creator,
                 json!({"room_version": "10"}),
-            )
+            );
+            // The creator joins in the same group.
+            let mut join = event_rows(
+                id,
+                &room,
+                "m.room.member",
+                &creator,
+                &creator,
+                json!({"membership": "join"}),
+            );
+            join[0]["event"]["event_id"] = json!(format!("$j{id}"));
+            join[1]["event_id"] = json!(format!("$j{id}"));
+            group.append(&mut join);
+            group
         } else {
-            match random.below(10) {
-                0..=5 => {
-                    let user = USERS[random.below(USERS.len() as u64) as usize];
-                    let membership = ["join", "leave", "invite", "join"][random.below(4) as usize];
-                    let sender = if membership == "invite" {
-                        creator
+            let creator = known[0].clone();
+            match random.below(20) {
+                0..=12 => {
+                    let server = if random.below(8) == 0 {
+                        "remote.org"
                     } else {
-                        user
+                        "example.org"
+                    };
+                    let user = format!("@u{id}:{server}");
+                    known.push(user.clone());
+                    event_rows(
+                        id,
+                        &room,
+                        "m.room.member",
+                        &user,
+                        &user,
+                        json!({"membership": "join"}),
+                    )
+                }
+                13..=15 => {
+                    let user = known[random.below(known.len() as u64) as usize].clone();
+                    let membership = ["leave", "invite", "join"][random.below(3) as usize];
+                    let sender = if membership == "invite" {
+                        creator.clone()
+                    } else {
+                        user.clone()
                     };
                     event_rows(
                         id,
                         &room,
                         "m.room.member",
-                        user,
-                        sender,
+                        &user,
+                        &sender,
                         json!({"membership": membership}),
                     )
                 }
-                6 | 7 => event_rows(
+                16 | 17 => event_rows(
                     id,
                     &room,
                     "m.room.name",
                     "",
-                    creator,
+                    &creator,
                     json!({"name": format!("room {id}")}),
                 ),
-                8 => event_rows(
+                18 => event_rows(
                     id,
                     &room,
                     "m.room.topic",
                     "",
-                    creator,
+                    &creator,
                     json!({"topic": format!("t{id}")}),
                 ),
                 _ => vec![json!({"kind": "position", "stream_id": id})],
