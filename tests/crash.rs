@@ -240,6 +240,13 @@ async fn run_writer(socket: PathBuf, writer: &'static str, batches: Batches) -> 
             Ok((200, answer)) => {
                 let acked = answer["position"].as_i64().expect("position");
                 assert_eq!(acked, last_id(batch), "{writer} acked {answer}");
+                // Exactly the rows above the durable position were applied:
+                // none of those at or below it a second time.
+                let fresh = batch
+                    .iter()
+                    .filter(|r| r["stream_id"].as_i64() > Some(position))
+                    .count();
+                assert_eq!(answer["applied_rows"], fresh, "{writer}: {answer}");
                 position = acked;
             }
             Ok((status, answer)) if status < 500 => {
@@ -321,6 +328,12 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
         let positions = crashed.rows_in_postgres().await.positions;
         println!("kill {kills}: durable positions {positions:?}");
         crashed.spawn().await;
+        // The restarted server resumes from exactly what is durable.
+        let served = crashed.get("/v1/positions").await.body;
+        for writer in WRITERS {
+            let stored = positions.get(writer).copied().unwrap_or(0);
+            assert_eq!(served["positions"][writer], stored, "{served}");
+        }
     }
     // The last round runs to the end, and the same feed goes to a fresh
     // server that never crashes.
