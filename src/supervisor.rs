@@ -213,8 +213,11 @@ impl GroupCommit {
         batches: Vec<(BatchSeq, Queued)>,
     ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
         let mut prepared: Vec<Prepared> = Vec::new();
-        for (seq, queued) in batches {
-            match self.prepare(seq, &queued.batch).await {
+        // A group of several batches is retried batch by batch after a
+        // conflict, so its batches keep their rows; a lone batch moves them.
+        let keep_rows = batches.len() > 1;
+        for (seq, mut queued) in batches {
+            match self.prepare(seq, &mut queued.batch, keep_rows).await {
                 Ok((claim, applied_rows, rooms)) => {
                     prepared.push(Prepared {
                         seq,
@@ -247,7 +250,8 @@ impl GroupCommit {
     async fn prepare(
         &mut self,
         seq: BatchSeq,
-        batch: &FeedBatch,
+        batch: &mut FeedBatch,
+        keep_rows: bool,
     ) -> Result<(Claim, usize, Vec<PreparedRoom>), BatchError> {
         // Rows at or below the end of the writer's last claim (durable, or
         // claimed by an earlier batch of this group) are skipped.
@@ -256,7 +260,7 @@ impl GroupCommit {
             .tracker
             .claim(&batch.writer, batch.last_stream_id().unwrap_or(i64::MIN))
             .map_err(|PositionError::UnknownWriter(writer)| BatchError::UnknownWriter(writer))?;
-        match self.prepare_claimed(seq, batch, &claim).await {
+        match self.prepare_claimed(seq, batch, &claim, keep_rows).await {
             Ok((applied_rows, rooms)) => Ok((claim, applied_rows, rooms)),
             Err(error) => {
                 self.deps.tracker.abandon(&claim);
@@ -268,15 +272,23 @@ impl GroupCommit {
     async fn prepare_claimed(
         &mut self,
         seq: BatchSeq,
-        batch: &FeedBatch,
+        batch: &mut FeedBatch,
         claim: &Claim,
+        keep_rows: bool,
     ) -> Result<(usize, Vec<PreparedRoom>), BatchError> {
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
-        for row in batch.rows.iter().filter(|r| claim.covers(r.stream_id())) {
+        // The rows move to their rooms (or are copied, when the batch may be
+        // retried); the batch keeps its writer.
+        let rows = if keep_rows {
+            batch.rows.clone()
+        } else {
+            std::mem::take(&mut batch.rows)
+        };
+        for row in rows.into_iter().filter(|r| claim.covers(r.stream_id())) {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
-                by_room.entry(room.clone()).or_default().push(row.clone());
+                by_room.entry(room.clone()).or_default().push(row);
             }
         }
         self.ensure_actors(by_room.keys())
