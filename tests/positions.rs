@@ -598,3 +598,48 @@ async fn reads_wait_for_a_token() {
         .await
         .assert_error(400, "M_INVALID_PARAM");
 }
+
+/// Exactness under load: while a writer feeds joins of one user into new
+/// rooms, every answer's rooms are exactly those whose join is at or below
+/// the answer's token, never one more or one fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_exact_snapshots_while_rows_flow() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    let user = "@alice:example.org";
+    let writer = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            for k in 1..=40i64 {
+                let room = format!("!r{k}:example.org");
+                server
+                    .feed(&batch("master", room_rows(&room, user, 2 * k, 2 * k + 1)))
+                    .await;
+            }
+        })
+    };
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let answer = server.get(&format!("/v1/users/{user}/rooms")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let token: StreamToken = answer.body["token"].as_str().unwrap().parse().unwrap();
+        let mut seen: Vec<i64> = answer.body["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["event_stream_ordering"].as_i64().unwrap())
+            .collect();
+        seen.sort_unstable();
+        let expected: Vec<i64> = (1..=40)
+            .map(|k| 2 * k + 1)
+            .filter(|id| *id <= token.position("master"))
+            .collect();
+        assert_eq!(seen, expected, "answer at {token} is not exact");
+        reads += 1;
+        if done {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    assert!(reads > 1);
+}
