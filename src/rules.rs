@@ -144,21 +144,34 @@ pub struct RoomMemory {
     /// messages, which never become known).
     #[serde(default)]
     pub pending_redactions: Vec<EventId>,
+    /// True when `max_stream_ordering` and `latest_bump_stamp` equal the
+    /// joined row's `event_stream_ordering` and `bump_stamp` (the usual case:
+    /// messages move both together). The stored memory is then not rewritten
+    /// while they move together, and loading takes them from the joined row
+    /// ([`RoomState::restore_counters`]), so restarts stay exact.
+    #[serde(default)]
+    pub counters_follow_joined_row: bool,
 }
 
-/// Whether two memories are equal, comparing shared maps by pointer first
-/// (cheap when a batch did not touch them). Destructures every field so a
-/// new field cannot be forgotten here.
-fn same_memory(a: &RoomMemory, b: &RoomMemory) -> bool {
+/// Whether two memories are equal as stored, comparing shared maps by
+/// pointer first (cheap when a batch did not touch them). The two counters
+/// are left out of the comparison when both memories follow their joined
+/// rows (they are stored in the joined row then). Destructures every field
+/// so a new field cannot be forgotten here.
+fn same_stored_memory(a: &RoomMemory, b: &RoomMemory) -> bool {
     let RoomMemory {
         relevant_state,
         latest_bump_stamp,
         max_stream_ordering,
         known_relevant_events,
         pending_redactions,
+        counters_follow_joined_row,
     } = a;
-    *latest_bump_stamp == b.latest_bump_stamp
-        && *max_stream_ordering == b.max_stream_ordering
+    let counters_stored_elsewhere = *counters_follow_joined_row && b.counters_follow_joined_row;
+    *counters_follow_joined_row == b.counters_follow_joined_row
+        && (counters_stored_elsewhere
+            || (*latest_bump_stamp == b.latest_bump_stamp
+                && *max_stream_ordering == b.max_stream_ordering))
         && *pending_redactions == b.pending_redactions
         && (Arc::ptr_eq(relevant_state, &b.relevant_state) || *relevant_state == b.relevant_state)
         && (Arc::ptr_eq(known_relevant_events, &b.known_relevant_events)
@@ -225,6 +238,20 @@ pub struct RoomState {
     pub joined: Option<JoinedRoomRow>,
     pub snapshots: imbl::OrdMap<UserId, MembershipSnapshot>,
     pub memory: RoomMemory,
+}
+
+impl RoomState {
+    /// After loading a stored memory: takes the counters from the joined row
+    /// when the memory says they follow it (they were not rewritten then).
+    pub fn restore_counters(&mut self) {
+        if !self.memory.counters_follow_joined_row {
+            return;
+        }
+        if let Some(joined) = &self.joined {
+            self.memory.max_stream_ordering = Some(joined.event_stream_ordering);
+            self.memory.latest_bump_stamp = joined.bump_stamp;
+        }
+    }
 }
 
 /// Facts about the deployment the rules need.
@@ -1081,10 +1108,17 @@ impl Working<'_> {
         if self.dequeue {
             changes.push(RowChange::Dequeue(self.room_id.clone()));
         }
-        let memory_changed =
-            self.memory_changed && !same_memory(&self.state.memory, &before.memory);
+        let mut state = self.state;
+        let follows = state.joined.as_ref().is_some_and(|joined| {
+            state.memory.max_stream_ordering == Some(joined.event_stream_ordering)
+                && state.memory.latest_bump_stamp == joined.bump_stamp
+        });
+        state.memory.counters_follow_joined_row = follows;
+        let memory_changed = (self.memory_changed
+            || follows != before.memory.counters_follow_joined_row)
+            && !same_stored_memory(&state.memory, &before.memory);
         RoomOutcome {
-            state: self.state,
+            state,
             changes,
             memory_changed,
         }
@@ -1319,6 +1353,76 @@ mod tests {
             &outcome.state.memory.known_relevant_events[&EventId::parse("$late").unwrap()];
         assert_eq!(remembered.value, None);
         assert!(outcome.state.memory.pending_redactions.is_empty());
+    }
+
+    #[test]
+    fn messages_do_not_rewrite_the_stored_memory_and_loading_restores_it() {
+        let created = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(1, "$c", "m.room.create", Some(""), json!({})),
+                state_row(1, "m.room.create", "", Some("$c")),
+                event_row(
+                    2,
+                    "$j",
+                    "m.room.member",
+                    Some("@a:hs"),
+                    json!({"membership": "join"})
+                ),
+                state_row(2, "m.room.member", "@a:hs", Some("$j")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert!(created.memory_changed);
+        assert!(created.state.memory.counters_follow_joined_row);
+        let stored = serde_json::to_value(&created.state.memory).unwrap();
+
+        let message = apply_rows(
+            &created.state,
+            &room(),
+            &rows(json!([event_row(
+                3,
+                "$m",
+                "m.room.message",
+                None,
+                json!({"body": "x"})
+            )])),
+            &context(),
+        )
+        .unwrap();
+        assert!(!message.memory_changed, "a message moves only the counters");
+        assert_eq!(message.state.memory.max_stream_ordering, Some(3));
+        assert_eq!(message.state.memory.latest_bump_stamp, Some(3));
+
+        // A restart loads the memory stored before the message, and the row after it.
+        let mut reloaded = RoomState {
+            joined: message.state.joined.clone(),
+            snapshots: message.state.snapshots.clone(),
+            memory: serde_json::from_value(stored).unwrap(),
+        };
+        assert_eq!(reloaded.memory.max_stream_ordering, Some(2));
+        reloaded.restore_counters();
+        assert_eq!(reloaded, message.state);
+
+        // An outlier bump moves the joined row but not the latest non-outlier
+        // bump: the counters no longer follow, so the memory is written.
+        let outlier = apply_rows(
+            &message.state,
+            &room(),
+            &rows(
+                json!([{"kind": "event", "stream_id": 4, "outlier": true, "event": {
+                "event_id": "$o", "room_id": "!r:hs", "type": "m.room.message",
+                "sender": "@a:hs", "content": {}}}]),
+            ),
+            &context(),
+        )
+        .unwrap();
+        assert!(outlier.memory_changed);
+        assert!(!outlier.state.memory.counters_follow_joined_row);
+        assert_eq!(outlier.state.memory.latest_bump_stamp, Some(3));
+        assert_eq!(outlier.state.joined.as_ref().unwrap().bump_stamp, Some(4));
     }
 
     #[test]

@@ -304,6 +304,9 @@ impl Tables {
                 .snapshots
                 .insert(user.clone(), row.clone());
         }
+        for state in rooms.values_mut() {
+            state.restore_counters();
+        }
         rooms
     }
 }
