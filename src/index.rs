@@ -5,7 +5,7 @@
 //! space children and the account data room lists read, in a layout built
 //! for room-list queries, and the fast path of those queries. May not touch:
 //! the database, actors, the rules. Only the supervisor's commit path calls
-//! [`ReadIndex::publish_then`] (and start-up [`ReadIndex::from_rows`]), and
+//! [`ReadIndex::publish`] (and start-up [`ReadIndex::from_rows`]), and
 //! only with changes Postgres has already committed, so readers never see a
 //! row that is not durable.
 //!
@@ -24,10 +24,9 @@
 //! * tags and spaces give candidate sets, so those filters read only their
 //!   rooms.
 //!
-//! Consistency: one `RwLock` over everything. The supervisor publishes a
-//! group and advances the writers' positions under the write lock
-//! ([`ReadIndex::publish_then`]); a reader takes the token under the read
-//! lock, so an answer holds exactly the rows of the token it reports.
+//! Consistency: one `RwLock` over everything, so every read sees whole
+//! publications; the API reads through the publish gate
+//! ([`crate::publish`]), which makes the rows and the token one snapshot.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -989,24 +988,10 @@ impl ReadIndex {
 
     /// Makes committed changes visible, in order.
     pub fn publish(&self, changes: &[RowChange]) {
-        self.publish_then(std::iter::once(changes), || {});
-    }
-
-    /// Makes committed changes visible, in order, then runs `then` (the
-    /// supervisor advances the writers' positions there) before any reader
-    /// can look: readers see the rows and the positions change together.
-    pub fn publish_then<'a>(
-        &self,
-        changes: impl IntoIterator<Item = &'a [RowChange]>,
-        then: impl FnOnce(),
-    ) {
         let mut data = self.write();
-        for slice in changes {
-            for change in slice {
-                data.apply(change);
-            }
+        for change in changes {
+            data.apply(change);
         }
-        then();
     }
 
     pub fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
@@ -1052,22 +1037,19 @@ impl ReadIndex {
         self.read().snapshot_count
     }
 
-    /// Computes room lists for a user. `token` is called under the read
-    /// lock: the answer holds exactly the rows published up to that token.
+    /// Computes room lists for a user, from one consistent view of the index.
     pub fn room_lists<'a, T>(
         &self,
         user_id: &UserId,
         lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
         from_token: Option<&StreamToken>,
-        token: impl FnOnce() -> StreamToken,
-    ) -> (StreamToken, Vec<(T, ListAnswer)>) {
+    ) -> Vec<(T, ListAnswer)> {
         let data = self.read();
-        let token = token();
         let user = data
             .user_slots
             .get(user_id)
             .and_then(|u| data.users.get(*u as usize));
-        let answers = lists
+        lists
             .into_iter()
             .map(|(name, list)| {
                 let answer = match user {
@@ -1079,8 +1061,7 @@ impl ReadIndex {
                 };
                 (name, answer)
             })
-            .collect();
-        (token, answers)
+            .collect()
     }
 
     /// One list, for in-process callers (benchmarks, tests).
@@ -1090,8 +1071,7 @@ impl ReadIndex {
         list: &ListRequest,
         from_token: Option<&StreamToken>,
     ) -> ListAnswer {
-        self.room_lists(user_id, [((), list)], from_token, StreamToken::default)
-            .1
+        self.room_lists(user_id, [((), list)], from_token)
             .pop()
             .map(|(_, answer)| answer)
             .unwrap_or_default()

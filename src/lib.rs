@@ -15,20 +15,33 @@
 //! * [`store`]: Postgres (migrations, loading, write-through);
 //! * [`index`]: the committed rows, as queries read them;
 //! * [`room_list`]: room-list requests, filters, ranges (§6), and a reference implementation;
-//! * [`positions`]: per-writer durable positions, tokens and waiters (loom-checked, over [`sync`]);
+//! * [`positions`]: per-writer durable positions, claims, tokens and waiters (loom-checked, over [`sync`]);
+//! * [`publish`]: the publish gate, so reads see rows and token as one snapshot (loom-checked);
 //! * [`api`]: HTTP/JSON over the Unix socket;
 //! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
 
+#[cfg(not(loom))]
 pub mod api;
+#[cfg(not(loom))]
 pub mod config;
+#[cfg(not(loom))]
 pub mod feed;
+#[cfg(not(loom))]
 pub mod index;
+#[cfg(not(loom))]
 pub mod model;
 pub mod positions;
+pub mod publish;
+#[cfg(not(loom))]
 pub mod room;
+#[cfg(not(loom))]
 pub mod room_list;
+#[cfg(not(loom))]
 pub mod rules;
+#[cfg(not(loom))]
 pub mod server;
+#[cfg(not(loom))]
 pub mod store;
+#[cfg(not(loom))]
 pub mod supervisor;
 pub mod sync;

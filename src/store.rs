@@ -371,6 +371,7 @@ impl Store {
                 })?;
             if let Some(state) = states.get_mut(&room) {
                 state.memory = memory;
+                state.restore_counters();
             }
         }
         Ok(states)

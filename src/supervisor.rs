@@ -2,8 +2,9 @@
 //! actors, commits the results in groups and only then moves positions.
 //!
 //! Owns: the queue of batches waiting for a commit, the registry of room
-//! actors, and the order "prepare in room actors → commit in Postgres →
-//! publish to the read index → advance the writer's position → answer". May
+//! actors, and the order "claim the writer's range → prepare in room actors
+//! → commit in Postgres → publish to the read index and finish the claim
+//! (one step for readers, through the publish gate) → answer". May
 //! not touch: SQL (the store's), the rules (the room actors'), HTTP (the
 //! API's). One group commit is in flight at a time; batches that arrive
 //! meanwhile queue up and form the next group.
@@ -20,7 +21,7 @@ use tracing::{info_span, warn, Instrument};
 use crate::feed::{FeedBatch, FeedRow};
 use crate::index::ReadIndex;
 use crate::model::{RoomId, RowChange};
-use crate::positions::PositionTracker;
+use crate::positions::{Claim, PositionError, PositionTracker};
 use crate::room::{Abort, BatchSeq, Commit, Prepare, PreparedRoom, RoomActor};
 use crate::rules::{RuleError, RulesContext};
 use crate::store::{CommitGroup, Store, StoreError};
@@ -189,7 +190,9 @@ impl Handler<SubmitBatch> for Supervisor {
 /// One prepared batch waiting for the group's commit.
 struct Prepared {
     seq: BatchSeq,
-    writer: String,
+    /// The writer's range this batch applies; finished after the group is
+    /// committed and published, abandoned if the commit fails.
+    claim: Claim,
     position: i64,
     applied_rows: usize,
     rooms: Vec<PreparedRoom>,
@@ -212,16 +215,16 @@ impl GroupCommit {
         batches: Vec<(BatchSeq, Queued)>,
     ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
         let mut prepared: Vec<Prepared> = Vec::new();
-        // Positions already claimed by earlier batches of this group.
-        let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
-        for (seq, queued) in batches {
-            match self.prepare(seq, &queued.batch, &claimed).await {
-                Ok((position, applied_rows, rooms, user_changes)) => {
-                    claimed.insert(queued.batch.writer.clone(), position);
+        // A group of several batches is retried batch by batch after a
+        // conflict, so its batches keep their rows; a lone batch moves them.
+        let keep_rows = batches.len() > 1;
+        for (seq, mut queued) in batches {
+            match self.prepare(seq, &mut queued.batch, keep_rows).await {
+                Ok((claim, applied_rows, rooms, user_changes)) => {
                     prepared.push(Prepared {
                         seq,
-                        writer: queued.batch.writer.clone(),
-                        position,
+                        position: claim.up_to.max(claim.after),
+                        claim,
                         applied_rows,
                         rooms,
                         user_changes,
@@ -244,32 +247,55 @@ impl GroupCommit {
         (self.rooms, retry)
     }
 
-    /// Applies one batch in its rooms' actors; on any failure every room
-    /// drops what it prepared for it.
+    /// Claims the batch's range of its writer's stream and applies the new
+    /// rows in their rooms' actors; on any failure the claim is abandoned
+    /// and every room drops what it prepared for it.
     async fn prepare(
         &mut self,
         seq: BatchSeq,
-        batch: &FeedBatch,
-        claimed: &BTreeMap<String, i64>,
-    ) -> Result<(i64, usize, Vec<PreparedRoom>, Vec<RowChange>), BatchError> {
-        let tracker = &self.deps.tracker;
-        let durable = tracker
-            .position(&batch.writer)
-            .ok_or_else(|| BatchError::UnknownWriter(batch.writer.clone()))?;
-        let from = claimed
-            .get(&batch.writer)
-            .copied()
-            .unwrap_or(durable)
-            .max(durable);
-        let position = batch.last_stream_id().unwrap_or(from).max(from);
+        batch: &mut FeedBatch,
+        keep_rows: bool,
+    ) -> Result<(Claim, usize, Vec<PreparedRoom>, Vec<RowChange>), BatchError> {
+        // Rows at or below the end of the writer's last claim (durable, or
+        // claimed by an earlier batch of this group) are skipped.
+        let claim = self
+            .deps
+            .tracker
+            .claim(&batch.writer, batch.last_stream_id().unwrap_or(i64::MIN))
+            .map_err(|PositionError::UnknownWriter(writer)| BatchError::UnknownWriter(writer))?;
+        match self.prepare_claimed(seq, batch, &claim, keep_rows).await {
+            Ok((applied_rows, rooms, user_changes)) => {
+                Ok((claim, applied_rows, rooms, user_changes))
+            }
+            Err(error) => {
+                self.deps.tracker.abandon(&claim);
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare_claimed(
+        &mut self,
+        seq: BatchSeq,
+        batch: &mut FeedBatch,
+        claim: &Claim,
+        keep_rows: bool,
+    ) -> Result<(usize, Vec<PreparedRoom>, Vec<RowChange>), BatchError> {
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
         let mut user_changes = Vec::new();
-        for row in batch.rows.iter().filter(|r| r.stream_id() > from) {
+        // The rows move to their rooms (or are copied, when the batch may be
+        // retried); the batch keeps its writer.
+        let rows = if keep_rows {
+            batch.rows.clone()
+        } else {
+            std::mem::take(&mut batch.rows)
+        };
+        for row in rows.into_iter().filter(|r| claim.covers(r.stream_id())) {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
-                by_room.entry(room.clone()).or_default().push(row.clone());
-            } else if let FeedRow::AccountData(data) = row {
+                by_room.entry(room.clone()).or_default().push(row);
+            } else if let FeedRow::AccountData(data) = &row {
                 user_changes.extend(data.change().map(RowChange::AccountData));
             }
         }
@@ -309,7 +335,7 @@ impl GroupCommit {
             }
             return Err(error);
         }
-        Ok((position, applied_rows, rooms, user_changes))
+        Ok((applied_rows, rooms, user_changes))
     }
 
     /// Creates the actors of rooms seen for the first time since start-up,
@@ -346,7 +372,7 @@ impl GroupCommit {
                 }
             }
             group.add_changes(&batch.user_changes);
-            group.advance(&batch.writer, batch.position);
+            group.advance(&batch.claim.writer, batch.position);
         }
         let started = Instant::now();
         let result = self.deps.store.commit(&group).await;
@@ -354,23 +380,20 @@ impl GroupCommit {
         let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
         match result {
             Ok(()) => {
-                // Publish and advance under the index's write lock, so a
-                // reader sees exactly the rows of the token it reports.
-                let tracker = &self.deps.tracker;
-                self.deps.index.publish_then(
-                    prepared.iter().flat_map(|batch| {
-                        batch
-                            .rooms
-                            .iter()
-                            .map(|room| room.changes.as_slice())
-                            .chain(std::iter::once(batch.user_changes.as_slice()))
-                    }),
-                    || {
-                        for batch in &prepared {
-                            tracker.advance(&batch.writer, batch.position);
+                // Committed: publish the rows, then advance the positions,
+                // as one step for readers (see `publish`).
+                let (index, tracker) = (&self.deps.index, &self.deps.tracker);
+                tracker.gate().publish(|| {
+                    for batch in &prepared {
+                        for room in &batch.rooms {
+                            index.publish(&room.changes);
                         }
-                    },
-                );
+                        index.publish(&batch.user_changes);
+                    }
+                    for batch in &prepared {
+                        tracker.finish(&batch.claim);
+                    }
+                });
                 for room in prepared.iter().flat_map(|b| &b.rooms) {
                     if let Some(address) = self.rooms.get(&room.room_id) {
                         address.do_send(Commit { seq: last_seq });
@@ -394,6 +417,9 @@ impl GroupCommit {
                 Vec::new()
             }
             Err(error) => {
+                for batch in &prepared {
+                    self.deps.tracker.abandon(&batch.claim);
+                }
                 let first_seq = prepared.iter().map(|b| b.seq).min().unwrap_or(0);
                 for room in prepared.iter().flat_map(|b| &b.rooms) {
                     if let Some(address) = self.rooms.get(&room.room_id) {

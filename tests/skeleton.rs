@@ -1,5 +1,6 @@
 //! End-to-end checks of the walking skeleton: feed → read back → restart →
 //! read back identical, with Postgres equal to what is served.
+#![cfg(not(loom))]
 
 mod common;
 
