@@ -1558,4 +1558,78 @@ mod tests {
             (Membership::Leave, true)
         );
     }
+
+    #[test]
+    fn space_children_follow_via_redaction_and_removal() {
+        let children = |outcome: &RoomOutcome| -> Option<Vec<String>> {
+            outcome.changes.iter().find_map(|c| match c {
+                RowChange::SpaceChildren { children, .. } => {
+                    Some(children.iter().map(|r| r.to_string()).collect())
+                }
+                _ => None,
+            })
+        };
+        let first = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(
+                    1,
+                    "$a",
+                    "m.space.child",
+                    Some("!a:hs"),
+                    json!({"via": ["hs"]})
+                ),
+                state_row(1, "m.space.child", "!a:hs", Some("$a")),
+                event_row(2, "$b", "m.space.child", Some("!b:hs"), json!({"via": []})),
+                state_row(2, "m.space.child", "!b:hs", Some("$b")),
+                event_row(
+                    3,
+                    "$c",
+                    "m.space.child",
+                    Some("!c:hs"),
+                    json!({"via": ["x"]})
+                ),
+                state_row(3, "m.space.child", "!c:hs", Some("$c")),
+                event_row(
+                    4,
+                    "$d",
+                    "m.space.child",
+                    Some("not a room"),
+                    json!({"via": ["x"]})
+                ),
+                state_row(4, "m.space.child", "not a room", Some("$d")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(children(&first), Some(vec!["!a:hs".into(), "!c:hs".into()]));
+        // A redaction of a child event removes it; a removed key too.
+        let second = apply_rows(
+            &first.state,
+            &room(),
+            &rows(json!([
+                event_row(5, "$r", "m.room.redaction", None, json!({"redacts": "$a"})),
+                state_row(6, "m.space.child", "!c:hs", None),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(children(&second), Some(vec![]));
+        // Unchanged children emit nothing.
+        let third = apply_rows(
+            &second.state,
+            &room(),
+            &rows(json!([event_row(
+                7,
+                "$m",
+                "m.room.message",
+                None,
+                json!({})
+            )])),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(children(&third), None);
+    }
 }
