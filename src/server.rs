@@ -114,9 +114,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("connecting to Postgres and applying migrations")?;
     let started = std::time::Instant::now();
-    let loaded = store.load_all().await.context("loading the cached rows")?;
+    let loaded = store
+        .load_all_but_snapshots()
+        .await
+        .context("loading the cached rows")?;
     let tracker = Arc::new(PositionTracker::new(&settings.writers, &loaded.positions));
-    let index = Arc::new(ReadIndex::from_rows(loaded.joined_rooms, loaded.snapshots));
+    let index = Arc::new(ReadIndex::from_rows(loaded.joined_rooms, Vec::new()));
+    // Snapshots stream into the index in chunks: the rows as read from
+    // Postgres never all sit in memory beside the index.
+    store
+        .load_snapshots(|chunk| {
+            let changes: Vec<RowChange> =
+                chunk.into_iter().map(RowChange::UpsertSnapshot).collect();
+            index.publish(&changes);
+        })
+        .await
+        .context("loading the cached snapshots")?;
     let room_list_data: Vec<RowChange> = loaded
         .space_children
         .into_iter()

@@ -238,6 +238,46 @@ impl Store {
     /// Loads every row, the durable positions and the recalculation queue.
     #[instrument(skip_all)]
     pub async fn load_all(&self) -> Result<LoadedRows, StoreError> {
+        let mut loaded = self.load_all_but_snapshots().await?;
+        let mut snapshots = Vec::new();
+        self.load_snapshots(|chunk| snapshots.extend(chunk)).await?;
+        loaded.snapshots = snapshots;
+        Ok(loaded)
+    }
+
+    /// Streams every snapshot to `on_chunk`, a few thousand at a time, so a
+    /// caller can take them in without holding them all at once.
+    #[instrument(skip_all)]
+    pub async fn load_snapshots(
+        &self,
+        mut on_chunk: impl FnMut(Vec<MembershipSnapshot>),
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        const CHUNK: usize = 8192;
+        let client = self.pool.get().await?;
+        let rows = client
+            .query_raw(
+                &format!("SELECT {SNAPSHOT_COLUMNS} FROM sliding_sync_membership_snapshots"),
+                std::iter::empty::<&str>(),
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut chunk = Vec::with_capacity(CHUNK);
+        while let Some(row) = rows.try_next().await? {
+            chunk.push(snapshot_from_row(&row)?);
+            if chunk.len() == CHUNK {
+                on_chunk(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+            }
+        }
+        if !chunk.is_empty() {
+            on_chunk(chunk);
+        }
+        Ok(())
+    }
+
+    /// Everything [`Store::load_all`] loads except the snapshots (`snapshots` is empty).
+    #[instrument(skip_all)]
+    pub async fn load_all_but_snapshots(&self) -> Result<LoadedRows, StoreError> {
         let client = self.pool.get().await?;
         let joined_rooms = client
             .query(
@@ -247,15 +287,6 @@ impl Store {
             .await?
             .iter()
             .map(joined_from_row)
-            .collect::<Result<_, _>>()?;
-        let snapshots = client
-            .query(
-                &format!("SELECT {SNAPSHOT_COLUMNS} FROM sliding_sync_membership_snapshots"),
-                &[],
-            )
-            .await?
-            .iter()
-            .map(snapshot_from_row)
             .collect::<Result<_, _>>()?;
         let positions = client
             .query(
@@ -311,7 +342,7 @@ impl Store {
         }
         Ok(LoadedRows {
             joined_rooms,
-            snapshots,
+            snapshots: Vec::new(),
             positions,
             recalculation_queue,
             account_data,
