@@ -30,6 +30,8 @@ pub struct ApiState {
     pub index: Arc<ReadIndex>,
     pub tracker: Arc<PositionTracker>,
     pub metrics: PrometheusHandle,
+    /// Source mode's status (queue length, source position).
+    pub source: Arc<crate::source::SourceStatus>,
     pub ready: AtomicBool,
     pub wait_timeout: Duration,
     pub max_wait_timeout: Duration,
@@ -322,6 +324,10 @@ async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
         "snapshots": state.index.snapshot_count(),
         "positions": state.tracker.positions(),
         "token": state.tracker.token(),
+        "recalculation_queue": state.source.queue_length(),
+        "source": state.source.is_enabled().then(|| json!({
+            "position": state.source.source_position(),
+        })),
     }))
 }
 

@@ -16,6 +16,7 @@
 //! * [`index`]: the committed rows, as queries read them;
 //! * [`positions`]: per-writer durable positions, tokens and waiters (loom-checked, over [`sync`]);
 //! * [`api`]: HTTP/JSON over the Unix socket;
+//! * [`source`]: source mode, importing and following a Synapse database;
 //! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod positions;
 pub mod room;
 pub mod rules;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod sync;

@@ -1,0 +1,121 @@
+//! Source mode: roomcache beside a real Synapse, reading nothing but
+//! Synapse's Postgres database (read-only).
+//!
+//! Owns: the read-only connection to Synapse's database, the translation of
+//! Synapse's tables into feed rows ([`read`]), the import of every row from
+//! those tables ([`import`]), the start-up invalidation of rooms that changed
+//! while roomcache was down and the draining of the recalculation queue
+//! ([`startup`]), and the follower that tails new events into the supervisor
+//! ([`follow`]). May not touch: Synapse's tables (never written: every
+//! transaction is read-only), the rules' internals (only
+//! [`crate::rules::apply_rows`] is called), the socket API.
+
+pub mod follow;
+pub mod import;
+pub mod read;
+pub mod startup;
+
+use tokio_postgres::{Client, NoTls};
+use tracing::warn;
+
+/// Why reading Synapse's database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid source database URL: {0}")]
+    BadUrl(#[source] tokio_postgres::Error),
+    #[error("source database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("the source database holds an invalid value ({what}): {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Rule(#[from] crate::rules::RuleError),
+    #[error("the supervisor refused a batch: {0}")]
+    Batch(String),
+}
+
+/// A read-only connection to Synapse's database. Every transaction on it is
+/// read-only (`default_transaction_read_only`), so roomcache cannot write to
+/// Synapse's tables even by mistake.
+pub struct SourceDatabase {
+    client: Client,
+}
+
+impl SourceDatabase {
+    /// Connects to `url` with read-only transactions by default.
+    pub async fn connect(url: &str) -> Result<SourceDatabase, SourceError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(SourceError::BadUrl)?;
+        config.options("-c default_transaction_read_only=on");
+        config.application_name("roomcache-source");
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                warn!(%error, "the source database connection closed");
+            }
+        });
+        client
+            .batch_execute("SET default_transaction_read_only = on")
+            .await?;
+        Ok(SourceDatabase { client })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The highest events-stream position up to which everything is
+    /// persisted: the minimum of the writers' `stream_positions` rows for the
+    /// events stream; for a database without such rows (a single writer
+    /// that never wrote one), the highest stream ordering in use.
+    pub async fn safe_position(&self) -> Result<i64, SourceError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'events'",
+                &[],
+            )
+            .await?;
+        if let Some(position) = row.get::<_, Option<i64>>(0) {
+            return Ok(position.max(0));
+        }
+        let row = self
+            .client
+            .query_one(
+                "SELECT GREATEST(
+                    (SELECT MAX(stream_ordering) FROM events),
+                    (SELECT MAX(stream_id) FROM current_state_delta_stream),
+                    (SELECT MAX(event_stream_ordering) FROM ex_outlier_stream))",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, Option<i64>>(0).unwrap_or(0).max(0))
+    }
+}
+
+/// What source mode shows in `GET /v1/status` (shared with the API).
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    /// True when roomcache follows a Synapse database.
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Rooms waiting in `sliding_sync_joined_rooms_to_recalculate`.
+    pub recalculation_queue: std::sync::atomic::AtomicI64,
+    /// The source's safe events-stream position at the last poll.
+    pub source_position: std::sync::atomic::AtomicI64,
+}
+
+impl SourceStatus {
+    pub fn queue_length(&self) -> i64 {
+        self.recalculation_queue
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn source_position(&self) -> i64 {
+        self.source_position
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
