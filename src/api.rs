@@ -327,6 +327,7 @@ async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
         "recalculation_queue": state.source.queue_length(),
         "source": state.source.is_enabled().then(|| json!({
             "position": state.source.source_position(),
+            "invalidated_at_start": state.source.invalidated_at_start(),
         })),
     }))
 }

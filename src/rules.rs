@@ -433,6 +433,9 @@ impl Working<'_> {
         let mut events: Vec<&EventRow> = Vec::new();
         let mut seen: BTreeSet<&EventId> = BTreeSet::new();
         let mut delta: Vec<&StateRow> = Vec::new();
+        // A forget refers to a membership that exists: one sharing the
+        // group's stream id is applied after that membership (below).
+        let mut forgets: Vec<&UserId> = Vec::new();
         for row in group {
             match row {
                 FeedRow::Event(r) => {
@@ -441,7 +444,7 @@ impl Working<'_> {
                     }
                 }
                 FeedRow::State(r) => delta.push(r),
-                FeedRow::Forget(r) => self.forget(&r.user_id),
+                FeedRow::Forget(r) => forgets.push(&r.user_id),
                 FeedRow::Purge(_) => self.purge(),
                 FeedRow::Position(_) => {}
             }
@@ -454,6 +457,9 @@ impl Working<'_> {
             self.apply_delta(&delta, request_events)?;
         }
         self.bump(&events);
+        for user_id in forgets {
+            self.forget(user_id);
+        }
         Ok(())
     }
 

@@ -105,7 +105,9 @@ pub fn import_options(settings: &Settings, progress_bar: bool) -> source::import
 /// (`source_database_url`) into roomcache's database, then exits.
 pub async fn import(settings: Settings) -> anyhow::Result<()> {
     let Some(database_url) = settings.database_url.clone() else {
-        bail!("no database_url is configured (config file, ROOMCACHE_DATABASE_URL or --database-url)");
+        bail!(
+            "no database_url is configured (config file, ROOMCACHE_DATABASE_URL or --database-url)"
+        );
     };
     let Some(source_url) = settings.source_database_url.clone() else {
         bail!("no source_database_url is configured: the import reads a Synapse database");
@@ -157,21 +159,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("connecting to the Synapse database (source_database_url)")?;
         if settings.source_import_on_start {
-            source::import::run_import(
-                &store,
-                &source_database,
-                &import_options(&settings, true),
-            )
-            .await
-            .context("importing from the Synapse database")?;
+            source::import::run_import(&store, &source_database, &import_options(&settings, true))
+                .await
+                .context("importing from the Synapse database")?;
         }
-        let invalidation = source::startup::invalidate_changed_rooms(
-            &store,
-            &source_database,
-            &settings.writers,
-        )
-        .await
-        .context("checking for rooms changed in Synapse while roomcache was down")?;
+        let invalidation =
+            source::startup::invalidate_changed_rooms(&store, &source_database, &settings.writers)
+                .await
+                .context("checking for rooms changed in Synapse while roomcache was down")?;
+        source_status
+            .invalidated_at_start
+            .store(invalidation.queued.len() as i64, Ordering::Release);
         source_start = Some((source_database, invalidation));
     }
 

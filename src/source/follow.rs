@@ -105,11 +105,13 @@ impl Follower {
             .await?
             .into_iter()
             .filter(|(room, user, event)| {
-                !self.index.snapshot(user, room).is_some_and(|s| {
-                    s.forgotten && &s.membership_event_id == event
-                })
+                !self
+                    .index
+                    .snapshot(user, room)
+                    .is_some_and(|s| s.forgotten && &s.membership_event_id == event)
             })
             .collect();
+        // At `to`: the rules apply a group's forgets after its memberships.
         extra.extend(forget_rows(to, &forgotten));
         if check_purges {
             for room_id in self.purged_rooms().await? {
@@ -119,7 +121,11 @@ impl Follower {
                 }));
             }
         }
-        let first_writer = self.writers.first().cloned().unwrap_or_else(|| "master".into());
+        let first_writer = self
+            .writers
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "master".into());
         by_writer.entry(first_writer).or_default().extend(extra);
         for writer in &self.writers {
             by_writer.entry(writer.clone()).or_default();
@@ -140,7 +146,8 @@ impl Follower {
                 .map_err(|e| SourceError::Batch(e.to_string()))?;
             debug!(rows, position = ack.position, "source batch applied");
         }
-        metrics::gauge!("roomcache_source_lag").set((target - self.applied_position()).max(0) as f64);
+        metrics::gauge!("roomcache_source_lag")
+            .set((target - self.applied_position()).max(0) as f64);
         metrics::counter!("roomcache_source_events_total").increment(events_read as u64);
         Ok(to >= target)
     }

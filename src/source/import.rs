@@ -100,6 +100,7 @@ pub async fn compute_rooms(
     for (room, user, event) in &forgotten {
         let rows = by_room.entry(room.clone()).or_default();
         let writer = forget_writer(rows);
+        // The rules apply a group's forgets after its memberships.
         let stream_id = to.max(1);
         for row in forget_rows(stream_id, &[(room.clone(), user.clone(), event.clone())]) {
             rows.push((writer.clone(), row));

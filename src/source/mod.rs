@@ -102,6 +102,8 @@ pub struct SourceStatus {
     pub recalculation_queue: std::sync::atomic::AtomicI64,
     /// The source's safe events-stream position at the last poll.
     pub source_position: std::sync::atomic::AtomicI64,
+    /// Rooms the start-up check invalidated and queued (this process).
+    pub invalidated_at_start: std::sync::atomic::AtomicI64,
 }
 
 impl SourceStatus {
@@ -112,6 +114,11 @@ impl SourceStatus {
 
     pub fn source_position(&self) -> i64 {
         self.source_position
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn invalidated_at_start(&self) -> i64 {
+        self.invalidated_at_start
             .load(std::sync::atomic::Ordering::Acquire)
     }
 

@@ -121,7 +121,10 @@ fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
         sender.as_deref().map(UserId::parse),
     );
     let (Ok(event_id), Ok(room_id), Some(Ok(sender))) = parsed_ids else {
-        warn!(event_id, room_id, "skipping a source event with invalid identifiers");
+        warn!(
+            event_id,
+            room_id, "skipping a source event with invalid identifiers"
+        );
         return None;
     };
     let Some(stream_ordering) = stream_ordering else {
@@ -159,7 +162,10 @@ fn redact_content(event: &mut Event) {
                 .get("room_version")
                 .and_then(Value::as_str)
                 .is_some_and(|v| {
-                    !matches!(v, "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "10")
+                    !matches!(
+                        v,
+                        "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "10"
+                    )
                 });
             if modern {
                 return;
@@ -357,9 +363,13 @@ impl SourceDatabase {
         };
 
         let mut state_rows: Vec<(i64, String, StateRow)> = Vec::new();
+        let mut in_wipe_batch: HashSet<String> = HashSet::new();
         for (index, delta) in deltas.iter().enumerate() {
             let Ok(room_id) = RoomId::parse(&delta.room_id) else {
-                warn!(room_id = delta.room_id, "skipping a delta of an invalid room ID");
+                warn!(
+                    room_id = delta.room_id,
+                    "skipping a delta of an invalid room ID"
+                );
                 continue;
             };
             let is_wipe = delta.keys.iter().all(|(_, _, e)| e.is_none())
@@ -370,22 +380,28 @@ impl SourceDatabase {
             if is_wipe {
                 // "No longer in room": Synapse wrote every key as deleted and
                 // left out the batch's own state. The true delta is the state
-                // events of the persist batch: those of the room from the
-                // delta's id up to the room's next delta (or the range end).
-                let end = next_delta_of_room
-                    .get(&index)
-                    .copied()
-                    .unwrap_or(i64::MAX);
+                // events of the persist batch: the room's events from the
+                // delta's id on, with consecutive stream orderings, up to
+                // the room's next delta.
+                let end = next_delta_of_room.get(&index).copied().unwrap_or(i64::MAX);
                 let mut batch_state: BTreeMap<(String, String), &SourceEvent> = BTreeMap::new();
+                let mut expected = delta.stream_id;
                 for event in events.iter().filter(|e| {
                     e.event.room_id == room_id
                         && e.stream_ordering >= delta.stream_id
                         && e.stream_ordering < end
-                        && !e.outlier
-                        && !e.rejected
                 }) {
+                    if event.stream_ordering != expected {
+                        break;
+                    }
+                    expected += 1;
+                    if event.outlier || event.rejected {
+                        continue;
+                    }
                     if let Some(state_key) = &event.event.state_key {
-                        batch_state.insert((event.event.event_type.clone(), state_key.clone()), event);
+                        in_wipe_batch.insert(event.event.event_id.as_str().to_owned());
+                        batch_state
+                            .insert((event.event.event_type.clone(), state_key.clone()), event);
                     }
                 }
                 if batch_state.is_empty() {
@@ -432,6 +448,43 @@ impl SourceDatabase {
             }
         }
 
+        // A local member's event persisted while the server was not in the
+        // room (after a "no longer in room" wipe) changes no current state,
+        // so Synapse wrote no delta row; its in-memory delta still carried
+        // the membership, which is what updated the member's snapshot.
+        let delta_at: HashSet<(&str, i64)> = deltas
+            .iter()
+            .map(|d| (d.room_id.as_str(), d.stream_id))
+            .collect();
+        for event in &events {
+            let Some(state_key) = &event.event.state_key else {
+                continue;
+            };
+            let candidate = !event.outlier
+                && !event.rejected
+                && is_local_member(&event.event.event_type, state_key)
+                && !delta_at.contains(&(event.event.room_id.as_str(), event.stream_ordering))
+                && !in_wipe_batch.contains(event.event.event_id.as_str());
+            if candidate
+                && self
+                    .room_was_left_before(event.event.room_id.as_str(), event.stream_ordering)
+                    .await?
+            {
+                state_rows.push((
+                    event.stream_ordering,
+                    event.writer.clone(),
+                    StateRow {
+                        stream_id: event.stream_ordering,
+                        room_id: event.event.room_id.clone(),
+                        event_type: event.event.event_type.clone(),
+                        state_key: state_key.clone(),
+                        event_id: Some(event.event.event_id.clone()),
+                        event: None,
+                    },
+                ));
+            }
+        }
+
         // State rows the rules must resolve whose event is not in the range
         // travel with the event inline.
         let needs_inline = |row: &StateRow| {
@@ -449,10 +502,7 @@ impl SourceDatabase {
         let found = self.events_by_id(&missing, to).await?;
         for (stream_id, writer, mut row) in state_rows {
             if needs_inline(&row) {
-                let Some(event) = row
-                    .event_id
-                    .as_ref()
-                    .and_then(|id| found.get(id.as_str()))
+                let Some(event) = row.event_id.as_ref().and_then(|id| found.get(id.as_str()))
                 else {
                     warn!(room_id = %row.room_id, event_type = row.event_type, state_key = row.state_key,
                         "a delta row refers to an event missing from the source; skipped");
@@ -473,6 +523,30 @@ impl SourceDatabase {
             .map(|(_, _, writer, row)| (writer, row))
             .collect();
         Ok(result)
+    }
+
+    /// True when the room's last current-state delta at or before `position`
+    /// is a "no longer in room" wipe (the server had left the room) that is
+    /// not the event's own batch.
+    async fn room_was_left_before(
+        &self,
+        room_id: &str,
+        position: i64,
+    ) -> Result<bool, SourceError> {
+        let row = self
+            .client()
+            .query_opt(
+                "SELECT stream_id, bool_and(event_id IS NULL),
+                        bool_or(type = 'm.room.create' AND state_key = '')
+                 FROM current_state_delta_stream
+                 WHERE room_id = $1 AND stream_id = (
+                     SELECT MAX(stream_id) FROM current_state_delta_stream
+                     WHERE room_id = $1 AND stream_id <= $2)
+                 GROUP BY stream_id",
+                &[&room_id, &position],
+            )
+            .await?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(1) && r.get::<_, bool>(2)))
     }
 
     /// Local users' current memberships that are forgotten, with their
