@@ -80,8 +80,11 @@ pub async fn compute_rooms(
     to: i64,
     server_name: &str,
 ) -> Result<ComputedRooms, SourceError> {
+    let started = Instant::now();
     let range = source.read_range(0, to, Some(rooms), server_name).await?;
+    let read = started.elapsed();
     let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
+    let forgotten_read = started.elapsed();
     let mut computed = ComputedRooms {
         events: range.events,
         ..ComputedRooms::default()
@@ -127,6 +130,13 @@ pub async fn compute_rooms(
             }
         }
     }
+    tracing::debug!(
+        rooms = rooms.len(),
+        read_ms = read.as_millis() as u64,
+        forgotten_ms = (forgotten_read - read).as_millis() as u64,
+        replay_ms = (started.elapsed() - forgotten_read).as_millis() as u64,
+        "computed a batch of rooms"
+    );
     Ok(computed)
 }
 

@@ -24,8 +24,10 @@ use crate::rules::RelevantKey;
 const EVENT_COLUMNS: &str = "e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, \
      e.sender, e.outlier, COALESCE(e.instance_name, 'master'), \
      (e.rejection_reason IS NOT NULL OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)), \
-     CASE WHEN e.state_key IS NOT NULL OR e.type = 'm.room.redaction' THEN j.json END, \
-     CASE WHEN e.type = 'm.room.member' THEN j.internal_metadata END";
+     CASE WHEN e.state_key IS NOT NULL OR e.type = 'm.room.redaction' \
+          THEN (SELECT j.json FROM event_json j WHERE j.event_id = e.event_id) END, \
+     CASE WHEN e.type = 'm.room.member' \
+          THEN (SELECT j.internal_metadata FROM event_json j WHERE j.event_id = e.event_id) END";
 
 /// One event read from Synapse, with where and by whom it was stored.
 #[derive(Debug, Clone)]
@@ -210,7 +212,7 @@ impl SourceDatabase {
                  SELECT 1 FROM redactions rd JOIN events re ON re.event_id = rd.event_id
                  WHERE rd.redacts = e.event_id AND re.stream_ordering <= $2
                    AND re.rejection_reason IS NULL)
-             FROM events e LEFT JOIN event_json j ON j.event_id = e.event_id
+             FROM events e
              WHERE e.event_id = ANY($1)"
         );
         let rows = self.client().query(&sql, &[&ids, &to]).await?;
@@ -245,7 +247,7 @@ impl SourceDatabase {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
         let filter = room_filter("e.room_id", &rooms, &mut params);
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN event_json j ON j.event_id = e.event_id
+            "SELECT {EVENT_COLUMNS} FROM events e
              WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2{filter}
              ORDER BY e.stream_ordering"
         );
@@ -262,7 +264,7 @@ impl SourceDatabase {
         let sql = format!(
             "SELECT x.event_stream_ordering, COALESCE(x.instance_name, 'master'), {EVENT_COLUMNS}
              FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
-             LEFT JOIN event_json j ON j.event_id = e.event_id
+            
              WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2{filter}
              ORDER BY x.event_stream_ordering"
         );
