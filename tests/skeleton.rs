@@ -81,3 +81,91 @@ async fn feed_read_restart_read_identical() {
         "socket file removed on clean shutdown"
     );
 }
+
+/// A batch posting one message per room in `rooms`, at `stream_id`.
+fn message_batch(stream_id: i64, rooms: std::ops::Range<usize>) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = rooms
+        .map(|r| {
+            json!({"kind": "event", "stream_id": stream_id, "event": {
+                "event_id": format!("$m{stream_id}_{r}"), "room_id": format!("!room{r}:example.org"),
+                "type": "m.room.message", "sender": "@alice:example.org", "content": {"body": "hi"}}})
+        })
+        .collect();
+    json!({"writer": "master", "rows": rows})
+}
+
+fn room_creation_batch(stream_id: i64, room: usize) -> serde_json::Value {
+    let room_id = format!("!room{room}:example.org");
+    json!({"writer": "master", "rows": [
+        {"kind": "event", "stream_id": stream_id, "event": {"event_id": format!("$c{room}"), "room_id": room_id,
+            "type": "m.room.create", "state_key": "", "sender": "@alice:example.org", "content": {}}},
+        {"kind": "state", "stream_id": stream_id, "room_id": room_id, "type": "m.room.create",
+            "state_key": "", "event_id": format!("$c{room}")},
+        {"kind": "event", "stream_id": stream_id + 1, "event": {"event_id": format!("$j{room}"), "room_id": room_id,
+            "type": "m.room.member", "state_key": "@alice:example.org", "sender": "@alice:example.org",
+            "content": {"membership": "join"}}},
+        {"kind": "state", "stream_id": stream_id + 1, "room_id": room_id, "type": "m.room.member",
+            "state_key": "@alice:example.org", "event_id": format!("$j{room}")}
+    ]})
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_batches_and_every_acknowledged_batch_survives() {
+    let mut server = TestServer::start().await;
+    const ROOMS: usize = 20;
+    for room in 0..ROOMS {
+        server
+            .feed(&room_creation_batch(2 + 2 * room as i64, room))
+            .await;
+    }
+    // Writers post message batches back to back; SIGTERM arrives mid-stream.
+    let first_message_id = 2 + 2 * ROOMS as i64;
+    let socket = server.socket.clone();
+    let poster = tokio::spawn({
+        let server_socket = socket.clone();
+        async move {
+            let mut acknowledged = 0i64;
+            for i in 0..400 {
+                let batch = message_batch(first_message_id + i, 0..ROOMS);
+                match common::post_to(&server_socket, "/v1/feed", &batch).await {
+                    Some(answer) if answer.status == 200 => {
+                        acknowledged = answer.body["position"].as_i64().unwrap_or_default()
+                    }
+                    Some(answer) => panic!(
+                        "a batch failed during shutdown instead of completing: {}",
+                        answer.text
+                    ),
+                    None => break, // the server stopped accepting connections
+                }
+            }
+            acknowledged
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    server.stop().await;
+    let acknowledged = poster.await.unwrap();
+    assert!(
+        acknowledged >= first_message_id,
+        "some batches were acknowledged before the stop"
+    );
+
+    server.spawn().await;
+    let position = server.get("/v1/positions").await.body["positions"]["master"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        position >= acknowledged,
+        "durable position {position} < acknowledged {acknowledged}"
+    );
+    for room in 0..ROOMS {
+        let row = server
+            .served_joined_room(&format!("!room{room}:example.org"))
+            .await
+            .unwrap();
+        assert_eq!(
+            row.event_stream_ordering, position,
+            "room {room} has every acknowledged message"
+        );
+    }
+    server.assert_postgres_matches_served().await;
+}

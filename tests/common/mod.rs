@@ -70,6 +70,31 @@ impl Answer {
     }
 }
 
+/// Posts JSON to a socket without a `TestServer` (for tasks that outlive a
+/// borrow); `None` when the socket cannot be reached.
+pub async fn post_to(socket: &Path, path: &str, body: &Value) -> Option<Answer> {
+    let stream = UnixStream::connect(socket).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://localhost{path}"))
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).ok()?)))
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    Some(Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
 /// Options of a test server.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {

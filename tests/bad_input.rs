@@ -1,0 +1,284 @@
+//! Every kind of bad input gets a 4xx JSON error with an errcode, is
+//! logged, changes nothing, and the server goes on serving.
+
+mod common;
+
+use common::{ServerOptions, TestServer};
+use serde_json::{json, Value};
+
+fn event_row(
+    stream_id: i64,
+    event_id: &str,
+    room_id: &str,
+    kind: &str,
+    state_key: Value,
+    content: Value,
+) -> Value {
+    json!({"kind": "event", "stream_id": stream_id, "event": {
+        "event_id": event_id, "room_id": room_id, "type": kind, "state_key": state_key,
+        "sender": "@alice:example.org", "content": content}})
+}
+
+/// A valid batch creating `!good:example.org` with alice joined, at stream ids 2-3.
+fn good_batch() -> Value {
+    json!({"writer": "master", "rows": [
+        event_row(2, "$c", "!good:example.org", "m.room.create", json!(""), json!({})),
+        {"kind": "state", "stream_id": 2, "room_id": "!good:example.org", "type": "m.room.create", "state_key": "", "event_id": "$c"},
+        event_row(3, "$j", "!good:example.org", "m.room.member", json!("@alice:example.org"), json!({"membership": "join"})),
+        {"kind": "state", "stream_id": 3, "room_id": "!good:example.org", "type": "m.room.member", "state_key": "@alice:example.org", "event_id": "$j"}
+    ]})
+}
+
+/// A batch that would be valid, with one row spoiled by `spoil`.
+fn spoiled(spoil: impl FnOnce(&mut Value)) -> Value {
+    let mut batch = json!({"writer": "master", "rows": [
+        event_row(10, "$c2", "!bad:example.org", "m.room.create", json!(""), json!({})),
+        {"kind": "state", "stream_id": 10, "room_id": "!bad:example.org", "type": "m.room.create", "state_key": "", "event_id": "$c2"},
+        event_row(11, "$j2", "!bad:example.org", "m.room.member", json!("@bob:example.org"), json!({"membership": "join"})),
+        {"kind": "state", "stream_id": 11, "room_id": "!bad:example.org", "type": "m.room.member", "state_key": "@bob:example.org", "event_id": "$j2"}
+    ]});
+    spoil(&mut batch);
+    batch
+}
+
+/// Asserts that nothing of a refused batch is visible: positions, rows,
+/// Postgres, and that a good read still works.
+async fn assert_unchanged(server: &TestServer) {
+    let positions = server.get("/v1/positions").await;
+    assert_eq!(
+        positions.body,
+        json!({"positions": {"master": 3}, "token": "s3"})
+    );
+    assert_eq!(server.get("/v1/rooms/!bad:example.org").await.status, 404);
+    assert!(server.served_snapshots("@bob:example.org").await.is_empty());
+    assert_eq!(server.get("/v1/rooms/!good:example.org").await.status, 200);
+    let rows = server.rows_in_postgres().await;
+    assert_eq!(rows.joined_rooms.len(), 1);
+    assert_eq!(rows.snapshots.len(), 1);
+    server.assert_postgres_matches_served().await;
+}
+
+#[tokio::test]
+async fn every_bad_feed_gets_its_4xx_and_changes_nothing() {
+    let server = TestServer::start_with(ServerOptions {
+        extra_args: vec!["--request-body-limit".into(), "4096".into()],
+        ..Default::default()
+    })
+    .await;
+    server.feed(&good_batch()).await;
+
+    // Malformed JSON.
+    server
+        .post_raw("/v1/feed", "{\"writer\": \"master\", \"rows\": [")
+        .await
+        .assert_error(400, "M_NOT_JSON");
+    server
+        .post_raw("/v1/feed", "not json at all")
+        .await
+        .assert_error(400, "M_NOT_JSON");
+    // Wrong JSON types.
+    server
+        .post("/v1/feed", &json!({"writer": 5, "rows": []}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post("/v1/feed", &json!(["a list"]))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][0]["stream_id"] = json!("10")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][2]["event"]["content"] = json!("join")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    // Unknown row kinds and unknown fields.
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][1]["kind"] = json!("teleport")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][1]["colour"] = json!("blue")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    // Invalid Matrix IDs.
+    let message = server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][1]["room_id"] = json!("bad:example.org")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    assert!(message.contains("room ID"), "{message}");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][2]["event"]["sender"] = json!("@nobody")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][2]["event"]["event_id"] = json!("no-sigil")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    // Strings containing NUL in structural fields.
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][1]["type"] = json!("m.room.\u{0}create")),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][1]["room_id"] = json!("!a\u{0}b:example.org")),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    server
+        .post("/v1/feed", &spoiled(|b| b["writer"] = json!("mas\u{0}ter")))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    // A body over the configured limit.
+    let big = spoiled(|b| b["rows"][2]["event"]["content"]["padding"] = json!("x".repeat(8192)));
+    server
+        .post("/v1/feed", &big)
+        .await
+        .assert_error(413, "M_TOO_LARGE");
+    // A writer's rows out of stream order.
+    let message = server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][3]["stream_id"] = json!(9)),
+        )
+        .await
+        .assert_error(400, "ROOMCACHE_OUT_OF_ORDER");
+    assert!(message.contains("stream order"), "{message}");
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][0]["stream_id"] = json!(0)),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    // An unknown writer.
+    server
+        .post("/v1/feed", &spoiled(|b| b["writer"] = json!("stranger")))
+        .await
+        .assert_error(400, "ROOMCACHE_UNKNOWN_WRITER");
+    // A state row naming an event the cache never saw, without carrying it.
+    let unknown = spoiled(|b| {
+        b["rows"][3]["event_id"] = json!("$never-seen");
+    });
+    server
+        .post("/v1/feed", &unknown)
+        .await
+        .assert_error(400, "ROOMCACHE_UNKNOWN_EVENT");
+    // A membership event without a valid membership.
+    server
+        .post(
+            "/v1/feed",
+            &spoiled(|b| b["rows"][2]["event"]["content"] = json!({"membership": "dance"})),
+        )
+        .await
+        .assert_error(400, "M_BAD_JSON");
+
+    assert_unchanged(&server).await;
+    let log = server.log();
+    assert!(
+        log.contains("request refused"),
+        "refusals are logged:\n{log}"
+    );
+    assert!(
+        log.contains("ROOMCACHE_OUT_OF_ORDER"),
+        "the errcode is logged:\n{log}"
+    );
+
+    // The server goes on serving: the spoiled batch, fixed, is accepted.
+    let answer = server.feed(&spoiled(|_| {})).await;
+    assert_eq!(answer["position"], 11);
+    assert_eq!(server.get("/v1/rooms/!bad:example.org").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_failing_room_refuses_the_whole_multi_room_batch() {
+    let server = TestServer::start().await;
+    server.feed(&good_batch()).await;
+    // The first room of the batch is fine, the second refers to an unknown event.
+    let batch = json!({"writer": "master", "rows": [
+        event_row(10, "$c2", "!bad:example.org", "m.room.create", json!(""), json!({})),
+        {"kind": "state", "stream_id": 10, "room_id": "!bad:example.org", "type": "m.room.create", "state_key": "", "event_id": "$c2"},
+        {"kind": "state", "stream_id": 11, "room_id": "!good:example.org", "type": "m.room.name", "state_key": "", "event_id": "$nowhere"}
+    ]});
+    server
+        .post("/v1/feed", &batch)
+        .await
+        .assert_error(400, "ROOMCACHE_UNKNOWN_EVENT");
+    assert_unchanged(&server).await;
+    // The same rooms accept later good rows, built on the committed state.
+    let later = json!({"writer": "master", "rows": [
+        event_row(12, "$n", "!good:example.org", "m.room.name", json!(""), json!({"name": "Good"})),
+        {"kind": "state", "stream_id": 12, "room_id": "!good:example.org", "type": "m.room.name", "state_key": "", "event_id": "$n"}
+    ]});
+    server.feed(&later).await;
+    let room = server.get("/v1/rooms/!good:example.org").await;
+    assert_eq!(room.body["room"]["room_name"], "Good");
+    assert_eq!(room.body["room"]["event_stream_ordering"], 12);
+    assert_eq!(server.get("/v1/rooms/!bad:example.org").await.status, 404);
+    server.assert_postgres_matches_served().await;
+}
+
+#[tokio::test]
+async fn bad_reads_get_4xx() {
+    let server = TestServer::start().await;
+    server
+        .get("/v1/rooms/not-a-room")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .get("/v1/users/alice/rooms")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .get("/v1/users/@alice:example.org/rooms/!x")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .get("/v1/rooms/!missing:example.org")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    server
+        .get("/v1/rooms/!missing:example.org?wait_for=garbage")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .get("/v1/rooms/!missing:example.org?colour=blue")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    server
+        .get("/v1/nowhere")
+        .await
+        .assert_error(404, "M_UNRECOGNIZED");
+    server
+        .post("/v1/rooms/!x:example.org", &json!({}))
+        .await
+        .assert_error(404, "M_UNRECOGNIZED");
+    assert_eq!(server.get("/health").await.status, 200);
+}
