@@ -271,11 +271,43 @@ async fn get_room(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = parse_room(&path)?;
     let (token, timed_out) = settle(&state, &params).await;
-    let room = state
-        .index
-        .joined_room(&room_id)
+    if let Some(room) = state.index.joined_room(&room_id) {
+        return Ok(
+            HttpResponse::Ok().json(json!({"room": room, "token": token, "timed_out": timed_out}))
+        );
+    }
+    // Source mode, §5: a room waiting for recalculation is computed on demand.
+    let fallback = source_fallback(&state, &room_id, None).await?;
+    let room = fallback
+        .and_then(|rows| rows.joined_rooms.into_iter().next())
         .ok_or_else(|| ApiError::not_found(format!("no joined-room row for {room_id}")))?;
-    Ok(HttpResponse::Ok().json(json!({"room": room, "token": token, "timed_out": timed_out})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"room": room, "token": token, "timed_out": timed_out, "fallback": true})))
+}
+
+/// Source mode's §5 fallback for a queued room (`None`: not queued).
+async fn source_fallback(
+    state: &ApiState,
+    room_id: &RoomId,
+    user_id: Option<&UserId>,
+) -> Result<Option<crate::source::FallbackRows>, ApiError> {
+    if !state.source.is_queued(room_id) {
+        return Ok(None);
+    }
+    let rows = state
+        .source
+        .fallback_rows(std::slice::from_ref(room_id), user_id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ROOMCACHE_UNAVAILABLE",
+                format!(
+                    "{room_id} is being recomputed and the Synapse database cannot be read: {e}"
+                ),
+            )
+        })?;
+    Ok(Some(rows))
 }
 
 #[tracing::instrument(name = "get_user_room", skip_all, fields(path = ?path.as_ref()))]
@@ -287,12 +319,17 @@ async fn get_user_room(
     let user_id = parse_user(&path.0)?;
     let room_id = parse_room(&path.1)?;
     let (token, timed_out) = settle(&state, &params).await;
-    let snapshot = state
-        .index
-        .snapshot(&user_id, &room_id)
+    if let Some(snapshot) = state.index.snapshot(&user_id, &room_id) {
+        return Ok(HttpResponse::Ok()
+            .json(json!({"snapshot": snapshot, "token": token, "timed_out": timed_out})));
+    }
+    let fallback = source_fallback(&state, &room_id, Some(&user_id)).await?;
+    let snapshot = fallback
+        .and_then(|rows| rows.snapshots.into_iter().find(|s| s.user_id == user_id))
         .ok_or_else(|| ApiError::not_found(format!("no snapshot for {user_id} in {room_id}")))?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"snapshot": snapshot, "token": token, "timed_out": timed_out})))
+    Ok(HttpResponse::Ok().json(
+        json!({"snapshot": snapshot, "token": token, "timed_out": timed_out, "fallback": true}),
+    ))
 }
 
 #[tracing::instrument(name = "get_user_rooms", skip_all, fields(user_id = %path.as_str()))]
@@ -303,7 +340,29 @@ async fn get_user_rooms(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = parse_user(&path)?;
     let (token, timed_out) = settle(&state, &params).await;
-    let snapshots = state.index.snapshots_of_user(&user_id);
+    let mut snapshots = state.index.snapshots_of_user(&user_id);
+    if state.source.queue_length() > 0 {
+        // Source mode, §5: the user's rooms waiting for recalculation.
+        let fallback = state
+            .source
+            .fallback_rows(&[], Some(&user_id))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ROOMCACHE_UNAVAILABLE",
+                    format!(
+                        "rooms are being recomputed and the Synapse database cannot be read: {e}"
+                    ),
+                )
+            })?;
+        for snapshot in fallback.snapshots {
+            if !snapshots.iter().any(|s| s.room_id == snapshot.room_id) {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+    }
     Ok(
         HttpResponse::Ok()
             .json(json!({"rooms": snapshots, "token": token, "timed_out": timed_out})),

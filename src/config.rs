@@ -54,6 +54,9 @@ pub struct Settings {
     /// Source mode: import every row from Synapse's tables on first start
     /// (false: follow the stream from position 0 instead).
     pub source_import_on_start: bool,
+    /// Source mode: milliseconds to wait at start before recomputing the
+    /// queued rooms (reads use the fallback meanwhile).
+    pub source_recalculation_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +87,7 @@ impl Default for Settings {
             source_batch_size: 1000,
             source_import_batch_rooms: 500,
             source_import_on_start: true,
+            source_recalculation_delay_ms: 0,
         }
     }
 }
@@ -170,6 +174,9 @@ pub struct SettingsArgs {
     /// Source mode: import from Synapse's tables on first start (true/false).
     #[arg(long, env = "ROOMCACHE_SOURCE_IMPORT_ON_START")]
     pub source_import_on_start: Option<bool>,
+    /// Source mode: milliseconds to wait before recomputing queued rooms.
+    #[arg(long, env = "ROOMCACHE_SOURCE_RECALCULATION_DELAY_MS")]
+    pub source_recalculation_delay_ms: Option<u64>,
 }
 
 impl Settings {
@@ -200,7 +207,8 @@ impl Settings {
             source_poll_interval_ms,
             source_batch_size,
             source_import_batch_rooms,
-            source_import_on_start
+            source_import_on_start,
+            source_recalculation_delay_ms
         );
         if let Some(url) = &args.source_database_url {
             settings.source_database_url = Some(url.clone()).filter(|u| !u.is_empty());

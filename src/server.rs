@@ -170,7 +170,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         source_status
             .invalidated_at_start
             .store(invalidation.queued.len() as i64, Ordering::Release);
-        source_start = Some((source_database, invalidation));
+        source_start = Some((Arc::new(source_database), invalidation));
     }
 
     let started = std::time::Instant::now();
@@ -212,8 +212,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             batch_size: settings.source_batch_size,
         };
         let batch_rooms = settings.source_import_batch_rooms;
+        let delay = Duration::from_millis(settings.source_recalculation_delay_ms);
+        source_status.set_queue(
+            follower.source.clone(),
+            invalidation.to,
+            &settings.server_name,
+            &recalculation_queue,
+        );
         actix_rt::spawn(async move {
             if invalidation.from > 0 || !recalculation_queue.is_empty() {
+                if !delay.is_zero() && !recalculation_queue.is_empty() {
+                    tokio::time::sleep(delay).await;
+                }
                 let drained = source::startup::drain_queue(
                     &follower.store,
                     &follower.source,

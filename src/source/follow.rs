@@ -35,7 +35,7 @@ const PURGE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The follower's parts and settings.
 pub struct Follower {
-    pub source: SourceDatabase,
+    pub source: Arc<SourceDatabase>,
     pub store: Store,
     pub supervisor: Addr<Supervisor>,
     pub tracker: Arc<PositionTracker>,

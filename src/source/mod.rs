@@ -94,9 +94,16 @@ impl SourceDatabase {
     }
 }
 
-/// What source mode shows in `GET /v1/status` (shared with the API).
-#[derive(Debug, Default)]
+/// What source mode shares with the API: the status fields of
+/// `GET /v1/status`, and the §5 fallback for rooms waiting in the
+/// recalculation queue (their rows were deleted at start-up; until they are
+/// recomputed, reads compute them from Synapse's tables on demand).
+#[derive(Default)]
 pub struct SourceStatus {
+    /// Rooms queued and not yet recomputed.
+    queued: std::sync::Mutex<std::collections::BTreeSet<crate::model::RoomId>>,
+    /// The source and the position queued rooms are computed at.
+    fallback: std::sync::OnceLock<FallbackSource>,
     /// True when roomcache follows a Synapse database.
     pub enabled: std::sync::atomic::AtomicBool,
     /// Rooms waiting in `sliding_sync_joined_rooms_to_recalculate`.
@@ -107,7 +114,129 @@ pub struct SourceStatus {
     pub invalidated_at_start: std::sync::atomic::AtomicI64,
 }
 
+struct FallbackSource {
+    source: std::sync::Arc<SourceDatabase>,
+    position: i64,
+    server_name: String,
+}
+
+impl std::fmt::Debug for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceStatus")
+            .field("enabled", &self.is_enabled())
+            .field("recalculation_queue", &self.queue_length())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rows computed by the §5 fallback.
+#[derive(Debug, Default)]
+pub struct FallbackRows {
+    pub joined_rooms: Vec<crate::model::JoinedRoomRow>,
+    pub snapshots: Vec<crate::model::MembershipSnapshot>,
+}
+
 impl SourceStatus {
+    /// Enables the fallback for `queue`, computed at `position`.
+    pub fn set_queue(
+        &self,
+        source: std::sync::Arc<SourceDatabase>,
+        position: i64,
+        server_name: &str,
+        queue: &[crate::model::RoomId],
+    ) {
+        let _ = self.fallback.set(FallbackSource {
+            source,
+            position,
+            server_name: server_name.to_owned(),
+        });
+        if let Ok(mut queued) = self.queued.lock() {
+            queued.extend(queue.iter().cloned());
+        }
+        self.recalculation_queue
+            .store(queue.len() as i64, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Marks rooms recomputed (their rows are in the read index now).
+    pub fn dequeue(&self, rooms: &[crate::model::RoomId]) {
+        if let Ok(mut queued) = self.queued.lock() {
+            for room in rooms {
+                queued.remove(room);
+            }
+            self.recalculation_queue
+                .store(queued.len() as i64, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// True when the room's rows are being recomputed.
+    pub fn is_queued(&self, room: &crate::model::RoomId) -> bool {
+        self.queued.lock().is_ok_and(|q| q.contains(room))
+    }
+
+    /// §5 fallback: the rows of the queued rooms among `rooms` (all queued
+    /// rooms where `user` has a membership, when `user` is given), computed
+    /// from Synapse's tables; nothing when no room is queued.
+    pub async fn fallback_rows(
+        &self,
+        rooms: &[crate::model::RoomId],
+        user: Option<&crate::model::UserId>,
+    ) -> Result<FallbackRows, SourceError> {
+        let Some(fallback) = self.fallback.get() else {
+            return Ok(FallbackRows::default());
+        };
+        let mut wanted: Vec<String> = match self.queued.lock() {
+            Ok(queued) => rooms
+                .iter()
+                .filter(|r| queued.contains(*r))
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Some(user) = user {
+            let queued: Vec<String> = match self.queued.lock() {
+                Ok(queued) => queued.iter().map(|r| r.as_str().to_owned()).collect(),
+                Err(_) => Vec::new(),
+            };
+            if !queued.is_empty() {
+                let rows = fallback
+                    .source
+                    .client()
+                    .query(
+                        "SELECT room_id FROM local_current_membership
+                         WHERE user_id = $1 AND room_id = ANY($2)",
+                        &[&user.as_str(), &queued],
+                    )
+                    .await?;
+                wanted.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(FallbackRows::default());
+        }
+        wanted.sort();
+        wanted.dedup();
+        let computed = import::compute_rooms(
+            &fallback.source,
+            &wanted,
+            fallback.position,
+            &fallback.server_name,
+        )
+        .await?;
+        let mut rows = FallbackRows::default();
+        for change in computed.changes {
+            match change {
+                crate::model::RowChange::UpsertJoinedRoom(row) => rows.joined_rooms.push(row),
+                crate::model::RowChange::UpsertSnapshot(snapshot) => {
+                    if user.is_none_or(|u| *u == snapshot.user_id) {
+                        rows.snapshots.push(snapshot)
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(rows)
+    }
+
     pub fn queue_length(&self) -> i64 {
         self.recalculation_queue
             .load(std::sync::atomic::Ordering::Acquire)

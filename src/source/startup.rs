@@ -17,9 +17,6 @@
 //! rules' internals, the supervisor's room actors (following starts after
 //! the queue is drained).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
 use tracing::info;
 
 use super::import::compute_rooms;
@@ -114,16 +111,13 @@ pub async fn drain_queue(
     source: &SourceDatabase,
     index: &ReadIndex,
     tracker: &PositionTracker,
-    status: &Arc<SourceStatus>,
+    status: &SourceStatus,
     queue: &[RoomId],
     to: i64,
     writers: &[String],
     server_name: &str,
     batch_rooms: usize,
 ) -> Result<(), SourceError> {
-    status
-        .recalculation_queue
-        .store(queue.len() as i64, Ordering::Release);
     metrics::gauge!("roomcache_recalculation_queue").set(queue.len() as f64);
     for batch in queue.chunks(batch_rooms.max(1)) {
         let ids: Vec<String> = batch.iter().map(|r| r.as_str().to_owned()).collect();
@@ -134,11 +128,8 @@ pub async fn drain_queue(
         group.add_changes(&dequeues);
         store.commit(&group).await?;
         index.publish(&computed.changes);
-        let left = status
-            .recalculation_queue
-            .fetch_sub(batch.len() as i64, Ordering::AcqRel)
-            - batch.len() as i64;
-        metrics::gauge!("roomcache_recalculation_queue").set(left as f64);
+        status.dequeue(batch);
+        metrics::gauge!("roomcache_recalculation_queue").set(status.queue_length() as f64);
     }
     let mut group = CommitGroup::default();
     for writer in writers {
