@@ -226,10 +226,10 @@ impl SourceStatus {
         for change in computed.changes {
             match change {
                 crate::model::RowChange::UpsertJoinedRoom(row) => rows.joined_rooms.push(row),
-                crate::model::RowChange::UpsertSnapshot(snapshot) => {
-                    if user.is_none_or(|u| *u == snapshot.user_id) {
-                        rows.snapshots.push(snapshot)
-                    }
+                crate::model::RowChange::UpsertSnapshot(snapshot)
+                    if user.is_none_or(|u| *u == snapshot.user_id) =>
+                {
+                    rows.snapshots.push(snapshot)
                 }
                 _ => {}
             }

@@ -387,16 +387,17 @@ impl SourceDatabase {
                 // the room's next delta.
                 let end = next_delta_of_room.get(&index).copied().unwrap_or(i64::MAX);
                 let mut batch_state: BTreeMap<(String, String), &SourceEvent> = BTreeMap::new();
-                let mut expected = delta.stream_id;
-                for event in events.iter().filter(|e| {
-                    e.event.room_id == room_id
-                        && e.stream_ordering >= delta.stream_id
-                        && e.stream_ordering < end
-                }) {
-                    if event.stream_ordering != expected {
-                        break;
-                    }
-                    expected += 1;
+                let batch_events = events
+                    .iter()
+                    .filter(|e| {
+                        e.event.room_id == room_id
+                            && e.stream_ordering >= delta.stream_id
+                            && e.stream_ordering < end
+                    })
+                    .zip(delta.stream_id..)
+                    .take_while(|(event, expected)| event.stream_ordering == *expected)
+                    .map(|(event, _)| event);
+                for event in batch_events {
                     if event.outlier || event.rejected {
                         continue;
                     }

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 
 use super::SynapseDatabase;
 
+/// A state key and what is current for it: the event and, for members, the membership.
+type StateMap = BTreeMap<(String, String), (String, Option<String>)>;
+
 /// The local server's name in these tests.
 pub const HS: &str = "test";
 
@@ -58,7 +61,7 @@ pub struct FakeSynapse {
     next_remote_room: u32,
     /// Each room's state as the room's own events define it (kept across a
     /// "no longer in room" wipe, so a re-join's delta carries all of it).
-    full_state: HashMap<String, BTreeMap<(String, String), (String, Option<String>)>>,
+    full_state: HashMap<String, StateMap>,
 }
 
 impl FakeSynapse {
@@ -234,7 +237,7 @@ impl FakeSynapse {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
-        let mut after: BTreeMap<(String, String), (String, Option<String>)> = current
+        let mut after: StateMap = current
             .iter()
             .map(|(t, k, e, m)| ((t.clone(), k.clone()), (e.clone(), m.clone())))
             .collect();
@@ -286,7 +289,7 @@ impl FakeSynapse {
             // The server is not in the room: nothing is tracked.
             return;
         }
-        let inserted: Vec<((String, String), (String, Option<String>))> = if rejoin {
+        let inserted: Vec<_> = if rejoin {
             full.into_iter().collect()
         } else {
             changes

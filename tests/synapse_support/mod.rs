@@ -55,7 +55,7 @@ impl SynapseDatabase {
             .await
             .expect("create the Synapse database");
         let url = url_for_database(&name);
-        let gunzip = Command::new("gunzip")
+        let mut gunzip = Command::new("gunzip")
             .arg("-c")
             .arg(fixture(fixture_name))
             .stdout(Stdio::piped())
@@ -63,9 +63,10 @@ impl SynapseDatabase {
             .expect("gunzip");
         let status = Command::new("psql")
             .args(["-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", &url])
-            .stdin(gunzip.stdout.expect("gunzip output"))
+            .stdin(gunzip.stdout.take().expect("gunzip output"))
             .status()
             .expect("psql");
+        assert!(gunzip.wait().expect("gunzip").success(), "gunzip failed");
         assert!(status.success(), "loading the dump failed");
         SynapseDatabase { name, url }
     }
