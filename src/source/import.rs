@@ -140,6 +140,27 @@ pub async fn compute_rooms(
     Ok(computed)
 }
 
+/// The next rooms to import, in `room_id` order after `after`.
+async fn next_rooms(
+    source: &SourceDatabase,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<String>, SourceError> {
+    Ok(source
+        .client()
+        .query(
+            "SELECT room_id FROM (
+                 SELECT room_id FROM rooms WHERE room_id > $1
+                 UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
+             ) t ORDER BY room_id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportSummary {
@@ -226,43 +247,34 @@ pub async fn run_import(
     let mut last_log = Instant::now();
     let (rooms_at_start, rows_at_start) = (progress.rooms_done, progress.rows_written);
     let batch_rooms = options.batch_rooms.max(1) as i64;
-    loop {
-        let rooms: Vec<String> = source
-            .client()
-            .query(
-                "SELECT room_id FROM (
-                     SELECT room_id FROM rooms WHERE room_id > $1
-                     UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
-                 ) t ORDER BY room_id LIMIT $2",
-                &[&progress.last_room_id, &batch_rooms],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut group = CommitGroup::default();
+    let target = progress.target_position;
+    let server_name = options.server_name.as_str();
+    let compute = |rooms: Vec<String>| async move {
+        if rooms.is_empty() {
+            return Ok::<_, SourceError>(None);
+        }
+        let computed = compute_rooms(source, &rooms, target, server_name).await?;
+        Ok(Some((rooms, computed)))
+    };
+    let first = next_rooms(source, &progress.last_room_id, batch_rooms).await?;
+    let mut current = compute(first).await?;
+    // Each batch commits while the next one is read and computed: memory
+    // holds at most two batches.
+    while let Some((rooms, computed)) = current.take() {
         let Some(last) = rooms.last().cloned() else {
-            progress.finished = true;
-            for writer in &options.writers {
-                group.advance(writer, progress.target_position);
-            }
-            group.set_import_progress(progress.clone());
-            store.commit(&group).await?;
             break;
         };
-        let computed = compute_rooms(
-            source,
-            &rooms,
-            progress.target_position,
-            &options.server_name,
-        )
-        .await?;
+        let mut group = CommitGroup::default();
         computed.add_to(&mut group);
-        progress.last_room_id = last;
+        progress.last_room_id = last.clone();
         progress.rooms_done += rooms.len() as i64;
         progress.rows_written += computed.row_count() as i64;
         group.set_import_progress(progress.clone());
-        store.commit(&group).await?;
+        drop(computed);
+        let following = next_rooms(source, &last, batch_rooms).await?;
+        let (committed, next) = tokio::join!(store.commit(&group), compute(following));
+        committed?;
+        current = next?;
         bar.set_position(progress.rooms_done.max(0) as u64);
         bar.set_message(format!("{} rows", progress.rows_written));
         if last_log.elapsed() >= Duration::from_secs(5) {
@@ -277,6 +289,13 @@ pub async fn run_import(
             );
         }
     }
+    let mut group = CommitGroup::default();
+    progress.finished = true;
+    for writer in &options.writers {
+        group.advance(writer, progress.target_position);
+    }
+    group.set_import_progress(progress.clone());
+    store.commit(&group).await?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     info!(
