@@ -237,3 +237,110 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
     );
     server.stop().await;
 }
+
+/// Runs `roomcache import` into `schema`; returns its standard output.
+fn run_import_command(synapse: &SynapseDatabase, schema: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcache"))
+        .args(["import", "--config", "/nonexistent/roomcache.toml"])
+        .args(["--database-url", &common::database_url()])
+        .args(["--schema", schema])
+        .args(["--source-database-url", &synapse.url])
+        .args(["--server-name", synapse_support::SERVER_NAME])
+        .args(["--source-import-batch-rooms", "10"])
+        .output()
+        .expect("running roomcache import");
+    assert!(
+        output.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_import_continues_after_the_last_committed_room() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
+    // A complete import, to take the first batches' rows from.
+    let complete = common::unique_schema("import_full");
+    let output = run_import_command(&synapse, &complete);
+    assert!(
+        output.contains("imported 71 rooms, 384 rows at stream position 3029"),
+        "{output}"
+    );
+    // An import interrupted after its first 30 rooms: their rows, memory and
+    // progress committed, nothing else.
+    let interrupted = common::unique_schema("import_resumed");
+    let store = roomcache::store::Store::connect(&common::database_url(), &interrupted, 1)
+        .await
+        .unwrap();
+    let client = store.client().await.unwrap();
+    let thirtieth: String = synapse
+        .client()
+        .await
+        .query_one(
+            "SELECT room_id FROM (SELECT room_id FROM rooms UNION SELECT room_id FROM local_current_membership) t
+             ORDER BY room_id OFFSET 29 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut copied_rows = 0i64;
+    for table in [
+        "sliding_sync_joined_rooms",
+        "sliding_sync_membership_snapshots",
+        "room_rules_memory",
+    ] {
+        let copied = client
+            .execute(
+                &format!(
+                    "INSERT INTO {interrupted}.{table} SELECT * FROM {complete}.{table} WHERE room_id <= $1"
+                ),
+                &[&thirtieth],
+            )
+            .await
+            .unwrap();
+        if table != "room_rules_memory" {
+            copied_rows += copied as i64;
+        }
+    }
+    // A marker proves the resumed import does not redo committed rooms.
+    let marked = client
+        .execute(
+            &format!(
+                "UPDATE {interrupted}.sliding_sync_joined_rooms SET room_name = 'marker'
+                 WHERE room_id = (SELECT MIN(room_id) FROM {interrupted}.sliding_sync_joined_rooms)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {interrupted}.source_import_progress
+                     (target_position, last_room_id, rooms_done, rows_written, finished)
+                 VALUES ($1, $2, 30, $3, FALSE)"
+            ),
+            &[&FIXTURE_POSITION, &thirtieth, &copied_rows],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let output = run_import_command(&synapse, &interrupted);
+    assert!(
+        output.contains("imported 71 rooms, 384 rows at stream position 3029"),
+        "{output}"
+    );
+    let rows = store.load_all().await.unwrap();
+    let ours = Tables::from_rows(&rows);
+    let differences = ours.differences(&live);
+    assert_eq!(differences.len(), 1, "{differences:#?}");
+    assert!(differences[0].contains("marker"), "{differences:#?}");
+    assert_eq!(rows.positions.get("master"), Some(&FIXTURE_POSITION));
+    // Once finished, running it again does nothing.
+    let output = run_import_command(&synapse, &interrupted);
+    assert!(output.contains("had already finished"), "{output}");
+}
