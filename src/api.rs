@@ -141,6 +141,26 @@ fn payload_error(error: &PayloadError) -> ApiError {
     }
 }
 
+/// Wraps every request in a `request` span (method, path) and logs its
+/// status and duration at debug level.
+pub async fn trace_request(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", method = %request.method(), path = %request.path());
+    let started = std::time::Instant::now();
+    let response = next.call(request).instrument(span.clone()).await?;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "answered"
+        )
+    });
+    Ok(response)
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     cfg.app_data(
@@ -237,22 +257,47 @@ pub struct ReadParams {
     pub timeout_ms: Option<u64>,
 }
 
-/// Waits (bounded) for `wait_for`; returns the token the answer is
-/// consistent with and whether the wait timed out. The token is read before
-/// the rows, so every row at or below it is reflected in the answer.
-async fn settle(state: &ApiState, params: &ReadParams) -> (StreamToken, bool) {
+/// Waits until the cache's token covers `wait_for`, or `timeout_ms`
+/// (default `wait_timeout_ms`, at most `max_wait_timeout_ms`) passes.
+/// Entries of writers that are not configured are clamped away first (the
+/// cache could never reach them). Returns true when the wait timed out.
+async fn wait(state: &ApiState, params: &ReadParams) -> bool {
     let Some(target) = &params.wait_for else {
-        return (state.tracker.token(), false);
+        return false;
     };
+    let (target, clamped) = state.tracker.clamp(target);
+    if clamped {
+        warn!(wait_for = %params.wait_for.as_ref().map(ToString::to_string).unwrap_or_default(),
+              clamped = %target, "wait_for names writers that are not configured; ignoring them");
+    }
     let timeout = params
         .timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(state.wait_timeout)
         .min(state.max_wait_timeout);
-    match tokio::time::timeout(timeout, state.tracker.wait_for(target)).await {
-        Ok(token) => (token, false),
-        Err(_) => (state.tracker.token(), true),
+    let timed_out = tokio::time::timeout(timeout, state.tracker.wait_for(target))
+        .await
+        .is_err();
+    if timed_out {
+        metrics::counter!("roomcache_wait_timeouts_total").increment(1);
     }
+    timed_out
+}
+
+/// Waits for `wait_for` (see [`wait`]), then reads the token and runs
+/// `read` as one snapshot: the answer reflects exactly the rows at or below
+/// the returned token, no more, no less (see `docs/positions.md`).
+async fn read_at_token<R>(
+    state: &ApiState,
+    params: &ReadParams,
+    mut read: impl FnMut(&ReadIndex) -> R,
+) -> (StreamToken, bool, R) {
+    let timed_out = wait(state, params).await;
+    let (token, value) = state
+        .tracker
+        .gate()
+        .read(|| (state.tracker.token(), read(&state.index)));
+    (token, timed_out, value)
 }
 
 fn parse_room(raw: &str) -> Result<RoomId, ApiError> {
@@ -270,8 +315,9 @@ async fn get_room(
     params: web::Query<ReadParams>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = parse_room(&path)?;
-    let (token, timed_out) = settle(&state, &params).await;
-    if let Some(room) = state.index.joined_room(&room_id) {
+    let (token, timed_out, room) =
+        read_at_token(&state, &params, |index| index.joined_room(&room_id)).await;
+    if let Some(room) = room {
         return Ok(
             HttpResponse::Ok().json(json!({"room": room, "token": token, "timed_out": timed_out}))
         );
@@ -318,8 +364,9 @@ async fn get_user_room(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = parse_user(&path.0)?;
     let room_id = parse_room(&path.1)?;
-    let (token, timed_out) = settle(&state, &params).await;
-    if let Some(snapshot) = state.index.snapshot(&user_id, &room_id) {
+    let (token, timed_out, snapshot) =
+        read_at_token(&state, &params, |index| index.snapshot(&user_id, &room_id)).await;
+    if let Some(snapshot) = snapshot {
         return Ok(HttpResponse::Ok()
             .json(json!({"snapshot": snapshot, "token": token, "timed_out": timed_out})));
     }
@@ -339,8 +386,8 @@ async fn get_user_rooms(
     params: web::Query<ReadParams>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = parse_user(&path)?;
-    let (token, timed_out) = settle(&state, &params).await;
-    let mut snapshots = state.index.snapshots_of_user(&user_id);
+    let (token, timed_out, mut snapshots) =
+        read_at_token(&state, &params, |index| index.snapshots_of_user(&user_id)).await;
     if state.source.queue_length() > 0 {
         // Source mode, §5: the user's rooms waiting for recalculation.
         let fallback = state
@@ -369,10 +416,17 @@ async fn get_user_rooms(
     )
 }
 
+/// Each configured writer's durable position: every row of the writer at
+/// or below it is applied and committed, and rows at or below it are
+/// ignored when sent again. A writer resumes by replaying from there.
 async fn get_positions(state: web::Data<ApiState>) -> HttpResponse {
+    let (positions, token) = state
+        .tracker
+        .gate()
+        .read(|| (state.tracker.positions(), state.tracker.token()));
     HttpResponse::Ok().json(json!({
-        "positions": state.tracker.positions(),
-        "token": state.tracker.token(),
+        "positions": positions,
+        "token": token,
     }))
 }
 

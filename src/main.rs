@@ -1,9 +1,19 @@
 //! The `roomcache` command.
+//!
+//! Under `cfg(loom)` only the model-checked core of the library is built
+//! (see `docs/concurrency.md`), and this binary is an empty stub.
 
+#[cfg(loom)]
+fn main() {}
+
+#[cfg(not(loom))]
 use clap::{Parser, Subcommand};
+#[cfg(not(loom))]
 use roomcache::config::{LogFormat, Settings, SettingsArgs};
+#[cfg(not(loom))]
 use tracing_subscriber::EnvFilter;
 
+#[cfg(not(loom))]
 /// roomcache: the sliding-sync room tables of a Matrix homeserver, in memory,
 /// written through to Postgres, served over a Unix socket.
 #[derive(Debug, Parser)]
@@ -13,6 +23,7 @@ struct Cli {
     command: Command,
 }
 
+#[cfg(not(loom))]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Load the cached rows, then serve the API on the Unix socket until SIGTERM/SIGINT.
@@ -24,6 +35,7 @@ enum Command {
     Config(SettingsArgs),
 }
 
+#[cfg(not(loom))]
 fn init_logging(settings: &Settings) {
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -35,6 +47,7 @@ fn init_logging(settings: &Settings) {
     }
 }
 
+#[cfg(not(loom))]
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

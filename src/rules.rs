@@ -8,6 +8,7 @@
 //! actor is a thin shell around [`apply_rows`]; tests call it directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +30,9 @@ pub const BUMP_EVENT_TYPES: [&str; 7] = [
 ];
 
 const MEMBER: &str = "m.room.member";
+
+/// Below this many events in a group, duplicates are found by scanning.
+const SMALL_GROUP: usize = 16;
 const REDACTION: &str = "m.room.redaction";
 
 /// The four state keys (all with state key `""`) whose events feed the tables.
@@ -78,15 +82,19 @@ pub struct RelevantEvent {
     /// (room versions 11 and later keep the whole create content).
     #[serde(default)]
     pub keeps_value_when_redacted: bool,
+    /// Where the event is stored (for forgetting the oldest remembered events).
+    #[serde(default)]
+    pub stream_ordering: i64,
 }
 
 impl RelevantEvent {
-    fn from_event(key: RelevantKey, event: &Event) -> Self {
+    fn from_event(key: RelevantKey, event: &Event, stream_ordering: i64) -> Self {
         let keeps = key == RelevantKey::Create && create_content_survives_redaction(event);
         RelevantEvent {
             event_id: event.event_id.clone(),
             value: event.content.get(key.field()).cloned(),
             keeps_value_when_redacted: keeps,
+            stream_ordering,
         }
     }
 
@@ -116,7 +124,7 @@ pub struct RoomMemory {
     /// The room's current relevant state; empty while the server is not in
     /// the room (Synapse's `current_state_events` is emptied then).
     #[serde(default)]
-    pub relevant_state: BTreeMap<RelevantKey, RelevantEvent>,
+    pub relevant_state: Arc<BTreeMap<RelevantKey, RelevantEvent>>,
     /// Stream ordering of the latest bump-type event that is neither an
     /// outlier nor rejected, if positive: a new joined row's `bump_stamp`.
     #[serde(default)]
@@ -125,13 +133,103 @@ pub struct RoomMemory {
     /// rejected events included): a new joined row's `event_stream_ordering`.
     #[serde(default)]
     pub max_stream_ordering: Option<i64>,
-    /// Relevant state events seen but not current (earlier values,
-    /// backfilled events), for state resets back to them.
+    /// Relevant state events seen (earlier values, backfilled and outlier
+    /// events), so a later state row may refer to them without carrying
+    /// them: the current ones and the [`MAX_REMEMBERED_RELEVANT_EVENTS`]
+    /// latest others. Older ones must be sent inline.
     #[serde(default)]
-    pub known_relevant_events: BTreeMap<EventId, (RelevantKey, RelevantEvent)>,
-    /// Redactions seen whose target was not known yet.
+    pub known_relevant_events: Arc<BTreeMap<EventId, (RelevantKey, RelevantEvent)>>,
+    /// Redactions whose target was not known when they arrived, oldest
+    /// first, at most [`MAX_PENDING_REDACTIONS`] (most redactions target
+    /// messages, which never become known).
     #[serde(default)]
-    pub pending_redactions: BTreeSet<EventId>,
+    pub pending_redactions: Vec<EventId>,
+    /// True when `max_stream_ordering` and `latest_bump_stamp` equal the
+    /// joined row's `event_stream_ordering` and `bump_stamp` (the usual case:
+    /// messages move both together). The stored memory is then not rewritten
+    /// while they move together, and loading takes them from the joined row
+    /// ([`RoomState::restore_counters`]), so restarts stay exact.
+    #[serde(default)]
+    pub counters_follow_joined_row: bool,
+}
+
+/// Whether two memories are equal as stored, comparing shared maps by
+/// pointer first (cheap when a batch did not touch them). The two counters
+/// are left out of the comparison when both memories follow their joined
+/// rows (they are stored in the joined row then). Destructures every field
+/// so a new field cannot be forgotten here.
+fn same_stored_memory(a: &RoomMemory, b: &RoomMemory) -> bool {
+    let RoomMemory {
+        relevant_state,
+        latest_bump_stamp,
+        max_stream_ordering,
+        known_relevant_events,
+        pending_redactions,
+        counters_follow_joined_row,
+    } = a;
+    let counters_stored_elsewhere = *counters_follow_joined_row && b.counters_follow_joined_row;
+    *counters_follow_joined_row == b.counters_follow_joined_row
+        && (counters_stored_elsewhere
+            || (*latest_bump_stamp == b.latest_bump_stamp
+                && *max_stream_ordering == b.max_stream_ordering))
+        && *pending_redactions == b.pending_redactions
+        && (Arc::ptr_eq(relevant_state, &b.relevant_state) || *relevant_state == b.relevant_state)
+        && (Arc::ptr_eq(known_relevant_events, &b.known_relevant_events)
+            || *known_relevant_events == b.known_relevant_events)
+}
+
+/// How many non-current relevant events a room remembers.
+pub const MAX_REMEMBERED_RELEVANT_EVENTS: usize = 16;
+
+/// How many redactions of not-yet-seen events a room remembers.
+pub const MAX_PENDING_REDACTIONS: usize = 16;
+
+impl RoomMemory {
+    /// Forgets the oldest remembered relevant events beyond the limit; the
+    /// current ones are always kept.
+    fn prune(&mut self) {
+        if self.known_relevant_events.len() <= MAX_REMEMBERED_RELEVANT_EVENTS {
+            return;
+        }
+        let current: BTreeSet<&EventId> =
+            self.relevant_state.values().map(|e| &e.event_id).collect();
+        let others = self
+            .known_relevant_events
+            .len()
+            .saturating_sub(current.len());
+        if others <= MAX_REMEMBERED_RELEVANT_EVENTS {
+            return;
+        }
+        let mut orderings: Vec<i64> = self
+            .known_relevant_events
+            .iter()
+            .filter(|(id, _)| !current.contains(id))
+            .map(|(_, (_, e))| e.stream_ordering)
+            .collect();
+        orderings.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&threshold) = orderings.get(MAX_REMEMBERED_RELEVANT_EVENTS - 1) else {
+            return;
+        };
+        let current: BTreeSet<EventId> = current.into_iter().cloned().collect();
+        Arc::make_mut(&mut self.known_relevant_events)
+            .retain(|id, (_, e)| current.contains(id) || e.stream_ordering >= threshold);
+    }
+
+    fn add_pending_redaction(&mut self, target: EventId) {
+        if self.pending_redactions.contains(&target) {
+            return;
+        }
+        self.pending_redactions.push(target);
+        if self.pending_redactions.len() > MAX_PENDING_REDACTIONS {
+            self.pending_redactions.remove(0);
+        }
+    }
+
+    fn take_pending_redaction(&mut self, target: &EventId) -> bool {
+        let before = self.pending_redactions.len();
+        self.pending_redactions.retain(|id| id != target);
+        self.pending_redactions.len() != before
+    }
 }
 
 /// Everything the rules hold for one room.
@@ -140,6 +238,20 @@ pub struct RoomState {
     pub joined: Option<JoinedRoomRow>,
     pub snapshots: imbl::OrdMap<UserId, MembershipSnapshot>,
     pub memory: RoomMemory,
+}
+
+impl RoomState {
+    /// After loading a stored memory: takes the counters from the joined row
+    /// when the memory says they follow it (they were not rewritten then).
+    pub fn restore_counters(&mut self) {
+        if !self.memory.counters_follow_joined_row {
+            return;
+        }
+        if let Some(joined) = &self.joined {
+            self.memory.max_stream_ordering = Some(joined.event_stream_ordering);
+            self.memory.latest_bump_stamp = joined.bump_stamp;
+        }
+    }
 }
 
 /// Facts about the deployment the rules need.
@@ -167,6 +279,13 @@ pub enum RuleError {
         state_key: String,
         event_id: EventId,
     },
+    #[error("state row at {stream_id} for ({event_type}, {state_key}) refers to event {event_id}, whose type or state key is different")]
+    EventMismatch {
+        stream_id: i64,
+        event_type: String,
+        state_key: String,
+        event_id: EventId,
+    },
     #[error("membership event {event_id} has no valid content.membership")]
     InvalidMembership { event_id: EventId },
     #[error("out-of-band membership event {event_id} has membership {membership}; only invite, knock and leave arrive out of band")]
@@ -184,7 +303,8 @@ pub enum RuleError {
 pub struct RoomOutcome {
     pub state: RoomState,
     pub changes: Vec<RowChange>,
-    /// The new memory when it changed (`None`: unchanged).
+    /// Whether `state.memory` differs from the memory the rules started
+    /// from (so it must be persisted).
     pub memory_changed: bool,
 }
 
@@ -390,14 +510,15 @@ pub fn apply_rows(
         context,
         state: state.clone(),
         dirty_users: BTreeSet::new(),
-        purged_users: BTreeSet::new(),
         memory_changed: false,
         dequeue: false,
     };
     // Every event of the room in this request can resolve a state row, even
     // one in a later group (delta rows carry the batch's smallest id).
+    // Only state rows look events up: skip the index when there are none.
+    let has_state_rows = rows.iter().any(|row| matches!(row, FeedRow::State(_)));
     let mut request_events: HashMap<&EventId, KnownEvent<'_>> = HashMap::new();
-    for row in rows {
+    for row in rows.iter().filter(|_| has_state_rows) {
         if let FeedRow::Event(r) = row {
             request_events
                 .entry(&r.event.event_id)
@@ -419,7 +540,6 @@ struct Working<'a> {
     context: &'a RulesContext,
     state: RoomState,
     dirty_users: BTreeSet<UserId>,
-    purged_users: BTreeSet<UserId>,
     memory_changed: bool,
     dequeue: bool,
 }
@@ -431,7 +551,9 @@ impl Working<'_> {
         request_events: &HashMap<&EventId, KnownEvent<'_>>,
     ) -> Result<(), RuleError> {
         let mut events: Vec<&EventRow> = Vec::new();
-        let mut seen: BTreeSet<&EventId> = BTreeSet::new();
+        // Positions in `events` by ID, built only for large groups (most
+        // groups hold one event; a scan is cheaper than hashing then).
+        let mut index: HashMap<&EventId, usize> = HashMap::new();
         let mut delta: Vec<&StateRow> = Vec::new();
         // A forget refers to a membership that exists: one sharing the
         // group's stream id is applied after that membership (below).
@@ -439,8 +561,33 @@ impl Working<'_> {
         for row in group {
             match row {
                 FeedRow::Event(r) => {
-                    if seen.insert(&r.event.event_id) {
-                        events.push(r);
+                    // §2.0 step 1: in-group duplicates keep the first
+                    // non-outlier copy, else the first copy.
+                    let id = &r.event.event_id;
+                    let found = if events.len() < SMALL_GROUP {
+                        events.iter().position(|e| &e.event.event_id == id)
+                    } else {
+                        if index.is_empty() {
+                            index = events
+                                .iter()
+                                .enumerate()
+                                .map(|(i, e)| (&e.event.event_id, i))
+                                .collect();
+                        }
+                        index.get(id).copied()
+                    };
+                    match found {
+                        None => {
+                            if !index.is_empty() {
+                                index.insert(id, events.len());
+                            }
+                            events.push(r);
+                        }
+                        Some(position) => {
+                            if events[position].outlier && !r.outlier {
+                                events[position] = r;
+                            }
+                        }
                     }
                 }
                 FeedRow::State(r) => delta.push(r),
@@ -460,6 +607,7 @@ impl Working<'_> {
         for user_id in forgets {
             self.forget(user_id);
         }
+        self.state.memory.prune();
         Ok(())
     }
 
@@ -482,12 +630,11 @@ impl Working<'_> {
                 .as_deref()
                 .and_then(|k| RelevantKey::of(&event.event_type, k))
             {
-                let mut relevant = RelevantEvent::from_event(key, event);
-                if memory.pending_redactions.remove(&event.event_id) {
+                let mut relevant = RelevantEvent::from_event(key, event, so);
+                if memory.take_pending_redaction(&event.event_id) {
                     relevant.redact();
                 }
-                memory
-                    .known_relevant_events
+                Arc::make_mut(&mut memory.known_relevant_events)
                     .insert(event.event_id.clone(), (key, relevant));
                 self.memory_changed = true;
             }
@@ -504,18 +651,24 @@ impl Working<'_> {
     fn redact(&mut self, target: EventId) {
         let memory = &mut self.state.memory;
         let mut found = false;
-        for event in memory.relevant_state.values_mut() {
-            if event.event_id == target {
-                event.redact();
-                found = true;
+        if memory.relevant_state.values().any(|e| e.event_id == target) {
+            for event in Arc::make_mut(&mut memory.relevant_state).values_mut() {
+                if event.event_id == target {
+                    event.redact();
+                }
             }
+            found = true;
         }
-        if let Some((_, event)) = memory.known_relevant_events.get_mut(&target) {
-            event.redact();
+        if memory.known_relevant_events.contains_key(&target) {
+            if let Some((_, event)) =
+                Arc::make_mut(&mut memory.known_relevant_events).get_mut(&target)
+            {
+                event.redact();
+            }
             found = true;
         }
         if !found {
-            memory.pending_redactions.insert(target);
+            memory.add_pending_redaction(target);
         }
         self.memory_changed = true;
     }
@@ -533,7 +686,6 @@ impl Working<'_> {
     /// §2.11 with the [DECISION]: every row of the room and its queue entry.
     fn purge(&mut self) {
         for user in self.state.snapshots.keys() {
-            self.purged_users.insert(user.clone());
             self.dirty_users.insert(user.clone());
         }
         self.state = RoomState::default();
@@ -548,6 +700,7 @@ impl Working<'_> {
             && row.outlier
             && row.out_of_band_membership
             && !row.rejected
+            && row.is_new_live_event()
             && row.event_stream_ordering() > 0;
         if !applies {
             return Ok(());
@@ -619,31 +772,48 @@ impl Working<'_> {
         snapshot.event_instance_name = event.instance_name.clone();
         update.apply_to_snapshot(&mut snapshot);
         self.state.snapshots.insert(event.user_id.clone(), snapshot);
-        self.purged_users.remove(&event.user_id);
         self.dirty_users.insert(event.user_id.clone());
     }
 
+    /// The event a state row refers to: carried inline, or one of the
+    /// request's event rows. An event whose type or state key differs from
+    /// the row's is refused.
     fn resolve<'e>(
         &'e self,
         row: &'e StateRow,
         event_id: &EventId,
         request_events: &'e HashMap<&EventId, KnownEvent<'e>>,
-    ) -> Option<KnownEvent<'e>> {
-        if let Some(inline) = &row.event {
-            return Some(KnownEvent {
+    ) -> Result<Option<KnownEvent<'e>>, RuleError> {
+        let known = if let Some(inline) = &row.event {
+            KnownEvent {
                 event: &inline.event,
                 stream_ordering: inline.stream_ordering,
                 instance_name: inline
                     .instance_name
                     .as_deref()
                     .unwrap_or(&self.context.writer),
+            }
+        } else {
+            match request_events.get(event_id) {
+                Some(known) => KnownEvent {
+                    event: known.event,
+                    stream_ordering: known.stream_ordering,
+                    instance_name: known.instance_name,
+                },
+                None => return Ok(None),
+            }
+        };
+        let matches = known.event.event_type == row.event_type
+            && known.event.state_key.as_deref() == Some(row.state_key.as_str());
+        if !matches {
+            return Err(RuleError::EventMismatch {
+                stream_id: row.stream_id,
+                event_type: row.event_type.clone(),
+                state_key: row.state_key.clone(),
+                event_id: event_id.clone(),
             });
         }
-        request_events.get(event_id).map(|known| KnownEvent {
-            event: known.event,
-            stream_ordering: known.stream_ordering,
-            instance_name: known.instance_name,
-        })
+        Ok(Some(known))
     }
 
     fn unknown(row: &StateRow, event_id: &EventId) -> RuleError {
@@ -667,6 +837,9 @@ impl Working<'_> {
         let mut inserted_members: BTreeMap<UserId, MembershipEvent> = BTreeMap::new();
         let mut removed_members: BTreeSet<UserId> = BTreeSet::new();
         let mut touches_local_member = false;
+        // Stream orderings of events carried inline: stored events of the
+        // room, so they count in the room's raw maximum (§2.3 C step 4).
+        let mut inline_orderings: Vec<i64> = Vec::new();
         for row in delta {
             if let Some(key) = RelevantKey::of(&row.event_type, &row.state_key) {
                 match &row.event_id {
@@ -675,8 +848,20 @@ impl Working<'_> {
                         removed_relevant.insert(key);
                     }
                     Some(event_id) => {
-                        let relevant = match self.resolve(row, event_id, request_events) {
-                            Some(known) => RelevantEvent::from_event(key, known.event),
+                        let relevant = match self.resolve(row, event_id, request_events)? {
+                            Some(known) => {
+                                inline_orderings
+                                    .extend(row.event.as_ref().map(|_| known.stream_ordering));
+                                let mut relevant = RelevantEvent::from_event(
+                                    key,
+                                    known.event,
+                                    known.stream_ordering,
+                                );
+                                if self.state.memory.pending_redactions.contains(event_id) {
+                                    relevant.redact();
+                                }
+                                relevant
+                            }
                             None => self
                                 .known_relevant(key, event_id)
                                 .ok_or_else(|| Self::unknown(row, event_id))?,
@@ -700,15 +885,19 @@ impl Working<'_> {
                     removed_members.insert(user_id);
                 }
                 Some(event_id) => {
-                    let member = match self.resolve(row, event_id, request_events) {
-                        Some(known) => MembershipEvent {
-                            event_id: event_id.clone(),
-                            user_id: user_id.clone(),
-                            sender: known.event.sender.clone(),
-                            membership: membership_of(known.event)?,
-                            stream_ordering: known.stream_ordering,
-                            instance_name: known.instance_name.to_owned(),
-                        },
+                    let member = match self.resolve(row, event_id, request_events)? {
+                        Some(known) => {
+                            inline_orderings
+                                .extend(row.event.as_ref().map(|_| known.stream_ordering));
+                            MembershipEvent {
+                                event_id: event_id.clone(),
+                                user_id: user_id.clone(),
+                                sender: known.event.sender.clone(),
+                                membership: membership_of(known.event)?,
+                                stream_ordering: known.stream_ordering,
+                                instance_name: known.instance_name.to_owned(),
+                            }
+                        }
                         None => self
                             .current_membership_event(&user_id, event_id)
                             .ok_or_else(|| Self::unknown(row, event_id))?,
@@ -718,8 +907,15 @@ impl Working<'_> {
                 }
             }
         }
+        if let Some(highest) = inline_orderings.into_iter().max() {
+            let memory = &mut self.state.memory;
+            if memory.max_stream_ordering.is_none_or(|m| m < highest) {
+                memory.max_stream_ordering = Some(highest);
+                self.memory_changed = true;
+            }
+        }
         // The relevant state after the whole delta (before any wipe).
-        let mut state_after = self.state.memory.relevant_state.clone();
+        let mut state_after = BTreeMap::clone(&self.state.memory.relevant_state);
         for key in &removed_relevant {
             state_after.remove(key);
         }
@@ -756,18 +952,21 @@ impl Working<'_> {
             apply_removals(&mut update, &removed_relevant);
             update.apply(&mut joined.metadata);
         } else {
-            let mut overlay = self.state.memory.relevant_state.clone();
+            let mut overlay = BTreeMap::clone(&self.state.memory.relevant_state);
             for (key, event) in &inserted_relevant {
                 overlay.insert(*key, event.clone());
             }
             let mut update = metadata_from_state(overlay.iter().map(|(k, e)| (*k, e)));
             apply_removals(&mut update, &removed_relevant);
             if !update.is_empty() {
+                // The raw maximum stream ordering of the room's stored
+                // events, this group's included. A room the cache knows no
+                // event of (only possible when every referenced event was
+                // already current) falls back to the delta's position.
                 let event_stream_ordering = self
                     .state
                     .memory
                     .max_stream_ordering
-                    .or_else(|| inserted_members.values().map(|m| m.stream_ordering).max())
                     .unwrap_or(delta[0].stream_id);
                 let mut metadata = RoomMetadata::default();
                 update.apply(&mut metadata);
@@ -798,12 +997,15 @@ impl Working<'_> {
         }
 
         // The room's current state after the delta (emptied when the server left).
-        self.state.memory.relevant_state = if no_longer_in_room {
+        let new_state = if no_longer_in_room {
             BTreeMap::new()
         } else {
             state_after
         };
-        self.memory_changed = true;
+        if *self.state.memory.relevant_state != new_state {
+            self.state.memory.relevant_state = Arc::new(new_state);
+            self.memory_changed = true;
+        }
         Ok(())
     }
 
@@ -845,6 +1047,25 @@ impl Working<'_> {
     /// existing joined row; the latest qualifying bump is remembered for a
     /// row created later.
     fn bump(&mut self, events: &[&EventRow]) {
+        // What a later full insert reads as "the latest bump event that is
+        // not an outlier and not rejected" (§2.3 C step 3): de-outliered
+        // copies count (the event is no longer an outlier, at its original
+        // position); backfilled ones never do (not positive).
+        let qualifying = events
+            .iter()
+            .filter(|r| !r.rejected && !r.outlier && is_bump_event(&r.event))
+            .map(|r| r.event_stream_ordering())
+            .filter(|so| *so > 0)
+            .max();
+        if let Some(bump) = qualifying {
+            let memory = &mut self.state.memory;
+            if memory.latest_bump_stamp.is_none_or(|b| b < bump) {
+                memory.latest_bump_stamp = Some(bump);
+                self.memory_changed = true;
+            }
+        }
+        // §2.2: only events newly stored at their position and not
+        // rejected; outliers and soft-failed events count.
         let live: Vec<&&EventRow> = events
             .iter()
             .filter(|r| !r.rejected && r.is_new_live_event())
@@ -855,10 +1076,9 @@ impl Working<'_> {
         if latest < 0 {
             return;
         }
-        let is_bump = |r: &&&EventRow| is_bump_event(&r.event);
         let latest_bump = live
             .iter()
-            .filter(|r| is_bump(r))
+            .filter(|r| is_bump_event(&r.event))
             .map(|r| r.event_stream_ordering())
             .max();
         if let Some(joined) = self.state.joined.as_mut() {
@@ -869,19 +1089,6 @@ impl Working<'_> {
                 if joined.bump_stamp.is_none_or(|b| b < bump) {
                     joined.bump_stamp = Some(bump);
                 }
-            }
-        }
-        let qualifying = live
-            .iter()
-            .filter(|r| is_bump(r))
-            .filter(|r| !r.outlier && r.event_stream_ordering() > 0)
-            .map(|r| r.event_stream_ordering())
-            .max();
-        if let Some(bump) = qualifying {
-            let memory = &mut self.state.memory;
-            if memory.latest_bump_stamp.is_none_or(|b| b < bump) {
-                memory.latest_bump_stamp = Some(bump);
-                self.memory_changed = true;
             }
         }
     }
@@ -907,9 +1114,17 @@ impl Working<'_> {
         if self.dequeue {
             changes.push(RowChange::Dequeue(self.room_id.clone()));
         }
-        let memory_changed = self.memory_changed && self.state.memory != before.memory;
+        let mut state = self.state;
+        let follows = state.joined.as_ref().is_some_and(|joined| {
+            state.memory.max_stream_ordering == Some(joined.event_stream_ordering)
+                && state.memory.latest_bump_stamp == joined.bump_stamp
+        });
+        state.memory.counters_follow_joined_row = follows;
+        let memory_changed = (self.memory_changed
+            || follows != before.memory.counters_follow_joined_row)
+            && !same_stored_memory(&state.memory, &before.memory);
         RoomOutcome {
-            state: self.state,
+            state,
             changes,
             memory_changed,
         }
@@ -964,5 +1179,310 @@ mod tests {
         assert_eq!(update.room_name, None);
         assert_eq!(update.is_encrypted, Some(false));
         assert_eq!(update.tombstone, Some(None));
+    }
+
+    fn context() -> RulesContext {
+        RulesContext {
+            server_name: "hs".into(),
+            writer: "master".into(),
+        }
+    }
+
+    fn rows(value: Value) -> Vec<FeedRow> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn room() -> RoomId {
+        RoomId::parse("!r:hs").unwrap()
+    }
+
+    fn event_row(
+        stream_id: i64,
+        id: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: Value,
+    ) -> Value {
+        let mut event = json!({"event_id": id, "room_id": "!r:hs", "type": event_type,
+            "sender": "@a:hs", "content": content});
+        if let Some(key) = state_key {
+            event["state_key"] = json!(key);
+        }
+        json!({"kind": "event", "stream_id": stream_id, "event": event})
+    }
+
+    fn state_row(stream_id: i64, event_type: &str, state_key: &str, id: Option<&str>) -> Value {
+        json!({"kind": "state", "stream_id": stream_id, "room_id": "!r:hs",
+               "type": event_type, "state_key": state_key, "event_id": id})
+    }
+
+    #[test]
+    fn a_state_row_whose_event_has_another_key_is_refused() {
+        let result = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(1, "$c", "m.room.create", Some(""), json!({})),
+                state_row(1, "m.room.name", "", Some("$c")),
+            ])),
+            &context(),
+        );
+        assert!(matches!(
+            result,
+            Err(RuleError::EventMismatch { stream_id: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_event_is_refused_not_guessed() {
+        let result = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([state_row(
+                4,
+                "m.room.member",
+                "@a:hs",
+                Some("$nope")
+            )])),
+            &context(),
+        );
+        assert!(matches!(
+            result,
+            Err(RuleError::UnknownEvent { stream_id: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn remembered_relevant_events_are_bounded_and_keep_the_current_ones() {
+        let mut feed = vec![
+            event_row(1, "$c", "m.room.create", Some(""), json!({})),
+            state_row(1, "m.room.create", "", Some("$c")),
+            event_row(
+                2,
+                "$j",
+                "m.room.member",
+                Some("@a:hs"),
+                json!({"membership": "join"}),
+            ),
+            state_row(2, "m.room.member", "@a:hs", Some("$j")),
+        ];
+        for n in 0..40 {
+            let id = format!("$n{n}");
+            feed.push(event_row(
+                10 + n,
+                &id,
+                "m.room.name",
+                Some(""),
+                json!({"name": n}),
+            ));
+            feed.push(state_row(10 + n, "m.room.name", "", Some(&id)));
+        }
+        let outcome = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!(feed)),
+            &context(),
+        )
+        .unwrap();
+        let memory = &outcome.state.memory;
+        let known: BTreeSet<&str> = memory
+            .known_relevant_events
+            .keys()
+            .map(EventId::as_str)
+            .collect();
+        assert!(known.contains("$c") && known.contains("$n39"), "{known:?}");
+        assert!(
+            !known.contains("$n22") && known.contains("$n23"),
+            "{known:?}"
+        );
+        assert_eq!(known.len(), MAX_REMEMBERED_RELEVANT_EVENTS + 2);
+    }
+
+    #[test]
+    fn pending_redactions_are_bounded_and_apply_to_a_later_target() {
+        let mut feed = vec![event_row(
+            1,
+            "$x",
+            "m.room.redaction",
+            None,
+            json!({"redacts": "$late"}),
+        )];
+        for n in 0..30 {
+            feed.push(event_row(
+                2 + n,
+                &format!("$r{n}"),
+                "m.room.redaction",
+                None,
+                json!({"redacts": format!("$m{n}")}),
+            ));
+        }
+        let outcome = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!(feed)),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(
+            outcome.state.memory.pending_redactions.len(),
+            MAX_PENDING_REDACTIONS
+        );
+        assert_eq!(
+            outcome.state.memory.pending_redactions[MAX_PENDING_REDACTIONS - 1].as_str(),
+            "$m29"
+        );
+
+        let early = vec![
+            event_row(
+                1,
+                "$x",
+                "m.room.redaction",
+                None,
+                json!({"redacts": "$late"}),
+            ),
+            event_row(
+                2,
+                "$late",
+                "m.room.name",
+                Some(""),
+                json!({"name": "secret"}),
+            ),
+        ];
+        let outcome = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!(early)),
+            &context(),
+        )
+        .unwrap();
+        let (_, remembered) =
+            &outcome.state.memory.known_relevant_events[&EventId::parse("$late").unwrap()];
+        assert_eq!(remembered.value, None);
+        assert!(outcome.state.memory.pending_redactions.is_empty());
+    }
+
+    #[test]
+    fn messages_do_not_rewrite_the_stored_memory_and_loading_restores_it() {
+        let created = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(1, "$c", "m.room.create", Some(""), json!({})),
+                state_row(1, "m.room.create", "", Some("$c")),
+                event_row(
+                    2,
+                    "$j",
+                    "m.room.member",
+                    Some("@a:hs"),
+                    json!({"membership": "join"})
+                ),
+                state_row(2, "m.room.member", "@a:hs", Some("$j")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert!(created.memory_changed);
+        assert!(created.state.memory.counters_follow_joined_row);
+        let stored = serde_json::to_value(&created.state.memory).unwrap();
+
+        let message = apply_rows(
+            &created.state,
+            &room(),
+            &rows(json!([event_row(
+                3,
+                "$m",
+                "m.room.message",
+                None,
+                json!({"body": "x"})
+            )])),
+            &context(),
+        )
+        .unwrap();
+        assert!(!message.memory_changed, "a message moves only the counters");
+        assert_eq!(message.state.memory.max_stream_ordering, Some(3));
+        assert_eq!(message.state.memory.latest_bump_stamp, Some(3));
+
+        // A restart loads the memory stored before the message, and the row after it.
+        let mut reloaded = RoomState {
+            joined: message.state.joined.clone(),
+            snapshots: message.state.snapshots.clone(),
+            memory: serde_json::from_value(stored).unwrap(),
+        };
+        assert_eq!(reloaded.memory.max_stream_ordering, Some(2));
+        reloaded.restore_counters();
+        assert_eq!(reloaded, message.state);
+
+        // An outlier bump moves the joined row but not the latest non-outlier
+        // bump: the counters no longer follow, so the memory is written.
+        let outlier = apply_rows(
+            &message.state,
+            &room(),
+            &rows(
+                json!([{"kind": "event", "stream_id": 4, "outlier": true, "event": {
+                "event_id": "$o", "room_id": "!r:hs", "type": "m.room.message",
+                "sender": "@a:hs", "content": {}}}]),
+            ),
+            &context(),
+        )
+        .unwrap();
+        assert!(outlier.memory_changed);
+        assert!(!outlier.state.memory.counters_follow_joined_row);
+        assert_eq!(outlier.state.memory.latest_bump_stamp, Some(3));
+        assert_eq!(outlier.state.joined.as_ref().unwrap().bump_stamp, Some(4));
+    }
+
+    #[test]
+    fn the_last_local_leave_deletes_the_joined_row_and_empties_state() {
+        let created = apply_rows(
+            &RoomState::default(),
+            &room(),
+            &rows(json!([
+                event_row(1, "$c", "m.room.create", Some(""), json!({})),
+                state_row(1, "m.room.create", "", Some("$c")),
+                event_row(
+                    2,
+                    "$j",
+                    "m.room.member",
+                    Some("@a:hs"),
+                    json!({"membership": "join"})
+                ),
+                state_row(2, "m.room.member", "@a:hs", Some("$j")),
+                event_row(
+                    3,
+                    "$rj",
+                    "m.room.member",
+                    Some("@b:remote"),
+                    json!({"membership": "join"})
+                ),
+                state_row(3, "m.room.member", "@b:remote", Some("$rj")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert!(created.state.joined.is_some());
+        let left = apply_rows(
+            &created.state,
+            &room(),
+            &rows(json!([
+                event_row(
+                    4,
+                    "$l",
+                    "m.room.member",
+                    Some("@a:hs"),
+                    json!({"membership": "leave"})
+                ),
+                state_row(4, "m.room.member", "@a:hs", Some("$l")),
+            ])),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(left.state.joined, None);
+        assert!(left.state.memory.relevant_state.is_empty());
+        assert_eq!(left.changes[0], RowChange::DeleteJoinedRoom(room()));
+        let snapshot = &left.state.snapshots[&UserId::parse("@a:hs").unwrap()];
+        assert_eq!(
+            (snapshot.membership, snapshot.has_known_state),
+            (Membership::Leave, true)
+        );
     }
 }

@@ -260,6 +260,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(api::trace_request))
             .app_data(app_state.clone())
             .configure(|cfg| api::configure(cfg, body_limit))
     })

@@ -38,12 +38,30 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("cannot build the connection pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe_database_error(.0))]
     Database(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
     #[error("a stored row is invalid ({table}): {reason}")]
     Corrupt { table: &'static str, reason: String },
+}
+
+/// A database error with the server's message and detail, not just "db error".
+fn describe_database_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(": ");
+                text.push_str(detail);
+            }
+            text
+        }
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
+    }
 }
 
 impl StoreError {
@@ -310,6 +328,7 @@ impl Store {
                 })?;
             if let Some(state) = states.get_mut(&room) {
                 state.memory = memory;
+                state.restore_counters();
             }
         }
         Ok(states)

@@ -2,8 +2,9 @@
 //! actors, commits the results in groups and only then moves positions.
 //!
 //! Owns: the queue of batches waiting for a commit, the registry of room
-//! actors, and the order "prepare in room actors → commit in Postgres →
-//! publish to the read index → advance the writer's position → answer". May
+//! actors, and the order "claim the writer's range → prepare in room actors
+//! → commit in Postgres → publish to the read index and finish the claim
+//! (one step for readers, through the publish gate) → answer". May
 //! not touch: SQL (the store's), the rules (the room actors'), HTTP (the
 //! API's). One group commit is in flight at a time; batches that arrive
 //! meanwhile queue up and form the next group.
@@ -20,7 +21,7 @@ use tracing::{info_span, warn, Instrument};
 use crate::feed::{FeedBatch, FeedRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
-use crate::positions::PositionTracker;
+use crate::positions::{Claim, PositionError, PositionTracker};
 use crate::room::{Abort, BatchSeq, Commit, Prepare, PreparedRoom, RoomActor};
 use crate::rules::{RuleError, RulesContext};
 use crate::store::{CommitGroup, Store, StoreError};
@@ -75,6 +76,9 @@ pub struct Supervisor {
     rooms: HashMap<RoomId, Addr<RoomActor>>,
     queue: VecDeque<Queued>,
     committing: bool,
+    /// Batches to commit one per group, after a group failed on a conflict,
+    /// so the batch at fault is refused alone.
+    isolated: usize,
     next_seq: BatchSeq,
     batch_size: usize,
     linger: Duration,
@@ -99,6 +103,7 @@ impl Supervisor {
             rooms: HashMap::new(),
             queue: VecDeque::new(),
             committing: false,
+            isolated: 0,
             next_seq: 1,
             batch_size,
             linger,
@@ -119,7 +124,13 @@ impl Supervisor {
     }
 
     fn run_group(&mut self, ctx: &mut Context<Self>) {
-        let take = self.queue.len().min(self.batch_size);
+        let limit = if self.isolated > 0 {
+            self.isolated -= 1;
+            1
+        } else {
+            self.batch_size
+        };
+        let take = self.queue.len().min(limit);
         let batches: Vec<(BatchSeq, Queued)> = self
             .queue
             .drain(..take)
@@ -137,8 +148,18 @@ impl Supervisor {
         let span = info_span!("group_commit", batches = batches.len());
         let work = async move { group.run(batches).await }.instrument(span);
         ctx.spawn(
-            actix::fut::wrap_future(work).map(|rooms, act: &mut Self, ctx| {
+            actix::fut::wrap_future(work).map(|(rooms, retry), act: &mut Self, ctx| {
                 act.rooms = rooms;
+                if !retry.is_empty() {
+                    warn!(
+                        batches = retry.len(),
+                        "a group commit hit a conflict; retrying its batches one by one"
+                    );
+                    act.isolated = retry.len();
+                    for queued in retry.into_iter().rev() {
+                        act.queue.push_front(queued);
+                    }
+                }
                 act.committing = false;
                 metrics::gauge!("roomcache_room_actors").set(act.rooms.len() as f64);
                 act.kick(ctx);
@@ -169,7 +190,9 @@ impl Handler<SubmitBatch> for Supervisor {
 /// One prepared batch waiting for the group's commit.
 struct Prepared {
     seq: BatchSeq,
-    writer: String,
+    /// The writer's range this batch applies; finished after the group is
+    /// committed and published, abandoned if the commit fails.
+    claim: Claim,
     position: i64,
     applied_rows: usize,
     rooms: Vec<PreparedRoom>,
@@ -183,18 +206,23 @@ struct GroupCommit {
 }
 
 impl GroupCommit {
-    async fn run(mut self, batches: Vec<(BatchSeq, Queued)>) -> HashMap<RoomId, Addr<RoomActor>> {
+    /// Returns the room registry, and the batches to retry one by one when a
+    /// multi-batch group failed on a conflict.
+    async fn run(
+        mut self,
+        batches: Vec<(BatchSeq, Queued)>,
+    ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
         let mut prepared: Vec<Prepared> = Vec::new();
-        // Positions already claimed by earlier batches of this group.
-        let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
-        for (seq, queued) in batches {
-            match self.prepare(seq, &queued.batch, &claimed).await {
-                Ok((position, applied_rows, rooms)) => {
-                    claimed.insert(queued.batch.writer.clone(), position);
+        // A group of several batches is retried batch by batch after a
+        // conflict, so its batches keep their rows; a lone batch moves them.
+        let keep_rows = batches.len() > 1;
+        for (seq, mut queued) in batches {
+            match self.prepare(seq, &mut queued.batch, keep_rows).await {
+                Ok((claim, applied_rows, rooms)) => {
                     prepared.push(Prepared {
                         seq,
-                        writer: queued.batch.writer.clone(),
-                        position,
+                        position: claim.up_to.max(claim.after),
+                        claim,
                         applied_rows,
                         rooms,
                         queued,
@@ -208,36 +236,59 @@ impl GroupCommit {
                 }
             }
         }
-        if !prepared.is_empty() {
-            self.commit(prepared).await;
-        }
-        self.rooms
+        let retry = if prepared.is_empty() {
+            Vec::new()
+        } else {
+            self.commit(prepared).await
+        };
+        (self.rooms, retry)
     }
 
-    /// Applies one batch in its rooms' actors; on any failure every room
-    /// drops what it prepared for it.
+    /// Claims the batch's range of its writer's stream and applies the new
+    /// rows in their rooms' actors; on any failure the claim is abandoned
+    /// and every room drops what it prepared for it.
     async fn prepare(
         &mut self,
         seq: BatchSeq,
-        batch: &FeedBatch,
-        claimed: &BTreeMap<String, i64>,
-    ) -> Result<(i64, usize, Vec<PreparedRoom>), BatchError> {
-        let tracker = &self.deps.tracker;
-        let durable = tracker
-            .position(&batch.writer)
-            .ok_or_else(|| BatchError::UnknownWriter(batch.writer.clone()))?;
-        let from = claimed
-            .get(&batch.writer)
-            .copied()
-            .unwrap_or(durable)
-            .max(durable);
-        let position = batch.last_stream_id().unwrap_or(from).max(from);
+        batch: &mut FeedBatch,
+        keep_rows: bool,
+    ) -> Result<(Claim, usize, Vec<PreparedRoom>), BatchError> {
+        // Rows at or below the end of the writer's last claim (durable, or
+        // claimed by an earlier batch of this group) are skipped.
+        let claim = self
+            .deps
+            .tracker
+            .claim(&batch.writer, batch.last_stream_id().unwrap_or(i64::MIN))
+            .map_err(|PositionError::UnknownWriter(writer)| BatchError::UnknownWriter(writer))?;
+        match self.prepare_claimed(seq, batch, &claim, keep_rows).await {
+            Ok((applied_rows, rooms)) => Ok((claim, applied_rows, rooms)),
+            Err(error) => {
+                self.deps.tracker.abandon(&claim);
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare_claimed(
+        &mut self,
+        seq: BatchSeq,
+        batch: &mut FeedBatch,
+        claim: &Claim,
+        keep_rows: bool,
+    ) -> Result<(usize, Vec<PreparedRoom>), BatchError> {
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
-        for row in batch.rows.iter().filter(|r| r.stream_id() > from) {
+        // The rows move to their rooms (or are copied, when the batch may be
+        // retried); the batch keeps its writer.
+        let rows = if keep_rows {
+            batch.rows.clone()
+        } else {
+            std::mem::take(&mut batch.rows)
+        };
+        for row in rows.into_iter().filter(|r| claim.covers(r.stream_id())) {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
-                by_room.entry(room.clone()).or_default().push(row.clone());
+                by_room.entry(room.clone()).or_default().push(row);
             }
         }
         self.ensure_actors(by_room.keys())
@@ -276,7 +327,7 @@ impl GroupCommit {
             }
             return Err(error);
         }
-        Ok((position, applied_rows, rooms))
+        Ok((applied_rows, rooms))
     }
 
     /// Creates the actors of rooms seen for the first time since start-up,
@@ -301,7 +352,9 @@ impl GroupCommit {
         Ok(())
     }
 
-    async fn commit(&mut self, prepared: Vec<Prepared>) {
+    /// Commits the group; returns the batches to retry alone (a conflict in
+    /// a group of several batches), having answered every other batch.
+    async fn commit(&mut self, prepared: Vec<Prepared>) -> Vec<Queued> {
         let mut group = CommitGroup::default();
         for batch in &prepared {
             for room in &batch.rooms {
@@ -310,7 +363,7 @@ impl GroupCommit {
                     group.set_memory(room.room_id.clone(), memory.clone());
                 }
             }
-            group.advance(&batch.writer, batch.position);
+            group.advance(&batch.claim.writer, batch.position);
         }
         let started = Instant::now();
         let result = self.deps.store.commit(&group).await;
@@ -318,18 +371,23 @@ impl GroupCommit {
         let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
         match result {
             Ok(()) => {
-                for batch in &prepared {
-                    for room in &batch.rooms {
-                        self.deps.index.publish(&room.changes);
+                // Committed: publish the rows, then advance the positions,
+                // as one step for readers (see `publish`).
+                let (index, tracker) = (&self.deps.index, &self.deps.tracker);
+                tracker.gate().publish(|| {
+                    for room in prepared.iter().flat_map(|b| &b.rooms) {
+                        index.publish(&room.changes);
                     }
-                }
+                    for batch in &prepared {
+                        tracker.finish(&batch.claim);
+                    }
+                });
                 for room in prepared.iter().flat_map(|b| &b.rooms) {
                     if let Some(address) = self.rooms.get(&room.room_id) {
                         address.do_send(Commit { seq: last_seq });
                     }
                 }
                 for batch in prepared {
-                    self.deps.tracker.advance(&batch.writer, batch.position);
                     metrics::counter!("roomcache_feed_batches_total", "outcome" => "committed")
                         .increment(1);
                     metrics::counter!("roomcache_feed_rows_total")
@@ -344,8 +402,12 @@ impl GroupCommit {
                 metrics::gauge!("roomcache_joined_rooms")
                     .set(self.deps.index.joined_room_count() as f64);
                 metrics::gauge!("roomcache_snapshots").set(self.deps.index.snapshot_count() as f64);
+                Vec::new()
             }
             Err(error) => {
+                for batch in &prepared {
+                    self.deps.tracker.abandon(&batch.claim);
+                }
                 let first_seq = prepared.iter().map(|b| b.seq).min().unwrap_or(0);
                 for room in prepared.iter().flat_map(|b| &b.rooms) {
                     if let Some(address) = self.rooms.get(&room.room_id) {
@@ -354,6 +416,9 @@ impl GroupCommit {
                 }
                 let conflict = error.is_conflict();
                 warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
+                if conflict && prepared.len() > 1 {
+                    return prepared.into_iter().map(|b| b.queued).collect();
+                }
                 for batch in prepared {
                     metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
                         .increment(1);
@@ -364,6 +429,7 @@ impl GroupCommit {
                         BatchError::Store(message)
                     }));
                 }
+                Vec::new()
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Every kind of bad input gets a 4xx JSON error with an errcode, is
 //! logged, changes nothing, and the server goes on serving.
+#![cfg(not(loom))]
 
 mod common;
 
@@ -281,4 +282,69 @@ async fn bad_reads_get_4xx() {
         .await
         .assert_error(404, "M_UNRECOGNIZED");
     assert_eq!(server.get("/health").await.status, 200);
+}
+
+fn create_room(writer: &str, first: i64, room: &str, user: &str) -> Value {
+    json!({"writer": writer, "rows": [
+        event_row(first, &format!("$c{first}"), room, "m.room.create", json!(""), json!({})),
+        {"kind": "state", "stream_id": first, "room_id": room, "type": "m.room.create", "state_key": "", "event_id": format!("$c{first}")},
+        event_row(first + 1, &format!("$j{first}"), room, "m.room.member", json!(user), json!({"membership": "join"})),
+        {"kind": "state", "stream_id": first + 1, "room_id": room, "type": "m.room.member", "state_key": user, "event_id": format!("$j{first}")}
+    ]})
+}
+
+#[tokio::test]
+async fn a_conflicting_batch_is_refused_alone_even_inside_a_group_commit() {
+    let server = TestServer::start_with(ServerOptions {
+        writers: vec!["w1".into(), "w2".into()],
+        extra_args: vec!["--commit-linger-ms".into(), "300".into()],
+        ..Default::default()
+    })
+    .await;
+    server
+        .feed(&create_room(
+            "w1",
+            2,
+            "!a:example.org",
+            "@alice:example.org",
+        ))
+        .await;
+    server
+        .feed(&create_room("w2", 4, "!b:example.org", "@bob:example.org"))
+        .await;
+    // Both writers claim stream ordering 10 for different events; the
+    // linger puts both batches in one group commit.
+    let message = |writer: &str, room: &str, event_id: &str| json!({"writer": writer, "rows": [event_row(10, event_id, room, "m.room.message", Value::Null, json!({"body": "x"}))]});
+    let first_batch = message("w1", "!a:example.org", "$m1");
+    let (first, second) = tokio::join!(server.post("/v1/feed", &first_batch), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        server
+            .post("/v1/feed", &message("w2", "!b:example.org", "$m2"))
+            .await
+    });
+    assert_eq!(first.status, 200, "{}", first.text);
+    let error = second.assert_error(409, "ROOMCACHE_CONFLICT");
+    assert!(error.contains("event_stream_ordering"), "{error}");
+    assert_eq!(
+        server.get("/v1/positions").await.body["positions"],
+        json!({"w1": 10, "w2": 5})
+    );
+    assert_eq!(
+        server
+            .served_joined_room("!a:example.org")
+            .await
+            .unwrap()
+            .event_stream_ordering,
+        10
+    );
+    assert_eq!(
+        server
+            .served_joined_room("!b:example.org")
+            .await
+            .unwrap()
+            .event_stream_ordering,
+        5
+    );
+    server.assert_postgres_matches_served().await;
+    assert!(server.log().contains("retrying its batches one by one"));
 }

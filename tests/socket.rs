@@ -1,5 +1,6 @@
 //! The Unix socket's life cycle: mode 0660, removed on clean shutdown, a
 //! stale file replaced, a live one refused.
+#![cfg(not(loom))]
 
 mod common;
 

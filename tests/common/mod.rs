@@ -4,6 +4,8 @@
 //! run in parallel without seeing each other's rows.
 #![allow(dead_code)]
 
+pub mod homeserver;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
