@@ -60,16 +60,26 @@ impl RangeRows {
     }
 }
 
-/// Only the parts of `unsigned` the rules read (stripped state).
-fn keep_stripped_state(unsigned: Option<&Value>) -> Option<Value> {
-    let unsigned = unsigned?.as_object()?;
-    let mut kept = Map::new();
-    for key in ["invite_room_state", "knock_room_state"] {
-        if let Some(value) = unsigned.get(key) {
-            kept.insert(key.to_owned(), value.clone());
-        }
-    }
-    (!kept.is_empty()).then_some(Value::Object(kept))
+/// The fields of a stored event's JSON the rules read.
+#[derive(serde::Deserialize)]
+struct StoredEvent {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    unsigned: Option<Value>,
+    #[serde(default)]
+    redacts: Option<Value>,
+    #[serde(default)]
+    sender: Option<Value>,
+}
+
+/// The parts of `unsigned` the rules read (stripped state).
+#[derive(serde::Deserialize, serde::Serialize)]
+struct StoredUnsigned {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    invite_room_state: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    knock_room_state: Option<Value>,
 }
 
 /// Parses one row selected with [`EVENT_COLUMNS`] starting at `offset`.
@@ -87,26 +97,34 @@ fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
     let json: Option<String> = row.get(offset + 9);
     let internal_metadata: Option<String> = row.get(offset + 10);
 
-    let parsed: Option<Value> = json.as_deref().and_then(|j| serde_json::from_str(j).ok());
-    let content = parsed
-        .as_ref()
-        .and_then(|v| v.get("content"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let unsigned = keep_stripped_state(parsed.as_ref().and_then(|v| v.get("unsigned")));
-    let redacts = parsed
-        .as_ref()
-        .and_then(|v| v.get("redacts"))
-        .and_then(Value::as_str)
-        .and_then(|s| EventId::parse(s).ok());
-    let sender = sender.or_else(|| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get("sender"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
+    // Only the fields the rules read are parsed; signatures, hashes and the
+    // rest of the event are skipped.
+    let parsed: Option<StoredEvent> = json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+    let (content, unsigned, redacts, json_sender) = match parsed {
+        Some(stored) => (
+            match stored.content {
+                Some(Value::Object(map)) => map,
+                _ => Map::new(),
+            },
+            stored
+                .unsigned
+                .and_then(|u| serde_json::from_value::<StoredUnsigned>(u).ok())
+                .filter(|u| u.invite_room_state.is_some() || u.knock_room_state.is_some())
+                .and_then(|u| serde_json::to_value(u).ok()),
+            stored
+                .redacts
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(|s| EventId::parse(s).ok()),
+            stored
+                .sender
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        None => (Map::new(), None, None, None),
+    };
+    let sender = sender.or(json_sender);
     let metadata: Option<Value> = internal_metadata
         .as_deref()
         .and_then(|m| serde_json::from_str(m).ok());
