@@ -229,6 +229,15 @@ async fn post_feed(
     state: web::Data<ApiState>,
     batch: web::Json<FeedBatch>,
 ) -> Result<HttpResponse, ApiError> {
+    if state.source.is_enabled() {
+        // Source mode: the rows come from Synapse's database; a second
+        // writer of the same streams would race the follower.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ROOMCACHE_SOURCE_MODE",
+            "roomcache follows a Synapse database (source_database_url); the feed is closed",
+        ));
+    }
     let batch = batch.into_inner();
     batch.validate()?;
     let writer = batch.writer.clone();

@@ -687,6 +687,11 @@ async fn queued_rooms_are_served_by_the_fallback_until_recomputed_never_stale() 
     server.spawn().await;
     let status = server.get("/v1/status").await.body;
     assert_eq!(status["recalculation_queue"], 1, "{status}");
+    // In source mode the socket feed is closed.
+    server
+        .post("/v1/feed", &json!({"writer": "master", "rows": []}))
+        .await
+        .assert_error(409, "ROOMCACHE_SOURCE_MODE");
     assert_eq!(status["source"]["invalidated_at_start"], 1, "{status}");
     // The queued room's rows were deleted; reads compute them from Synapse.
     let answer = server.get(&format!("/v1/rooms/{r}")).await;
