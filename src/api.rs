@@ -31,6 +31,8 @@ pub struct ApiState {
     pub index: Arc<ReadIndex>,
     pub tracker: Arc<PositionTracker>,
     pub metrics: PrometheusHandle,
+    /// Source mode's status (queue length, source position).
+    pub source: Arc<crate::source::SourceStatus>,
     pub ready: AtomicBool,
     pub wait_timeout: Duration,
     pub max_wait_timeout: Duration,
@@ -232,6 +234,15 @@ async fn post_feed(
     state: web::Data<ApiState>,
     batch: web::Json<FeedBatch>,
 ) -> Result<HttpResponse, ApiError> {
+    if state.source.is_enabled() {
+        // Source mode: the rows come from Synapse's database; a second
+        // writer of the same streams would race the follower.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ROOMCACHE_SOURCE_MODE",
+            "roomcache follows a Synapse database (source_database_url); the feed is closed",
+        ));
+    }
     let batch = batch.into_inner();
     batch.validate()?;
     let writer = batch.writer.clone();
@@ -320,9 +331,43 @@ async fn get_room(
     let room_id = parse_room(&path)?;
     let (token, timed_out, room) =
         read_at_token(&state, &params, |index| index.joined_room(&room_id)).await;
-    let room =
-        room.ok_or_else(|| ApiError::not_found(format!("no joined-room row for {room_id}")))?;
-    Ok(HttpResponse::Ok().json(json!({"room": room, "token": token, "timed_out": timed_out})))
+    if let Some(room) = room {
+        return Ok(
+            HttpResponse::Ok().json(json!({"room": room, "token": token, "timed_out": timed_out}))
+        );
+    }
+    // Source mode, §5: a room waiting for recalculation is computed on demand.
+    let fallback = source_fallback(&state, &room_id, None).await?;
+    let room = fallback
+        .and_then(|rows| rows.joined_rooms.into_iter().next())
+        .ok_or_else(|| ApiError::not_found(format!("no joined-room row for {room_id}")))?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"room": room, "token": token, "timed_out": timed_out, "fallback": true})))
+}
+
+/// Source mode's §5 fallback for a queued room (`None`: not queued).
+async fn source_fallback(
+    state: &ApiState,
+    room_id: &RoomId,
+    user_id: Option<&UserId>,
+) -> Result<Option<crate::source::FallbackRows>, ApiError> {
+    if !state.source.is_queued(room_id) {
+        return Ok(None);
+    }
+    let rows = state
+        .source
+        .fallback_rows(std::slice::from_ref(room_id), user_id)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ROOMCACHE_UNAVAILABLE",
+                format!(
+                    "{room_id} is being recomputed and the Synapse database cannot be read: {e}"
+                ),
+            )
+        })?;
+    Ok(Some(rows))
 }
 
 #[tracing::instrument(name = "get_user_room", skip_all, fields(path = ?path.as_ref()))]
@@ -335,10 +380,17 @@ async fn get_user_room(
     let room_id = parse_room(&path.1)?;
     let (token, timed_out, snapshot) =
         read_at_token(&state, &params, |index| index.snapshot(&user_id, &room_id)).await;
-    let snapshot = snapshot
+    if let Some(snapshot) = snapshot {
+        return Ok(HttpResponse::Ok()
+            .json(json!({"snapshot": snapshot, "token": token, "timed_out": timed_out})));
+    }
+    let fallback = source_fallback(&state, &room_id, Some(&user_id)).await?;
+    let snapshot = fallback
+        .and_then(|rows| rows.snapshots.into_iter().find(|s| s.user_id == user_id))
         .ok_or_else(|| ApiError::not_found(format!("no snapshot for {user_id} in {room_id}")))?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"snapshot": snapshot, "token": token, "timed_out": timed_out})))
+    Ok(HttpResponse::Ok().json(
+        json!({"snapshot": snapshot, "token": token, "timed_out": timed_out, "fallback": true}),
+    ))
 }
 
 #[tracing::instrument(name = "get_user_rooms", skip_all, fields(user_id = %path.as_str()))]
@@ -348,8 +400,30 @@ async fn get_user_rooms(
     params: web::Query<ReadParams>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = parse_user(&path)?;
-    let (token, timed_out, snapshots) =
+    let (token, timed_out, mut snapshots) =
         read_at_token(&state, &params, |index| index.snapshots_of_user(&user_id)).await;
+    if state.source.queue_length() > 0 {
+        // Source mode, §5: the user's rooms waiting for recalculation.
+        let fallback = state
+            .source
+            .fallback_rows(&[], Some(&user_id))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ROOMCACHE_UNAVAILABLE",
+                    format!(
+                        "rooms are being recomputed and the Synapse database cannot be read: {e}"
+                    ),
+                )
+            })?;
+        for snapshot in fallback.snapshots {
+            if !snapshots.iter().any(|s| s.room_id == snapshot.room_id) {
+                snapshots.push(snapshot);
+            }
+        }
+        snapshots.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+    }
     Ok(
         HttpResponse::Ok()
             .json(json!({"rooms": snapshots, "token": token, "timed_out": timed_out})),
@@ -424,6 +498,11 @@ async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
         "snapshots": state.index.snapshot_count(),
         "positions": state.tracker.positions(),
         "token": state.tracker.token(),
+        "recalculation_queue": state.source.queue_length(),
+        "source": state.source.is_enabled().then(|| json!({
+            "position": state.source.source_position(),
+            "invalidated_at_start": state.source.invalidated_at_start(),
+        })),
     }))
 }
 

@@ -42,6 +42,21 @@ pub struct Settings {
     pub log_level: String,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Source mode: Postgres URL of a Synapse database to import and follow
+    /// (read-only). Unset: rows come from the socket feed.
+    pub source_database_url: Option<String>,
+    /// Source mode: milliseconds between polls of Synapse's stream position.
+    pub source_poll_interval_ms: u64,
+    /// Source mode: most events-stream positions read per follow step.
+    pub source_batch_size: i64,
+    /// Source mode: rooms per import (and recalculation) batch.
+    pub source_import_batch_rooms: usize,
+    /// Source mode: import every row from Synapse's tables on first start
+    /// (false: follow the stream from position 0 instead).
+    pub source_import_on_start: bool,
+    /// Source mode: milliseconds to wait at start before recomputing the
+    /// queued rooms (reads use the fallback meanwhile).
+    pub source_recalculation_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +82,12 @@ impl Default for Settings {
             max_wait_timeout_ms: 60_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            source_database_url: None,
+            source_poll_interval_ms: 200,
+            source_batch_size: 1000,
+            source_import_batch_rooms: 100,
+            source_import_on_start: true,
+            source_recalculation_delay_ms: 0,
         }
     }
 }
@@ -138,6 +159,24 @@ pub struct SettingsArgs {
     /// Log format.
     #[arg(long, env = "ROOMCACHE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Source mode: Postgres URL of the Synapse database to follow (read-only).
+    #[arg(long, env = "ROOMCACHE_SOURCE_DATABASE_URL")]
+    pub source_database_url: Option<String>,
+    /// Source mode: milliseconds between polls of Synapse.
+    #[arg(long, env = "ROOMCACHE_SOURCE_POLL_INTERVAL_MS")]
+    pub source_poll_interval_ms: Option<u64>,
+    /// Source mode: most stream positions read per follow step.
+    #[arg(long, env = "ROOMCACHE_SOURCE_BATCH_SIZE")]
+    pub source_batch_size: Option<i64>,
+    /// Source mode: rooms per import batch.
+    #[arg(long, env = "ROOMCACHE_SOURCE_IMPORT_BATCH_ROOMS")]
+    pub source_import_batch_rooms: Option<usize>,
+    /// Source mode: import from Synapse's tables on first start (true/false).
+    #[arg(long, env = "ROOMCACHE_SOURCE_IMPORT_ON_START")]
+    pub source_import_on_start: Option<bool>,
+    /// Source mode: milliseconds to wait before recomputing queued rooms.
+    #[arg(long, env = "ROOMCACHE_SOURCE_RECALCULATION_DELAY_MS")]
+    pub source_recalculation_delay_ms: Option<u64>,
 }
 
 impl Settings {
@@ -164,8 +203,16 @@ impl Settings {
             wait_timeout_ms,
             max_wait_timeout_ms,
             log_level,
-            log_format
+            log_format,
+            source_poll_interval_ms,
+            source_batch_size,
+            source_import_batch_rooms,
+            source_import_on_start,
+            source_recalculation_delay_ms
         );
+        if let Some(url) = &args.source_database_url {
+            settings.source_database_url = Some(url.clone()).filter(|u| !u.is_empty());
+        }
         if let Some(url) = &args.database_url {
             settings.database_url = Some(url.clone()).filter(|u| !u.is_empty());
         }
@@ -231,6 +278,15 @@ impl Settings {
                 "writers",
                 &format!("{bad:?} is not a valid writer name ([A-Za-z0-9_-], at most 64)"),
             );
+        }
+        if self.source_poll_interval_ms == 0 {
+            return invalid("source_poll_interval_ms", "must be at least 1");
+        }
+        if self.source_batch_size < 1 {
+            return invalid("source_batch_size", "must be at least 1");
+        }
+        if self.source_import_batch_rooms == 0 {
+            return invalid("source_import_batch_rooms", "must be at least 1");
         }
         if self.max_wait_timeout_ms < self.wait_timeout_ms {
             return invalid("max_wait_timeout_ms", "must be at least wait_timeout_ms");

@@ -18,6 +18,7 @@
 //! * [`positions`]: per-writer durable positions, claims, tokens and waiters (loom-checked, over [`sync`]);
 //! * [`publish`]: the publish gate, so reads see rows and token as one snapshot (loom-checked);
 //! * [`api`]: HTTP/JSON over the Unix socket;
+//! * [`source`]: source mode, importing and following a Synapse database;
 //! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
 
 #[cfg(not(loom))]
@@ -40,6 +41,8 @@ pub mod room_list;
 pub mod rules;
 #[cfg(not(loom))]
 pub mod server;
+#[cfg(not(loom))]
+pub mod source;
 #[cfg(not(loom))]
 pub mod store;
 #[cfg(not(loom))]

@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Load the cached rows, then serve the API on the Unix socket until SIGTERM/SIGINT.
     Serve(SettingsArgs),
+    /// Import every row from the Synapse database (`source_database_url`), then exit.
+    /// Resumable: an interrupted import continues where it stopped.
+    Import(SettingsArgs),
     /// Print the effective settings (file, environment and flags merged) and exit.
     Config(SettingsArgs),
 }
@@ -51,6 +54,13 @@ fn main() -> std::process::ExitCode {
         Command::Config(args) => Settings::load(&args)
             .map(|settings| println!("{settings:#?}"))
             .map_err(anyhow::Error::from),
+        Command::Import(args) => match Settings::load(&args) {
+            Ok(settings) => {
+                init_logging(&settings);
+                actix_rt::System::new().block_on(roomcache::server::import(settings))
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Serve(args) => match Settings::load(&args) {
             Ok(settings) => {
                 init_logging(&settings);

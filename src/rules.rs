@@ -574,6 +574,9 @@ impl Working<'_> {
         // groups hold one event; a scan is cheaper than hashing then).
         let mut index: HashMap<&EventId, usize> = HashMap::new();
         let mut delta: Vec<&StateRow> = Vec::new();
+        // A forget refers to a membership that exists: one sharing the
+        // group's stream id is applied after that membership (below).
+        let mut forgets: Vec<&UserId> = Vec::new();
         for row in group {
             match row {
                 FeedRow::Event(r) => {
@@ -607,7 +610,7 @@ impl Working<'_> {
                     }
                 }
                 FeedRow::State(r) => delta.push(r),
-                FeedRow::Forget(r) => self.forget(&r.user_id),
+                FeedRow::Forget(r) => forgets.push(&r.user_id),
                 FeedRow::Purge(_) => self.purge(),
                 FeedRow::Position(_) | FeedRow::AccountData(_) => {}
             }
@@ -620,6 +623,9 @@ impl Working<'_> {
             self.apply_delta(&delta, request_events)?;
         }
         self.bump(&events);
+        for user_id in forgets {
+            self.forget(user_id);
+        }
         self.state.memory.prune();
         Ok(())
     }

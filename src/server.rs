@@ -24,6 +24,7 @@ use crate::config::Settings;
 use crate::index::ReadIndex;
 use crate::model::RowChange;
 use crate::positions::PositionTracker;
+use crate::source::{self, SourceDatabase, SourceStatus};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 
@@ -102,6 +103,53 @@ fn release_freed_memory() {
     }
 }
 
+/// The import's settings from roomcache's settings.
+pub fn import_options(settings: &Settings, progress_bar: bool) -> source::import::ImportOptions {
+    source::import::ImportOptions {
+        server_name: settings.server_name.clone(),
+        writers: settings.writers.clone(),
+        batch_rooms: settings.source_import_batch_rooms,
+        progress_bar,
+    }
+}
+
+/// Runs `roomcache import`: the import from the Synapse database
+/// (`source_database_url`) into roomcache's database, then exits.
+pub async fn import(settings: Settings) -> anyhow::Result<()> {
+    let Some(database_url) = settings.database_url.clone() else {
+        bail!(
+            "no database_url is configured (config file, ROOMCACHE_DATABASE_URL or --database-url)"
+        );
+    };
+    let Some(source_url) = settings.source_database_url.clone() else {
+        bail!("no source_database_url is configured: the import reads a Synapse database");
+    };
+    let store = Store::from_settings(&settings, &database_url)
+        .await
+        .context("connecting to Postgres and applying migrations")?;
+    let source_database = SourceDatabase::connect(&source_url)
+        .await
+        .context("connecting to the Synapse database (source_database_url)")?;
+    let started = std::time::Instant::now();
+    let summary =
+        source::import::run_import(&store, &source_database, &import_options(&settings, true))
+            .await
+            .context("importing from the Synapse database")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if summary.ran {
+        println!(
+            "imported {} rooms, {} rows at stream position {} in {:.2} s",
+            summary.rooms, summary.rows, summary.target_position, seconds
+        );
+    } else {
+        println!(
+            "the import had already finished ({} rooms, {} rows at stream position {}); nothing to do",
+            summary.rooms, summary.rows, summary.target_position
+        );
+    }
+    Ok(())
+}
+
 /// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an actix system.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
@@ -113,11 +161,36 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = Store::from_settings(&settings, &database_url)
         .await
         .context("connecting to Postgres and applying migrations")?;
+    // Source mode: import on first start, then the start-up check (§4),
+    // both before any row is loaded, so no stale row is ever served.
+    let source_status = Arc::new(SourceStatus::default());
+    let mut source_start = None;
+    if let Some(url) = &settings.source_database_url {
+        source_status.enabled.store(true, Ordering::Release);
+        let source_database = SourceDatabase::connect(url)
+            .await
+            .context("connecting to the Synapse database (source_database_url)")?;
+        if settings.source_import_on_start {
+            source::import::run_import(&store, &source_database, &import_options(&settings, true))
+                .await
+                .context("importing from the Synapse database")?;
+        }
+        let invalidation =
+            source::startup::invalidate_changed_rooms(&store, &source_database, &settings.writers)
+                .await
+                .context("checking for rooms changed in Synapse while roomcache was down")?;
+        source_status
+            .invalidated_at_start
+            .store(invalidation.queued.len() as i64, Ordering::Release);
+        source_start = Some((Arc::new(source_database), invalidation));
+    }
+
     let started = std::time::Instant::now();
     let loaded = store
         .load_all_but_snapshots()
         .await
         .context("loading the cached rows")?;
+    let recalculation_queue = loaded.recalculation_queue.clone();
     let tracker = Arc::new(PositionTracker::new(&settings.writers, &loaded.positions));
     let index = Arc::new(ReadIndex::from_rows(loaded.joined_rooms, Vec::new()));
     // Snapshots stream into the index in chunks: the rows as read from
@@ -162,11 +235,60 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .start();
 
+    if let Some((source_database, invalidation)) = source_start {
+        let follower = source::follow::Follower {
+            source: source_database,
+            store: store.clone(),
+            supervisor: supervisor.clone(),
+            tracker: tracker.clone(),
+            index: index.clone(),
+            status: source_status.clone(),
+            server_name: settings.server_name.clone(),
+            writers: settings.writers.clone(),
+            poll_interval: Duration::from_millis(settings.source_poll_interval_ms),
+            batch_size: settings.source_batch_size,
+        };
+        let batch_rooms = settings.source_import_batch_rooms;
+        let delay = Duration::from_millis(settings.source_recalculation_delay_ms);
+        source_status.set_queue(
+            follower.source.clone(),
+            invalidation.to,
+            &settings.server_name,
+            &recalculation_queue,
+        );
+        actix_rt::spawn(async move {
+            if invalidation.from > 0 || !recalculation_queue.is_empty() {
+                if !delay.is_zero() && !recalculation_queue.is_empty() {
+                    tokio::time::sleep(delay).await;
+                }
+                let drained = source::startup::drain_queue(
+                    &follower.store,
+                    &follower.source,
+                    &follower.index,
+                    &follower.tracker,
+                    &follower.status,
+                    &recalculation_queue,
+                    invalidation.to,
+                    &follower.writers,
+                    &follower.server_name,
+                    batch_rooms,
+                )
+                .await;
+                if let Err(error) = drained {
+                    tracing::error!(%error, "recomputing the queued rooms failed; restart to retry (the queue is kept)");
+                    return;
+                }
+            }
+            follower.run().await;
+        });
+    }
+
     let state = web::Data::new(ApiState {
         supervisor,
         index,
-        tracker,
+        tracker: tracker.clone(),
         metrics,
+        source: source_status.clone(),
         ready: AtomicBool::new(false),
         wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
         max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),

@@ -109,6 +109,21 @@ pub struct CommitGroup {
     account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
     /// Final children per space.
     space_children: BTreeMap<RoomId, Vec<RoomId>>,
+    /// Source mode: the import's progress, written with the group's rows.
+    import_progress: Option<ImportProgress>,
+}
+
+/// Source mode: how far the import from Synapse's tables has come
+/// (table `source_import_progress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// The events-stream position every room is computed at.
+    pub target_position: i64,
+    /// Rooms are imported in `room_id` order; the last one done.
+    pub last_room_id: String,
+    pub rooms_done: i64,
+    pub rows_written: i64,
+    pub finished: bool,
 }
 
 impl CommitGroup {
@@ -163,8 +178,14 @@ impl CommitGroup {
         *entry = (*entry).max(position);
     }
 
+    /// Records the import's progress with this group (source mode).
+    pub fn set_import_progress(&mut self, progress: ImportProgress) {
+        self.import_progress = Some(progress);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.joined_rooms.is_empty()
+        self.import_progress.is_none()
+            && self.joined_rooms.is_empty()
             && self.snapshots.is_empty()
             && self.memories.is_empty()
             && self.dequeued.is_empty()
@@ -488,6 +509,111 @@ impl Store {
                 )
                 .await?;
         }
+        if let Some(progress) = &group.import_progress {
+            transaction
+                .execute(
+                    "INSERT INTO source_import_progress
+                         (singleton, target_position, last_room_id, rooms_done, rows_written, finished)
+                     VALUES (TRUE, $1, $2, $3, $4, $5)
+                     ON CONFLICT (singleton) DO UPDATE SET
+                         target_position = EXCLUDED.target_position,
+                         last_room_id = EXCLUDED.last_room_id,
+                         rooms_done = EXCLUDED.rooms_done,
+                         rows_written = EXCLUDED.rows_written,
+                         finished = EXCLUDED.finished",
+                    &[
+                        &progress.target_position,
+                        &progress.last_room_id,
+                        &progress.rooms_done,
+                        &progress.rows_written,
+                        &progress.finished,
+                    ],
+                )
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The durable positions of the events stream, per writer.
+    pub async fn positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query(
+                "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = $1",
+                &[&EVENTS_STREAM],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect())
+    }
+
+    /// Every room with a cached row or remembered state.
+    pub async fn cached_room_ids(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query(
+                "SELECT room_id FROM room_rules_memory
+                 UNION SELECT room_id FROM sliding_sync_joined_rooms
+                 UNION SELECT room_id FROM sliding_sync_membership_snapshots",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect())
+    }
+
+    /// Source mode: the import's progress, if an import ever started.
+    pub async fn import_progress(&self) -> Result<Option<ImportProgress>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT target_position, last_room_id, rooms_done, rows_written, finished
+                 FROM source_import_progress",
+                &[],
+            )
+            .await?;
+        Ok(row.map(|r| ImportProgress {
+            target_position: r.get(0),
+            last_room_id: r.get(1),
+            rooms_done: r.get(2),
+            rows_written: r.get(3),
+            finished: r.get(4),
+        }))
+    }
+
+    /// Start-up invalidation (§4): in one transaction, deletes every row and
+    /// the rules' memory of `rooms` and queues them in
+    /// `sliding_sync_joined_rooms_to_recalculate` (the queue survives restarts).
+    #[instrument(skip_all, fields(rooms = rooms.len()))]
+    pub async fn invalidate_rooms(&self, rooms: &[RoomId]) -> Result<(), StoreError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        for table in [
+            "sliding_sync_joined_rooms",
+            "sliding_sync_membership_snapshots",
+            "room_rules_memory",
+        ] {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {table} WHERE room_id = ANY($1)"),
+                    &[&ids],
+                )
+                .await?;
+        }
+        transaction
+            .execute(
+                "INSERT INTO sliding_sync_joined_rooms_to_recalculate (room_id)
+                 SELECT UNNEST($1::text[]) ON CONFLICT DO NOTHING",
+                &[&ids],
+            )
+            .await?;
         transaction.commit().await?;
         Ok(())
     }

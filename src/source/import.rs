@@ -1,0 +1,316 @@
+//! The import: every joined-room row, membership snapshot and rules memory
+//! computed from Synapse's tables, in batches of rooms, resumable.
+//!
+//! How: each room's history up to a fixed stream position (its events,
+//! ex-outliers and current-state deltas, read by [`super::read`]) is
+//! replayed through the same pure rules the live feed uses
+//! ([`crate::rules::apply_rows`]), from an empty state, in stream order; then
+//! the `forgotten` flags of the current memberships are applied. This
+//! reproduces what Synapse's live path wrote, event by event (which its own
+//! background rebuild does not), and yields the rules' [`RoomMemory`] so the
+//! live feed continues exactly. Owns: the import loop, its progress (table
+//! `source_import_progress`, written in the same transaction as each batch's
+//! rows) and its progress bar / log lines. May not touch: Synapse's tables
+//! (read-only), the rules' internals.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::{info, warn};
+
+use super::read::forget_rows;
+use super::{SourceDatabase, SourceError};
+use crate::feed::FeedRow;
+use crate::model::{RoomId, RowChange};
+use crate::rules::{apply_rows, RoomMemory, RoomState, RulesContext};
+use crate::store::{CommitGroup, ImportProgress, Store};
+
+/// What one batch of rooms computes.
+#[derive(Debug, Default)]
+pub struct ComputedRooms {
+    /// Row upserts (each room computed from nothing: only upserts).
+    pub changes: Vec<RowChange>,
+    /// The rules' memory of every room with any history.
+    pub memories: Vec<(RoomId, RoomMemory)>,
+    /// Rooms whose history the rules refused (logged; left without rows).
+    pub refused: Vec<RoomId>,
+    /// Source events read.
+    pub events: usize,
+}
+
+impl ComputedRooms {
+    /// Table rows computed.
+    pub fn row_count(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Adds the rows and memories to a commit group.
+    pub fn add_to(&self, group: &mut CommitGroup) {
+        group.add_changes(&self.changes);
+        for (room, memory) in &self.memories {
+            group.set_memory(room.clone(), Some(memory.clone()));
+        }
+    }
+}
+
+/// Replays one room's rows (all writers, stream order) from an empty state.
+fn replay_room(
+    room_id: &RoomId,
+    rows: &[(String, FeedRow)],
+    server_name: &str,
+) -> Result<RoomState, crate::rules::RuleError> {
+    let mut state = RoomState::default();
+    for run in rows.chunk_by(|a, b| a.0 == b.0) {
+        let context = RulesContext {
+            server_name: server_name.to_owned(),
+            writer: run[0].0.clone(),
+        };
+        let feed: Vec<FeedRow> = run.iter().map(|(_, row)| row.clone()).collect();
+        state = apply_rows(&state, room_id, &feed, &context)?.state;
+    }
+    Ok(state)
+}
+
+/// Computes the rows of `rooms` at stream position `to`.
+pub async fn compute_rooms(
+    source: &SourceDatabase,
+    rooms: &[String],
+    to: i64,
+    server_name: &str,
+) -> Result<ComputedRooms, SourceError> {
+    let started = Instant::now();
+    let range = source.read_range(0, to, Some(rooms), server_name).await?;
+    let read = started.elapsed();
+    let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
+    let forgotten_read = started.elapsed();
+    let mut computed = ComputedRooms {
+        events: range.events,
+        ..ComputedRooms::default()
+    };
+    let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
+    for (writer, row) in range.rows {
+        if let Some(room) = row.room_id() {
+            by_room.entry(room.clone()).or_default().push((writer, row));
+        }
+    }
+    let forget_writer = |rows: &Vec<(String, FeedRow)>| {
+        rows.last()
+            .map(|(w, _)| w.clone())
+            .unwrap_or_else(|| "master".to_owned())
+    };
+    for (room, user, event) in &forgotten {
+        let rows = by_room.entry(room.clone()).or_default();
+        let writer = forget_writer(rows);
+        // The rules apply a group's forgets after its memberships.
+        let stream_id = to.max(1);
+        for row in forget_rows(stream_id, &[(room.clone(), user.clone(), event.clone())]) {
+            rows.push((writer.clone(), row));
+        }
+    }
+    for (room, rows) in by_room {
+        match replay_room(&room, &rows, server_name) {
+            Ok(state) => {
+                if let Some(joined) = state.joined {
+                    computed.changes.push(RowChange::UpsertJoinedRoom(joined));
+                }
+                for snapshot in state.snapshots.values() {
+                    computed
+                        .changes
+                        .push(RowChange::UpsertSnapshot(snapshot.clone()));
+                }
+                if state.memory != RoomMemory::default() {
+                    computed.memories.push((room, state.memory));
+                }
+            }
+            Err(error) => {
+                warn!(room_id = %room, %error, "the rules refused this room's history; it is left without rows");
+                computed.refused.push(room);
+            }
+        }
+    }
+    tracing::debug!(
+        rooms = rooms.len(),
+        read_ms = read.as_millis() as u64,
+        forgotten_ms = (forgotten_read - read).as_millis() as u64,
+        replay_ms = (started.elapsed() - forgotten_read).as_millis() as u64,
+        "computed a batch of rooms"
+    );
+    Ok(computed)
+}
+
+/// The next rooms to import, in `room_id` order after `after`.
+async fn next_rooms(
+    source: &SourceDatabase,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<String>, SourceError> {
+    Ok(source
+        .client()
+        .query(
+            "SELECT room_id FROM (
+                 SELECT room_id FROM rooms WHERE room_id > $1
+                 UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
+             ) t ORDER BY room_id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub target_position: i64,
+    pub rooms: i64,
+    pub rows: i64,
+    /// False when the import had finished before and nothing was done.
+    pub ran: bool,
+}
+
+/// The import's settings.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub server_name: String,
+    /// Writers whose positions become the import's position when it ends.
+    pub writers: Vec<String>,
+    /// Rooms per batch (one read, one transaction).
+    pub batch_rooms: usize,
+    /// Show a progress bar when stderr is a terminal.
+    pub progress_bar: bool,
+}
+
+/// Runs (or continues) the import until every room is done. Returns at once
+/// if an import already finished.
+pub async fn run_import(
+    store: &Store,
+    source: &SourceDatabase,
+    options: &ImportOptions,
+) -> Result<ImportSummary, SourceError> {
+    let mut progress = match store.import_progress().await? {
+        Some(p) if p.finished => {
+            return Ok(ImportSummary {
+                target_position: p.target_position,
+                rooms: p.rooms_done,
+                rows: p.rows_written,
+                ran: false,
+            })
+        }
+        Some(p) => {
+            info!(
+                last_room_id = p.last_room_id,
+                rooms_done = p.rooms_done,
+                target_position = p.target_position,
+                "continuing the interrupted import"
+            );
+            p
+        }
+        None => {
+            let target_position = source.safe_position().await?;
+            info!(target_position, "starting the import from Synapse's tables");
+            ImportProgress {
+                target_position,
+                last_room_id: String::new(),
+                rooms_done: 0,
+                rows_written: 0,
+                finished: false,
+            }
+        }
+    };
+    let total: i64 = source
+        .client()
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT room_id FROM rooms
+                 UNION SELECT room_id FROM local_current_membership) t",
+            &[],
+        )
+        .await?
+        .get(0);
+    let bar = ProgressBar::with_draw_target(
+        Some(total.max(0) as u64),
+        if options.progress_bar && std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} importing rooms {pos}/{len} [{bar:30}] {per_sec} rooms/s, ETA {eta} {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(progress.rooms_done.max(0) as u64);
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let (rooms_at_start, rows_at_start) = (progress.rooms_done, progress.rows_written);
+    let batch_rooms = options.batch_rooms.max(1) as i64;
+    let target = progress.target_position;
+    let server_name = options.server_name.as_str();
+    let compute = |rooms: Vec<String>| async move {
+        if rooms.is_empty() {
+            return Ok::<_, SourceError>(None);
+        }
+        let computed = compute_rooms(source, &rooms, target, server_name).await?;
+        Ok(Some((rooms, computed)))
+    };
+    let first = next_rooms(source, &progress.last_room_id, batch_rooms).await?;
+    let mut current = compute(first).await?;
+    // Each batch commits while the next one is read and computed: memory
+    // holds at most two batches.
+    while let Some((rooms, computed)) = current.take() {
+        let Some(last) = rooms.last().cloned() else {
+            break;
+        };
+        let mut group = CommitGroup::default();
+        computed.add_to(&mut group);
+        progress.last_room_id = last.clone();
+        progress.rooms_done += rooms.len() as i64;
+        progress.rows_written += computed.row_count() as i64;
+        group.set_import_progress(progress.clone());
+        drop(computed);
+        let following = next_rooms(source, &last, batch_rooms).await?;
+        let (committed, next) = tokio::join!(store.commit(&group), compute(following));
+        committed?;
+        current = next?;
+        bar.set_position(progress.rooms_done.max(0) as u64);
+        bar.set_message(format!("{} rows", progress.rows_written));
+        if last_log.elapsed() >= Duration::from_secs(5) {
+            last_log = Instant::now();
+            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            info!(
+                rooms_done = progress.rooms_done,
+                rooms_total = total,
+                rows = progress.rows_written,
+                rows_per_second = ((progress.rows_written - rows_at_start) as f64 / seconds) as u64,
+                "import progress"
+            );
+        }
+    }
+    let mut group = CommitGroup::default();
+    progress.finished = true;
+    for writer in &options.writers {
+        group.advance(writer, progress.target_position);
+    }
+    group.set_import_progress(progress.clone());
+    store.commit(&group).await?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    info!(
+        rooms = progress.rooms_done,
+        rows = progress.rows_written,
+        seconds,
+        rows_per_second = ((progress.rows_written - rows_at_start) as f64 / seconds) as u64,
+        rooms_this_run = progress.rooms_done - rooms_at_start,
+        target_position = progress.target_position,
+        "import finished"
+    );
+    Ok(ImportSummary {
+        target_position: progress.target_position,
+        rooms: progress.rooms_done,
+        rows: progress.rows_written,
+        ran: true,
+    })
+}

@@ -1,0 +1,615 @@
+//! Reading Synapse's tables as feed rows: events, ex-outliers and
+//! current-state deltas of a stream range become the same [`FeedRow`]s a
+//! writer would post to the socket.
+//!
+//! Owns: the SQL that reads `events`, `event_json`, `rejections`,
+//! `redactions`, `ex_outlier_stream`, `current_state_delta_stream` and
+//! `room_memberships`, and the translation rules (a "no longer in room"
+//! wipe becomes the true delta of its persist batch; events not in the
+//! range travel inline). May not touch: roomcache's own tables, the rules.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{Map, Value};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use tracing::warn;
+
+use super::{SourceDatabase, SourceError};
+use crate::feed::{Event, EventRow, FeedRow, ForgetRow, InlineEvent, StateRow};
+use crate::model::{EventId, RoomId, UserId};
+use crate::rules::RelevantKey;
+
+/// The columns every event query selects, in this order (see [`event_from_row`]).
+const EVENT_COLUMNS: &str = "e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, \
+     e.sender, e.outlier, COALESCE(e.instance_name, 'master'), \
+     (e.rejection_reason IS NOT NULL OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)), \
+     CASE WHEN e.state_key IS NOT NULL OR e.type = 'm.room.redaction' \
+          THEN (SELECT j.json FROM event_json j WHERE j.event_id = e.event_id) END, \
+     CASE WHEN e.type = 'm.room.member' \
+          THEN (SELECT j.internal_metadata FROM event_json j WHERE j.event_id = e.event_id) END";
+
+/// One event read from Synapse, with where and by whom it was stored.
+#[derive(Debug, Clone)]
+pub struct SourceEvent {
+    pub stream_ordering: i64,
+    pub writer: String,
+    pub event: Event,
+    pub outlier: bool,
+    pub rejected: bool,
+    pub out_of_band_membership: bool,
+    pub soft_failed: bool,
+}
+
+/// The rows of a stream range in stream order, each with its writer.
+#[derive(Debug, Default)]
+pub struct RangeRows {
+    pub rows: Vec<(String, FeedRow)>,
+    /// Events read (for statistics).
+    pub events: usize,
+}
+
+impl RangeRows {
+    /// The rows split per writer (each list in stream order).
+    pub fn by_writer(self) -> BTreeMap<String, Vec<FeedRow>> {
+        let mut by_writer: BTreeMap<String, Vec<FeedRow>> = BTreeMap::new();
+        for (writer, row) in self.rows {
+            by_writer.entry(writer).or_default().push(row);
+        }
+        by_writer
+    }
+}
+
+/// The fields of a stored event's JSON the rules read.
+#[derive(serde::Deserialize)]
+struct StoredEvent {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    unsigned: Option<Value>,
+    #[serde(default)]
+    redacts: Option<Value>,
+    #[serde(default)]
+    sender: Option<Value>,
+}
+
+/// The parts of `unsigned` the rules read (stripped state).
+#[derive(serde::Deserialize, serde::Serialize)]
+struct StoredUnsigned {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    invite_room_state: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    knock_room_state: Option<Value>,
+}
+
+/// Parses one row selected with [`EVENT_COLUMNS`] starting at `offset`.
+/// `None` (with a warning) for an event whose identifiers are invalid.
+fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
+    let stream_ordering: Option<i64> = row.get(offset);
+    let event_id: String = row.get(offset + 1);
+    let room_id: String = row.get(offset + 2);
+    let event_type: String = row.get(offset + 3);
+    let state_key: Option<String> = row.get(offset + 4);
+    let sender: Option<String> = row.get(offset + 5);
+    let outlier: bool = row.get(offset + 6);
+    let writer: String = row.get(offset + 7);
+    let rejected: bool = row.get(offset + 8);
+    let json: Option<String> = row.get(offset + 9);
+    let internal_metadata: Option<String> = row.get(offset + 10);
+
+    // Only the fields the rules read are parsed; signatures, hashes and the
+    // rest of the event are skipped.
+    let parsed: Option<StoredEvent> = json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+    let (content, unsigned, redacts, json_sender) = match parsed {
+        Some(stored) => (
+            match stored.content {
+                Some(Value::Object(map)) => map,
+                _ => Map::new(),
+            },
+            stored
+                .unsigned
+                .and_then(|u| serde_json::from_value::<StoredUnsigned>(u).ok())
+                .filter(|u| u.invite_room_state.is_some() || u.knock_room_state.is_some())
+                .and_then(|u| serde_json::to_value(u).ok()),
+            stored
+                .redacts
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(|s| EventId::parse(s).ok()),
+            stored
+                .sender
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        None => (Map::new(), None, None, None),
+    };
+    let sender = sender.or(json_sender);
+    let metadata: Option<Value> = internal_metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok());
+    let flag = |name: &str| {
+        metadata
+            .as_ref()
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    let parsed_ids = (
+        EventId::parse(&event_id),
+        RoomId::parse(&room_id),
+        sender.as_deref().map(UserId::parse),
+    );
+    let (Ok(event_id), Ok(room_id), Some(Ok(sender))) = parsed_ids else {
+        warn!(
+            event_id,
+            room_id, "skipping a source event with invalid identifiers"
+        );
+        return None;
+    };
+    let Some(stream_ordering) = stream_ordering else {
+        warn!(%event_id, "skipping a source event without a stream ordering");
+        return None;
+    };
+    Some(SourceEvent {
+        stream_ordering,
+        writer,
+        event: Event {
+            event_id,
+            room_id,
+            event_type,
+            state_key,
+            sender,
+            content,
+            unsigned,
+            redacts,
+        },
+        outlier,
+        rejected,
+        out_of_band_membership: flag("out_of_band_membership"),
+        soft_failed: flag("soft_failed"),
+    })
+}
+
+/// The content a client is served after a redaction (only the keys the
+/// redaction algorithm keeps that the rules can read).
+fn redact_content(event: &mut Event) {
+    let keep: &[&str] = match event.event_type.as_str() {
+        "m.room.member" => &["membership", "join_authorised_via_users_server"],
+        "m.room.create" => {
+            let modern = event
+                .content
+                .get("room_version")
+                .and_then(Value::as_str)
+                .is_some_and(|v| {
+                    !matches!(
+                        v,
+                        "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "10"
+                    )
+                });
+            if modern {
+                return;
+            }
+            &["creator"]
+        }
+        "m.room.join_rules" => &["join_rule", "allow"],
+        "m.room.history_visibility" => &["history_visibility"],
+        _ => &[],
+    };
+    event.content.retain(|k, _| keep.contains(&k.as_str()));
+}
+
+/// A range's query filter: all rooms, or a set of rooms.
+fn room_filter<'a>(
+    column: &str,
+    rooms: &'a Option<&'a [String]>,
+    params: &mut Vec<&'a (dyn ToSql + Sync)>,
+) -> String {
+    match rooms {
+        None => String::new(),
+        Some(rooms) => {
+            params.push(rooms);
+            format!(" AND {column} = ANY(${})", params.len())
+        }
+    }
+}
+
+impl SourceDatabase {
+    /// Events by ID (for state rows that refer to events outside the range),
+    /// with redactions at or before `to` applied as Synapse would serve them.
+    async fn events_by_id(
+        &self,
+        ids: &[String],
+        to: i64,
+    ) -> Result<HashMap<String, SourceEvent>, SourceError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, EXISTS (
+                 SELECT 1 FROM redactions rd JOIN events re ON re.event_id = rd.event_id
+                 WHERE rd.redacts = e.event_id AND re.stream_ordering <= $2
+                   AND re.rejection_reason IS NULL)
+             FROM events e
+             WHERE e.event_id = ANY($1)"
+        );
+        let rows = self.client().query(&sql, &[&ids, &to]).await?;
+        let mut found = HashMap::new();
+        for row in &rows {
+            let redacted: bool = row.get(11);
+            if let Some(mut event) = event_from_row(row, 0) {
+                if redacted {
+                    redact_content(&mut event.event);
+                }
+                found.insert(event.event.event_id.as_str().to_owned(), event);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every row of the stream range `(from, to]` (of the given rooms, or
+    /// all), as the writers' feeds would carry them. `server_name` decides
+    /// which members are local.
+    pub async fn read_range(
+        &self,
+        from: i64,
+        to: i64,
+        rooms: Option<&[String]>,
+        server_name: &str,
+    ) -> Result<RangeRows, SourceError> {
+        let mut result = RangeRows::default();
+        if to <= from {
+            return Ok(result);
+        }
+        // Events newly persisted in the range.
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+        let filter = room_filter("e.room_id", &rooms, &mut params);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2{filter}
+             ORDER BY e.stream_ordering"
+        );
+        let event_rows = self.client().query(&sql, &params).await?;
+        let events: Vec<SourceEvent> = event_rows
+            .iter()
+            .filter_map(|r| event_from_row(r, 0))
+            .collect();
+        result.events = events.len();
+
+        // Events de-outliered in the range (they keep their old ordering).
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+        let filter = room_filter("e.room_id", &rooms, &mut params);
+        let sql = format!(
+            "SELECT x.event_stream_ordering, COALESCE(x.instance_name, 'master'), {EVENT_COLUMNS}
+             FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
+            
+             WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2{filter}
+             ORDER BY x.event_stream_ordering"
+        );
+        let ex_outlier_rows = self.client().query(&sql, &params).await?;
+
+        // Current-state deltas in the range.
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
+        let filter = room_filter("room_id", &rooms, &mut params);
+        let sql = format!(
+            "SELECT stream_id, room_id, type, state_key, event_id, COALESCE(instance_name, 'master')
+             FROM current_state_delta_stream
+             WHERE stream_id > $1 AND stream_id <= $2{filter}
+             ORDER BY stream_id, room_id, type, state_key"
+        );
+        let delta_rows = self.client().query(&sql, &params).await?;
+
+        // (stream id, order within the id, writer, row)
+        let mut rows: Vec<(i64, u8, String, FeedRow)> = Vec::new();
+        let mut in_range: HashSet<String> = HashSet::new();
+        for event in &events {
+            in_range.insert(event.event.event_id.as_str().to_owned());
+            rows.push((
+                event.stream_ordering,
+                0,
+                event.writer.clone(),
+                FeedRow::Event(EventRow {
+                    stream_id: event.stream_ordering,
+                    event: event.event.clone(),
+                    stream_ordering: None,
+                    outlier: event.outlier,
+                    out_of_band_membership: event.out_of_band_membership,
+                    rejected: event.rejected,
+                    soft_failed: event.soft_failed,
+                }),
+            ));
+        }
+        for row in &ex_outlier_rows {
+            let stream_id: i64 = row.get(0);
+            let writer: String = row.get(1);
+            let Some(event) = event_from_row(row, 2) else {
+                continue;
+            };
+            in_range.insert(event.event.event_id.as_str().to_owned());
+            let stream_ordering = (event.stream_ordering != stream_id
+                && (event.stream_ordering < 0 || event.stream_ordering < stream_id))
+                .then_some(event.stream_ordering);
+            rows.push((
+                stream_id,
+                0,
+                writer,
+                FeedRow::Event(EventRow {
+                    stream_id,
+                    event: event.event,
+                    stream_ordering,
+                    outlier: false,
+                    out_of_band_membership: event.out_of_band_membership,
+                    rejected: event.rejected,
+                    soft_failed: event.soft_failed,
+                }),
+            ));
+        }
+
+        // Group the deltas by (stream id, room): one persisted change each.
+        struct Delta {
+            stream_id: i64,
+            room_id: String,
+            writer: String,
+            keys: Vec<(String, String, Option<String>)>,
+        }
+        let mut deltas: Vec<Delta> = Vec::new();
+        for row in &delta_rows {
+            let stream_id: i64 = row.get(0);
+            let room_id: String = row.get(1);
+            let key = (row.get(2), row.get(3), row.get(4));
+            match deltas.last_mut() {
+                Some(last) if last.stream_id == stream_id && last.room_id == room_id => {
+                    last.keys.push(key)
+                }
+                _ => deltas.push(Delta {
+                    stream_id,
+                    room_id,
+                    writer: row.get(5),
+                    keys: vec![key],
+                }),
+            }
+        }
+        // The next delta of each room, to bound a wipe's persist batch.
+        let mut next_delta_of_room: HashMap<usize, i64> = HashMap::new();
+        let mut last_index_of_room: HashMap<&str, usize> = HashMap::new();
+        for (index, delta) in deltas.iter().enumerate() {
+            if let Some(previous) = last_index_of_room.insert(&delta.room_id, index) {
+                next_delta_of_room.insert(previous, delta.stream_id);
+            }
+        }
+        let is_local_member = |event_type: &str, state_key: &str| {
+            event_type == "m.room.member"
+                && state_key.split_once(':').map(|(_, s)| s) == Some(server_name)
+        };
+
+        let mut state_rows: Vec<(i64, String, StateRow)> = Vec::new();
+        let mut in_wipe_batch: HashSet<String> = HashSet::new();
+        for (index, delta) in deltas.iter().enumerate() {
+            let Ok(room_id) = RoomId::parse(&delta.room_id) else {
+                warn!(
+                    room_id = delta.room_id,
+                    "skipping a delta of an invalid room ID"
+                );
+                continue;
+            };
+            let is_wipe = delta.keys.iter().all(|(_, _, e)| e.is_none())
+                && delta
+                    .keys
+                    .iter()
+                    .any(|(t, k, _)| t == "m.room.create" && k.is_empty());
+            if is_wipe {
+                // "No longer in room": Synapse wrote every key as deleted and
+                // left out the batch's own state. The true delta is the state
+                // events of the persist batch: the room's events from the
+                // delta's id on, with consecutive stream orderings, up to
+                // the room's next delta.
+                let end = next_delta_of_room.get(&index).copied().unwrap_or(i64::MAX);
+                let mut batch_state: BTreeMap<(String, String), &SourceEvent> = BTreeMap::new();
+                let batch_events = events
+                    .iter()
+                    .filter(|e| {
+                        e.event.room_id == room_id
+                            && e.stream_ordering >= delta.stream_id
+                            && e.stream_ordering < end
+                    })
+                    .zip(delta.stream_id..)
+                    .take_while(|(event, expected)| event.stream_ordering == *expected)
+                    .map(|(event, _)| event);
+                for event in batch_events {
+                    if event.outlier || event.rejected {
+                        continue;
+                    }
+                    if let Some(state_key) = &event.event.state_key {
+                        in_wipe_batch.insert(event.event.event_id.as_str().to_owned());
+                        batch_state
+                            .insert((event.event.event_type.clone(), state_key.clone()), event);
+                    }
+                }
+                if batch_state.is_empty() {
+                    warn!(room_id = %room_id, stream_id = delta.stream_id,
+                        "a 'no longer in room' delta without a state event of its batch; ignored");
+                }
+                for ((event_type, state_key), event) in batch_state {
+                    state_rows.push((
+                        delta.stream_id,
+                        delta.writer.clone(),
+                        StateRow {
+                            stream_id: delta.stream_id,
+                            room_id: room_id.clone(),
+                            event_type,
+                            state_key,
+                            event_id: Some(event.event.event_id.clone()),
+                            event: None,
+                        },
+                    ));
+                }
+                continue;
+            }
+            for (event_type, state_key, event_id) in &delta.keys {
+                let event_id = match event_id.as_deref().map(EventId::parse) {
+                    None => None,
+                    Some(Ok(id)) => Some(id),
+                    Some(Err(_)) => {
+                        warn!(room_id = %room_id, event_type, state_key, "skipping a delta row with an invalid event ID");
+                        continue;
+                    }
+                };
+                state_rows.push((
+                    delta.stream_id,
+                    delta.writer.clone(),
+                    StateRow {
+                        stream_id: delta.stream_id,
+                        room_id: room_id.clone(),
+                        event_type: event_type.clone(),
+                        state_key: state_key.clone(),
+                        event_id,
+                        event: None,
+                    },
+                ));
+            }
+        }
+
+        // A local member's event persisted while the server was not in the
+        // room (after a "no longer in room" wipe) changes no current state,
+        // so Synapse wrote no delta row; its in-memory delta still carried
+        // the membership, which is what updated the member's snapshot.
+        let delta_at: HashSet<(&str, i64)> = deltas
+            .iter()
+            .map(|d| (d.room_id.as_str(), d.stream_id))
+            .collect();
+        for event in &events {
+            let Some(state_key) = &event.event.state_key else {
+                continue;
+            };
+            let candidate = !event.outlier
+                && !event.rejected
+                && is_local_member(&event.event.event_type, state_key)
+                && !delta_at.contains(&(event.event.room_id.as_str(), event.stream_ordering))
+                && !in_wipe_batch.contains(event.event.event_id.as_str());
+            if candidate
+                && self
+                    .room_was_left_before(event.event.room_id.as_str(), event.stream_ordering)
+                    .await?
+            {
+                state_rows.push((
+                    event.stream_ordering,
+                    event.writer.clone(),
+                    StateRow {
+                        stream_id: event.stream_ordering,
+                        room_id: event.event.room_id.clone(),
+                        event_type: event.event.event_type.clone(),
+                        state_key: state_key.clone(),
+                        event_id: Some(event.event.event_id.clone()),
+                        event: None,
+                    },
+                ));
+            }
+        }
+
+        // State rows the rules must resolve whose event is not in the range
+        // travel with the event inline.
+        let needs_inline = |row: &StateRow| {
+            row.event_id
+                .as_ref()
+                .is_some_and(|id| !in_range.contains(id.as_str()))
+                && (RelevantKey::of(&row.event_type, &row.state_key).is_some()
+                    || is_local_member(&row.event_type, &row.state_key))
+        };
+        let missing: Vec<String> = state_rows
+            .iter()
+            .filter(|(_, _, row)| needs_inline(row))
+            .filter_map(|(_, _, row)| row.event_id.as_ref().map(|id| id.as_str().to_owned()))
+            .collect();
+        let found = self.events_by_id(&missing, to).await?;
+        for (stream_id, writer, mut row) in state_rows {
+            if needs_inline(&row) {
+                let Some(event) = row.event_id.as_ref().and_then(|id| found.get(id.as_str()))
+                else {
+                    warn!(room_id = %row.room_id, event_type = row.event_type, state_key = row.state_key,
+                        "a delta row refers to an event missing from the source; skipped");
+                    continue;
+                };
+                row.event = Some(InlineEvent {
+                    event: event.event.clone(),
+                    stream_ordering: event.stream_ordering,
+                    instance_name: Some(event.writer.clone()),
+                });
+            }
+            rows.push((stream_id, 1, writer, FeedRow::State(row)));
+        }
+
+        rows.sort_by_key(|(stream_id, order, _, _)| (*stream_id, *order));
+        result.rows = rows
+            .into_iter()
+            .map(|(_, _, writer, row)| (writer, row))
+            .collect();
+        Ok(result)
+    }
+
+    /// True when the room's last current-state delta at or before `position`
+    /// is a "no longer in room" wipe (the server had left the room) that is
+    /// not the event's own batch.
+    async fn room_was_left_before(
+        &self,
+        room_id: &str,
+        position: i64,
+    ) -> Result<bool, SourceError> {
+        let row = self
+            .client()
+            .query_opt(
+                "SELECT stream_id, bool_and(event_id IS NULL),
+                        bool_or(type = 'm.room.create' AND state_key = '')
+                 FROM current_state_delta_stream
+                 WHERE room_id = $1 AND stream_id = (
+                     SELECT MAX(stream_id) FROM current_state_delta_stream
+                     WHERE room_id = $1 AND stream_id <= $2)
+                 GROUP BY stream_id",
+                &[&room_id, &position],
+            )
+            .await?;
+        Ok(row.is_some_and(|r| r.get::<_, bool>(1) && r.get::<_, bool>(2)))
+    }
+
+    /// Local users' current memberships that are forgotten, with their
+    /// event's stream ordering at or below `to` (of the given rooms, or all):
+    /// `(room, user, membership event)`.
+    pub async fn forgotten_memberships(
+        &self,
+        to: i64,
+        rooms: Option<&[String]>,
+    ) -> Result<Vec<(RoomId, UserId, EventId)>, SourceError> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&to];
+        let filter = room_filter("m.room_id", &rooms, &mut params);
+        let sql = format!(
+            "SELECT m.room_id, m.user_id, m.event_id
+             FROM local_current_membership c
+             JOIN room_memberships m ON m.event_id = c.event_id
+             WHERE m.forgotten = 1 AND c.event_stream_ordering <= $1{filter}"
+        );
+        let rows = self.client().query(&sql, &params).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    RoomId::parse(r.get(0)).ok()?,
+                    UserId::parse(r.get(1)).ok()?,
+                    EventId::parse(r.get(2)).ok()?,
+                ))
+            })
+            .collect())
+    }
+}
+
+/// Forget rows at `stream_id` for the given memberships.
+pub fn forget_rows(stream_id: i64, forgotten: &[(RoomId, UserId, EventId)]) -> Vec<FeedRow> {
+    forgotten
+        .iter()
+        .map(|(room_id, user_id, _)| {
+            FeedRow::Forget(ForgetRow {
+                stream_id,
+                room_id: room_id.clone(),
+                user_id: user_id.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,743 @@
+//! The catalogue of Synapse's sliding-sync table tests (spec §7, T28–T41)
+//! where they apply to roomcache in source mode: the scenario is written
+//! into an empty Synapse database the way Synapse persists it
+//! (`synapse_support::fake`), then roomcache imports it (Synapse's
+//! background updates, T28–T34), or is restarted after changes made while
+//! it was down (the start-up catch-up, T36 and T39), or follows it live.
+//! Expected rows are Synapse's live values (what the import reproduces),
+//! all columns. T35, T37, T38 and T40 tamper with the tables behind an
+//! older Synapse's back and do not apply (see docs/synapse.md).
+
+mod common;
+mod synapse_support;
+
+use common::TestServer;
+use serde_json::json;
+use synapse_support::fake::{stripped, user, FakeSynapse, HS};
+use synapse_support::{
+    source_options_named, text, wait_for_position, Field, SynapseDatabase, Tables,
+};
+
+struct Scenario {
+    synapse: SynapseDatabase,
+    fake: FakeSynapse,
+}
+
+impl Scenario {
+    async fn new() -> Scenario {
+        let synapse = SynapseDatabase::load("small.sql.gz").await;
+        let fake = FakeSynapse::new(&synapse).await;
+        Scenario { synapse, fake }
+    }
+
+    /// Starts roomcache on the scenario (importing on first start) and waits
+    /// until it has everything.
+    async fn start(&self, import: bool) -> TestServer {
+        let server = TestServer::start_with(source_options_named(&self.synapse, import, HS)).await;
+        wait_for_position(&server, self.fake.next_position() - 1).await;
+        server
+    }
+
+    async fn so(&self, event_id: &str) -> i64 {
+        self.fake.stream_ordering(event_id).await
+    }
+}
+
+async fn tables(server: &TestServer) -> Tables {
+    Tables::from_rows(&server.rows_in_postgres().await)
+}
+
+fn opt(value: Option<&str>) -> Field {
+    value.map(str::to_owned)
+}
+
+fn flag(value: bool) -> Field {
+    text(if value { "t" } else { "f" })
+}
+
+/// A joined row in the CSV's form.
+fn joined(
+    room: &str,
+    stream_ordering: i64,
+    bump: i64,
+    room_type: Option<&str>,
+    name: Option<&str>,
+    encrypted: bool,
+    tombstone: Option<&str>,
+) -> Vec<Field> {
+    vec![
+        text(room),
+        text(&stream_ordering.to_string()),
+        text(&bump.to_string()),
+        opt(room_type),
+        opt(name),
+        flag(encrypted),
+        opt(tombstone),
+    ]
+}
+
+/// The state columns of a snapshot.
+#[derive(Clone, Copy)]
+struct StateColumns<'a> {
+    known: bool,
+    room_type: Option<&'a str>,
+    name: Option<&'a str>,
+    encrypted: bool,
+    tombstone: Option<&'a str>,
+}
+
+const NO_STATE: StateColumns<'static> = StateColumns {
+    known: true,
+    room_type: None,
+    name: None,
+    encrypted: false,
+    tombstone: None,
+};
+
+#[allow(clippy::too_many_arguments)]
+fn snapshot(
+    room: &str,
+    user_id: &str,
+    sender: &str,
+    event: &str,
+    membership: &str,
+    forgotten: bool,
+    stream_ordering: i64,
+    state: StateColumns<'_>,
+) -> Vec<Field> {
+    vec![
+        text(room),
+        text(user_id),
+        text(sender),
+        text(event),
+        text(membership),
+        text(if forgotten { "1" } else { "0" }),
+        text(&stream_ordering.to_string()),
+        text("master"),
+        flag(state.known),
+        opt(state.room_type),
+        opt(state.name),
+        flag(state.encrypted),
+        opt(state.tombstone),
+    ]
+}
+
+fn snapshot_of<'a>(tables: &'a Tables, room: &str, user_id: &str) -> Option<&'a Vec<Field>> {
+    tables.snapshots.get(&(room.to_owned(), user_id.to_owned()))
+}
+
+const ROOM_NAME: &str = "my super duper room";
+const SPACE_NAME: &str = "my super duper space";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t28_import_builds_the_joined_rows() {
+    let mut s = Scenario::new().await;
+    let u1 = user(1);
+    let a = s.fake.create_room(&u1, None).await;
+    let b = s.fake.create_room(&u1, None).await;
+    s.fake.name(&b, &u1, ROOM_NAME).await;
+    let e = s.fake.encrypt(&b, &u1).await;
+    let space = s.fake.create_room(&u1, Some("m.space")).await;
+    let ns = s.fake.name(&space, &u1, SPACE_NAME).await;
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    let create = |room: &str| {
+        let room = room.to_owned();
+        let client = &s.fake.client;
+        async move {
+            client
+                .query_one(
+                    "SELECT stream_ordering FROM events WHERE room_id = $1 AND type = 'm.room.create'",
+                    &[&room],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let hv_a: i64 = s
+        .fake
+        .client
+        .query_one(
+            "SELECT stream_ordering FROM events WHERE room_id = $1 AND type = 'm.room.history_visibility'",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = [
+        (
+            a.clone(),
+            joined(&a, hv_a, create(&a).await, None, None, false, None),
+        ),
+        (
+            b.clone(),
+            joined(
+                &b,
+                s.so(&e).await,
+                create(&b).await,
+                None,
+                Some(ROOM_NAME),
+                true,
+                None,
+            ),
+        ),
+        (
+            space.clone(),
+            joined(
+                &space,
+                s.so(&ns).await,
+                create(&space).await,
+                Some("m.space"),
+                Some(SPACE_NAME),
+                false,
+                None,
+            ),
+        ),
+    ];
+    assert_eq!(t.joined, expected.into_iter().collect());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t29_import_builds_join_snapshots_with_the_state_at_the_join() {
+    let mut s = Scenario::new().await;
+    let u1 = user(1);
+    let a = s.fake.create_room(&u1, None).await;
+    let b = s.fake.create_room(&u1, None).await;
+    s.fake.name(&b, &u1, ROOM_NAME).await;
+    s.fake.encrypt(&b, &u1).await;
+    s.fake.tombstone(&b, &u1, "another_room").await;
+    let space = s.fake.create_room(&u1, Some("m.space")).await;
+    s.fake.name(&space, &u1, SPACE_NAME).await;
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    assert_eq!(t.snapshots.len(), 3);
+    // Live values: the state at the join (the creator joined before the
+    // name, encryption and tombstone), which Synapse's background update
+    // replaces with current state (fixture README, cause 1).
+    for (room, room_type) in [(&a, None), (&b, None), (&space, Some("m.space"))] {
+        let join: String = s
+            .fake
+            .client
+            .query_one(
+                "SELECT event_id FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+                &[room, &u1],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let state = StateColumns {
+            room_type,
+            ..NO_STATE
+        };
+        assert_eq!(
+            snapshot_of(&t, room, &u1),
+            Some(&snapshot(
+                room,
+                &u1,
+                &u1,
+                &join,
+                "join",
+                false,
+                s.so(&join).await,
+                state
+            ))
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_import_builds_local_invites_after_the_server_left() {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let a = s.fake.create_room(&u2, None).await;
+    let b = s.fake.create_room(&u2, None).await;
+    s.fake.name(&b, &u2, ROOM_NAME).await;
+    s.fake.encrypt(&b, &u2).await;
+    s.fake.tombstone(&b, &u2, "another_room").await;
+    let space = s.fake.create_room(&u2, Some("m.space")).await;
+    s.fake.name(&space, &u2, SPACE_NAME).await;
+    let ia = s.fake.member(&a, &u2, &u1, "invite").await;
+    let ib = s.fake.member(&b, &u2, &u1, "invite").await;
+    let is = s.fake.member(&space, &u2, &u1, "invite").await;
+    for room in [&a, &b, &space] {
+        s.fake.member(room, &u2, &u2, "leave").await;
+    }
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    assert!(t.joined.is_empty(), "{:?}", t.joined);
+    assert_eq!(t.snapshots.len(), 6);
+    assert_eq!(
+        snapshot_of(&t, &a, &u1),
+        Some(&snapshot(
+            &a,
+            &u1,
+            &u2,
+            &ia,
+            "invite",
+            false,
+            s.so(&ia).await,
+            NO_STATE
+        ))
+    );
+    // Live sees the tombstone (Synapse's own stripped state would not carry it).
+    let b_state = StateColumns {
+        name: Some(ROOM_NAME),
+        encrypted: true,
+        tombstone: Some("another_room"),
+        ..NO_STATE
+    };
+    assert_eq!(
+        snapshot_of(&t, &b, &u1),
+        Some(&snapshot(
+            &b,
+            &u1,
+            &u2,
+            &ib,
+            "invite",
+            false,
+            s.so(&ib).await,
+            b_state
+        ))
+    );
+    let s_state = StateColumns {
+        room_type: Some("m.space"),
+        name: Some(SPACE_NAME),
+        ..NO_STATE
+    };
+    assert_eq!(
+        snapshot_of(&t, &space, &u1),
+        Some(&snapshot(
+            &space,
+            &u1,
+            &u2,
+            &is,
+            "invite",
+            false,
+            s.so(&is).await,
+            s_state
+        ))
+    );
+    // U2's leave in B: the state at the leave.
+    let leave_b = snapshot_of(&t, &b, &u2).unwrap();
+    assert_eq!(leave_b[4], text("leave"));
+    assert_eq!(
+        &leave_b[8..],
+        &[
+            flag(true),
+            None,
+            text(ROOM_NAME),
+            flag(true),
+            text("another_room")
+        ]
+    );
+    server.stop().await;
+}
+
+async fn four_remote_invites(s: &mut Scenario, u1: &str) -> Vec<(String, String)> {
+    vec![
+        s.fake.remote_invite(u1, None).await,
+        s.fake
+            .remote_invite(u1, Some(vec![stripped("m.room.create", json!({"creator": "@inviter:remote_server", "room_version": "10"}))]))
+            .await,
+        s.fake
+            .remote_invite(
+                u1,
+                Some(vec![
+                    stripped("m.room.create", json!({"creator": "@inviter:remote_server", "room_version": "10"})),
+                    stripped("m.room.name", json!({"name": ROOM_NAME})),
+                    stripped("m.room.encryption", json!({"algorithm": "m.megolm.v1.aes-sha2"})),
+                ]),
+            )
+            .await,
+        s.fake
+            .remote_invite(
+                u1,
+                Some(vec![
+                    stripped("m.room.create", json!({"creator": "@inviter:remote_server", "room_version": "10", "type": "m.space"})),
+                    stripped("m.room.name", json!({"name": SPACE_NAME})),
+                ]),
+            )
+            .await,
+    ]
+}
+
+fn remote_states() -> [StateColumns<'static>; 4] {
+    [
+        StateColumns {
+            known: false,
+            ..NO_STATE
+        },
+        NO_STATE,
+        StateColumns {
+            name: Some(ROOM_NAME),
+            encrypted: true,
+            ..NO_STATE
+        },
+        StateColumns {
+            room_type: Some("m.space"),
+            name: Some(SPACE_NAME),
+            ..NO_STATE
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t31_import_builds_remote_invites_from_stripped_state() {
+    let mut s = Scenario::new().await;
+    let u1 = user(1);
+    let invites = four_remote_invites(&mut s, &u1).await;
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    assert_eq!(t.snapshots.len(), 4);
+    for ((room, event), state) in invites.iter().zip(remote_states()) {
+        assert_eq!(
+            snapshot_of(&t, room, &u1),
+            Some(&snapshot(
+                room,
+                &u1,
+                "@inviter:remote_server",
+                event,
+                "invite",
+                false,
+                s.so(event).await,
+                state
+            )),
+            "{room}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t32_import_builds_rejections_and_retractions_of_remote_invites() {
+    let mut s = Scenario::new().await;
+    let u1 = user(1);
+    let invites = four_remote_invites(&mut s, &u1).await;
+    let inviter = "@inviter:remote_server";
+    let mut leaves = Vec::new();
+    for (index, (room, _)) in invites.iter().enumerate() {
+        let sender = if index % 2 == 0 { u1.as_str() } else { inviter };
+        leaves.push((sender, s.fake.out_of_band_leave(room, sender, &u1).await));
+    }
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    for (((room, _), (sender, leave)), state) in invites.iter().zip(&leaves).zip(remote_states()) {
+        assert_eq!(
+            snapshot_of(&t, room, &u1),
+            Some(&snapshot(
+                room,
+                &u1,
+                sender,
+                leave,
+                "leave",
+                false,
+                s.so(leave).await,
+                state
+            )),
+            "{room}"
+        );
+    }
+    server.stop().await;
+}
+
+async fn t33(membership: &str) {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let a = s.fake.create_room(&u2, None).await;
+    let b = s.fake.create_room(&u2, None).await;
+    s.fake.name(&b, &u2, ROOM_NAME).await;
+    s.fake.encrypt(&b, &u2).await;
+    s.fake.tombstone(&b, &u2, "another_room").await;
+    let space = s.fake.create_room(&u2, Some("m.space")).await;
+    s.fake.name(&space, &u2, SPACE_NAME).await;
+    for room in [&a, &b, &space] {
+        s.fake.member(room, &u1, &u1, "join").await;
+    }
+    let mut removals = Vec::new();
+    for room in [&a, &b, &space] {
+        removals.push(s.fake.member(room, &u2, &u1, membership).await);
+    }
+    for room in [&a, &b, &space] {
+        s.fake.member(room, &u2, &u2, "leave").await;
+    }
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    let states = [
+        NO_STATE,
+        StateColumns {
+            name: Some(ROOM_NAME),
+            encrypted: true,
+            tombstone: Some("another_room"),
+            ..NO_STATE
+        },
+        StateColumns {
+            room_type: Some("m.space"),
+            name: Some(SPACE_NAME),
+            ..NO_STATE
+        },
+    ];
+    for ((room, event), state) in [&a, &b, &space].into_iter().zip(&removals).zip(states) {
+        assert_eq!(
+            snapshot_of(&t, room, &u1),
+            Some(&snapshot(
+                room,
+                &u1,
+                &u2,
+                event,
+                membership,
+                false,
+                s.so(event).await,
+                state
+            ))
+        );
+        assert!(snapshot_of(&t, room, &u2).is_some());
+    }
+    assert_eq!(t.snapshots.len(), 6);
+    assert!(t.joined.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t33_import_builds_kicks_with_the_state_at_the_kick() {
+    t33("leave").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t33_import_builds_bans_with_the_state_at_the_ban() {
+    t33("ban").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t34_import_copies_forgotten_from_room_memberships() {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let r = s.fake.create_room(&u2, None).await;
+    s.fake.member(&r, &u1, &u1, "join").await;
+    let l1 = s.fake.member(&r, &u1, &u1, "leave").await;
+    s.fake.forget(&r, &u1).await;
+    let mut server = s.start(true).await;
+    let t = tables(&server).await;
+    assert_eq!(
+        snapshot_of(&t, &r, &u1),
+        Some(&snapshot(
+            &r,
+            &u1,
+            &u1,
+            &l1,
+            "leave",
+            true,
+            s.so(&l1).await,
+            NO_STATE
+        ))
+    );
+    assert_eq!(snapshot_of(&t, &r, &u2).unwrap()[5], text("0"));
+    assert_eq!(t.snapshots.len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t34_following_applies_a_forget_with_the_next_event() {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let r = s.fake.create_room(&u2, None).await;
+    s.fake.member(&r, &u1, &u1, "join").await;
+    let l1 = s.fake.member(&r, &u1, &u1, "leave").await;
+    let mut server = s.start(true).await;
+    assert_eq!(
+        snapshot_of(&tables(&server).await, &r, &u1).unwrap()[5],
+        text("0")
+    );
+    s.fake.forget(&r, &u1).await;
+    // A forget has no stream position: it is applied when the position next moves.
+    s.fake.message(&r, &u2).await;
+    wait_for_position(&server, s.fake.next_position() - 1).await;
+    let t = tables(&server).await;
+    assert_eq!(
+        snapshot_of(&t, &r, &u1),
+        Some(&snapshot(
+            &r,
+            &u1,
+            &u1,
+            &l1,
+            "leave",
+            true,
+            s.so(&l1).await,
+            NO_STATE
+        ))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t36_a_state_change_while_down_is_recomputed_at_start() {
+    let mut s = Scenario::new().await;
+    let u1 = user(1);
+    let r = s.fake.create_room(&u1, None).await;
+    let mut server = s.start(true).await;
+    server.stop().await;
+    let name = s.fake.name(&r, &u1, ROOM_NAME).await;
+    server.spawn().await;
+    let status = wait_for_position(&server, s.fake.next_position() - 1).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 1);
+    let t = tables(&server).await;
+    let create: i64 = s
+        .fake
+        .client
+        .query_one(
+            "SELECT stream_ordering FROM events WHERE room_id = $1 AND type = 'm.room.create'",
+            &[&r],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        t.joined.get(&r),
+        Some(&joined(
+            &r,
+            s.so(&name).await,
+            create,
+            None,
+            Some(ROOM_NAME),
+            false,
+            None
+        ))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t39_a_membership_change_while_down_is_recomputed_at_start() {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let r = s.fake.create_room(&u1, None).await;
+    s.fake.member(&r, &u2, &u2, "join").await;
+    let mut server = s.start(true).await;
+    let before = tables(&server).await;
+    server.stop().await;
+    let leave = s.fake.member(&r, &u2, &u2, "leave").await;
+    server.spawn().await;
+    let status = wait_for_position(&server, s.fake.next_position() - 1).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 1);
+    let t = tables(&server).await;
+    assert_eq!(snapshot_of(&t, &r, &u1), snapshot_of(&before, &r, &u1));
+    assert_eq!(
+        snapshot_of(&t, &r, &u2),
+        Some(&snapshot(
+            &r,
+            &u2,
+            &u2,
+            &leave,
+            "leave",
+            false,
+            s.so(&leave).await,
+            NO_STATE
+        ))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t41_a_rejoin_after_a_forget_is_not_forgotten() {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let r = s.fake.create_room(&u2, None).await;
+    s.fake.member(&r, &u1, &u1, "join").await;
+    s.fake.member(&r, &u1, &u1, "leave").await;
+    s.fake.forget(&r, &u1).await;
+    let rejoin = s.fake.member(&r, &u1, &u1, "join").await;
+    for import in [true, false] {
+        let mut server = s.start(import).await;
+        let t = tables(&server).await;
+        assert_eq!(
+            snapshot_of(&t, &r, &u1),
+            Some(&snapshot(
+                &r,
+                &u1,
+                &u1,
+                &rejoin,
+                "join",
+                false,
+                s.so(&rejoin).await,
+                NO_STATE
+            )),
+            "import: {import}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_rooms_are_served_by_the_fallback_until_recomputed_never_stale() {
+    let mut s = Scenario::new().await;
+    let (u1, u2) = (user(1), user(2));
+    let r = s.fake.create_room(&u1, None).await;
+    let other = s.fake.create_room(&u1, None).await;
+    let mut server = s.start(true).await;
+    let before = tables(&server).await;
+    server.stop().await;
+    let name = s.fake.name(&r, &u1, ROOM_NAME).await;
+    let join = s.fake.member(&r, &u2, &u2, "join").await;
+    server
+        .options
+        .extra_args
+        .extend(["--source-recalculation-delay-ms".into(), "600000".into()]);
+    server.spawn().await;
+    let status = server.get("/v1/status").await.body;
+    assert_eq!(status["recalculation_queue"], 1, "{status}");
+    // In source mode the socket feed is closed.
+    server
+        .post("/v1/feed", &json!({"writer": "master", "rows": []}))
+        .await
+        .assert_error(409, "ROOMCACHE_SOURCE_MODE");
+    assert_eq!(status["source"]["invalidated_at_start"], 1, "{status}");
+    // The queued room's rows were deleted; reads compute them from Synapse.
+    let answer = server.get(&format!("/v1/rooms/{r}")).await;
+    assert_eq!(answer.body["fallback"], true, "{}", answer.text);
+    assert_eq!(answer.body["room"]["room_name"], ROOM_NAME);
+    assert_eq!(
+        answer.body["room"]["event_stream_ordering"],
+        s.so(&join).await
+    );
+    let answer = server.get(&format!("/v1/users/{u2}/rooms/{r}")).await;
+    assert_eq!(answer.body["fallback"], true, "{}", answer.text);
+    assert_eq!(
+        answer.body["snapshot"]["membership_event_id"],
+        join.as_str()
+    );
+    assert_eq!(answer.body["snapshot"]["room_name"], ROOM_NAME);
+    let rooms = server.served_snapshots(&u2).await;
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].membership_event_id.as_str(), join);
+    // Unchanged rooms are served from the cache as before.
+    let untouched = server.get(&format!("/v1/rooms/{other}")).await;
+    assert_eq!(untouched.body["fallback"], serde_json::Value::Null);
+    assert_eq!(
+        Some(&untouched.body["room"]["room_id"]),
+        Some(&json!(other))
+    );
+    // Restarted without the delay, the queue (kept across the restart) drains.
+    server.stop().await;
+    server
+        .options
+        .extra_args
+        .truncate(server.options.extra_args.len() - 2);
+    server.spawn().await;
+    let status = wait_for_position(&server, s.fake.next_position() - 1).await;
+    assert_eq!(status["recalculation_queue"], 0);
+    // The position had not moved: the same room is found changed again.
+    assert_eq!(status["source"]["invalidated_at_start"], 1, "{status}");
+    let answer = server.get(&format!("/v1/rooms/{r}")).await;
+    assert_eq!(answer.body["fallback"], serde_json::Value::Null);
+    assert_eq!(
+        answer.body["room"]["event_stream_ordering"],
+        s.so(&join).await
+    );
+    assert_eq!(answer.body["room"]["room_name"], ROOM_NAME);
+    let t = tables(&server).await;
+    assert_eq!(t.joined.get(&other), before.joined.get(&other));
+    let _ = name;
+    server.stop().await;
+}

@@ -1,0 +1,346 @@
+//! Oracle tests against a real Synapse database (`tests/fixtures/synapse/`):
+//! roomcache in source mode, following or importing the fixture's
+//! database, must hold exactly the rows Synapse maintained live (all
+//! columns); after changes made while it was stopped, a restart must queue
+//! and recompute exactly the changed rooms.
+
+mod common;
+mod synapse_support;
+
+use common::TestServer;
+use serde_json::Value;
+use synapse_support::{
+    assert_no_differences, source_options, text, wait_for_position, SynapseDatabase, Tables,
+    FIXTURE_POSITION,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_fixture_from_position_zero_reproduces_synapses_live_tables() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut server = TestServer::start_with(source_options(&synapse, false)).await;
+    let status = wait_for_position(&server, FIXTURE_POSITION).await;
+    assert_eq!(status["source"]["position"], FIXTURE_POSITION);
+    let ours = Tables::from_rows(&server.rows_in_postgres().await);
+    let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
+    assert_eq!((live.joined.len(), live.snapshots.len()), (63, 321));
+    assert_no_differences(&ours, &live, "follow from 0 vs Synapse's live tables");
+    server.assert_postgres_matches_served().await;
+    server.stop().await;
+    let _ = synapse.name;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_the_fixture_reproduces_synapses_live_tables_not_its_rebuild() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut server = TestServer::start_with(source_options(&synapse, true)).await;
+    let status = wait_for_position(&server, FIXTURE_POSITION).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 0);
+    let ours = Tables::from_rows(&server.rows_in_postgres().await);
+    let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
+    assert_no_differences(&ours, &live, "import vs Synapse's live tables");
+    // Synapse's own rebuild differs from live in 74 rows; the import does not.
+    let rebuilt = Tables::from_csv(
+        "small.rebuilt.joined_rooms.csv",
+        "small.rebuilt.membership_snapshots.csv",
+    );
+    assert_eq!(live.differences(&rebuilt).len(), 74);
+    // The import recorded its progress, finished, at the fixture's position.
+    let client = server.store().await.client().await.unwrap();
+    let progress = client
+        .query_one(
+            "SELECT target_position, rooms_done, rows_written, finished FROM source_import_progress",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(progress.get::<_, i64>(0), FIXTURE_POSITION);
+    assert_eq!(progress.get::<_, i64>(1), 71);
+    assert_eq!(progress.get::<_, i64>(2), 63 + 321);
+    assert!(progress.get::<_, bool>(3));
+    // A restart neither imports again nor invalidates anything.
+    server.restart().await;
+    let status = wait_for_position(&server, FIXTURE_POSITION).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 0);
+    let again = Tables::from_rows(&server.rows_in_postgres().await);
+    assert_no_differences(&again, &live, "after a restart");
+    server.stop().await;
+}
+
+/// Inserts an event as Synapse persists one (events, event_json and, for
+/// state, the delta row and current state), at `stream_ordering`.
+async fn persist_event(
+    client: &tokio_postgres::Client,
+    stream_ordering: i64,
+    room_id: &str,
+    event_type: &str,
+    state_key: Option<&str>,
+    sender: &str,
+    content: Value,
+) -> String {
+    let event_id = format!("$test{stream_ordering}");
+    let json = serde_json::json!({
+        "event_id": event_id, "room_id": room_id, "type": event_type,
+        "sender": sender, "content": content, "state_key": state_key,
+        "origin_server_ts": 0, "unsigned": {},
+    });
+    client
+        .execute(
+            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
+                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering, state_key)
+             VALUES ($1, $2, $3, $4, TRUE, FALSE, $1, 0, 0, $5, 'master', $1, $6)",
+            &[&stream_ordering, &event_id, &event_type, &room_id, &sender, &state_key],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+             VALUES ($1, $2, '{}', $3, 3)",
+            &[&event_id, &room_id, &json.to_string()],
+        )
+        .await
+        .unwrap();
+    if let Some(state_key) = state_key {
+        client
+            .execute(
+                "INSERT INTO current_state_delta_stream
+                     (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
+                 SELECT $1, $2, $3, $4, $5,
+                     (SELECT event_id FROM current_state_events
+                      WHERE room_id = $2 AND type = $3 AND state_key = $4), 'master'",
+                &[
+                    &stream_ordering,
+                    &room_id,
+                    &event_type,
+                    &state_key,
+                    &event_id,
+                ],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "UPDATE current_state_events SET event_id = $4, event_stream_ordering = $5
+                 WHERE room_id = $1 AND type = $2 AND state_key = $3",
+                &[
+                    &room_id,
+                    &event_type,
+                    &state_key,
+                    &event_id,
+                    &stream_ordering,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "UPDATE stream_positions SET stream_id = $1 WHERE stream_name = 'events'",
+            &[&stream_ordering],
+        )
+        .await
+        .unwrap();
+    event_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut server = TestServer::start_with(source_options(&synapse, true)).await;
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    let before = server.rows_in_postgres().await;
+    server.stop().await;
+
+    // While roomcache is down: a message in one room, a rename in another.
+    let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
+    let mut rooms = live.joined.keys();
+    let messaged = rooms.next().unwrap().clone();
+    let renamed = rooms.next().unwrap().clone();
+    let member_of = |room: &str| {
+        live.snapshots
+            .keys()
+            .find(|(r, _)| r == room)
+            .map(|(_, u)| u.clone())
+            .unwrap()
+    };
+    let client = synapse.client().await;
+    persist_event(
+        &client,
+        3030,
+        &messaged,
+        "m.room.message",
+        None,
+        &member_of(&messaged),
+        serde_json::json!({"msgtype": "m.text", "body": "while you were away"}),
+    )
+    .await;
+    persist_event(
+        &client,
+        3031,
+        &renamed,
+        "m.room.name",
+        Some(""),
+        &member_of(&renamed),
+        serde_json::json!({"name": "Renamed while away"}),
+    )
+    .await;
+
+    server.spawn().await;
+    let status = wait_for_position(&server, 3031).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 2, "{status}");
+    assert_eq!(status["recalculation_queue"], 0);
+    let after = server.rows_in_postgres().await;
+    let (before_tables, after_tables) = (Tables::from_rows(&before), Tables::from_rows(&after));
+    let mut expected = before_tables;
+    let row = expected.joined.get_mut(&messaged).unwrap();
+    row[1] = text("3030");
+    row[2] = text("3030");
+    let row = expected.joined.get_mut(&renamed).unwrap();
+    row[1] = text("3031");
+    row[4] = text("Renamed while away");
+    assert_no_differences(&after_tables, &expected, "after the restart");
+    let queue = server
+        .store()
+        .await
+        .client()
+        .await
+        .unwrap()
+        .query(
+            "SELECT room_id FROM sliding_sync_joined_rooms_to_recalculate",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(queue.is_empty());
+    assert!(server
+        .log()
+        .contains("rooms changed in Synapse since the cached position were invalidated"));
+
+    // Following continues live after the recalculation.
+    persist_event(
+        &client,
+        3032,
+        &renamed,
+        "m.room.message",
+        None,
+        &member_of(&renamed),
+        serde_json::json!({"msgtype": "m.text", "body": "live again"}),
+    )
+    .await;
+    wait_for_position(&server, 3032).await;
+    let served = server.served_joined_room(&renamed).await.unwrap();
+    assert_eq!(served.event_stream_ordering, 3032);
+    assert_eq!(served.bump_stamp, Some(3032));
+    assert_eq!(
+        served.metadata.room_name.as_deref(),
+        Some("Renamed while away")
+    );
+    server.stop().await;
+}
+
+/// Runs `roomcache import` into `schema`; returns its standard output.
+fn run_import_command(synapse: &SynapseDatabase, schema: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcache"))
+        .args(["import", "--config", "/nonexistent/roomcache.toml"])
+        .args(["--database-url", &common::database_url()])
+        .args(["--schema", schema])
+        .args(["--source-database-url", &synapse.url])
+        .args(["--server-name", synapse_support::SERVER_NAME])
+        .args(["--source-import-batch-rooms", "10"])
+        .output()
+        .expect("running roomcache import");
+    assert!(
+        output.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_import_continues_after_the_last_committed_room() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
+    // A complete import, to take the first batches' rows from.
+    let complete = common::unique_schema("import_full");
+    let output = run_import_command(&synapse, &complete);
+    assert!(
+        output.contains("imported 71 rooms, 384 rows at stream position 3029"),
+        "{output}"
+    );
+    // An import interrupted after its first 30 rooms: their rows, memory and
+    // progress committed, nothing else.
+    let interrupted = common::unique_schema("import_resumed");
+    let store = roomcache::store::Store::connect(&common::database_url(), &interrupted, 1)
+        .await
+        .unwrap();
+    let client = store.client().await.unwrap();
+    let thirtieth: String = synapse
+        .client()
+        .await
+        .query_one(
+            "SELECT room_id FROM (SELECT room_id FROM rooms UNION SELECT room_id FROM local_current_membership) t
+             ORDER BY room_id OFFSET 29 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut copied_rows = 0i64;
+    for table in [
+        "sliding_sync_joined_rooms",
+        "sliding_sync_membership_snapshots",
+        "room_rules_memory",
+    ] {
+        let copied = client
+            .execute(
+                &format!(
+                    "INSERT INTO {interrupted}.{table} SELECT * FROM {complete}.{table} WHERE room_id <= $1"
+                ),
+                &[&thirtieth],
+            )
+            .await
+            .unwrap();
+        if table != "room_rules_memory" {
+            copied_rows += copied as i64;
+        }
+    }
+    // A marker proves the resumed import does not redo committed rooms.
+    let marked = client
+        .execute(
+            &format!(
+                "UPDATE {interrupted}.sliding_sync_joined_rooms SET room_name = 'marker'
+                 WHERE room_id = (SELECT MIN(room_id) FROM {interrupted}.sliding_sync_joined_rooms)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {interrupted}.source_import_progress
+                     (target_position, last_room_id, rooms_done, rows_written, finished)
+                 VALUES ($1, $2, 30, $3, FALSE)"
+            ),
+            &[&FIXTURE_POSITION, &thirtieth, &copied_rows],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let output = run_import_command(&synapse, &interrupted);
+    assert!(
+        output.contains("imported 71 rooms, 384 rows at stream position 3029"),
+        "{output}"
+    );
+    let rows = store.load_all().await.unwrap();
+    let ours = Tables::from_rows(&rows);
+    let differences = ours.differences(&live);
+    assert_eq!(differences.len(), 1, "{differences:#?}");
+    assert!(differences[0].contains("marker"), "{differences:#?}");
+    assert_eq!(rows.positions.get("master"), Some(&FIXTURE_POSITION));
+    // Once finished, running it again does nothing.
+    let output = run_import_command(&synapse, &interrupted);
+    assert!(output.contains("had already finished"), "{output}");
+}

@@ -1,0 +1,298 @@
+//! Shared by the source-mode tests: a private copy of a Synapse fixture
+//! database in the test cluster, the fixture's CSV, the rows of both tables
+//! in the CSV's form, and a source-mode test server.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roomcache::store::LoadedRows;
+use serde_json::Value;
+use tokio_postgres::NoTls;
+
+use crate::common::{self, unique_schema, ServerOptions, TestServer};
+
+pub mod fake;
+
+pub const SERVER_NAME: &str = "oracle.test";
+/// The fixture's events-stream position (`stream_positions`).
+pub const FIXTURE_POSITION: i64 = 3029;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/synapse")
+        .join(name)
+}
+
+/// The test cluster's URL with another database name.
+pub fn url_for_database(database: &str) -> String {
+    let base = common::database_url();
+    match base.rsplit_once('/') {
+        Some((prefix, _)) => format!("{prefix}/{database}"),
+        None => panic!("unexpected database URL {base}"),
+    }
+}
+
+/// A private copy of the fixture's Synapse database.
+pub struct SynapseDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl SynapseDatabase {
+    pub async fn load(fixture_name: &str) -> SynapseDatabase {
+        let name = unique_schema("synapse");
+        let (admin, connection) = tokio_postgres::connect(&url_for_database("postgres"), NoTls)
+            .await
+            .expect("connect to the test cluster");
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            ))
+            .await
+            .expect("create the Synapse database");
+        let url = url_for_database(&name);
+        let mut gunzip = Command::new("gunzip")
+            .arg("-c")
+            .arg(fixture(fixture_name))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("gunzip");
+        let status = Command::new("psql")
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", &url])
+            .stdin(gunzip.stdout.take().expect("gunzip output"))
+            .status()
+            .expect("psql");
+        assert!(gunzip.wait().expect("gunzip").success(), "gunzip failed");
+        assert!(status.success(), "loading the dump failed");
+        SynapseDatabase { name, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connect to the Synapse database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// A CSV field: `None` for NULL (an empty unquoted field).
+pub type Field = Option<String>;
+
+/// Parses the fixture's CSV (header row; NULL is empty, "" is the empty string).
+pub fn parse_csv(text: &str) -> Vec<Vec<Field>> {
+    let mut records = Vec::new();
+    let mut record: Vec<Field> = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    field.push('"');
+                    chars.next();
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                field.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_quotes = true;
+                quoted = true;
+            }
+            ',' => {
+                record.push((quoted || !field.is_empty()).then(|| std::mem::take(&mut field)));
+                quoted = false;
+            }
+            '\n' => {
+                record.push((quoted || !field.is_empty()).then(|| std::mem::take(&mut field)));
+                quoted = false;
+                records.push(std::mem::take(&mut record));
+            }
+            '\r' => {}
+            other => field.push(other),
+        }
+    }
+    if !record.is_empty() || !field.is_empty() {
+        record.push((quoted || !field.is_empty()).then_some(field));
+        records.push(record);
+    }
+    records.remove(0);
+    records
+}
+
+pub fn text(value: &str) -> Field {
+    Some(value.to_owned())
+}
+
+pub fn boolean(value: bool) -> Field {
+    text(if value { "t" } else { "f" })
+}
+
+/// The rows of both tables as the fixture's CSV writes them, keyed.
+#[derive(Debug, PartialEq)]
+pub struct Tables {
+    pub joined: BTreeMap<String, Vec<Field>>,
+    pub snapshots: BTreeMap<(String, String), Vec<Field>>,
+}
+
+impl Tables {
+    pub fn from_csv(joined: &str, snapshots: &str) -> Tables {
+        let joined_text = std::fs::read_to_string(fixture(joined)).expect("joined CSV");
+        let snapshot_text = std::fs::read_to_string(fixture(snapshots)).expect("snapshot CSV");
+        Tables {
+            joined: parse_csv(&joined_text)
+                .into_iter()
+                .map(|r| (r[0].clone().unwrap_or_default(), r))
+                .collect(),
+            snapshots: parse_csv(&snapshot_text)
+                .into_iter()
+                .map(|r| {
+                    (
+                        (
+                            r[0].clone().unwrap_or_default(),
+                            r[1].clone().unwrap_or_default(),
+                        ),
+                        r,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_rows(rows: &LoadedRows) -> Tables {
+        Tables {
+            joined: rows
+                .joined_rooms
+                .iter()
+                .map(|r| {
+                    (
+                        r.room_id.to_string(),
+                        vec![
+                            text(r.room_id.as_str()),
+                            text(&r.event_stream_ordering.to_string()),
+                            r.bump_stamp.map(|b| b.to_string()),
+                            r.metadata.room_type.clone(),
+                            r.metadata.room_name.clone(),
+                            boolean(r.metadata.is_encrypted),
+                            r.metadata.tombstone_successor_room_id.clone(),
+                        ],
+                    )
+                })
+                .collect(),
+            snapshots: rows
+                .snapshots
+                .iter()
+                .map(|s| {
+                    (
+                        (s.room_id.to_string(), s.user_id.to_string()),
+                        vec![
+                            text(s.room_id.as_str()),
+                            text(s.user_id.as_str()),
+                            text(s.sender.as_str()),
+                            text(s.membership_event_id.as_str()),
+                            text(s.membership.as_str()),
+                            text(if s.forgotten { "1" } else { "0" }),
+                            text(&s.event_stream_ordering.to_string()),
+                            text(&s.event_instance_name),
+                            boolean(s.has_known_state),
+                            s.metadata.room_type.clone(),
+                            s.metadata.room_name.clone(),
+                            boolean(s.metadata.is_encrypted),
+                            s.metadata.tombstone_successor_room_id.clone(),
+                        ],
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Every difference, one line each (empty when equal).
+    pub fn differences(&self, expected: &Tables) -> Vec<String> {
+        let mut lines = Vec::new();
+        for key in self.joined.keys().chain(expected.joined.keys()) {
+            let (ours, theirs) = (self.joined.get(key), expected.joined.get(key));
+            if ours != theirs && !lines.iter().any(|l: &String| l.contains(key)) {
+                lines.push(format!("joined {key}: ours {ours:?} expected {theirs:?}"));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for key in self.snapshots.keys().chain(expected.snapshots.keys()) {
+            let (ours, theirs) = (self.snapshots.get(key), expected.snapshots.get(key));
+            if ours != theirs && seen.insert(key.clone()) {
+                lines.push(format!(
+                    "snapshot {key:?}: ours {ours:?} expected {theirs:?}"
+                ));
+            }
+        }
+        lines
+    }
+}
+
+pub fn source_options(synapse: &SynapseDatabase, import: bool) -> ServerOptions {
+    source_options_named(synapse, import, SERVER_NAME)
+}
+
+pub fn source_options_named(
+    synapse: &SynapseDatabase,
+    import: bool,
+    server_name: &str,
+) -> ServerOptions {
+    ServerOptions {
+        server_name: server_name.into(),
+        extra_args: vec![
+            "--source-database-url".into(),
+            synapse.url.clone(),
+            "--source-import-on-start".into(),
+            import.to_string(),
+            "--source-poll-interval-ms".into(),
+            "20".into(),
+            "--source-batch-size".into(),
+            "100".into(),
+            "--source-import-batch-rooms".into(),
+            "7".into(),
+        ],
+        ..ServerOptions::default()
+    }
+}
+
+/// Waits until the server's position reaches `position` with an empty queue.
+pub async fn wait_for_position(server: &TestServer, position: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = server.get("/v1/status").await;
+        let body = status.body.clone();
+        if body["positions"]["master"].as_i64() == Some(position)
+            && body["recalculation_queue"].as_i64() == Some(0)
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "position {position} not reached: {}\n{}",
+            status.text,
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str) {
+    let differences = ours.differences(expected);
+    assert!(
+        differences.is_empty(),
+        "{what}: {} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}
