@@ -6,6 +6,8 @@
 //! order, field consistency). May not touch: room state, positions, the
 //! database. Everything after this module receives only validated batches.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,7 +51,7 @@ pub struct Event {
     pub state_key: Option<String>,
     pub sender: UserId,
     #[serde(default)]
-    pub content: serde_json::Map<String, Value>,
+    pub content: Arc<serde_json::Map<String, Value>>,
     /// `unsigned`, where invites and knocks carry their stripped state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsigned: Option<Value>,

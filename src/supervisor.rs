@@ -6,8 +6,13 @@
 //! → commit in Postgres → publish to the read index and finish the claim
 //! (one step for readers, through the publish gate) → answer". May
 //! not touch: SQL (the store's), the rules (the room actors'), HTTP (the
-//! API's). One group commit is in flight at a time; batches that arrive
-//! meanwhile queue up and form the next group.
+//! API's).
+//!
+//! A two-stage pipeline: one group commits while the next group is prepared
+//! on top of it (room actors keep both as pending states). Batches that
+//! arrive meanwhile queue up and form the group after. If a commit fails,
+//! the group prepared on top of it is withdrawn (claims abandoned, room
+//! states dropped) and its batches go back to the front of the queue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -73,8 +78,20 @@ struct Deps {
 
 pub struct Supervisor {
     deps: Deps,
+    /// The room actors; lent to the group being prepared.
     rooms: HashMap<RoomId, Addr<RoomActor>>,
     queue: VecDeque<Queued>,
+    /// A group is being prepared (at most one at a time).
+    preparing: bool,
+    /// The group being prepared was built on a group whose commit failed:
+    /// drop it when it is ready.
+    discard_preparing: bool,
+    /// Batches to put back at the front of the queue once the group being
+    /// prepared is discarded (they come before it).
+    held_back: Vec<Queued>,
+    /// A prepared group waiting for the commit in flight to finish.
+    ready: Option<Vec<Prepared>>,
+    /// A group commit is in flight (at most one at a time).
     committing: bool,
     /// Batches to commit one per group, after a group failed on a conflict,
     /// so the batch at fault is refused alone.
@@ -102,6 +119,10 @@ impl Supervisor {
             },
             rooms: HashMap::new(),
             queue: VecDeque::new(),
+            preparing: false,
+            discard_preparing: false,
+            held_back: Vec::new(),
+            ready: None,
             committing: false,
             isolated: 0,
             next_seq: 1,
@@ -110,20 +131,21 @@ impl Supervisor {
         }
     }
 
-    /// Starts the next group commit if none is running.
+    /// Starts preparing the next group when the pipeline has room for it:
+    /// one group commits while the next one is prepared on top of it.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.queue.is_empty() {
+        if self.preparing || self.ready.is_some() || self.queue.is_empty() {
             return;
         }
-        self.committing = true;
+        self.preparing = true;
         if !self.linger.is_zero() && self.queue.len() < self.batch_size {
-            ctx.run_later(self.linger, |act, ctx| act.run_group(ctx));
+            ctx.run_later(self.linger, |act, ctx| act.prepare_next_group(ctx));
         } else {
-            self.run_group(ctx);
+            self.prepare_next_group(ctx);
         }
     }
 
-    fn run_group(&mut self, ctx: &mut Context<Self>) {
+    fn prepare_next_group(&mut self, ctx: &mut Context<Self>) {
         let limit = if self.isolated > 0 {
             self.isolated -= 1;
             1
@@ -140,32 +162,98 @@ impl Supervisor {
                 (seq, q)
             })
             .collect();
-        let rooms = std::mem::take(&mut self.rooms);
-        let group = GroupCommit {
+        let preparer = GroupPreparer {
             deps: self.deps.clone(),
-            rooms,
+            rooms: std::mem::take(&mut self.rooms),
         };
-        let span = info_span!("group_commit", batches = batches.len());
-        let work = async move { group.run(batches).await }.instrument(span);
+        let span = info_span!("prepare_group", batches = batches.len());
+        let work = async move { preparer.run(batches).await }.instrument(span);
         ctx.spawn(
-            actix::fut::wrap_future(work).map(|(rooms, retry), act: &mut Self, ctx| {
+            actix::fut::wrap_future(work).map(|(rooms, prepared), act: &mut Self, ctx| {
                 act.rooms = rooms;
-                if !retry.is_empty() {
-                    warn!(
-                        batches = retry.len(),
-                        "a group commit hit a conflict; retrying its batches one by one"
-                    );
-                    act.isolated = retry.len();
-                    for queued in retry.into_iter().rev() {
-                        act.queue.push_front(queued);
-                    }
-                }
-                act.committing = false;
+                act.preparing = false;
                 metrics::gauge!("roomcache_room_actors").set(act.rooms.len() as f64);
+                if act.discard_preparing {
+                    act.discard_preparing = false;
+                    let mut requeue = std::mem::take(&mut act.held_back);
+                    requeue.extend(invalidate(&act.deps, prepared));
+                    act.requeue_front(requeue);
+                } else if !prepared.is_empty() {
+                    act.ready = Some(prepared);
+                }
+                act.commit_next_group(ctx);
                 act.kick(ctx);
             }),
         );
     }
+
+    fn commit_next_group(&mut self, ctx: &mut Context<Self>) {
+        if self.committing {
+            return;
+        }
+        let Some(group) = self.ready.take() else {
+            return;
+        };
+        self.committing = true;
+        let deps = self.deps.clone();
+        let span = info_span!("group_commit", batches = group.len());
+        let work = async move { commit_group(&deps, group).await }.instrument(span);
+        ctx.spawn(
+            actix::fut::wrap_future(work).map(|retry, act: &mut Self, ctx| {
+                act.committing = false;
+                if let Some(retry) = retry {
+                    act.after_failed_commit(retry);
+                }
+                act.commit_next_group(ctx);
+                act.kick(ctx);
+            }),
+        );
+    }
+
+    /// A commit failed: every group prepared on top of it is invalid. Its
+    /// batches (and `retry`, the failed group's batches to retry alone) go
+    /// back to the front of the queue, in stream order.
+    fn after_failed_commit(&mut self, retry: Vec<Queued>) {
+        if !retry.is_empty() {
+            warn!(
+                batches = retry.len(),
+                "a group commit hit a conflict; retrying its batches one by one"
+            );
+            self.isolated = retry.len();
+        }
+        let mut requeue = retry;
+        if let Some(ready) = self.ready.take() {
+            requeue.extend(invalidate(&self.deps, ready));
+        }
+        if self.preparing {
+            self.discard_preparing = true;
+            self.held_back.extend(requeue);
+        } else {
+            self.requeue_front(requeue);
+        }
+    }
+
+    fn requeue_front(&mut self, batches: Vec<Queued>) {
+        for queued in batches.into_iter().rev() {
+            self.queue.push_front(queued);
+        }
+    }
+}
+
+/// Withdraws prepared batches that will not be committed: their claims are
+/// abandoned and their rooms drop what they prepared. Returns the batches,
+/// to be prepared again.
+fn invalidate(deps: &Deps, prepared: Vec<Prepared>) -> Vec<Queued> {
+    let Some(first_seq) = prepared.iter().map(|b| b.seq).min() else {
+        return Vec::new();
+    };
+    for batch in &prepared {
+        deps.tracker.abandon(&batch.claim);
+        for (address, _) in &batch.rooms {
+            address.do_send(Abort { seq: first_seq });
+        }
+    }
+    prepared.into_iter().map(|b| b.queued).collect()
 }
 
 impl Actor for Supervisor {
@@ -195,31 +283,29 @@ struct Prepared {
     claim: Claim,
     position: i64,
     applied_rows: usize,
-    rooms: Vec<PreparedRoom>,
+    /// Each room's actor and what it prepared.
+    rooms: Vec<(Addr<RoomActor>, PreparedRoom)>,
     /// Changes that belong to no room (account data), in stream order.
     user_changes: Vec<RowChange>,
     queued: Queued,
 }
 
-/// The work of one group: prepare each batch in turn, commit them together.
-struct GroupCommit {
+/// Prepares one group: each batch in turn, each in its rooms' actors.
+struct GroupPreparer {
     deps: Deps,
     rooms: HashMap<RoomId, Addr<RoomActor>>,
 }
 
-impl GroupCommit {
-    /// Returns the room registry, and the batches to retry one by one when a
-    /// multi-batch group failed on a conflict.
+impl GroupPreparer {
+    /// Returns the room registry and the prepared batches (refused batches
+    /// are answered here).
     async fn run(
         mut self,
         batches: Vec<(BatchSeq, Queued)>,
-    ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Queued>) {
+    ) -> (HashMap<RoomId, Addr<RoomActor>>, Vec<Prepared>) {
         let mut prepared: Vec<Prepared> = Vec::new();
-        // A group of several batches is retried batch by batch after a
-        // conflict, so its batches keep their rows; a lone batch moves them.
-        let keep_rows = batches.len() > 1;
-        for (seq, mut queued) in batches {
-            match self.prepare(seq, &mut queued.batch, keep_rows).await {
+        for (seq, queued) in batches {
+            match self.prepare(seq, &queued.batch).await {
                 Ok((claim, applied_rows, rooms, user_changes)) => {
                     prepared.push(Prepared {
                         seq,
@@ -239,12 +325,7 @@ impl GroupCommit {
                 }
             }
         }
-        let retry = if prepared.is_empty() {
-            Vec::new()
-        } else {
-            self.commit(prepared).await
-        };
-        (self.rooms, retry)
+        (self.rooms, prepared)
     }
 
     /// Claims the batch's range of its writer's stream and applies the new
@@ -253,9 +334,16 @@ impl GroupCommit {
     async fn prepare(
         &mut self,
         seq: BatchSeq,
-        batch: &mut FeedBatch,
-        keep_rows: bool,
-    ) -> Result<(Claim, usize, Vec<PreparedRoom>, Vec<RowChange>), BatchError> {
+        batch: &FeedBatch,
+    ) -> Result<
+        (
+            Claim,
+            usize,
+            Vec<(Addr<RoomActor>, PreparedRoom)>,
+            Vec<RowChange>,
+        ),
+        BatchError,
+    > {
         // Rows at or below the end of the writer's last claim (durable, or
         // claimed by an earlier batch of this group) are skipped.
         let claim = self
@@ -263,7 +351,7 @@ impl GroupCommit {
             .tracker
             .claim(&batch.writer, batch.last_stream_id().unwrap_or(i64::MIN))
             .map_err(|PositionError::UnknownWriter(writer)| BatchError::UnknownWriter(writer))?;
-        match self.prepare_claimed(seq, batch, &claim, keep_rows).await {
+        match self.prepare_claimed(seq, batch, &claim).await {
             Ok((applied_rows, rooms, user_changes)) => {
                 Ok((claim, applied_rows, rooms, user_changes))
             }
@@ -277,24 +365,19 @@ impl GroupCommit {
     async fn prepare_claimed(
         &mut self,
         seq: BatchSeq,
-        batch: &mut FeedBatch,
+        batch: &FeedBatch,
         claim: &Claim,
-        keep_rows: bool,
-    ) -> Result<(usize, Vec<PreparedRoom>, Vec<RowChange>), BatchError> {
+    ) -> Result<(usize, Vec<(Addr<RoomActor>, PreparedRoom)>, Vec<RowChange>), BatchError> {
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
         let mut user_changes = Vec::new();
-        // The rows move to their rooms (or are copied, when the batch may be
-        // retried); the batch keeps its writer.
-        let rows = if keep_rows {
-            batch.rows.clone()
-        } else {
-            std::mem::take(&mut batch.rows)
-        };
-        for row in rows.into_iter().filter(|r| claim.covers(r.stream_id())) {
+        // The rooms get copies (cheap: event contents are shared); the batch
+        // keeps its rows, to be prepared again if the group it joins is
+        // withdrawn.
+        for row in batch.rows.iter().filter(|r| claim.covers(r.stream_id())) {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
-                by_room.entry(room.clone()).or_default().push(row);
+                by_room.entry(room.clone()).or_default().push(row.clone());
             } else if let FeedRow::AccountData(data) = &row {
                 user_changes.extend(data.change().map(RowChange::AccountData));
             }
@@ -322,9 +405,9 @@ impl GroupCommit {
         let results = join_all(sends).await;
         let mut rooms = Vec::with_capacity(results.len());
         let mut failure = None;
-        for result in results {
+        for (result, address) in results.into_iter().zip(&addresses) {
             match result {
-                Ok(Ok(room)) => rooms.push(room),
+                Ok(Ok(room)) => rooms.push((address.clone(), room)),
                 Ok(Err(e)) => failure = failure.or(Some(BatchError::Rule(e))),
                 Err(e) => failure = failure.or(Some(BatchError::Mailbox(e))),
             }
@@ -359,90 +442,81 @@ impl GroupCommit {
         }
         Ok(())
     }
+}
 
-    /// Commits the group; returns the batches to retry alone (a conflict in
-    /// a group of several batches), having answered every other batch.
-    async fn commit(&mut self, prepared: Vec<Prepared>) -> Vec<Queued> {
-        let mut group = CommitGroup::default();
-        for batch in &prepared {
-            for room in &batch.rooms {
-                group.add_changes(&room.changes);
-                if let Some(memory) = &room.memory {
-                    group.set_memory(room.room_id.clone(), memory.clone());
-                }
+/// Commits a prepared group, then publishes it and answers its batches.
+/// Returns `None` when it committed, and when it failed the batches to
+/// retry one by one (a conflict in a group of several batches; every other
+/// failure is answered here).
+async fn commit_group(deps: &Deps, prepared: Vec<Prepared>) -> Option<Vec<Queued>> {
+    let mut group = CommitGroup::default();
+    for batch in &prepared {
+        for (_, room) in &batch.rooms {
+            group.add_changes(&room.changes);
+            if let Some(memory) = &room.memory {
+                group.set_memory(room.room_id.clone(), memory.clone());
             }
-            group.add_changes(&batch.user_changes);
-            group.advance(&batch.claim.writer, batch.position);
         }
-        let started = Instant::now();
-        let result = self.deps.store.commit(&group).await;
-        metrics::histogram!("roomcache_commit_seconds").record(started.elapsed().as_secs_f64());
-        let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
-        match result {
-            Ok(()) => {
-                // Committed: publish the rows, then advance the positions,
-                // as one step for readers (see `publish`).
-                let (index, tracker) = (&self.deps.index, &self.deps.tracker);
-                tracker.gate().publish(|| {
-                    for batch in &prepared {
-                        for room in &batch.rooms {
-                            index.publish(&room.changes);
-                        }
-                        index.publish(&batch.user_changes);
-                    }
-                    for batch in &prepared {
-                        tracker.finish(&batch.claim);
-                    }
-                });
-                for room in prepared.iter().flat_map(|b| &b.rooms) {
-                    if let Some(address) = self.rooms.get(&room.room_id) {
-                        address.do_send(Commit { seq: last_seq });
-                    }
-                }
-                for batch in prepared {
-                    metrics::counter!("roomcache_feed_batches_total", "outcome" => "committed")
-                        .increment(1);
-                    metrics::counter!("roomcache_feed_rows_total")
-                        .increment(batch.applied_rows as u64);
-                    metrics::histogram!("roomcache_batch_seconds")
-                        .record(batch.queued.received.elapsed().as_secs_f64());
-                    let _ = batch.queued.reply.send(Ok(BatchAck {
-                        position: batch.position,
-                        applied_rows: batch.applied_rows,
-                    }));
-                }
-                metrics::gauge!("roomcache_joined_rooms")
-                    .set(self.deps.index.joined_room_count() as f64);
-                metrics::gauge!("roomcache_snapshots").set(self.deps.index.snapshot_count() as f64);
-                Vec::new()
-            }
-            Err(error) => {
+        group.add_changes(&batch.user_changes);
+        group.advance(&batch.claim.writer, batch.position);
+    }
+    let started = Instant::now();
+    let result = deps.store.commit(&group).await;
+    metrics::histogram!("roomcache_commit_seconds").record(started.elapsed().as_secs_f64());
+    let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
+    match result {
+        Ok(()) => {
+            // Committed: publish the rows, then advance the positions,
+            // as one step for readers (see `publish`).
+            let (index, tracker) = (&deps.index, &deps.tracker);
+            tracker.gate().publish(|| {
                 for batch in &prepared {
-                    self.deps.tracker.abandon(&batch.claim);
-                }
-                let first_seq = prepared.iter().map(|b| b.seq).min().unwrap_or(0);
-                for room in prepared.iter().flat_map(|b| &b.rooms) {
-                    if let Some(address) = self.rooms.get(&room.room_id) {
-                        address.do_send(Abort { seq: first_seq });
+                    for (_, room) in &batch.rooms {
+                        index.publish(&room.changes);
                     }
+                    index.publish(&batch.user_changes);
                 }
-                let conflict = error.is_conflict();
-                warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
-                if conflict && prepared.len() > 1 {
-                    return prepared.into_iter().map(|b| b.queued).collect();
+                for batch in &prepared {
+                    tracker.finish(&batch.claim);
                 }
-                for batch in prepared {
-                    metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
-                        .increment(1);
-                    let message = error.to_string();
-                    let _ = batch.queued.reply.send(Err(if conflict {
-                        BatchError::Conflict(message)
-                    } else {
-                        BatchError::Store(message)
-                    }));
-                }
-                Vec::new()
+            });
+            for (address, _) in prepared.iter().flat_map(|b| &b.rooms) {
+                address.do_send(Commit { seq: last_seq });
             }
+            for batch in prepared {
+                metrics::counter!("roomcache_feed_batches_total", "outcome" => "committed")
+                    .increment(1);
+                metrics::counter!("roomcache_feed_rows_total").increment(batch.applied_rows as u64);
+                metrics::histogram!("roomcache_batch_seconds")
+                    .record(batch.queued.received.elapsed().as_secs_f64());
+                let _ = batch.queued.reply.send(Ok(BatchAck {
+                    position: batch.position,
+                    applied_rows: batch.applied_rows,
+                }));
+            }
+            metrics::gauge!("roomcache_joined_rooms").set(deps.index.joined_room_count() as f64);
+            metrics::gauge!("roomcache_snapshots").set(deps.index.snapshot_count() as f64);
+            None
+        }
+        Err(error) => {
+            let conflict = error.is_conflict();
+            warn!(%error, batches = prepared.len(), "group commit failed; nothing of it applied");
+            let several = prepared.len() > 1;
+            let queued = invalidate(deps, prepared);
+            if conflict && several {
+                return Some(queued);
+            }
+            for queued in queued {
+                metrics::counter!("roomcache_feed_batches_total", "outcome" => "failed")
+                    .increment(1);
+                let message = error.to_string();
+                let _ = queued.reply.send(Err(if conflict {
+                    BatchError::Conflict(message)
+                } else {
+                    BatchError::Store(message)
+                }));
+            }
+            Some(Vec::new())
         }
     }
 }

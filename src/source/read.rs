@@ -160,7 +160,7 @@ fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
             event_type,
             state_key,
             sender,
-            content,
+            content: content.into(),
             unsigned,
             redacts,
         },
@@ -196,7 +196,7 @@ fn redact_content(event: &mut Event) {
         "m.room.history_visibility" => &["history_visibility"],
         _ => &[],
     };
-    event.content.retain(|k, _| keep.contains(&k.as_str()));
+    std::sync::Arc::make_mut(&mut event.content).retain(|k, _| keep.contains(&k.as_str()));
 }
 
 /// A range's query filter: all rooms, or a set of rooms.
