@@ -348,3 +348,106 @@ async fn a_conflicting_batch_is_refused_alone_even_inside_a_group_commit() {
     server.assert_postgres_matches_served().await;
     assert!(server.log().contains("retrying its batches one by one"));
 }
+
+#[tokio::test]
+async fn a_conflict_amid_concurrent_writers_refuses_only_the_batch_at_fault() {
+    let server = TestServer::start_with(ServerOptions {
+        writers: vec!["w1".into(), "w2".into(), "w3".into()],
+        ..Default::default()
+    })
+    .await;
+    server
+        .feed(&create_room(
+            "w1",
+            2,
+            "!a:example.org",
+            "@alice:example.org",
+        ))
+        .await;
+    server
+        .feed(&create_room("w2", 4, "!b:example.org", "@bob:example.org"))
+        .await;
+    server
+        .feed(&create_room(
+            "w3",
+            6,
+            "!c:example.org",
+            "@carol:example.org",
+        ))
+        .await;
+    // w1 and w3 post 40 messages each, one batch at a time, while w2 posts
+    // a join whose event claims stream ordering 3, already alice's join in
+    // !a. Groups form, commit and are prepared on top of each other meanwhile.
+    let messages = |writer: &'static str, room: &'static str, first: i64| {
+        let socket = server.socket.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..40 {
+                let stream_id = first + 3 * i;
+                let batch = json!({"writer": writer, "rows": [event_row(
+                    stream_id, &format!("$m{stream_id}"), room, "m.room.message", Value::Null, json!({"body": "x"}))]});
+                let answer = common::post_to(&socket, "/v1/feed", &batch).await.unwrap();
+                statuses.push(answer.status.as_u16());
+            }
+            statuses
+        }
+    };
+    let clash = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut join = event_row(
+            40,
+            "$clash",
+            "!b:example.org",
+            "m.room.member",
+            json!("@dave:example.org"),
+            json!({"membership": "join"}),
+        );
+        join["stream_ordering"] = json!(3);
+        let batch = json!({"writer": "w2", "rows": [join,
+            {"kind": "state", "stream_id": 40, "room_id": "!b:example.org", "type": "m.room.member",
+             "state_key": "@dave:example.org", "event_id": "$clash"}]});
+        server.post("/v1/feed", &batch).await
+    };
+    let (first, third, clash) = tokio::join!(
+        messages("w1", "!a:example.org", 10),
+        messages("w3", "!c:example.org", 11),
+        clash
+    );
+    assert_eq!(first, vec![200; 40], "every batch of w1 commits");
+    assert_eq!(third, vec![200; 40], "every batch of w3 commits");
+    let error = clash.assert_error(409, "ROOMCACHE_CONFLICT");
+    assert!(error.contains("event_stream_ordering"), "{error}");
+    assert_eq!(
+        server.get("/v1/positions").await.body["positions"],
+        json!({"w1": 127, "w2": 5, "w3": 128})
+    );
+    assert!(server
+        .served_snapshots("@dave:example.org")
+        .await
+        .is_empty());
+    assert_eq!(
+        server
+            .served_joined_room("!a:example.org")
+            .await
+            .unwrap()
+            .event_stream_ordering,
+        127
+    );
+    assert_eq!(
+        server
+            .served_joined_room("!b:example.org")
+            .await
+            .unwrap()
+            .event_stream_ordering,
+        5
+    );
+    assert_eq!(
+        server
+            .served_joined_room("!c:example.org")
+            .await
+            .unwrap()
+            .event_stream_ordering,
+        128
+    );
+    server.assert_postgres_matches_served().await;
+}
