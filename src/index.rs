@@ -221,6 +221,22 @@ struct IndexData {
     snapshot_count: u64,
 }
 
+/// A user's record, the room's record and the user's snapshot in the room,
+/// borrowed from the index's separate parts at once.
+fn locate<'a>(
+    users: &'a mut [UserRecord],
+    rooms: &'a [RoomRecord],
+    records: &'a mut [SnapshotRecord],
+    user: UserSlot,
+    room: RoomSlot,
+) -> Option<(&'a mut UserRecord, &'a RoomRecord, &'a mut SnapshotRecord)> {
+    let record = users.get_mut(user as usize)?;
+    let room_record = rooms.get(room as usize)?;
+    let index = *record.snapshots.get(&room)?;
+    let snapshot = records.get_mut(index as usize)?;
+    Some((record, room_record, snapshot))
+}
+
 /// Committed rows, organised for reads.
 #[derive(Debug)]
 pub struct ReadIndex {
@@ -337,15 +353,7 @@ impl IndexData {
             records,
             ..
         } = self;
-        let (Some(record), Some(room_record)) =
-            (users.get_mut(user as usize), rooms.get(room as usize))
-        else {
-            return;
-        };
-        let Some(snapshot) = record
-            .snapshots
-            .get(&room)
-            .and_then(|i| records.get_mut(*i as usize))
+        let Some((record, room_record, snapshot)) = locate(users, rooms, records, user, room)
         else {
             return;
         };
@@ -370,15 +378,7 @@ impl IndexData {
             senders,
             ..
         } = self;
-        let (Some(record), Some(room_record)) =
-            (users.get_mut(user as usize), rooms.get(room as usize))
-        else {
-            return;
-        };
-        let Some(snapshot) = record
-            .snapshots
-            .get(&room)
-            .and_then(|i| records.get_mut(*i as usize))
+        let Some((record, room_record, snapshot)) = locate(users, rooms, records, user, room)
         else {
             return;
         };
