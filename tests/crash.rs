@@ -17,11 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{ServerOptions, TestServer};
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use serde_json::{json, Value};
-use tokio::net::UnixStream;
 
 /// splitmix64: small, seedable, good enough to shuffle a test feed.
 struct Random(u64);
@@ -186,38 +183,14 @@ async fn request(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let bytes = body
-        .map(|b| Bytes::from(serde_json::to_vec(b).unwrap()))
-        .unwrap_or_default();
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://localhost{path}"))
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    let body = body.map(|b| {
+        (
+            Bytes::from(serde_json::to_vec(b).unwrap()),
+            "application/json",
+        )
+    });
+    let answer = common::send(socket, method, path, body).await?;
+    Ok((answer.status.as_u16(), answer.body))
 }
 
 /// A writer's resume loop: ask the durable position, send the first batch

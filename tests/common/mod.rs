@@ -75,26 +75,58 @@ impl Answer {
 /// Posts JSON to a socket without a `TestServer` (for tasks that outlive a
 /// borrow); `None` when the socket cannot be reached.
 pub async fn post_to(socket: &Path, path: &str, body: &Value) -> Option<Answer> {
-    let stream = UnixStream::connect(socket).await.ok()?;
+    let bytes = Bytes::from(serde_json::to_vec(body).ok()?);
+    send(
+        socket,
+        Method::POST,
+        path,
+        Some((bytes, "application/json")),
+    )
+    .await
+    .ok()
+}
+
+/// One HTTP request on a fresh connection to `socket`; `Err` when the
+/// socket cannot be reached or the connection breaks.
+pub async fn send(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<(Bytes, &str)>,
+) -> Result<Answer, String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .ok()?;
+        .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    let request = Request::builder()
-        .method(Method::POST)
+    let mut request = Request::builder()
+        .method(method)
         .uri(format!("http://localhost{path}"))
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body).ok()?)))
-        .ok()?;
-    let response = sender.send_request(request).await.ok()?;
+        .header("host", "localhost");
+    let body = match body {
+        Some((bytes, content_type)) => {
+            request = request.header("content-type", content_type);
+            bytes
+        }
+        None => Bytes::new(),
+    };
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = response.status();
-    let bytes = response.into_body().collect().await.ok()?.to_bytes();
-    Some(Answer {
-        status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        text: String::from_utf8_lossy(&bytes).into_owned(),
-    })
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Answer { status, body, text })
 }
 
 /// Options of a test server.
@@ -282,39 +314,7 @@ impl TestServer {
         path: &str,
         body: Option<(Bytes, &str)>,
     ) -> Result<Answer, String> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://localhost{path}"))
-            .header("host", "localhost");
-        let body = match body {
-            Some((bytes, content_type)) => {
-                request = request.header("content-type", content_type);
-                bytes
-            }
-            None => Bytes::new(),
-        };
-        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Answer { status, body, text })
+        send(&self.socket, method, path, body).await
     }
 
     /// Any request; panics only if the socket cannot be reached.
