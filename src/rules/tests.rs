@@ -1,8 +1,16 @@
 //! Unit tests of the rules: column values, stripped state, refusals, and the
 //! bounds and persistence of a room's memory.
 
-use super::*;
-use serde_json::json;
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::feed::FeedRow;
+use crate::model::{EventId, Membership, RoomId, RowChange, UserId};
+
+use super::metadata::{encrypted, metadata_from_stripped_state, text_column};
+use super::state::{MAX_PENDING_REDACTIONS, MAX_REMEMBERED_RELEVANT_EVENTS};
+use super::{apply_rows, RoomOutcome, RoomState, RuleError, RulesContext};
 
 #[test]
 fn text_columns_follow_section_2_1() {
