@@ -18,7 +18,7 @@ use crate::model::{
 };
 
 use super::membership::{membership_of, MembershipEvent, MEMBER};
-use super::metadata::{apply_removals, metadata_from_state, MetadataUpdate};
+use super::metadata::{apply_removals, metadata_from_state};
 use super::state::{RelevantEvent, RelevantKey};
 use super::{RuleError, Working};
 
@@ -39,6 +39,60 @@ pub(super) struct KnownEvent<'a> {
     pub(super) event: &'a Event,
     pub(super) stream_ordering: i64,
     pub(super) instance_name: &'a str,
+}
+
+/// A delta's rows collapsed to the last row per key: Synapse's to_insert and
+/// to_delete, for the relevant state and the local members.
+#[derive(Default)]
+struct CollapsedDelta {
+    inserted_relevant: BTreeMap<RelevantKey, RelevantEvent>,
+    removed_relevant: BTreeSet<RelevantKey>,
+    inserted_members: BTreeMap<UserId, MembershipEvent>,
+    removed_members: BTreeSet<UserId>,
+    touches_local_member: bool,
+    /// Stream orderings of events carried inline: stored events of the
+    /// room, so they count in the room's raw maximum (§2.3 C step 4).
+    inline_orderings: Vec<i64>,
+}
+
+impl CollapsedDelta {
+    /// The relevant state after the whole delta (before any wipe).
+    fn relevant_state_after(
+        &self,
+        current: &BTreeMap<RelevantKey, RelevantEvent>,
+    ) -> BTreeMap<RelevantKey, RelevantEvent> {
+        let mut state_after = current.clone();
+        for key in &self.removed_relevant {
+            state_after.remove(key);
+        }
+        for (key, event) in &self.inserted_relevant {
+            state_after.insert(*key, event.clone());
+        }
+        state_after
+    }
+
+    /// Whether no local user remains joined after the delta (Synapse's
+    /// `no_longer_in_room`), given the snapshots before it.
+    fn no_longer_in_room(&self, snapshots: &imbl::OrdMap<UserId, MembershipSnapshot>) -> bool {
+        let still_joined = |user: &UserId, snapshot: &MembershipSnapshot| {
+            if self.removed_members.contains(user) {
+                return false;
+            }
+            match self.inserted_members.get(user) {
+                Some(member) => member.membership == Membership::Join,
+                None => snapshot.membership == Membership::Join,
+            }
+        };
+        let newly_joined = self
+            .inserted_members
+            .values()
+            .any(|m| m.membership == Membership::Join);
+        self.touches_local_member
+            && !newly_joined
+            && !snapshots
+                .iter()
+                .any(|(user, snapshot)| still_joined(user, snapshot))
+    }
 }
 
 impl Working<'_> {
@@ -92,49 +146,58 @@ impl Working<'_> {
         }
     }
 
-    /// §2.3 and §2.4: one current-state delta.
+    /// §2.3, §2.4 and §2.6: one current-state delta.
     pub(super) fn apply_delta(
         &mut self,
         delta: &[&StateRow],
         request_events: &HashMap<&EventId, KnownEvent<'_>>,
     ) -> Result<(), RuleError> {
-        // Collapse the rows into to_insert / to_delete, last row per key wins.
-        let mut inserted_relevant: BTreeMap<RelevantKey, RelevantEvent> = BTreeMap::new();
-        let mut removed_relevant: BTreeSet<RelevantKey> = BTreeSet::new();
-        let mut inserted_members: BTreeMap<UserId, MembershipEvent> = BTreeMap::new();
-        let mut removed_members: BTreeSet<UserId> = BTreeSet::new();
-        let mut touches_local_member = false;
-        // Stream orderings of events carried inline: stored events of the
-        // room, so they count in the room's raw maximum (§2.3 C step 4).
-        let mut inline_orderings: Vec<i64> = Vec::new();
+        let collapsed = self.collapse_delta(delta, request_events)?;
+        if let Some(highest) = collapsed.inline_orderings.iter().copied().max() {
+            let memory = &mut self.state.memory;
+            if memory.max_stream_ordering.is_none_or(|m| m < highest) {
+                memory.max_stream_ordering = Some(highest);
+                self.memory_changed = true;
+            }
+        }
+        let state_after = collapsed.relevant_state_after(&self.state.memory.relevant_state);
+        let no_longer_in_room = collapsed.no_longer_in_room(&self.state.snapshots);
+        self.update_joined_row(&collapsed, no_longer_in_room, delta);
+        self.apply_member_delta(
+            &collapsed.removed_members,
+            &collapsed.inserted_members,
+            &state_after,
+        );
+        self.replace_current_state(state_after, no_longer_in_room);
+        Ok(())
+    }
+
+    /// Resolves the delta's rows and collapses them into to_insert /
+    /// to_delete, last row per key wins. `m.space.child` rows are applied
+    /// as they come.
+    fn collapse_delta(
+        &mut self,
+        delta: &[&StateRow],
+        request_events: &HashMap<&EventId, KnownEvent<'_>>,
+    ) -> Result<CollapsedDelta, RuleError> {
+        let mut collapsed = CollapsedDelta::default();
         for row in delta {
             if let Some(key) = RelevantKey::of(&row.event_type, &row.state_key) {
                 match &row.event_id {
                     None => {
-                        inserted_relevant.remove(&key);
-                        removed_relevant.insert(key);
+                        collapsed.inserted_relevant.remove(&key);
+                        collapsed.removed_relevant.insert(key);
                     }
                     Some(event_id) => {
-                        let relevant = match self.resolve(row, event_id, request_events)? {
-                            Some(known) => {
-                                inline_orderings
-                                    .extend(row.event.as_ref().map(|_| known.stream_ordering));
-                                let mut relevant = RelevantEvent::from_event(
-                                    key,
-                                    known.event,
-                                    known.stream_ordering,
-                                );
-                                if self.state.memory.pending_redactions.contains(event_id) {
-                                    relevant.redact();
-                                }
-                                relevant
-                            }
-                            None => self
-                                .known_relevant(key, event_id)
-                                .ok_or_else(|| Self::unknown(row, event_id))?,
-                        };
-                        removed_relevant.remove(&key);
-                        inserted_relevant.insert(key, relevant);
+                        let relevant = self.resolve_relevant(
+                            row,
+                            key,
+                            event_id,
+                            request_events,
+                            &mut collapsed,
+                        )?;
+                        collapsed.removed_relevant.remove(&key);
+                        collapsed.inserted_relevant.insert(key, relevant);
                     }
                 }
                 continue;
@@ -149,86 +212,110 @@ impl Working<'_> {
             let Ok(user_id) = UserId::parse(&row.state_key) else {
                 continue;
             };
-            touches_local_member = true;
+            collapsed.touches_local_member = true;
             match &row.event_id {
                 None => {
-                    inserted_members.remove(&user_id);
-                    removed_members.insert(user_id);
+                    collapsed.inserted_members.remove(&user_id);
+                    collapsed.removed_members.insert(user_id);
                 }
                 Some(event_id) => {
-                    let member = match self.resolve(row, event_id, request_events)? {
-                        Some(known) => {
-                            inline_orderings
-                                .extend(row.event.as_ref().map(|_| known.stream_ordering));
-                            MembershipEvent {
-                                event_id: event_id.clone(),
-                                user_id: user_id.clone(),
-                                sender: known.event.sender.clone(),
-                                membership: membership_of(known.event)?,
-                                stream_ordering: known.stream_ordering,
-                                instance_name: known.instance_name.to_owned(),
-                            }
-                        }
-                        None => self
-                            .current_membership_event(&user_id, event_id)
-                            .ok_or_else(|| Self::unknown(row, event_id))?,
-                    };
-                    removed_members.remove(&user_id);
-                    inserted_members.insert(user_id, member);
+                    let member = self.resolve_member(
+                        row,
+                        &user_id,
+                        event_id,
+                        request_events,
+                        &mut collapsed,
+                    )?;
+                    collapsed.removed_members.remove(&user_id);
+                    collapsed.inserted_members.insert(user_id, member);
                 }
             }
         }
-        if let Some(highest) = inline_orderings.into_iter().max() {
-            let memory = &mut self.state.memory;
-            if memory.max_stream_ordering.is_none_or(|m| m < highest) {
-                memory.max_stream_ordering = Some(highest);
-                self.memory_changed = true;
-            }
-        }
-        // The relevant state after the whole delta (before any wipe).
-        let mut state_after = BTreeMap::clone(&self.state.memory.relevant_state);
-        for key in &removed_relevant {
-            state_after.remove(key);
-        }
-        for (key, event) in &inserted_relevant {
-            state_after.insert(*key, event.clone());
-        }
+        Ok(collapsed)
+    }
 
-        // Does any local user remain joined? (Synapse's no_longer_in_room.)
-        let still_joined = |user: &UserId, snapshot: &MembershipSnapshot| {
-            if removed_members.contains(user) {
-                return false;
+    /// The relevant event a state row sets: resolved (and recorded in
+    /// `collapsed` when carried inline), or one the room knows.
+    fn resolve_relevant(
+        &self,
+        row: &StateRow,
+        key: RelevantKey,
+        event_id: &EventId,
+        request_events: &HashMap<&EventId, KnownEvent<'_>>,
+        collapsed: &mut CollapsedDelta,
+    ) -> Result<RelevantEvent, RuleError> {
+        Ok(match self.resolve(row, event_id, request_events)? {
+            Some(known) => {
+                collapsed
+                    .inline_orderings
+                    .extend(row.event.as_ref().map(|_| known.stream_ordering));
+                let mut relevant =
+                    RelevantEvent::from_event(key, known.event, known.stream_ordering);
+                if self.state.memory.pending_redactions.contains(event_id) {
+                    relevant.redact();
+                }
+                relevant
             }
-            match inserted_members.get(user) {
-                Some(member) => member.membership == Membership::Join,
-                None => snapshot.membership == Membership::Join,
-            }
-        };
-        let newly_joined = inserted_members
-            .values()
-            .any(|m| m.membership == Membership::Join);
-        let no_longer_in_room = touches_local_member
-            && !newly_joined
-            && !self
-                .state
-                .snapshots
-                .iter()
-                .any(|(user, snapshot)| still_joined(user, snapshot));
+            None => self
+                .known_relevant(key, event_id)
+                .ok_or_else(|| Self::unknown(row, event_id))?,
+        })
+    }
 
-        // §2.3: the joined-room row.
+    /// The membership event a local member's state row sets: resolved (and
+    /// recorded in `collapsed` when carried inline), or the user's current one.
+    fn resolve_member(
+        &self,
+        row: &StateRow,
+        user_id: &UserId,
+        event_id: &EventId,
+        request_events: &HashMap<&EventId, KnownEvent<'_>>,
+        collapsed: &mut CollapsedDelta,
+    ) -> Result<MembershipEvent, RuleError> {
+        Ok(match self.resolve(row, event_id, request_events)? {
+            Some(known) => {
+                collapsed
+                    .inline_orderings
+                    .extend(row.event.as_ref().map(|_| known.stream_ordering));
+                MembershipEvent {
+                    event_id: event_id.clone(),
+                    user_id: user_id.clone(),
+                    sender: known.event.sender.clone(),
+                    membership: membership_of(known.event)?,
+                    stream_ordering: known.stream_ordering,
+                    instance_name: known.instance_name.to_owned(),
+                }
+            }
+            None => self
+                .current_membership_event(user_id, event_id)
+                .ok_or_else(|| Self::unknown(row, event_id))?,
+        })
+    }
+
+    /// §2.3: the joined-room row after a delta: deleted when no local user
+    /// remains joined, updated with the changed columns when it exists, and
+    /// created (fully, from the room's memory) when the delta gives it any
+    /// column.
+    fn update_joined_row(
+        &mut self,
+        collapsed: &CollapsedDelta,
+        no_longer_in_room: bool,
+        delta: &[&StateRow],
+    ) {
         if no_longer_in_room {
             self.state.joined = None;
         } else if let Some(joined) = self.state.joined.as_mut() {
-            let mut update = metadata_from_state(inserted_relevant.iter().map(|(k, e)| (*k, e)));
-            apply_removals(&mut update, &removed_relevant);
+            let mut update =
+                metadata_from_state(collapsed.inserted_relevant.iter().map(|(k, e)| (*k, e)));
+            apply_removals(&mut update, &collapsed.removed_relevant);
             update.apply(&mut joined.metadata);
         } else {
             let mut overlay = BTreeMap::clone(&self.state.memory.relevant_state);
-            for (key, event) in &inserted_relevant {
+            for (key, event) in &collapsed.inserted_relevant {
                 overlay.insert(*key, event.clone());
             }
             let mut update = metadata_from_state(overlay.iter().map(|(k, e)| (*k, e)));
-            apply_removals(&mut update, &removed_relevant);
+            apply_removals(&mut update, &collapsed.removed_relevant);
             if !update.is_empty() {
                 // The raw maximum stream ordering of the room's stored
                 // events, this group's included. A room the cache knows no
@@ -249,25 +336,15 @@ impl Working<'_> {
                 });
             }
         }
+    }
 
-        // §2.4: local members' snapshots.
-        for user in &removed_members {
-            if self.state.snapshots.remove(user).is_some() {
-                self.dirty_users.insert(user.clone());
-            }
-        }
-        let shared = if state_after.is_empty() {
-            MetadataUpdate::default()
-        } else {
-            let mut update = metadata_from_state(state_after.iter().map(|(k, e)| (*k, e)));
-            update.has_known_state = Some(true);
-            update
-        };
-        for member in inserted_members.values() {
-            self.write_snapshot(member, &shared);
-        }
-
-        // The room's current state after the delta (emptied when the server left).
+    /// The room's current state after the delta: emptied, with its space
+    /// children, when the server left (§2.6).
+    fn replace_current_state(
+        &mut self,
+        state_after: BTreeMap<RelevantKey, RelevantEvent>,
+        no_longer_in_room: bool,
+    ) {
         let new_state = if no_longer_in_room {
             BTreeMap::new()
         } else {
@@ -281,7 +358,6 @@ impl Working<'_> {
             self.state.memory.relevant_state = Arc::new(new_state);
             self.memory_changed = true;
         }
-        Ok(())
     }
 
     /// An `m.space.child` state row: the state key becomes a child when the

@@ -6,12 +6,15 @@
 //! touch: the joined-room row or the relevant state (the delta decides those
 //! and hands this module the column values), actors, the database.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::Value;
 
 use crate::feed::{Event, EventRow};
 use crate::model::{EventId, Membership, MembershipSnapshot, RoomMetadata, UserId};
 
-use super::metadata::{metadata_from_stripped_state, MetadataUpdate};
+use super::metadata::{metadata_from_state, metadata_from_stripped_state, MetadataUpdate};
+use super::state::{RelevantEvent, RelevantKey};
 use super::{RuleError, Working};
 
 /// The type of membership events.
@@ -108,6 +111,32 @@ impl Working<'_> {
         };
         self.write_snapshot(&membership_event, &update);
         Ok(())
+    }
+
+    /// §2.4: local members' snapshots after a delta. Removed members' go;
+    /// inserted members' are written with the state columns of the
+    /// relevant state after the delta (none when it is empty).
+    pub(super) fn apply_member_delta(
+        &mut self,
+        removed: &BTreeSet<UserId>,
+        inserted: &BTreeMap<UserId, MembershipEvent>,
+        state_after: &BTreeMap<RelevantKey, RelevantEvent>,
+    ) {
+        for user in removed {
+            if self.state.snapshots.remove(user).is_some() {
+                self.dirty_users.insert(user.clone());
+            }
+        }
+        let shared = if state_after.is_empty() {
+            MetadataUpdate::default()
+        } else {
+            let mut update = metadata_from_state(state_after.iter().map(|(k, e)| (*k, e)));
+            update.has_known_state = Some(true);
+            update
+        };
+        for member in inserted.values() {
+            self.write_snapshot(member, &shared);
+        }
     }
 
     /// Writes a snapshot: the per-user columns always, the state columns
