@@ -19,7 +19,7 @@ use super::state::{RelevantEvent, RelevantKey};
 use super::Working;
 
 /// Event types whose events move a room's `bump_stamp` (Appendix A).
-pub const BUMP_EVENT_TYPES: [&str; 7] = [
+const BUMP_EVENT_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.message",
     "m.room.encrypted",

@@ -32,12 +32,9 @@ use crate::feed::{EventRow, FeedRow, StateRow};
 use crate::model::{EventId, RoomId, RowChange, UserId};
 
 use delta::KnownEvent;
-pub use events::BUMP_EVENT_TYPES;
 use state::same_stored_memory;
-pub use state::{
-    RelevantEvent, RelevantKey, RoomMemory, RoomState, MAX_PENDING_REDACTIONS,
-    MAX_REMEMBERED_RELEVANT_EVENTS,
-};
+pub(crate) use state::RelevantKey;
+pub use state::{RoomMemory, RoomState};
 
 /// Below this many events in a group, duplicates are found by scanning.
 const SMALL_GROUP: usize = 16;

@@ -20,7 +20,7 @@ use crate::model::{EventId, JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 /// The four state keys (all with state key `""`) whose events feed the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RelevantKey {
+pub(crate) enum RelevantKey {
     Create,
     Encryption,
     Name,
@@ -29,7 +29,7 @@ pub enum RelevantKey {
 
 impl RelevantKey {
     /// The relevant key of a state `(type, state_key)`, if it is one.
-    pub fn of(event_type: &str, state_key: &str) -> Option<Self> {
+    pub(crate) fn of(event_type: &str, state_key: &str) -> Option<Self> {
         if !state_key.is_empty() {
             return None;
         }
@@ -56,17 +56,17 @@ impl RelevantKey {
 /// What the rules remember of one relevant state event: the one content
 /// field they read (`None` when absent, e.g. after a redaction).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RelevantEvent {
-    pub event_id: EventId,
+pub(super) struct RelevantEvent {
+    pub(super) event_id: EventId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
+    pub(super) value: Option<Value>,
     /// For create events: whether a redaction keeps `content.type`
     /// (room versions 11 and later keep the whole create content).
     #[serde(default)]
-    pub keeps_value_when_redacted: bool,
+    pub(super) keeps_value_when_redacted: bool,
     /// Where the event is stored (for forgetting the oldest remembered events).
     #[serde(default)]
-    pub stream_ordering: i64,
+    pub(super) stream_ordering: i64,
 }
 
 impl RelevantEvent {
@@ -106,39 +106,39 @@ pub struct RoomMemory {
     /// The room's current relevant state; empty while the server is not in
     /// the room (Synapse's `current_state_events` is emptied then).
     #[serde(default)]
-    pub relevant_state: Arc<BTreeMap<RelevantKey, RelevantEvent>>,
+    pub(super) relevant_state: Arc<BTreeMap<RelevantKey, RelevantEvent>>,
     /// Stream ordering of the latest bump-type event that is neither an
     /// outlier nor rejected, if positive: a new joined row's `bump_stamp`.
     #[serde(default)]
-    pub latest_bump_stamp: Option<i64>,
+    pub(super) latest_bump_stamp: Option<i64>,
     /// Highest stream ordering of any event of the room (outliers and
     /// rejected events included): a new joined row's `event_stream_ordering`.
     #[serde(default)]
-    pub max_stream_ordering: Option<i64>,
+    pub(super) max_stream_ordering: Option<i64>,
     /// Relevant state events seen (earlier values, backfilled and outlier
     /// events), so a later state row may refer to them without carrying
     /// them: the current ones and the [`MAX_REMEMBERED_RELEVANT_EVENTS`]
     /// latest others. Older ones must be sent inline.
     #[serde(default)]
-    pub known_relevant_events: Arc<BTreeMap<EventId, (RelevantKey, RelevantEvent)>>,
+    pub(super) known_relevant_events: Arc<BTreeMap<EventId, (RelevantKey, RelevantEvent)>>,
     /// Redactions whose target was not known when they arrived, oldest
     /// first, at most [`MAX_PENDING_REDACTIONS`] (most redactions target
     /// messages, which never become known).
     #[serde(default)]
-    pub pending_redactions: Vec<EventId>,
+    pub(super) pending_redactions: Vec<EventId>,
     /// True when `max_stream_ordering` and `latest_bump_stamp` equal the
     /// joined row's `event_stream_ordering` and `bump_stamp` (the usual case:
     /// messages move both together). The stored memory is then not rewritten
     /// while they move together, and loading takes them from the joined row
     /// ([`RoomState::restore_counters`]), so restarts stay exact.
     #[serde(default)]
-    pub counters_follow_joined_row: bool,
+    pub(super) counters_follow_joined_row: bool,
     /// The room's children as a space: each current `m.space.child` state
     /// key that is a room ID and whose event has a non-empty `via` array,
     /// with that event (so a redaction of it removes the child). Empty while
     /// the server is not in the room.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub space_children: BTreeMap<RoomId, EventId>,
+    pub(super) space_children: BTreeMap<RoomId, EventId>,
 }
 
 /// Whether two memories are equal as stored, comparing shared maps by
@@ -169,10 +169,10 @@ pub(super) fn same_stored_memory(a: &RoomMemory, b: &RoomMemory) -> bool {
 }
 
 /// How many non-current relevant events a room remembers.
-pub const MAX_REMEMBERED_RELEVANT_EVENTS: usize = 16;
+pub(super) const MAX_REMEMBERED_RELEVANT_EVENTS: usize = 16;
 
 /// How many redactions of not-yet-seen events a room remembers.
-pub const MAX_PENDING_REDACTIONS: usize = 16;
+pub(super) const MAX_PENDING_REDACTIONS: usize = 16;
 
 impl RoomMemory {
     /// Forgets the oldest remembered relevant events beyond the limit; the
