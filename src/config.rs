@@ -9,59 +9,62 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::positions::is_valid_writer_name;
+use roomcache_core::WriterName;
 
 /// Every setting of roomcache. Field names are the TOML keys; the
 /// environment variable of a key is `ROOMCACHE_` + the key in upper case.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The homeserver's server name: users of this server are local users.
-    pub server_name: String,
+    pub(crate) server_name: String,
     /// Path of the Unix socket the API listens on.
-    pub socket_path: PathBuf,
+    pub(crate) socket_path: PathBuf,
     /// Postgres URL (`postgres://user@host/db` or key=value form) of roomcache's own database.
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Postgres schema holding roomcache's tables (created if missing).
-    pub schema: String,
+    pub(crate) schema: String,
     /// Number of Postgres connections in the pool.
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
     /// Most feed batches committed together in one transaction (group commit).
-    pub commit_batch_size: usize,
+    pub(crate) commit_batch_size: usize,
     /// How long to wait for more batches before a group commit, in milliseconds.
-    pub commit_linger_ms: u64,
+    pub(crate) commit_linger_ms: u64,
     /// Largest request body accepted, in bytes.
-    pub request_body_limit: usize,
+    pub(crate) request_body_limit: usize,
     /// The event writers (instance names) whose streams feed the cache.
-    pub writers: Vec<String>,
+    pub(crate) writers: Vec<WriterName>,
+    /// Room actors unused for this long are stopped (re-created from
+    /// Postgres on next use), in milliseconds.
+    pub(crate) room_actor_idle_ms: u64,
     /// Default time a read with `wait_for` waits for the token, in milliseconds.
-    pub wait_timeout_ms: u64,
+    pub(crate) wait_timeout_ms: u64,
     /// Longest `timeout_ms` a reader may ask for, in milliseconds.
-    pub max_wait_timeout_ms: u64,
+    pub(crate) max_wait_timeout_ms: u64,
     /// Log filter (`info`, `debug`, `roomcache=debug,actix_web=warn`, ...).
-    pub log_level: String,
+    pub(crate) log_level: String,
     /// Log format: `text` or `json`.
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Source mode: Postgres URL of a Synapse database to import and follow
     /// (read-only). Unset: rows come from the socket feed.
-    pub source_database_url: Option<String>,
+    pub(crate) source_database_url: Option<String>,
     /// Source mode: milliseconds between polls of Synapse's stream position.
-    pub source_poll_interval_ms: u64,
+    pub(crate) source_poll_interval_ms: u64,
     /// Source mode: most events-stream positions read per follow step.
-    pub source_batch_size: i64,
+    pub(crate) source_batch_size: i64,
     /// Source mode: rooms per import (and recalculation) batch.
-    pub source_import_batch_rooms: usize,
+    pub(crate) source_import_batch_rooms: usize,
     /// Source mode: import every row from Synapse's tables on first start
     /// (false: follow the stream from position 0 instead).
-    pub source_import_on_start: bool,
+    pub(crate) source_import_on_start: bool,
     /// Source mode: milliseconds to wait at start before recomputing the
     /// queued rooms (reads use the fallback meanwhile).
-    pub source_recalculation_delay_ms: u64,
+    pub(crate) source_recalculation_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -77,7 +80,8 @@ impl Default for Settings {
             commit_batch_size: 64,
             commit_linger_ms: 0,
             request_body_limit: 16 * 1024 * 1024,
-            writers: vec!["master".into()],
+            writers: vec![WriterName::master()],
+            room_actor_idle_ms: 300_000,
             wait_timeout_ms: 5_000,
             max_wait_timeout_ms: 60_000,
             log_level: "info".into(),
@@ -94,7 +98,7 @@ impl Default for Settings {
 
 /// Why the settings were refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -112,77 +116,80 @@ pub enum ConfigError {
 /// Command-line flags (each also read from its `ROOMCACHE_*` variable).
 /// Every flag overrides the config file's key of the same name.
 #[derive(Debug, Clone, Default, Args)]
-pub struct SettingsArgs {
+pub(crate) struct SettingsArgs {
     /// Config file (TOML); missing keys take their defaults.
     #[arg(
         long,
         env = "ROOMCACHE_CONFIG",
         default_value = "config/roomcache.toml"
     )]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// The homeserver's server name; its users are the local users.
     #[arg(long, env = "ROOMCACHE_SERVER_NAME")]
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
     /// Unix socket path the API listens on.
     #[arg(long, env = "ROOMCACHE_SOCKET_PATH")]
-    pub socket_path: Option<PathBuf>,
+    pub(crate) socket_path: Option<PathBuf>,
     /// Postgres URL of roomcache's own database.
     #[arg(long, env = "ROOMCACHE_DATABASE_URL")]
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Postgres schema for roomcache's tables.
     #[arg(long, env = "ROOMCACHE_SCHEMA")]
-    pub schema: Option<String>,
+    pub(crate) schema: Option<String>,
     /// Postgres connection pool size.
     #[arg(long, env = "ROOMCACHE_POOL_SIZE")]
-    pub pool_size: Option<usize>,
+    pub(crate) pool_size: Option<usize>,
     /// Most feed batches per group commit.
     #[arg(long, env = "ROOMCACHE_COMMIT_BATCH_SIZE")]
-    pub commit_batch_size: Option<usize>,
+    pub(crate) commit_batch_size: Option<usize>,
     /// Milliseconds to wait for more batches before a group commit.
     #[arg(long, env = "ROOMCACHE_COMMIT_LINGER_MS")]
-    pub commit_linger_ms: Option<u64>,
+    pub(crate) commit_linger_ms: Option<u64>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ROOMCACHE_REQUEST_BODY_LIMIT")]
-    pub request_body_limit: Option<usize>,
+    pub(crate) request_body_limit: Option<usize>,
     /// Event writers, comma-separated (e.g. `master` or `ep1,ep2`).
     #[arg(long, env = "ROOMCACHE_WRITERS", value_delimiter = ',')]
-    pub writers: Option<Vec<String>>,
+    pub(crate) writers: Option<Vec<WriterName>>,
+    /// Stop room actors unused for this many milliseconds.
+    #[arg(long, env = "ROOMCACHE_ROOM_ACTOR_IDLE_MS")]
+    pub(crate) room_actor_idle_ms: Option<u64>,
     /// Default wait for a read's `wait_for` token, in milliseconds.
     #[arg(long, env = "ROOMCACHE_WAIT_TIMEOUT_MS")]
-    pub wait_timeout_ms: Option<u64>,
+    pub(crate) wait_timeout_ms: Option<u64>,
     /// Longest wait a reader may ask for, in milliseconds.
     #[arg(long, env = "ROOMCACHE_MAX_WAIT_TIMEOUT_MS")]
-    pub max_wait_timeout_ms: Option<u64>,
+    pub(crate) max_wait_timeout_ms: Option<u64>,
     /// Log filter, e.g. `info` or `roomcache=debug`.
     #[arg(long, env = "ROOMCACHE_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
     /// Log format.
     #[arg(long, env = "ROOMCACHE_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
+    pub(crate) log_format: Option<LogFormat>,
     /// Source mode: Postgres URL of the Synapse database to follow (read-only).
     #[arg(long, env = "ROOMCACHE_SOURCE_DATABASE_URL")]
-    pub source_database_url: Option<String>,
+    pub(crate) source_database_url: Option<String>,
     /// Source mode: milliseconds between polls of Synapse.
     #[arg(long, env = "ROOMCACHE_SOURCE_POLL_INTERVAL_MS")]
-    pub source_poll_interval_ms: Option<u64>,
+    pub(crate) source_poll_interval_ms: Option<u64>,
     /// Source mode: most stream positions read per follow step.
     #[arg(long, env = "ROOMCACHE_SOURCE_BATCH_SIZE")]
-    pub source_batch_size: Option<i64>,
+    pub(crate) source_batch_size: Option<i64>,
     /// Source mode: rooms per import batch.
     #[arg(long, env = "ROOMCACHE_SOURCE_IMPORT_BATCH_ROOMS")]
-    pub source_import_batch_rooms: Option<usize>,
+    pub(crate) source_import_batch_rooms: Option<usize>,
     /// Source mode: import from Synapse's tables on first start (true/false).
     #[arg(long, env = "ROOMCACHE_SOURCE_IMPORT_ON_START")]
-    pub source_import_on_start: Option<bool>,
+    pub(crate) source_import_on_start: Option<bool>,
     /// Source mode: milliseconds to wait before recomputing queued rooms.
     #[arg(long, env = "ROOMCACHE_SOURCE_RECALCULATION_DELAY_MS")]
-    pub source_recalculation_delay_ms: Option<u64>,
+    pub(crate) source_recalculation_delay_ms: Option<u64>,
 }
 
 impl Settings {
     /// Reads the config file (a missing file at the default path means
     /// "defaults"), applies the flags and validates the result.
-    pub fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
+    pub(crate) fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
         let mut settings = Self::from_file(&args.config)?;
         macro_rules! override_with {
             ($($field:ident),*) => {
@@ -200,6 +207,7 @@ impl Settings {
             commit_linger_ms,
             request_body_limit,
             writers,
+            room_actor_idle_ms,
             wait_timeout_ms,
             max_wait_timeout_ms,
             log_level,
@@ -238,7 +246,7 @@ impl Settings {
     }
 
     /// Checks every setting; the first problem is reported.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,
@@ -273,11 +281,8 @@ impl Settings {
         if self.writers.is_empty() {
             return invalid("writers", "at least one writer must be configured");
         }
-        if let Some(bad) = self.writers.iter().find(|w| !is_valid_writer_name(w)) {
-            return invalid(
-                "writers",
-                &format!("{bad:?} is not a valid writer name ([A-Za-z0-9_-], at most 64)"),
-            );
+        if self.room_actor_idle_ms == 0 {
+            return invalid("room_actor_idle_ms", "must be at least 1");
         }
         if self.source_poll_interval_ms == 0 {
             return invalid("source_poll_interval_ms", "must be at least 1");
@@ -295,7 +300,7 @@ impl Settings {
     }
 
     /// True when `user_id` belongs to this server.
-    pub fn is_local_user(&self, user_id: &str) -> bool {
+    pub(crate) fn is_local_user(&self, user_id: &str) -> bool {
         user_id.split_once(':').map(|(_, s)| s) == Some(self.server_name.as_str())
     }
 }
@@ -316,12 +321,12 @@ mod tests {
         let args = SettingsArgs {
             config: PathBuf::from("/nonexistent/roomcache.toml"),
             server_name: Some("example.org".into()),
-            writers: Some(vec!["ep1".into(), "ep2".into()]),
+            writers: Some(vec!["ep1".parse().unwrap(), "ep2".parse().unwrap()]),
             ..Default::default()
         };
         let settings = Settings::load(&args).unwrap();
         assert_eq!(settings.server_name, "example.org");
-        assert_eq!(settings.writers, vec!["ep1", "ep2"]);
+        assert_eq!(settings.writers, vec!["ep1".parse::<WriterName>().unwrap(), "ep2".parse().unwrap()]);
         assert!(settings.is_local_user("@a:example.org"));
         assert!(!settings.is_local_user("@a:other.org"));
 

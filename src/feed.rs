@@ -11,17 +11,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{EventId, RoomId, UserId};
+use roomcache_core::WriterName;
 
-/// Longest writer (instance) name accepted.
-pub const MAX_WRITER_NAME_LENGTH: usize = 128;
+use crate::model::{EventId, RoomId, UserId};
 
 /// One writer's batch, as posted to `POST /v1/feed`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedBatch {
     /// The writer (instance name) whose stream these rows belong to.
-    pub writer: String,
+    pub writer: WriterName,
     /// Rows in stream order; rows sharing a `stream_id` form one atomic group.
     pub rows: Vec<FeedRow>,
 }
@@ -207,8 +206,6 @@ impl FeedRow {
 /// Why a batch was refused before anything was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedError {
-    #[error("writer name {0:?} is empty, too long or contains control characters")]
-    BadWriterName(String),
     #[error("row {index}: stream_id {stream_id} must be positive")]
     NonPositiveStreamId { index: usize, stream_id: i64 },
     #[error("row {index}: stream_id {stream_id} comes after {previous}; a writer's rows must be in stream order")]
@@ -258,12 +255,6 @@ impl FeedBatch {
     /// Every check that needs no room state. On success the rows are in
     /// non-decreasing stream order and internally consistent.
     pub fn validate(&self) -> Result<(), FeedError> {
-        let writer_ok = !self.writer.is_empty()
-            && self.writer.len() <= MAX_WRITER_NAME_LENGTH
-            && !self.writer.chars().any(|c| c.is_control());
-        if !writer_ok {
-            return Err(FeedError::BadWriterName(self.writer.clone()));
-        }
         let mut previous = 0i64;
         for (index, row) in self.rows.iter().enumerate() {
             let stream_id = row.stream_id();

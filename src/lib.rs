@@ -4,47 +4,61 @@
 //! Data flows one way, and the modules follow it:
 //!
 //! ```text
-//! feed → supervisor → room (actor) → rules → store → index → api
-//!                         positions (tokens, waiters) ─┘
+//! feed / source → supervisor → room (actor) → rules → store → index → reads → api
 //! ```
 //!
-//! * [`feed`]: the rows writers push, and their validation;
-//! * [`supervisor`]: routing, group commit, and the order commit → publish → advance;
-//! * [`room`]: one actor per room, a thin shell around [`rules`];
-//! * [`rules`]: the update rules of the spec as pure functions;
+//! * [`feed`]: the rows writers push, and their validation; [`source`]: the
+//!   same rows read from a Synapse database (source mode);
+//! * [`supervisor`]: the one writer — the feed pipeline, the room actors'
+//!   registry, start-up and the recalculation queue, and the one write path
+//!   (commit → publish → advance, through the publish gate of
+//!   [`roomcache_core`], the loom-checked positions and tokens);
+//! * [`room`]: one actor per room, a thin shell around [`rules`], the update
+//!   rules of the spec as pure functions;
 //! * [`store`]: Postgres (migrations, loading, write-through);
-//! * [`index`]: the committed rows, as queries read them;
-//! * [`room_list`]: room-list requests, filters, ranges (§6), and a reference implementation;
-//! * [`positions`]: per-writer durable positions, claims, tokens and waiters (loom-checked, over [`sync`]);
-//! * [`publish`]: the publish gate, so reads see rows and token as one snapshot (loom-checked);
-//! * [`api`]: HTTP/JSON over the Unix socket;
-//! * [`source`]: source mode, importing and following a Synapse database;
-//! * [`config`]: settings; [`server`]: wiring and lifecycle; [`model`]: shared vocabulary.
+//! * [`index`]: the committed rows, as queries read them; [`room_list`]: room
+//!   lists' requests, filters and ranges;
+//! * [`reads`]: the one read path (waiting for a token, the gate, the
+//!   fallback for queued rooms); [`api`]: HTTP/JSON over the Unix socket;
+//! * [`config`]: settings; [`server`]: wiring and lifecycle; [`cli`]: the
+//!   command line; [`model`]: the shared vocabulary.
+//!
+//! The public items are the command line and what the integration tests
+//! and benchmarks drive in process (the model, feed rows, the pure rules,
+//! the read index, the store's loading); everything else is crate-private.
 
-#[cfg(not(loom))]
-pub mod api;
-#[cfg(not(loom))]
-pub mod config;
-#[cfg(not(loom))]
+mod api;
+pub mod cli;
+mod config;
 pub mod feed;
-#[cfg(not(loom))]
 pub mod index;
-#[cfg(not(loom))]
 pub mod model;
-pub mod positions;
-pub mod publish;
-#[cfg(not(loom))]
-pub mod room;
-#[cfg(not(loom))]
+mod reads;
+mod room;
 pub mod room_list;
-#[cfg(not(loom))]
 pub mod rules;
-#[cfg(not(loom))]
-pub mod server;
-#[cfg(not(loom))]
-pub mod source;
-#[cfg(not(loom))]
+mod server;
+mod source;
 pub mod store;
-#[cfg(not(loom))]
-pub mod supervisor;
-pub mod sync;
+mod supervisor;
+
+/// An error with its chain of causes, for log lines and error messages
+/// (each error's `Display` names only itself).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// Until the read index and the rules name the core crate themselves.
+pub(crate) mod positions {
+    pub(crate) use roomcache_core::StreamToken;
+}

@@ -17,51 +17,51 @@ use crate::model::{RoomId, RowChange};
 use crate::rules::{apply_rows, RoomMemory, RoomState, RuleError, RulesContext};
 
 /// Identifies one feed batch across the supervisor, room actors and store.
-pub type BatchSeq = u64;
+pub(crate) type BatchSeq = u64;
 
 /// The rows of one batch for one room, to apply on top of the latest
 /// (possibly still pending) state.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<PreparedRoom, RuleError>")]
-pub struct Prepare {
-    pub seq: BatchSeq,
-    pub context: Arc<RulesContext>,
-    pub rows: Vec<FeedRow>,
+pub(crate) struct Prepare {
+    pub(crate) seq: BatchSeq,
+    pub(crate) context: Arc<RulesContext>,
+    pub(crate) rows: Vec<FeedRow>,
 }
 
 /// What a room hands to the store for one batch.
 #[derive(Debug, Clone)]
-pub struct PreparedRoom {
-    pub room_id: RoomId,
-    pub changes: Vec<RowChange>,
+pub(crate) struct PreparedRoom {
+    pub(crate) room_id: RoomId,
+    pub(crate) changes: Vec<RowChange>,
     /// The rules' memory to persist: `Some(Some(memory))` to write,
     /// `Some(None)` to delete (a purged room), `None` when unchanged.
-    pub memory: Option<Option<RoomMemory>>,
+    pub(crate) memory: Option<Option<RoomMemory>>,
 }
 
 /// The batch is durable: its state becomes the committed state.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Commit {
-    pub seq: BatchSeq,
+pub(crate) struct Commit {
+    pub(crate) seq: BatchSeq,
 }
 
 /// The batch (and every later one) will not be committed: drop their states.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Abort {
-    pub seq: BatchSeq,
+pub(crate) struct Abort {
+    pub(crate) seq: BatchSeq,
 }
 
 #[derive(Debug)]
-pub struct RoomActor {
+pub(crate) struct RoomActor {
     room_id: RoomId,
     committed: RoomState,
     pending: VecDeque<(BatchSeq, RoomState)>,
 }
 
 impl RoomActor {
-    pub fn new(room_id: RoomId, committed: RoomState) -> Self {
+    pub(crate) fn new(room_id: RoomId, committed: RoomState) -> Self {
         RoomActor {
             room_id,
             committed,

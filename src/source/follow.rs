@@ -14,44 +14,47 @@
 //! Synapse's tables (read-only), SQL of roomcache's schema beyond the
 //! store's methods, the rules.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
 use tracing::{debug, info_span, warn, Instrument};
 
+use roomcache_core::{PositionTracker, WriterName};
+
 use super::read::forget_rows;
-use super::{SourceDatabase, SourceError, SourceStatus};
+use super::{SourceDatabase, SourceError};
 use crate::feed::{FeedBatch, FeedRow, PositionRow, PurgeRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
-use crate::positions::PositionTracker;
 use crate::store::Store;
-use crate::supervisor::{SubmitBatch, Supervisor};
+use crate::supervisor::{SourceProgress, SubmitBatch, Supervisor};
 
 /// How often cached rooms are checked against Synapse's `rooms` for purges.
 const PURGE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The follower's parts and settings.
-pub struct Follower {
-    pub source: Arc<SourceDatabase>,
-    pub store: Store,
-    pub supervisor: Addr<Supervisor>,
-    pub tracker: Arc<PositionTracker>,
-    pub index: Arc<ReadIndex>,
-    pub status: Arc<SourceStatus>,
-    pub server_name: String,
-    pub writers: Vec<String>,
-    pub poll_interval: Duration,
+pub(crate) struct Follower {
+    pub(crate) source: Arc<SourceDatabase>,
+    /// Read-only: which rooms are cached (purge detection).
+    pub(crate) store: Store,
+    pub(crate) supervisor: Addr<Supervisor>,
+    /// Read-only: the writers' durable positions.
+    pub(crate) tracker: Arc<PositionTracker>,
+    /// Read-only: which forgets are applied already.
+    pub(crate) index: Arc<ReadIndex>,
+    pub(crate) progress: Arc<SourceProgress>,
+    pub(crate) server_name: String,
+    pub(crate) writers: Vec<WriterName>,
+    pub(crate) poll_interval: Duration,
     /// Most stream positions read per step.
-    pub batch_size: i64,
+    pub(crate) batch_size: i64,
 }
 
 impl Follower {
     /// Follows until the process stops. Errors are logged and retried after
     /// the poll interval (nothing of a failed step is applied).
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut last_purge_check: Option<Instant> = None;
         loop {
             let check_purges = last_purge_check.is_none_or(|t| t.elapsed() >= PURGE_CHECK_INTERVAL);
@@ -66,7 +69,7 @@ impl Follower {
                     }
                 }
                 Err(error) => {
-                    warn!(%error, "following the source failed; retrying");
+                    warn!(error = %crate::error_chain(&error), "following the source failed; retrying");
                     tokio::time::sleep(self.poll_interval).await;
                 }
             }
@@ -76,16 +79,16 @@ impl Follower {
     fn applied_position(&self) -> i64 {
         self.writers
             .iter()
-            .map(|w| self.tracker.position(w).unwrap_or(0))
+            .map(|w| self.tracker.position(w.as_str()).unwrap_or(0))
             .min()
             .unwrap_or(0)
     }
 
     /// One step: reads up to `batch_size` positions and submits them.
     /// Returns true when caught up with the source.
-    pub async fn step(&mut self, check_purges: bool) -> Result<bool, SourceError> {
+    pub(crate) async fn step(&mut self, check_purges: bool) -> Result<bool, SourceError> {
         let target = self.source.safe_position().await?;
-        self.status.source_position.store(target, Ordering::Release);
+        self.progress.set_source_position(target);
         let from = self.applied_position();
         metrics::gauge!("roomcache_source_lag").set((target - from).max(0) as f64);
         if target <= from {
@@ -97,7 +100,15 @@ impl Follower {
             .read_range(from, to, None, &self.server_name)
             .await?;
         let events_read = range.events;
-        let mut by_writer = range.by_writer();
+        let mut by_writer: std::collections::BTreeMap<WriterName, Vec<FeedRow>> =
+            std::collections::BTreeMap::new();
+        for (instance, rows) in range.by_writer() {
+            let writer = WriterName::parse(&instance).map_err(|e| SourceError::Invalid {
+                what: "events.instance_name",
+                reason: e.to_string(),
+            })?;
+            by_writer.insert(writer, rows);
+        }
         let mut extra: Vec<FeedRow> = Vec::new();
         let forgotten: Vec<_> = self
             .source
@@ -121,12 +132,9 @@ impl Follower {
                 }));
             }
         }
-        let first_writer = self
-            .writers
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "master".into());
-        by_writer.entry(first_writer).or_default().extend(extra);
+        if let Some(first_writer) = self.writers.first() {
+            by_writer.entry(first_writer.clone()).or_default().extend(extra);
+        }
         for writer in &self.writers {
             by_writer.entry(writer.clone()).or_default();
         }
@@ -138,12 +146,7 @@ impl Follower {
                 reason: e.to_string(),
             })?;
             let rows = batch.rows.len();
-            let ack = self
-                .supervisor
-                .send(SubmitBatch(batch))
-                .await
-                .map_err(|e| SourceError::Batch(e.to_string()))?
-                .map_err(|e| SourceError::Batch(e.to_string()))?;
+            let ack = self.supervisor.send(SubmitBatch(batch)).await??;
             debug!(rows, position = ack.position, "source batch applied");
         }
         metrics::gauge!("roomcache_source_lag")
@@ -160,23 +163,23 @@ impl Follower {
         }
         let mut gone = Vec::new();
         for chunk in cached.chunks(10_000) {
-            let present: std::collections::HashSet<String> = self
+            let ids: Vec<&str> = chunk.iter().map(RoomId::as_str).collect();
+            let rows = self
                 .source
                 .client()
                 .query(
                     "SELECT room_id FROM rooms WHERE room_id = ANY($1)
                      UNION SELECT room_id FROM local_current_membership WHERE room_id = ANY($1)",
-                    &[&chunk],
+                    &[&ids],
                 )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .await?;
+            let present: std::collections::HashSet<&str> =
+                rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
             gone.extend(
                 chunk
                     .iter()
-                    .filter(|r| !present.contains(*r))
-                    .filter_map(|r| RoomId::parse(r).ok()),
+                    .filter(|r| !present.contains(r.as_str()))
+                    .cloned(),
             );
         }
         Ok(gone)

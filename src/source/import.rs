@@ -11,7 +11,10 @@
 //! live feed continues exactly. Owns: the import loop, its progress (table
 //! `source_import_progress`, written in the same transaction as each batch's
 //! rows) and its progress bar / log lines. May not touch: Synapse's tables
-//! (read-only), the rules' internals.
+//! (read-only), the rules' internals, positions and the read index: the
+//! batches are written before anything is served (they become visible when
+//! start-up loads the rows), and the hand-over of the writers' positions at
+//! the end goes through the supervisor's write path.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -22,38 +25,14 @@ use tracing::{info, warn};
 
 use super::read::forget_rows;
 use super::{SourceDatabase, SourceError};
+use roomcache_core::WriterName;
+
 use crate::feed::FeedRow;
 use crate::model::{RoomId, RowChange};
 use crate::rules::{apply_rows, RoomMemory, RoomState, RulesContext};
-use crate::store::{CommitGroup, ImportProgress, Store};
-
-/// What one batch of rooms computes.
-#[derive(Debug, Default)]
-pub struct ComputedRooms {
-    /// Row upserts (each room computed from nothing: only upserts).
-    pub changes: Vec<RowChange>,
-    /// The rules' memory of every room with any history.
-    pub memories: Vec<(RoomId, RoomMemory)>,
-    /// Rooms whose history the rules refused (logged; left without rows).
-    pub refused: Vec<RoomId>,
-    /// Source events read.
-    pub events: usize,
-}
-
-impl ComputedRooms {
-    /// Table rows computed.
-    pub fn row_count(&self) -> usize {
-        self.changes.len()
-    }
-
-    /// Adds the rows and memories to a commit group.
-    pub fn add_to(&self, group: &mut CommitGroup) {
-        group.add_changes(&self.changes);
-        for (room, memory) in &self.memories {
-            group.set_memory(room.clone(), Some(memory.clone()));
-        }
-    }
-}
+use crate::store::{CommitGroup, ImportProgress};
+use crate::supervisor::commit::{CommitUnit, WritePath};
+use crate::supervisor::recalc::RecomputedRooms;
 
 /// Replays one room's rows (all writers, stream order) from an empty state.
 fn replay_room(
@@ -74,20 +53,20 @@ fn replay_room(
 }
 
 /// Computes the rows of `rooms` at stream position `to`.
-pub async fn compute_rooms(
+pub(crate) async fn compute_rooms(
     source: &SourceDatabase,
     rooms: &[String],
     to: i64,
     server_name: &str,
-) -> Result<ComputedRooms, SourceError> {
+) -> Result<RecomputedRooms, SourceError> {
     let started = Instant::now();
     let range = source.read_range(0, to, Some(rooms), server_name).await?;
     let read = started.elapsed();
     let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
     let forgotten_read = started.elapsed();
-    let mut computed = ComputedRooms {
+    let mut computed = RecomputedRooms {
         events: range.events,
-        ..ComputedRooms::default()
+        ..RecomputedRooms::default()
     };
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
     for (writer, row) in range.rows {
@@ -146,7 +125,7 @@ async fn next_rooms(
     after: &str,
     limit: i64,
 ) -> Result<Vec<String>, SourceError> {
-    Ok(source
+    let rows = source
         .client()
         .query(
             "SELECT room_id FROM (
@@ -155,41 +134,42 @@ async fn next_rooms(
              ) t ORDER BY room_id LIMIT $2",
             &[&after, &limit],
         )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(SourceError::from))
+        .collect()
 }
 
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportSummary {
-    pub target_position: i64,
-    pub rooms: i64,
-    pub rows: i64,
+pub(crate) struct ImportSummary {
+    pub(crate) target_position: i64,
+    pub(crate) rooms: i64,
+    pub(crate) rows: i64,
     /// False when the import had finished before and nothing was done.
-    pub ran: bool,
+    pub(crate) ran: bool,
 }
 
 /// The import's settings.
 #[derive(Debug, Clone)]
-pub struct ImportOptions {
-    pub server_name: String,
+pub(crate) struct ImportOptions {
+    pub(crate) server_name: String,
     /// Writers whose positions become the import's position when it ends.
-    pub writers: Vec<String>,
+    pub(crate) writers: Vec<WriterName>,
     /// Rooms per batch (one read, one transaction).
-    pub batch_rooms: usize,
+    pub(crate) batch_rooms: usize,
     /// Show a progress bar when stderr is a terminal.
-    pub progress_bar: bool,
+    pub(crate) progress_bar: bool,
 }
 
 /// Runs (or continues) the import until every room is done. Returns at once
 /// if an import already finished.
-pub async fn run_import(
-    store: &Store,
+pub(crate) async fn run_import(
+    write_path: &WritePath,
     source: &SourceDatabase,
     options: &ImportOptions,
 ) -> Result<ImportSummary, SourceError> {
+    let store = write_path.store();
     let mut progress = match store.import_progress().await? {
         Some(p) if p.finished => {
             return Ok(ImportSummary {
@@ -228,7 +208,7 @@ pub async fn run_import(
             &[],
         )
         .await?
-        .get(0);
+        .try_get(0)?;
     let bar = ProgressBar::with_draw_target(
         Some(total.max(0) as u64),
         if options.progress_bar && std::io::stderr().is_terminal() {
@@ -265,10 +245,13 @@ pub async fn run_import(
             break;
         };
         let mut group = CommitGroup::default();
-        computed.add_to(&mut group);
+        group.add_changes(&computed.changes);
+        for (room, memory) in &computed.memories {
+            group.set_memory(room.clone(), Some(memory.clone()));
+        }
         progress.last_room_id = last.clone();
         progress.rooms_done += rooms.len() as i64;
-        progress.rows_written += computed.row_count() as i64;
+        progress.rows_written += computed.changes.len() as i64;
         group.set_import_progress(progress.clone());
         drop(computed);
         let following = next_rooms(source, &last, batch_rooms).await?;
@@ -289,13 +272,15 @@ pub async fn run_import(
             );
         }
     }
-    let mut group = CommitGroup::default();
+    // The hand-over: the writers' positions move to the import's position
+    // through the write path, with the progress marked finished.
     progress.finished = true;
+    let mut unit = CommitUnit::default();
     for writer in &options.writers {
-        group.advance(writer, progress.target_position);
+        unit.advance(writer, progress.target_position);
     }
-    group.set_import_progress(progress.clone());
-    store.commit(&group).await?;
+    unit.import_progress(progress.clone());
+    write_path.commit(unit).await?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     info!(

@@ -8,26 +8,28 @@
 //! `GET /v1/positions` (here: claims from the new tracker). Checked at every
 //! interleaving: the restarted positions are exactly the committed rows'
 //! prefix, no row is applied twice, and none is lost.
-#![cfg(loom)]
+#![cfg(roomcache_loom)]
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use roomcache::positions::PositionTracker;
+use roomcache_core::{PositionTracker, WriterName};
 
 #[derive(Debug, Clone, Default)]
 struct Durable {
     rows: BTreeSet<(String, i64)>,
-    positions: BTreeMap<String, i64>,
+    positions: BTreeMap<WriterName, i64>,
 }
 
 /// Each writer's feed, in batches.
 const FEED: [(&str, &[&[i64]]); 2] = [("w1", &[&[2, 3], &[6]]), ("w2", &[&[4, 5]])];
 
-fn writers() -> Vec<String> {
-    FEED.iter().map(|(w, _)| w.to_string()).collect()
+fn writers() -> Vec<WriterName> {
+    FEED.iter().map(|(w, _)| support::name(w)).collect()
 }
 
 /// Applies a batch to `durable`: claim, then rows and position in one
@@ -40,7 +42,7 @@ fn apply(
     atomic: bool,
 ) {
     let up_to = ids.last().copied().unwrap_or_default();
-    let claim = tracker.claim(writer, up_to).unwrap();
+    let claim = tracker.claim(&support::name(writer), up_to).unwrap();
     let new_rows: Vec<(String, i64)> = ids
         .iter()
         .filter(|id| claim.covers(**id))
@@ -55,7 +57,7 @@ fn apply(
         }
     };
     let write_position = |durable: &mut Durable| {
-        let entry = durable.positions.entry(writer.to_string()).or_default();
+        let entry = durable.positions.entry(support::name(writer)).or_default();
         *entry = (*entry).max(up_to);
     };
     if atomic {
@@ -66,13 +68,13 @@ fn apply(
         write_position(&mut store.lock().unwrap());
         write_rows(&mut store.lock().unwrap());
     }
-    tracker.gate().publish(|| tracker.finish(&claim));
+    support::finish(tracker, &claim);
 }
 
 fn crash_and_resume(atomic: bool) {
     loom::model(move || {
         let store = Arc::new(Mutex::new(Durable::default()));
-        let tracker = Arc::new(PositionTracker::new(&writers(), &BTreeMap::new()));
+        let tracker = Arc::new(support::tracker(&[("w1", 0), ("w2", 0)]));
         let feeders: Vec<_> = FEED
             .into_iter()
             .map(|(writer, batches)| {
@@ -148,23 +150,21 @@ fn loom_finds_a_position_written_apart_from_its_rows() {
 #[test]
 fn a_restarting_writer_cannot_push_the_token_past_an_unapplied_row() {
     loom::model(|| {
-        let writers = vec!["a".to_string(), "b".to_string()];
-        let stored: BTreeMap<String, i64> = [("a".to_string(), 9), ("b".to_string(), 9)].into();
-        let tracker = Arc::new(PositionTracker::new(&writers, &stored));
+        let tracker = Arc::new(support::tracker(&[("a", 9), ("b", 9)]));
         let applied = Arc::new(AtomicBool::new(false));
         let announcer = {
             let tracker = tracker.clone();
             thread::spawn(move || {
-                tracker.advance("a", 10);
+                support::advance(&tracker, "a", 10);
             })
         };
         let b = {
             let (tracker, applied) = (tracker.clone(), applied.clone());
             thread::spawn(move || {
-                let claim = tracker.claim("b", 10).unwrap();
+                let claim = tracker.claim(&support::name("b"), 10).unwrap();
                 assert_eq!((claim.after, claim.up_to), (9, 10), "b's row is not stale");
                 applied.store(true, Ordering::SeqCst);
-                tracker.finish(&claim);
+                support::finish(&tracker, &claim);
             })
         };
         for _ in 0..2 {

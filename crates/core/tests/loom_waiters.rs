@@ -4,9 +4,10 @@
 //! wake-up would leave `block_on` parked forever, which loom reports as a
 //! deadlock); a woken waiter's token covers its target; a waiter that
 //! times out leaves no registration behind.
-#![cfg(loom)]
+#![cfg(roomcache_loom)]
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
@@ -15,12 +16,10 @@ use loom::future::{block_on, AtomicWaker};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use roomcache::positions::{PositionTracker, StreamToken};
+use roomcache_core::{PositionTracker, StreamToken};
 
 fn tracker() -> Arc<PositionTracker> {
-    let writers = vec!["w1".to_string(), "w2".to_string()];
-    let stored: BTreeMap<String, i64> = [("w1".to_string(), 1), ("w2".to_string(), 1)].into();
-    Arc::new(PositionTracker::new(&writers, &stored))
+    Arc::new(support::tracker(&[("w1", 1), ("w2", 1)]))
 }
 
 fn token(text: &str) -> StreamToken {
@@ -72,8 +71,8 @@ fn a_waiter_is_woken_whatever_the_order_of_advances() {
             .map(|writer| {
                 let tracker = tracker.clone();
                 thread::spawn(move || {
-                    let claim = tracker.claim(writer, 2).unwrap();
-                    tracker.finish(&claim);
+                    let claim = tracker.claim(&support::name(writer), 2).unwrap();
+                    support::finish(&tracker, &claim);
                 })
             })
             .collect();
@@ -103,8 +102,8 @@ fn each_waiter_is_woken_by_the_advance_it_needs() {
                 })
             })
             .collect();
-        tracker.advance("w2", 2);
-        tracker.advance("w1", 2);
+        support::advance(&tracker, "w2", 2);
+        support::advance(&tracker, "w1", 2);
         for reader in readers {
             reader.join().unwrap();
         }
@@ -122,8 +121,8 @@ fn advance_register_and_timeout_race() {
         let advancer = {
             let tracker = tracker.clone();
             thread::spawn(move || {
-                tracker.advance("w1", 3);
-                tracker.advance("w2", 3);
+                support::advance(&tracker, "w1", 3);
+                support::advance(&tracker, "w2", 3);
             })
         };
         let clock = {

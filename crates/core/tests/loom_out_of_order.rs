@@ -6,19 +6,19 @@
 //! of every interleaving, that no writer's durable position (and so no
 //! token) covers a claim whose rows are not applied, that positions never
 //! go down, and that the linear position is the minimum over the writers.
-#![cfg(loom)]
+#![cfg(roomcache_loom)]
+
+mod support;
 
 use std::collections::BTreeMap;
 
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use roomcache::positions::{Claim, PositionTracker, StreamToken};
+use roomcache_core::{Claim, PositionTracker, StreamToken};
 
 fn tracker(stored: &[(&str, i64)]) -> Arc<PositionTracker> {
-    let writers: Vec<String> = stored.iter().map(|(w, _)| w.to_string()).collect();
-    let stored: BTreeMap<String, i64> = stored.iter().map(|(w, p)| (w.to_string(), *p)).collect();
-    Arc::new(PositionTracker::new(&writers, &stored))
+    Arc::new(support::tracker(stored))
 }
 
 /// A claim and the flag its finisher sets once its rows are applied.
@@ -31,7 +31,7 @@ struct Tracked {
 fn check_token(token: &StreamToken, claims: &[Arc<Tracked>], floor: &BTreeMap<&str, i64>) {
     for tracked in claims {
         let claim = &tracked.claim;
-        if token.position(&claim.writer) >= claim.up_to {
+        if token.position(claim.writer.as_str()) >= claim.up_to {
             assert!(
                 tracked.applied.load(Ordering::SeqCst),
                 "token {token} covers {}'s claim up to {} whose rows are not applied",
@@ -60,7 +60,7 @@ fn out_of_order_finish_within_and_across_writers() {
         let tracker = tracker(&[("w1", 7), ("w2", 7)]);
         let mut claims = Vec::new();
         for (writer, up_to) in [("w1", 8), ("w1", 9), ("w1", 10), ("w1", 11), ("w2", 12)] {
-            let claim = tracker.claim(writer, up_to).unwrap();
+            let claim = tracker.claim(&support::name(writer), up_to).unwrap();
             claims.push(Arc::new(Tracked {
                 claim,
                 applied: AtomicBool::new(false),
@@ -83,7 +83,7 @@ fn out_of_order_finish_within_and_across_writers() {
             handles.push(thread::spawn(move || {
                 for index in group {
                     claims[index].applied.store(true, Ordering::SeqCst);
-                    tracker.finish(&claims[index].claim);
+                    support::finish(&tracker, &claims[index].claim);
                 }
             }));
         }
@@ -92,7 +92,7 @@ fn out_of_order_finish_within_and_across_writers() {
             let claims = claims.clone();
             handles.push(thread::spawn(move || {
                 claims[4].applied.store(true, Ordering::SeqCst);
-                tracker.finish(&claims[4].claim);
+                support::finish(&tracker, &claims[4].claim);
             }));
         }
         let mut previous = tracker.token();
@@ -121,19 +121,19 @@ fn out_of_order_finish_within_and_across_writers() {
 fn a_silent_writer_pins_the_linear_position() {
     loom::model(|| {
         let tracker = tracker(&[("first", 7), ("second", 7), ("third", 7)]);
-        let held = tracker.claim("second", 12).unwrap();
+        let held = tracker.claim(&support::name("second"), 12).unwrap();
         let first = {
             let tracker = tracker.clone();
             thread::spawn(move || {
-                tracker.advance("first", 9);
-                tracker.advance("first", 11);
+                support::advance(&tracker, "first", 9);
+                support::advance(&tracker, "first", 11);
             })
         };
         let second = {
             let tracker = tracker.clone();
             thread::spawn(move || {
                 assert!(tracker.position("second") == Some(7));
-                tracker.finish(&held);
+                support::finish(&tracker, &held);
             })
         };
         let token = tracker.token();
@@ -154,18 +154,18 @@ fn a_silent_writer_pins_the_linear_position() {
 fn concurrent_claims_are_disjoint_and_hold_the_position_back() {
     loom::model(|| {
         let tracker = tracker(&[("w1", 5)]);
-        let first = tracker.claim("w1", 6).unwrap();
+        let first = tracker.claim(&support::name("w1"), 6).unwrap();
         let claimers: Vec<_> = [8, 10]
             .into_iter()
             .map(|up_to| {
                 let tracker = tracker.clone();
-                thread::spawn(move || tracker.claim("w1", up_to).unwrap())
+                thread::spawn(move || tracker.claim(&support::name("w1"), up_to).unwrap())
             })
             .collect();
         let finisher = {
             let tracker = tracker.clone();
             thread::spawn(move || {
-                tracker.finish(&first);
+                support::finish(&tracker, &first);
             })
         };
         let position = tracker.position("w1").unwrap();

@@ -11,13 +11,15 @@
 //!
 //! The same model with the hand-off done wrong (the `#[should_panic]`
 //! tests) shows that loom finds each mistake.
-#![cfg(loom)]
+#![cfg(roomcache_loom)]
 
-use std::collections::{BTreeMap, BTreeSet};
+mod support;
+
+use std::collections::BTreeSet;
 
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use roomcache::positions::{PositionTracker, StreamToken};
+use roomcache_core::{PositionTracker, StreamToken};
 
 type Rows = BTreeSet<(&'static str, i64)>;
 
@@ -28,7 +30,8 @@ enum HandOff {
     /// Bug: rows reach the read index (and the position moves) before the
     /// store commits them.
     PublishBeforeCommit,
-    /// Bug: the claim is finished (position advanced) before the rows are published.
+    /// Bug: the claim is finished (position advanced) in a publication of
+    /// its own, before the one that publishes the rows.
     AdvanceBeforePublish,
     /// Bug: the reader reads token and rows without the gate.
     ReadWithoutGate,
@@ -45,7 +48,7 @@ const FEED: [(&str, &[i64]); 2] = [("w1", &[2, 3]), ("w2", &[4])];
 
 fn write_batch(model: &Model, writer: &'static str, ids: &[i64], hand_off: HandOff) {
     let up_to = ids.last().copied().unwrap_or_default();
-    let claim = model.tracker.claim(writer, up_to).unwrap();
+    let claim = model.tracker.claim(&support::name(writer), up_to).unwrap();
     let rows: Vec<(&'static str, i64)> = ids.iter().map(|id| (writer, *id)).collect();
     let commit = || model.store.lock().unwrap().extend(rows.iter().copied());
     let publish = || model.index.lock().unwrap().extend(rows.iter().copied());
@@ -53,22 +56,22 @@ fn write_batch(model: &Model, writer: &'static str, ids: &[i64], hand_off: HandO
     match hand_off {
         HandOff::Correct | HandOff::ReadWithoutGate => {
             commit();
-            gate.publish(|| {
+            gate.publish(|publication| {
                 publish();
-                model.tracker.finish(&claim);
+                model.tracker.finish(&claim, publication);
             });
         }
         HandOff::PublishBeforeCommit => {
-            gate.publish(|| {
+            gate.publish(|publication| {
                 publish();
-                model.tracker.finish(&claim);
+                model.tracker.finish(&claim, publication);
             });
             commit();
         }
         HandOff::AdvanceBeforePublish => {
             commit();
-            model.tracker.finish(&claim);
-            gate.publish(publish);
+            support::finish(&model.tracker, &claim);
+            gate.publish(|_| publish());
         }
     }
 }
@@ -109,9 +112,8 @@ fn check(model: &Model, token: &StreamToken, seen: &Rows) {
 
 fn run(hand_off: HandOff) {
     loom::model(move || {
-        let writers = vec!["w1".to_string(), "w2".to_string()];
         let model = Arc::new(Model {
-            tracker: PositionTracker::new(&writers, &BTreeMap::new()),
+            tracker: support::tracker(&[("w1", 0), ("w2", 0)]),
             store: Mutex::new(Rows::new()),
             index: Mutex::new(Rows::new()),
         });

@@ -6,8 +6,8 @@
 //! batches being applied (so batches may finish out of order), the linear
 //! token (minimum over writers), the vector token, and the readers waiting
 //! for a token. May not touch: actors, the database, the read index, clocks.
-//! It is std-only and built on [`crate::sync`], so `loom_tests/` can
-//! model-check it.
+//! It is std-only and built on [`crate::sync`], so the loom models can
+//! check it.
 //!
 //! Protocol (spec Part A, adapted to a *reader* of writers' streams):
 //!
@@ -16,9 +16,11 @@
 //!    claim ended, so two batches never claim the same row and there is no
 //!    window between "read the position" and "register the claim" (the
 //!    reader's form of the in-flight fetch guard, PR #11045).
-//! 2. The caller applies and commits the rows of the claim, publishes them
-//!    to the read index, and only then calls [`PositionTracker::finish`]
-//!    (or [`PositionTracker::abandon`] if the commit failed).
+//! 2. The caller applies and commits the rows of the claim, then, inside
+//!    one publication of the [`PublishGate`], publishes them to the read
+//!    index and calls [`PositionTracker::finish`] (or
+//!    [`PositionTracker::abandon`] if the commit failed). `finish` and
+//!    `advance` take the [`Publication`] as proof.
 //! 3. A writer's durable position moves by the contiguous-prefix rule
 //!    (spec A.3): to the end of the highest finished claim below the lowest
 //!    unfinished one. It never moves back.
@@ -32,181 +34,20 @@
 //!    wake-up is lost.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::task::{Context, Poll, Waker};
 
-use serde::{Deserialize, Serialize};
-
-use crate::publish::PublishGate;
+use crate::publish::{Publication, PublishGate};
 use crate::sync::{lock, Mutex};
-
-/// A position in the events stream, as a vector token: `stream` is the
-/// position every writer has reached; `instance_map` lists the writers that
-/// are ahead of it, with their positions (always greater than `stream`).
-///
-/// Text form: `s<stream>` when no writer is ahead, otherwise
-/// `m<stream>~<writer>.<position>~<writer>.<position>…` (writers sorted by
-/// name; writer names are restricted to `[A-Za-z0-9_-]`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StreamToken {
-    pub stream: i64,
-    pub instance_map: BTreeMap<String, i64>,
-}
-
-impl StreamToken {
-    /// A token with no writer ahead of `stream`.
-    pub fn linear(stream: i64) -> Self {
-        Self {
-            stream,
-            instance_map: BTreeMap::new(),
-        }
-    }
-
-    /// The position of `writer` in this token.
-    pub fn position(&self, writer: &str) -> i64 {
-        self.instance_map
-            .get(writer)
-            .copied()
-            .unwrap_or(self.stream)
-    }
-
-    /// The largest position in the token.
-    pub fn max_position(&self) -> i64 {
-        self.instance_map
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(self.stream)
-            .max(self.stream)
-    }
-
-    /// True when every writer's position in `self` is at or below its
-    /// position in `other` (a partial order).
-    pub fn is_before_or_eq(&self, other: &StreamToken) -> bool {
-        self.stream <= other.stream
-            && self
-                .instance_map
-                .keys()
-                .chain(other.instance_map.keys())
-                .all(|w| self.position(w) <= other.position(w))
-    }
-
-    /// The least upper bound of two tokens in the per-writer order.
-    pub fn copy_and_advance(&self, other: &StreamToken) -> StreamToken {
-        let stream = self.stream.max(other.stream);
-        let mut instance_map = BTreeMap::new();
-        for writer in self.instance_map.keys().chain(other.instance_map.keys()) {
-            let position = self.position(writer).max(other.position(writer));
-            if position > stream {
-                instance_map.insert(writer.clone(), position);
-            }
-        }
-        StreamToken {
-            stream,
-            instance_map,
-        }
-    }
-
-    /// Clamps every position of the token to at most `max`.
-    pub fn bound(&self, max: i64) -> StreamToken {
-        if self.max_position() <= max {
-            return self.clone();
-        }
-        let stream = self.stream.min(max);
-        let instance_map = self
-            .instance_map
-            .iter()
-            .map(|(w, p)| (w.clone(), (*p).min(max)))
-            .filter(|(_, p)| *p > stream)
-            .collect();
-        StreamToken {
-            stream,
-            instance_map,
-        }
-    }
-}
-
-impl fmt::Display for StreamToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.instance_map.is_empty() {
-            return write!(f, "s{}", self.stream);
-        }
-        write!(f, "m{}", self.stream)?;
-        for (writer, position) in &self.instance_map {
-            write!(f, "~{writer}.{position}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why a token's text form was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid stream token {0:?}: expected s<N> or m<N>~<writer>.<N>…")]
-pub struct TokenParseError(pub String);
-
-/// True for names allowed as writer names (and so in token text).
-pub fn is_valid_writer_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-impl FromStr for StreamToken {
-    type Err = TokenParseError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let fail = || TokenParseError(text.to_owned());
-        if let Some(rest) = text.strip_prefix('s') {
-            let stream = rest.parse::<i64>().map_err(|_| fail())?;
-            return Ok(StreamToken::linear(stream));
-        }
-        let rest = text.strip_prefix('m').ok_or_else(fail)?;
-        let mut parts = rest.split('~');
-        let stream = parts
-            .next()
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(fail)?;
-        let mut instance_map = BTreeMap::new();
-        for part in parts.filter(|p| !p.is_empty()) {
-            let (writer, position) = part.rsplit_once('.').ok_or_else(fail)?;
-            let position = position.parse::<i64>().map_err(|_| fail())?;
-            if !is_valid_writer_name(writer) {
-                return Err(fail());
-            }
-            if position > stream {
-                instance_map.insert(writer.to_owned(), position);
-            }
-        }
-        Ok(StreamToken {
-            stream,
-            instance_map,
-        })
-    }
-}
-
-impl Serialize for StreamToken {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for StreamToken {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+use crate::token::StreamToken;
+use crate::writer::WriterName;
 
 /// Why the tracker refused a call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PositionError {
     #[error("writer {0:?} is not configured (settings: writers)")]
-    UnknownWriter(String),
+    UnknownWriter(WriterName),
 }
 
 /// A batch's reservation of a writer's range `(after, up_to]`.
@@ -216,7 +57,7 @@ pub enum PositionError {
 /// apply. An empty claim (`up_to <= after`) reserves nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
-    pub writer: String,
+    pub writer: WriterName,
     pub after: i64,
     pub up_to: i64,
 }
@@ -289,7 +130,7 @@ struct Waiter {
 
 #[derive(Debug)]
 struct TrackerState {
-    writers: BTreeMap<String, WriterProgress>,
+    writers: BTreeMap<WriterName, WriterProgress>,
     waiters: BTreeMap<u64, Waiter>,
     next_waiter: u64,
 }
@@ -349,7 +190,7 @@ impl PositionTracker {
     /// moves itself forward with a position row). Stored positions of
     /// writers that are not configured are ignored but kept in the table,
     /// so a writer added back resumes from what the cache really applied.
-    pub fn new(writers: &[String], stored: &BTreeMap<String, i64>) -> Self {
+    pub fn new(writers: &[WriterName], stored: &BTreeMap<WriterName, i64>) -> Self {
         let writers = writers
             .iter()
             .map(|w| {
@@ -372,7 +213,8 @@ impl PositionTracker {
 
     /// The gate through which committed groups are published (rows, then
     /// [`PositionTracker::finish`]) and through which reads take their
-    /// token and rows as one snapshot.
+    /// token and rows as one snapshot. Its publications are the only ones
+    /// [`PositionTracker::finish`] and [`PositionTracker::advance`] accept.
     pub fn gate(&self) -> &PublishGate {
         &self.gate
     }
@@ -387,7 +229,7 @@ impl PositionTracker {
     }
 
     /// Every configured writer's durable position.
-    pub fn positions(&self) -> BTreeMap<String, i64> {
+    pub fn positions(&self) -> BTreeMap<WriterName, i64> {
         lock(&self.state)
             .writers
             .iter()
@@ -419,18 +261,18 @@ impl PositionTracker {
     /// Reserves `writer`'s range after its last claim up to `up_to` for one
     /// batch. The claim is empty when `up_to` is not above the last claim
     /// (a replay of rows already durable or being applied).
-    pub fn claim(&self, writer: &str, up_to: i64) -> Result<Claim, PositionError> {
+    pub fn claim(&self, writer: &WriterName, up_to: i64) -> Result<Claim, PositionError> {
         let mut state = lock(&self.state);
         let progress = state
             .writers
             .get_mut(writer)
-            .ok_or_else(|| PositionError::UnknownWriter(writer.to_owned()))?;
+            .ok_or_else(|| PositionError::UnknownWriter(writer.clone()))?;
         let after = progress.claimed_up_to();
         if up_to > after {
             progress.in_flight.insert(up_to);
         }
         Ok(Claim {
-            writer: writer.to_owned(),
+            writer: writer.clone(),
             after,
             up_to,
         })
@@ -440,7 +282,11 @@ impl PositionTracker {
     /// position moves by the contiguous-prefix rule, and the waiters the
     /// new token covers are woken. Returns true when the position moved.
     /// Finishing an empty, abandoned or already finished claim does nothing.
-    pub fn finish(&self, claim: &Claim) -> bool {
+    pub fn finish(&self, claim: &Claim, publication: &Publication<'_>) -> bool {
+        debug_assert!(
+            publication.is_of(&self.gate),
+            "a publication of another gate"
+        );
         if claim.is_empty() {
             return false;
         }
@@ -494,9 +340,14 @@ impl PositionTracker {
     /// finished, so it never passes a row being applied. Call it only when
     /// every row of `writer` up to `position` is applied (or known not to
     /// exist). Returns true when the durable position moved.
-    pub fn advance(&self, writer: &str, position: i64) -> bool {
+    pub fn advance(
+        &self,
+        writer: &WriterName,
+        position: i64,
+        publication: &Publication<'_>,
+    ) -> bool {
         match self.claim(writer, position) {
-            Ok(claim) if !claim.is_empty() => self.finish(&claim),
+            Ok(claim) if !claim.is_empty() => self.finish(&claim, publication),
             _ => false,
         }
     }
@@ -507,7 +358,7 @@ impl PositionTracker {
     /// Returns the clamped token and whether anything was removed.
     pub fn clamp(&self, target: &StreamToken) -> (StreamToken, bool) {
         let state = lock(&self.state);
-        let instance_map: BTreeMap<String, i64> = target
+        let instance_map: BTreeMap<WriterName, i64> = target
             .instance_map
             .iter()
             .filter(|(w, _)| state.writers.contains_key(*w))
@@ -595,33 +446,29 @@ impl Drop for WaitForToken<'_> {
 mod tests {
     use super::*;
 
+    fn name(writer: &str) -> WriterName {
+        WriterName::parse(writer).unwrap()
+    }
+
     fn tracker(writers: &[&str], stored: &[(&str, i64)]) -> PositionTracker {
-        let writers: Vec<String> = writers.iter().map(|w| w.to_string()).collect();
-        let stored = stored.iter().map(|(w, p)| (w.to_string(), *p)).collect();
+        let writers: Vec<WriterName> = writers.iter().map(|w| name(w)).collect();
+        let stored = stored.iter().map(|(w, p)| (name(w), *p)).collect();
         PositionTracker::new(&writers, &stored)
     }
 
-    #[test]
-    fn token_text_round_trips() {
-        for text in ["s0", "s42", "m3~first.5~second.7"] {
-            let token: StreamToken = text.parse().unwrap();
-            assert_eq!(token.to_string(), text);
-        }
-        assert!("x1".parse::<StreamToken>().is_err());
-        assert!("m1~a".parse::<StreamToken>().is_err());
-        assert_eq!(
-            "m5~".parse::<StreamToken>().unwrap(),
-            StreamToken::linear(5)
-        );
+    fn advance(tracker: &PositionTracker, writer: &str, position: i64) -> bool {
+        tracker
+            .gate()
+            .publish(|publication| tracker.advance(&name(writer), position, publication))
     }
 
     #[test]
     fn linear_token_is_the_minimum_and_the_map_holds_writers_ahead() {
         let t = tracker(&["a", "b"], &[("a", 3), ("b", 5)]);
         assert_eq!(t.token().to_string(), "m3~b.5");
-        t.advance("a", 6);
+        assert!(advance(&t, "a", 6));
         assert_eq!(t.token().to_string(), "m5~a.6");
-        t.advance("a", 2);
+        assert!(!advance(&t, "a", 2));
         assert_eq!(t.position("a"), Some(6));
     }
 
@@ -633,14 +480,11 @@ mod tests {
     }
 
     #[test]
-    fn lub_and_bound() {
-        let a: StreamToken = "m3~x.5".parse().unwrap();
-        let b: StreamToken = "m4~y.6".parse().unwrap();
-        let lub = a.copy_and_advance(&b);
-        assert_eq!(lub.to_string(), "m4~x.5~y.6");
-        assert!(a.is_before_or_eq(&lub) && b.is_before_or_eq(&lub));
-        assert!(!a.is_before_or_eq(&b) && !b.is_before_or_eq(&a));
-        assert_eq!(lub.bound(5).to_string(), "m4~x.5~y.5");
-        assert_eq!(lub.bound(4).to_string(), "s4");
+    fn claims_of_unknown_writers_are_refused() {
+        let t = tracker(&["a"], &[]);
+        assert_eq!(
+            t.claim(&name("b"), 4),
+            Err(PositionError::UnknownWriter(name("b")))
+        );
     }
 }

@@ -3,13 +3,16 @@
 //!
 //! Owns: the publication epoch (a sequence lock) and the publisher's mutex.
 //! May not touch: the read index, the tracker, the database — it runs the
-//! closures it is given. Std-only, built on [`crate::sync`], so
-//! `loom_tests/` can model-check it.
+//! closures it is given. Std-only, built on [`crate::sync`], so the loom
+//! models can check it.
 //!
 //! The supervisor calls [`PublishGate::publish`] only after Postgres has
 //! committed a group, with a closure that publishes the group's rows to the
 //! read index and then finishes its claims in the position tracker
-//! ("commit, then publish, then advance"). Readers call
+//! ("commit, then publish, then advance"). The closure receives a
+//! [`Publication`], which only this gate can make: the tracker's
+//! `finish`/`advance` and the read index's `publish` require one, so no
+//! code can move a position or show a row outside a publication. Readers call
 //! [`PublishGate::read`] with a closure that reads the token and then the
 //! rows. The epoch is odd while a publication runs; a read that saw the
 //! same even epoch before and after its closure overlapped no publication,
@@ -28,10 +31,25 @@ use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 /// Optimistic attempts before a read takes the publisher's mutex. Loom
 /// models have few publications, so under loom one collision is enough to
 /// reach the fallback path and have it checked too.
-#[cfg(not(loom))]
+#[cfg(not(roomcache_loom))]
 const OPTIMISTIC_ATTEMPTS: usize = 3;
-#[cfg(loom)]
+#[cfg(roomcache_loom)]
 const OPTIMISTIC_ATTEMPTS: usize = 1;
+
+/// Proof that the holder runs inside [`PublishGate::publish`]: the only
+/// place one is made. Whatever moves a position or shows rows to readers
+/// takes `&Publication`.
+#[derive(Debug)]
+pub struct Publication<'gate> {
+    gate: &'gate PublishGate,
+}
+
+impl Publication<'_> {
+    /// True when this publication runs in `gate`.
+    pub fn is_of(&self, gate: &PublishGate) -> bool {
+        std::ptr::eq(self.gate, gate)
+    }
+}
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -56,11 +74,11 @@ impl PublishGate {
 
     /// Runs `apply` (publish committed rows, then advance positions) as one
     /// step for readers. Call it only after the rows are committed.
-    pub fn publish<R>(&self, apply: impl FnOnce() -> R) -> R {
+    pub fn publish<R>(&self, apply: impl FnOnce(&Publication<'_>) -> R) -> R {
         let _publisher = lock(&self.publishing);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let _end = EndOfPublication(&self.epoch);
-        apply()
+        apply(&Publication { gate: self })
     }
 
     /// Runs `read` so that it overlaps no publication; `read` may run more
@@ -86,7 +104,7 @@ impl PublishGate {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(roomcache_loom)))]
 mod tests {
     use super::*;
 
@@ -95,7 +113,9 @@ mod tests {
         let gate = PublishGate::new();
         let value = Mutex::new(0);
         assert_eq!(gate.read(|| *lock(&value)), 0);
-        let returned = gate.publish(|| {
+        let returned = gate.publish(|publication| {
+            assert!(publication.is_of(&gate));
+            assert!(!publication.is_of(&PublishGate::new()));
             *lock(&value) = 7;
             "done"
         });
@@ -108,7 +128,7 @@ mod tests {
     fn a_panicking_publication_leaves_the_gate_usable() {
         let gate = PublishGate::new();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            gate.publish(|| panic!("publication failed"))
+            gate.publish(|_| panic!("publication failed"))
         }));
         assert!(outcome.is_err());
         assert_eq!(gate.publications(), 1, "the epoch is even again");

@@ -1,0 +1,227 @@
+//! The one read path: every read endpoint answers through [`Reads`].
+//!
+//! Owns: waiting for a token (`wait_for`, bounded by the settings), taking
+//! the token and the rows as one snapshot through the publish gate, and the
+//! one fallback policy for rooms queued for recalculation ([`fallback`]):
+//! a read that touches a queued room answers with that room's rows computed
+//! from the source at the queue's position, in place of cached rows (there
+//! are none: they were deleted at start-up), and says so with `fallback:
+//! true`. May not touch: the write path (it never publishes or advances),
+//! SQL, HTTP (the API maps its answers and errors).
+
+mod fallback;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomcache_core::{PositionTracker, StreamToken, WriterName};
+use tracing::warn;
+
+use crate::index::ReadIndex;
+use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
+use crate::room_list::{ListAnswer, RoomListRequest};
+use crate::source::SourceError;
+use crate::supervisor::recalc::{RecalculationQueue, Upstream};
+
+pub(crate) use fallback::Fallback;
+
+/// Why a read could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("rooms are being recomputed and the Synapse database cannot be read")]
+    FallbackUnavailable(#[source] SourceError),
+}
+
+/// How long a read may wait for a token.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wait {
+    /// Answer only once the cache's token covers this token (or at the timeout).
+    pub(crate) target: Option<StreamToken>,
+    /// The caller's timeout; the settings' default when absent.
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// An answer with the token it is consistent with.
+#[derive(Debug)]
+pub(crate) struct Answer<T> {
+    pub(crate) value: T,
+    pub(crate) token: StreamToken,
+    /// The wait for the requested token timed out: the answer is at an earlier token.
+    pub(crate) timed_out: bool,
+    /// Some rows of the answer were computed by the fallback.
+    pub(crate) fallback: bool,
+}
+
+/// The read side's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadSettings {
+    pub(crate) wait_timeout: Duration,
+    pub(crate) max_wait_timeout: Duration,
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub(crate) struct Reads {
+    index: Arc<ReadIndex>,
+    tracker: Arc<PositionTracker>,
+    fallback: Fallback,
+    settings: ReadSettings,
+}
+
+impl Reads {
+    pub(crate) fn new(
+        index: Arc<ReadIndex>,
+        tracker: Arc<PositionTracker>,
+        queue: Arc<RecalculationQueue>,
+        upstream: Option<Arc<dyn Upstream>>,
+        settings: ReadSettings,
+    ) -> Self {
+        Reads {
+            index,
+            tracker,
+            fallback: Fallback::new(queue, upstream),
+            settings,
+        }
+    }
+
+    /// Waits until the cache's token covers `wait.target`, or the timeout
+    /// (at most `max_wait_timeout`) passes. Entries of writers that are not
+    /// configured are clamped away first (the cache could never reach
+    /// them). Returns true when the wait timed out.
+    async fn wait(&self, wait: &Wait) -> bool {
+        let Some(requested) = &wait.target else {
+            return false;
+        };
+        let (target, clamped) = self.tracker.clamp(requested);
+        if clamped {
+            warn!(wait_for = %requested, clamped = %target, "wait_for names writers that are not configured; ignoring them");
+        }
+        let timeout = wait
+            .timeout
+            .unwrap_or(self.settings.wait_timeout)
+            .min(self.settings.max_wait_timeout);
+        let timed_out = tokio::time::timeout(timeout, self.tracker.wait_for(target))
+            .await
+            .is_err();
+        if timed_out {
+            metrics::counter!("roomcache_wait_timeouts_total").increment(1);
+        }
+        timed_out
+    }
+
+    /// Waits, then reads the token and runs `read` as one snapshot: the
+    /// value reflects exactly the rows at or below the token.
+    async fn read_at_token<T>(&self, wait: &Wait, read: impl FnMut(&ReadIndex) -> T) -> Answer<T> {
+        let timed_out = self.wait(wait).await;
+        let mut read = read;
+        let (token, value) = self
+            .tracker
+            .gate()
+            .read(|| (self.tracker.token(), read(&self.index)));
+        Answer {
+            value,
+            token,
+            timed_out,
+            fallback: false,
+        }
+    }
+
+    /// A room's joined-room row.
+    pub(crate) async fn room(
+        &self,
+        room: &RoomId,
+        wait: &Wait,
+    ) -> Result<Answer<Option<JoinedRoomRow>>, ReadError> {
+        let mut answer = self.read_at_token(wait, |index| index.joined_room(room)).await;
+        if let Some(rows) = self.fallback.rows(std::slice::from_ref(room), None).await? {
+            answer.value = rows.joined_rooms.into_iter().next();
+            answer.fallback = true;
+        }
+        Ok(answer)
+    }
+
+    /// A user's snapshot in a room.
+    pub(crate) async fn snapshot(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        wait: &Wait,
+    ) -> Result<Answer<Option<MembershipSnapshot>>, ReadError> {
+        let mut answer = self
+            .read_at_token(wait, |index| index.snapshot(user, room))
+            .await;
+        if let Some(rows) = self.fallback.rows(std::slice::from_ref(room), Some(user)).await? {
+            answer.value = rows.snapshots.into_iter().find(|s| &s.user_id == user);
+            answer.fallback = true;
+        }
+        Ok(answer)
+    }
+
+    /// Every snapshot of a user, by room ID.
+    pub(crate) async fn user_rooms(
+        &self,
+        user: &UserId,
+        wait: &Wait,
+    ) -> Result<Answer<Vec<MembershipSnapshot>>, ReadError> {
+        let mut answer = self
+            .read_at_token(wait, |index| index.snapshots_of_user(user))
+            .await;
+        if let Some(rows) = self.fallback.rows_of_user(user).await? {
+            answer.value = fallback::merge_snapshots(answer.value, rows.snapshots, &rows.rooms);
+            answer.fallback = true;
+        }
+        Ok(answer)
+    }
+
+    /// A user's room lists (spec §6).
+    pub(crate) async fn room_lists(
+        &self,
+        user: &UserId,
+        request: &RoomListRequest,
+        wait: &Wait,
+    ) -> Result<Answer<BTreeMap<String, ListAnswer>>, ReadError> {
+        let lists = || request.lists.iter().map(|(name, list)| (name.clone(), list));
+        let from_token = request.from_token.as_ref();
+        let fallback_rows = self.fallback.rows_of_user(user).await?;
+        let Some(rows) = fallback_rows else {
+            let answer = self
+                .read_at_token(wait, |index| {
+                    index.room_lists(user, lists(), from_token).into_iter().collect()
+                })
+                .await;
+            return Ok(answer);
+        };
+        let mut answer = self
+            .read_at_token(wait, |index| {
+                fallback::scan_room_lists(index, user, lists(), from_token, &rows)
+            })
+            .await;
+        answer.fallback = true;
+        Ok(answer)
+    }
+
+    /// Each configured writer's durable position and the token, as one snapshot.
+    pub(crate) fn positions(&self) -> (BTreeMap<WriterName, i64>, StreamToken) {
+        self.tracker
+            .gate()
+            .read(|| (self.tracker.positions(), self.tracker.token()))
+    }
+
+    pub(crate) fn token(&self) -> StreamToken {
+        self.tracker.token()
+    }
+
+    pub(crate) fn joined_room_count(&self) -> usize {
+        self.index.joined_room_count()
+    }
+
+    pub(crate) fn snapshot_count(&self) -> u64 {
+        self.index.snapshot_count()
+    }
+
+    /// Rooms waiting for recalculation.
+    pub(crate) fn recalculation_queue_length(&self) -> usize {
+        self.fallback.queue_length()
+    }
+}

@@ -1,0 +1,246 @@
+//! The sequence of `roomcache serve` and `roomcache import`.
+//!
+//! Owns: which parts are built, in which order, and handing each its
+//! settings. May not touch: rows, SQL, routes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context as _};
+use std::os::unix::fs::PermissionsExt;
+use tracing::info;
+
+use super::{claim_socket_path, install_metrics, SocketFile};
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::reads::{ReadSettings, Reads};
+use crate::source::follow::Follower;
+use crate::source::import::{run_import, ImportOptions};
+use crate::source::{SourceDatabase, SynapseUpstream};
+use crate::store::Store;
+use crate::supervisor::commit::WritePath;
+use crate::supervisor::recalc::{RecalculationQueue, Upstream};
+use crate::supervisor::startup::{self, Invalidation};
+use crate::supervisor::{
+    Recalculate, SourceProgress, Supervisor, SupervisorSettings,
+};
+
+/// The import's settings from roomcache's settings.
+fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {
+    ImportOptions {
+        server_name: settings.server_name.clone(),
+        writers: settings.writers.clone(),
+        batch_rooms: settings.source_import_batch_rooms,
+        progress_bar,
+    }
+}
+
+fn database_url(settings: &Settings) -> anyhow::Result<String> {
+    match &settings.database_url {
+        Some(url) => Ok(url.clone()),
+        None => bail!("no database_url is configured (config file, ROOMCACHE_DATABASE_URL or --database-url); scripts/run starts a private Postgres when none is given"),
+    }
+}
+
+async fn connect_source(url: &str) -> anyhow::Result<Arc<SourceDatabase>> {
+    let source = SourceDatabase::connect(url)
+        .await
+        .context("connecting to the Synapse database (source_database_url)")?;
+    Ok(Arc::new(source))
+}
+
+/// Runs `roomcache import`: the import from the Synapse database
+/// (`source_database_url`) into roomcache's database, then exits.
+pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
+    let Some(source_url) = settings.source_database_url.clone() else {
+        bail!("no source_database_url is configured: the import reads a Synapse database");
+    };
+    let store = Store::from_settings(&settings, &database_url(&settings)?)
+        .await
+        .context("connecting to Postgres and applying migrations")?;
+    let source = connect_source(&source_url).await?;
+    let write_path = startup::open(store, &settings.writers)
+        .await
+        .context("reading the stored positions")?;
+    let started = std::time::Instant::now();
+    let summary = run_import(&write_path, &source, &import_options(&settings, true))
+        .await
+        .context("importing from the Synapse database")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if summary.ran {
+        println!(
+            "imported {} rooms, {} rows at stream position {} in {:.2} s",
+            summary.rooms, summary.rows, summary.target_position, seconds
+        );
+    } else {
+        println!(
+            "the import had already finished ({} rooms, {} rows at stream position {}); nothing to do",
+            summary.rooms, summary.rows, summary.target_position
+        );
+    }
+    Ok(())
+}
+
+/// Source mode's parts, once start-up has checked the source.
+struct SourceMode {
+    source: Arc<SourceDatabase>,
+    upstream: Arc<dyn Upstream>,
+    invalidation: Invalidation,
+    progress: Arc<SourceProgress>,
+}
+
+/// Source mode's start-up, before any row is loaded (so no stale row is
+/// ever served): the import on first start, then the §4 check.
+async fn start_source_mode(
+    settings: &Settings,
+    url: &str,
+    write_path: &WritePath,
+) -> anyhow::Result<SourceMode> {
+    let source = connect_source(url).await?;
+    if settings.source_import_on_start {
+        run_import(write_path, &source, &import_options(settings, true))
+            .await
+            .context("importing from the Synapse database")?;
+    }
+    let upstream: Arc<dyn Upstream> =
+        Arc::new(SynapseUpstream::new(source.clone(), &settings.server_name));
+    let invalidation =
+        startup::invalidate_changed_rooms(write_path, upstream.as_ref(), &settings.writers)
+            .await
+            .context("checking for rooms changed in Synapse while roomcache was down")?;
+    let progress = Arc::new(SourceProgress::default());
+    progress.set_invalidated_at_start(invalidation.queued.len());
+    Ok(SourceMode {
+        source,
+        upstream,
+        invalidation,
+        progress,
+    })
+}
+
+/// Recomputes the queued rooms (after the configured delay), then follows
+/// Synapse until the process stops.
+fn spawn_following(
+    settings: &Settings,
+    source: SourceMode,
+    write_path: &WritePath,
+    queue: &RecalculationQueue,
+    supervisor: Addr<Supervisor>,
+) {
+    let follower = Follower {
+        source: source.source,
+        store: write_path.store().clone(),
+        supervisor: supervisor.clone(),
+        tracker: write_path.tracker().clone(),
+        index: write_path.index().clone(),
+        progress: source.progress,
+        server_name: settings.server_name.clone(),
+        writers: settings.writers.clone(),
+        poll_interval: Duration::from_millis(settings.source_poll_interval_ms),
+        batch_size: settings.source_batch_size,
+    };
+    let recalculate = (source.invalidation.from > 0 || !queue.is_empty()).then(|| Recalculate {
+        upstream: source.upstream,
+        writers: settings.writers.clone(),
+        batch_rooms: settings.source_import_batch_rooms,
+    });
+    let delay = if queue.is_empty() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(settings.source_recalculation_delay_ms)
+    };
+    actix_rt::spawn(async move {
+        if let Some(recalculate) = recalculate {
+            tokio::time::sleep(delay).await;
+            match supervisor.send(recalculate).await {
+                Ok(Ok(())) => {}
+                // Logged by the supervisor; reads keep using the fallback.
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        follower.run().await;
+    });
+}
+
+/// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an actix system.
+pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
+    let url = database_url(&settings)?;
+    claim_socket_path(&settings.socket_path)?;
+
+    let store = Store::from_settings(&settings, &url)
+        .await
+        .context("connecting to Postgres and applying migrations")?;
+    let write_path = startup::open(store, &settings.writers)
+        .await
+        .context("reading the stored positions")?;
+    let source = match &settings.source_database_url {
+        Some(url) => Some(start_source_mode(&settings, url, &write_path).await?),
+        None => None,
+    };
+    let queue_position = source.as_ref().map_or(0, |s| s.invalidation.to);
+    let queue = startup::load(&write_path, queue_position)
+        .await
+        .context("loading the cached rows")?;
+
+    let supervisor = Supervisor::new(
+        write_path.clone(),
+        queue.clone(),
+        SupervisorSettings {
+            server_name: Arc::from(settings.server_name.as_str()),
+            batch_size: settings.commit_batch_size,
+            linger: Duration::from_millis(settings.commit_linger_ms),
+            idle_actor_timeout: Duration::from_millis(settings.room_actor_idle_ms),
+        },
+    )
+    .start();
+    let reads = Reads::new(
+        write_path.index().clone(),
+        write_path.tracker().clone(),
+        queue.clone(),
+        source.as_ref().map(|s| s.upstream.clone()),
+        ReadSettings {
+            wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
+            max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
+        },
+    );
+    let progress = source.as_ref().map(|s| s.progress.clone());
+    if let Some(source) = source {
+        spawn_following(&settings, source, &write_path, &queue, supervisor.clone());
+    }
+    let state = web::Data::new(ApiState {
+        supervisor,
+        reads,
+        metrics,
+        source: progress,
+        ready: AtomicBool::new(false),
+    });
+    run_http(&settings, state).await
+}
+
+/// Binds the socket, serves until SIGTERM/SIGINT, drains, removes the socket.
+async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Result<()> {
+    let body_limit = settings.request_body_limit;
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(api::trace_request))
+            .app_data(app_state.clone())
+            .configure(|cfg| api::configure(cfg, body_limit))
+    })
+    .shutdown_timeout(30)
+    .bind_uds(&settings.socket_path)
+    .with_context(|| format!("binding {}", settings.socket_path.display()))?;
+    let socket = SocketFile(settings.socket_path.clone());
+    std::fs::set_permissions(&socket.0, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", socket.0.display()))?;
+    state.ready.store(true, Ordering::Release);
+    info!(socket = %settings.socket_path.display(), "roomcache is ready");
+    server.run().await.context("serving")?;
+    info!("in-flight requests drained; shutting down");
+    drop(socket);
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! What the supervisor asks of Synapse's database to invalidate and
+//! recompute rooms, and what the reads' fallback asks for a queued room.
+//!
+//! Owns: the [`Upstream`] implementation over [`SourceDatabase`]. May not
+//! touch: roomcache's tables, the recalculation queue (the supervisor's).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::{import, SourceDatabase, SourceError};
+use crate::model::{RoomId, UserId};
+use crate::supervisor::recalc::{RecomputedRooms, Upstream};
+
+/// Synapse's database, as the supervisor's source of truth.
+pub(crate) struct SynapseUpstream {
+    source: Arc<SourceDatabase>,
+    server_name: String,
+}
+
+impl SynapseUpstream {
+    pub(crate) fn new(source: Arc<SourceDatabase>, server_name: &str) -> Self {
+        SynapseUpstream {
+            source,
+            server_name: server_name.to_owned(),
+        }
+    }
+}
+
+fn room_ids(rows: &[tokio_postgres::Row]) -> Vec<RoomId> {
+    rows.iter()
+        .filter_map(|row| row.try_get::<_, &str>(0).ok())
+        .filter_map(|id| RoomId::parse(id).ok())
+        .collect()
+}
+
+impl Upstream for SynapseUpstream {
+    fn safe_position(&self) -> BoxFuture<'_, Result<i64, SourceError>> {
+        self.source.safe_position().boxed()
+    }
+
+    fn changed_rooms(&self, from: i64, to: i64) -> BoxFuture<'_, Result<Vec<RoomId>, SourceError>> {
+        async move {
+            if to <= from {
+                return Ok(Vec::new());
+            }
+            let rows = self
+                .source
+                .client()
+                .query(
+                    "SELECT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
+                     UNION SELECT room_id FROM current_state_delta_stream WHERE stream_id > $1 AND stream_id <= $2
+                     UNION SELECT e.room_id FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
+                           WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2
+                     ORDER BY 1",
+                    &[&from, &to],
+                )
+                .await?;
+            Ok(room_ids(&rows))
+        }
+        .boxed()
+    }
+
+    fn recompute<'a>(
+        &'a self,
+        rooms: &'a [RoomId],
+        at: i64,
+    ) -> BoxFuture<'a, Result<RecomputedRooms, SourceError>> {
+        async move {
+            let ids: Vec<String> = rooms.iter().map(|r| r.as_str().to_owned()).collect();
+            import::compute_rooms(&self.source, &ids, at, &self.server_name).await
+        }
+        .boxed()
+    }
+
+    fn rooms_of_user<'a>(
+        &'a self,
+        user: &'a UserId,
+        rooms: &'a [RoomId],
+    ) -> BoxFuture<'a, Result<Vec<RoomId>, SourceError>> {
+        async move {
+            let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
+            let rows = self
+                .source
+                .client()
+                .query(
+                    "SELECT room_id FROM local_current_membership
+                     WHERE user_id = $1 AND room_id = ANY($2)",
+                    &[&user.as_str(), &ids],
+                )
+                .await?;
+            Ok(room_ids(&rows))
+        }
+        .boxed()
+    }
+}

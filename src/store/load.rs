@@ -1,0 +1,255 @@
+//! Reading roomcache's tables back: everything at start-up, one room's
+//! state when its actor is (re-)created, positions and progress.
+//!
+//! Owns: the SELECTs of roomcache's schema. May not touch: the read index,
+//! actors (callers take what is returned).
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::TryStreamExt;
+use roomcache_core::WriterName;
+use tracing::{instrument, warn};
+
+use super::commit::ImportProgress;
+use super::rows::{
+    column, joined_from_row, room_id, snapshot_from_row, user_id, JOINED_COLUMNS, JOINED_TABLE,
+    SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
+};
+use super::{CorruptRow, Store, StoreError, EVENTS_STREAM};
+use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId};
+use crate::rules::{RoomMemory, RoomState};
+
+/// Snapshots handed over per chunk while streaming them at start-up.
+const SNAPSHOT_CHUNK: usize = 8192;
+
+/// Everything loaded at start-up.
+#[derive(Debug, Default)]
+pub struct LoadedRows {
+    pub joined_rooms: Vec<JoinedRoomRow>,
+    pub snapshots: Vec<MembershipSnapshot>,
+    pub positions: BTreeMap<WriterName, i64>,
+    pub recalculation_queue: Vec<RoomId>,
+    /// Users' `m.direct` and `m.tag` account data.
+    pub account_data: Vec<AccountData>,
+    /// Each space's children (spaces without children are absent).
+    pub space_children: Vec<(RoomId, Vec<RoomId>)>,
+}
+
+impl Store {
+    /// Loads every row, the durable positions and the recalculation queue.
+    #[instrument(skip_all)]
+    pub async fn load_all(&self) -> Result<LoadedRows, StoreError> {
+        let mut loaded = self.load_all_but_snapshots().await?;
+        let mut snapshots = Vec::new();
+        self.load_snapshots(|chunk| snapshots.extend(chunk)).await?;
+        loaded.snapshots = snapshots;
+        Ok(loaded)
+    }
+
+    /// Streams every snapshot to `on_chunk`, a few thousand at a time, so a
+    /// caller can take them in without holding them all at once.
+    #[instrument(skip_all)]
+    pub(crate) async fn load_snapshots(
+        &self,
+        mut on_chunk: impl FnMut(Vec<MembershipSnapshot>),
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query_raw(
+                &format!("SELECT {SNAPSHOT_COLUMNS} FROM {SNAPSHOTS_TABLE}"),
+                std::iter::empty::<&str>(),
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
+        while let Some(row) = rows.try_next().await? {
+            chunk.push(snapshot_from_row(&row)?);
+            if chunk.len() == SNAPSHOT_CHUNK {
+                on_chunk(std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK)));
+            }
+        }
+        if !chunk.is_empty() {
+            on_chunk(chunk);
+        }
+        Ok(())
+    }
+
+    /// Everything [`Store::load_all`] loads except the snapshots (`snapshots` is empty).
+    #[instrument(skip_all)]
+    pub(crate) async fn load_all_but_snapshots(&self) -> Result<LoadedRows, StoreError> {
+        let client = self.pool.get().await?;
+        let joined_rooms = client
+            .query(&format!("SELECT {JOINED_COLUMNS} FROM {JOINED_TABLE}"), &[])
+            .await?
+            .iter()
+            .map(joined_from_row)
+            .collect::<Result<_, _>>()?;
+        let table = "sliding_sync_joined_rooms_to_recalculate";
+        let recalculation_queue = client
+            .query(&format!("SELECT room_id FROM {table}"), &[])
+            .await?
+            .iter()
+            .map(|row| room_id(row, table, 0))
+            .collect::<Result<_, _>>()?;
+        Ok(LoadedRows {
+            joined_rooms,
+            snapshots: Vec::new(),
+            positions: self.positions().await?,
+            recalculation_queue,
+            account_data: self.account_data(&client).await?,
+            space_children: self.space_children(&client).await?,
+        })
+    }
+
+    async fn account_data(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<Vec<AccountData>, StoreError> {
+        let table = "user_account_data";
+        let rows = client
+            .query(
+                &format!("SELECT user_id, room_id, account_data_type, content FROM {table}"),
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let room: &str = column(row, table, 1)?;
+                Ok(AccountData {
+                    user_id: user_id(row, table, 0)?,
+                    room_id: if room.is_empty() {
+                        None
+                    } else {
+                        Some(room_id(row, table, 1)?)
+                    },
+                    data_type: column(row, table, 2)?,
+                    content: column(row, table, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn space_children(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<Vec<(RoomId, Vec<RoomId>)>, StoreError> {
+        let table = "space_children";
+        let mut children: BTreeMap<RoomId, Vec<RoomId>> = BTreeMap::new();
+        let query = format!("SELECT space_room_id, child_room_id FROM {table} ORDER BY 1, 2");
+        for row in client.query(&query, &[]).await? {
+            children
+                .entry(room_id(&row, table, 0)?)
+                .or_default()
+                .push(room_id(&row, table, 1)?);
+        }
+        Ok(children.into_iter().collect())
+    }
+
+    /// Loads the full rule state of the given rooms (rooms never seen get
+    /// the default state).
+    #[instrument(skip_all, fields(rooms = rooms.len()))]
+    pub(crate) async fn load_room_states(
+        &self,
+        rooms: &[RoomId],
+    ) -> Result<HashMap<RoomId, RoomState>, StoreError> {
+        let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
+        let client = self.pool.get().await?;
+        let mut states: HashMap<RoomId, RoomState> = rooms
+            .iter()
+            .map(|r| (r.clone(), RoomState::default()))
+            .collect();
+        let query = format!("SELECT {JOINED_COLUMNS} FROM {JOINED_TABLE} WHERE room_id = ANY($1)");
+        for row in &client.query(&query, &[&ids]).await? {
+            let row = joined_from_row(row)?;
+            if let Some(state) = states.get_mut(&row.room_id) {
+                state.joined = Some(row);
+            }
+        }
+        let query =
+            format!("SELECT {SNAPSHOT_COLUMNS} FROM {SNAPSHOTS_TABLE} WHERE room_id = ANY($1)");
+        for row in &client.query(&query, &[&ids]).await? {
+            let snapshot = snapshot_from_row(row)?;
+            if let Some(state) = states.get_mut(&snapshot.room_id) {
+                state.snapshots.insert(snapshot.user_id.clone(), snapshot);
+            }
+        }
+        let table = "room_rules_memory";
+        let query = format!("SELECT room_id, memory FROM {table} WHERE room_id = ANY($1)");
+        for row in &client.query(&query, &[&ids]).await? {
+            let room = room_id(row, table, 0)?;
+            let memory: RoomMemory = serde_json::from_value(column(row, table, 1)?)
+                .map_err(|e| StoreError::corrupt(table, CorruptRow::Memory(e)))?;
+            if let Some(state) = states.get_mut(&room) {
+                state.memory = memory;
+                state.restore_counters();
+            }
+        }
+        Ok(states)
+    }
+
+    /// The durable positions of the events stream, per writer. A stored
+    /// name that is not a valid writer name is skipped with a warning (no
+    /// writer could ever claim it).
+    pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
+        let table = "stream_positions";
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
+                &[&EVENTS_STREAM],
+            )
+            .await?;
+        let mut positions = BTreeMap::new();
+        for row in &rows {
+            let name: &str = column(row, table, 0)?;
+            match WriterName::parse(name) {
+                Ok(writer) => {
+                    positions.insert(writer, column(row, table, 1)?);
+                }
+                Err(error) => warn!(%error, "ignoring a stored position"),
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Every room with a cached row or remembered state.
+    pub(crate) async fn cached_room_ids(&self) -> Result<Vec<RoomId>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT room_id FROM room_rules_memory
+                 UNION SELECT room_id FROM sliding_sync_joined_rooms
+                 UNION SELECT room_id FROM sliding_sync_membership_snapshots",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| room_id(row, "room_rules_memory", 0))
+            .collect()
+    }
+
+    /// Source mode: the import's progress, if one started.
+    pub(crate) async fn import_progress(&self) -> Result<Option<ImportProgress>, StoreError> {
+        let table = "source_import_progress";
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT target_position, last_room_id, rooms_done, rows_written, finished
+                     FROM {table}"
+                ),
+                &[],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(ImportProgress {
+                target_position: column(&row, table, 0)?,
+                last_room_id: column(&row, table, 1)?,
+                rooms_done: column(&row, table, 2)?,
+                rows_written: column(&row, table, 3)?,
+                finished: column(&row, table, 4)?,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,135 @@
+//! The one write path: every change that reaches Postgres, the read index
+//! and the positions goes through [`WritePath::commit`].
+//!
+//! Owns: the order "commit in Postgres → publish the rows to the read index
+//! and finish claims or advance positions, in one publication of the
+//! publish gate". Only the gate hands out the [`Publication`] that the read
+//! index and the position tracker require, so no other code can show a row
+//! or move a position. May not touch: the rules, room actors, SQL (the
+//! store's), HTTP.
+
+use std::sync::Arc;
+
+use roomcache_core::{Claim, PositionTracker, Publication, WriterName};
+use tracing::instrument;
+
+use crate::index::ReadIndex;
+use crate::model::{RoomId, RowChange};
+use crate::rules::RoomMemory;
+use crate::store::{CommitGroup, ImportProgress, Store, StoreError};
+
+/// What one commit makes durable, then visible.
+#[derive(Debug, Default)]
+pub(crate) struct CommitUnit<'rows> {
+    group: CommitGroup,
+    visible: Vec<&'rows [RowChange]>,
+    claims: Vec<&'rows Claim>,
+    advances: Vec<(WriterName, i64)>,
+}
+
+impl<'rows> CommitUnit<'rows> {
+    /// Row changes to write, then publish.
+    pub(crate) fn rows(&mut self, changes: &'rows [RowChange]) {
+        self.group.add_changes(changes);
+        self.visible.push(changes);
+    }
+
+    /// The rules' memory of a room (`None`: forget it).
+    pub(crate) fn memory(&mut self, room: RoomId, memory: Option<RoomMemory>) {
+        self.group.set_memory(room, memory);
+    }
+
+    /// A batch's claim: its writer's position `position` is written with
+    /// the rows, and the claim finished once they are published.
+    pub(crate) fn finish(&mut self, claim: &'rows Claim, position: i64) {
+        self.group.advance(&claim.writer, position);
+        self.claims.push(claim);
+    }
+
+    /// Moves `writer` to `position` (every row up to it is applied).
+    pub(crate) fn advance(&mut self, writer: &WriterName, position: i64) {
+        self.group.advance(writer, position);
+        self.advances.push((writer.clone(), position));
+    }
+
+    /// Start-up invalidation: deletes every row of `rooms` and queues them
+    /// for recalculation (called before the rows are loaded: nothing to
+    /// publish).
+    pub(crate) fn invalidate(&mut self, rooms: &[RoomId]) {
+        self.group.invalidate(rooms);
+    }
+
+    /// Source mode: the import's progress, written with this commit.
+    pub(crate) fn import_progress(&mut self, progress: ImportProgress) {
+        self.group.set_import_progress(progress);
+    }
+
+    /// Takes recomputed rooms off the recalculation queue.
+    pub(crate) fn dequeue(&mut self, rooms: &[RoomId]) {
+        self.group.dequeue(rooms);
+    }
+
+    pub(crate) fn row_count(&self) -> usize {
+        self.group.row_count()
+    }
+}
+
+/// The store, the read index and the tracker, used only in this order.
+#[derive(Debug, Clone)]
+pub(crate) struct WritePath {
+    store: Store,
+    index: Arc<ReadIndex>,
+    tracker: Arc<PositionTracker>,
+}
+
+impl WritePath {
+    pub(crate) fn new(store: Store, index: Arc<ReadIndex>, tracker: Arc<PositionTracker>) -> Self {
+        WritePath {
+            store,
+            index,
+            tracker,
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn tracker(&self) -> &Arc<PositionTracker> {
+        &self.tracker
+    }
+
+    pub(crate) fn index(&self) -> &Arc<ReadIndex> {
+        &self.index
+    }
+
+    /// Commits `unit` in one transaction; once it is durable, publishes its
+    /// rows and moves its positions as one step for readers. On error
+    /// nothing of it is visible anywhere (the caller abandons its claims).
+    #[instrument(name = "commit", skip_all, fields(rows = unit.row_count()))]
+    pub(crate) async fn commit(&self, unit: CommitUnit<'_>) -> Result<(), StoreError> {
+        self.store.commit(&unit.group).await?;
+        self.tracker.gate().publish(|publication| {
+            for changes in &unit.visible {
+                self.index.publish(changes, publication);
+            }
+            for claim in &unit.claims {
+                self.tracker.finish(claim, publication);
+            }
+            for (writer, position) in &unit.advances {
+                self.tracker.advance(writer, *position, publication);
+            }
+        });
+        metrics::gauge!("roomcache_joined_rooms").set(self.index.joined_room_count() as f64);
+        metrics::gauge!("roomcache_snapshots").set(self.index.snapshot_count() as f64);
+        Ok(())
+    }
+
+    /// Start-up only: shows rows that are already committed (loaded from
+    /// Postgres) to readers.
+    pub(crate) fn publish_loaded(&self, changes: &[RowChange]) {
+        self.tracker
+            .gate()
+            .publish(|publication: &Publication<'_>| self.index.publish(changes, publication));
+    }
+}

@@ -1,0 +1,143 @@
+//! Start-up: the rows committed in Postgres become the read index, and in
+//! source mode the rooms that changed while roomcache was down are
+//! invalidated and queued (spec §4), before anything is served.
+//!
+//! Owns: the order "positions → (source mode: import hand-over, then
+//! invalidation) → load rows into the index → recalculation queue". Source
+//! mode only tells it what changed ([`Upstream::changed_rooms`]); it
+//! decides, deletes and queues, through the one write path. May not touch:
+//! SQL (the store's), Synapse's tables, HTTP.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use roomcache_core::{PositionTracker, WriterName};
+use tracing::info;
+
+use super::commit::{CommitUnit, WritePath};
+use super::recalc::{RecalculationError, RecalculationQueue, Upstream};
+use crate::index::ReadIndex;
+use crate::model::{RoomId, RowChange};
+use crate::store::{Store, StoreError};
+
+/// Rooms deleted and queued per transaction at start-up.
+const INVALIDATION_CHUNK: usize = 1000;
+
+/// The write path over an empty read index and the stored positions: what
+/// the rest of start-up works with.
+pub(crate) async fn open(store: Store, writers: &[WriterName]) -> Result<WritePath, StoreError> {
+    let positions = store.positions().await?;
+    let tracker = Arc::new(PositionTracker::new(writers, &positions));
+    Ok(WritePath::new(store, Arc::new(ReadIndex::default()), tracker))
+}
+
+/// The outcome of the start-up check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Invalidation {
+    /// roomcache's durable position before the check.
+    pub(crate) from: i64,
+    /// The source position the queued rooms will be recomputed at.
+    pub(crate) to: i64,
+    /// Rooms newly queued by this check.
+    pub(crate) queued: Vec<RoomId>,
+}
+
+/// §4: deletes the rows of every room that changed in the source since
+/// roomcache's durable position and queues them. Does nothing when
+/// roomcache covers nothing yet (position 0: following from the start).
+pub(crate) async fn invalidate_changed_rooms(
+    write_path: &WritePath,
+    upstream: &dyn Upstream,
+    writers: &[WriterName],
+) -> Result<Invalidation, RecalculationError> {
+    let tracker = write_path.tracker();
+    let from = writers
+        .iter()
+        .map(|w| tracker.position(w.as_str()).unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let to = upstream.safe_position().await?;
+    if from == 0 {
+        return Ok(Invalidation {
+            from,
+            to,
+            queued: Vec::new(),
+        });
+    }
+    let queued = upstream.changed_rooms(from, to).await?;
+    for chunk in queued.chunks(INVALIDATION_CHUNK) {
+        let mut unit = CommitUnit::default();
+        unit.invalidate(chunk);
+        write_path.commit(unit).await?;
+    }
+    info!(
+        from,
+        to,
+        rooms = queued.len(),
+        "start-up check: rooms changed in Synapse since the cached position were invalidated and queued"
+    );
+    Ok(Invalidation { from, to, queued })
+}
+
+/// Loads every committed row into the read index (snapshots streamed in
+/// chunks, so the rows as read never all sit beside the index) and returns
+/// the recalculation queue, recomputed at `queue_position`.
+pub(crate) async fn load(
+    write_path: &WritePath,
+    queue_position: i64,
+) -> Result<Arc<RecalculationQueue>, StoreError> {
+    let started = Instant::now();
+    let store = write_path.store();
+    let loaded = store.load_all_but_snapshots().await?;
+    let joined: Vec<RowChange> = loaded
+        .joined_rooms
+        .into_iter()
+        .map(RowChange::UpsertJoinedRoom)
+        .collect();
+    write_path.publish_loaded(&joined);
+    drop(joined);
+    store
+        .load_snapshots(|chunk| {
+            let changes: Vec<RowChange> =
+                chunk.into_iter().map(RowChange::UpsertSnapshot).collect();
+            write_path.publish_loaded(&changes);
+        })
+        .await?;
+    let room_list_data: Vec<RowChange> = loaded
+        .space_children
+        .into_iter()
+        .map(|(space_room_id, children)| RowChange::SpaceChildren {
+            space_room_id,
+            children,
+        })
+        .chain(loaded.account_data.into_iter().map(RowChange::AccountData))
+        .collect();
+    write_path.publish_loaded(&room_list_data);
+    drop(room_list_data);
+    release_freed_memory();
+    let index = write_path.index();
+    info!(
+        joined_rooms = index.joined_room_count(),
+        snapshots = index.snapshot_count(),
+        token = %write_path.tracker().token(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded the cached rows"
+    );
+    metrics::gauge!("roomcache_joined_rooms").set(index.joined_room_count() as f64);
+    metrics::gauge!("roomcache_snapshots").set(index.snapshot_count() as f64);
+    Ok(RecalculationQueue::new(
+        loaded.recalculation_queue,
+        queue_position,
+    ))
+}
+
+/// Hands the heap freed after loading (the rows as read from Postgres, a
+/// multiple of what the index keeps) back to the operating system; glibc
+/// would otherwise keep it in the process.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
