@@ -5,12 +5,18 @@
 //! Owns: test-only code. May not touch: the index's layout; the index is
 //! tested through the methods of `ReadIndex`, as its callers use it.
 
-use super::*;
-use crate::model::RoomMetadata;
-use crate::room_list::{reference_list, ReferenceData};
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 use serde_json::json;
-use std::collections::BTreeMap;
+
+use super::ReadIndex;
+use crate::model::{
+    AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
+    RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
+};
+use crate::positions::StreamToken;
+use crate::room_list::{reference_list, Filters, ListAnswer, ListRequest, ReferenceData};
 
 const USERS: [&str; 3] = ["@u0:hs", "@u1:hs", "@u2:hs"];
 const ROOMS: usize = 8;
