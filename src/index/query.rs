@@ -185,6 +185,18 @@ impl<'a> CompiledFilter<'a> {
 /// A listed room of a list: its recency and slot.
 type Listed = (i64, RoomSlot);
 
+/// Keeps `item` in `top` when it is among the first `need` rows or tied
+/// with the last row kept; false when it is neither (nor is any later row
+/// of a walk newest first).
+fn push_top(top: &mut Vec<Listed>, need: usize, item: Listed) -> bool {
+    if top.len() < need || top.last().is_some_and(|last| last.0 == item.0) {
+        top.push(item);
+        true
+    } else {
+        false
+    }
+}
+
 impl IndexData {
     pub(super) fn run_list(
         &self,
@@ -194,93 +206,18 @@ impl IndexData {
     ) -> ListAnswer {
         let filter = CompiledFilter::new(&list.filters, self, user);
         let need = needed_prefix(&list.ranges);
-        let mut top: Vec<Listed> = Vec::new();
-        let mut count: usize;
-        let push_top = |top: &mut Vec<Listed>, item: Listed| -> bool {
-            // Keep the first `need` rows and every row tied with the last kept.
-            if top.len() < need || top.last().is_some_and(|last| last.0 == item.0) {
-                top.push(item);
-                true
-            } else {
-                false
-            }
-        };
-        if let Some(candidates) = filter.candidates() {
-            let mut matched: Vec<Listed> = Vec::new();
-            for room in candidates {
-                let Some(snapshot) = self.record(user, room) else {
-                    continue;
-                };
-                let Some(room_record) = self.rooms.get(room as usize) else {
-                    continue;
-                };
-                if !snapshot.listed {
-                    continue;
-                }
-                let is_dm = user.is_dm(room);
-                let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
-                if filter.matches_attributes(&attributes)
-                    && filter.matches_rest(room, self, user, attributes.membership)
-                {
-                    matched.push((key, room));
-                }
-            }
-            count = matched.len();
-            top = matched;
+        let (mut count, mut top) = if let Some(candidates) = filter.candidates() {
+            self.match_candidates(user, &filter, candidates)
         } else if list.filters.attributes_only() {
-            count = user
-                .attribute_counts
-                .iter()
-                .filter(|(a, _)| filter.matches_attributes(a))
-                .map(|(_, n)| *n as usize)
-                .sum();
-            if need > 0 {
-                for ((Reverse(key), room), attributes) in &user.order {
-                    if !filter.matches_attributes(attributes) {
-                        continue;
-                    }
-                    if !push_top(&mut top, (*key, *room)) {
-                        break;
-                    }
-                }
-            }
+            self.match_by_attributes(user, &filter, need)
         } else {
-            count = 0;
-            for ((Reverse(key), room), attributes) in &user.order {
-                if filter.matches_attributes(attributes)
-                    && filter.matches_rest(*room, self, user, attributes.membership)
-                {
-                    count += 1;
-                    push_top(&mut top, (*key, *room));
-                }
-            }
-        }
+            self.match_in_order(user, &filter, need)
+        };
         // §6.3/§6.4: self-leaves after `from_token` are newly left and listed.
         if let Some(token) = from_token {
-            let start = (token.stream.saturating_add(1), 0);
-            let self_leaves = user.extras.as_ref().map(|e| &e.self_leaves);
-            for (position, room) in self_leaves.into_iter().flat_map(|s| s.range(start..)) {
-                let Some(snapshot) = self.record(user, *room) else {
-                    continue;
-                };
-                let instance = self
-                    .instances
-                    .get(snapshot.instance)
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                if *position <= token.position(instance) {
-                    continue;
-                }
-                let Some(room_record) = self.rooms.get(*room as usize) else {
-                    continue;
-                };
-                let (_, attributes) = Self::listing(room_record, snapshot, user.is_dm(*room));
-                if filter.matches_attributes(&attributes)
-                    && filter.matches_rest(*room, self, user, attributes.membership)
-                {
-                    count += 1;
-                    top.push((*position, *room));
-                }
+            for item in self.newly_left(user, &filter, token) {
+                count += 1;
+                top.push(item);
             }
         }
         top.sort_unstable_by(|a, b| {
@@ -292,6 +229,123 @@ impl IndexData {
             self.entry(user, *room)
         });
         ListAnswer { count, ranges }
+    }
+
+    /// When spaces or tags narrow the list: every listed candidate that
+    /// matches (count and rows, unsorted).
+    fn match_candidates(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        candidates: Vec<RoomSlot>,
+    ) -> (usize, Vec<Listed>) {
+        let mut matched: Vec<Listed> = Vec::new();
+        for room in candidates {
+            let Some(snapshot) = self.record(user, room) else {
+                continue;
+            };
+            let Some(room_record) = self.rooms.get(room as usize) else {
+                continue;
+            };
+            if !snapshot.listed {
+                continue;
+            }
+            let is_dm = user.is_dm(room);
+            let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
+            if filter.matches_attributes(&attributes)
+                && filter.matches_rest(room, self, user, attributes.membership)
+            {
+                matched.push((key, room));
+            }
+        }
+        (matched.len(), matched)
+    }
+
+    /// When only attributes are filtered on: the count from the per-user
+    /// attribute counts, and the first `need` matches (with ties) of the
+    /// ordered listing.
+    fn match_by_attributes(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        need: usize,
+    ) -> (usize, Vec<Listed>) {
+        let count = user
+            .attribute_counts
+            .iter()
+            .filter(|(a, _)| filter.matches_attributes(a))
+            .map(|(_, n)| *n as usize)
+            .sum();
+        let mut top: Vec<Listed> = Vec::new();
+        if need > 0 {
+            for ((Reverse(key), room), attributes) in &user.order {
+                if !filter.matches_attributes(attributes) {
+                    continue;
+                }
+                if !push_top(&mut top, need, (*key, *room)) {
+                    break;
+                }
+            }
+        }
+        (count, top)
+    }
+
+    /// Otherwise (`room_name_like` or `not_tags`, no candidate set): a walk
+    /// of the whole ordered listing, counting every match and keeping the
+    /// first `need` (with ties).
+    fn match_in_order(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        need: usize,
+    ) -> (usize, Vec<Listed>) {
+        let mut count = 0;
+        let mut top: Vec<Listed> = Vec::new();
+        for ((Reverse(key), room), attributes) in &user.order {
+            if filter.matches_attributes(attributes)
+                && filter.matches_rest(*room, self, user, attributes.membership)
+            {
+                count += 1;
+                push_top(&mut top, need, (*key, *room));
+            }
+        }
+        (count, top)
+    }
+
+    /// The user's self-leaves after `token` (by their writer's position)
+    /// that match the filter, keyed by their position.
+    fn newly_left(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        token: &StreamToken,
+    ) -> Vec<Listed> {
+        let mut left: Vec<Listed> = Vec::new();
+        let start = (token.stream.saturating_add(1), 0);
+        let self_leaves = user.extras.as_ref().map(|e| &e.self_leaves);
+        for (position, room) in self_leaves.into_iter().flat_map(|s| s.range(start..)) {
+            let Some(snapshot) = self.record(user, *room) else {
+                continue;
+            };
+            let instance = self
+                .instances
+                .get(snapshot.instance)
+                .map(String::as_str)
+                .unwrap_or_default();
+            if *position <= token.position(instance) {
+                continue;
+            }
+            let Some(room_record) = self.rooms.get(*room as usize) else {
+                continue;
+            };
+            let (_, attributes) = Self::listing(room_record, snapshot, user.is_dm(*room));
+            if filter.matches_attributes(&attributes)
+                && filter.matches_rest(*room, self, user, attributes.membership)
+            {
+                left.push((*position, *room));
+            }
+        }
+        left
     }
 
     /// The answer's entry of a listed room (listed rooms always have both records).
