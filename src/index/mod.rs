@@ -31,7 +31,8 @@
 //! Files: this one holds the lock and the methods callers use, each taking
 //! the lock once; `layout.rs` the data and its invariants; `write.rs`
 //! applying published changes; `query.rs` rows and room lists out;
-//! `tests.rs` the unit tests.
+//! `tests.rs` the unit tests and, in `tests/reference.rs`, the naive
+//! reference they hold the fast path to.
 
 mod layout;
 mod query;

@@ -5,6 +5,8 @@
 //! Owns: test-only code. May not touch: the index's layout; the index is
 //! tested through the methods of `ReadIndex`, as its callers use it.
 
+mod reference;
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -16,7 +18,8 @@ use crate::model::{
     RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::positions::StreamToken;
-use crate::room_list::{reference_list, Filters, ListAnswer, ListRequest, ReferenceData};
+use crate::room_list::{Filters, ListAnswer, ListRequest};
+use reference::{reference_list, ReferenceData};
 
 const USERS: [&str; 3] = ["@u0:hs", "@u1:hs", "@u2:hs"];
 const ROOMS: usize = 8;
