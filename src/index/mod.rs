@@ -93,13 +93,17 @@ impl ReadIndex {
         }
     }
 
-    pub fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
+    pub(crate) fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
         let data = self.read();
         let slot = data.room_slots.get(room_id)?;
         data.joined_row(data.rooms.get(*slot as usize)?)
     }
 
-    pub fn snapshot(&self, user_id: &UserId, room_id: &RoomId) -> Option<MembershipSnapshot> {
+    pub(crate) fn snapshot(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Option<MembershipSnapshot> {
         let data = self.read();
         let room = *data.room_slots.get(room_id)?;
         let user = data.users.get(*data.user_slots.get(user_id)? as usize)?;
@@ -107,7 +111,7 @@ impl ReadIndex {
     }
 
     /// All of a user's snapshots, ordered by room ID.
-    pub fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
+    pub(crate) fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
         let data = self.read();
         let Some(user) = data
             .user_slots
@@ -128,16 +132,16 @@ impl ReadIndex {
         rows
     }
 
-    pub fn joined_room_count(&self) -> usize {
+    pub(crate) fn joined_room_count(&self) -> usize {
         self.read().joined_room_count
     }
 
-    pub fn snapshot_count(&self) -> u64 {
+    pub(crate) fn snapshot_count(&self) -> u64 {
         self.read().snapshot_count
     }
 
     /// Computes room lists for a user, from one consistent view of the index.
-    pub fn room_lists<'a, T>(
+    pub(crate) fn room_lists<'a, T>(
         &self,
         user_id: &UserId,
         lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
