@@ -14,7 +14,7 @@
 //! * [`rules`]: the update rules of the spec as pure functions;
 //! * [`store`]: Postgres (migrations, loading, write-through);
 //! * [`index`]: the committed rows, as queries read them;
-//! * [`room_list`]: room-list requests, filters, ranges (§6), and a reference implementation;
+//! * [`room_list`]: room-list requests, filters, ranges (§6);
 //! * [`positions`]: per-writer durable positions, claims, tokens and waiters (loom-checked, over [`sync`]);
 //! * [`publish`]: the publish gate, so reads see rows and token as one snapshot (loom-checked);
 //! * [`api`]: HTTP/JSON over the Unix socket;
