@@ -2,22 +2,18 @@
 //! the sort order, ranges and counts, and the entries of the answer.
 //!
 //! Owns: the JSON of `POST /v1/users/{user_id}/room_list` (request and
-//! answer), its validation, the meaning of every filter, the range rules of
-//! §6.9, and a naive reference implementation over plain rows that the
-//! property tests hold the read index's fast path to. May not touch: I/O,
-//! actors, SQL, locks — the read index ([`crate::index`]) runs the fast path
-//! over its own layout, under its own lock, with the helpers of this module.
+//! answer), its validation, the meaning of every filter and the range rules
+//! of §6.9. May not touch: I/O, actors, SQL, locks — the read index
+//! ([`crate::index`]) runs the fast path over its own layout, under its own
+//! lock, with the helpers of this module (its tests hold the fast path to a
+//! naive reference over plain rows, kept with them).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{
-    AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId,
-    DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
-};
+use crate::model::{EventId, Membership, RoomId, UserId};
 use crate::positions::StreamToken;
 
 /// Most lists in one request (Synapse's limit).
@@ -300,140 +296,6 @@ pub fn tag_names(content: &Value) -> Vec<String> {
         .and_then(Value::as_object)
         .map(|tags| tags.keys().cloned().collect())
         .unwrap_or_default()
-}
-
-/// True when a snapshot at `(instance, position)` comes after `token`.
-pub fn is_after(token: &StreamToken, instance: &str, position: i64) -> bool {
-    position > token.position(instance)
-}
-
-/// Plain rows, as the reference implementation reads them.
-#[derive(Debug, Clone, Default)]
-pub struct ReferenceData {
-    pub joined_rooms: Vec<JoinedRoomRow>,
-    pub snapshots: Vec<MembershipSnapshot>,
-    /// In stream order: a later value for the same key replaces an earlier one.
-    pub account_data: Vec<AccountData>,
-    pub space_children: Vec<(RoomId, Vec<RoomId>)>,
-}
-
-/// The naive reference: a list computed by scanning every row, for tests.
-pub fn reference_list(
-    data: &ReferenceData,
-    user: &UserId,
-    list: &ListRequest,
-    from_token: Option<&StreamToken>,
-) -> ListAnswer {
-    let mut dm: BTreeSet<RoomId> = BTreeSet::new();
-    let mut tags: BTreeMap<RoomId, Vec<String>> = BTreeMap::new();
-    for data in data.account_data.iter().filter(|a| &a.user_id == user) {
-        match (&data.room_id, data.data_type.as_str()) {
-            (None, DIRECT_ACCOUNT_DATA) => dm = direct_rooms(&data.content).into_iter().collect(),
-            (Some(room), TAG_ACCOUNT_DATA) => {
-                tags.insert(room.clone(), tag_names(&data.content));
-            }
-            _ => {}
-        }
-    }
-    let filters = &list.filters;
-    let children: Option<BTreeSet<&RoomId>> = filters.spaces.as_ref().map(|spaces| {
-        data.space_children
-            .iter()
-            .filter(|(space, _)| spaces.contains(space))
-            .flat_map(|(_, children)| children.iter())
-            .collect()
-    });
-    let needle = filters.room_name_like.as_deref().map(NameNeedle::new);
-    let mut rooms: Vec<(i64, RoomListEntry)> = Vec::new();
-    for snapshot in data.snapshots.iter().filter(|s| &s.user_id == user) {
-        if snapshot.forgotten {
-            continue;
-        }
-        let self_leave = snapshot.membership == Membership::Leave && &snapshot.sender == user;
-        let newly_left = self_leave
-            && from_token.is_some_and(|t| {
-                is_after(
-                    t,
-                    &snapshot.event_instance_name,
-                    snapshot.event_stream_ordering,
-                )
-            });
-        if self_leave && !newly_left {
-            continue;
-        }
-        let joined = (snapshot.membership == Membership::Join)
-            .then(|| {
-                data.joined_rooms
-                    .iter()
-                    .find(|j| j.room_id == snapshot.room_id)
-            })
-            .flatten();
-        let metadata = joined.map(|j| &j.metadata).unwrap_or(&snapshot.metadata);
-        let room_type = joined
-            .and_then(|j| j.metadata.room_type.clone())
-            .or_else(|| snapshot.metadata.room_type.clone());
-        let position = joined.map_or(snapshot.event_stream_ordering, |j| j.event_stream_ordering);
-        let entry = RoomListEntry {
-            room_id: snapshot.room_id.clone(),
-            membership: snapshot.membership,
-            sender: snapshot.sender.clone(),
-            membership_event_id: snapshot.membership_event_id.clone(),
-            event_stream_ordering: snapshot.event_stream_ordering,
-            event_instance_name: snapshot.event_instance_name.clone(),
-            bump_stamp: joined
-                .and_then(|j| j.bump_stamp)
-                .unwrap_or(snapshot.event_stream_ordering)
-                .max(0),
-            room_type,
-            room_name: metadata.room_name.clone(),
-            is_encrypted: metadata.is_encrypted,
-            tombstone_successor_room_id: metadata.tombstone_successor_room_id.clone(),
-            has_known_state: snapshot.has_known_state,
-        };
-        let room_tags = tags.get(&entry.room_id).cloned().unwrap_or_default();
-        let keep = filters
-            .is_dm
-            .is_none_or(|want| dm.contains(&entry.room_id) == want)
-            && children.as_ref().is_none_or(|c| c.contains(&entry.room_id))
-            && filters
-                .is_encrypted
-                .is_none_or(|want| entry.has_known_state && entry.is_encrypted == want)
-            && filters
-                .is_invite
-                .is_none_or(|want| (entry.membership == Membership::Invite) == want)
-            && (!filters.filters_room_type() || entry.has_known_state)
-            && filters
-                .room_types
-                .as_ref()
-                .is_none_or(|types| types.contains(&entry.room_type))
-            && filters
-                .not_room_types
-                .as_ref()
-                .is_none_or(|types| !types.contains(&entry.room_type))
-            && needle.as_ref().is_none_or(|n| {
-                entry
-                    .room_name
-                    .as_deref()
-                    .is_some_and(|name| n.matches(name))
-            })
-            && filters
-                .tags
-                .as_ref()
-                .is_none_or(|wanted| room_tags.iter().any(|t| wanted.contains(t)))
-            && filters
-                .not_tags
-                .as_ref()
-                .is_none_or(|unwanted| !room_tags.iter().any(|t| unwanted.contains(t)));
-        if keep {
-            rooms.push((position, entry));
-        }
-    }
-    rooms.sort_by(|a, b| (Reverse(a.0), &a.1.room_id).cmp(&(Reverse(b.0), &b.1.room_id)));
-    let count = rooms.len();
-    ListAnswer {
-        count,
-        ranges: answer_ranges(&list.ranges, count, &rooms, |(_, e)| Some(e.clone())),
-    }
 }
 
 #[cfg(test)]

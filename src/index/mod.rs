@@ -1,0 +1,185 @@
+//! The read index: what queries read, concurrently, without passing through
+//! any actor mailbox and without Postgres.
+//!
+//! Owns: the published (committed) joined-room rows, membership snapshots,
+//! space children and the account data room lists read, in a layout built
+//! for room-list queries, and the fast path of those queries. May not touch:
+//! the database, actors, the rules. Only the supervisor's commit path calls
+//! [`ReadIndex::publish`] (and start-up [`ReadIndex::from_rows`]), and
+//! only with changes Postgres has already committed, so readers never see a
+//! row that is not durable.
+//!
+//! Layout (chosen for the question "user U's rooms, filtered, newest first,
+//! rows 0–19, and how many"):
+//! * rooms and users are interned to dense `u32` slots; room types and
+//!   writer names are interned too;
+//! * each user keeps, updated on every write, an ordered map of the rooms
+//!   listed for them (R1: not forgotten, not self-left) keyed by (recency
+//!   descending, room slot) with the few attributes filters read, and a
+//!   count of listed rooms per attribute combination, so a list filtered on
+//!   attributes is counted without a walk and its top rows are the first
+//!   matching entries of the map;
+//! * self-leaves are kept by position, to add the newly-left rooms after a
+//!   `from_token`;
+//! * tags and spaces give candidate sets, so those filters read only their
+//!   rooms.
+//!
+//! Consistency: one `RwLock` over everything, so every read sees whole
+//! publications; the API reads through the publish gate
+//! ([`crate::publish`]), which makes the rows and the token one snapshot.
+//!
+//! Files: this one holds the lock and the methods callers use, each taking
+//! the lock once; `layout.rs` the data and its invariants; `write.rs`
+//! applying published changes; `query.rs` rows and room lists out;
+//! `tests.rs` the unit tests and, in `tests/reference.rs`, the naive
+//! reference they hold the fast path to.
+
+mod layout;
+mod query;
+mod write;
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use layout::IndexData;
+
+use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
+use crate::positions::StreamToken;
+use crate::room_list::{answer_ranges, ListAnswer, ListRequest};
+
+/// Committed rows, organised for reads.
+#[derive(Debug)]
+pub struct ReadIndex {
+    data: RwLock<IndexData>,
+}
+
+impl Default for ReadIndex {
+    fn default() -> Self {
+        ReadIndex {
+            data: RwLock::new(IndexData::new()),
+        }
+    }
+}
+
+impl ReadIndex {
+    fn read(&self) -> RwLockReadGuard<'_, IndexData> {
+        self.data.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, IndexData> {
+        self.data.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An index holding the rows loaded at start-up.
+    pub fn from_rows(joined: Vec<JoinedRoomRow>, snapshots: Vec<MembershipSnapshot>) -> Self {
+        let index = ReadIndex::default();
+        {
+            let mut data = index.write();
+            for row in &joined {
+                data.upsert_joined(row);
+            }
+            drop(joined);
+            for snapshot in &snapshots {
+                data.upsert_snapshot(snapshot);
+            }
+        }
+        index
+    }
+
+    /// Makes committed changes visible, in order.
+    pub fn publish(&self, changes: &[RowChange]) {
+        let mut data = self.write();
+        for change in changes {
+            data.apply(change);
+        }
+    }
+
+    pub(crate) fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
+        let data = self.read();
+        let slot = data.room_slots.get(room_id)?;
+        data.joined_row(data.rooms.get(*slot as usize)?)
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Option<MembershipSnapshot> {
+        let data = self.read();
+        let room = *data.room_slots.get(room_id)?;
+        let user = data.users.get(*data.user_slots.get(user_id)? as usize)?;
+        data.snapshot_row(user, room, data.record(user, room)?)
+    }
+
+    /// All of a user's snapshots, ordered by room ID.
+    pub(crate) fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
+        let data = self.read();
+        let Some(user) = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize))
+        else {
+            return Vec::new();
+        };
+        let mut rows: Vec<MembershipSnapshot> = user
+            .snapshots
+            .iter()
+            .filter_map(|(room, i)| {
+                let record = data.records.get(*i as usize)?;
+                data.snapshot_row(user, *room, record)
+            })
+            .collect();
+        rows.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+        rows
+    }
+
+    pub(crate) fn joined_room_count(&self) -> usize {
+        self.read().joined_room_count
+    }
+
+    pub(crate) fn snapshot_count(&self) -> u64 {
+        self.read().snapshot_count
+    }
+
+    /// Computes room lists for a user, from one consistent view of the index.
+    pub(crate) fn room_lists<'a, T>(
+        &self,
+        user_id: &UserId,
+        lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
+        from_token: Option<&StreamToken>,
+    ) -> Vec<(T, ListAnswer)> {
+        let data = self.read();
+        let user = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize));
+        lists
+            .into_iter()
+            .map(|(name, list)| {
+                let answer = match user {
+                    Some(user) => data.run_list(user, list, from_token),
+                    None => ListAnswer {
+                        count: 0,
+                        ranges: answer_ranges(&list.ranges, 0, &[] as &[()], |_| None),
+                    },
+                };
+                (name, answer)
+            })
+            .collect()
+    }
+
+    /// One list, for in-process callers (benchmarks, tests).
+    pub fn room_list(
+        &self,
+        user_id: &UserId,
+        list: &ListRequest,
+        from_token: Option<&StreamToken>,
+    ) -> ListAnswer {
+        self.room_lists(user_id, [((), list)], from_token)
+            .pop()
+            .map(|(_, answer)| answer)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! Applying published changes to the read index: upserts and deletes of
+//! joined rows and snapshots, space children and account data, each
+//! keeping the per-user listings (ordered map, attribute counts,
+//! self-leaves, DMs, tags) in step.
+//!
+//! Owns: the write side of [`IndexData`] and the rule that every change to
+//! a listing key's inputs unlists the room first and lists it again after.
+//! May not touch: locks (the caller holds the write lock), the database,
+//! actors; it reads rows Postgres has already committed and never refuses
+//! one.
+
+use std::cmp::Reverse;
+
+use rustc_hash::FxHashSet;
+
+use super::layout::{
+    shared, shared_like, IndexData, JoinedRecord, RoomRecord, RoomSlot, SnapshotRecord, UserRecord,
+    UserSlot,
+};
+use crate::model::{
+    AccountData, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RowChange, UserId,
+    DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
+};
+use crate::room_list::{direct_rooms, tag_names};
+
+/// A user's record, the room's record and the user's snapshot in the room,
+/// borrowed from the index's separate parts at once.
+fn locate<'a>(
+    users: &'a mut [UserRecord],
+    rooms: &'a [RoomRecord],
+    records: &'a mut [SnapshotRecord],
+    user: UserSlot,
+    room: RoomSlot,
+) -> Option<(&'a mut UserRecord, &'a RoomRecord, &'a mut SnapshotRecord)> {
+    let record = users.get_mut(user as usize)?;
+    let room_record = rooms.get(room as usize)?;
+    let index = *record.snapshots.get(&room)?;
+    let snapshot = records.get_mut(index as usize)?;
+    Some((record, room_record, snapshot))
+}
+
+impl IndexData {
+    /// Takes a user's room out of the listing structures.
+    fn unlist(&mut self, user: UserSlot, room: RoomSlot) {
+        let IndexData {
+            users,
+            rooms,
+            records,
+            ..
+        } = self;
+        let Some((record, room_record, snapshot)) = locate(users, rooms, records, user, room)
+        else {
+            return;
+        };
+        if std::mem::take(&mut snapshot.listed) {
+            let is_dm = record.is_dm(room);
+            let (key, _) = Self::listing(room_record, snapshot, is_dm);
+            if let Some(attributes) = record.order.remove(&(Reverse(key), room)) {
+                record.count(attributes, -1);
+            }
+        }
+        if let Some(extras) = record.extras.as_mut() {
+            extras.self_leaves.remove(&(snapshot.position, room));
+        }
+    }
+
+    /// Puts a user's room into the listing structures per its snapshot.
+    fn list(&mut self, user: UserSlot, room: RoomSlot) {
+        let IndexData {
+            users,
+            rooms,
+            records,
+            senders,
+            ..
+        } = self;
+        let Some((record, room_record, snapshot)) = locate(users, rooms, records, user, room)
+        else {
+            return;
+        };
+        if snapshot.forgotten {
+            return;
+        }
+        let self_sent = senders
+            .get(snapshot.sender)
+            .is_some_and(|s| *s == record.user_id);
+        if snapshot.membership == Membership::Leave && self_sent {
+            let position = snapshot.position;
+            record.extras_mut().self_leaves.insert((position, room));
+            return;
+        }
+        let is_dm = record.is_dm(room);
+        let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
+        record.order.insert((Reverse(key), room), attributes);
+        record.count(attributes, 1);
+        snapshot.listed = true;
+    }
+
+    fn relist_joined_members(&mut self, room: RoomSlot, change: impl FnOnce(&mut RoomRecord)) {
+        let members = self
+            .rooms
+            .get(room as usize)
+            .map(|r| r.joined_members.clone())
+            .unwrap_or_default();
+        for user in &members {
+            self.unlist(*user, room);
+        }
+        if let Some(record) = self.rooms.get_mut(room as usize) {
+            change(record);
+        }
+        for user in &members {
+            self.list(*user, room);
+        }
+    }
+
+    pub(super) fn upsert_joined(&mut self, row: &JoinedRoomRow) {
+        let room = self.room_slot(&row.room_id);
+        let record = JoinedRecord {
+            event_stream_ordering: row.event_stream_ordering,
+            bump_stamp: row.bump_stamp,
+            room_type: self.type_id(&row.metadata.room_type),
+            is_encrypted: row.metadata.is_encrypted,
+            room_name: shared(&row.metadata.room_name),
+            tombstone: shared(&row.metadata.tombstone_successor_room_id),
+        };
+        let mut added = false;
+        self.relist_joined_members(room, |r| {
+            added = r.joined.is_none();
+            r.joined = Some(record);
+        });
+        if added {
+            self.joined_room_count += 1;
+        }
+    }
+
+    fn delete_joined(&mut self, room_id: &RoomId) {
+        let Some(room) = self.room_slots.get(room_id).copied() else {
+            return;
+        };
+        let mut removed = false;
+        self.relist_joined_members(room, |r| removed = r.joined.take().is_some());
+        if removed {
+            self.joined_room_count -= 1;
+        }
+    }
+
+    pub(super) fn upsert_snapshot(&mut self, snapshot: &MembershipSnapshot) {
+        let room = self.room_slot(&snapshot.room_id);
+        let user = self.user_slot(&snapshot.user_id);
+        self.unlist(user, room);
+        let joined = self
+            .rooms
+            .get(room as usize)
+            .and_then(|r| r.joined.as_ref());
+        let room_name = shared_like(
+            &snapshot.metadata.room_name,
+            joined.and_then(|j| j.room_name.as_ref()),
+        );
+        let tombstone = shared_like(
+            &snapshot.metadata.tombstone_successor_room_id,
+            joined.and_then(|j| j.tombstone.as_ref()),
+        );
+        let record = SnapshotRecord {
+            event_id: snapshot.membership_event_id.clone(),
+            position: snapshot.event_stream_ordering,
+            sender: self.senders.intern(&snapshot.sender),
+            instance: self.instances.intern(&snapshot.event_instance_name),
+            room_type: self.type_id(&snapshot.metadata.room_type),
+            membership: snapshot.membership,
+            forgotten: snapshot.forgotten,
+            has_known_state: snapshot.has_known_state,
+            is_encrypted: snapshot.metadata.is_encrypted,
+            room_name,
+            tombstone,
+            listed: false,
+        };
+        let joins = record.membership == Membership::Join;
+        let existing = self
+            .users
+            .get(user as usize)
+            .and_then(|u| u.snapshots.get(&room))
+            .copied();
+        let joined_before = match existing {
+            Some(i) => match self.records.get_mut(i as usize) {
+                Some(slot) => {
+                    let before = slot.membership == Membership::Join;
+                    *slot = record;
+                    before
+                }
+                None => return,
+            },
+            None => {
+                let i = match self.free_records.pop() {
+                    Some(i) => {
+                        if let Some(slot) = self.records.get_mut(i as usize) {
+                            *slot = record;
+                        }
+                        i
+                    }
+                    None => {
+                        self.records.push(record);
+                        (self.records.len() - 1) as u32
+                    }
+                };
+                if let Some(user_record) = self.users.get_mut(user as usize) {
+                    user_record.snapshots.insert(room, i);
+                }
+                self.snapshot_count += 1;
+                false
+            }
+        };
+        if let Some(room_record) = self.rooms.get_mut(room as usize) {
+            if joins && !joined_before {
+                room_record.joined_members.push(user);
+            } else if !joins && joined_before {
+                room_record.joined_members.retain(|u| *u != user);
+            }
+        }
+        self.list(user, room);
+    }
+
+    fn delete_snapshot(&mut self, room_id: &RoomId, user_id: &UserId) {
+        let (Some(room), Some(user)) = (
+            self.room_slots.get(room_id).copied(),
+            self.user_slots.get(user_id).copied(),
+        ) else {
+            return;
+        };
+        self.unlist(user, room);
+        let removed = self
+            .users
+            .get_mut(user as usize)
+            .and_then(|r| r.snapshots.remove(&room));
+        let Some(removed) = removed else {
+            return;
+        };
+        self.snapshot_count -= 1;
+        self.free_records.push(removed);
+        let was_join = self.records.get_mut(removed as usize).is_some_and(|slot| {
+            // Drop the freed record's allocations now.
+            slot.room_name = None;
+            slot.tombstone = None;
+            slot.membership == Membership::Join
+        });
+        if was_join {
+            if let Some(room_record) = self.rooms.get_mut(room as usize) {
+                room_record.joined_members.retain(|u| *u != user);
+            }
+        }
+    }
+
+    fn set_space_children(&mut self, space: &RoomId, children: &[RoomId]) {
+        let space = self.room_slot(space);
+        let slots: Box<[RoomSlot]> = children.iter().map(|c| self.room_slot(c)).collect();
+        if let Some(record) = self.rooms.get_mut(space as usize) {
+            record.space_children = slots;
+        }
+    }
+
+    fn set_account_data(&mut self, data: &AccountData) {
+        let user = self.user_slot(&data.user_id);
+        match (&data.room_id, data.data_type.as_str()) {
+            (None, DIRECT_ACCOUNT_DATA) => {
+                let rooms: FxHashSet<RoomSlot> = direct_rooms(&data.content)
+                    .iter()
+                    .map(|r| self.room_slot(r))
+                    .collect();
+                let Some(record) = self.users.get(user as usize) else {
+                    return;
+                };
+                let changed: Vec<RoomSlot> = match &record.extras {
+                    Some(extras) => extras
+                        .dm_rooms
+                        .symmetric_difference(&rooms)
+                        .copied()
+                        .collect(),
+                    None => rooms.iter().copied().collect(),
+                };
+                for room in &changed {
+                    self.unlist(user, *room);
+                }
+                if let Some(record) = self.users.get_mut(user as usize) {
+                    record.extras_mut().dm_rooms = rooms;
+                }
+                for room in &changed {
+                    self.list(user, *room);
+                }
+            }
+            (Some(room_id), TAG_ACCOUNT_DATA) => {
+                let room = self.room_slot(room_id);
+                let Some(user_record) = self.users.get_mut(user as usize) else {
+                    return;
+                };
+                let record = user_record.extras_mut();
+                if let Some(old) = record.tags.remove(&room) {
+                    for tag in old.iter() {
+                        if let Some(rooms) = record.rooms_by_tag.get_mut(tag) {
+                            rooms.remove(&room);
+                            if rooms.is_empty() {
+                                record.rooms_by_tag.remove(tag);
+                            }
+                        }
+                    }
+                }
+                let tags: Box<[Box<str>]> = tag_names(&data.content)
+                    .into_iter()
+                    .map(String::into_boxed_str)
+                    .collect();
+                for tag in tags.iter() {
+                    record
+                        .rooms_by_tag
+                        .entry(tag.clone())
+                        .or_default()
+                        .insert(room);
+                }
+                if !tags.is_empty() {
+                    record.tags.insert(room, tags);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn apply(&mut self, change: &RowChange) {
+        match change {
+            RowChange::UpsertJoinedRoom(row) => self.upsert_joined(row),
+            RowChange::DeleteJoinedRoom(room_id) => self.delete_joined(room_id),
+            RowChange::UpsertSnapshot(snapshot) => self.upsert_snapshot(snapshot),
+            RowChange::DeleteSnapshot(room_id, user_id) => self.delete_snapshot(room_id, user_id),
+            RowChange::Dequeue(_) => {}
+            RowChange::SpaceChildren {
+                space_room_id,
+                children,
+            } => self.set_space_children(space_room_id, children),
+            RowChange::AccountData(data) => self.set_account_data(data),
+        }
+    }
+}
