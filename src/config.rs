@@ -298,11 +298,6 @@ impl Settings {
         }
         Ok(())
     }
-
-    /// True when `user_id` belongs to this server.
-    pub(crate) fn is_local_user(&self, user_id: &str) -> bool {
-        user_id.split_once(':').map(|(_, s)| s) == Some(self.server_name.as_str())
-    }
 }
 
 #[cfg(test)]
@@ -326,9 +321,10 @@ mod tests {
         };
         let settings = Settings::load(&args).unwrap();
         assert_eq!(settings.server_name, "example.org");
-        assert_eq!(settings.writers, vec!["ep1".parse::<WriterName>().unwrap(), "ep2".parse().unwrap()]);
-        assert!(settings.is_local_user("@a:example.org"));
-        assert!(!settings.is_local_user("@a:other.org"));
+        assert_eq!(
+            settings.writers,
+            vec!["ep1".parse::<WriterName>().unwrap(), "ep2".parse().unwrap()]
+        );
 
         let bad = SettingsArgs {
             config: PathBuf::from("/nonexistent/roomcache.toml"),

@@ -57,8 +57,3 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
-
-/// Until the read index and the rules name the core crate themselves.
-pub(crate) mod positions {
-    pub(crate) use roomcache_core::StreamToken;
-}

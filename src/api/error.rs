@@ -27,7 +27,11 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        errcode: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
             errcode,

@@ -75,7 +75,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .route("/v1/feed", web::post().to(feed::post_feed))
     .route("/v1/positions", web::get().to(reads::get_positions))
     .route("/v1/rooms/{room_id}", web::get().to(reads::get_room))
-    .route("/v1/users/{user_id}/rooms", web::get().to(reads::get_user_rooms))
+    .route(
+        "/v1/users/{user_id}/rooms",
+        web::get().to(reads::get_user_rooms),
+    )
     .route(
         "/v1/users/{user_id}/rooms/{room_id}",
         web::get().to(reads::get_user_room),

@@ -98,7 +98,9 @@ pub(super) async fn get_room(
     let room_id = parse_room(&path)?;
     let answer = state.reads.room(&room_id, &params.wait()).await?;
     if answer.value.is_none() {
-        return Err(ApiError::not_found(format!("no joined-room row for {room_id}")));
+        return Err(ApiError::not_found(format!(
+            "no joined-room row for {room_id}"
+        )));
     }
     Ok(respond(answer, |room| RoomField { room }))
 }

@@ -4,10 +4,10 @@
 //! Owns: the published (committed) joined-room rows, membership snapshots,
 //! space children and the account data room lists read, in a layout built
 //! for room-list queries, and the fast path of those queries. May not touch:
-//! the database, actors, the rules. Only the supervisor's commit path calls
-//! [`ReadIndex::publish`] (and start-up [`ReadIndex::from_rows`]), and
-//! only with changes Postgres has already committed, so readers never see a
-//! row that is not durable.
+//! the database, actors, the rules. Only the supervisor's write path calls
+//! [`ReadIndex::publish`] — it takes the [`Publication`] that only the
+//! publish gate hands out — and only with changes Postgres has already
+//! committed, so readers never see a row that is not durable.
 //!
 //! Layout (chosen for the question "user U's rooms, filtered, newest first,
 //! rows 0–19, and how many"):
@@ -25,14 +25,15 @@
 //!   rooms.
 //!
 //! Consistency: one `RwLock` over everything, so every read sees whole
-//! publications; the API reads through the publish gate
-//! ([`crate::publish`]), which makes the rows and the token one snapshot.
+//! publications; reads go through the publish gate (`crate::reads`), which
+//! makes the rows and the token one snapshot. Why one lock and not a
+//! concurrent map: see `docs/architecture.md`.
 //!
 //! Files: this one holds the lock and the methods callers use, each taking
 //! the lock once; `layout.rs` the data and its invariants; `write.rs`
 //! applying published changes; `query.rs` rows and room lists out;
-//! `tests.rs` the unit tests and, in `tests/reference.rs`, the naive
-//! reference they hold the fast path to.
+//! `tests.rs` the unit tests, which hold the fast path to the scan of
+//! [`crate::room_list::scan`].
 
 mod layout;
 mod query;
@@ -42,8 +43,12 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use layout::IndexData;
 
+use std::collections::BTreeSet;
+
+use roomcache_core::{Publication, StreamToken};
+
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
-use crate::positions::StreamToken;
+use crate::room_list::scan::UserAccountData;
 use crate::room_list::{answer_ranges, ListAnswer, ListRequest};
 
 /// Committed rows, organised for reads.
@@ -85,8 +90,8 @@ impl ReadIndex {
         index
     }
 
-    /// Makes committed changes visible, in order.
-    pub fn publish(&self, changes: &[RowChange]) {
+    /// Makes committed changes visible, in order, inside a publication.
+    pub fn publish(&self, changes: &[RowChange], _: &Publication<'_>) {
         let mut data = self.write();
         for change in changes {
             data.apply(change);
@@ -165,6 +170,19 @@ impl ReadIndex {
                 (name, answer)
             })
             .collect()
+    }
+
+    /// A user's DM rooms and room tags.
+    pub(crate) fn account_of(&self, user_id: &UserId) -> UserAccountData {
+        self.read().account_of(user_id)
+    }
+
+    /// The children of the given spaces (spaces without children are absent).
+    pub(crate) fn space_children_of(
+        &self,
+        spaces: &BTreeSet<RoomId>,
+    ) -> Vec<(RoomId, Vec<RoomId>)> {
+        self.read().space_children_of(spaces)
     }
 
     /// One list, for in-process callers (benchmarks, tests).

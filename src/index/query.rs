@@ -15,13 +15,67 @@ use super::layout::{
     unboxed, Attributes, IndexData, RoomRecord, RoomSlot, SnapshotRecord, TypeId, UserRecord,
     NO_TYPE, UNSEEN_TYPE,
 };
-use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomMetadata};
-use crate::positions::StreamToken;
+use std::collections::BTreeSet;
+
+use roomcache_core::StreamToken;
+
+use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, UserId};
+use crate::room_list::scan::UserAccountData;
 use crate::room_list::{
     answer_ranges, needed_prefix, Filters, ListAnswer, ListRequest, NameNeedle, RoomListEntry,
 };
 
 impl IndexData {
+    fn room_id_of(&self, slot: RoomSlot) -> Option<RoomId> {
+        self.rooms.get(slot as usize).map(|r| r.room_id.clone())
+    }
+
+    /// A user's DM rooms and room tags, as plain data.
+    pub(super) fn account_of(&self, user_id: &UserId) -> UserAccountData {
+        let extras = self
+            .user_slots
+            .get(user_id)
+            .and_then(|u| self.users.get(*u as usize))
+            .and_then(|user| user.extras.as_ref());
+        let Some(extras) = extras else {
+            return UserAccountData::default();
+        };
+        UserAccountData {
+            dm: extras
+                .dm_rooms
+                .iter()
+                .filter_map(|slot| self.room_id_of(*slot))
+                .collect(),
+            tags: extras
+                .tags
+                .iter()
+                .filter_map(|(slot, tags)| {
+                    let names = tags.iter().map(|t| t.to_string()).collect();
+                    Some((self.room_id_of(*slot)?, names))
+                })
+                .collect(),
+        }
+    }
+
+    /// The children of the given spaces (spaces without children are absent).
+    pub(super) fn space_children_of(
+        &self,
+        spaces: &BTreeSet<RoomId>,
+    ) -> Vec<(RoomId, Vec<RoomId>)> {
+        spaces
+            .iter()
+            .filter_map(|space| {
+                let record = self.rooms.get(*self.room_slots.get(space)? as usize)?;
+                let children: Vec<RoomId> = record
+                    .space_children
+                    .iter()
+                    .filter_map(|slot| self.room_id_of(*slot))
+                    .collect();
+                (!children.is_empty()).then(|| (space.clone(), children))
+            })
+            .collect()
+    }
+
     pub(super) fn joined_row(&self, room: &RoomRecord) -> Option<JoinedRoomRow> {
         let joined = room.joined.as_ref()?;
         Some(JoinedRoomRow {

@@ -5,8 +5,6 @@
 //! Owns: test-only code. May not touch: the index's layout; the index is
 //! tested through the methods of `ReadIndex`, as its callers use it.
 
-mod reference;
-
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -17,9 +15,9 @@ use crate::model::{
     AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
     RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
-use crate::positions::StreamToken;
-use crate::room_list::{Filters, ListAnswer, ListRequest};
-use reference::{reference_list, ReferenceData};
+use crate::room_list::scan::{scan_list, ScanData, UserAccountData};
+use crate::room_list::{direct_rooms, tag_names, Filters, ListAnswer, ListRequest};
+use roomcache_core::{PublishGate, StreamToken, WriterName};
 
 const USERS: [&str; 3] = ["@u0:hs", "@u1:hs", "@u2:hs"];
 const ROOMS: usize = 8;
@@ -120,8 +118,50 @@ fn change(op: (u8, u8, u8, i8, u32)) -> RowChange {
     }
 }
 
+/// Publishes `changes` in a publication of a gate of its own.
+fn publish(index: &ReadIndex, changes: &[RowChange]) {
+    PublishGate::new().publish(|publication| index.publish(changes, publication));
+}
+
 /// The final rows after the changes, as plain data.
-fn model(changes: &[RowChange]) -> ReferenceData {
+struct Model {
+    joined_rooms: Vec<JoinedRoomRow>,
+    snapshots: Vec<MembershipSnapshot>,
+    account_data: Vec<AccountData>,
+    space_children: Vec<(RoomId, Vec<RoomId>)>,
+}
+
+/// A user's `m.direct` rooms and `m.tag` tags from account data rows in
+/// stream order (the last row of each key wins).
+fn account_from_rows(rows: &[AccountData], user: &UserId) -> UserAccountData {
+    let mut account = UserAccountData::default();
+    for data in rows.iter().filter(|a| &a.user_id == user) {
+        match (&data.room_id, data.data_type.as_str()) {
+            (None, DIRECT_ACCOUNT_DATA) => {
+                account.dm = direct_rooms(&data.content).into_iter().collect()
+            }
+            (Some(room), TAG_ACCOUNT_DATA) => {
+                account.tags.insert(room.clone(), tag_names(&data.content));
+            }
+            _ => {}
+        }
+    }
+    account
+}
+
+impl Model {
+    /// What the scan reads for `user`: every row (the scan picks the user's).
+    fn scan_data(&self, user: &UserId) -> ScanData {
+        ScanData {
+            joined_rooms: self.joined_rooms.clone(),
+            snapshots: self.snapshots.clone(),
+            account: account_from_rows(&self.account_data, user),
+            space_children: self.space_children.clone(),
+        }
+    }
+}
+
+fn model(changes: &[RowChange]) -> Model {
     let mut joined: BTreeMap<RoomId, JoinedRoomRow> = BTreeMap::new();
     let mut snapshots: BTreeMap<(RoomId, UserId), MembershipSnapshot> = BTreeMap::new();
     let mut account: BTreeMap<(UserId, Option<RoomId>, String), AccountData> = BTreeMap::new();
@@ -159,7 +199,7 @@ fn model(changes: &[RowChange]) -> ReferenceData {
             RowChange::Dequeue(_) => {}
         }
     }
-    ReferenceData {
+    Model {
         joined_rooms: joined.into_values().collect(),
         snapshots: snapshots.into_values().collect(),
         account_data: account.into_values().collect(),
@@ -221,7 +261,7 @@ proptest! {
         let index = ReadIndex::default();
         // Publish in a few groups, as the supervisor does.
         for chunk in changes.chunks(7) {
-            index.publish(chunk);
+            publish(&index, chunk);
         }
         let data = model(&changes);
         prop_assert_eq!(index.joined_room_count(), data.joined_rooms.len());
@@ -235,14 +275,14 @@ proptest! {
             let token = token.map(|(stream, ahead)| {
                 let mut t = StreamToken::linear(stream);
                 if ahead > 0 {
-                    t.instance_map.insert("w1".into(), stream + ahead);
+                    t.instance_map.insert(WriterName::parse("w1").unwrap(), stream + ahead);
                 }
                 t
             });
             for user_name in USERS.iter().chain(["@nobody:hs"].iter()) {
                 let user = UserId::parse(user_name).unwrap();
                 let fast = index.room_list(&user, &list, token.as_ref());
-                let naive = reference_list(&data, &user, &list, token.as_ref());
+                let naive = scan_list(&data.scan_data(&user), &user, &list, token.as_ref());
                 prop_assert_eq!(fast, naive, "user {} list {:?} token {:?}", user_name, list, token);
             }
         }
@@ -291,11 +331,14 @@ fn ids(answer: &ListAnswer, range: usize) -> Vec<String> {
 #[test]
 fn joined_rooms_follow_their_latest_event_and_ties_go_by_room_id() {
     let index = ReadIndex::default();
-    index.publish(&[
-        RowChange::UpsertSnapshot(snapshot("!b:hs", Membership::Join, "@u0:hs", 3)),
-        RowChange::UpsertSnapshot(snapshot("!a:hs", Membership::Join, "@u0:hs", 4)),
-        RowChange::UpsertSnapshot(snapshot("!c:hs", Membership::Invite, "@x:hs", 10)),
-    ]);
+    publish(
+        &index,
+        &[
+            RowChange::UpsertSnapshot(snapshot("!b:hs", Membership::Join, "@u0:hs", 3)),
+            RowChange::UpsertSnapshot(snapshot("!a:hs", Membership::Join, "@u0:hs", 4)),
+            RowChange::UpsertSnapshot(snapshot("!c:hs", Membership::Invite, "@x:hs", 10)),
+        ],
+    );
     let user = UserId::parse("@u0:hs").unwrap();
     let list = ListRequest {
         ranges: vec![(0, 9)],
@@ -306,12 +349,15 @@ fn joined_rooms_follow_their_latest_event_and_ties_go_by_room_id() {
         ids(&index.room_list(&user, &list, None), 0),
         ["!c:hs", "!a:hs", "!b:hs"]
     );
-    index.publish(&[RowChange::UpsertJoinedRoom(JoinedRoomRow {
-        room_id: RoomId::parse("!b:hs").unwrap(),
-        event_stream_ordering: 10,
-        bump_stamp: Some(-5),
-        metadata: RoomMetadata::default(),
-    })]);
+    publish(
+        &index,
+        &[RowChange::UpsertJoinedRoom(JoinedRoomRow {
+            room_id: RoomId::parse("!b:hs").unwrap(),
+            event_stream_ordering: 10,
+            bump_stamp: Some(-5),
+            metadata: RoomMetadata::default(),
+        })],
+    );
     let answer = index.room_list(&user, &list, None);
     // !b moves to 10 and ties with !c: room ID breaks the tie.
     assert_eq!(ids(&answer, 0), ["!b:hs", "!c:hs", "!a:hs"]);
@@ -333,11 +379,14 @@ fn self_leaves_are_newly_left_only_after_the_token_of_their_writer() {
     let index = ReadIndex::default();
     let mut on_w1 = snapshot("!w1:hs", Membership::Leave, "@u0:hs", 20);
     on_w1.event_instance_name = "w1".into();
-    index.publish(&[
-        RowChange::UpsertSnapshot(snapshot("!master:hs", Membership::Leave, "@u0:hs", 10)),
-        RowChange::UpsertSnapshot(on_w1),
-        RowChange::UpsertSnapshot(snapshot("!kick:hs", Membership::Leave, "@admin:hs", 5)),
-    ]);
+    publish(
+        &index,
+        &[
+            RowChange::UpsertSnapshot(snapshot("!master:hs", Membership::Leave, "@u0:hs", 10)),
+            RowChange::UpsertSnapshot(on_w1),
+            RowChange::UpsertSnapshot(snapshot("!kick:hs", Membership::Leave, "@admin:hs", 5)),
+        ],
+    );
     let user = UserId::parse("@u0:hs").unwrap();
     let list = ListRequest {
         ranges: vec![(0, 9)],

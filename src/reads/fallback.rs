@@ -14,7 +14,8 @@ use roomcache_core::StreamToken;
 use super::ReadError;
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
-use crate::room_list::{scan_list, ListAnswer, ListRequest, ScanData};
+use crate::room_list::scan::{scan_list, ScanData};
+use crate::room_list::{ListAnswer, ListRequest};
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 
 /// Rows the fallback computed for some queued rooms.
@@ -135,7 +136,11 @@ pub(crate) fn scan_room_lists<'a>(
     from_token: Option<&StreamToken>,
     rows: &FallbackRows,
 ) -> BTreeMap<String, ListAnswer> {
-    let snapshots = merge_snapshots(index.snapshots_of_user(user), rows.snapshots.clone(), &rows.rooms);
+    let snapshots = merge_snapshots(
+        index.snapshots_of_user(user),
+        rows.snapshots.clone(),
+        &rows.rooms,
+    );
     let replaced: BTreeSet<&RoomId> = rows.rooms.iter().collect();
     let joined_rooms: Vec<JoinedRoomRow> = snapshots
         .iter()
@@ -153,7 +158,7 @@ pub(crate) fn scan_room_lists<'a>(
     let data = ScanData {
         joined_rooms,
         snapshots,
-        account_data: index.account_data_of(user),
+        account: index.account_of(user),
         space_children: index.space_children_of(&spaces),
     };
     lists

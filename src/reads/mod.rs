@@ -133,7 +133,9 @@ impl Reads {
         room: &RoomId,
         wait: &Wait,
     ) -> Result<Answer<Option<JoinedRoomRow>>, ReadError> {
-        let mut answer = self.read_at_token(wait, |index| index.joined_room(room)).await;
+        let mut answer = self
+            .read_at_token(wait, |index| index.joined_room(room))
+            .await;
         if let Some(rows) = self.fallback.rows(std::slice::from_ref(room), None).await? {
             answer.value = rows.joined_rooms.into_iter().next();
             answer.fallback = true;
@@ -151,7 +153,11 @@ impl Reads {
         let mut answer = self
             .read_at_token(wait, |index| index.snapshot(user, room))
             .await;
-        if let Some(rows) = self.fallback.rows(std::slice::from_ref(room), Some(user)).await? {
+        if let Some(rows) = self
+            .fallback
+            .rows(std::slice::from_ref(room), Some(user))
+            .await?
+        {
             answer.value = rows.snapshots.into_iter().find(|s| &s.user_id == user);
             answer.fallback = true;
         }
@@ -181,13 +187,21 @@ impl Reads {
         request: &RoomListRequest,
         wait: &Wait,
     ) -> Result<Answer<BTreeMap<String, ListAnswer>>, ReadError> {
-        let lists = || request.lists.iter().map(|(name, list)| (name.clone(), list));
+        let lists = || {
+            request
+                .lists
+                .iter()
+                .map(|(name, list)| (name.clone(), list))
+        };
         let from_token = request.from_token.as_ref();
         let fallback_rows = self.fallback.rows_of_user(user).await?;
         let Some(rows) = fallback_rows else {
             let answer = self
                 .read_at_token(wait, |index| {
-                    index.room_lists(user, lists(), from_token).into_iter().collect()
+                    index
+                        .room_lists(user, lists(), from_token)
+                        .into_iter()
+                        .collect()
                 })
                 .await;
             return Ok(answer);

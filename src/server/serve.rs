@@ -24,9 +24,7 @@ use crate::store::Store;
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
-use crate::supervisor::{
-    Recalculate, SourceProgress, Supervisor, SupervisorSettings,
-};
+use crate::supervisor::{Recalculate, SourceProgress, Supervisor, SupervisorSettings};
 
 /// The import's settings from roomcache's settings.
 fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {

@@ -133,7 +133,10 @@ impl Follower {
             }
         }
         if let Some(first_writer) = self.writers.first() {
-            by_writer.entry(first_writer.clone()).or_default().extend(extra);
+            by_writer
+                .entry(first_writer.clone())
+                .or_default()
+                .extend(extra);
         }
         for writer in &self.writers {
             by_writer.entry(writer.clone()).or_default();

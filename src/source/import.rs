@@ -64,10 +64,7 @@ pub(crate) async fn compute_rooms(
     let read = started.elapsed();
     let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
     let forgotten_read = started.elapsed();
-    let mut computed = RecomputedRooms {
-        events: range.events,
-        ..RecomputedRooms::default()
-    };
+    let mut computed = RecomputedRooms::default();
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
     for (writer, row) in range.rows {
         if let Some(room) = row.room_id() {

@@ -31,27 +31,27 @@ const EVENT_COLUMNS: &str = "e.stream_ordering, e.event_id, e.room_id, e.type, e
 
 /// One event read from Synapse, with where and by whom it was stored.
 #[derive(Debug, Clone)]
-pub struct SourceEvent {
-    pub stream_ordering: i64,
-    pub writer: String,
-    pub event: Event,
-    pub outlier: bool,
-    pub rejected: bool,
-    pub out_of_band_membership: bool,
-    pub soft_failed: bool,
+pub(crate) struct SourceEvent {
+    pub(crate) stream_ordering: i64,
+    pub(crate) writer: String,
+    pub(crate) event: Event,
+    pub(crate) outlier: bool,
+    pub(crate) rejected: bool,
+    pub(crate) out_of_band_membership: bool,
+    pub(crate) soft_failed: bool,
 }
 
 /// The rows of a stream range in stream order, each with its writer.
 #[derive(Debug, Default)]
-pub struct RangeRows {
-    pub rows: Vec<(String, FeedRow)>,
+pub(crate) struct RangeRows {
+    pub(crate) rows: Vec<(String, FeedRow)>,
     /// Events read (for statistics).
-    pub events: usize,
+    pub(crate) events: usize,
 }
 
 impl RangeRows {
     /// The rows split per writer (each list in stream order).
-    pub fn by_writer(self) -> BTreeMap<String, Vec<FeedRow>> {
+    pub(crate) fn by_writer(self) -> BTreeMap<String, Vec<FeedRow>> {
         let mut by_writer: BTreeMap<String, Vec<FeedRow>> = BTreeMap::new();
         for (writer, row) in self.rows {
             by_writer.entry(writer).or_default().push(row);
@@ -250,7 +250,7 @@ impl SourceDatabase {
     /// Every row of the stream range `(from, to]` (of the given rooms, or
     /// all), as the writers' feeds would carry them. `server_name` decides
     /// which members are local.
-    pub async fn read_range(
+    pub(crate) async fn read_range(
         &self,
         from: i64,
         to: i64,
@@ -573,7 +573,7 @@ impl SourceDatabase {
     /// Local users' current memberships that are forgotten, with their
     /// event's stream ordering at or below `to` (of the given rooms, or all):
     /// `(room, user, membership event)`.
-    pub async fn forgotten_memberships(
+    pub(crate) async fn forgotten_memberships(
         &self,
         to: i64,
         rooms: Option<&[String]>,
@@ -601,7 +601,7 @@ impl SourceDatabase {
 }
 
 /// Forget rows at `stream_id` for the given memberships.
-pub fn forget_rows(stream_id: i64, forgotten: &[(RoomId, UserId, EventId)]) -> Vec<FeedRow> {
+pub(crate) fn forget_rows(stream_id: i64, forgotten: &[(RoomId, UserId, EventId)]) -> Vec<FeedRow> {
     forgotten
         .iter()
         .map(|(room_id, user_id, _)| {

@@ -117,18 +117,6 @@ impl CommitGroup {
         self.import_progress = Some(progress);
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.import_progress.is_none()
-            && self.joined_rooms.is_empty()
-            && self.snapshots.is_empty()
-            && self.memories.is_empty()
-            && self.dequeued.is_empty()
-            && self.invalidated.is_empty()
-            && self.positions.is_empty()
-            && self.account_data.is_empty()
-            && self.space_children.is_empty()
-    }
-
     /// Number of table rows written or deleted.
     pub(crate) fn row_count(&self) -> usize {
         self.joined_rooms.len() + self.snapshots.len()
@@ -242,7 +230,6 @@ impl Store {
         transaction.commit().await?;
         Ok(())
     }
-
 }
 
 /// Start-up invalidation (§4): deletes every row and the rules' memory of

@@ -65,7 +65,10 @@ impl Store {
         while let Some(row) = rows.try_next().await? {
             chunk.push(snapshot_from_row(&row)?);
             if chunk.len() == SNAPSHOT_CHUNK {
-                on_chunk(std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK)));
+                on_chunk(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(SNAPSHOT_CHUNK),
+                ));
             }
         }
         if !chunk.is_empty() {

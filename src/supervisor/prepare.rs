@@ -81,7 +81,11 @@ impl GroupPreparer {
     /// Claims the batch's range of its writer's stream and applies the new
     /// rows in their rooms' actors; on any failure the claim is abandoned
     /// and every room drops what it prepared for it.
-    async fn prepare(&self, seq: BatchSeq, batch: &FeedBatch) -> Result<(Claim, Applied), BatchError> {
+    async fn prepare(
+        &self,
+        seq: BatchSeq,
+        batch: &FeedBatch,
+    ) -> Result<(Claim, Applied), BatchError> {
         // Rows at or below the end of the writer's last claim (durable, or
         // claimed by an earlier batch of this group) are skipped.
         let tracker = self.shared.write_path.tracker();
@@ -95,7 +99,12 @@ impl GroupPreparer {
         }
     }
 
-    async fn apply(&self, seq: BatchSeq, batch: &FeedBatch, claim: &Claim) -> Result<Applied, BatchError> {
+    async fn apply(
+        &self,
+        seq: BatchSeq,
+        batch: &FeedBatch,
+        claim: &Claim,
+    ) -> Result<Applied, BatchError> {
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
         let mut user_changes = Vec::new();
@@ -120,13 +129,16 @@ impl GroupPreparer {
             server_name: self.shared.settings.server_name.to_string(),
             writer: batch.writer.to_string(),
         });
-        let sends = by_room.into_values().zip(&addresses).map(|(rows, address)| {
-            address.send(Prepare {
-                seq,
-                context: context.clone(),
-                rows,
-            })
-        });
+        let sends = by_room
+            .into_values()
+            .zip(&addresses)
+            .map(|(rows, address)| {
+                address.send(Prepare {
+                    seq,
+                    context: context.clone(),
+                    rows,
+                })
+            });
         let results = join_all(sends).await;
         let mut rooms = Vec::with_capacity(results.len());
         let mut failure = None;

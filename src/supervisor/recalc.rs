@@ -32,8 +32,6 @@ pub(crate) struct RecomputedRooms {
     pub(crate) memories: Vec<(RoomId, RoomMemory)>,
     /// Rooms whose history the rules refused (logged; left without rows).
     pub(crate) refused: Vec<RoomId>,
-    /// Source events read.
-    pub(crate) events: usize,
 }
 
 impl RecomputedRooms {
@@ -53,8 +51,7 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     /// The position up to which everything is persisted in the source.
     fn safe_position(&self) -> BoxFuture<'_, Result<i64, SourceError>>;
     /// Rooms with anything in the events stream in `(from, to]`.
-    fn changed_rooms(&self, from: i64, to: i64)
-        -> BoxFuture<'_, Result<Vec<RoomId>, SourceError>>;
+    fn changed_rooms(&self, from: i64, to: i64) -> BoxFuture<'_, Result<Vec<RoomId>, SourceError>>;
     /// The rows of `rooms` as of position `at`.
     fn recompute<'a>(
         &'a self,
@@ -162,7 +159,11 @@ pub(crate) async fn drain(
     }
     write_path.commit(unit).await?;
     if !queued.is_empty() {
-        info!(rooms = queued.len(), position = at, "recalculation queue drained");
+        info!(
+            rooms = queued.len(),
+            position = at,
+            "recalculation queue drained"
+        );
     }
     Ok(())
 }

@@ -106,7 +106,11 @@ impl RoomRegistry {
         let stopped = before - self.actors.len();
         if stopped > 0 {
             self.actors.shrink_to_fit();
-            debug!(stopped, live = self.actors.len(), "stopped idle room actors");
+            debug!(
+                stopped,
+                live = self.actors.len(),
+                "stopped idle room actors"
+            );
             metrics::counter!("roomcache_room_actors_stopped_total").increment(stopped as u64);
         }
         metrics::gauge!("roomcache_room_actors").set(self.actors.len() as f64);

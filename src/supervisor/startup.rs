@@ -28,7 +28,11 @@ const INVALIDATION_CHUNK: usize = 1000;
 pub(crate) async fn open(store: Store, writers: &[WriterName]) -> Result<WritePath, StoreError> {
     let positions = store.positions().await?;
     let tracker = Arc::new(PositionTracker::new(writers, &positions));
-    Ok(WritePath::new(store, Arc::new(ReadIndex::default()), tracker))
+    Ok(WritePath::new(
+        store,
+        Arc::new(ReadIndex::default()),
+        tracker,
+    ))
 }
 
 /// The outcome of the start-up check.

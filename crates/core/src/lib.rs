@@ -23,7 +23,7 @@ mod token;
 mod tracker;
 mod writer;
 
-pub use publish::{PublishGate, Publication};
+pub use publish::{Publication, PublishGate};
 pub use token::{StreamToken, TokenParseError};
 pub use tracker::{Claim, PositionError, PositionTracker, WaitForToken};
 pub use writer::{WriterName, WriterNameError, MAX_WRITER_NAME_LENGTH};

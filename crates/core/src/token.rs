@@ -172,7 +172,10 @@ mod tests {
             assert_eq!(token.to_string(), text);
         }
         assert_eq!(
-            "m3~worker.1.9".parse::<StreamToken>().unwrap().position("worker.1"),
+            "m3~worker.1.9"
+                .parse::<StreamToken>()
+                .unwrap()
+                .position("worker.1"),
             9
         );
         for bad in ["x1", "m1~a", "m1~a b.4", "s", "m~a.3"] {

@@ -98,8 +98,17 @@ mod tests {
 
     #[test]
     fn the_writer_name_rule() {
-        for good in ["master", "event_persister-1", "p1", "worker.2", &"a".repeat(64)] {
-            assert_eq!(WriterName::parse(good).map(|w| w.to_string()), Ok(good.to_owned()));
+        for good in [
+            "master",
+            "event_persister-1",
+            "p1",
+            "worker.2",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(
+                WriterName::parse(good).map(|w| w.to_string()),
+                Ok(good.to_owned())
+            );
         }
         for bad in ["", "a b", "a~b", "é", "tab\t", &"a".repeat(65)] {
             assert_eq!(WriterName::parse(bad), Err(WriterNameError(bad.to_owned())));

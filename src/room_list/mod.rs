@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{EventId, Membership, RoomId, UserId};
-use crate::positions::StreamToken;
+use roomcache_core::StreamToken;
+
+pub(crate) mod scan;
 
 /// Most lists in one request (Synapse's limit).
 pub const MAX_LISTS: usize = 100;

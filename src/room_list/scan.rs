@@ -1,38 +1,38 @@
-//! The naive reference the index's property test holds the fast path to:
-//! a room list computed by scanning every plain row, written for
-//! obviousness, not speed.
+//! Room lists computed by scanning plain rows, written for obviousness, not
+//! speed. The reads' fallback uses it while some of a user's rooms are
+//! queued for recalculation (their rows come from the source, not the
+//! index), and the index's property test holds the fast path to it.
 //!
-//! Owns: test-only code. May not touch: the index (it reads only plain rows
-//! and the helpers of [`crate::room_list`], so a bug in the index's layout
+//! Owns: the scan. May not touch: the index (it reads only plain rows and
+//! the helpers of [`crate::room_list`], so a bug in the index's layout
 //! cannot hide in it).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{
-    AccountData, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId,
-    DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
-};
-use crate::positions::StreamToken;
-use crate::room_list::{
-    answer_ranges, direct_rooms, tag_names, Filters, ListAnswer, ListRequest, NameNeedle,
-    RoomListEntry,
-};
+use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId};
 
-/// Plain rows, as the reference implementation reads them.
+use roomcache_core::StreamToken;
+
+use super::{answer_ranges, Filters, ListAnswer, ListRequest, NameNeedle, RoomListEntry};
+
+/// Plain rows of one user, as the scan reads them.
 #[derive(Debug, Clone, Default)]
-pub(super) struct ReferenceData {
-    pub(super) joined_rooms: Vec<JoinedRoomRow>,
-    pub(super) snapshots: Vec<MembershipSnapshot>,
-    /// In stream order: a later value for the same key replaces an earlier one.
-    pub(super) account_data: Vec<AccountData>,
-    pub(super) space_children: Vec<(RoomId, Vec<RoomId>)>,
+pub(crate) struct ScanData {
+    /// The joined rows of the user's joined rooms (others are ignored).
+    pub(crate) joined_rooms: Vec<JoinedRoomRow>,
+    /// The user's snapshots (others are ignored).
+    pub(crate) snapshots: Vec<MembershipSnapshot>,
+    pub(crate) account: UserAccountData,
+    /// Children of (at least) the spaces the lists filter on.
+    pub(crate) space_children: Vec<(RoomId, Vec<RoomId>)>,
 }
 
 /// A user's DM rooms and room tags, from their account data.
-struct UserAccountData {
-    dm: BTreeSet<RoomId>,
-    tags: BTreeMap<RoomId, Vec<String>>,
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UserAccountData {
+    pub(crate) dm: BTreeSet<RoomId>,
+    pub(crate) tags: BTreeMap<RoomId, Vec<String>>,
 }
 
 /// True when a snapshot at `(instance, position)` comes after `token`.
@@ -40,14 +40,14 @@ fn is_after(token: &StreamToken, instance: &str, position: i64) -> bool {
     position > token.position(instance)
 }
 
-/// The naive reference: a list computed by scanning every row, for tests.
-pub(super) fn reference_list(
-    data: &ReferenceData,
+/// A list computed by scanning every row.
+pub(crate) fn scan_list(
+    data: &ScanData,
     user: &UserId,
     list: &ListRequest,
     from_token: Option<&StreamToken>,
 ) -> ListAnswer {
-    let account = user_account_data(data, user);
+    let account = &data.account;
     let filters = &list.filters;
     let children: Option<BTreeSet<&RoomId>> = filters.spaces.as_ref().map(|spaces| {
         data.space_children
@@ -63,13 +63,7 @@ pub(super) fn reference_list(
             continue;
         }
         let (position, entry) = listed_room(data, snapshot);
-        if passes(
-            filters,
-            &entry,
-            &account,
-            children.as_ref(),
-            needle.as_ref(),
-        ) {
+        if passes(filters, &entry, account, children.as_ref(), needle.as_ref()) {
             rooms.push((position, entry));
         }
     }
@@ -79,22 +73,6 @@ pub(super) fn reference_list(
         count,
         ranges: answer_ranges(&list.ranges, count, &rooms, |(_, e)| Some(e.clone())),
     }
-}
-
-/// The user's `m.direct` rooms and `m.tag` tags (the last row of each key wins).
-fn user_account_data(data: &ReferenceData, user: &UserId) -> UserAccountData {
-    let mut dm: BTreeSet<RoomId> = BTreeSet::new();
-    let mut tags: BTreeMap<RoomId, Vec<String>> = BTreeMap::new();
-    for data in data.account_data.iter().filter(|a| &a.user_id == user) {
-        match (&data.room_id, data.data_type.as_str()) {
-            (None, DIRECT_ACCOUNT_DATA) => dm = direct_rooms(&data.content).into_iter().collect(),
-            (Some(room), TAG_ACCOUNT_DATA) => {
-                tags.insert(room.clone(), tag_names(&data.content));
-            }
-            _ => {}
-        }
-    }
-    UserAccountData { dm, tags }
 }
 
 /// Whether the user's snapshot lists its room at all: not forgotten, and
@@ -121,7 +99,7 @@ fn is_listed(
 
 /// The room of a snapshot as the list shows it, and its recency (a join
 /// reads the joined row when there is one).
-fn listed_room(data: &ReferenceData, snapshot: &MembershipSnapshot) -> (i64, RoomListEntry) {
+fn listed_room(data: &ScanData, snapshot: &MembershipSnapshot) -> (i64, RoomListEntry) {
     let joined = (snapshot.membership == Membership::Join)
         .then(|| {
             data.joined_rooms
