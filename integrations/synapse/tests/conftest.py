@@ -1,0 +1,39 @@
+"""Session-wide homeservers for the tests: each starts on first use and stops
+at the end of the session.
+
+Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 54340) and the seven after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from .harness import REPOSITORY, Homeserver
+
+PORT_BASE = int(os.environ.get("ROOMCACHE_SYNAPSE_TEST_PORT_BASE", "54340"))
+TEST_DIRECTORY = REPOSITORY / "var" / "synapse-test"
+
+
+@pytest.fixture(scope="session")
+def monolith() -> Iterator[Homeserver]:
+    """One Synapse process (ports: base, base + 1)."""
+    with Homeserver(
+        TEST_DIRECTORY / "monolith", pg_port=PORT_BASE, http_port=PORT_BASE + 1
+    ) as homeserver:
+        yield homeserver
+
+
+@pytest.fixture(scope="session")
+def workers() -> Iterator[Homeserver]:
+    """Main + event persisters p1, p2 over redis (ports: base + 2 to base + 7)."""
+    with Homeserver(
+        TEST_DIRECTORY / "workers",
+        pg_port=PORT_BASE + 2,
+        http_port=PORT_BASE + 3,
+        workers=True,
+        redis_port=PORT_BASE + 7,
+    ) as homeserver:
+        yield homeserver
