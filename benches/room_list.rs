@@ -38,6 +38,9 @@ use roomcache::store::Store;
 use serde_json::{json, Value};
 use tokio::net::UnixStream;
 
+mod support;
+use support::{Connection, Server};
+
 /// Counts live heap bytes.
 struct CountingAllocator;
 
@@ -417,101 +420,11 @@ async fn load_postgres(store: &Store, sizes: Sizes) -> Result<(), Box<dyn std::e
     Ok(())
 }
 
-struct Server {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Server {
-    async fn start(binary: &Path, dir: &Path, url: &str, schema: &str) -> Server {
-        let socket = dir.join(format!("{schema}.sock"));
-        let child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(dir.join("none.toml"))
-            .arg("--socket-path")
-            .arg(&socket)
-            .args(["--database-url", url, "--schema", schema])
-            .args([
-                "--server-name",
-                SERVER,
-                "--writers",
-                "master",
-                "--pool-size",
-                "4",
-            ])
-            .env("ROOMCACHE_LOG_LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting the server");
-        let server = Server { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while Instant::now() < deadline {
-            if let Ok(mut connection) = Connection::open(&server.socket).await {
-                if connection.get("/health").await.is_ok() {
-                    return server;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the server did not become ready");
-    }
-
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    }
-
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection to the socket.
-struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Connection {
-    async fn open(socket: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
-        let stream = UnixStream::connect(socket).await?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        Ok(Connection { sender })
-    }
-
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Bytes, Box<dyn std::error::Error>> {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("http://localhost{path}"))
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(body))?;
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
-        if !response.status().is_success() {
-            return Err(format!("status {}", response.status()).into());
-        }
-        Ok(response.into_body().collect().await?.to_bytes())
-    }
-
-    async fn get(&mut self, path: &str) -> Result<Bytes, Box<dyn std::error::Error>> {
-        self.send("GET", path, Bytes::new()).await
-    }
+/// The server's flags for this benchmark.
+fn server_args() -> Vec<String> {
+    ["--server-name", SERVER, "--writers", "master", "--pool-size", "4"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn request_body(list: &ListRequest) -> Bytes {
@@ -638,11 +551,11 @@ async fn over_the_socket(
         loading.elapsed().as_secs_f64()
     );
 
-    let empty = Server::start(binary, dir.path(), url, &empty_schema).await;
+    let empty = Server::start(binary, dir.path(), url, &empty_schema, &server_args()).await;
     let empty_rss = empty.rss_bytes();
     empty.stop();
     let starting = Instant::now();
-    let server = Server::start(binary, dir.path(), url, &schema).await;
+    let server = Server::start(binary, dir.path(), url, &schema, &server_args()).await;
     println!(
         "server ready (all rows loaded) in {:.2} s",
         starting.elapsed().as_secs_f64()

@@ -33,6 +33,9 @@ use crate::feed::FeedBatch;
 use crate::rules::RuleError;
 use crate::store::StoreError;
 
+/// Stopped actors above which their freed memory is handed back at once.
+const LARGE_REAP: usize = 1000;
+
 /// Why a batch was not applied. Nothing of it is visible anywhere.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BatchError {
@@ -117,12 +120,21 @@ impl Supervisor {
         }
     }
 
-    /// Stops idle room actors, while no group holds pending states.
-    fn reap_idle_actors(&mut self) {
-        if self.pipeline.is_idle() {
-            self.shared
-                .rooms
-                .reap_idle(self.shared.settings.idle_actor_timeout);
+    /// Stops idle room actors, while no group holds pending states. After
+    /// a large reap, once the stopped actors are dropped, the freed heap is
+    /// handed back to the operating system.
+    fn reap_idle_actors(&mut self, ctx: &mut Context<Self>) {
+        if !self.pipeline.is_idle() {
+            return;
+        }
+        let stopped = self
+            .shared
+            .rooms
+            .reap_idle(self.shared.settings.idle_actor_timeout);
+        if stopped >= LARGE_REAP {
+            ctx.run_later(Duration::from_secs(1), |_, _| {
+                startup::release_freed_memory()
+            });
         }
     }
 }
@@ -133,7 +145,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let timeout = self.shared.settings.idle_actor_timeout;
         let every = (timeout / 4).max(Duration::from_millis(50));
-        ctx.run_interval(every, |supervisor, _| supervisor.reap_idle_actors());
+        ctx.run_interval(every, |supervisor, ctx| supervisor.reap_idle_actors(ctx));
     }
 }
 
