@@ -1,7 +1,7 @@
 """Session-wide homeservers for the tests: each starts on first use and stops
 at the end of the session.
 
-Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 54340) and the seven after it.
+Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the seven after it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from .harness import REPOSITORY, Homeserver
 
-PORT_BASE = int(os.environ.get("ROOMCACHE_SYNAPSE_TEST_PORT_BASE", "54340"))
+PORT_BASE = int(os.environ.get("ROOMCACHE_SYNAPSE_TEST_PORT_BASE", "25440"))
 TEST_DIRECTORY = REPOSITORY / "var" / "synapse-test"
 
 
