@@ -10,14 +10,11 @@
 //! row); the floor of an empty stream is 0 (nothing applied), not 1; there
 //! is no shared sequence, so A2-6 becomes "gaps in ids are allowed"; the
 //! linear position is the minimum over writers only (option S1 of A.13).
-#![cfg(not(loom))]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{ServerOptions, TestServer};
+use crate::support::server::{ServerOptions, TestServer};
 use proptest::prelude::*;
 use roomcache::positions::{PositionTracker, StreamToken};
 use serde_json::{json, Value};

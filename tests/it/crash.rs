@@ -8,15 +8,12 @@
 //! printed, and `ROOMCACHE_CRASH_SEED=<seed>` replays the same feed and
 //! delays (where exactly a kill lands still depends on timing, which is the
 //! point: each run probes other instants).
-#![cfg(not(loom))]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::server::{send, ServerOptions, TestServer};
 use bytes::Bytes;
-use common::{ServerOptions, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -189,7 +186,7 @@ async fn request(
             "application/json",
         )
     });
-    let answer = common::send(socket, method, path, body).await?;
+    let answer = send(socket, method, path, body).await?;
     Ok((answer.status.as_u16(), answer.body))
 }
 

@@ -8,15 +8,12 @@
 //! all columns. T35, T37, T38 and T40 tamper with the tables behind an
 //! older Synapse's back and do not apply (see docs/synapse.md).
 
-mod common;
-mod synapse_support;
-
-use common::TestServer;
-use serde_json::json;
-use synapse_support::fake::{stripped, user, FakeSynapse, HS};
-use synapse_support::{
+use crate::support::fake_synapse::{stripped, user, FakeSynapse, HS};
+use crate::support::server::TestServer;
+use crate::support::synapse::{
     source_options_named, text, wait_for_position, Field, SynapseDatabase, Tables,
 };
+use serde_json::json;
 
 struct Scenario {
     synapse: SynapseDatabase,

@@ -15,12 +15,10 @@
 //! restart; feeding the same stream again changes nothing; and the final
 //! rows equal the pure rules' result.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::homeserver::{stripped, stripped_create, Delta, Homeserver, NewEvent};
-use common::TestServer;
+use crate::support::homeserver::{stripped, stripped_create, Delta, Homeserver, NewEvent};
+use crate::support::server::TestServer;
 use proptest::prelude::*;
 use roomcache::feed::{FeedBatch, FeedRow};
 use roomcache::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};

@@ -2,9 +2,6 @@
 //! against the Postgres that `scripts/test` starts (its URL in
 //! `ROOMCACHE_TEST_DATABASE_URL`). Each server gets its own schema, so tests
 //! run in parallel without seeing each other's rows.
-#![allow(dead_code)]
-
-pub mod homeserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,11 +181,6 @@ impl TestServer {
         server
     }
 
-    /// The temporary directory of this server (socket, log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_roomcache"));
         command
@@ -258,11 +250,6 @@ impl TestServer {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// The process id of the running server.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server running").id()
     }
 
     /// Sends `signal` and waits for the process to exit; returns its exit status.

@@ -3,11 +3,9 @@
 //! cases, forgotten / self-left / kicked / banned / newly-left rooms and
 //! unknown-state exclusions, with exact answers, before and after a restart.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::TestServer;
+use crate::support::server::TestServer;
 use serde_json::{json, Value};
 
 const ALICE: &str = "@alice:example.org";

@@ -1,7 +1,6 @@
 //! Shared by the source-mode tests: a private copy of a Synapse fixture
 //! database in the test cluster, the fixture's CSV, the rows of both tables
 //! in the CSV's form, and a source-mode test server.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +11,7 @@ use roomcache::store::LoadedRows;
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
-use crate::common::{self, unique_schema, ServerOptions, TestServer};
-
-pub mod fake;
+use super::server::{self, unique_schema, ServerOptions, TestServer};
 
 pub const SERVER_NAME: &str = "oracle.test";
 /// The fixture's events-stream position (`stream_positions`).
@@ -28,7 +25,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// The test cluster's URL with another database name.
 pub fn url_for_database(database: &str) -> String {
-    let base = common::database_url();
+    let base = server::database_url();
     match base.rsplit_once('/') {
         Some((prefix, _)) => format!("{prefix}/{database}"),
         None => panic!("unexpected database URL {base}"),

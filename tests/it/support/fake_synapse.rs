@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::SynapseDatabase;
+use super::synapse::SynapseDatabase;
 
 /// A state key and what is current for it: the event and, for members, the membership.
 type StateMap = BTreeMap<(String, String), (String, Option<String>)>;

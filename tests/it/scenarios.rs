@@ -7,10 +7,10 @@
 //! roomcache does not have (see `docs/differences-from-synapse.md`).
 #![allow(clippy::too_many_arguments)]
 
-mod common;
-
-use common::homeserver::{stripped, stripped_create, Delta, Ev, Homeserver, NewEvent, INVITER};
-use common::{ServerOptions, TestServer};
+use crate::support::homeserver::{
+    stripped, stripped_create, Delta, Ev, Homeserver, NewEvent, INVITER,
+};
+use crate::support::server::{ServerOptions, TestServer};
 use roomcache::model::{
     EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, UserId,
 };

@@ -1,10 +1,7 @@
 //! Every kind of bad input gets a 4xx JSON error with an errcode, is
 //! logged, changes nothing, and the server goes on serving.
-#![cfg(not(loom))]
 
-mod common;
-
-use common::{ServerOptions, TestServer};
+use crate::support::server::{post_to, ServerOptions, TestServer};
 use serde_json::{json, Value};
 
 fn event_row(
@@ -386,7 +383,7 @@ async fn a_conflict_amid_concurrent_writers_refuses_only_the_batch_at_fault() {
                 let stream_id = first + 3 * i;
                 let batch = json!({"writer": writer, "rows": [event_row(
                     stream_id, &format!("$m{stream_id}"), room, "m.room.message", Value::Null, json!({"body": "x"}))]});
-                let answer = common::post_to(&socket, "/v1/feed", &batch).await.unwrap();
+                let answer = post_to(&socket, "/v1/feed", &batch).await.unwrap();
                 statuses.push(answer.status.as_u16());
             }
             statuses

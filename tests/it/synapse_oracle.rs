@@ -4,15 +4,12 @@
 //! columns); after changes made while it was stopped, a restart must queue
 //! and recompute exactly the changed rooms.
 
-mod common;
-mod synapse_support;
-
-use common::TestServer;
-use serde_json::Value;
-use synapse_support::{
+use crate::support::server::{database_url, unique_schema, TestServer};
+use crate::support::synapse::{
     assert_no_differences, source_options, text, wait_for_position, SynapseDatabase, Tables,
-    FIXTURE_POSITION,
+    FIXTURE_POSITION, SERVER_NAME,
 };
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_fixture_from_position_zero_reproduces_synapses_live_tables() {
@@ -242,10 +239,10 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
 fn run_import_command(synapse: &SynapseDatabase, schema: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcache"))
         .args(["import", "--config", "/nonexistent/roomcache.toml"])
-        .args(["--database-url", &common::database_url()])
+        .args(["--database-url", &database_url()])
         .args(["--schema", schema])
         .args(["--source-database-url", &synapse.url])
-        .args(["--server-name", synapse_support::SERVER_NAME])
+        .args(["--server-name", SERVER_NAME])
         .args(["--source-import-batch-rooms", "10"])
         .output()
         .expect("running roomcache import");
@@ -262,7 +259,7 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
     let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
     // A complete import, to take the first batches' rows from.
-    let complete = common::unique_schema("import_full");
+    let complete = unique_schema("import_full");
     let output = run_import_command(&synapse, &complete);
     assert!(
         output.contains("imported 71 rooms, 384 rows at stream position 3029"),
@@ -270,8 +267,8 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
     );
     // An import interrupted after its first 30 rooms: their rows, memory and
     // progress committed, nothing else.
-    let interrupted = common::unique_schema("import_resumed");
-    let store = roomcache::store::Store::connect(&common::database_url(), &interrupted, 1)
+    let interrupted = unique_schema("import_resumed");
+    let store = roomcache::store::Store::connect(&database_url(), &interrupted, 1)
         .await
         .unwrap();
     let client = store.client().await.unwrap();

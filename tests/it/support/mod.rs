@@ -1,0 +1,6 @@
+//! What the integration tests share.
+
+pub(crate) mod fake_synapse;
+pub(crate) mod homeserver;
+pub(crate) mod server;
+pub(crate) mod synapse;
