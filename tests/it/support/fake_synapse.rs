@@ -16,9 +16,9 @@ use super::synapse::SynapseDatabase;
 type StateMap = BTreeMap<(String, String), (String, Option<String>)>;
 
 /// The local server's name in these tests.
-pub const HS: &str = "test";
+pub(crate) const HS: &str = "test";
 
-pub fn user(n: u32) -> String {
+pub(crate) fn user(n: u32) -> String {
     format!("@u{n}:{HS}")
 }
 
@@ -28,19 +28,25 @@ fn is_local(user_id: &str) -> bool {
 
 /// One event to persist.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub room_id: String,
-    pub event_type: String,
-    pub state_key: Option<String>,
-    pub sender: String,
-    pub content: Value,
-    pub outlier: bool,
-    pub out_of_band: bool,
-    pub unsigned: Value,
+pub(crate) struct NewEvent {
+    pub(crate) room_id: String,
+    pub(crate) event_type: String,
+    pub(crate) state_key: Option<String>,
+    pub(crate) sender: String,
+    pub(crate) content: Value,
+    pub(crate) outlier: bool,
+    pub(crate) out_of_band: bool,
+    pub(crate) unsigned: Value,
 }
 
 impl NewEvent {
-    pub fn state(room_id: &str, sender: &str, event_type: &str, key: &str, content: Value) -> Self {
+    pub(crate) fn state(
+        room_id: &str,
+        sender: &str,
+        event_type: &str,
+        key: &str,
+        content: Value,
+    ) -> Self {
         NewEvent {
             room_id: room_id.into(),
             event_type: event_type.into(),
@@ -54,8 +60,8 @@ impl NewEvent {
     }
 }
 
-pub struct FakeSynapse {
-    pub client: tokio_postgres::Client,
+pub(crate) struct FakeSynapse {
+    pub(crate) client: tokio_postgres::Client,
     next_stream_ordering: i64,
     next_room: u32,
     next_remote_room: u32,
@@ -66,7 +72,7 @@ pub struct FakeSynapse {
 
 impl FakeSynapse {
     /// Empties the Synapse tables of `database` (a loaded fixture).
-    pub async fn new(database: &SynapseDatabase) -> FakeSynapse {
+    pub(crate) async fn new(database: &SynapseDatabase) -> FakeSynapse {
         let client = database.client().await;
         client
             .batch_execute(
@@ -87,12 +93,12 @@ impl FakeSynapse {
     }
 
     /// The stream ordering the next event will get.
-    pub fn next_position(&self) -> i64 {
+    pub(crate) fn next_position(&self) -> i64 {
         self.next_stream_ordering
     }
 
     /// Persists one batch; returns the event IDs.
-    pub async fn persist(&mut self, batch: Vec<NewEvent>) -> Vec<String> {
+    pub(crate) async fn persist(&mut self, batch: Vec<NewEvent>) -> Vec<String> {
         let first = self.next_stream_ordering;
         let mut ids = Vec::new();
         let mut state_changes: BTreeMap<(String, String, String), (String, Option<String>)> =
@@ -342,7 +348,7 @@ impl FakeSynapse {
 
     /// The client `createRoom`: C alone, the owner's join alone, then power
     /// levels, join rules and history visibility in one batch.
-    pub async fn create_room(&mut self, owner: &str, room_type: Option<&str>) -> String {
+    pub(crate) async fn create_room(&mut self, owner: &str, room_type: Option<&str>) -> String {
         self.next_room += 1;
         let room = format!("!room{}:{HS}", self.next_room);
         let mut content = json!({"creator": owner, "room_version": "10"});
@@ -385,7 +391,7 @@ impl FakeSynapse {
         room
     }
 
-    pub async fn state(
+    pub(crate) async fn state(
         &mut self,
         room: &str,
         sender: &str,
@@ -397,12 +403,12 @@ impl FakeSynapse {
             .remove(0)
     }
 
-    pub async fn name(&mut self, room: &str, sender: &str, name: &str) -> String {
+    pub(crate) async fn name(&mut self, room: &str, sender: &str, name: &str) -> String {
         self.state(room, sender, "m.room.name", json!({"name": name}))
             .await
     }
 
-    pub async fn encrypt(&mut self, room: &str, sender: &str) -> String {
+    pub(crate) async fn encrypt(&mut self, room: &str, sender: &str) -> String {
         self.state(
             room,
             sender,
@@ -412,7 +418,7 @@ impl FakeSynapse {
         .await
     }
 
-    pub async fn tombstone(&mut self, room: &str, sender: &str, successor: &str) -> String {
+    pub(crate) async fn tombstone(&mut self, room: &str, sender: &str, successor: &str) -> String {
         self.state(
             room,
             sender,
@@ -422,7 +428,7 @@ impl FakeSynapse {
         .await
     }
 
-    pub async fn member(
+    pub(crate) async fn member(
         &mut self,
         room: &str,
         sender: &str,
@@ -440,7 +446,7 @@ impl FakeSynapse {
         .remove(0)
     }
 
-    pub async fn message(&mut self, room: &str, sender: &str) -> String {
+    pub(crate) async fn message(&mut self, room: &str, sender: &str) -> String {
         self.persist(vec![NewEvent {
             room_id: room.into(),
             event_type: "m.room.message".into(),
@@ -457,7 +463,7 @@ impl FakeSynapse {
 
     /// A remote server's invite for `target`, persisted as an out-of-band
     /// outlier with the stripped state in `unsigned.invite_room_state`.
-    pub async fn remote_invite(
+    pub(crate) async fn remote_invite(
         &mut self,
         target: &str,
         stripped: Option<Vec<Value>>,
@@ -485,7 +491,12 @@ impl FakeSynapse {
     }
 
     /// An out-of-band leave (a rejection by `sender` or a remote retraction).
-    pub async fn out_of_band_leave(&mut self, room: &str, sender: &str, target: &str) -> String {
+    pub(crate) async fn out_of_band_leave(
+        &mut self,
+        room: &str,
+        sender: &str,
+        target: &str,
+    ) -> String {
         self.persist(vec![NewEvent {
             room_id: room.into(),
             event_type: "m.room.member".into(),
@@ -501,7 +512,7 @@ impl FakeSynapse {
     }
 
     /// The client `forget`: every membership of the user in the room.
-    pub async fn forget(&self, room: &str, user_id: &str) {
+    pub(crate) async fn forget(&self, room: &str, user_id: &str) {
         self.client
             .execute(
                 "UPDATE room_memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2",
@@ -511,7 +522,7 @@ impl FakeSynapse {
             .unwrap();
     }
 
-    pub async fn stream_ordering(&self, event_id: &str) -> i64 {
+    pub(crate) async fn stream_ordering(&self, event_id: &str) -> i64 {
         self.client
             .query_one(
                 "SELECT stream_ordering FROM events WHERE event_id = $1",
@@ -524,6 +535,6 @@ impl FakeSynapse {
 }
 
 /// A stripped state item from the remote inviter.
-pub fn stripped(event_type: &str, content: Value) -> Value {
+pub(crate) fn stripped(event_type: &str, content: Value) -> Value {
     json!({"type": event_type, "state_key": "", "sender": "@inviter:remote_server", "content": content})
 }

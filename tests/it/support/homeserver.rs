@@ -15,43 +15,48 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{json, Map, Value};
 
 /// A state key: `(type, state_key)`.
-pub type StateKey = (String, String);
+pub(crate) type StateKey = (String, String);
 
 /// A persisted event: its ID and stream ordering (`SO(X)` in the spec).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ev {
-    pub id: String,
-    pub so: i64,
+pub(crate) struct Ev {
+    pub(crate) id: String,
+    pub(crate) so: i64,
 }
 
 /// The events of `create_room` (spec §2.14) that tests refer to: create,
 /// the owner's join, and the last of the batch of power levels, join rules
 /// and history visibility.
 #[derive(Debug, Clone)]
-pub struct CreatedRoom {
-    pub room_id: String,
-    pub create: Ev,
-    pub join: Ev,
-    pub history_visibility: Ev,
+pub(crate) struct CreatedRoom {
+    pub(crate) room_id: String,
+    pub(crate) create: Ev,
+    pub(crate) join: Ev,
+    pub(crate) history_visibility: Ev,
 }
 
 /// One event to persist in a batch.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub event_type: String,
-    pub state_key: Option<String>,
-    pub sender: String,
-    pub content: Value,
-    pub unsigned: Option<Value>,
-    pub redacts: Option<String>,
-    pub outlier: bool,
-    pub out_of_band_membership: bool,
-    pub rejected: bool,
-    pub soft_failed: bool,
+pub(crate) struct NewEvent {
+    pub(crate) event_type: String,
+    pub(crate) state_key: Option<String>,
+    pub(crate) sender: String,
+    pub(crate) content: Value,
+    pub(crate) unsigned: Option<Value>,
+    pub(crate) redacts: Option<String>,
+    pub(crate) outlier: bool,
+    pub(crate) out_of_band_membership: bool,
+    pub(crate) rejected: bool,
+    pub(crate) soft_failed: bool,
 }
 
 impl NewEvent {
-    pub fn state(event_type: &str, state_key: &str, sender: &str, content: Value) -> NewEvent {
+    pub(crate) fn state(
+        event_type: &str,
+        state_key: &str,
+        sender: &str,
+        content: Value,
+    ) -> NewEvent {
         NewEvent {
             event_type: event_type.into(),
             state_key: Some(state_key.into()),
@@ -66,7 +71,7 @@ impl NewEvent {
         }
     }
 
-    pub fn message(sender: &str, body: &str) -> NewEvent {
+    pub(crate) fn message(sender: &str, body: &str) -> NewEvent {
         NewEvent {
             state_key: None,
             ..NewEvent::state(
@@ -78,7 +83,7 @@ impl NewEvent {
         }
     }
 
-    pub fn member(user: &str, sender: &str, membership: &str) -> NewEvent {
+    pub(crate) fn member(user: &str, sender: &str, membership: &str) -> NewEvent {
         NewEvent::state(
             "m.room.member",
             user,
@@ -87,17 +92,17 @@ impl NewEvent {
         )
     }
 
-    pub fn rejected(mut self) -> NewEvent {
+    pub(crate) fn rejected(mut self) -> NewEvent {
         self.rejected = true;
         self
     }
 
-    pub fn soft_failed(mut self) -> NewEvent {
+    pub(crate) fn soft_failed(mut self) -> NewEvent {
         self.soft_failed = true;
         self
     }
 
-    pub fn outlier(mut self) -> NewEvent {
+    pub(crate) fn outlier(mut self) -> NewEvent {
         self.outlier = true;
         self
     }
@@ -105,7 +110,7 @@ impl NewEvent {
 
 /// How a batch changes the server's current state.
 #[derive(Debug, Clone)]
-pub enum Delta {
+pub(crate) enum Delta {
     /// The batch's own (non-outlier, non-rejected, non-soft-failed) state
     /// events are inserted; when the server is not in the room and a local
     /// user joins, the whole room state comes along.
@@ -130,9 +135,9 @@ struct RoomModel {
 }
 
 /// The simulator.
-pub struct Homeserver {
-    pub server_name: String,
-    pub writer: String,
+pub(crate) struct Homeserver {
+    pub(crate) server_name: String,
+    pub(crate) writer: String,
     /// The last stream ordering allocated (stream ids are shared by all writers).
     position: i64,
     /// The last backfill ordering allocated (negative).
@@ -146,7 +151,7 @@ pub struct Homeserver {
     pending: Vec<Value>,
 }
 
-pub const INVITER: &str = "@inviter:remote_server";
+pub(crate) const INVITER: &str = "@inviter:remote_server";
 
 impl Default for Homeserver {
     fn default() -> Self {
@@ -155,7 +160,7 @@ impl Default for Homeserver {
 }
 
 impl Homeserver {
-    pub fn new(server_name: &str) -> Homeserver {
+    pub(crate) fn new(server_name: &str) -> Homeserver {
         Homeserver {
             server_name: server_name.into(),
             writer: "master".into(),
@@ -175,7 +180,7 @@ impl Homeserver {
         dead_code,
         reason = "used by benches/rules.rs, which includes this module"
     )]
-    pub fn user(&self, localpart: &str) -> String {
+    pub(crate) fn user(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.server_name)
     }
 
@@ -184,18 +189,18 @@ impl Homeserver {
     }
 
     /// The feed batch of every row produced since the last call.
-    pub fn take(&mut self) -> Value {
+    pub(crate) fn take(&mut self) -> Value {
         let rows = std::mem::take(&mut self.pending);
         json!({"writer": self.writer, "rows": rows})
     }
 
     /// Whether rows are waiting to be fed.
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// Switches the writer; rows not yet taken are refused (take them first).
-    pub fn set_writer(&mut self, writer: &str) {
+    pub(crate) fn set_writer(&mut self, writer: &str) {
         assert!(self.pending.is_empty(), "take the pending rows first");
         self.writer = writer.into();
     }
@@ -211,14 +216,14 @@ impl Homeserver {
     }
 
     /// Whether the server has current state for the room (is in it).
-    pub fn is_server_in_room(&self, room_id: &str) -> bool {
+    pub(crate) fn is_server_in_room(&self, room_id: &str) -> bool {
         self.rooms
             .get(room_id)
             .is_some_and(|m| !m.current_state.is_empty())
     }
 
     /// The user's membership in the room's state, if any.
-    pub fn membership(&self, room_id: &str, user: &str) -> Option<String> {
+    pub(crate) fn membership(&self, room_id: &str, user: &str) -> Option<String> {
         let model = self.rooms.get(room_id)?;
         let id = model
             .room_state
@@ -229,7 +234,7 @@ impl Homeserver {
     }
 
     /// The event currently at a key of the server's current state.
-    pub fn current_event(&self, room_id: &str, key: &StateKey) -> Option<String> {
+    pub(crate) fn current_event(&self, room_id: &str, key: &StateKey) -> Option<String> {
         self.rooms.get(room_id)?.current_state.get(key).cloned()
     }
 
@@ -284,7 +289,12 @@ impl Homeserver {
     /// Persists one batch of a room: the events get consecutive stream
     /// orderings, the delta rows carry the smallest one (like Synapse's
     /// delta stream). Returns the persisted events, in order.
-    pub fn persist(&mut self, room_id: &str, events: Vec<NewEvent>, delta: Delta) -> Vec<Ev> {
+    pub(crate) fn persist(
+        &mut self,
+        room_id: &str,
+        events: Vec<NewEvent>,
+        delta: Delta,
+    ) -> Vec<Ev> {
         let model = self.rooms.entry(room_id.to_owned()).or_default().clone();
         let mut persisted = Vec::new();
         let mut rows_by_position: Vec<Value> = Vec::new();
@@ -379,7 +389,7 @@ impl Homeserver {
     }
 
     /// `createRoom` (spec §2.14): C alone, J(owner) alone, then PL, JR, HV.
-    pub fn create_room(&mut self, owner: &str, room_type: Option<&str>) -> CreatedRoom {
+    pub(crate) fn create_room(&mut self, owner: &str, room_type: Option<&str>) -> CreatedRoom {
         self.next_local_room += 1;
         let room_id = format!("!r{}:{}", self.next_local_room, self.server_name);
         self.rooms.insert(room_id.clone(), RoomModel::default());
@@ -426,7 +436,7 @@ impl Homeserver {
     }
 
     /// A state event sent through the client API, its own batch.
-    pub fn set_state(
+    pub(crate) fn set_state(
         &mut self,
         room_id: &str,
         sender: &str,
@@ -440,11 +450,11 @@ impl Homeserver {
         )
     }
 
-    pub fn name(&mut self, room_id: &str, sender: &str, name: &str) -> Ev {
+    pub(crate) fn name(&mut self, room_id: &str, sender: &str, name: &str) -> Ev {
         self.set_state(room_id, sender, "m.room.name", "", json!({ "name": name }))
     }
 
-    pub fn encrypt(&mut self, room_id: &str, sender: &str) -> Ev {
+    pub(crate) fn encrypt(&mut self, room_id: &str, sender: &str) -> Ev {
         self.set_state(
             room_id,
             sender,
@@ -454,7 +464,7 @@ impl Homeserver {
         )
     }
 
-    pub fn tombstone(&mut self, room_id: &str, sender: &str, successor: &str) -> Ev {
+    pub(crate) fn tombstone(&mut self, room_id: &str, sender: &str, successor: &str) -> Ev {
         self.set_state(
             room_id,
             sender,
@@ -464,29 +474,29 @@ impl Homeserver {
         )
     }
 
-    pub fn join(&mut self, room_id: &str, user: &str) -> Ev {
+    pub(crate) fn join(&mut self, room_id: &str, user: &str) -> Ev {
         self.persist_one(room_id, NewEvent::member(user, user, "join"))
     }
 
-    pub fn leave(&mut self, room_id: &str, user: &str) -> Ev {
+    pub(crate) fn leave(&mut self, room_id: &str, user: &str) -> Ev {
         self.persist_one(room_id, NewEvent::member(user, user, "leave"))
     }
 
-    pub fn invite(&mut self, room_id: &str, sender: &str, user: &str) -> Ev {
+    pub(crate) fn invite(&mut self, room_id: &str, sender: &str, user: &str) -> Ev {
         self.persist_one(room_id, NewEvent::member(user, sender, "invite"))
     }
 
-    pub fn ban(&mut self, room_id: &str, sender: &str, user: &str) -> Ev {
+    pub(crate) fn ban(&mut self, room_id: &str, sender: &str, user: &str) -> Ev {
         self.persist_one(room_id, NewEvent::member(user, sender, "ban"))
     }
 
     /// A kick (or an unban): a leave sent by someone else.
-    pub fn kick(&mut self, room_id: &str, sender: &str, user: &str) -> Ev {
+    pub(crate) fn kick(&mut self, room_id: &str, sender: &str, user: &str) -> Ev {
         self.persist_one(room_id, NewEvent::member(user, sender, "leave"))
     }
 
     /// A display-name change: join → join.
-    pub fn set_displayname(&mut self, room_id: &str, user: &str, displayname: &str) -> Ev {
+    pub(crate) fn set_displayname(&mut self, room_id: &str, user: &str, displayname: &str) -> Ev {
         self.persist_one(
             room_id,
             NewEvent::state(
@@ -499,12 +509,12 @@ impl Homeserver {
     }
 
     /// An `m.room.message`, its own batch.
-    pub fn send(&mut self, room_id: &str, sender: &str, body: &str) -> Ev {
+    pub(crate) fn send(&mut self, room_id: &str, sender: &str, body: &str) -> Ev {
         self.persist_one(room_id, NewEvent::message(sender, body))
     }
 
     /// A redaction (room version 10: `redacts` at the top level).
-    pub fn redact(&mut self, room_id: &str, sender: &str, target: &str) -> Ev {
+    pub(crate) fn redact(&mut self, room_id: &str, sender: &str, target: &str) -> Ev {
         let mut event = NewEvent::state("m.room.redaction", "", sender, json!({}));
         event.state_key = None;
         event.redacts = Some(target.into());
@@ -512,7 +522,7 @@ impl Homeserver {
     }
 
     /// An event persisted as an outlier (not out-of-band): no delta.
-    pub fn outlier(&mut self, room_id: &str, event: NewEvent) -> Ev {
+    pub(crate) fn outlier(&mut self, room_id: &str, event: NewEvent) -> Ev {
         self.persist(room_id, vec![event.outlier()], Delta::None)
             .pop()
             .expect("one event")
@@ -521,7 +531,7 @@ impl Homeserver {
     /// Re-persists an outlier as a normal event (same ID): a new position
     /// in the writer's stream, the original stream ordering, and — for a
     /// state event — a delta row at that new position.
-    pub fn deoutlier(&mut self, room_id: &str, outlier: &Ev) -> Ev {
+    pub(crate) fn deoutlier(&mut self, room_id: &str, outlier: &Ev) -> Ev {
         let (event, so) = self.events[&outlier.id].clone();
         let position = self.next_position();
         self.pending
@@ -547,7 +557,7 @@ impl Homeserver {
     /// Backfilled events (negative stream orderings, no delta), in one
     /// batch at a fresh position of the writer's stream. They enter the
     /// room's DAG state but not the server's current state.
-    pub fn backfill(&mut self, room_id: &str, events: Vec<NewEvent>) -> Vec<Ev> {
+    pub(crate) fn backfill(&mut self, room_id: &str, events: Vec<NewEvent>) -> Vec<Ev> {
         let position = self.next_position();
         let mut persisted = Vec::new();
         let mut orderings = Vec::new();
@@ -576,7 +586,7 @@ impl Homeserver {
     }
 
     /// The next remote room ID, `!test_room<n>:remote_server`.
-    pub fn remote_room(&mut self) -> String {
+    pub(crate) fn remote_room(&mut self) -> String {
         let room = format!("!test_room{}:remote_server", self.next_remote_room);
         self.next_remote_room += 1;
         self.rooms.entry(room.clone()).or_default();
@@ -602,32 +612,42 @@ impl Homeserver {
 
     /// A remote invite (out-of-band outlier) from [`INVITER`]; `stripped`
     /// goes to `unsigned.invite_room_state` (`None`: no such field).
-    pub fn remote_invite(&mut self, room_id: &str, user: &str, stripped: Option<Value>) -> Ev {
+    pub(crate) fn remote_invite(
+        &mut self,
+        room_id: &str,
+        user: &str,
+        stripped: Option<Value>,
+    ) -> Ev {
         let unsigned = stripped.map(|s| json!({ "invite_room_state": s }));
         self.out_of_band(room_id, user, INVITER, "invite", unsigned)
     }
 
     /// A knock on a remote room; `stripped` goes to `unsigned.knock_room_state`.
-    pub fn remote_knock(&mut self, room_id: &str, user: &str, stripped: Option<Value>) -> Ev {
+    pub(crate) fn remote_knock(
+        &mut self,
+        room_id: &str,
+        user: &str,
+        stripped: Option<Value>,
+    ) -> Ev {
         let unsigned = stripped.map(|s| json!({ "knock_room_state": s }));
         self.out_of_band(room_id, user, user, "knock", unsigned)
     }
 
     /// The remote inviter retracts the invite: an out-of-band leave sent by it.
-    pub fn remote_retract(&mut self, room_id: &str, user: &str) -> Ev {
+    pub(crate) fn remote_retract(&mut self, room_id: &str, user: &str) -> Ev {
         self.out_of_band(room_id, user, INVITER, "leave", None)
     }
 
     /// The user rejects a remote invite the remote server could not be
     /// reached for: a local out-of-band leave sent by the user.
-    pub fn reject_remote_invite(&mut self, room_id: &str, user: &str) -> Ev {
+    pub(crate) fn reject_remote_invite(&mut self, room_id: &str, user: &str) -> Ev {
         self.out_of_band(room_id, user, user, "leave", None)
     }
 
     /// Joins a remote room over federation: the room's state (from
     /// `send_join`) is persisted as outliers, then the join with a delta
     /// carrying the whole state.
-    pub fn join_remote(&mut self, room_id: &str, user: &str, state: Vec<NewEvent>) -> Ev {
+    pub(crate) fn join_remote(&mut self, room_id: &str, user: &str, state: Vec<NewEvent>) -> Ev {
         let mut to_insert = Vec::new();
         for new in state {
             let key = (
@@ -657,7 +677,7 @@ impl Homeserver {
     }
 
     /// A local user forgets a room.
-    pub fn forget(&mut self, room_id: &str, user: &str) {
+    pub(crate) fn forget(&mut self, room_id: &str, user: &str) {
         let position = self.next_position();
         self.pending
             .push(json!({"kind": "forget", "stream_id": position,
@@ -665,7 +685,7 @@ impl Homeserver {
     }
 
     /// The room is purged.
-    pub fn purge(&mut self, room_id: &str) {
+    pub(crate) fn purge(&mut self, room_id: &str) {
         let position = self.next_position();
         self.pending
             .push(json!({"kind": "purge", "stream_id": position, "room_id": room_id}));
@@ -674,7 +694,7 @@ impl Homeserver {
 
     /// A state row carrying its event inline (for state resets to events
     /// the cache never saw).
-    pub fn inline_state_row(&self, stream_id: i64, room_id: &str, event_id: &str) -> Value {
+    pub(crate) fn inline_state_row(&self, stream_id: i64, room_id: &str, event_id: &str) -> Value {
         let (event, so) = &self.events[event_id];
         let mut row = json!({"kind": "state", "stream_id": stream_id, "room_id": room_id,
             "type": event["type"], "state_key": event["state_key"], "event_id": event_id});
@@ -686,7 +706,7 @@ impl Homeserver {
 
     /// The user's membership events in the room with positive stream
     /// orderings, oldest first.
-    pub fn member_history(&self, room_id: &str, user: &str) -> Vec<Ev> {
+    pub(crate) fn member_history(&self, room_id: &str, user: &str) -> Vec<Ev> {
         let mut history: Vec<Ev> = self
             .events
             .iter()
@@ -708,7 +728,7 @@ impl Homeserver {
     /// A state reset without events (like Synapse's `UpdateCurrentState`):
     /// the key of `event_id` goes back to that (older) event, carried
     /// inline in the row.
-    pub fn reset_to(&mut self, room_id: &str, event_id: &str) {
+    pub(crate) fn reset_to(&mut self, room_id: &str, event_id: &str) {
         let position = self.next_position();
         let row = self.inline_state_row(position, room_id, event_id);
         let event = &self.events[event_id].0;
@@ -730,23 +750,23 @@ impl Homeserver {
 
     /// Allocates a position without an event (an `UpdateCurrentState`
     /// delta, or rows built by hand).
-    pub fn allocate_position(&mut self) -> i64 {
+    pub(crate) fn allocate_position(&mut self) -> i64 {
         self.next_position()
     }
 
     /// Appends hand-built rows.
-    pub fn push_rows(&mut self, rows: impl IntoIterator<Item = Value>) {
+    pub(crate) fn push_rows(&mut self, rows: impl IntoIterator<Item = Value>) {
         self.pending.extend(rows);
     }
 }
 
 /// A stripped state event from [`INVITER`].
-pub fn stripped(event_type: &str, content: Value) -> Value {
+pub(crate) fn stripped(event_type: &str, content: Value) -> Value {
     json!({"type": event_type, "state_key": "", "sender": INVITER, "content": content})
 }
 
 /// The create event of a remote room, as stripped state.
-pub fn stripped_create(room_type: Option<&str>) -> Value {
+pub(crate) fn stripped_create(room_type: Option<&str>) -> Value {
     let mut content = json!({"creator": INVITER, "room_version": "10"});
     if let Some(t) = room_type {
         content["type"] = json!(t);
