@@ -14,7 +14,7 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_fixture_from_position_zero_reproduces_synapses_live_tables() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut server = TestServer::start_with(source_options(&synapse, false)).await;
+    let mut server = TestServer::start_with(source_options(&synapse).build()).await;
     let status = wait_for_position(&server, FIXTURE_POSITION).await;
     assert_eq!(status["source"]["position"], FIXTURE_POSITION);
     let ours = Tables::from_rows(&server.rows_in_postgres().await);
@@ -29,7 +29,8 @@ async fn following_the_fixture_from_position_zero_reproduces_synapses_live_table
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_the_fixture_reproduces_synapses_live_tables_not_its_rebuild() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut server = TestServer::start_with(source_options(&synapse, true)).await;
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
     let status = wait_for_position(&server, FIXTURE_POSITION).await;
     assert_eq!(status["source"]["invalidated_at_start"], 0);
     let ours = Tables::from_rows(&server.rows_in_postgres().await);
@@ -143,7 +144,8 @@ async fn persist_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut server = TestServer::start_with(source_options(&synapse, true)).await;
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
     wait_for_position(&server, FIXTURE_POSITION).await;
     let before = server.rows_in_postgres().await;
     server.stop().await;

@@ -236,30 +236,54 @@ impl Tables {
     }
 }
 
-pub(crate) fn source_options(synapse: &SynapseDatabase, import: bool) -> ServerOptions {
-    source_options_named(synapse, import, SERVER_NAME)
+/// The options of a source-mode server reading `synapse`, a builder:
+/// `source_options(&synapse).import_on_start(true).server_name(HS).build()`.
+/// By default it follows from position 0 without importing, as
+/// [`SERVER_NAME`].
+pub(crate) struct SourceOptions<'a> {
+    synapse: &'a SynapseDatabase,
+    import_on_start: bool,
+    server_name: &'a str,
 }
 
-pub(crate) fn source_options_named(
-    synapse: &SynapseDatabase,
-    import: bool,
-    server_name: &str,
-) -> ServerOptions {
-    ServerOptions {
-        server_name: server_name.into(),
-        extra_args: vec![
-            "--source-database-url".into(),
-            synapse.url.clone(),
-            "--source-import-on-start".into(),
-            import.to_string(),
-            "--source-poll-interval-ms".into(),
-            "20".into(),
-            "--source-batch-size".into(),
-            "100".into(),
-            "--source-import-batch-rooms".into(),
-            "7".into(),
-        ],
-        ..ServerOptions::default()
+pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
+    SourceOptions {
+        synapse,
+        import_on_start: false,
+        server_name: SERVER_NAME,
+    }
+}
+
+impl<'a> SourceOptions<'a> {
+    /// `--source-import-on-start`.
+    pub(crate) fn import_on_start(mut self, import_on_start: bool) -> Self {
+        self.import_on_start = import_on_start;
+        self
+    }
+
+    /// `--server-name`.
+    pub(crate) fn server_name(mut self, server_name: &'a str) -> Self {
+        self.server_name = server_name;
+        self
+    }
+
+    pub(crate) fn build(self) -> ServerOptions {
+        ServerOptions {
+            server_name: self.server_name.into(),
+            extra_args: vec![
+                "--source-database-url".into(),
+                self.synapse.url.clone(),
+                "--source-import-on-start".into(),
+                self.import_on_start.to_string(),
+                "--source-poll-interval-ms".into(),
+                "20".into(),
+                "--source-batch-size".into(),
+                "100".into(),
+                "--source-import-batch-rooms".into(),
+                "7".into(),
+            ],
+            ..ServerOptions::default()
+        }
     }
 }
 
