@@ -9,7 +9,7 @@ use crate::support::synapse::{
     assert_no_differences, source_options, text, wait_for_position, SynapseDatabase, Tables,
     FIXTURE_POSITION, SERVER_NAME,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_fixture_from_position_zero_reproduces_synapses_live_tables() {
@@ -64,19 +64,56 @@ async fn importing_the_fixture_reproduces_synapses_live_tables_not_its_rebuild()
     server.stop().await;
 }
 
+/// An event for [`persist_event`], a builder:
+/// `source_event(room_id, sender, type).state_key("").content(..)`.
+struct SourceEvent {
+    room_id: String,
+    sender: String,
+    event_type: String,
+    state_key: Option<String>,
+    content: Value,
+}
+
+fn source_event(room_id: &str, sender: &str, event_type: &str) -> SourceEvent {
+    SourceEvent {
+        room_id: room_id.to_owned(),
+        sender: sender.to_owned(),
+        event_type: event_type.to_owned(),
+        state_key: None,
+        content: json!({}),
+    }
+}
+
+impl SourceEvent {
+    fn state_key(mut self, state_key: &str) -> Self {
+        self.state_key = Some(state_key.to_owned());
+        self
+    }
+
+    fn content(mut self, content: Value) -> Self {
+        self.content = content;
+        self
+    }
+}
+
 /// Inserts an event as Synapse persists one (events, event_json and, for
 /// state, the delta row and current state), at `stream_ordering`.
 async fn persist_event(
     client: &tokio_postgres::Client,
     stream_ordering: i64,
-    room_id: &str,
-    event_type: &str,
-    state_key: Option<&str>,
-    sender: &str,
-    content: Value,
+    event: SourceEvent,
 ) -> String {
+    let SourceEvent {
+        room_id,
+        sender,
+        event_type,
+        state_key,
+        content,
+    } = event;
+    let (room_id, sender, event_type) = (room_id.as_str(), sender.as_str(), event_type.as_str());
+    let state_key = state_key.as_deref();
     let event_id = format!("$test{stream_ordering}");
-    let json = serde_json::json!({
+    let json = json!({
         "event_id": event_id, "room_id": room_id, "type": event_type,
         "sender": sender, "content": content, "state_key": state_key,
         "origin_server_ts": 0, "unsigned": {},
@@ -163,26 +200,13 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
             .unwrap()
     };
     let client = synapse.client().await;
-    persist_event(
-        &client,
-        3030,
-        &messaged,
-        "m.room.message",
-        None,
-        &member_of(&messaged),
-        serde_json::json!({"msgtype": "m.text", "body": "while you were away"}),
-    )
-    .await;
-    persist_event(
-        &client,
-        3031,
-        &renamed,
-        "m.room.name",
-        Some(""),
-        &member_of(&renamed),
-        serde_json::json!({"name": "Renamed while away"}),
-    )
-    .await;
+    let message = source_event(&messaged, &member_of(&messaged), "m.room.message")
+        .content(json!({"msgtype": "m.text", "body": "while you were away"}));
+    persist_event(&client, 3030, message).await;
+    let rename = source_event(&renamed, &member_of(&renamed), "m.room.name")
+        .state_key("")
+        .content(json!({"name": "Renamed while away"}));
+    persist_event(&client, 3031, rename).await;
 
     server.spawn().await;
     let status = wait_for_position(&server, 3031).await;
@@ -216,16 +240,9 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
         .contains("rooms changed in Synapse since the cached position were invalidated"));
 
     // Following continues live after the recalculation.
-    persist_event(
-        &client,
-        3032,
-        &renamed,
-        "m.room.message",
-        None,
-        &member_of(&renamed),
-        serde_json::json!({"msgtype": "m.text", "body": "live again"}),
-    )
-    .await;
+    let message = source_event(&renamed, &member_of(&renamed), "m.room.message")
+        .content(json!({"msgtype": "m.text", "body": "live again"}));
+    persist_event(&client, 3032, message).await;
     wait_for_position(&server, 3032).await;
     let served = server.served_joined_room(&renamed).await.unwrap();
     assert_eq!(served.event_stream_ordering, 3032);
