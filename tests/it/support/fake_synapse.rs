@@ -15,6 +15,12 @@ use super::synapse::SynapseDatabase;
 /// A state key and what is current for it: the event and, for members, the membership.
 type StateMap = BTreeMap<(String, String), (String, Option<String>)>;
 
+/// A batch's state changes: `(room, type, state_key)` to the event and membership.
+type StateChanges = BTreeMap<(String, String, String), (String, Option<String>)>;
+
+/// A `current_state_events` row: type, state key, event, membership.
+type CurrentRow = (String, String, String, Option<String>);
+
 /// The local server's name in these tests.
 pub(crate) const HS: &str = "test";
 
@@ -101,98 +107,12 @@ impl FakeSynapse {
     pub(crate) async fn persist(&mut self, batch: Vec<NewEvent>) -> Vec<String> {
         let first = self.next_stream_ordering;
         let mut ids = Vec::new();
-        let mut state_changes: BTreeMap<(String, String, String), (String, Option<String>)> =
-            BTreeMap::new();
+        let mut state_changes = StateChanges::new();
         for event in &batch {
             let stream_ordering = self.next_stream_ordering;
             self.next_stream_ordering += 1;
             let event_id = format!("$e{stream_ordering}");
-            let mut body = json!({
-                "event_id": event_id, "room_id": event.room_id, "type": event.event_type,
-                "sender": event.sender, "content": event.content, "unsigned": event.unsigned,
-                "origin_server_ts": stream_ordering,
-            });
-            if let Some(key) = &event.state_key {
-                body["state_key"] = json!(key);
-            }
-            let metadata = if event.out_of_band {
-                json!({"out_of_band_membership": true})
-            } else {
-                json!({})
-            };
-            self.client
-                .execute(
-                    "INSERT INTO events (topological_ordering, event_id, type, room_id, processed,
-                         outlier, depth, origin_server_ts, received_ts, sender, instance_name,
-                         stream_ordering, state_key)
-                     VALUES ($1, $2, $3, $4, TRUE, $5, $1, $1, $1, $6, 'master', $1, $7)",
-                    &[
-                        &stream_ordering,
-                        &event_id,
-                        &event.event_type,
-                        &event.room_id,
-                        &event.outlier,
-                        &event.sender,
-                        &event.state_key,
-                    ],
-                )
-                .await
-                .unwrap();
-            self.client
-                .execute(
-                    "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
-                     VALUES ($1, $2, $3, $4, 3)",
-                    &[&event_id, &event.room_id, &metadata.to_string(), &body.to_string()],
-                )
-                .await
-                .unwrap();
-            if event.event_type == "m.room.member" {
-                let target = event.state_key.clone().unwrap_or_default();
-                let membership = event.content["membership"].as_str().unwrap_or("leave");
-                self.client
-                    .execute(
-                        "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,
-                             forgotten, event_stream_ordering)
-                         VALUES ($1, $2, $3, $4, $5, 0, $6)",
-                        &[&event_id, &target, &event.sender, &event.room_id, &membership, &stream_ordering],
-                    )
-                    .await
-                    .unwrap();
-                if is_local(&target) {
-                    self.client
-                        .execute(
-                            "DELETE FROM local_current_membership WHERE room_id = $1 AND user_id = $2",
-                            &[&event.room_id, &target],
-                        )
-                        .await
-                        .unwrap();
-                    self.client
-                        .execute(
-                            "INSERT INTO local_current_membership
-                                 (room_id, user_id, event_id, membership, event_stream_ordering)
-                             VALUES ($1, $2, $3, $4, $5)",
-                            &[
-                                &event.room_id,
-                                &target,
-                                &event_id,
-                                &membership,
-                                &stream_ordering,
-                            ],
-                        )
-                        .await
-                        .unwrap();
-                }
-            }
-            if event.event_type == "m.room.create" || event.out_of_band {
-                self.client
-                    .execute(
-                        "INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index)
-                         VALUES ($1, TRUE, $2, '10', TRUE) ON CONFLICT DO NOTHING",
-                        &[&event.room_id, &event.sender],
-                    )
-                    .await
-                    .unwrap();
-            }
+            self.insert_event(event, stream_ordering, &event_id).await;
             if let (Some(key), false) = (&event.state_key, event.outlier) {
                 let membership = (event.event_type == "m.room.member").then(|| {
                     event.content["membership"]
@@ -226,13 +146,114 @@ impl FakeSynapse {
         ids
     }
 
-    async fn update_current_state(
-        &mut self,
-        room: &str,
-        stream_id: i64,
-        changes: &BTreeMap<(String, String, String), (String, Option<String>)>,
-    ) {
-        let current: Vec<(String, String, String, Option<String>)> = self
+    /// Writes one event as Synapse stores it: `events`, `event_json`, for
+    /// a membership `room_memberships` (and `local_current_membership` for a
+    /// local user), and `rooms` for a create event or an out-of-band one.
+    async fn insert_event(&self, event: &NewEvent, stream_ordering: i64, event_id: &str) {
+        let mut body = json!({
+            "event_id": event_id, "room_id": event.room_id, "type": event.event_type,
+            "sender": event.sender, "content": event.content, "unsigned": event.unsigned,
+            "origin_server_ts": stream_ordering,
+        });
+        if let Some(key) = &event.state_key {
+            body["state_key"] = json!(key);
+        }
+        let metadata = if event.out_of_band {
+            json!({"out_of_band_membership": true})
+        } else {
+            json!({})
+        };
+        self.client
+            .execute(
+                "INSERT INTO events (topological_ordering, event_id, type, room_id, processed,
+                     outlier, depth, origin_server_ts, received_ts, sender, instance_name,
+                     stream_ordering, state_key)
+                 VALUES ($1, $2, $3, $4, TRUE, $5, $1, $1, $1, $6, 'master', $1, $7)",
+                &[
+                    &stream_ordering,
+                    &event_id,
+                    &event.event_type,
+                    &event.room_id,
+                    &event.outlier,
+                    &event.sender,
+                    &event.state_key,
+                ],
+            )
+            .await
+            .unwrap();
+        self.client
+            .execute(
+                "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+                 VALUES ($1, $2, $3, $4, 3)",
+                &[&event_id, &event.room_id, &metadata.to_string(), &body.to_string()],
+            )
+            .await
+            .unwrap();
+        if event.event_type == "m.room.member" {
+            self.insert_membership(event, stream_ordering, event_id)
+                .await;
+        }
+        if event.event_type == "m.room.create" || event.out_of_band {
+            self.client
+                .execute(
+                    "INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index)
+                     VALUES ($1, TRUE, $2, '10', TRUE) ON CONFLICT DO NOTHING",
+                    &[&event.room_id, &event.sender],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A membership's `room_memberships` row, and for a local user its
+    /// `local_current_membership` row.
+    async fn insert_membership(&self, event: &NewEvent, stream_ordering: i64, event_id: &str) {
+        let target = event.state_key.clone().unwrap_or_default();
+        let membership = event.content["membership"].as_str().unwrap_or("leave");
+        self.client
+            .execute(
+                "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,
+                     forgotten, event_stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5, 0, $6)",
+                &[
+                    &event_id,
+                    &target,
+                    &event.sender,
+                    &event.room_id,
+                    &membership,
+                    &stream_ordering,
+                ],
+            )
+            .await
+            .unwrap();
+        if is_local(&target) {
+            self.client
+                .execute(
+                    "DELETE FROM local_current_membership WHERE room_id = $1 AND user_id = $2",
+                    &[&event.room_id, &target],
+                )
+                .await
+                .unwrap();
+            self.client
+                .execute(
+                    "INSERT INTO local_current_membership
+                         (room_id, user_id, event_id, membership, event_stream_ordering)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &event.room_id,
+                        &target,
+                        &event_id,
+                        &membership,
+                        &stream_ordering,
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn update_current_state(&mut self, room: &str, stream_id: i64, changes: &StateChanges) {
+        let current: Vec<CurrentRow> = self
             .client
             .query(
                 "SELECT type, state_key, event_id, membership FROM current_state_events WHERE room_id = $1",
@@ -270,25 +291,7 @@ impl FakeSynapse {
             t == "m.room.member" && is_local(k) && m.as_deref() == Some("join")
         });
         if touches_local_member && !still_joined {
-            // No longer in room: every current key deleted, nothing inserted.
-            for (t, k, e, _) in &current {
-                self.client
-                    .execute(
-                        "INSERT INTO current_state_delta_stream
-                             (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
-                         VALUES ($1, $2, $3, $4, NULL, $5, 'master')",
-                        &[&stream_id, &room, t, k, e],
-                    )
-                    .await
-                    .unwrap();
-            }
-            self.client
-                .execute(
-                    "DELETE FROM current_state_events WHERE room_id = $1",
-                    &[&room],
-                )
-                .await
-                .unwrap();
+            self.no_longer_in_room(room, stream_id, &current).await;
             return;
         }
         if rejoin && !touches_local_member {
@@ -318,32 +321,64 @@ impl FakeSynapse {
                 )
                 .await
                 .unwrap();
+            self.replace_current_event(room, (t, k), (e, m)).await;
+        }
+    }
+
+    /// No longer in room: every current key deleted, nothing inserted.
+    async fn no_longer_in_room(&self, room: &str, stream_id: i64, current: &[CurrentRow]) {
+        for (t, k, e, _) in current {
             self.client
                 .execute(
-                    "DELETE FROM current_state_events WHERE room_id = $1 AND type = $2 AND state_key = $3",
-                    &[&room, t, k],
-                )
-                .await
-                .unwrap();
-            let stream_ordering: i64 = self
-                .client
-                .query_one(
-                    "SELECT stream_ordering FROM events WHERE event_id = $1",
-                    &[e],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            self.client
-                .execute(
-                    "INSERT INTO current_state_events
-                         (event_id, room_id, type, state_key, membership, event_stream_ordering)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[e, &room, t, k, m, &stream_ordering],
+                    "INSERT INTO current_state_delta_stream
+                         (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
+                     VALUES ($1, $2, $3, $4, NULL, $5, 'master')",
+                    &[&stream_id, &room, t, k, e],
                 )
                 .await
                 .unwrap();
         }
+        self.client
+            .execute(
+                "DELETE FROM current_state_events WHERE room_id = $1",
+                &[&room],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The `current_state_events` row of a key becomes `(event, membership)`.
+    async fn replace_current_event(
+        &self,
+        room: &str,
+        (t, k): (&String, &String),
+        (e, m): (&String, &Option<String>),
+    ) {
+        self.client
+            .execute(
+                "DELETE FROM current_state_events WHERE room_id = $1 AND type = $2 AND state_key = $3",
+                &[&room, t, k],
+            )
+            .await
+            .unwrap();
+        let stream_ordering: i64 = self
+            .client
+            .query_one(
+                "SELECT stream_ordering FROM events WHERE event_id = $1",
+                &[e],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        self.client
+            .execute(
+                "INSERT INTO current_state_events
+                     (event_id, room_id, type, state_key, membership, event_stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[e, &room, t, k, m, &stream_ordering],
+            )
+            .await
+            .unwrap();
     }
 
     /// The client `createRoom`: C alone, the owner's join alone, then power
