@@ -7,7 +7,7 @@
 
 // The simulator of the integration tests; the bench uses part of it.
 #[allow(unused_imports, dead_code)]
-#[path = "../tests/it/support/homeserver.rs"]
+#[path = "../tests/it/support/homeserver/mod.rs"]
 mod homeserver;
 
 use std::collections::BTreeMap;
