@@ -5,8 +5,9 @@
 //!
 //! Run: `cargo bench --bench rules`. Figures go in `docs/benchmarks.md`.
 
-#[allow(unused_imports)]
-#[path = "../tests/common/homeserver.rs"]
+// The simulator of the integration tests; the bench uses part of it.
+#[allow(unused_imports, dead_code)]
+#[path = "../tests/it/support/homeserver/mod.rs"]
 mod homeserver;
 
 use std::collections::BTreeMap;

@@ -10,15 +10,21 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::SynapseDatabase;
+use super::synapse::SynapseDatabase;
 
 /// A state key and what is current for it: the event and, for members, the membership.
 type StateMap = BTreeMap<(String, String), (String, Option<String>)>;
 
-/// The local server's name in these tests.
-pub const HS: &str = "test";
+/// A batch's state changes: `(room, type, state_key)` to the event and membership.
+type StateChanges = BTreeMap<(String, String, String), (String, Option<String>)>;
 
-pub fn user(n: u32) -> String {
+/// A `current_state_events` row: type, state key, event, membership.
+type CurrentRow = (String, String, String, Option<String>);
+
+/// The local server's name in these tests.
+pub(crate) const HS: &str = "test";
+
+pub(crate) fn user(n: u32) -> String {
     format!("@u{n}:{HS}")
 }
 
@@ -28,19 +34,25 @@ fn is_local(user_id: &str) -> bool {
 
 /// One event to persist.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub room_id: String,
-    pub event_type: String,
-    pub state_key: Option<String>,
-    pub sender: String,
-    pub content: Value,
-    pub outlier: bool,
-    pub out_of_band: bool,
-    pub unsigned: Value,
+pub(crate) struct NewEvent {
+    pub(crate) room_id: String,
+    pub(crate) event_type: String,
+    pub(crate) state_key: Option<String>,
+    pub(crate) sender: String,
+    pub(crate) content: Value,
+    pub(crate) outlier: bool,
+    pub(crate) out_of_band: bool,
+    pub(crate) unsigned: Value,
 }
 
 impl NewEvent {
-    pub fn state(room_id: &str, sender: &str, event_type: &str, key: &str, content: Value) -> Self {
+    pub(crate) fn state(
+        room_id: &str,
+        sender: &str,
+        event_type: &str,
+        key: &str,
+        content: Value,
+    ) -> Self {
         NewEvent {
             room_id: room_id.into(),
             event_type: event_type.into(),
@@ -54,8 +66,8 @@ impl NewEvent {
     }
 }
 
-pub struct FakeSynapse {
-    pub client: tokio_postgres::Client,
+pub(crate) struct FakeSynapse {
+    pub(crate) client: tokio_postgres::Client,
     next_stream_ordering: i64,
     next_room: u32,
     next_remote_room: u32,
@@ -66,7 +78,7 @@ pub struct FakeSynapse {
 
 impl FakeSynapse {
     /// Empties the Synapse tables of `database` (a loaded fixture).
-    pub async fn new(database: &SynapseDatabase) -> FakeSynapse {
+    pub(crate) async fn new(database: &SynapseDatabase) -> FakeSynapse {
         let client = database.client().await;
         client
             .batch_execute(
@@ -87,106 +99,20 @@ impl FakeSynapse {
     }
 
     /// The stream ordering the next event will get.
-    pub fn next_position(&self) -> i64 {
+    pub(crate) fn next_position(&self) -> i64 {
         self.next_stream_ordering
     }
 
     /// Persists one batch; returns the event IDs.
-    pub async fn persist(&mut self, batch: Vec<NewEvent>) -> Vec<String> {
+    pub(crate) async fn persist(&mut self, batch: Vec<NewEvent>) -> Vec<String> {
         let first = self.next_stream_ordering;
         let mut ids = Vec::new();
-        let mut state_changes: BTreeMap<(String, String, String), (String, Option<String>)> =
-            BTreeMap::new();
+        let mut state_changes = StateChanges::new();
         for event in &batch {
             let stream_ordering = self.next_stream_ordering;
             self.next_stream_ordering += 1;
             let event_id = format!("$e{stream_ordering}");
-            let mut body = json!({
-                "event_id": event_id, "room_id": event.room_id, "type": event.event_type,
-                "sender": event.sender, "content": event.content, "unsigned": event.unsigned,
-                "origin_server_ts": stream_ordering,
-            });
-            if let Some(key) = &event.state_key {
-                body["state_key"] = json!(key);
-            }
-            let metadata = if event.out_of_band {
-                json!({"out_of_band_membership": true})
-            } else {
-                json!({})
-            };
-            self.client
-                .execute(
-                    "INSERT INTO events (topological_ordering, event_id, type, room_id, processed,
-                         outlier, depth, origin_server_ts, received_ts, sender, instance_name,
-                         stream_ordering, state_key)
-                     VALUES ($1, $2, $3, $4, TRUE, $5, $1, $1, $1, $6, 'master', $1, $7)",
-                    &[
-                        &stream_ordering,
-                        &event_id,
-                        &event.event_type,
-                        &event.room_id,
-                        &event.outlier,
-                        &event.sender,
-                        &event.state_key,
-                    ],
-                )
-                .await
-                .unwrap();
-            self.client
-                .execute(
-                    "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
-                     VALUES ($1, $2, $3, $4, 3)",
-                    &[&event_id, &event.room_id, &metadata.to_string(), &body.to_string()],
-                )
-                .await
-                .unwrap();
-            if event.event_type == "m.room.member" {
-                let target = event.state_key.clone().unwrap_or_default();
-                let membership = event.content["membership"].as_str().unwrap_or("leave");
-                self.client
-                    .execute(
-                        "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,
-                             forgotten, event_stream_ordering)
-                         VALUES ($1, $2, $3, $4, $5, 0, $6)",
-                        &[&event_id, &target, &event.sender, &event.room_id, &membership, &stream_ordering],
-                    )
-                    .await
-                    .unwrap();
-                if is_local(&target) {
-                    self.client
-                        .execute(
-                            "DELETE FROM local_current_membership WHERE room_id = $1 AND user_id = $2",
-                            &[&event.room_id, &target],
-                        )
-                        .await
-                        .unwrap();
-                    self.client
-                        .execute(
-                            "INSERT INTO local_current_membership
-                                 (room_id, user_id, event_id, membership, event_stream_ordering)
-                             VALUES ($1, $2, $3, $4, $5)",
-                            &[
-                                &event.room_id,
-                                &target,
-                                &event_id,
-                                &membership,
-                                &stream_ordering,
-                            ],
-                        )
-                        .await
-                        .unwrap();
-                }
-            }
-            if event.event_type == "m.room.create" || event.out_of_band {
-                self.client
-                    .execute(
-                        "INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index)
-                         VALUES ($1, TRUE, $2, '10', TRUE) ON CONFLICT DO NOTHING",
-                        &[&event.room_id, &event.sender],
-                    )
-                    .await
-                    .unwrap();
-            }
+            self.insert_event(event, stream_ordering, &event_id).await;
             if let (Some(key), false) = (&event.state_key, event.outlier) {
                 let membership = (event.event_type == "m.room.member").then(|| {
                     event.content["membership"]
@@ -220,13 +146,114 @@ impl FakeSynapse {
         ids
     }
 
-    async fn update_current_state(
-        &mut self,
-        room: &str,
-        stream_id: i64,
-        changes: &BTreeMap<(String, String, String), (String, Option<String>)>,
-    ) {
-        let current: Vec<(String, String, String, Option<String>)> = self
+    /// Writes one event as Synapse stores it: `events`, `event_json`, for
+    /// a membership `room_memberships` (and `local_current_membership` for a
+    /// local user), and `rooms` for a create event or an out-of-band one.
+    async fn insert_event(&self, event: &NewEvent, stream_ordering: i64, event_id: &str) {
+        let mut body = json!({
+            "event_id": event_id, "room_id": event.room_id, "type": event.event_type,
+            "sender": event.sender, "content": event.content, "unsigned": event.unsigned,
+            "origin_server_ts": stream_ordering,
+        });
+        if let Some(key) = &event.state_key {
+            body["state_key"] = json!(key);
+        }
+        let metadata = if event.out_of_band {
+            json!({"out_of_band_membership": true})
+        } else {
+            json!({})
+        };
+        self.client
+            .execute(
+                "INSERT INTO events (topological_ordering, event_id, type, room_id, processed,
+                     outlier, depth, origin_server_ts, received_ts, sender, instance_name,
+                     stream_ordering, state_key)
+                 VALUES ($1, $2, $3, $4, TRUE, $5, $1, $1, $1, $6, 'master', $1, $7)",
+                &[
+                    &stream_ordering,
+                    &event_id,
+                    &event.event_type,
+                    &event.room_id,
+                    &event.outlier,
+                    &event.sender,
+                    &event.state_key,
+                ],
+            )
+            .await
+            .unwrap();
+        self.client
+            .execute(
+                "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+                 VALUES ($1, $2, $3, $4, 3)",
+                &[&event_id, &event.room_id, &metadata.to_string(), &body.to_string()],
+            )
+            .await
+            .unwrap();
+        if event.event_type == "m.room.member" {
+            self.insert_membership(event, stream_ordering, event_id)
+                .await;
+        }
+        if event.event_type == "m.room.create" || event.out_of_band {
+            self.client
+                .execute(
+                    "INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index)
+                     VALUES ($1, TRUE, $2, '10', TRUE) ON CONFLICT DO NOTHING",
+                    &[&event.room_id, &event.sender],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A membership's `room_memberships` row, and for a local user its
+    /// `local_current_membership` row.
+    async fn insert_membership(&self, event: &NewEvent, stream_ordering: i64, event_id: &str) {
+        let target = event.state_key.clone().unwrap_or_default();
+        let membership = event.content["membership"].as_str().unwrap_or("leave");
+        self.client
+            .execute(
+                "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,
+                     forgotten, event_stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5, 0, $6)",
+                &[
+                    &event_id,
+                    &target,
+                    &event.sender,
+                    &event.room_id,
+                    &membership,
+                    &stream_ordering,
+                ],
+            )
+            .await
+            .unwrap();
+        if is_local(&target) {
+            self.client
+                .execute(
+                    "DELETE FROM local_current_membership WHERE room_id = $1 AND user_id = $2",
+                    &[&event.room_id, &target],
+                )
+                .await
+                .unwrap();
+            self.client
+                .execute(
+                    "INSERT INTO local_current_membership
+                         (room_id, user_id, event_id, membership, event_stream_ordering)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &event.room_id,
+                        &target,
+                        &event_id,
+                        &membership,
+                        &stream_ordering,
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn update_current_state(&mut self, room: &str, stream_id: i64, changes: &StateChanges) {
+        let current: Vec<CurrentRow> = self
             .client
             .query(
                 "SELECT type, state_key, event_id, membership FROM current_state_events WHERE room_id = $1",
@@ -264,25 +291,7 @@ impl FakeSynapse {
             t == "m.room.member" && is_local(k) && m.as_deref() == Some("join")
         });
         if touches_local_member && !still_joined {
-            // No longer in room: every current key deleted, nothing inserted.
-            for (t, k, e, _) in &current {
-                self.client
-                    .execute(
-                        "INSERT INTO current_state_delta_stream
-                             (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
-                         VALUES ($1, $2, $3, $4, NULL, $5, 'master')",
-                        &[&stream_id, &room, t, k, e],
-                    )
-                    .await
-                    .unwrap();
-            }
-            self.client
-                .execute(
-                    "DELETE FROM current_state_events WHERE room_id = $1",
-                    &[&room],
-                )
-                .await
-                .unwrap();
+            self.no_longer_in_room(room, stream_id, &current).await;
             return;
         }
         if rejoin && !touches_local_member {
@@ -312,37 +321,69 @@ impl FakeSynapse {
                 )
                 .await
                 .unwrap();
+            self.replace_current_event(room, (t, k), (e, m)).await;
+        }
+    }
+
+    /// No longer in room: every current key deleted, nothing inserted.
+    async fn no_longer_in_room(&self, room: &str, stream_id: i64, current: &[CurrentRow]) {
+        for (t, k, e, _) in current {
             self.client
                 .execute(
-                    "DELETE FROM current_state_events WHERE room_id = $1 AND type = $2 AND state_key = $3",
-                    &[&room, t, k],
-                )
-                .await
-                .unwrap();
-            let stream_ordering: i64 = self
-                .client
-                .query_one(
-                    "SELECT stream_ordering FROM events WHERE event_id = $1",
-                    &[e],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            self.client
-                .execute(
-                    "INSERT INTO current_state_events
-                         (event_id, room_id, type, state_key, membership, event_stream_ordering)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[e, &room, t, k, m, &stream_ordering],
+                    "INSERT INTO current_state_delta_stream
+                         (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
+                     VALUES ($1, $2, $3, $4, NULL, $5, 'master')",
+                    &[&stream_id, &room, t, k, e],
                 )
                 .await
                 .unwrap();
         }
+        self.client
+            .execute(
+                "DELETE FROM current_state_events WHERE room_id = $1",
+                &[&room],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The `current_state_events` row of a key becomes `(event, membership)`.
+    async fn replace_current_event(
+        &self,
+        room: &str,
+        (t, k): (&String, &String),
+        (e, m): (&String, &Option<String>),
+    ) {
+        self.client
+            .execute(
+                "DELETE FROM current_state_events WHERE room_id = $1 AND type = $2 AND state_key = $3",
+                &[&room, t, k],
+            )
+            .await
+            .unwrap();
+        let stream_ordering: i64 = self
+            .client
+            .query_one(
+                "SELECT stream_ordering FROM events WHERE event_id = $1",
+                &[e],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        self.client
+            .execute(
+                "INSERT INTO current_state_events
+                     (event_id, room_id, type, state_key, membership, event_stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[e, &room, t, k, m, &stream_ordering],
+            )
+            .await
+            .unwrap();
     }
 
     /// The client `createRoom`: C alone, the owner's join alone, then power
     /// levels, join rules and history visibility in one batch.
-    pub async fn create_room(&mut self, owner: &str, room_type: Option<&str>) -> String {
+    pub(crate) async fn create_room(&mut self, owner: &str, room_type: Option<&str>) -> String {
         self.next_room += 1;
         let room = format!("!room{}:{HS}", self.next_room);
         let mut content = json!({"creator": owner, "room_version": "10"});
@@ -385,7 +426,7 @@ impl FakeSynapse {
         room
     }
 
-    pub async fn state(
+    pub(crate) async fn state(
         &mut self,
         room: &str,
         sender: &str,
@@ -397,12 +438,12 @@ impl FakeSynapse {
             .remove(0)
     }
 
-    pub async fn name(&mut self, room: &str, sender: &str, name: &str) -> String {
+    pub(crate) async fn name(&mut self, room: &str, sender: &str, name: &str) -> String {
         self.state(room, sender, "m.room.name", json!({"name": name}))
             .await
     }
 
-    pub async fn encrypt(&mut self, room: &str, sender: &str) -> String {
+    pub(crate) async fn encrypt(&mut self, room: &str, sender: &str) -> String {
         self.state(
             room,
             sender,
@@ -412,7 +453,7 @@ impl FakeSynapse {
         .await
     }
 
-    pub async fn tombstone(&mut self, room: &str, sender: &str, successor: &str) -> String {
+    pub(crate) async fn tombstone(&mut self, room: &str, sender: &str, successor: &str) -> String {
         self.state(
             room,
             sender,
@@ -422,7 +463,7 @@ impl FakeSynapse {
         .await
     }
 
-    pub async fn member(
+    pub(crate) async fn member(
         &mut self,
         room: &str,
         sender: &str,
@@ -440,7 +481,7 @@ impl FakeSynapse {
         .remove(0)
     }
 
-    pub async fn message(&mut self, room: &str, sender: &str) -> String {
+    pub(crate) async fn message(&mut self, room: &str, sender: &str) -> String {
         self.persist(vec![NewEvent {
             room_id: room.into(),
             event_type: "m.room.message".into(),
@@ -457,7 +498,7 @@ impl FakeSynapse {
 
     /// A remote server's invite for `target`, persisted as an out-of-band
     /// outlier with the stripped state in `unsigned.invite_room_state`.
-    pub async fn remote_invite(
+    pub(crate) async fn remote_invite(
         &mut self,
         target: &str,
         stripped: Option<Vec<Value>>,
@@ -485,7 +526,12 @@ impl FakeSynapse {
     }
 
     /// An out-of-band leave (a rejection by `sender` or a remote retraction).
-    pub async fn out_of_band_leave(&mut self, room: &str, sender: &str, target: &str) -> String {
+    pub(crate) async fn out_of_band_leave(
+        &mut self,
+        room: &str,
+        sender: &str,
+        target: &str,
+    ) -> String {
         self.persist(vec![NewEvent {
             room_id: room.into(),
             event_type: "m.room.member".into(),
@@ -501,7 +547,7 @@ impl FakeSynapse {
     }
 
     /// The client `forget`: every membership of the user in the room.
-    pub async fn forget(&self, room: &str, user_id: &str) {
+    pub(crate) async fn forget(&self, room: &str, user_id: &str) {
         self.client
             .execute(
                 "UPDATE room_memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2",
@@ -511,7 +557,7 @@ impl FakeSynapse {
             .unwrap();
     }
 
-    pub async fn stream_ordering(&self, event_id: &str) -> i64 {
+    pub(crate) async fn stream_ordering(&self, event_id: &str) -> i64 {
         self.client
             .query_one(
                 "SELECT stream_ordering FROM events WHERE event_id = $1",
@@ -524,6 +570,6 @@ impl FakeSynapse {
 }
 
 /// A stripped state item from the remote inviter.
-pub fn stripped(event_type: &str, content: Value) -> Value {
+pub(crate) fn stripped(event_type: &str, content: Value) -> Value {
     json!({"type": event_type, "state_key": "", "sender": "@inviter:remote_server", "content": content})
 }

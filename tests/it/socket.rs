@@ -1,13 +1,10 @@
 //! The Unix socket's life cycle: mode 0660, removed on clean shutdown, a
 //! stale file replaced, a live one refused.
-#![cfg(not(loom))]
-
-mod common;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
-use common::TestServer;
+use crate::support::server::{database_url, TestServer};
 
 #[tokio::test]
 async fn socket_mode_stale_replacement_and_live_refusal() {
@@ -67,7 +64,7 @@ async fn a_file_that_is_not_a_socket_is_never_replaced() {
             "--socket-path",
         ])
         .arg(&path)
-        .args(["--database-url", &common::database_url()])
+        .args(["--database-url", &database_url()])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -1,10 +1,7 @@
 //! End-to-end checks of the walking skeleton: feed → read back → restart →
 //! read back identical, with Postgres equal to what is served.
-#![cfg(not(loom))]
 
-mod common;
-
-use common::TestServer;
+use crate::support::server::{post_to, TestServer};
 use serde_json::json;
 
 fn create_room_batch() -> serde_json::Value {
@@ -130,7 +127,7 @@ async fn sigterm_drains_in_flight_batches_and_every_acknowledged_batch_survives(
             let mut acknowledged = 0i64;
             for i in 0..400 {
                 let batch = message_batch(first_message_id + i * ROOMS as i64, 0..ROOMS);
-                match common::post_to(&server_socket, "/v1/feed", &batch).await {
+                match post_to(&server_socket, "/v1/feed", &batch).await {
                     Some(answer) if answer.status == 200 => {
                         acknowledged = answer.body["position"].as_i64().unwrap_or_default()
                     }

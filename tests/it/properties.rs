@@ -15,12 +15,10 @@
 //! restart; feeding the same stream again changes nothing; and the final
 //! rows equal the pure rules' result.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::homeserver::{stripped, stripped_create, Delta, Homeserver, NewEvent};
-use common::TestServer;
+use crate::support::homeserver::{stripped, stripped_create, Delta, Homeserver, NewEvent};
+use crate::support::server::TestServer;
 use proptest::prelude::*;
 use roomcache::feed::{FeedBatch, FeedRow};
 use roomcache::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
@@ -77,44 +75,7 @@ fn build_stream(actions: &[Action]) -> Vec<Value> {
             let room = remote_rooms[slot]
                 .get_or_insert_with(|| hs.remote_room())
                 .clone();
-            let local = local_user(who);
-            let in_room = hs.is_server_in_room(&room);
-            match (kind, in_room) {
-                (17, false) => {
-                    hs.remote_invite(&room, local, stripped_choice(who / 3));
-                }
-                (18, false) => match who % 3 {
-                    0 => {
-                        hs.remote_retract(&room, local);
-                    }
-                    1 => {
-                        hs.reject_remote_invite(&room, local);
-                    }
-                    _ => {
-                        hs.remote_knock(&room, local, stripped_choice(who / 3));
-                    }
-                },
-                (19, false) => {
-                    hs.join_remote(
-                        &room,
-                        local,
-                        vec![
-                            NewEvent::state(
-                                "m.room.create",
-                                "",
-                                REMOTE_USER,
-                                json!({"creator": REMOTE_USER, "room_version": "10"}),
-                            ),
-                            NewEvent::member(REMOTE_USER, REMOTE_USER, "join"),
-                            NewEvent::state("m.room.name", "", REMOTE_USER, json!({"name": "r"})),
-                        ],
-                    );
-                }
-                (_, true) => {
-                    hs.leave(&room, local);
-                }
-                _ => {}
-            }
+            remote_room_action(&mut hs, kind, &room, who);
         } else {
             let slot = (where_ % 3) as usize;
             let Some(room) = local_rooms[slot].clone() else {
@@ -126,109 +87,8 @@ fn build_stream(actions: &[Action]) -> Vec<Value> {
                 }
                 continue;
             };
-            let in_room = hs.is_server_in_room(&room);
-            let actor = local_user(who);
-            let target = user(who / 4);
-            match kind {
-                _ if kind == 20 => {
-                    hs.purge(&room);
-                    local_rooms[slot] = None;
-                }
-                4 if !in_room && target != REMOTE_USER => {
-                    hs.join(&room, target);
-                }
-                15 => hs.forget(&room, local_user(who / 3)),
-                _ if !in_room => {}
-                0 | 10 => {
-                    hs.send(&room, actor, "hello");
-                }
-                1 => {
-                    hs.name(&room, actor, NAMES[(who % 3) as usize]);
-                }
-                2 => {
-                    hs.encrypt(&room, actor);
-                }
-                3 => {
-                    hs.tombstone(&room, actor, "!successor:example.org");
-                }
-                4 => {
-                    hs.join(&room, target);
-                }
-                5 if hs.membership(&room, target).is_some() => {
-                    hs.leave(&room, target);
-                }
-                6 => {
-                    hs.invite(&room, actor, target);
-                }
-                7 => {
-                    hs.ban(&room, actor, target);
-                }
-                8 => {
-                    hs.kick(&room, actor, target);
-                }
-                9 if hs.membership(&room, target).as_deref() == Some("join") => {
-                    hs.set_displayname(&room, target, "nick");
-                }
-                11 => {
-                    let message = NewEvent::message(actor, "odd");
-                    match who % 3 {
-                        0 => {
-                            hs.persist(&room, vec![message.rejected()], Delta::None);
-                        }
-                        1 => {
-                            hs.persist(&room, vec![message.soft_failed()], Delta::None);
-                        }
-                        _ => {
-                            hs.outlier(&room, message);
-                        }
-                    }
-                }
-                12 => {
-                    let name = ("m.room.name".to_owned(), String::new());
-                    if let Some(target) = hs.current_event(&room, &name) {
-                        hs.redact(&room, actor, &target);
-                    }
-                }
-                13 => {
-                    let keys = ["m.room.name", "m.room.tombstone", "m.room.encryption"];
-                    let key = (keys[(who % 3) as usize].to_owned(), String::new());
-                    if hs.current_event(&room, &key).is_some() {
-                        hs.persist(
-                            &room,
-                            vec![NewEvent::message(actor, "reset")],
-                            Delta::Explicit {
-                                to_insert: vec![],
-                                to_delete: vec![key],
-                            },
-                        );
-                    }
-                }
-                14 => {
-                    let key = ("m.room.member".to_owned(), target.to_owned());
-                    if hs.current_event(&room, &key).is_some() {
-                        hs.persist(
-                            &room,
-                            vec![],
-                            Delta::Explicit {
-                                to_insert: vec![],
-                                to_delete: vec![key],
-                            },
-                        );
-                    }
-                }
-                16 => {
-                    let name = NewEvent::state("m.room.name", "", actor, json!({"name": "late"}));
-                    let outlier = hs.outlier(&room, name);
-                    hs.deoutlier(&room, &outlier);
-                }
-                21 => {
-                    let history = hs.member_history(&room, target);
-                    if history.len() >= 2 {
-                        let old = &history[(who as usize) % (history.len() - 1)];
-                        hs.reset_to(&room, &old.id);
-                    }
-                }
-                _ => {}
+            if local_room_action(&mut hs, kind, &room, who) {
+                local_rooms[slot] = None;
             }
         }
         if cut && hs.has_pending() {
@@ -239,6 +99,179 @@ fn build_stream(actions: &[Action]) -> Vec<Value> {
         batches.push(hs.take());
     }
     batches
+}
+
+/// Actions 17-19 in a remote room: invites, retractions, rejections,
+/// knocks and joins while the server is not in it, leaves when it is.
+fn remote_room_action(hs: &mut Homeserver, kind: u8, room: &str, who: u8) {
+    let local = local_user(who);
+    let in_room = hs.is_server_in_room(room);
+    match (kind, in_room) {
+        (17, false) => {
+            hs.remote_invite(room, local, stripped_choice(who / 3));
+        }
+        (18, false) => match who % 3 {
+            0 => {
+                hs.remote_retract(room, local);
+            }
+            1 => {
+                hs.reject_remote_invite(room, local);
+            }
+            _ => {
+                hs.remote_knock(room, local, stripped_choice(who / 3));
+            }
+        },
+        (19, false) => {
+            hs.join_remote(
+                room,
+                local,
+                vec![
+                    NewEvent::state(
+                        "m.room.create",
+                        "",
+                        REMOTE_USER,
+                        json!({"creator": REMOTE_USER, "room_version": "10"}),
+                    ),
+                    NewEvent::member(REMOTE_USER, REMOTE_USER, "join"),
+                    NewEvent::state("m.room.name", "", REMOTE_USER, json!({"name": "r"})),
+                ],
+            );
+        }
+        (_, true) => {
+            hs.leave(room, local);
+        }
+        _ => {}
+    }
+}
+
+/// An action in a local room (kinds other than 17-19); returns whether it
+/// purged the room.
+fn local_room_action(hs: &mut Homeserver, kind: u8, room: &str, who: u8) -> bool {
+    let in_room = hs.is_server_in_room(room);
+    let target = user(who / 4);
+    match kind {
+        20 => {
+            hs.purge(room);
+            return true;
+        }
+        4 if !in_room && target != REMOTE_USER => {
+            hs.join(room, target);
+        }
+        15 => hs.forget(room, local_user(who / 3)),
+        _ if !in_room => {}
+        0..=10 => client_action(hs, kind, room, who),
+        _ => unusual_action(hs, kind, room, who),
+    }
+    false
+}
+
+/// Actions 0-10 in a room the server is in: what clients do.
+fn client_action(hs: &mut Homeserver, kind: u8, room: &str, who: u8) {
+    let actor = local_user(who);
+    let target = user(who / 4);
+    match kind {
+        0 | 10 => {
+            hs.send(room, actor, "hello");
+        }
+        1 => {
+            hs.name(room, actor, NAMES[(who % 3) as usize]);
+        }
+        2 => {
+            hs.encrypt(room, actor);
+        }
+        3 => {
+            hs.tombstone(room, actor, "!successor:example.org");
+        }
+        4 => {
+            hs.join(room, target);
+        }
+        5 if hs.membership(room, target).is_some() => {
+            hs.leave(room, target);
+        }
+        6 => {
+            hs.invite(room, actor, target);
+        }
+        7 => {
+            hs.ban(room, actor, target);
+        }
+        8 => {
+            hs.kick(room, actor, target);
+        }
+        9 if hs.membership(room, target).as_deref() == Some("join") => {
+            hs.set_displayname(room, target, "nick");
+        }
+        _ => {}
+    }
+}
+
+/// Actions 11-14, 16 and 21 in a room the server is in: rejected,
+/// soft-failed and outlier events, redactions, state resets and
+/// de-outliering.
+fn unusual_action(hs: &mut Homeserver, kind: u8, room: &str, who: u8) {
+    let actor = local_user(who);
+    let target = user(who / 4);
+    match kind {
+        11 => {
+            let message = NewEvent::message(actor, "odd");
+            match who % 3 {
+                0 => {
+                    hs.persist(room, vec![message.rejected()], Delta::None);
+                }
+                1 => {
+                    hs.persist(room, vec![message.soft_failed()], Delta::None);
+                }
+                _ => {
+                    hs.outlier(room, message);
+                }
+            }
+        }
+        12 => {
+            let name = ("m.room.name".to_owned(), String::new());
+            if let Some(target) = hs.current_event(room, &name) {
+                hs.redact(room, actor, &target);
+            }
+        }
+        13 => {
+            let keys = ["m.room.name", "m.room.tombstone", "m.room.encryption"];
+            let key = (keys[(who % 3) as usize].to_owned(), String::new());
+            if hs.current_event(room, &key).is_some() {
+                hs.persist(
+                    room,
+                    vec![NewEvent::message(actor, "reset")],
+                    Delta::Explicit {
+                        to_insert: vec![],
+                        to_delete: vec![key],
+                    },
+                );
+            }
+        }
+        14 => {
+            let key = ("m.room.member".to_owned(), target.to_owned());
+            if hs.current_event(room, &key).is_some() {
+                hs.persist(
+                    room,
+                    vec![],
+                    Delta::Explicit {
+                        to_insert: vec![],
+                        to_delete: vec![key],
+                    },
+                );
+            }
+        }
+        16 => {
+            let name = NewEvent::state("m.room.name", "", actor, json!({"name": "late"}));
+            let outlier = hs.outlier(room, name);
+            hs.deoutlier(room, &outlier);
+        }
+        21 => {
+            let history = hs.member_history(room, target);
+            if history.len() >= 2 {
+                let old = &history[(who as usize) % (history.len() - 1)];
+                hs.reset_to(room, &old.id);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn actions() -> impl Strategy<Value = Vec<Action>> {

@@ -4,20 +4,17 @@
 //! columns); after changes made while it was stopped, a restart must queue
 //! and recompute exactly the changed rooms.
 
-mod common;
-mod synapse_support;
-
-use common::TestServer;
-use serde_json::Value;
-use synapse_support::{
+use crate::support::server::{database_url, unique_schema, TestServer};
+use crate::support::synapse::{
     assert_no_differences, source_options, text, wait_for_position, SynapseDatabase, Tables,
-    FIXTURE_POSITION,
+    FIXTURE_POSITION, SERVER_NAME,
 };
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_fixture_from_position_zero_reproduces_synapses_live_tables() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut server = TestServer::start_with(source_options(&synapse, false)).await;
+    let mut server = TestServer::start_with(source_options(&synapse).build()).await;
     let status = wait_for_position(&server, FIXTURE_POSITION).await;
     assert_eq!(status["source"]["position"], FIXTURE_POSITION);
     let ours = Tables::from_rows(&server.rows_in_postgres().await);
@@ -32,7 +29,8 @@ async fn following_the_fixture_from_position_zero_reproduces_synapses_live_table
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_the_fixture_reproduces_synapses_live_tables_not_its_rebuild() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut server = TestServer::start_with(source_options(&synapse, true)).await;
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
     let status = wait_for_position(&server, FIXTURE_POSITION).await;
     assert_eq!(status["source"]["invalidated_at_start"], 0);
     let ours = Tables::from_rows(&server.rows_in_postgres().await);
@@ -66,19 +64,56 @@ async fn importing_the_fixture_reproduces_synapses_live_tables_not_its_rebuild()
     server.stop().await;
 }
 
+/// An event for [`persist_event`], a builder:
+/// `source_event(room_id, sender, type).state_key("").content(..)`.
+struct SourceEvent {
+    room_id: String,
+    sender: String,
+    event_type: String,
+    state_key: Option<String>,
+    content: Value,
+}
+
+fn source_event(room_id: &str, sender: &str, event_type: &str) -> SourceEvent {
+    SourceEvent {
+        room_id: room_id.to_owned(),
+        sender: sender.to_owned(),
+        event_type: event_type.to_owned(),
+        state_key: None,
+        content: json!({}),
+    }
+}
+
+impl SourceEvent {
+    fn state_key(mut self, state_key: &str) -> Self {
+        self.state_key = Some(state_key.to_owned());
+        self
+    }
+
+    fn content(mut self, content: Value) -> Self {
+        self.content = content;
+        self
+    }
+}
+
 /// Inserts an event as Synapse persists one (events, event_json and, for
 /// state, the delta row and current state), at `stream_ordering`.
 async fn persist_event(
     client: &tokio_postgres::Client,
     stream_ordering: i64,
-    room_id: &str,
-    event_type: &str,
-    state_key: Option<&str>,
-    sender: &str,
-    content: Value,
+    event: SourceEvent,
 ) -> String {
+    let SourceEvent {
+        room_id,
+        sender,
+        event_type,
+        state_key,
+        content,
+    } = event;
+    let (room_id, sender, event_type) = (room_id.as_str(), sender.as_str(), event_type.as_str());
+    let state_key = state_key.as_deref();
     let event_id = format!("$test{stream_ordering}");
-    let json = serde_json::json!({
+    let json = json!({
         "event_id": event_id, "room_id": room_id, "type": event_type,
         "sender": sender, "content": content, "state_key": state_key,
         "origin_server_ts": 0, "unsigned": {},
@@ -146,7 +181,8 @@ async fn persist_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut server = TestServer::start_with(source_options(&synapse, true)).await;
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
     wait_for_position(&server, FIXTURE_POSITION).await;
     let before = server.rows_in_postgres().await;
     server.stop().await;
@@ -164,26 +200,13 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
             .unwrap()
     };
     let client = synapse.client().await;
-    persist_event(
-        &client,
-        3030,
-        &messaged,
-        "m.room.message",
-        None,
-        &member_of(&messaged),
-        serde_json::json!({"msgtype": "m.text", "body": "while you were away"}),
-    )
-    .await;
-    persist_event(
-        &client,
-        3031,
-        &renamed,
-        "m.room.name",
-        Some(""),
-        &member_of(&renamed),
-        serde_json::json!({"name": "Renamed while away"}),
-    )
-    .await;
+    let message = source_event(&messaged, &member_of(&messaged), "m.room.message")
+        .content(json!({"msgtype": "m.text", "body": "while you were away"}));
+    persist_event(&client, 3030, message).await;
+    let rename = source_event(&renamed, &member_of(&renamed), "m.room.name")
+        .state_key("")
+        .content(json!({"name": "Renamed while away"}));
+    persist_event(&client, 3031, rename).await;
 
     server.spawn().await;
     let status = wait_for_position(&server, 3031).await;
@@ -217,16 +240,9 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
         .contains("rooms changed in Synapse since the cached position were invalidated"));
 
     // Following continues live after the recalculation.
-    persist_event(
-        &client,
-        3032,
-        &renamed,
-        "m.room.message",
-        None,
-        &member_of(&renamed),
-        serde_json::json!({"msgtype": "m.text", "body": "live again"}),
-    )
-    .await;
+    let message = source_event(&renamed, &member_of(&renamed), "m.room.message")
+        .content(json!({"msgtype": "m.text", "body": "live again"}));
+    persist_event(&client, 3032, message).await;
     wait_for_position(&server, 3032).await;
     let served = server.served_joined_room(&renamed).await.unwrap();
     assert_eq!(served.event_stream_ordering, 3032);
@@ -242,10 +258,10 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
 fn run_import_command(synapse: &SynapseDatabase, schema: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcache"))
         .args(["import", "--config", "/nonexistent/roomcache.toml"])
-        .args(["--database-url", &common::database_url()])
+        .args(["--database-url", &database_url()])
         .args(["--schema", schema])
         .args(["--source-database-url", &synapse.url])
-        .args(["--server-name", synapse_support::SERVER_NAME])
+        .args(["--server-name", SERVER_NAME])
         .args(["--source-import-batch-rooms", "10"])
         .output()
         .expect("running roomcache import");
@@ -262,7 +278,7 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
     let live = Tables::from_csv("small.joined_rooms.csv", "small.membership_snapshots.csv");
     // A complete import, to take the first batches' rows from.
-    let complete = common::unique_schema("import_full");
+    let complete = unique_schema("import_full");
     let output = run_import_command(&synapse, &complete);
     assert!(
         output.contains("imported 71 rooms, 384 rows at stream position 3029"),
@@ -270,8 +286,8 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
     );
     // An import interrupted after its first 30 rooms: their rows, memory and
     // progress committed, nothing else.
-    let interrupted = common::unique_schema("import_resumed");
-    let store = roomcache::store::Store::connect(&common::database_url(), &interrupted, 1)
+    let interrupted = unique_schema("import_resumed");
+    let store = roomcache::store::Store::connect(&database_url(), &interrupted, 1)
         .await
         .unwrap();
     let client = store.client().await.unwrap();

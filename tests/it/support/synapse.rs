@@ -1,7 +1,6 @@
 //! Shared by the source-mode tests: a private copy of a Synapse fixture
 //! database in the test cluster, the fixture's CSV, the rows of both tables
 //! in the CSV's form, and a source-mode test server.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,23 +11,21 @@ use roomcache::store::LoadedRows;
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
-use crate::common::{self, unique_schema, ServerOptions, TestServer};
+use super::server::{self, unique_schema, ServerOptions, TestServer};
 
-pub mod fake;
-
-pub const SERVER_NAME: &str = "oracle.test";
+pub(crate) const SERVER_NAME: &str = "oracle.test";
 /// The fixture's events-stream position (`stream_positions`).
-pub const FIXTURE_POSITION: i64 = 3029;
+pub(crate) const FIXTURE_POSITION: i64 = 3029;
 
-pub fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/synapse")
         .join(name)
 }
 
 /// The test cluster's URL with another database name.
-pub fn url_for_database(database: &str) -> String {
-    let base = common::database_url();
+pub(crate) fn url_for_database(database: &str) -> String {
+    let base = server::database_url();
     match base.rsplit_once('/') {
         Some((prefix, _)) => format!("{prefix}/{database}"),
         None => panic!("unexpected database URL {base}"),
@@ -36,13 +33,13 @@ pub fn url_for_database(database: &str) -> String {
 }
 
 /// A private copy of the fixture's Synapse database.
-pub struct SynapseDatabase {
-    pub name: String,
-    pub url: String,
+pub(crate) struct SynapseDatabase {
+    pub(crate) name: String,
+    pub(crate) url: String,
 }
 
 impl SynapseDatabase {
-    pub async fn load(fixture_name: &str) -> SynapseDatabase {
+    pub(crate) async fn load(fixture_name: &str) -> SynapseDatabase {
         let name = unique_schema("synapse");
         let (admin, connection) = tokio_postgres::connect(&url_for_database("postgres"), NoTls)
             .await
@@ -71,7 +68,7 @@ impl SynapseDatabase {
         SynapseDatabase { name, url }
     }
 
-    pub async fn client(&self) -> tokio_postgres::Client {
+    pub(crate) async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
             .expect("connect to the Synapse database");
@@ -81,10 +78,10 @@ impl SynapseDatabase {
 }
 
 /// A CSV field: `None` for NULL (an empty unquoted field).
-pub type Field = Option<String>;
+pub(crate) type Field = Option<String>;
 
 /// Parses the fixture's CSV (header row; NULL is empty, "" is the empty string).
-pub fn parse_csv(text: &str) -> Vec<Vec<Field>> {
+pub(crate) fn parse_csv(text: &str) -> Vec<Vec<Field>> {
     let mut records = Vec::new();
     let mut record: Vec<Field> = Vec::new();
     let mut field = String::new();
@@ -131,23 +128,23 @@ pub fn parse_csv(text: &str) -> Vec<Vec<Field>> {
     records
 }
 
-pub fn text(value: &str) -> Field {
+pub(crate) fn text(value: &str) -> Field {
     Some(value.to_owned())
 }
 
-pub fn boolean(value: bool) -> Field {
+pub(crate) fn boolean(value: bool) -> Field {
     text(if value { "t" } else { "f" })
 }
 
 /// The rows of both tables as the fixture's CSV writes them, keyed.
 #[derive(Debug, PartialEq)]
-pub struct Tables {
-    pub joined: BTreeMap<String, Vec<Field>>,
-    pub snapshots: BTreeMap<(String, String), Vec<Field>>,
+pub(crate) struct Tables {
+    pub(crate) joined: BTreeMap<String, Vec<Field>>,
+    pub(crate) snapshots: BTreeMap<(String, String), Vec<Field>>,
 }
 
 impl Tables {
-    pub fn from_csv(joined: &str, snapshots: &str) -> Tables {
+    pub(crate) fn from_csv(joined: &str, snapshots: &str) -> Tables {
         let joined_text = std::fs::read_to_string(fixture(joined)).expect("joined CSV");
         let snapshot_text = std::fs::read_to_string(fixture(snapshots)).expect("snapshot CSV");
         Tables {
@@ -170,7 +167,7 @@ impl Tables {
         }
     }
 
-    pub fn from_rows(rows: &LoadedRows) -> Tables {
+    pub(crate) fn from_rows(rows: &LoadedRows) -> Tables {
         Tables {
             joined: rows
                 .joined_rooms
@@ -218,7 +215,7 @@ impl Tables {
     }
 
     /// Every difference, one line each (empty when equal).
-    pub fn differences(&self, expected: &Tables) -> Vec<String> {
+    pub(crate) fn differences(&self, expected: &Tables) -> Vec<String> {
         let mut lines = Vec::new();
         for key in self.joined.keys().chain(expected.joined.keys()) {
             let (ours, theirs) = (self.joined.get(key), expected.joined.get(key));
@@ -239,35 +236,59 @@ impl Tables {
     }
 }
 
-pub fn source_options(synapse: &SynapseDatabase, import: bool) -> ServerOptions {
-    source_options_named(synapse, import, SERVER_NAME)
+/// The options of a source-mode server reading `synapse`, a builder:
+/// `source_options(&synapse).import_on_start(true).server_name(HS).build()`.
+/// By default it follows from position 0 without importing, as
+/// [`SERVER_NAME`].
+pub(crate) struct SourceOptions<'a> {
+    synapse: &'a SynapseDatabase,
+    import_on_start: bool,
+    server_name: &'a str,
 }
 
-pub fn source_options_named(
-    synapse: &SynapseDatabase,
-    import: bool,
-    server_name: &str,
-) -> ServerOptions {
-    ServerOptions {
-        server_name: server_name.into(),
-        extra_args: vec![
-            "--source-database-url".into(),
-            synapse.url.clone(),
-            "--source-import-on-start".into(),
-            import.to_string(),
-            "--source-poll-interval-ms".into(),
-            "20".into(),
-            "--source-batch-size".into(),
-            "100".into(),
-            "--source-import-batch-rooms".into(),
-            "7".into(),
-        ],
-        ..ServerOptions::default()
+pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
+    SourceOptions {
+        synapse,
+        import_on_start: false,
+        server_name: SERVER_NAME,
+    }
+}
+
+impl<'a> SourceOptions<'a> {
+    /// `--source-import-on-start`.
+    pub(crate) fn import_on_start(mut self, import_on_start: bool) -> Self {
+        self.import_on_start = import_on_start;
+        self
+    }
+
+    /// `--server-name`.
+    pub(crate) fn server_name(mut self, server_name: &'a str) -> Self {
+        self.server_name = server_name;
+        self
+    }
+
+    pub(crate) fn build(self) -> ServerOptions {
+        ServerOptions {
+            server_name: self.server_name.into(),
+            extra_args: vec![
+                "--source-database-url".into(),
+                self.synapse.url.clone(),
+                "--source-import-on-start".into(),
+                self.import_on_start.to_string(),
+                "--source-poll-interval-ms".into(),
+                "20".into(),
+                "--source-batch-size".into(),
+                "100".into(),
+                "--source-import-batch-rooms".into(),
+                "7".into(),
+            ],
+            ..ServerOptions::default()
+        }
     }
 }
 
 /// Waits until the server's position reaches `position` with an empty queue.
-pub async fn wait_for_position(server: &TestServer, position: i64) -> Value {
+pub(crate) async fn wait_for_position(server: &TestServer, position: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = server.get("/v1/status").await;
@@ -287,7 +308,7 @@ pub async fn wait_for_position(server: &TestServer, position: i64) -> Value {
     }
 }
 
-pub fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str) {
+pub(crate) fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str) {
     let differences = ours.differences(expected);
     assert!(
         differences.is_empty(),

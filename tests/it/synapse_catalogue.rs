@@ -1,22 +1,20 @@
 //! The catalogue of Synapse's sliding-sync table tests (spec §7, T28–T41)
 //! where they apply to roomcache in source mode: the scenario is written
 //! into an empty Synapse database the way Synapse persists it
-//! (`synapse_support::fake`), then roomcache imports it (Synapse's
+//! (`support::fake_synapse`), then roomcache imports it (Synapse's
 //! background updates, T28–T34), or is restarted after changes made while
 //! it was down (the start-up catch-up, T36 and T39), or follows it live.
 //! Expected rows are Synapse's live values (what the import reproduces),
 //! all columns. T35, T37, T38 and T40 tamper with the tables behind an
 //! older Synapse's back and do not apply (see docs/synapse.md).
 
-mod common;
-mod synapse_support;
-
-use common::TestServer;
-use serde_json::json;
-use synapse_support::fake::{stripped, user, FakeSynapse, HS};
-use synapse_support::{
-    source_options_named, text, wait_for_position, Field, SynapseDatabase, Tables,
+use crate::support::fake_synapse::{stripped, user, FakeSynapse, HS};
+use crate::support::rows::{joined, snapshot, SnapshotRow};
+use crate::support::server::TestServer;
+use crate::support::synapse::{
+    boolean, source_options, text, wait_for_position, Field, SynapseDatabase, Tables,
 };
+use serde_json::json;
 
 struct Scenario {
     synapse: SynapseDatabase,
@@ -33,7 +31,11 @@ impl Scenario {
     /// Starts roomcache on the scenario (importing on first start) and waits
     /// until it has everything.
     async fn start(&self, import: bool) -> TestServer {
-        let server = TestServer::start_with(source_options_named(&self.synapse, import, HS)).await;
+        let options = source_options(&self.synapse)
+            .import_on_start(import)
+            .server_name(HS)
+            .build();
+        let server = TestServer::start_with(options).await;
         wait_for_position(&server, self.fake.next_position() - 1).await;
         server
     }
@@ -47,80 +49,8 @@ async fn tables(server: &TestServer) -> Tables {
     Tables::from_rows(&server.rows_in_postgres().await)
 }
 
-fn opt(value: Option<&str>) -> Field {
-    value.map(str::to_owned)
-}
-
-fn flag(value: bool) -> Field {
-    text(if value { "t" } else { "f" })
-}
-
-/// A joined row in the CSV's form.
-fn joined(
-    room: &str,
-    stream_ordering: i64,
-    bump: i64,
-    room_type: Option<&str>,
-    name: Option<&str>,
-    encrypted: bool,
-    tombstone: Option<&str>,
-) -> Vec<Field> {
-    vec![
-        text(room),
-        text(&stream_ordering.to_string()),
-        text(&bump.to_string()),
-        opt(room_type),
-        opt(name),
-        flag(encrypted),
-        opt(tombstone),
-    ]
-}
-
-/// The state columns of a snapshot.
-#[derive(Clone, Copy)]
-struct StateColumns<'a> {
-    known: bool,
-    room_type: Option<&'a str>,
-    name: Option<&'a str>,
-    encrypted: bool,
-    tombstone: Option<&'a str>,
-}
-
-const NO_STATE: StateColumns<'static> = StateColumns {
-    known: true,
-    room_type: None,
-    name: None,
-    encrypted: false,
-    tombstone: None,
-};
-
-#[allow(clippy::too_many_arguments)]
-fn snapshot(
-    room: &str,
-    user_id: &str,
-    sender: &str,
-    event: &str,
-    membership: &str,
-    forgotten: bool,
-    stream_ordering: i64,
-    state: StateColumns<'_>,
-) -> Vec<Field> {
-    vec![
-        text(room),
-        text(user_id),
-        text(sender),
-        text(event),
-        text(membership),
-        text(if forgotten { "1" } else { "0" }),
-        text(&stream_ordering.to_string()),
-        text("master"),
-        flag(state.known),
-        opt(state.room_type),
-        opt(state.name),
-        flag(state.encrypted),
-        opt(state.tombstone),
-    ]
-}
+/// The state columns of an expected snapshot, applied to its row.
+type State = fn(SnapshotRow) -> SnapshotRow;
 
 fn snapshot_of<'a>(tables: &'a Tables, room: &str, user_id: &str) -> Option<&'a Vec<Field>> {
     tables.snapshots.get(&(room.to_owned(), user_id.to_owned()))
@@ -168,31 +98,25 @@ async fn t28_import_builds_the_joined_rows() {
     let expected = [
         (
             a.clone(),
-            joined(&a, hv_a, create(&a).await, None, None, false, None),
+            joined(&a).stream(hv_a).bump(create(&a).await).csv(),
         ),
         (
             b.clone(),
-            joined(
-                &b,
-                s.so(&e).await,
-                create(&b).await,
-                None,
-                Some(ROOM_NAME),
-                true,
-                None,
-            ),
+            joined(&b)
+                .stream(s.so(&e).await)
+                .bump(create(&b).await)
+                .name(ROOM_NAME)
+                .encrypted()
+                .csv(),
         ),
         (
             space.clone(),
-            joined(
-                &space,
-                s.so(&ns).await,
-                create(&space).await,
-                Some("m.space"),
-                Some(SPACE_NAME),
-                false,
-                None,
-            ),
+            joined(&space)
+                .stream(s.so(&ns).await)
+                .bump(create(&space).await)
+                .room_type("m.space")
+                .name(SPACE_NAME)
+                .csv(),
         ),
     ];
     assert_eq!(t.joined, expected.into_iter().collect());
@@ -227,23 +151,11 @@ async fn t29_import_builds_join_snapshots_with_the_state_at_the_join() {
             .await
             .unwrap()
             .get(0);
-        let state = StateColumns {
-            room_type,
-            ..NO_STATE
-        };
-        assert_eq!(
-            snapshot_of(&t, room, &u1),
-            Some(&snapshot(
-                room,
-                &u1,
-                &u1,
-                &join,
-                "join",
-                false,
-                s.so(&join).await,
-                state
-            ))
-        );
+        let mut expected = snapshot(room, &u1).event_at(&join, s.so(&join).await);
+        if let Some(room_type) = room_type {
+            expected = expected.room_type(room_type);
+        }
+        assert_eq!(snapshot_of(&t, room, &u1), Some(&expected.csv()));
     }
     server.stop().await;
 }
@@ -271,54 +183,39 @@ async fn t30_import_builds_local_invites_after_the_server_left() {
     assert_eq!(t.snapshots.len(), 6);
     assert_eq!(
         snapshot_of(&t, &a, &u1),
-        Some(&snapshot(
-            &a,
-            &u1,
-            &u2,
-            &ia,
-            "invite",
-            false,
-            s.so(&ia).await,
-            NO_STATE
-        ))
+        Some(
+            &snapshot(&a, &u1)
+                .by(&u2)
+                .event_at(&ia, s.so(&ia).await)
+                .membership("invite")
+                .csv()
+        )
     );
     // Live sees the tombstone (Synapse's own stripped state would not carry it).
-    let b_state = StateColumns {
-        name: Some(ROOM_NAME),
-        encrypted: true,
-        tombstone: Some("another_room"),
-        ..NO_STATE
-    };
     assert_eq!(
         snapshot_of(&t, &b, &u1),
-        Some(&snapshot(
-            &b,
-            &u1,
-            &u2,
-            &ib,
-            "invite",
-            false,
-            s.so(&ib).await,
-            b_state
-        ))
+        Some(
+            &snapshot(&b, &u1)
+                .by(&u2)
+                .event_at(&ib, s.so(&ib).await)
+                .membership("invite")
+                .name(ROOM_NAME)
+                .encrypted()
+                .tombstone("another_room")
+                .csv()
+        )
     );
-    let s_state = StateColumns {
-        room_type: Some("m.space"),
-        name: Some(SPACE_NAME),
-        ..NO_STATE
-    };
     assert_eq!(
         snapshot_of(&t, &space, &u1),
-        Some(&snapshot(
-            &space,
-            &u1,
-            &u2,
-            &is,
-            "invite",
-            false,
-            s.so(&is).await,
-            s_state
-        ))
+        Some(
+            &snapshot(&space, &u1)
+                .by(&u2)
+                .event_at(&is, s.so(&is).await)
+                .membership("invite")
+                .room_type("m.space")
+                .name(SPACE_NAME)
+                .csv()
+        )
     );
     // U2's leave in B: the state at the leave.
     let leave_b = snapshot_of(&t, &b, &u2).unwrap();
@@ -326,10 +223,10 @@ async fn t30_import_builds_local_invites_after_the_server_left() {
     assert_eq!(
         &leave_b[8..],
         &[
-            flag(true),
+            boolean(true),
             None,
             text(ROOM_NAME),
-            flag(true),
+            boolean(true),
             text("another_room")
         ]
     );
@@ -364,23 +261,12 @@ async fn four_remote_invites(s: &mut Scenario, u1: &str) -> Vec<(String, String)
     ]
 }
 
-fn remote_states() -> [StateColumns<'static>; 4] {
+fn remote_states() -> [State; 4] {
     [
-        StateColumns {
-            known: false,
-            ..NO_STATE
-        },
-        NO_STATE,
-        StateColumns {
-            name: Some(ROOM_NAME),
-            encrypted: true,
-            ..NO_STATE
-        },
-        StateColumns {
-            room_type: Some("m.space"),
-            name: Some(SPACE_NAME),
-            ..NO_STATE
-        },
+        SnapshotRow::unknown_state,
+        |row| row,
+        |row| row.name(ROOM_NAME).encrypted(),
+        |row| row.room_type("m.space").name(SPACE_NAME),
     ]
 }
 
@@ -395,16 +281,15 @@ async fn t31_import_builds_remote_invites_from_stripped_state() {
     for ((room, event), state) in invites.iter().zip(remote_states()) {
         assert_eq!(
             snapshot_of(&t, room, &u1),
-            Some(&snapshot(
-                room,
-                &u1,
-                "@inviter:remote_server",
-                event,
-                "invite",
-                false,
-                s.so(event).await,
-                state
-            )),
+            Some(
+                &state(
+                    snapshot(room, &u1)
+                        .by("@inviter:remote_server")
+                        .event_at(event, s.so(event).await)
+                        .membership("invite")
+                )
+                .csv()
+            ),
             "{room}"
         );
     }
@@ -427,16 +312,15 @@ async fn t32_import_builds_rejections_and_retractions_of_remote_invites() {
     for (((room, _), (sender, leave)), state) in invites.iter().zip(&leaves).zip(remote_states()) {
         assert_eq!(
             snapshot_of(&t, room, &u1),
-            Some(&snapshot(
-                room,
-                &u1,
-                sender,
-                leave,
-                "leave",
-                false,
-                s.so(leave).await,
-                state
-            )),
+            Some(
+                &state(
+                    snapshot(room, &u1)
+                        .by(sender)
+                        .event_at(leave, s.so(leave).await)
+                        .membership("leave")
+                )
+                .csv()
+            ),
             "{room}"
         );
     }
@@ -465,33 +349,23 @@ async fn t33(membership: &str) {
     }
     let mut server = s.start(true).await;
     let t = tables(&server).await;
-    let states = [
-        NO_STATE,
-        StateColumns {
-            name: Some(ROOM_NAME),
-            encrypted: true,
-            tombstone: Some("another_room"),
-            ..NO_STATE
-        },
-        StateColumns {
-            room_type: Some("m.space"),
-            name: Some(SPACE_NAME),
-            ..NO_STATE
-        },
+    let states: [State; 3] = [
+        |row| row,
+        |row| row.name(ROOM_NAME).encrypted().tombstone("another_room"),
+        |row| row.room_type("m.space").name(SPACE_NAME),
     ];
     for ((room, event), state) in [&a, &b, &space].into_iter().zip(&removals).zip(states) {
         assert_eq!(
             snapshot_of(&t, room, &u1),
-            Some(&snapshot(
-                room,
-                &u1,
-                &u2,
-                event,
-                membership,
-                false,
-                s.so(event).await,
-                state
-            ))
+            Some(
+                &state(
+                    snapshot(room, &u1)
+                        .by(&u2)
+                        .event_at(event, s.so(event).await)
+                        .membership(membership)
+                )
+                .csv()
+            )
         );
         assert!(snapshot_of(&t, room, &u2).is_some());
     }
@@ -522,16 +396,13 @@ async fn t34_import_copies_forgotten_from_room_memberships() {
     let t = tables(&server).await;
     assert_eq!(
         snapshot_of(&t, &r, &u1),
-        Some(&snapshot(
-            &r,
-            &u1,
-            &u1,
-            &l1,
-            "leave",
-            true,
-            s.so(&l1).await,
-            NO_STATE
-        ))
+        Some(
+            &snapshot(&r, &u1)
+                .event_at(&l1, s.so(&l1).await)
+                .membership("leave")
+                .forgotten()
+                .csv()
+        )
     );
     assert_eq!(snapshot_of(&t, &r, &u2).unwrap()[5], text("0"));
     assert_eq!(t.snapshots.len(), 2);
@@ -557,16 +428,13 @@ async fn t34_following_applies_a_forget_with_the_next_event() {
     let t = tables(&server).await;
     assert_eq!(
         snapshot_of(&t, &r, &u1),
-        Some(&snapshot(
-            &r,
-            &u1,
-            &u1,
-            &l1,
-            "leave",
-            true,
-            s.so(&l1).await,
-            NO_STATE
-        ))
+        Some(
+            &snapshot(&r, &u1)
+                .event_at(&l1, s.so(&l1).await)
+                .membership("leave")
+                .forgotten()
+                .csv()
+        )
     );
     server.stop().await;
 }
@@ -595,15 +463,13 @@ async fn t36_a_state_change_while_down_is_recomputed_at_start() {
         .get(0);
     assert_eq!(
         t.joined.get(&r),
-        Some(&joined(
-            &r,
-            s.so(&name).await,
-            create,
-            None,
-            Some(ROOM_NAME),
-            false,
-            None
-        ))
+        Some(
+            &joined(&r)
+                .stream(s.so(&name).await)
+                .bump(create)
+                .name(ROOM_NAME)
+                .csv()
+        )
     );
     server.stop().await;
 }
@@ -625,16 +491,12 @@ async fn t39_a_membership_change_while_down_is_recomputed_at_start() {
     assert_eq!(snapshot_of(&t, &r, &u1), snapshot_of(&before, &r, &u1));
     assert_eq!(
         snapshot_of(&t, &r, &u2),
-        Some(&snapshot(
-            &r,
-            &u2,
-            &u2,
-            &leave,
-            "leave",
-            false,
-            s.so(&leave).await,
-            NO_STATE
-        ))
+        Some(
+            &snapshot(&r, &u2)
+                .event_at(&leave, s.so(&leave).await)
+                .membership("leave")
+                .csv()
+        )
     );
     server.stop().await;
 }
@@ -653,16 +515,11 @@ async fn t41_a_rejoin_after_a_forget_is_not_forgotten() {
         let t = tables(&server).await;
         assert_eq!(
             snapshot_of(&t, &r, &u1),
-            Some(&snapshot(
-                &r,
-                &u1,
-                &u1,
-                &rejoin,
-                "join",
-                false,
-                s.so(&rejoin).await,
-                NO_STATE
-            )),
+            Some(
+                &snapshot(&r, &u1)
+                    .event_at(&rejoin, s.so(&rejoin).await)
+                    .csv()
+            ),
             "import: {import}"
         );
         server.stop().await;

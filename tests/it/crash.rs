@@ -8,15 +8,12 @@
 //! printed, and `ROOMCACHE_CRASH_SEED=<seed>` replays the same feed and
 //! delays (where exactly a kill lands still depends on timing, which is the
 //! point: each run probes other instants).
-#![cfg(not(loom))]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::server::{send, ServerOptions, TestServer};
 use bytes::Bytes;
-use common::{ServerOptions, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -42,21 +39,72 @@ const WRITERS: [&str; 2] = ["w1", "w2"];
 /// One writer's feed, cut into batches (each a list of rows in id order).
 type Batches = Vec<Vec<Value>>;
 
-fn event_rows(
+/// The two rows (event `$e{id}` and its state row) of a state event, a
+/// builder: `state_event(id, room, type).by(sender).content(..)` with
+/// `.key(..)` for a state key other than "", or `member_event(id, room,
+/// user, membership)` (sent by the user unless `.by(..)` says otherwise);
+/// then `.rows()`.
+struct StateEvent {
     id: i64,
-    room: &str,
-    kind: &str,
-    state_key: &str,
-    sender: &str,
+    room: String,
+    kind: String,
+    state_key: String,
+    sender: Option<String>,
     content: Value,
-) -> Vec<Value> {
-    let event_id = format!("$e{id}");
-    vec![
-        json!({"kind": "event", "stream_id": id, "event": {"event_id": event_id, "room_id": room,
-            "type": kind, "state_key": state_key, "sender": sender, "content": content}}),
-        json!({"kind": "state", "stream_id": id, "room_id": room, "type": kind,
-            "state_key": state_key, "event_id": event_id}),
-    ]
+}
+
+fn state_event(id: i64, room: &str, kind: &str) -> StateEvent {
+    StateEvent {
+        id,
+        room: room.to_owned(),
+        kind: kind.to_owned(),
+        state_key: String::new(),
+        sender: None,
+        content: json!({}),
+    }
+}
+
+fn member_event(id: i64, room: &str, user: &str, membership: &str) -> StateEvent {
+    state_event(id, room, "m.room.member")
+        .key(user)
+        .by(user)
+        .content(json!({ "membership": membership }))
+}
+
+impl StateEvent {
+    fn key(mut self, state_key: &str) -> Self {
+        self.state_key = state_key.to_owned();
+        self
+    }
+
+    fn by(mut self, sender: &str) -> Self {
+        self.sender = Some(sender.to_owned());
+        self
+    }
+
+    fn content(mut self, content: Value) -> Self {
+        self.content = content;
+        self
+    }
+
+    fn rows(self) -> Vec<Value> {
+        let StateEvent {
+            id,
+            room,
+            kind,
+            state_key,
+            sender,
+            content,
+        } = self;
+        let sender = sender.expect("a state event needs a sender: by()");
+        let event_id = format!("$e{id}");
+        vec![
+            json!({"kind": "event", "stream_id": id, "event": {"event_id": event_id, "room_id": room,
+                "type": kind, "state_key": state_key, "sender": sender, "content": content}}),
+            json!({"kind": "state", "stream_id": id, "room_id": room, "type": kind,
+                "state_key": state_key, "event_id": event_id}),
+        ]
+    }
 }
 
 /// A long stream: ids 2.. handed to the writers at random (with gaps);
@@ -78,82 +126,18 @@ fn generate_feed(random: &mut Random, ids: i64) -> [Batches; 2] {
         let group = if known.is_empty() {
             let creator = format!("@creator{writer}x{room_index}:example.org");
             known.push(creator.clone());
-            let mut group = event_rows(
-                id,
-                &room,
-                "m.room.create",
-                "",
-                &creator,
-                json!({"room_version": "10"}),
-            );
+            let mut group = state_event(id, &room, "m.room.create")
+                .by(&creator)
+                .content(json!({"room_version": "10"}))
+                .rows();
             // The creator joins in the same group.
-            let mut join = event_rows(
-                id,
-                &room,
-                "m.room.member",
-                &creator,
-                &creator,
-                json!({"membership": "join"}),
-            );
+            let mut join = member_event(id, &room, &creator, "join").rows();
             join[0]["event"]["event_id"] = json!(format!("$j{id}"));
             join[1]["event_id"] = json!(format!("$j{id}"));
             group.append(&mut join);
             group
         } else {
-            let creator = known[0].clone();
-            match random.below(20) {
-                0..=12 => {
-                    let server = if random.below(8) == 0 {
-                        "remote.org"
-                    } else {
-                        "example.org"
-                    };
-                    let user = format!("@u{id}:{server}");
-                    known.push(user.clone());
-                    event_rows(
-                        id,
-                        &room,
-                        "m.room.member",
-                        &user,
-                        &user,
-                        json!({"membership": "join"}),
-                    )
-                }
-                13..=15 => {
-                    let user = known[random.below(known.len() as u64) as usize].clone();
-                    let membership = ["leave", "invite", "join"][random.below(3) as usize];
-                    let sender = if membership == "invite" {
-                        creator.clone()
-                    } else {
-                        user.clone()
-                    };
-                    event_rows(
-                        id,
-                        &room,
-                        "m.room.member",
-                        &user,
-                        &sender,
-                        json!({"membership": membership}),
-                    )
-                }
-                16 | 17 => event_rows(
-                    id,
-                    &room,
-                    "m.room.name",
-                    "",
-                    &creator,
-                    json!({"name": format!("room {id}")}),
-                ),
-                18 => event_rows(
-                    id,
-                    &room,
-                    "m.room.topic",
-                    "",
-                    &creator,
-                    json!({"topic": format!("t{id}")}),
-                ),
-                _ => vec![json!({"kind": "position", "stream_id": id})],
-            }
+            event_in_known_room(random, id, &room, known)
         };
         rows[writer].push(group);
     }
@@ -166,6 +150,48 @@ fn generate_feed(random: &mut Random, ids: i64) -> [Batches; 2] {
         }
         batches
     })
+}
+
+/// The rows of one random event in a room whose members so far are `known`
+/// (its creator first); a joining user is added to them.
+fn event_in_known_room(
+    random: &mut Random,
+    id: i64,
+    room: &str,
+    known: &mut Vec<String>,
+) -> Vec<Value> {
+    let creator = known[0].clone();
+    match random.below(20) {
+        0..=12 => {
+            let server = if random.below(8) == 0 {
+                "remote.org"
+            } else {
+                "example.org"
+            };
+            let user = format!("@u{id}:{server}");
+            known.push(user.clone());
+            member_event(id, room, &user, "join").rows()
+        }
+        13..=15 => {
+            let user = known[random.below(known.len() as u64) as usize].clone();
+            let membership = ["leave", "invite", "join"][random.below(3) as usize];
+            let sender = if membership == "invite" {
+                creator.clone()
+            } else {
+                user.clone()
+            };
+            member_event(id, room, &user, membership).by(&sender).rows()
+        }
+        16 | 17 => state_event(id, room, "m.room.name")
+            .by(&creator)
+            .content(json!({"name": format!("room {id}")}))
+            .rows(),
+        18 => state_event(id, room, "m.room.topic")
+            .by(&creator)
+            .content(json!({"topic": format!("t{id}")}))
+            .rows(),
+        _ => vec![json!({"kind": "position", "stream_id": id})],
+    }
 }
 
 fn last_id(batch: &[Value]) -> i64 {
@@ -189,7 +215,7 @@ async fn request(
             "application/json",
         )
     });
-    let answer = common::send(socket, method, path, body).await?;
+    let answer = send(socket, method, path, body).await?;
     Ok((answer.status.as_u16(), answer.body))
 }
 

@@ -1,41 +1,84 @@
 //! Every kind of bad input gets a 4xx JSON error with an errcode, is
 //! logged, changes nothing, and the server goes on serving.
-#![cfg(not(loom))]
 
-mod common;
-
-use common::{ServerOptions, TestServer};
+use crate::support::server::{post_to, ServerOptions, TestServer};
 use serde_json::{json, Value};
 
-fn event_row(
+/// An event row sent by alice, a builder: `event_row(stream_id, event_id,
+/// room_id)`, then `.state(type, key)` (a state event; its content `{}`
+/// unless `.content(..)` sets it) or `.message()` (an `m.room.message`
+/// whose state key is JSON null), and `.row()`.
+struct EventRow {
     stream_id: i64,
-    event_id: &str,
-    room_id: &str,
-    kind: &str,
+    event_id: String,
+    room_id: String,
+    kind: String,
     state_key: Value,
     content: Value,
-) -> Value {
-    json!({"kind": "event", "stream_id": stream_id, "event": {
-        "event_id": event_id, "room_id": room_id, "type": kind, "state_key": state_key,
-        "sender": "@alice:example.org", "content": content}})
+}
+
+fn event_row(stream_id: i64, event_id: &str, room_id: &str) -> EventRow {
+    EventRow {
+        stream_id,
+        event_id: event_id.to_owned(),
+        room_id: room_id.to_owned(),
+        kind: String::new(),
+        state_key: Value::Null,
+        content: json!({}),
+    }
+}
+
+impl EventRow {
+    fn state(mut self, kind: &str, state_key: &str) -> Self {
+        self.kind = kind.to_owned();
+        self.state_key = json!(state_key);
+        self
+    }
+
+    /// A message with the body "x".
+    fn message(mut self) -> Self {
+        self.kind = "m.room.message".to_owned();
+        self.state_key = Value::Null;
+        self.content = json!({"body": "x"});
+        self
+    }
+
+    fn content(mut self, content: Value) -> Self {
+        self.content = content;
+        self
+    }
+
+    fn row(self) -> Value {
+        json!({"kind": "event", "stream_id": self.stream_id, "event": {
+            "event_id": self.event_id, "room_id": self.room_id, "type": self.kind,
+            "state_key": self.state_key, "sender": "@alice:example.org", "content": self.content}})
+    }
 }
 
 /// A valid batch creating `!good:example.org` with alice joined, at stream ids 2-3.
 fn good_batch() -> Value {
+    let create = event_row(2, "$c", "!good:example.org").state("m.room.create", "");
+    let join = event_row(3, "$j", "!good:example.org")
+        .state("m.room.member", "@alice:example.org")
+        .content(json!({"membership": "join"}));
     json!({"writer": "master", "rows": [
-        event_row(2, "$c", "!good:example.org", "m.room.create", json!(""), json!({})),
+        create.row(),
         {"kind": "state", "stream_id": 2, "room_id": "!good:example.org", "type": "m.room.create", "state_key": "", "event_id": "$c"},
-        event_row(3, "$j", "!good:example.org", "m.room.member", json!("@alice:example.org"), json!({"membership": "join"})),
+        join.row(),
         {"kind": "state", "stream_id": 3, "room_id": "!good:example.org", "type": "m.room.member", "state_key": "@alice:example.org", "event_id": "$j"}
     ]})
 }
 
 /// A batch that would be valid, with one row spoiled by `spoil`.
 fn spoiled(spoil: impl FnOnce(&mut Value)) -> Value {
+    let create = event_row(10, "$c2", "!bad:example.org").state("m.room.create", "");
+    let join = event_row(11, "$j2", "!bad:example.org")
+        .state("m.room.member", "@bob:example.org")
+        .content(json!({"membership": "join"}));
     let mut batch = json!({"writer": "master", "rows": [
-        event_row(10, "$c2", "!bad:example.org", "m.room.create", json!(""), json!({})),
+        create.row(),
         {"kind": "state", "stream_id": 10, "room_id": "!bad:example.org", "type": "m.room.create", "state_key": "", "event_id": "$c2"},
-        event_row(11, "$j2", "!bad:example.org", "m.room.member", json!("@bob:example.org"), json!({"membership": "join"})),
+        join.row(),
         {"kind": "state", "stream_id": 11, "room_id": "!bad:example.org", "type": "m.room.member", "state_key": "@bob:example.org", "event_id": "$j2"}
     ]});
     spoil(&mut batch);
@@ -59,15 +102,8 @@ async fn assert_unchanged(server: &TestServer) {
     server.assert_postgres_matches_served().await;
 }
 
-#[tokio::test]
-async fn every_bad_feed_gets_its_4xx_and_changes_nothing() {
-    let server = TestServer::start_with(ServerOptions {
-        extra_args: vec!["--request-body-limit".into(), "4096".into()],
-        ..Default::default()
-    })
-    .await;
-    server.feed(&good_batch()).await;
-
+/// Malformed JSON, wrong JSON types, unknown row kinds and fields.
+async fn refuse_malformed_batches(server: &TestServer) {
     // Malformed JSON.
     server
         .post_raw("/v1/feed", "{\"writer\": \"master\", \"rows\": [")
@@ -115,6 +151,10 @@ async fn every_bad_feed_gets_its_4xx_and_changes_nothing() {
         )
         .await
         .assert_error(400, "M_BAD_JSON");
+}
+
+/// Invalid Matrix IDs and NUL in structural fields.
+async fn refuse_invalid_strings(server: &TestServer) {
     // Invalid Matrix IDs.
     let message = server
         .post(
@@ -157,6 +197,11 @@ async fn every_bad_feed_gets_its_4xx_and_changes_nothing() {
         .post("/v1/feed", &spoiled(|b| b["writer"] = json!("mas\u{0}ter")))
         .await
         .assert_error(400, "M_INVALID_PARAM");
+}
+
+/// Bodies over the limit, rows out of order, unknown writers and events,
+/// invalid memberships.
+async fn refuse_invalid_streams(server: &TestServer) {
     // A body over the configured limit.
     let big = spoiled(|b| b["rows"][2]["event"]["content"]["padding"] = json!("x".repeat(8192)));
     server
@@ -200,6 +245,20 @@ async fn every_bad_feed_gets_its_4xx_and_changes_nothing() {
         )
         .await
         .assert_error(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn every_bad_feed_gets_its_4xx_and_changes_nothing() {
+    let server = TestServer::start_with(ServerOptions {
+        extra_args: vec!["--request-body-limit".into(), "4096".into()],
+        ..Default::default()
+    })
+    .await;
+    server.feed(&good_batch()).await;
+
+    refuse_malformed_batches(&server).await;
+    refuse_invalid_strings(&server).await;
+    refuse_invalid_streams(&server).await;
 
     assert_unchanged(&server).await;
     let log = server.log();
@@ -224,7 +283,7 @@ async fn a_failing_room_refuses_the_whole_multi_room_batch() {
     server.feed(&good_batch()).await;
     // The first room of the batch is fine, the second refers to an unknown event.
     let batch = json!({"writer": "master", "rows": [
-        event_row(10, "$c2", "!bad:example.org", "m.room.create", json!(""), json!({})),
+        event_row(10, "$c2", "!bad:example.org").state("m.room.create", "").row(),
         {"kind": "state", "stream_id": 10, "room_id": "!bad:example.org", "type": "m.room.create", "state_key": "", "event_id": "$c2"},
         {"kind": "state", "stream_id": 11, "room_id": "!good:example.org", "type": "m.room.name", "state_key": "", "event_id": "$nowhere"}
     ]});
@@ -234,8 +293,11 @@ async fn a_failing_room_refuses_the_whole_multi_room_batch() {
         .assert_error(400, "ROOMCACHE_UNKNOWN_EVENT");
     assert_unchanged(&server).await;
     // The same rooms accept later good rows, built on the committed state.
+    let name = event_row(12, "$n", "!good:example.org")
+        .state("m.room.name", "")
+        .content(json!({"name": "Good"}));
     let later = json!({"writer": "master", "rows": [
-        event_row(12, "$n", "!good:example.org", "m.room.name", json!(""), json!({"name": "Good"})),
+        name.row(),
         {"kind": "state", "stream_id": 12, "room_id": "!good:example.org", "type": "m.room.name", "state_key": "", "event_id": "$n"}
     ]});
     server.feed(&later).await;
@@ -285,10 +347,14 @@ async fn bad_reads_get_4xx() {
 }
 
 fn create_room(writer: &str, first: i64, room: &str, user: &str) -> Value {
+    let create = event_row(first, &format!("$c{first}"), room).state("m.room.create", "");
+    let join = event_row(first + 1, &format!("$j{first}"), room)
+        .state("m.room.member", user)
+        .content(json!({"membership": "join"}));
     json!({"writer": writer, "rows": [
-        event_row(first, &format!("$c{first}"), room, "m.room.create", json!(""), json!({})),
+        create.row(),
         {"kind": "state", "stream_id": first, "room_id": room, "type": "m.room.create", "state_key": "", "event_id": format!("$c{first}")},
-        event_row(first + 1, &format!("$j{first}"), room, "m.room.member", json!(user), json!({"membership": "join"})),
+        join.row(),
         {"kind": "state", "stream_id": first + 1, "room_id": room, "type": "m.room.member", "state_key": user, "event_id": format!("$j{first}")}
     ]})
 }
@@ -314,7 +380,7 @@ async fn a_conflicting_batch_is_refused_alone_even_inside_a_group_commit() {
         .await;
     // Both writers claim stream ordering 10 for different events; the
     // linger puts both batches in one group commit.
-    let message = |writer: &str, room: &str, event_id: &str| json!({"writer": writer, "rows": [event_row(10, event_id, room, "m.room.message", Value::Null, json!({"body": "x"}))]});
+    let message = |writer: &str, room: &str, event_id: &str| json!({"writer": writer, "rows": [event_row(10, event_id, room).message().row()]});
     let first_batch = message("w1", "!a:example.org", "$m1");
     let (first, second) = tokio::join!(server.post("/v1/feed", &first_batch), async {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -384,9 +450,9 @@ async fn a_conflict_amid_concurrent_writers_refuses_only_the_batch_at_fault() {
             let mut statuses = Vec::new();
             for i in 0..40 {
                 let stream_id = first + 3 * i;
-                let batch = json!({"writer": writer, "rows": [event_row(
-                    stream_id, &format!("$m{stream_id}"), room, "m.room.message", Value::Null, json!({"body": "x"}))]});
-                let answer = common::post_to(&socket, "/v1/feed", &batch).await.unwrap();
+                let message = event_row(stream_id, &format!("$m{stream_id}"), room).message();
+                let batch = json!({"writer": writer, "rows": [message.row()]});
+                let answer = post_to(&socket, "/v1/feed", &batch).await.unwrap();
                 statuses.push(answer.status.as_u16());
             }
             statuses
@@ -394,14 +460,10 @@ async fn a_conflict_amid_concurrent_writers_refuses_only_the_batch_at_fault() {
     };
     let clash = async {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let mut join = event_row(
-            40,
-            "$clash",
-            "!b:example.org",
-            "m.room.member",
-            json!("@dave:example.org"),
-            json!({"membership": "join"}),
-        );
+        let mut join = event_row(40, "$clash", "!b:example.org")
+            .state("m.room.member", "@dave:example.org")
+            .content(json!({"membership": "join"}))
+            .row();
         join["stream_ordering"] = json!(3);
         let batch = json!({"writer": "w2", "rows": [join,
             {"kind": "state", "stream_id": 40, "room_id": "!b:example.org", "type": "m.room.member",

@@ -2,9 +2,6 @@
 //! against the Postgres that `scripts/test` starts (its URL in
 //! `ROOMCACHE_TEST_DATABASE_URL`). Each server gets its own schema, so tests
 //! run in parallel without seeing each other's rows.
-#![allow(dead_code)]
-
-pub mod homeserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,14 +20,14 @@ use tokio::net::UnixStream;
 static NEXT_SCHEMA: AtomicU64 = AtomicU64::new(0);
 
 /// The Postgres URL of the test cluster; tests fail loudly without it.
-pub fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("ROOMCACHE_TEST_DATABASE_URL").unwrap_or_else(|_| {
         panic!("ROOMCACHE_TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts a private Postgres")
     })
 }
 
 /// A fresh schema name, unique across processes and runs.
-pub fn unique_schema(prefix: &str) -> String {
+pub(crate) fn unique_schema(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -46,15 +43,15 @@ pub fn unique_schema(prefix: &str) -> String {
 /// An HTTP answer: status and JSON body (`Value::Null` for a non-JSON body,
 /// whose text is kept in `text`).
 #[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: Value,
-    pub text: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    pub(crate) text: String,
 }
 
 impl Answer {
     /// Asserts a 4xx error with the given errcode and returns the message.
-    pub fn assert_error(&self, status: u16, errcode: &str) -> String {
+    pub(crate) fn assert_error(&self, status: u16, errcode: &str) -> String {
         assert_eq!(
             self.status.as_u16(),
             status,
@@ -74,7 +71,7 @@ impl Answer {
 
 /// Posts JSON to a socket without a `TestServer` (for tasks that outlive a
 /// borrow); `None` when the socket cannot be reached.
-pub async fn post_to(socket: &Path, path: &str, body: &Value) -> Option<Answer> {
+pub(crate) async fn post_to(socket: &Path, path: &str, body: &Value) -> Option<Answer> {
     let bytes = Bytes::from(serde_json::to_vec(body).ok()?);
     send(
         socket,
@@ -88,7 +85,7 @@ pub async fn post_to(socket: &Path, path: &str, body: &Value) -> Option<Answer> 
 
 /// One HTTP request on a fresh connection to `socket`; `Err` when the
 /// socket cannot be reached or the connection breaks.
-pub async fn send(
+pub(crate) async fn send(
     socket: &Path,
     method: Method,
     path: &str,
@@ -131,11 +128,11 @@ pub async fn send(
 
 /// Options of a test server.
 #[derive(Debug, Clone)]
-pub struct ServerOptions {
-    pub server_name: String,
-    pub writers: Vec<String>,
-    pub extra_args: Vec<String>,
-    pub extra_env: Vec<(String, String)>,
+pub(crate) struct ServerOptions {
+    pub(crate) server_name: String,
+    pub(crate) writers: Vec<String>,
+    pub(crate) extra_args: Vec<String>,
+    pub(crate) extra_env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
@@ -150,23 +147,23 @@ impl Default for ServerOptions {
 }
 
 /// A running roomcache process.
-pub struct TestServer {
+pub(crate) struct TestServer {
     child: Option<Child>,
-    pub options: ServerOptions,
-    pub socket: PathBuf,
-    pub schema: String,
-    pub database_url: String,
-    pub log_path: PathBuf,
+    pub(crate) options: ServerOptions,
+    pub(crate) socket: PathBuf,
+    pub(crate) schema: String,
+    pub(crate) database_url: String,
+    pub(crate) log_path: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl TestServer {
     /// Starts a server with default options (server name `example.org`, writer `master`).
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         Self::start_with(ServerOptions::default()).await
     }
 
-    pub async fn start_with(options: ServerOptions) -> TestServer {
+    pub(crate) async fn start_with(options: ServerOptions) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("roomcache-test")
             .tempdir()
@@ -182,11 +179,6 @@ impl TestServer {
         };
         server.spawn().await;
         server
-    }
-
-    /// The temporary directory of this server (socket, log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     fn command(&self) -> Command {
@@ -215,7 +207,7 @@ impl TestServer {
     }
 
     /// Starts the process and waits until `/health` answers 200.
-    pub async fn spawn(&mut self) {
+    pub(crate) async fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -256,17 +248,12 @@ impl TestServer {
     }
 
     /// The server's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The process id of the running server.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server running").id()
-    }
-
     /// Sends `signal` and waits for the process to exit; returns its exit status.
-    pub async fn stop_with(
+    pub(crate) async fn stop_with(
         &mut self,
         signal: nix::sys::signal::Signal,
     ) -> std::process::ExitStatus {
@@ -288,7 +275,7 @@ impl TestServer {
     }
 
     /// Graceful stop (SIGTERM); asserts a clean exit.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let status = self.stop_with(nix::sys::signal::Signal::SIGTERM).await;
         assert!(
             status.success(),
@@ -298,12 +285,12 @@ impl TestServer {
     }
 
     /// SIGKILL: no chance to clean up.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.stop_with(nix::sys::signal::Signal::SIGKILL).await;
     }
 
     /// Graceful restart on the same schema and socket.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.stop().await;
         self.spawn().await;
     }
@@ -318,29 +305,34 @@ impl TestServer {
     }
 
     /// Any request; panics only if the socket cannot be reached.
-    pub async fn request(&self, method: Method, path: &str, body: Option<(Bytes, &str)>) -> Answer {
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Answer {
         self.try_request(method, path, body)
             .await
             .unwrap_or_else(|e| panic!("request {path} failed: {e}\n{}", self.log()))
     }
 
-    pub async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.request(Method::GET, path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Answer {
         let bytes = Bytes::from(serde_json::to_vec(body).expect("json"));
         self.request(Method::POST, path, Some((bytes, "application/json")))
             .await
     }
 
-    pub async fn post_raw(&self, path: &str, body: impl Into<Bytes>) -> Answer {
+    pub(crate) async fn post_raw(&self, path: &str, body: impl Into<Bytes>) -> Answer {
         self.request(Method::POST, path, Some((body.into(), "application/json")))
             .await
     }
 
     /// Posts a feed batch and asserts it was committed; returns the answer body.
-    pub async fn feed(&self, batch: &Value) -> Value {
+    pub(crate) async fn feed(&self, batch: &Value) -> Value {
         let answer = self.post("/v1/feed", batch).await;
         assert_eq!(
             answer.status,
@@ -353,19 +345,19 @@ impl TestServer {
     }
 
     /// A store on the server's schema, to read what Postgres holds.
-    pub async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         Store::connect(&self.database_url, &self.schema, 1)
             .await
             .expect("connecting to the test database")
     }
 
     /// Every row Postgres holds for this server.
-    pub async fn rows_in_postgres(&self) -> LoadedRows {
+    pub(crate) async fn rows_in_postgres(&self) -> LoadedRows {
         self.store().await.load_all().await.expect("loading rows")
     }
 
     /// The joined-room row the API serves, if any.
-    pub async fn served_joined_room(&self, room_id: &str) -> Option<JoinedRoomRow> {
+    pub(crate) async fn served_joined_room(&self, room_id: &str) -> Option<JoinedRoomRow> {
         let answer = self.get(&format!("/v1/rooms/{room_id}")).await;
         match answer.status {
             StatusCode::OK => {
@@ -377,7 +369,7 @@ impl TestServer {
     }
 
     /// All snapshots the API serves for a user, by room.
-    pub async fn served_snapshots(&self, user_id: &str) -> Vec<MembershipSnapshot> {
+    pub(crate) async fn served_snapshots(&self, user_id: &str) -> Vec<MembershipSnapshot> {
         let answer = self.get(&format!("/v1/users/{user_id}/rooms")).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
         serde_json::from_value(answer.body["rooms"].clone()).expect("snapshots")
@@ -385,7 +377,7 @@ impl TestServer {
 
     /// Asserts that every row in Postgres is served exactly, and that the
     /// server holds no row that Postgres lacks (by the status counts).
-    pub async fn assert_postgres_matches_served(&self) {
+    pub(crate) async fn assert_postgres_matches_served(&self) {
         let rows = self.rows_in_postgres().await;
         for row in &rows.joined_rooms {
             let served = self.served_joined_room(row.room_id.as_str()).await;

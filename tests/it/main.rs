@@ -1,0 +1,19 @@
+//! The integration tests, in one binary (one link instead of one per file).
+//! They run real `roomcache` processes against the Postgres that
+//! `scripts/test` starts (`support::server`), fed by a homeserver simulator
+//! (`support::homeserver`) or reading a real Synapse database
+//! (`support::synapse`, fixtures in `tests/fixtures/`).
+#![cfg(not(loom))]
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod positions;
+mod properties;
+mod room_list;
+mod scenarios;
+mod skeleton;
+mod socket;
+mod synapse_catalogue;
+mod synapse_oracle;

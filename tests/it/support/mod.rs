@@ -1,0 +1,16 @@
+//! What the integration tests share:
+//!
+//! * `server`: a real `roomcache serve` process on a Unix socket against the
+//!   test Postgres (`TestServer`), and the socket client;
+//! * `homeserver`: the homeserver simulator that produces feed rows;
+//! * `rows`: builders of the expected table rows;
+//! * `synapse`: a private copy of a Synapse fixture database, its CSV form and
+//!   source-mode server options;
+//! * `fake_synapse`: writes scenarios into an empty Synapse database the way
+//!   Synapse persists them.
+
+pub(crate) mod fake_synapse;
+pub(crate) mod homeserver;
+pub(crate) mod rows;
+pub(crate) mod server;
+pub(crate) mod synapse;
