@@ -422,9 +422,16 @@ async fn load_postgres(store: &Store, sizes: Sizes) -> Result<(), Box<dyn std::e
 
 /// The server's flags for this benchmark.
 fn server_args() -> Vec<String> {
-    ["--server-name", SERVER, "--writers", "master", "--pool-size", "4"]
-        .map(String::from)
-        .to_vec()
+    [
+        "--server-name",
+        SERVER,
+        "--writers",
+        "master",
+        "--pool-size",
+        "4",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn request_body(list: &ListRequest) -> Bytes {

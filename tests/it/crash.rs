@@ -9,6 +9,7 @@
 //! delays (where exactly a kill lands still depends on timing, which is the
 //! point: each run probes other instants).
 
+use roomcache_core::WriterName;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -366,7 +367,11 @@ async fn sigkill_at_random_points_loses_and_doubles_nothing() {
     let last: Vec<i64> = feed.iter().map(|b| last_id(b.last().unwrap())).collect();
     assert_eq!(
         got.positions,
-        [("w1".to_string(), last[0]), ("w2".to_string(), last[1])].into()
+        [
+            (WriterName::parse("w1").unwrap(), last[0]),
+            (WriterName::parse("w2").unwrap(), last[1])
+        ]
+        .into()
     );
     crashed.assert_postgres_matches_served().await;
     assert_eq!(

@@ -3,7 +3,6 @@
 //! `scripts/test` starts (`support::server`), fed by a homeserver simulator
 //! (`support::homeserver`) or reading a real Synapse database
 //! (`support::synapse`, fixtures in `tests/fixtures/`).
-#![cfg(not(loom))]
 
 mod support;
 

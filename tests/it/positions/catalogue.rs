@@ -2,8 +2,7 @@
 
 use serde_json::json;
 
-use super::{p, positions, tracker};
-use roomcache::positions::PositionTracker;
+use super::{p, positions, restarted, tracker};
 
 /// A1-1 `test_empty`: nothing stored, nothing applied: position 0.
 #[test]
@@ -64,7 +63,7 @@ fn a1_5_restart_during_out_of_order_persistence() {
     assert_eq!(master.position("master"), Some(7));
     // What a restart would load: the durable position.
     let stored = master.positions();
-    let worker = PositionTracker::new(&["master".to_string()], &stored);
+    let worker = restarted(&["master"], &stored);
     assert_eq!(positions(&worker), p(&[("master", 7)]));
     master.finish(&eight);
     assert_eq!(positions(&master), p(&[("master", 9)]));

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use roomcache::positions::StreamToken;
+use roomcache_core::StreamToken;
 
 use super::{token, tracker};
 
@@ -56,7 +56,7 @@ fn invariants_7_10_token_shape() {
     let t = tracker(&["a", "b", "c"], &[("a", 4), ("b", 4), ("c", 9)]);
     let token = t.token();
     assert_eq!(token.stream, 4);
-    assert_eq!(token.instance_map, BTreeMap::from([("c".to_string(), 9)]));
+    assert_eq!(token.instance_map, BTreeMap::from([(super::name("c"), 9)]));
     assert!(token.instance_map.values().all(|p| *p > token.stream));
 }
 
@@ -125,7 +125,11 @@ fn arb_token() -> impl Strategy<Value = StreamToken> {
     )
         .prop_map(|(stream, map)| StreamToken {
             stream,
-            instance_map: map.into_iter().filter(|(_, p)| *p > stream).collect(),
+            instance_map: map
+                .into_iter()
+                .filter(|(_, p)| *p > stream)
+                .map(|(writer, p)| (super::name(&writer), p))
+                .collect(),
         })
 }
 

@@ -17,18 +17,63 @@ mod socket;
 
 use std::collections::BTreeMap;
 
-use roomcache::positions::{PositionTracker, StreamToken};
+use roomcache_core::{Claim, PositionError, PositionTracker, StreamToken, WriterName};
+
+/// A writer's name.
+fn name(writer: &str) -> WriterName {
+    WriterName::parse(writer).unwrap()
+}
+
+/// The tracker as the catalogue drives it: writers by name, and each
+/// finish or advance in a publication of its own (the only way the tracker
+/// allows).
+struct Tracker(PositionTracker);
+
+impl std::ops::Deref for Tracker {
+    type Target = PositionTracker;
+
+    fn deref(&self) -> &PositionTracker {
+        &self.0
+    }
+}
+
+impl Tracker {
+    fn claim(&self, writer: &str, up_to: i64) -> Result<Claim, PositionError> {
+        self.0.claim(&name(writer), up_to)
+    }
+
+    fn finish(&self, claim: &Claim) -> bool {
+        self.0
+            .gate()
+            .publish(|publication| self.0.finish(claim, publication))
+    }
+
+    fn advance(&self, writer: &str, position: i64) -> bool {
+        self.0
+            .gate()
+            .publish(|publication| self.0.advance(&name(writer), position, publication))
+    }
+}
 
 /// A tracker of `writers`, started from the `stored` positions.
-fn tracker(writers: &[&str], stored: &[(&str, i64)]) -> PositionTracker {
-    let writers: Vec<String> = writers.iter().map(|w| w.to_string()).collect();
-    let stored: BTreeMap<String, i64> = stored.iter().map(|(w, p)| (w.to_string(), *p)).collect();
-    PositionTracker::new(&writers, &stored)
+fn tracker(writers: &[&str], stored: &[(&str, i64)]) -> Tracker {
+    let stored: BTreeMap<WriterName, i64> = stored.iter().map(|(w, p)| (name(w), *p)).collect();
+    restarted(writers, &stored)
+}
+
+/// A tracker of `writers`, started from positions as a restart loads them.
+fn restarted(writers: &[&str], stored: &BTreeMap<WriterName, i64>) -> Tracker {
+    let writers: Vec<WriterName> = writers.iter().map(|w| name(w)).collect();
+    Tracker(PositionTracker::new(&writers, stored))
 }
 
 /// Every writer's position.
 fn positions(tracker: &PositionTracker) -> Vec<(String, i64)> {
-    tracker.positions().into_iter().collect()
+    tracker
+        .positions()
+        .into_iter()
+        .map(|(writer, position)| (writer.to_string(), position))
+        .collect()
 }
 
 /// Positions written as pairs.

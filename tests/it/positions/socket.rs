@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::support::server::{ServerOptions, TestServer};
-use roomcache::positions::StreamToken;
+use roomcache_core::StreamToken;
 use serde_json::{json, Value};
 
 fn two_writers() -> ServerOptions {
@@ -35,7 +35,13 @@ fn batch(writer: &str, rows: Vec<Value>) -> Value {
 }
 
 async fn stored_positions(server: &TestServer) -> BTreeMap<String, i64> {
-    server.rows_in_postgres().await.positions
+    server
+        .rows_in_postgres()
+        .await
+        .positions
+        .into_iter()
+        .map(|(writer, position)| (writer.to_string(), position))
+        .collect()
 }
 
 /// Invariant 17 and durability: each batch's positions are in
