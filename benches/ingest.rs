@@ -220,7 +220,7 @@ fn rows_per_batch(
                 .map(|batch| {
                     let context = RulesContext {
                         server_name: SERVER_NAME.into(),
-                        writer: batch.writer.clone(),
+                        writer: batch.writer.to_string(),
                     };
                     let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
                     for row in &batch.rows {

@@ -17,7 +17,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +24,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use roomcache::index::ReadIndex;
 use roomcache::model::{
     AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
@@ -35,8 +31,8 @@ use roomcache::model::{
 };
 use roomcache::room_list::{Filters, ListRequest};
 use roomcache::store::Store;
+use roomcache_core::PublishGate;
 use serde_json::{json, Value};
-use tokio::net::UnixStream;
 
 mod support;
 use support::{Connection, Server};
@@ -277,17 +273,21 @@ fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
     let joined_count = joined.len();
     let index = ReadIndex::from_rows(joined, Vec::new());
     let after_rooms = live_bytes();
+    // The benchmark's own gate: nothing reads the index while it is built.
+    let gate = PublishGate::new();
+    let publish =
+        |changes: &[RowChange]| gate.publish(|publication| index.publish(changes, publication));
     let mut batch = Vec::with_capacity(10_000);
     for n in 0..sizes.snapshots {
         batch.push(RowChange::UpsertSnapshot(snapshot(n, sizes)));
         if batch.len() == 10_000 {
-            index.publish(&batch);
+            publish(&batch);
             batch.clear();
         }
     }
-    index.publish(&batch);
+    publish(&batch);
     drop(batch);
-    index.publish(&extras(sizes));
+    publish(&extras(sizes));
     let after_snapshots = live_bytes();
     let per_room = (after_rooms - before) as f64 / sizes.rooms as f64;
     let per_snapshot = (after_snapshots - after_rooms) as f64 / sizes.snapshots as f64;

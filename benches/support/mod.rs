@@ -13,15 +13,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
 /// A running server; stopped with SIGTERM by [`Server::stop`].
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 impl Server {
     /// Starts `binary serve` on `dir/<schema>.sock` with `args`, and waits
     /// until `/health` answers.
-    pub async fn start(
+    pub(crate) async fn start(
         binary: &Path,
         dir: &Path,
         url: &str,
@@ -55,7 +55,7 @@ impl Server {
     }
 
     /// The server's resident set size, in bytes.
-    pub fn rss_bytes(&self) -> u64 {
+    pub(crate) fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
@@ -66,7 +66,7 @@ impl Server {
             * 1024
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
@@ -74,12 +74,12 @@ impl Server {
 }
 
 /// One keep-alive HTTP/1.1 connection to the socket.
-pub struct Connection {
+pub(crate) struct Connection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl Connection {
-    pub async fn open(socket: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
+    pub(crate) async fn open(socket: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
         let stream = UnixStream::connect(socket).await?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -88,7 +88,7 @@ impl Connection {
     }
 
     /// Sends a request; the body of a 2xx answer, an error otherwise.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -110,7 +110,7 @@ impl Connection {
         Ok(bytes)
     }
 
-    pub async fn get(&mut self, path: &str) -> Result<Bytes, Box<dyn std::error::Error>> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<Bytes, Box<dyn std::error::Error>> {
         self.send("GET", path, Bytes::new()).await
     }
 }
