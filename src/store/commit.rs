@@ -124,62 +124,15 @@ impl CommitGroup {
 }
 
 impl Store {
-    /// Writes a group in one transaction: deletions, then upserts, then the
-    /// positions. Nothing is visible to anyone until it commits.
+    /// Writes a group in one transaction: invalidations, deletions, then
+    /// upserts, then the positions. Nothing is visible to anyone until it
+    /// commits.
     #[instrument(skip_all, fields(rows = group.row_count()))]
     pub(crate) async fn commit(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;
-
-        let (joined_upserts, joined_deletes): (Vec<_>, Vec<_>) = group
-            .joined_rooms
-            .iter()
-            .partition(|(_, row)| row.is_some());
-        let (snapshot_upserts, snapshot_deletes): (Vec<_>, Vec<_>) =
-            group.snapshots.iter().partition(|(_, row)| row.is_some());
-
-        if !joined_deletes.is_empty() {
-            let ids: Vec<&str> = joined_deletes.iter().map(|(r, _)| r.as_str()).collect();
-            transaction
-                .execute(
-                    "DELETE FROM sliding_sync_joined_rooms WHERE room_id = ANY($1)",
-                    &[&ids],
-                )
-                .await?;
-        }
-        if !snapshot_deletes.is_empty() {
-            let rooms: Vec<&str> = snapshot_deletes
-                .iter()
-                .map(|((r, _), _)| r.as_str())
-                .collect();
-            let users: Vec<&str> = snapshot_deletes
-                .iter()
-                .map(|((_, u), _)| u.as_str())
-                .collect();
-            transaction
-                .execute(
-                    "DELETE FROM sliding_sync_membership_snapshots AS s
-                     USING UNNEST($1::text[], $2::text[]) AS d(room_id, user_id)
-                     WHERE s.room_id = d.room_id AND s.user_id = d.user_id",
-                    &[&rooms, &users],
-                )
-                .await?;
-        }
-        if !joined_upserts.is_empty() {
-            let rows: Vec<&JoinedRoomRow> = joined_upserts
-                .iter()
-                .filter_map(|(_, r)| r.as_ref())
-                .collect();
-            upsert_joined_rooms(&transaction, &rows).await?;
-        }
-        if !snapshot_upserts.is_empty() {
-            let rows: Vec<&MembershipSnapshot> = snapshot_upserts
-                .iter()
-                .filter_map(|(_, r)| r.as_ref())
-                .collect();
-            upsert_snapshots(&transaction, &rows).await?;
-        }
+        write_rows(&transaction, group).await?;
         write_memories(&transaction, &group.memories).await?;
         write_room_list_data(&transaction, group).await?;
         if !group.dequeued.is_empty() {
@@ -191,45 +144,105 @@ impl Store {
                 )
                 .await?;
         }
-        if !group.positions.is_empty() {
-            let writers: Vec<&str> = group.positions.keys().map(WriterName::as_str).collect();
-            let positions: Vec<i64> = group.positions.values().copied().collect();
-            transaction
-                .execute(
-                    "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
-                     SELECT $1, w, p FROM UNNEST($2::text[], $3::bigint[]) AS t(w, p)
-                     ON CONFLICT (stream_name, instance_name) DO UPDATE
-                     SET stream_id = EXCLUDED.stream_id
-                     WHERE stream_positions.stream_id < EXCLUDED.stream_id",
-                    &[&EVENTS_STREAM, &writers, &positions],
-                )
-                .await?;
-        }
-        if let Some(progress) = &group.import_progress {
-            transaction
-                .execute(
-                    "INSERT INTO source_import_progress
-                         (singleton, target_position, last_room_id, rooms_done, rows_written, finished)
-                     VALUES (TRUE, $1, $2, $3, $4, $5)
-                     ON CONFLICT (singleton) DO UPDATE SET
-                         target_position = EXCLUDED.target_position,
-                         last_room_id = EXCLUDED.last_room_id,
-                         rooms_done = EXCLUDED.rooms_done,
-                         rows_written = EXCLUDED.rows_written,
-                         finished = EXCLUDED.finished",
-                    &[
-                        &progress.target_position,
-                        &progress.last_room_id,
-                        &progress.rooms_done,
-                        &progress.rows_written,
-                        &progress.finished,
-                    ],
-                )
-                .await?;
-        }
+        write_positions(&transaction, group).await?;
         transaction.commit().await?;
         Ok(())
     }
+}
+
+/// The table rows of a group: deletions, then upserts.
+async fn write_rows(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    group: &CommitGroup,
+) -> Result<(), StoreError> {
+    let (joined_upserts, joined_deletes): (Vec<_>, Vec<_>) = group
+        .joined_rooms
+        .iter()
+        .partition(|(_, row)| row.is_some());
+    let (snapshot_upserts, snapshot_deletes): (Vec<_>, Vec<_>) =
+        group.snapshots.iter().partition(|(_, row)| row.is_some());
+    if !joined_deletes.is_empty() {
+        let ids: Vec<&str> = joined_deletes.iter().map(|(r, _)| r.as_str()).collect();
+        transaction
+            .execute(
+                "DELETE FROM sliding_sync_joined_rooms WHERE room_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+    }
+    if !snapshot_deletes.is_empty() {
+        let (rooms, users): (Vec<&str>, Vec<&str>) = snapshot_deletes
+            .iter()
+            .map(|((r, u), _)| (r.as_str(), u.as_str()))
+            .unzip();
+        transaction
+            .execute(
+                "DELETE FROM sliding_sync_membership_snapshots AS s
+                 USING UNNEST($1::text[], $2::text[]) AS d(room_id, user_id)
+                 WHERE s.room_id = d.room_id AND s.user_id = d.user_id",
+                &[&rooms, &users],
+            )
+            .await?;
+    }
+    let joined: Vec<&JoinedRoomRow> = joined_upserts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .collect();
+    if !joined.is_empty() {
+        upsert_joined_rooms(transaction, &joined).await?;
+    }
+    let snapshots: Vec<&MembershipSnapshot> = snapshot_upserts
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .collect();
+    if !snapshots.is_empty() {
+        upsert_snapshots(transaction, &snapshots).await?;
+    }
+    Ok(())
+}
+
+/// The writers' positions and the import's progress of a group.
+async fn write_positions(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    group: &CommitGroup,
+) -> Result<(), StoreError> {
+    if !group.positions.is_empty() {
+        let writers: Vec<&str> = group.positions.keys().map(WriterName::as_str).collect();
+        let positions: Vec<i64> = group.positions.values().copied().collect();
+        transaction
+            .execute(
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+                 SELECT $1, w, p FROM UNNEST($2::text[], $3::bigint[]) AS t(w, p)
+                 ON CONFLICT (stream_name, instance_name) DO UPDATE
+                 SET stream_id = EXCLUDED.stream_id
+                 WHERE stream_positions.stream_id < EXCLUDED.stream_id",
+                &[&EVENTS_STREAM, &writers, &positions],
+            )
+            .await?;
+    }
+    if let Some(progress) = &group.import_progress {
+        transaction
+            .execute(
+                "INSERT INTO source_import_progress
+                     (singleton, target_position, last_room_id, rooms_done, rows_written, finished)
+                 VALUES (TRUE, $1, $2, $3, $4, $5)
+                 ON CONFLICT (singleton) DO UPDATE SET
+                     target_position = EXCLUDED.target_position,
+                     last_room_id = EXCLUDED.last_room_id,
+                     rooms_done = EXCLUDED.rooms_done,
+                     rows_written = EXCLUDED.rows_written,
+                     finished = EXCLUDED.finished",
+                &[
+                    &progress.target_position,
+                    &progress.last_room_id,
+                    &progress.rooms_done,
+                    &progress.rows_written,
+                    &progress.finished,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Start-up invalidation (§4): deletes every row and the rules' memory of

@@ -97,7 +97,7 @@ impl Store {
         Ok(LoadedRows {
             joined_rooms,
             snapshots: Vec::new(),
-            positions: self.positions().await?,
+            positions: stored_positions(&client).await?,
             recalculation_queue,
             account_data: self.account_data(&client).await?,
             space_children: self.space_children(&client).await?,
@@ -194,25 +194,7 @@ impl Store {
     /// name that is not a valid writer name is skipped with a warning (no
     /// writer could ever claim it).
     pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
-        let table = "stream_positions";
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
-                &[&EVENTS_STREAM],
-            )
-            .await?;
-        let mut positions = BTreeMap::new();
-        for row in &rows {
-            let name: &str = column(row, table, 0)?;
-            match WriterName::parse(name) {
-                Ok(writer) => {
-                    positions.insert(writer, column(row, table, 1)?);
-                }
-                Err(error) => warn!(%error, "ignoring a stored position"),
-            }
-        }
-        Ok(positions)
+        stored_positions(&*self.pool.get().await?).await
     }
 
     /// Every room with a cached row or remembered state.
@@ -255,4 +237,28 @@ impl Store {
         })
         .transpose()
     }
+}
+
+/// The durable positions of the events stream on `client` (see [`Store::positions`]).
+async fn stored_positions(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<WriterName, i64>, StoreError> {
+    let table = "stream_positions";
+    let rows = client
+        .query(
+            &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
+            &[&EVENTS_STREAM],
+        )
+        .await?;
+    let mut positions = BTreeMap::new();
+    for row in &rows {
+        let name: &str = column(row, table, 0)?;
+        match WriterName::parse(name) {
+            Ok(writer) => {
+                positions.insert(writer, column(row, table, 1)?);
+            }
+            Err(error) => warn!(%error, "ignoring a stored position"),
+        }
+    }
+    Ok(positions)
 }
