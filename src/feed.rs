@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use roomcache_core::WriterName;
+use roomcache_core::{WriterName, WriterNameError};
 
 use crate::model::{EventId, RoomId, UserId};
 
@@ -23,6 +23,37 @@ pub struct FeedBatch {
     pub writer: WriterName,
     /// Rows in stream order; rows sharing a `stream_id` form one atomic group.
     pub rows: Vec<FeedRow>,
+}
+
+/// A batch as the socket receives it: the writer's name is checked by
+/// [`FeedBatch::from_wire`], so a bad name is the caller's parameter error,
+/// not a JSON shape error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireBatch {
+    writer: String,
+    rows: Vec<FeedRow>,
+}
+
+impl WireBatch {
+    /// The writer's name as sent (not yet checked).
+    pub(crate) fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    pub(crate) fn rows_len(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+impl FeedBatch {
+    /// The batch of a wire batch whose writer name follows the rule.
+    pub(crate) fn from_wire(wire: WireBatch) -> Result<FeedBatch, FeedError> {
+        Ok(FeedBatch {
+            writer: WriterName::parse(&wire.writer).map_err(FeedError::BadWriterName)?,
+            rows: wire.rows,
+        })
+    }
 }
 
 /// One row of a writer's events stream.
@@ -206,6 +237,8 @@ impl FeedRow {
 /// Why a batch was refused before anything was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedError {
+    #[error(transparent)]
+    BadWriterName(WriterNameError),
     #[error("row {index}: stream_id {stream_id} must be positive")]
     NonPositiveStreamId { index: usize, stream_id: i64 },
     #[error("row {index}: stream_id {stream_id} comes after {previous}; a writer's rows must be in stream order")]

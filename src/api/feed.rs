@@ -9,7 +9,7 @@ use roomcache_core::{StreamToken, WriterName};
 use serde::Serialize;
 
 use super::{ApiError, ApiState};
-use crate::feed::FeedBatch;
+use crate::feed::{FeedBatch, WireBatch};
 use crate::supervisor::{BatchError, SubmitBatch};
 
 /// The answer to `POST /v1/feed`.
@@ -23,10 +23,10 @@ struct FeedAnswer {
     token: StreamToken,
 }
 
-#[tracing::instrument(name = "feed", skip_all, fields(writer = %batch.writer, rows = batch.rows.len()))]
+#[tracing::instrument(name = "feed", skip_all, fields(writer = %batch.writer(), rows = batch.rows_len()))]
 pub(super) async fn post_feed(
     state: web::Data<ApiState>,
-    batch: web::Json<FeedBatch>,
+    batch: web::Json<WireBatch>,
 ) -> Result<HttpResponse, ApiError> {
     if state.source.is_some() {
         // Source mode: the rows come from Synapse's database; a second
@@ -37,7 +37,7 @@ pub(super) async fn post_feed(
             "roomcache follows a Synapse database (source_database_url); the feed is closed",
         ));
     }
-    let batch = batch.into_inner();
+    let batch = FeedBatch::from_wire(batch.into_inner())?;
     batch.validate()?;
     let writer = batch.writer.clone();
     let rows = batch.rows.len();
