@@ -23,7 +23,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use roomcache_core::{PositionTracker, WriterName};
 
 use super::read::forget_rows;
-use super::{SourceDatabase, SourceError};
+use super::{queries, SourceDatabase, SourceError};
 use crate::feed::{FeedBatch, FeedRow, PositionRow, PurgeRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
@@ -170,11 +170,7 @@ impl Follower {
             let rows = self
                 .source
                 .client()
-                .query(
-                    "SELECT room_id FROM rooms WHERE room_id = ANY($1)
-                     UNION SELECT room_id FROM local_current_membership WHERE room_id = ANY($1)",
-                    &[&ids],
-                )
+                .query(queries::ROOMS_PRESENT, &[&ids])
                 .await?;
             let present: std::collections::HashSet<&str> =
                 rows.iter().filter_map(|r| r.try_get(0).ok()).collect();

@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{info, warn};
 
 use super::read::forget_rows;
-use super::{SourceDatabase, SourceError};
+use super::{queries, SourceDatabase, SourceError};
 use roomcache_core::WriterName;
 
 use crate::feed::FeedRow;
@@ -124,13 +124,7 @@ async fn next_rooms(
 ) -> Result<Vec<String>, SourceError> {
     let rows = source
         .client()
-        .query(
-            "SELECT room_id FROM (
-                 SELECT room_id FROM rooms WHERE room_id > $1
-                 UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
-             ) t ORDER BY room_id LIMIT $2",
-            &[&after, &limit],
-        )
+        .query(queries::NEXT_ROOMS, &[&after, &limit])
         .await?;
     rows.iter()
         .map(|r| r.try_get(0).map_err(SourceError::from))
@@ -199,11 +193,7 @@ pub(crate) async fn run_import(
     };
     let total: i64 = source
         .client()
-        .query_one(
-            "SELECT COUNT(*) FROM (SELECT room_id FROM rooms
-                 UNION SELECT room_id FROM local_current_membership) t",
-            &[],
-        )
+        .query_one(queries::ROOM_COUNT, &[])
         .await?
         .try_get(0)?;
     let bar = ProgressBar::with_draw_target(

@@ -12,6 +12,7 @@
 
 pub(crate) mod follow;
 pub(crate) mod import;
+mod queries;
 pub(crate) mod read;
 mod upstream;
 
@@ -76,23 +77,14 @@ impl SourceDatabase {
     pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
         let row = self
             .client
-            .query_one(
-                "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'events'",
-                &[],
-            )
+            .query_one(queries::EVENTS_STREAM_MINIMUM_POSITION, &[])
             .await?;
         if let Some(position) = row.try_get::<_, Option<i64>>(0)? {
             return Ok(position.max(0));
         }
         let row = self
             .client
-            .query_one(
-                "SELECT GREATEST(
-                    (SELECT MAX(stream_ordering) FROM events),
-                    (SELECT MAX(stream_id) FROM current_state_delta_stream),
-                    (SELECT MAX(event_stream_ordering) FROM ex_outlier_stream))",
-                &[],
-            )
+            .query_one(queries::HIGHEST_STREAM_ORDERING, &[])
             .await?;
         Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0).max(0))
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::{import, SourceDatabase, SourceError};
+use super::{import, queries, SourceDatabase, SourceError};
 use crate::model::{RoomId, UserId};
 use crate::supervisor::recalc::{RecomputedRooms, Upstream};
 
@@ -48,14 +48,7 @@ impl Upstream for SynapseUpstream {
             let rows = self
                 .source
                 .client()
-                .query(
-                    "SELECT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
-                     UNION SELECT room_id FROM current_state_delta_stream WHERE stream_id > $1 AND stream_id <= $2
-                     UNION SELECT e.room_id FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
-                           WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2
-                     ORDER BY 1",
-                    &[&from, &to],
-                )
+                .query(queries::CHANGED_ROOMS, &[&from, &to])
                 .await?;
             Ok(room_ids(&rows))
         }
@@ -84,11 +77,7 @@ impl Upstream for SynapseUpstream {
             let rows = self
                 .source
                 .client()
-                .query(
-                    "SELECT room_id FROM local_current_membership
-                     WHERE user_id = $1 AND room_id = ANY($2)",
-                    &[&user.as_str(), &ids],
-                )
+                .query(queries::ROOMS_OF_USER, &[&user.as_str(), &ids])
                 .await?;
             Ok(room_ids(&rows))
         }

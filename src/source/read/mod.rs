@@ -15,19 +15,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use tracing::warn;
 
-use super::{SourceDatabase, SourceError};
+use super::{queries, SourceDatabase, SourceError};
 use crate::feed::{Event, EventRow, FeedRow, ForgetRow, InlineEvent, StateRow};
 use crate::model::{EventId, RoomId, UserId};
 use crate::rules::RelevantKey;
-
-/// The columns every event query selects, in this order (see [`event_from_row`]).
-const EVENT_COLUMNS: &str = "e.stream_ordering, e.event_id, e.room_id, e.type, e.state_key, \
-     e.sender, e.outlier, COALESCE(e.instance_name, 'master'), \
-     (e.rejection_reason IS NOT NULL OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id)), \
-     CASE WHEN e.state_key IS NOT NULL OR e.type = 'm.room.redaction' \
-          THEN (SELECT j.json FROM event_json j WHERE j.event_id = e.event_id) END, \
-     CASE WHEN e.type = 'm.room.member' \
-          THEN (SELECT j.internal_metadata FROM event_json j WHERE j.event_id = e.event_id) END";
 
 /// One event read from Synapse, with where and by whom it was stored.
 #[derive(Debug, Clone)]
@@ -199,19 +190,18 @@ fn redact_content(event: &mut Event) {
     std::sync::Arc::make_mut(&mut event.content).retain(|k, _| keep.contains(&k.as_str()));
 }
 
-/// A range's query filter: all rooms, or a set of rooms.
-fn room_filter<'a>(
-    column: &str,
+/// The parameters of a stream-range query: the range, then the rooms when
+/// the range is limited to a set of rooms.
+fn range_parameters<'a>(
+    from: &'a i64,
+    to: &'a i64,
     rooms: &'a Option<&'a [String]>,
-    params: &mut Vec<&'a (dyn ToSql + Sync)>,
-) -> String {
-    match rooms {
-        None => String::new(),
-        Some(rooms) => {
-            params.push(rooms);
-            format!(" AND {column} = ANY(${})", params.len())
-        }
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![from, to];
+    if let Some(rooms) = rooms {
+        parameters.push(rooms);
     }
+    parameters
 }
 
 impl SourceDatabase {
@@ -225,14 +215,7 @@ impl SourceDatabase {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS}, EXISTS (
-                 SELECT 1 FROM redactions rd JOIN events re ON re.event_id = rd.event_id
-                 WHERE rd.redacts = e.event_id AND re.stream_ordering <= $2
-                   AND re.rejection_reason IS NULL)
-             FROM events e
-             WHERE e.event_id = ANY($1)"
-        );
+        let sql = queries::events_by_id();
         let rows = self.client().query(&sql, &[&ids, &to]).await?;
         let mut found = HashMap::new();
         for row in &rows {
@@ -262,13 +245,8 @@ impl SourceDatabase {
             return Ok(result);
         }
         // Events newly persisted in the range.
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-        let filter = room_filter("e.room_id", &rooms, &mut params);
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2{filter}
-             ORDER BY e.stream_ordering"
-        );
+        let params = range_parameters(&from, &to, &rooms);
+        let sql = queries::events_in_range(rooms.is_some());
         let event_rows = self.client().query(&sql, &params).await?;
         let events: Vec<SourceEvent> = event_rows
             .iter()
@@ -277,26 +255,11 @@ impl SourceDatabase {
         result.events = events.len();
 
         // Events de-outliered in the range (they keep their old ordering).
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-        let filter = room_filter("e.room_id", &rooms, &mut params);
-        let sql = format!(
-            "SELECT x.event_stream_ordering, COALESCE(x.instance_name, 'master'), {EVENT_COLUMNS}
-             FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
-            
-             WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2{filter}
-             ORDER BY x.event_stream_ordering"
-        );
+        let sql = queries::ex_outliers_in_range(rooms.is_some());
         let ex_outlier_rows = self.client().query(&sql, &params).await?;
 
         // Current-state deltas in the range.
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&from, &to];
-        let filter = room_filter("room_id", &rooms, &mut params);
-        let sql = format!(
-            "SELECT stream_id, room_id, type, state_key, event_id, COALESCE(instance_name, 'master')
-             FROM current_state_delta_stream
-             WHERE stream_id > $1 AND stream_id <= $2{filter}
-             ORDER BY stream_id, room_id, type, state_key"
-        );
+        let sql = queries::deltas_in_range(rooms.is_some());
         let delta_rows = self.client().query(&sql, &params).await?;
 
         // (stream id, order within the id, writer, row)
@@ -556,16 +519,7 @@ impl SourceDatabase {
     ) -> Result<bool, SourceError> {
         let row = self
             .client()
-            .query_opt(
-                "SELECT stream_id, bool_and(event_id IS NULL),
-                        bool_or(type = 'm.room.create' AND state_key = '')
-                 FROM current_state_delta_stream
-                 WHERE room_id = $1 AND stream_id = (
-                     SELECT MAX(stream_id) FROM current_state_delta_stream
-                     WHERE room_id = $1 AND stream_id <= $2)
-                 GROUP BY stream_id",
-                &[&room_id, &position],
-            )
+            .query_opt(queries::LAST_DELTA_AT_OR_BEFORE, &[&room_id, &position])
             .await?;
         Ok(row.is_some_and(|r| r.get::<_, bool>(1) && r.get::<_, bool>(2)))
     }
@@ -579,13 +533,10 @@ impl SourceDatabase {
         rooms: Option<&[String]>,
     ) -> Result<Vec<(RoomId, UserId, EventId)>, SourceError> {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&to];
-        let filter = room_filter("m.room_id", &rooms, &mut params);
-        let sql = format!(
-            "SELECT m.room_id, m.user_id, m.event_id
-             FROM local_current_membership c
-             JOIN room_memberships m ON m.event_id = c.event_id
-             WHERE m.forgotten = 1 AND c.event_stream_ordering <= $1{filter}"
-        );
+        if let Some(rooms) = &rooms {
+            params.push(rooms);
+        }
+        let sql = queries::forgotten_memberships(rooms.is_some());
         let rows = self.client().query(&sql, &params).await?;
         Ok(rows
             .iter()
