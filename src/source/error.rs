@@ -9,8 +9,24 @@
 pub(crate) enum SourceError {
     #[error("invalid source database URL")]
     BadUrl(#[source] tokio_postgres::Error),
-    #[error("source database error")]
-    Database(#[from] tokio_postgres::Error),
+    #[error("connecting to the source database failed")]
+    Connect(#[source] tokio_postgres::Error),
+    /// A query against Synapse's schema failed as a whole.
+    #[error("the source query for {query} failed")]
+    Query {
+        query: &'static str,
+        #[source]
+        cause: tokio_postgres::Error,
+    },
+    /// A column of a row Synapse's database returned holds what roomcache
+    /// cannot read: a schema change, or NULL where a value was expected.
+    #[error("the source query for {query} returned an unreadable {column}")]
+    Column {
+        query: &'static str,
+        column: &'static str,
+        #[source]
+        cause: tokio_postgres::Error,
+    },
     #[error("the source database holds an invalid value ({what}): {reason}")]
     Invalid { what: &'static str, reason: String },
     #[error("roomcache's database failed")]

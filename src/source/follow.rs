@@ -167,13 +167,9 @@ impl Follower {
         let mut gone = Vec::new();
         for chunk in cached.chunks(10_000) {
             let ids: Vec<&str> = chunk.iter().map(RoomId::as_str).collect();
-            let rows = self
-                .source
-                .client()
-                .query(queries::ROOMS_PRESENT, &[&ids])
-                .await?;
+            let rows = self.source.rows(&queries::ROOMS_PRESENT, &[&ids]).await?;
             let present: std::collections::HashSet<&str> =
-                rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+                rows.iter().filter_map(|row| row.column(0).ok()).collect();
             gone.extend(
                 chunk
                     .iter()

@@ -122,13 +122,8 @@ async fn next_rooms(
     after: &str,
     limit: i64,
 ) -> Result<Vec<String>, SourceError> {
-    let rows = source
-        .client()
-        .query(queries::NEXT_ROOMS, &[&after, &limit])
-        .await?;
-    rows.iter()
-        .map(|r| r.try_get(0).map_err(SourceError::from))
-        .collect()
+    let rows = source.rows(&queries::NEXT_ROOMS, &[&after, &limit]).await?;
+    rows.iter().map(|row| row.column(0)).collect()
 }
 
 /// What an import did.
@@ -191,11 +186,7 @@ pub(crate) async fn run_import(
             }
         }
     };
-    let total: i64 = source
-        .client()
-        .query_one(queries::ROOM_COUNT, &[])
-        .await?
-        .try_get(0)?;
+    let total: i64 = source.one_row(&queries::ROOM_COUNT, &[]).await?.column(0)?;
     let bar = ProgressBar::with_draw_target(
         Some(total.max(0) as u64),
         if options.progress_bar && std::io::stderr().is_terminal() {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use super::database::SourceRow;
 use super::{import, queries, SourceDatabase, SourceError};
 use crate::model::{RoomId, UserId};
 use crate::supervisor::recalc::{RecomputedRooms, Upstream};
@@ -28,9 +29,9 @@ impl SynapseUpstream {
     }
 }
 
-fn room_ids(rows: &[tokio_postgres::Row]) -> Vec<RoomId> {
+fn room_ids(rows: &[SourceRow]) -> Vec<RoomId> {
     rows.iter()
-        .filter_map(|row| row.try_get::<_, &str>(0).ok())
+        .filter_map(|row| row.column::<&str>(0).ok())
         .filter_map(|id| RoomId::parse(id).ok())
         .collect()
 }
@@ -47,8 +48,7 @@ impl Upstream for SynapseUpstream {
             }
             let rows = self
                 .source
-                .client()
-                .query(queries::CHANGED_ROOMS, &[&from, &to])
+                .rows(&queries::CHANGED_ROOMS, &[&from, &to])
                 .await?;
             Ok(room_ids(&rows))
         }
@@ -76,8 +76,7 @@ impl Upstream for SynapseUpstream {
             let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
             let rows = self
                 .source
-                .client()
-                .query(queries::ROOMS_OF_USER, &[&user.as_str(), &ids])
+                .rows(&queries::ROOMS_OF_USER, &[&user.as_str(), &ids])
                 .await?;
             Ok(room_ids(&rows))
         }

@@ -11,10 +11,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
 use tracing::warn;
 
+use super::database::SourceRow;
 use super::{queries, SourceDatabase, SourceError};
 use crate::feed::{Event, EventRow, FeedRow, ForgetRow, InlineEvent, StateRow};
 use crate::model::{EventId, RoomId, UserId};
@@ -73,20 +72,21 @@ struct StoredUnsigned {
     knock_room_state: Option<Value>,
 }
 
-/// Parses one row selected with [`EVENT_COLUMNS`] starting at `offset`.
-/// `None` (with a warning) for an event whose identifiers are invalid.
-fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
-    let stream_ordering: Option<i64> = row.get(offset);
-    let event_id: String = row.get(offset + 1);
-    let room_id: String = row.get(offset + 2);
-    let event_type: String = row.get(offset + 3);
-    let state_key: Option<String> = row.get(offset + 4);
-    let sender: Option<String> = row.get(offset + 5);
-    let outlier: bool = row.get(offset + 6);
-    let writer: String = row.get(offset + 7);
-    let rejected: bool = row.get(offset + 8);
-    let json: Option<String> = row.get(offset + 9);
-    let internal_metadata: Option<String> = row.get(offset + 10);
+/// Parses one row selected with the event columns (see
+/// [`queries::EVENT_COLUMN_COUNT`]) starting at `offset`. `None` (with a
+/// warning) for an event whose identifiers are invalid.
+fn event_from_row(row: &SourceRow, offset: usize) -> Result<Option<SourceEvent>, SourceError> {
+    let stream_ordering: Option<i64> = row.column(offset)?;
+    let event_id: String = row.column(offset + 1)?;
+    let room_id: String = row.column(offset + 2)?;
+    let event_type: String = row.column(offset + 3)?;
+    let state_key: Option<String> = row.column(offset + 4)?;
+    let sender: Option<String> = row.column(offset + 5)?;
+    let outlier: bool = row.column(offset + 6)?;
+    let writer: String = row.column(offset + 7)?;
+    let rejected: bool = row.column(offset + 8)?;
+    let json: Option<String> = row.column(offset + 9)?;
+    let internal_metadata: Option<String> = row.column(offset + 10)?;
 
     // Only the fields the rules read are parsed; signatures, hashes and the
     // rest of the event are skipped.
@@ -136,13 +136,13 @@ fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
             event_id,
             room_id, "skipping a source event with invalid identifiers"
         );
-        return None;
+        return Ok(None);
     };
     let Some(stream_ordering) = stream_ordering else {
         warn!(%event_id, "skipping a source event without a stream ordering");
-        return None;
+        return Ok(None);
     };
-    Some(SourceEvent {
+    Ok(Some(SourceEvent {
         stream_ordering,
         writer,
         event: Event {
@@ -159,7 +159,7 @@ fn event_from_row(row: &Row, offset: usize) -> Option<SourceEvent> {
         rejected,
         out_of_band_membership: flag("out_of_band_membership"),
         soft_failed: flag("soft_failed"),
-    })
+    }))
 }
 
 /// The content a client is served after a redaction (only the keys the
@@ -190,20 +190,6 @@ fn redact_content(event: &mut Event) {
     std::sync::Arc::make_mut(&mut event.content).retain(|k, _| keep.contains(&k.as_str()));
 }
 
-/// The parameters of a stream-range query: the range, then the rooms when
-/// the range is limited to a set of rooms.
-fn range_parameters<'a>(
-    from: &'a i64,
-    to: &'a i64,
-    rooms: &'a Option<&'a [String]>,
-) -> Vec<&'a (dyn ToSql + Sync)> {
-    let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![from, to];
-    if let Some(rooms) = rooms {
-        parameters.push(rooms);
-    }
-    parameters
-}
-
 impl SourceDatabase {
     /// Events by ID (for state rows that refer to events outside the range),
     /// with redactions at or before `to` applied as Synapse would serve them.
@@ -215,12 +201,11 @@ impl SourceDatabase {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = queries::events_by_id();
-        let rows = self.client().query(&sql, &[&ids, &to]).await?;
+        let rows = self.rows(&queries::EVENTS_BY_ID, &[&ids, &to]).await?;
         let mut found = HashMap::new();
         for row in &rows {
-            let redacted: bool = row.get(11);
-            if let Some(mut event) = event_from_row(row, 0) {
+            let redacted: bool = row.column(queries::EVENT_COLUMN_COUNT)?;
+            if let Some(mut event) = event_from_row(row, 0)? {
                 if redacted {
                     redact_content(&mut event.event);
                 }
@@ -245,22 +230,24 @@ impl SourceDatabase {
             return Ok(result);
         }
         // Events newly persisted in the range.
-        let params = range_parameters(&from, &to, &rooms);
-        let sql = queries::events_in_range(rooms.is_some());
-        let event_rows = self.client().query(&sql, &params).await?;
-        let events: Vec<SourceEvent> = event_rows
-            .iter()
-            .filter_map(|r| event_from_row(r, 0))
-            .collect();
+        let event_rows = self
+            .rows_of_rooms(&queries::EVENTS_IN_RANGE, &[&from, &to], rooms)
+            .await?;
+        let mut events: Vec<SourceEvent> = Vec::new();
+        for row in &event_rows {
+            events.extend(event_from_row(row, 0)?);
+        }
         result.events = events.len();
 
         // Events de-outliered in the range (they keep their old ordering).
-        let sql = queries::ex_outliers_in_range(rooms.is_some());
-        let ex_outlier_rows = self.client().query(&sql, &params).await?;
+        let ex_outlier_rows = self
+            .rows_of_rooms(&queries::EX_OUTLIERS_IN_RANGE, &[&from, &to], rooms)
+            .await?;
 
         // Current-state deltas in the range.
-        let sql = queries::deltas_in_range(rooms.is_some());
-        let delta_rows = self.client().query(&sql, &params).await?;
+        let delta_rows = self
+            .rows_of_rooms(&queries::DELTAS_IN_RANGE, &[&from, &to], rooms)
+            .await?;
 
         // (stream id, order within the id, writer, row)
         let mut rows: Vec<(i64, u8, String, FeedRow)> = Vec::new();
@@ -283,9 +270,9 @@ impl SourceDatabase {
             ));
         }
         for row in &ex_outlier_rows {
-            let stream_id: i64 = row.get(0);
-            let writer: String = row.get(1);
-            let Some(event) = event_from_row(row, 2) else {
+            let stream_id: i64 = row.column(0)?;
+            let writer: String = row.column(1)?;
+            let Some(event) = event_from_row(row, 2)? else {
                 continue;
             };
             in_range.insert(event.event.event_id.as_str().to_owned());
@@ -317,9 +304,9 @@ impl SourceDatabase {
         }
         let mut deltas: Vec<Delta> = Vec::new();
         for row in &delta_rows {
-            let stream_id: i64 = row.get(0);
-            let room_id: String = row.get(1);
-            let key = (row.get(2), row.get(3), row.get(4));
+            let stream_id: i64 = row.column(0)?;
+            let room_id: String = row.column(1)?;
+            let key = (row.column(2)?, row.column(3)?, row.column(4)?);
             match deltas.last_mut() {
                 Some(last) if last.stream_id == stream_id && last.room_id == room_id => {
                     last.keys.push(key)
@@ -327,7 +314,7 @@ impl SourceDatabase {
                 _ => deltas.push(Delta {
                     stream_id,
                     room_id,
-                    writer: row.get(5),
+                    writer: row.column(5)?,
                     keys: vec![key],
                 }),
             }
@@ -518,10 +505,12 @@ impl SourceDatabase {
         position: i64,
     ) -> Result<bool, SourceError> {
         let row = self
-            .client()
-            .query_opt(queries::LAST_DELTA_AT_OR_BEFORE, &[&room_id, &position])
+            .optional_row(&queries::LAST_DELTA_AT_OR_BEFORE, &[&room_id, &position])
             .await?;
-        Ok(row.is_some_and(|r| r.get::<_, bool>(1) && r.get::<_, bool>(2)))
+        match row {
+            Some(row) => Ok(row.column::<bool>(1)? && row.column::<bool>(2)?),
+            None => Ok(false),
+        }
     }
 
     /// Local users' current memberships that are forgotten, with their
@@ -532,22 +521,23 @@ impl SourceDatabase {
         to: i64,
         rooms: Option<&[String]>,
     ) -> Result<Vec<(RoomId, UserId, EventId)>, SourceError> {
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&to];
-        if let Some(rooms) = &rooms {
-            params.push(rooms);
+        let rows = self
+            .rows_of_rooms(&queries::FORGOTTEN_MEMBERSHIPS, &[&to], rooms)
+            .await?;
+        let mut forgotten = Vec::new();
+        for row in &rows {
+            let (room_id, user_id, event_id): (&str, &str, &str) =
+                (row.column(0)?, row.column(1)?, row.column(2)?);
+            // A membership with an invalid identifier is skipped.
+            if let (Ok(room_id), Ok(user_id), Ok(event_id)) = (
+                RoomId::parse(room_id),
+                UserId::parse(user_id),
+                EventId::parse(event_id),
+            ) {
+                forgotten.push((room_id, user_id, event_id));
+            }
         }
-        let sql = queries::forgotten_memberships(rooms.is_some());
-        let rows = self.client().query(&sql, &params).await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    RoomId::parse(r.get(0)).ok()?,
-                    UserId::parse(r.get(1)).ok()?,
-                    EventId::parse(r.get(2)).ok()?,
-                ))
-            })
-            .collect())
+        Ok(forgotten)
     }
 }
 
