@@ -168,8 +168,10 @@ impl Follower {
         for chunk in cached.chunks(10_000) {
             let ids: Vec<&str> = chunk.iter().map(RoomId::as_str).collect();
             let rows = self.source.rows(&queries::ROOMS_PRESENT, &[&ids]).await?;
-            let present: std::collections::HashSet<&str> =
-                rows.iter().filter_map(|row| row.column(0).ok()).collect();
+            let present = rows
+                .iter()
+                .map(|row| row.column::<&str>(0))
+                .collect::<Result<std::collections::HashSet<&str>, _>>()?;
             gone.extend(
                 chunk
                     .iter()

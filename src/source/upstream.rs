@@ -29,11 +29,15 @@ impl SynapseUpstream {
     }
 }
 
-fn room_ids(rows: &[SourceRow]) -> Vec<RoomId> {
-    rows.iter()
-        .filter_map(|row| row.column::<&str>(0).ok())
-        .filter_map(|id| RoomId::parse(id).ok())
-        .collect()
+/// The valid room IDs of `rows` (an invalid one is skipped).
+fn room_ids(rows: &[SourceRow]) -> Result<Vec<RoomId>, SourceError> {
+    let mut room_ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Ok(room_id) = RoomId::parse(row.column::<&str>(0)?) {
+            room_ids.push(room_id);
+        }
+    }
+    Ok(room_ids)
 }
 
 impl Upstream for SynapseUpstream {
@@ -50,7 +54,7 @@ impl Upstream for SynapseUpstream {
                 .source
                 .rows(&queries::CHANGED_ROOMS, &[&from, &to])
                 .await?;
-            Ok(room_ids(&rows))
+            room_ids(&rows)
         }
         .boxed()
     }
@@ -78,7 +82,7 @@ impl Upstream for SynapseUpstream {
                 .source
                 .rows(&queries::ROOMS_OF_USER, &[&user.as_str(), &ids])
                 .await?;
-            Ok(room_ids(&rows))
+            room_ids(&rows)
         }
         .boxed()
     }
