@@ -103,10 +103,7 @@ impl Follower {
         let mut by_writer: std::collections::BTreeMap<WriterName, Vec<FeedRow>> =
             std::collections::BTreeMap::new();
         for (instance, rows) in range.by_writer() {
-            let writer = WriterName::parse(&instance).map_err(|e| SourceError::Invalid {
-                what: "events.instance_name",
-                reason: e.to_string(),
-            })?;
+            let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
             by_writer.insert(writer, rows);
         }
         let mut extra: Vec<FeedRow> = Vec::new();
@@ -144,9 +141,9 @@ impl Follower {
         for (writer, mut rows) in by_writer {
             rows.push(FeedRow::Position(PositionRow { stream_id: to }));
             let batch = FeedBatch { writer, rows };
-            batch.validate().map_err(|e| SourceError::Invalid {
-                what: "feed batch built from the source",
-                reason: e.to_string(),
+            batch.validate().map_err(|cause| SourceError::FeedBatch {
+                writer: batch.writer.clone(),
+                cause,
             })?;
             let rows = batch.rows.len();
             let ack = self.supervisor.send(SubmitBatch(batch)).await??;
