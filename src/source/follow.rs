@@ -11,8 +11,8 @@
 //! server. Purges delete the room from Synapse's `rooms`: cached rooms
 //! missing there are purged, checked at start and then at most once a
 //! minute. Owns: the polling loop and the lag metric. May not touch:
-//! Synapse's tables (read-only), SQL of roomcache's schema beyond the
-//! store's methods, the rules.
+//! Synapse's tables (read-only), SQL text (Synapse's: the queries module;
+//! roomcache's: only through the store's methods), the rules.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,21 +1,24 @@
 //! Source mode: roomcache beside a real Synapse, reading nothing but
 //! Synapse's Postgres database (read-only).
 //!
-//! Owns: the read-only connection to Synapse's database, the translation of
+//! Owns: the read-only connection to Synapse's database and the running of
+//! queries on it ([`database`]), every SQL string against Synapse's schema
+//! ([`queries`]), the source's errors ([`error`]), the translation of
 //! Synapse's tables into feed rows ([`read`]), the import of every row from
 //! those tables ([`import`]), what the supervisor asks of the source to
 //! invalidate and recompute rooms ([`upstream`]) and the follower that tails
 //! new events into the supervisor ([`follow`]). May not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
-//! tables except through the supervisor, the socket API.
+//! tables except through the supervisor and the store's methods, the socket
+//! API.
 
 mod database;
 mod error;
 pub(crate) mod follow;
 pub(crate) mod import;
 mod queries;
-pub(crate) mod read;
+mod read;
 mod upstream;
 
 pub(crate) use database::SourceDatabase;

@@ -48,7 +48,7 @@ impl RoomsQuery {
 }
 
 /// The columns every event query selects, in this order (see
-/// [`EVENT_COLUMN_NAMES`] and `read::event::event_from_row`); the event's
+/// [`EVENT_COLUMN_NAMES`] and `read::stored_event::event_from_row`); the event's
 /// JSON is read for state events and redactions only, its internal metadata
 /// for membership events only.
 macro_rules! event_columns {

@@ -2,7 +2,8 @@
 //! recompute rooms, and what the reads' fallback asks for a queued room.
 //!
 //! Owns: the [`Upstream`] implementation over [`SourceDatabase`]. May not
-//! touch: roomcache's tables, the recalculation queue (the supervisor's).
+//! touch: SQL text (the queries module's), roomcache's tables, the
+//! recalculation queue (the supervisor's).
 
 use std::sync::Arc;
 

@@ -25,14 +25,14 @@ use crate::model::{EventId, RoomId, UserId};
 
 /// One event read from Synapse, with where and by whom it was stored.
 #[derive(Debug, Clone)]
-pub(crate) struct SourceEvent {
-    pub(crate) stream_ordering: i64,
-    pub(crate) writer: String,
-    pub(crate) event: Event,
-    pub(crate) outlier: bool,
-    pub(crate) rejected: bool,
-    pub(crate) out_of_band_membership: bool,
-    pub(crate) soft_failed: bool,
+struct SourceEvent {
+    stream_ordering: i64,
+    writer: String,
+    event: Event,
+    outlier: bool,
+    rejected: bool,
+    out_of_band_membership: bool,
+    soft_failed: bool,
 }
 
 /// The rows of a stream range in stream order, each with its writer.
