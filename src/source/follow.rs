@@ -11,8 +11,8 @@
 //! server. Purges delete the room from Synapse's `rooms`: cached rooms
 //! missing there are purged, checked at start and then at most once a
 //! minute. Owns: the polling loop and the lag metric. May not touch:
-//! Synapse's tables (read-only), SQL of roomcache's schema beyond the
-//! store's methods, the rules.
+//! Synapse's tables (read-only), SQL text (Synapse's: the queries module;
+//! roomcache's: only through the store's methods), the rules.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use roomcache_core::{PositionTracker, WriterName};
 
 use super::read::forget_rows;
-use super::{SourceDatabase, SourceError};
+use super::{queries, SourceDatabase, SourceError};
 use crate::feed::{FeedBatch, FeedRow, PositionRow, PurgeRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
@@ -103,10 +103,7 @@ impl Follower {
         let mut by_writer: std::collections::BTreeMap<WriterName, Vec<FeedRow>> =
             std::collections::BTreeMap::new();
         for (instance, rows) in range.by_writer() {
-            let writer = WriterName::parse(&instance).map_err(|e| SourceError::Invalid {
-                what: "events.instance_name",
-                reason: e.to_string(),
-            })?;
+            let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
             by_writer.insert(writer, rows);
         }
         let mut extra: Vec<FeedRow> = Vec::new();
@@ -144,9 +141,9 @@ impl Follower {
         for (writer, mut rows) in by_writer {
             rows.push(FeedRow::Position(PositionRow { stream_id: to }));
             let batch = FeedBatch { writer, rows };
-            batch.validate().map_err(|e| SourceError::Invalid {
-                what: "feed batch built from the source",
-                reason: e.to_string(),
+            batch.validate().map_err(|cause| SourceError::FeedBatch {
+                writer: batch.writer.clone(),
+                cause,
             })?;
             let rows = batch.rows.len();
             let ack = self.supervisor.send(SubmitBatch(batch)).await??;
@@ -167,17 +164,11 @@ impl Follower {
         let mut gone = Vec::new();
         for chunk in cached.chunks(10_000) {
             let ids: Vec<&str> = chunk.iter().map(RoomId::as_str).collect();
-            let rows = self
-                .source
-                .client()
-                .query(
-                    "SELECT room_id FROM rooms WHERE room_id = ANY($1)
-                     UNION SELECT room_id FROM local_current_membership WHERE room_id = ANY($1)",
-                    &[&ids],
-                )
-                .await?;
-            let present: std::collections::HashSet<&str> =
-                rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+            let rows = self.source.rows(&queries::ROOMS_PRESENT, &[&ids]).await?;
+            let present = rows
+                .iter()
+                .map(|row| row.column::<&str>(0))
+                .collect::<Result<std::collections::HashSet<&str>, _>>()?;
             gone.extend(
                 chunk
                     .iter()

@@ -24,13 +24,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{info, warn};
 
 use super::read::forget_rows;
-use super::{SourceDatabase, SourceError};
+use super::{queries, SourceDatabase, SourceError};
 use roomcache_core::WriterName;
 
 use crate::feed::FeedRow;
 use crate::model::{RoomId, RowChange};
 use crate::rules::{apply_rows, RoomMemory, RoomState, RulesContext};
-use crate::store::{CommitGroup, ImportProgress};
+use crate::store::{CommitGroup, ImportProgress, Store};
 use crate::supervisor::commit::{CommitUnit, WritePath};
 use crate::supervisor::recalc::RecomputedRooms;
 
@@ -122,19 +122,8 @@ async fn next_rooms(
     after: &str,
     limit: i64,
 ) -> Result<Vec<String>, SourceError> {
-    let rows = source
-        .client()
-        .query(
-            "SELECT room_id FROM (
-                 SELECT room_id FROM rooms WHERE room_id > $1
-                 UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
-             ) t ORDER BY room_id LIMIT $2",
-            &[&after, &limit],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| r.try_get(0).map_err(SourceError::from))
-        .collect()
+    let rows = source.rows(&queries::NEXT_ROOMS, &[&after, &limit]).await?;
+    rows.iter().map(|row| row.column(0)).collect()
 }
 
 /// What an import did.
@@ -159,23 +148,24 @@ pub(crate) struct ImportOptions {
     pub(crate) progress_bar: bool,
 }
 
-/// Runs (or continues) the import until every room is done. Returns at once
-/// if an import already finished.
-pub(crate) async fn run_import(
-    write_path: &WritePath,
-    source: &SourceDatabase,
-    options: &ImportOptions,
-) -> Result<ImportSummary, SourceError> {
-    let store = write_path.store();
-    let mut progress = match store.import_progress().await? {
-        Some(p) if p.finished => {
-            return Ok(ImportSummary {
-                target_position: p.target_position,
-                rooms: p.rooms_done,
-                rows: p.rows_written,
-                ran: false,
-            })
-        }
+/// Where a run of the import starts.
+enum ImportStart {
+    /// An import finished before: nothing to do.
+    Finished(ImportSummary),
+    /// From this progress (a new import's, or an interrupted one's).
+    From(ImportProgress),
+}
+
+/// Where this run starts: done already, continuing an interrupted import,
+/// or a new import up to Synapse's current safe position.
+async fn import_start(store: &Store, source: &SourceDatabase) -> Result<ImportStart, SourceError> {
+    Ok(match store.import_progress().await? {
+        Some(p) if p.finished => ImportStart::Finished(ImportSummary {
+            target_position: p.target_position,
+            rooms: p.rooms_done,
+            rows: p.rows_written,
+            ran: false,
+        }),
         Some(p) => {
             info!(
                 last_room_id = p.last_room_id,
@@ -183,46 +173,124 @@ pub(crate) async fn run_import(
                 target_position = p.target_position,
                 "continuing the interrupted import"
             );
-            p
+            ImportStart::From(p)
         }
         None => {
             let target_position = source.safe_position().await?;
             info!(target_position, "starting the import from Synapse's tables");
-            ImportProgress {
+            ImportStart::From(ImportProgress {
                 target_position,
                 last_room_id: String::new(),
                 rooms_done: 0,
                 rows_written: 0,
                 finished: false,
-            }
+            })
         }
-    };
-    let total: i64 = source
-        .client()
-        .query_one(
-            "SELECT COUNT(*) FROM (SELECT room_id FROM rooms
-                 UNION SELECT room_id FROM local_current_membership) t",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
-    let bar = ProgressBar::with_draw_target(
-        Some(total.max(0) as u64),
-        if options.progress_bar && std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} importing rooms {pos}/{len} [{bar:30}] {per_sec} rooms/s, ETA {eta} {msg}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
+    })
+}
+
+/// The import's progress bar (on stderr when asked for and a terminal) and
+/// log lines.
+struct ImportReport {
+    bar: ProgressBar,
+    /// Rooms to import in all.
+    total: i64,
+    started: Instant,
+    last_log: Instant,
+    rooms_at_start: i64,
+    rows_at_start: i64,
+}
+
+impl ImportReport {
+    fn start(total: i64, progress_bar: bool, progress: &ImportProgress) -> ImportReport {
+        let bar = ProgressBar::with_draw_target(
+            Some(total.max(0) as u64),
+            if progress_bar && std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} importing rooms {pos}/{len} [{bar:30}] {per_sec} rooms/s, ETA {eta} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_position(progress.rooms_done.max(0) as u64);
+        ImportReport {
+            bar,
+            total,
+            started: Instant::now(),
+            last_log: Instant::now(),
+            rooms_at_start: progress.rooms_done,
+            rows_at_start: progress.rows_written,
+        }
     }
-    bar.set_position(progress.rooms_done.max(0) as u64);
-    let started = Instant::now();
-    let mut last_log = Instant::now();
-    let (rooms_at_start, rows_at_start) = (progress.rooms_done, progress.rows_written);
+
+    /// Seconds since this run started (never zero).
+    fn seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Rows written per second in this run, over `seconds`.
+    fn rows_per_second(&self, progress: &ImportProgress, seconds: f64) -> u64 {
+        ((progress.rows_written - self.rows_at_start) as f64 / seconds) as u64
+    }
+
+    /// After each batch: the bar moves; a log line at most every 5 seconds.
+    fn batch_committed(&mut self, progress: &ImportProgress) {
+        self.bar.set_position(progress.rooms_done.max(0) as u64);
+        self.bar
+            .set_message(format!("{} rows", progress.rows_written));
+        if self.last_log.elapsed() >= Duration::from_secs(5) {
+            self.last_log = Instant::now();
+            let seconds = self.seconds();
+            info!(
+                rooms_done = progress.rooms_done,
+                rooms_total = self.total,
+                rows = progress.rows_written,
+                rows_per_second = self.rows_per_second(progress, seconds),
+                "import progress"
+            );
+        }
+    }
+
+    fn finished(self, progress: &ImportProgress) {
+        self.bar.finish_and_clear();
+        let seconds = self.seconds();
+        info!(
+            rooms = progress.rooms_done,
+            rows = progress.rows_written,
+            seconds,
+            rows_per_second = self.rows_per_second(progress, seconds),
+            rooms_this_run = progress.rooms_done - self.rooms_at_start,
+            target_position = progress.target_position,
+            "import finished"
+        );
+    }
+}
+
+/// The commit group of one batch of rooms: their rows and rules memories,
+/// and `progress` (already counting the batch), in one transaction.
+fn batch_group(computed: &RecomputedRooms, progress: &ImportProgress) -> CommitGroup {
+    let mut group = CommitGroup::default();
+    group.add_changes(&computed.changes);
+    for (room, memory) in &computed.memories {
+        group.set_memory(room.clone(), Some(memory.clone()));
+    }
+    group.set_import_progress(progress.clone());
+    group
+}
+
+/// Imports the rooms after `progress.last_room_id`, batch by batch, each
+/// committed with the progress.
+async fn import_batches(
+    store: &Store,
+    source: &SourceDatabase,
+    options: &ImportOptions,
+    progress: &mut ImportProgress,
+    report: &mut ImportReport,
+) -> Result<(), SourceError> {
     let batch_rooms = options.batch_rooms.max(1) as i64;
     let target = progress.target_position;
     let server_name = options.server_name.as_str();
@@ -241,54 +309,54 @@ pub(crate) async fn run_import(
         let Some(last) = rooms.last().cloned() else {
             break;
         };
-        let mut group = CommitGroup::default();
-        group.add_changes(&computed.changes);
-        for (room, memory) in &computed.memories {
-            group.set_memory(room.clone(), Some(memory.clone()));
-        }
         progress.last_room_id = last.clone();
         progress.rooms_done += rooms.len() as i64;
         progress.rows_written += computed.changes.len() as i64;
-        group.set_import_progress(progress.clone());
+        let group = batch_group(&computed, progress);
         drop(computed);
         let following = next_rooms(source, &last, batch_rooms).await?;
         let (committed, next) = tokio::join!(store.commit(&group), compute(following));
         committed?;
         current = next?;
-        bar.set_position(progress.rooms_done.max(0) as u64);
-        bar.set_message(format!("{} rows", progress.rows_written));
-        if last_log.elapsed() >= Duration::from_secs(5) {
-            last_log = Instant::now();
-            let seconds = started.elapsed().as_secs_f64().max(1e-9);
-            info!(
-                rooms_done = progress.rooms_done,
-                rooms_total = total,
-                rows = progress.rows_written,
-                rows_per_second = ((progress.rows_written - rows_at_start) as f64 / seconds) as u64,
-                "import progress"
-            );
-        }
+        report.batch_committed(progress);
     }
-    // The hand-over: the writers' positions move to the import's position
-    // through the write path, with the progress marked finished.
+    Ok(())
+}
+
+/// The hand-over: the writers' positions move to the import's position
+/// through the write path, with the progress marked finished.
+async fn hand_over(
+    write_path: &WritePath,
+    writers: &[WriterName],
+    progress: &mut ImportProgress,
+) -> Result<(), SourceError> {
     progress.finished = true;
     let mut unit = CommitUnit::default();
-    for writer in &options.writers {
+    for writer in writers {
         unit.advance(writer, progress.target_position);
     }
     unit.import_progress(progress.clone());
     write_path.commit(unit).await?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    info!(
-        rooms = progress.rooms_done,
-        rows = progress.rows_written,
-        seconds,
-        rows_per_second = ((progress.rows_written - rows_at_start) as f64 / seconds) as u64,
-        rooms_this_run = progress.rooms_done - rooms_at_start,
-        target_position = progress.target_position,
-        "import finished"
-    );
+    Ok(())
+}
+
+/// Runs (or continues) the import until every room is done. Returns at once
+/// if an import already finished.
+pub(crate) async fn run_import(
+    write_path: &WritePath,
+    source: &SourceDatabase,
+    options: &ImportOptions,
+) -> Result<ImportSummary, SourceError> {
+    let store = write_path.store();
+    let mut progress = match import_start(store, source).await? {
+        ImportStart::Finished(summary) => return Ok(summary),
+        ImportStart::From(progress) => progress,
+    };
+    let total: i64 = source.one_row(&queries::ROOM_COUNT, &[]).await?.column(0)?;
+    let mut report = ImportReport::start(total, options.progress_bar, &progress);
+    import_batches(store, source, options, &mut progress, &mut report).await?;
+    hand_over(write_path, &options.writers, &mut progress).await?;
+    report.finished(&progress);
     Ok(ImportSummary {
         target_position: progress.target_position,
         rooms: progress.rooms_done,

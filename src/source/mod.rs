@@ -1,99 +1,26 @@
 //! Source mode: roomcache beside a real Synapse, reading nothing but
 //! Synapse's Postgres database (read-only).
 //!
-//! Owns: the read-only connection to Synapse's database, the translation of
+//! Owns: the read-only connection to Synapse's database and the running of
+//! queries on it ([`database`]), every SQL string against Synapse's schema
+//! ([`queries`]), the source's errors ([`error`]), the translation of
 //! Synapse's tables into feed rows ([`read`]), the import of every row from
 //! those tables ([`import`]), what the supervisor asks of the source to
 //! invalidate and recompute rooms ([`upstream`]) and the follower that tails
 //! new events into the supervisor ([`follow`]). May not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
-//! tables except through the supervisor, the socket API.
+//! tables except through the supervisor and the store's methods, the socket
+//! API.
 
+mod database;
+mod error;
 pub(crate) mod follow;
 pub(crate) mod import;
-pub(crate) mod read;
+mod queries;
+mod read;
 mod upstream;
 
-use tokio_postgres::{Client, NoTls};
-use tracing::warn;
-
+pub(crate) use database::SourceDatabase;
+pub(crate) use error::SourceError;
 pub(crate) use upstream::SynapseUpstream;
-
-/// Why reading Synapse's database failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SourceError {
-    #[error("invalid source database URL")]
-    BadUrl(#[source] tokio_postgres::Error),
-    #[error("source database error")]
-    Database(#[from] tokio_postgres::Error),
-    #[error("the source database holds an invalid value ({what}): {reason}")]
-    Invalid { what: &'static str, reason: String },
-    #[error("roomcache's database failed")]
-    Store(#[from] crate::store::StoreError),
-    #[error("the rules refused the source's rows")]
-    Rule(#[from] crate::rules::RuleError),
-    #[error("the supervisor refused a batch")]
-    Batch(#[from] crate::supervisor::BatchError),
-    #[error("the supervisor is not running")]
-    Mailbox(#[from] actix::MailboxError),
-}
-
-/// A read-only connection to Synapse's database. Every transaction on it is
-/// read-only (`default_transaction_read_only`), so roomcache cannot write to
-/// Synapse's tables even by mistake.
-pub(crate) struct SourceDatabase {
-    client: Client,
-}
-
-impl SourceDatabase {
-    /// Connects to `url` with read-only transactions by default.
-    pub(crate) async fn connect(url: &str) -> Result<SourceDatabase, SourceError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(SourceError::BadUrl)?;
-        // JIT compilation costs more than it saves on these short queries.
-        config.options("-c default_transaction_read_only=on -c jit=off");
-        config.application_name("roomcache-source");
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                warn!(%error, "the source database connection closed");
-            }
-        });
-        client
-            .batch_execute("SET default_transaction_read_only = on")
-            .await?;
-        Ok(SourceDatabase { client })
-    }
-
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The highest events-stream position up to which everything is
-    /// persisted: the minimum of the writers' `stream_positions` rows for the
-    /// events stream; for a database without such rows (a single writer
-    /// that never wrote one), the highest stream ordering in use.
-    pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'events'",
-                &[],
-            )
-            .await?;
-        if let Some(position) = row.try_get::<_, Option<i64>>(0)? {
-            return Ok(position.max(0));
-        }
-        let row = self
-            .client
-            .query_one(
-                "SELECT GREATEST(
-                    (SELECT MAX(stream_ordering) FROM events),
-                    (SELECT MAX(stream_id) FROM current_state_delta_stream),
-                    (SELECT MAX(event_stream_ordering) FROM ex_outlier_stream))",
-                &[],
-            )
-            .await?;
-        Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0).max(0))
-    }
-}

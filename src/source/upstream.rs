@@ -2,14 +2,16 @@
 //! recompute rooms, and what the reads' fallback asks for a queued room.
 //!
 //! Owns: the [`Upstream`] implementation over [`SourceDatabase`]. May not
-//! touch: roomcache's tables, the recalculation queue (the supervisor's).
+//! touch: SQL text (the queries module's), roomcache's tables, the
+//! recalculation queue (the supervisor's).
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::{import, SourceDatabase, SourceError};
+use super::database::SourceRow;
+use super::{import, queries, SourceDatabase, SourceError};
 use crate::model::{RoomId, UserId};
 use crate::supervisor::recalc::{RecomputedRooms, Upstream};
 
@@ -28,11 +30,15 @@ impl SynapseUpstream {
     }
 }
 
-fn room_ids(rows: &[tokio_postgres::Row]) -> Vec<RoomId> {
-    rows.iter()
-        .filter_map(|row| row.try_get::<_, &str>(0).ok())
-        .filter_map(|id| RoomId::parse(id).ok())
-        .collect()
+/// The valid room IDs of `rows` (an invalid one is skipped).
+fn room_ids(rows: &[SourceRow]) -> Result<Vec<RoomId>, SourceError> {
+    let mut room_ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Ok(room_id) = RoomId::parse(row.column::<&str>(0)?) {
+            room_ids.push(room_id);
+        }
+    }
+    Ok(room_ids)
 }
 
 impl Upstream for SynapseUpstream {
@@ -47,17 +53,9 @@ impl Upstream for SynapseUpstream {
             }
             let rows = self
                 .source
-                .client()
-                .query(
-                    "SELECT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
-                     UNION SELECT room_id FROM current_state_delta_stream WHERE stream_id > $1 AND stream_id <= $2
-                     UNION SELECT e.room_id FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
-                           WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2
-                     ORDER BY 1",
-                    &[&from, &to],
-                )
+                .rows(&queries::CHANGED_ROOMS, &[&from, &to])
                 .await?;
-            Ok(room_ids(&rows))
+            room_ids(&rows)
         }
         .boxed()
     }
@@ -83,14 +81,9 @@ impl Upstream for SynapseUpstream {
             let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
             let rows = self
                 .source
-                .client()
-                .query(
-                    "SELECT room_id FROM local_current_membership
-                     WHERE user_id = $1 AND room_id = ANY($2)",
-                    &[&user.as_str(), &ids],
-                )
+                .rows(&queries::ROOMS_OF_USER, &[&user.as_str(), &ids])
                 .await?;
-            Ok(room_ids(&rows))
+            room_ids(&rows)
         }
         .boxed()
     }
