@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod crash;
+mod fallback;
 mod positions;
 mod properties;
 mod room_list;

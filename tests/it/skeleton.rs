@@ -1,7 +1,7 @@
 //! End-to-end checks of the walking skeleton: feed → read back → restart →
 //! read back identical, with Postgres equal to what is served.
 
-use crate::support::server::{post_to, TestServer};
+use crate::support::server::{post_to, ServerOptions, TestServer};
 use serde_json::json;
 
 fn create_room_batch() -> serde_json::Value {
@@ -169,5 +169,50 @@ async fn sigterm_drains_in_flight_batches_and_every_acknowledged_batch_survives(
             "room {room} has every acknowledged message"
         );
     }
+    server.assert_postgres_matches_served().await;
+}
+
+/// Room actors unused for `room_actor_idle_ms` are stopped, and the next
+/// batch of their room re-creates them from the committed state in
+/// Postgres: the rows it writes are those of the whole room's history, not
+/// of an empty room (a rename of a room the server had never seen would
+/// leave no joined row).
+#[tokio::test]
+async fn idle_room_actors_are_stopped_and_recreated_from_committed_state() {
+    let server = TestServer::start_with(ServerOptions {
+        extra_args: vec!["--room-actor-idle-ms".into(), "300".into()],
+        ..Default::default()
+    })
+    .await;
+    server.feed(&create_room_batch()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = server.get("/v1/status").await.body;
+        if status["room_actors"] == 0 {
+            break;
+        }
+        assert_eq!(status["room_actors"], 1, "{status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle actor was never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rename = json!({"writer": "master", "rows": [
+        {"kind": "event", "stream_id": 5, "event": {"event_id": "$rename", "room_id": "!tea:example.org",
+            "type": "m.room.name", "state_key": "", "sender": "@alice:example.org",
+            "content": {"name": "Green tea"}}},
+        {"kind": "state", "stream_id": 5, "room_id": "!tea:example.org", "type": "m.room.name",
+            "state_key": "", "event_id": "$rename"}
+    ]});
+    assert_eq!(server.feed(&rename).await["applied_rows"], 2);
+    assert_eq!(server.get("/v1/status").await.body["room_actors"], 1);
+    let room = server.get("/v1/rooms/!tea:example.org").await;
+    assert_eq!(
+        room.body["room"],
+        json!({"room_id": "!tea:example.org", "event_stream_ordering": 5, "bump_stamp": 2,
+               "room_type": null, "room_name": "Green tea", "is_encrypted": false,
+               "tombstone_successor_room_id": null})
+    );
     server.assert_postgres_matches_served().await;
 }

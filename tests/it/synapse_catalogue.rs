@@ -16,13 +16,13 @@ use crate::support::synapse::{
 };
 use serde_json::json;
 
-struct Scenario {
-    synapse: SynapseDatabase,
-    fake: FakeSynapse,
+pub(crate) struct Scenario {
+    pub(crate) synapse: SynapseDatabase,
+    pub(crate) fake: FakeSynapse,
 }
 
 impl Scenario {
-    async fn new() -> Scenario {
+    pub(crate) async fn new() -> Scenario {
         let synapse = SynapseDatabase::load("small.sql.gz").await;
         let fake = FakeSynapse::new(&synapse).await;
         Scenario { synapse, fake }
@@ -30,7 +30,7 @@ impl Scenario {
 
     /// Starts roomcache on the scenario (importing on first start) and waits
     /// until it has everything.
-    async fn start(&self, import: bool) -> TestServer {
+    pub(crate) async fn start(&self, import: bool) -> TestServer {
         let options = source_options(&self.synapse)
             .import_on_start(import)
             .server_name(HS)
@@ -40,12 +40,12 @@ impl Scenario {
         server
     }
 
-    async fn so(&self, event_id: &str) -> i64 {
+    pub(crate) async fn so(&self, event_id: &str) -> i64 {
         self.fake.stream_ordering(event_id).await
     }
 }
 
-async fn tables(server: &TestServer) -> Tables {
+pub(crate) async fn tables(server: &TestServer) -> Tables {
     Tables::from_rows(&server.rows_in_postgres().await)
 }
 
@@ -56,7 +56,7 @@ fn snapshot_of<'a>(tables: &'a Tables, room: &str, user_id: &str) -> Option<&'a 
     tables.snapshots.get(&(room.to_owned(), user_id.to_owned()))
 }
 
-const ROOM_NAME: &str = "my super duper room";
+pub(crate) const ROOM_NAME: &str = "my super duper room";
 const SPACE_NAME: &str = "my super duper space";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,77 +524,4 @@ async fn t41_a_rejoin_after_a_forget_is_not_forgotten() {
         );
         server.stop().await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_rooms_are_served_by_the_fallback_until_recomputed_never_stale() {
-    let mut s = Scenario::new().await;
-    let (u1, u2) = (user(1), user(2));
-    let r = s.fake.create_room(&u1, None).await;
-    let other = s.fake.create_room(&u1, None).await;
-    let mut server = s.start(true).await;
-    let before = tables(&server).await;
-    server.stop().await;
-    let name = s.fake.name(&r, &u1, ROOM_NAME).await;
-    let join = s.fake.member(&r, &u2, &u2, "join").await;
-    server
-        .options
-        .extra_args
-        .extend(["--source-recalculation-delay-ms".into(), "600000".into()]);
-    server.spawn().await;
-    let status = server.get("/v1/status").await.body;
-    assert_eq!(status["recalculation_queue"], 1, "{status}");
-    // In source mode the socket feed is closed.
-    server
-        .post("/v1/feed", &json!({"writer": "master", "rows": []}))
-        .await
-        .assert_error(409, "ROOMCACHE_SOURCE_MODE");
-    assert_eq!(status["source"]["invalidated_at_start"], 1, "{status}");
-    // The queued room's rows were deleted; reads compute them from Synapse.
-    let answer = server.get(&format!("/v1/rooms/{r}")).await;
-    assert_eq!(answer.body["fallback"], true, "{}", answer.text);
-    assert_eq!(answer.body["room"]["room_name"], ROOM_NAME);
-    assert_eq!(
-        answer.body["room"]["event_stream_ordering"],
-        s.so(&join).await
-    );
-    let answer = server.get(&format!("/v1/users/{u2}/rooms/{r}")).await;
-    assert_eq!(answer.body["fallback"], true, "{}", answer.text);
-    assert_eq!(
-        answer.body["snapshot"]["membership_event_id"],
-        join.as_str()
-    );
-    assert_eq!(answer.body["snapshot"]["room_name"], ROOM_NAME);
-    let rooms = server.served_snapshots(&u2).await;
-    assert_eq!(rooms.len(), 1);
-    assert_eq!(rooms[0].membership_event_id.as_str(), join);
-    // Unchanged rooms are served from the cache as before.
-    let untouched = server.get(&format!("/v1/rooms/{other}")).await;
-    assert_eq!(untouched.body["fallback"], serde_json::Value::Null);
-    assert_eq!(
-        Some(&untouched.body["room"]["room_id"]),
-        Some(&json!(other))
-    );
-    // Restarted without the delay, the queue (kept across the restart) drains.
-    server.stop().await;
-    server
-        .options
-        .extra_args
-        .truncate(server.options.extra_args.len() - 2);
-    server.spawn().await;
-    let status = wait_for_position(&server, s.fake.next_position() - 1).await;
-    assert_eq!(status["recalculation_queue"], 0);
-    // The position had not moved: the same room is found changed again.
-    assert_eq!(status["source"]["invalidated_at_start"], 1, "{status}");
-    let answer = server.get(&format!("/v1/rooms/{r}")).await;
-    assert_eq!(answer.body["fallback"], serde_json::Value::Null);
-    assert_eq!(
-        answer.body["room"]["event_stream_ordering"],
-        s.so(&join).await
-    );
-    assert_eq!(answer.body["room"]["room_name"], ROOM_NAME);
-    let t = tables(&server).await;
-    assert_eq!(t.joined.get(&other), before.joined.get(&other));
-    let _ = name;
-    server.stop().await;
 }
