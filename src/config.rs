@@ -50,6 +50,11 @@ pub(crate) struct Settings {
     pub(crate) source_database_url: Option<String>,
     /// Source mode: milliseconds between polls of Synapse's stream position.
     pub(crate) source_poll_interval_ms: u64,
+    /// Source mode: URL of the Redis Synapse's workers replicate over
+    /// (`redis://host:port/`); roomcache then follows Synapse's replication
+    /// stream and reads new rows as soon as they are announced. Unset:
+    /// polling only.
+    pub(crate) source_redis_url: Option<String>,
     /// Source mode: most events-stream positions read per follow step.
     pub(crate) source_batch_size: i64,
     /// Source mode: rooms per import (and recalculation) batch.
@@ -88,6 +93,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             source_database_url: None,
             source_poll_interval_ms: 200,
+            source_redis_url: None,
             source_batch_size: 1000,
             source_import_batch_rooms: 100,
             source_import_on_start: true,
@@ -172,6 +178,10 @@ pub(crate) struct SettingsArgs {
     /// Source mode: milliseconds between polls of Synapse.
     #[arg(long, env = "ROOMCACHE_SOURCE_POLL_INTERVAL_MS")]
     pub(crate) source_poll_interval_ms: Option<u64>,
+    /// Source mode: URL of the Redis Synapse's workers replicate over
+    /// (empty: polling only).
+    #[arg(long, env = "ROOMCACHE_SOURCE_REDIS_URL")]
+    pub(crate) source_redis_url: Option<String>,
     /// Source mode: most stream positions read per follow step.
     #[arg(long, env = "ROOMCACHE_SOURCE_BATCH_SIZE")]
     pub(crate) source_batch_size: Option<i64>,
@@ -218,6 +228,9 @@ impl Settings {
             source_import_on_start,
             source_recalculation_delay_ms
         );
+        if let Some(url) = &args.source_redis_url {
+            settings.source_redis_url = Some(url.clone()).filter(|u| !u.is_empty());
+        }
         if let Some(url) = &args.source_database_url {
             settings.source_database_url = Some(url.clone()).filter(|u| !u.is_empty());
         }

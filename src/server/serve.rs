@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
+use roomcache_core::StreamToken;
 use std::os::unix::fs::PermissionsExt;
 use tracing::info;
 
@@ -19,6 +20,7 @@ use crate::config::Settings;
 use crate::reads::{ReadSettings, Reads};
 use crate::source::follow::Follower;
 use crate::source::import::{run_import, ImportOptions};
+use crate::source::redis::{Replication, Subscriber};
 use crate::source::{SourceDatabase, SynapseUpstream};
 use crate::store::Store;
 use crate::supervisor::commit::WritePath;
@@ -105,10 +107,9 @@ async fn start_source_mode(
     }
     let upstream: Arc<dyn Upstream> =
         Arc::new(SynapseUpstream::new(source.clone(), &settings.server_name));
-    let invalidation =
-        startup::invalidate_changed_rooms(write_path, upstream.as_ref(), &settings.writers)
-            .await
-            .context("checking for rooms changed in Synapse while roomcache was down")?;
+    let invalidation = startup::invalidate_changed_rooms(write_path, upstream.as_ref())
+        .await
+        .context("checking for rooms changed in Synapse while roomcache was down")?;
     let progress = Arc::new(SourceProgress::default());
     progress.set_invalidated_at_start(invalidation.queued.len());
     Ok(SourceMode {
@@ -119,6 +120,19 @@ async fn start_source_mode(
     })
 }
 
+/// Source mode with `source_redis_url`: the subscription to Synapse's
+/// replication stream, running from now on (it reconnects by itself).
+fn spawn_subscriber(settings: &Settings) -> anyhow::Result<Option<Arc<Replication>>> {
+    let Some(url) = &settings.source_redis_url else {
+        return Ok(None);
+    };
+    let replication = Arc::new(Replication::default());
+    let subscriber = Subscriber::new(url, &settings.server_name, replication.clone())
+        .context("reading source_redis_url")?;
+    actix_rt::spawn(subscriber.run());
+    Ok(Some(replication))
+}
+
 /// Recomputes the queued rooms (after the configured delay), then follows
 /// Synapse until the process stops.
 fn spawn_following(
@@ -127,7 +141,8 @@ fn spawn_following(
     write_path: &WritePath,
     queue: &RecalculationQueue,
     supervisor: Addr<Supervisor>,
-) {
+) -> anyhow::Result<()> {
+    let replication = spawn_subscriber(settings)?;
     let follower = Follower {
         source: source.source,
         store: write_path.store().clone(),
@@ -139,8 +154,10 @@ fn spawn_following(
         writers: settings.writers.clone(),
         poll_interval: Duration::from_millis(settings.source_poll_interval_ms),
         batch_size: settings.source_batch_size,
+        replication,
     };
-    let recalculate = (source.invalidation.from > 0 || !queue.is_empty()).then(|| Recalculate {
+    let covered_nothing = source.invalidation.from == StreamToken::linear(0);
+    let recalculate = (!covered_nothing || !queue.is_empty()).then(|| Recalculate {
         upstream: source.upstream,
         writers: settings.writers.clone(),
         batch_rooms: settings.source_import_batch_rooms,
@@ -161,6 +178,7 @@ fn spawn_following(
         }
         follower.run().await;
     });
+    Ok(())
 }
 
 /// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an actix system.
@@ -179,7 +197,9 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(url) => Some(start_source_mode(&settings, url, &write_path).await?),
         None => None,
     };
-    let queue_position = source.as_ref().map_or(0, |s| s.invalidation.to);
+    let queue_position = source
+        .as_ref()
+        .map_or(StreamToken::linear(0), |s| s.invalidation.to.clone());
     let queue = startup::load(&write_path, queue_position)
         .await
         .context("loading the cached rows")?;
@@ -207,7 +227,7 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let progress = source.as_ref().map(|s| s.progress.clone());
     if let Some(source) = source {
-        spawn_following(&settings, source, &write_path, &queue, supervisor.clone());
+        spawn_following(&settings, source, &write_path, &queue, supervisor.clone())?;
     }
     let state = web::Data::new(ApiState {
         supervisor,

@@ -7,12 +7,20 @@
 //! [`SourceError::Column`]). May not touch: SQL text (the queries module's),
 //! Synapse's tables beyond reading, roomcache's own tables.
 
+use std::collections::BTreeMap;
+
+use roomcache_core::{StreamToken, WriterName};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, NoTls, Row};
 use tracing::warn;
 
-use super::queries::{self, Query, RoomsQuery};
+use super::queries::{self, Query, RangeQuery, RoomsQuery};
+use super::range::StreamRange;
 use super::SourceError;
+
+/// Most positions in use read past the lowest writer position when walking
+/// through consecutive ones (see [`SourceDatabase::safe_token`]).
+const WALK_LIMIT: i64 = 10_000;
 
 /// A query's parameters.
 pub(crate) type Parameters<'a> = [&'a (dyn ToSql + Sync)];
@@ -91,6 +99,46 @@ impl SourceDatabase {
         self.run(&query.query, &sql, &all_parameters).await
     }
 
+    /// Every row `query` returns of `range` (of all rooms, or of `rooms`).
+    pub(crate) async fn rows_in_range(
+        &self,
+        query: &'static RangeQuery,
+        range: &StreamRange,
+        rooms: Option<&[String]>,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let (lowest, highest) = (range.lowest(), range.highest());
+        let bounds = range.writer_bounds();
+        let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![&lowest, &highest];
+        let rooms_parameter = rooms.as_ref().map(|rooms| {
+            parameters.push(rooms);
+            parameters.len()
+        });
+        let bounds_parameter = bounds.as_ref().map(|bounds| {
+            let first = parameters.len() + 1;
+            parameters.extend(bounds.parameters());
+            first
+        });
+        let sql = query.sql(rooms_parameter, bounds_parameter);
+        self.run(query.query(), &sql, &parameters).await
+    }
+
+    /// The rooms with an event, a current-state delta or a de-outliered
+    /// event in `range`, as their IDs (in order).
+    pub(crate) async fn changed_room_ids(
+        &self,
+        range: &StreamRange,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let (lowest, highest) = (range.lowest(), range.highest());
+        let bounds = range.writer_bounds();
+        let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![&lowest, &highest];
+        let bounds_parameter = bounds.as_ref().map(|bounds| {
+            parameters.extend(bounds.parameters());
+            3
+        });
+        let sql = queries::changed_rooms_sql(bounds_parameter);
+        self.run(queries::CHANGED_ROOMS, &sql, &parameters).await
+    }
+
     /// The one row `query` returns (an error if it returns none or more).
     pub(crate) async fn one_row(
         &self,
@@ -145,18 +193,90 @@ impl SourceDatabase {
             .collect())
     }
 
-    /// The highest events-stream position up to which everything is
-    /// persisted: the minimum of the writers' `stream_positions` rows for the
-    /// events stream; for a database without such rows (a single writer
-    /// that never wrote one), the highest stream ordering in use.
-    pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
-        let row = self
-            .one_row(&queries::EVENTS_STREAM_MINIMUM_POSITION, &[])
+    /// The events stream's safe token: every row at or below it, of each
+    /// writer, is committed.
+    ///
+    /// Each writer's position is its `stream_positions` row (an idle
+    /// writer's does not move); the linear part starts at the lowest of
+    /// them and walks on through consecutive positions in use (each one a
+    /// committed row: only committed rows feed the walk, never a bare
+    /// announced position — option S1 of the positions spec, A.13). For a
+    /// database without such rows (a single writer that never wrote one),
+    /// the highest stream ordering in use.
+    pub(crate) async fn safe_token(&self) -> Result<StreamToken, SourceError> {
+        let rows = self
+            .rows(&queries::EVENTS_STREAM_WRITER_POSITIONS, &[])
             .await?;
-        if let Some(position) = row.column::<Option<i64>>(0)? {
-            return Ok(position.max(0));
+        let mut positions: BTreeMap<String, i64> = BTreeMap::new();
+        for row in &rows {
+            positions.insert(row.column(0)?, row.column::<i64>(1)?.max(0));
         }
-        let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
-        Ok(row.column::<Option<i64>>(0)?.unwrap_or(0).max(0))
+        let (Some(lowest), Some(highest)) = (
+            positions.values().min().copied(),
+            positions.values().max().copied(),
+        ) else {
+            let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
+            let highest = row.column::<Option<i64>>(0)?.unwrap_or(0).max(0);
+            return Ok(StreamToken::linear(highest));
+        };
+        let in_use: Vec<i64> = self
+            .rows(
+                &queries::EVENTS_STREAM_POSITIONS_IN_USE,
+                &[&lowest, &highest, &WALK_LIMIT],
+            )
+            .await?
+            .iter()
+            .map(|row| row.column(0))
+            .collect::<Result<_, _>>()?;
+        let stream = walk_consecutive(lowest, &in_use);
+        let mut token = StreamToken::linear(stream);
+        for (name, position) in positions {
+            match WriterName::parse(&name) {
+                Ok(writer) if position > stream => {
+                    token.instance_map.insert(writer, position);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%error, "ignoring Synapse's stream position of a writer roomcache cannot name")
+                }
+            }
+        }
+        Ok(token)
+    }
+
+    /// The events stream's safe linear position ([`Self::safe_token`]'s
+    /// `stream`): every row of every writer at or below it is committed.
+    pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
+        Ok(self.safe_token().await?.stream)
+    }
+}
+
+/// The end of the run of consecutive positions after `start` in `in_use`
+/// (ascending): `start` itself when the next one is missing.
+pub(crate) fn walk_consecutive(start: i64, in_use: &[i64]) -> i64 {
+    let mut reached = start;
+    for &position in in_use {
+        if position <= reached {
+            continue;
+        }
+        if position != reached + 1 {
+            break;
+        }
+        reached = position;
+    }
+    reached
+}
+
+#[cfg(test)]
+mod tests {
+    use super::walk_consecutive;
+
+    #[test]
+    fn the_walk_stops_at_the_first_missing_position() {
+        assert_eq!(walk_consecutive(5, &[]), 5);
+        assert_eq!(walk_consecutive(5, &[6, 7, 8]), 8);
+        assert_eq!(walk_consecutive(5, &[6, 7, 9, 10]), 7);
+        assert_eq!(walk_consecutive(5, &[7, 8]), 5);
+        assert_eq!(walk_consecutive(5, &[4, 5, 6]), 6);
     }
 }

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{info, warn};
 
+use super::range::StreamRange;
 use super::read::forget_rows;
 use super::{queries, SourceDatabase, SourceError};
-use roomcache_core::WriterName;
+use roomcache_core::{StreamToken, WriterName};
 
 use crate::feed::FeedRow;
 use crate::model::{RoomId, RowChange};
@@ -52,15 +53,18 @@ fn replay_room(
     Ok(state)
 }
 
-/// Computes the rows of `rooms` at stream position `to`.
+/// Computes the rows of `rooms` at `to` (each writer's rows up to its
+/// position in the token).
 pub(crate) async fn compute_rooms(
     source: &SourceDatabase,
     rooms: &[String],
-    to: i64,
+    to: &StreamToken,
     server_name: &str,
 ) -> Result<RecomputedRooms, SourceError> {
     let started = Instant::now();
-    let range = source.read_range(0, to, Some(rooms), server_name).await?;
+    let range = source
+        .read_range(&StreamRange::up_to(to), Some(rooms), server_name)
+        .await?;
     let read = started.elapsed();
     let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
     let forgotten_read = started.elapsed();
@@ -76,12 +80,12 @@ pub(crate) async fn compute_rooms(
             .map(|(w, _)| w.clone())
             .unwrap_or_else(|| "master".to_owned())
     };
-    for (room, user, event) in &forgotten {
-        let rows = by_room.entry(room.clone()).or_default();
+    for membership in forgotten {
+        let rows = by_room.entry(membership.room_id.clone()).or_default();
         let writer = forget_writer(rows);
         // The rules apply a group's forgets after its memberships.
-        let stream_id = to.max(1);
-        for row in forget_rows(stream_id, &[(room.clone(), user.clone(), event.clone())]) {
+        let stream_id = to.max_position().max(1);
+        for row in forget_rows(stream_id, &[membership]) {
             rows.push((writer.clone(), row));
         }
     }
@@ -298,7 +302,8 @@ async fn import_batches(
         if rooms.is_empty() {
             return Ok::<_, SourceError>(None);
         }
-        let computed = compute_rooms(source, &rooms, target, server_name).await?;
+        let computed =
+            compute_rooms(source, &rooms, &StreamToken::linear(target), server_name).await?;
         Ok(Some((rooms, computed)))
     };
     let first = next_rooms(source, &progress.last_room_id, batch_rooms).await?;

@@ -27,8 +27,8 @@ impl Query {
 }
 
 /// A query that reads either all rooms or a set of rooms: `query.sql`, then
-/// for a set of rooms ` AND {room_column} = ANY(${n})` with the rooms as the
-/// last parameter `n`, then `rest`.
+/// for a set of rooms ` AND {room_column} = ANY(${n})` with the rooms as
+/// parameter `n`, then `rest`.
 pub(crate) struct RoomsQuery {
     pub(crate) query: Query,
     room_column: &'static str,
@@ -39,12 +39,73 @@ impl RoomsQuery {
     /// The SQL text: of all rooms, or (`rooms_parameter`) of the rooms
     /// passed as that parameter.
     pub(crate) fn sql(&self, rooms_parameter: Option<usize>) -> String {
-        let filter = match rooms_parameter {
-            Some(parameter) => format!(" AND {} = ANY(${parameter})", self.room_column),
-            None => String::new(),
-        };
-        format!("{}{filter}{}", self.query.sql, self.rest)
+        format!(
+            "{}{}{}",
+            self.query.sql,
+            rooms_filter(self.room_column, rooms_parameter),
+            self.rest
+        )
     }
+}
+
+fn rooms_filter(room_column: &str, rooms_parameter: Option<usize>) -> String {
+    match rooms_parameter {
+        Some(parameter) => format!(" AND {room_column} = ANY(${parameter})"),
+        None => String::new(),
+    }
+}
+
+/// A query of the rows of a stream range (`super::range::StreamRange`):
+/// its SQL reads positions in `($1, $2]` (the range's lowest and highest),
+/// then come the room filter of a [`RoomsQuery`] and, for vector tokens,
+/// [`writer_bounds_filter`] on `id_column` and `writer_column`.
+pub(crate) struct RangeQuery {
+    pub(crate) rooms: RoomsQuery,
+    id_column: &'static str,
+    writer_column: &'static str,
+}
+
+impl RangeQuery {
+    /// The SQL text, with the rooms as parameter `rooms_parameter` and the
+    /// writer bounds from parameter `writer_bounds` on (both optional).
+    pub(crate) fn sql(
+        &self,
+        rooms_parameter: Option<usize>,
+        writer_bounds: Option<usize>,
+    ) -> String {
+        format!(
+            "{}{}{}{}",
+            self.rooms.query.sql,
+            rooms_filter(self.rooms.room_column, rooms_parameter),
+            writer_bounds
+                .map(|first| writer_bounds_filter(self.id_column, self.writer_column, first))
+                .unwrap_or_default(),
+            self.rooms.rest
+        )
+    }
+
+    pub(crate) fn query(&self) -> &Query {
+        &self.rooms.query
+    }
+}
+
+/// Keeps a row of writer `writer` at `id` when it lies between the two
+/// tokens for that writer: parameters `first` to `first + 5` are the
+/// `from` token's writers (`text[]`), their positions (`bigint[]`) and its
+/// `stream`, then the same of the `to` token (a writer absent from a
+/// token's map is at its `stream`).
+pub(crate) fn writer_bounds_filter(id: &str, writer: &str, first: usize) -> String {
+    let bound = |names: usize, positions: usize, stream: usize| {
+        format!(
+            "COALESCE((SELECT b.position FROM UNNEST(${names}::text[], ${positions}::bigint[]) \
+             AS b(writer, position) WHERE b.writer = {writer}), ${stream})"
+        )
+    };
+    format!(
+        " AND {id} > {} AND {id} <= {}",
+        bound(first, first + 1, first + 2),
+        bound(first + 3, first + 4, first + 5)
+    )
 }
 
 /// The columns every event query selects, in this order (see
@@ -108,12 +169,31 @@ const fn around_event_columns<const N: usize>(
     names
 }
 
-/// Reads the lowest position the events stream's writers recorded in
-/// `stream_positions` (NULL when none did).
-pub(crate) const EVENTS_STREAM_MINIMUM_POSITION: Query = Query {
-    name: "the events stream's lowest writer position",
-    sql: "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'events'",
-    columns: &["MIN(stream_positions.stream_id)"],
+/// Reads each writer's position in the events stream as recorded in
+/// `stream_positions` (written by each writer after its own commits; an
+/// idle writer's row does not move).
+pub(crate) const EVENTS_STREAM_WRITER_POSITIONS: Query = Query {
+    name: "the events stream's writer positions",
+    sql: "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = 'events'",
+    columns: &[
+        "stream_positions.instance_name",
+        "stream_positions.stream_id",
+    ],
+};
+
+/// Reads the events-stream positions in use in `($1, $2]` (stream
+/// orderings of `events`, positions of `ex_outlier_stream`), in order, at
+/// most `$3`: each is a committed row, so a run of consecutive ones after a
+/// safe position is safe too.
+pub(crate) const EVENTS_STREAM_POSITIONS_IN_USE: Query = Query {
+    name: "events-stream positions in use",
+    sql: "SELECT id FROM (
+                 SELECT stream_ordering AS id FROM events
+                 WHERE stream_ordering > $1 AND stream_ordering <= $2
+                 UNION SELECT event_stream_ordering FROM ex_outlier_stream
+                 WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
+             ) ids ORDER BY id LIMIT $3",
+    columns: &["events.stream_ordering, ex_outlier_stream.event_stream_ordering"],
 };
 
 /// Reads the highest stream ordering in use in `events`,
@@ -128,72 +208,87 @@ pub(crate) const HIGHEST_STREAM_ORDERING: Query = Query {
     columns: &["GREATEST(MAX(events.stream_ordering), MAX(current_state_delta_stream.stream_id), MAX(ex_outlier_stream.event_stream_ordering))"],
 };
 
-/// Reads the events persisted in the stream range `($1, $2]`, in stream
-/// order, as `event_columns!`.
-pub(crate) const EVENTS_IN_RANGE: RoomsQuery = RoomsQuery {
-    query: Query {
-        name: "events in a stream range",
-        sql: concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events e
+/// The writer of an `events` row (NULL, from before multi-writer support:
+/// `master`).
+const EVENT_WRITER: &str = "COALESCE(e.instance_name, 'master')";
+
+/// Reads the events persisted in a stream range, in stream order, as
+/// `event_columns!`.
+pub(crate) const EVENTS_IN_RANGE: RangeQuery = RangeQuery {
+    rooms: RoomsQuery {
+        query: Query {
+            name: "events in a stream range",
+            sql: concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events e
              WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2"
-        ),
-        columns: &EVENT_COLUMN_NAMES,
-    },
-    room_column: "e.room_id",
-    rest: "
+            ),
+            columns: &EVENT_COLUMN_NAMES,
+        },
+        room_column: "e.room_id",
+        rest: "
              ORDER BY e.stream_ordering",
+    },
+    id_column: "e.stream_ordering",
+    writer_column: EVENT_WRITER,
 };
 
-/// Reads the events de-outliered in the stream range `($1, $2]`, in stream
-/// order: the de-outliering's stream position and writer
-/// (`ex_outlier_stream`), then `event_columns!`.
-pub(crate) const EX_OUTLIERS_IN_RANGE: RoomsQuery = RoomsQuery {
-    query: Query {
-        name: "events de-outliered in a stream range",
-        sql: concat!(
-            "SELECT x.event_stream_ordering, COALESCE(x.instance_name, 'master'), ",
-            event_columns!(),
-            "
+/// Reads the events de-outliered in a stream range, in stream order: the
+/// de-outliering's stream position and writer (`ex_outlier_stream`), then
+/// `event_columns!`.
+pub(crate) const EX_OUTLIERS_IN_RANGE: RangeQuery = RangeQuery {
+    rooms: RoomsQuery {
+        query: Query {
+            name: "events de-outliered in a stream range",
+            sql: concat!(
+                "SELECT x.event_stream_ordering, COALESCE(x.instance_name, 'master'), ",
+                event_columns!(),
+                "
              FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
              WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2"
-        ),
-        columns: &around_event_columns::<{ EVENT_COLUMN_COUNT + 2 }>(
-            &[
-                "ex_outlier_stream.event_stream_ordering",
-                "ex_outlier_stream.instance_name",
-            ],
-            &[],
-        ),
-    },
-    room_column: "e.room_id",
-    rest: "
+            ),
+            columns: &around_event_columns::<{ EVENT_COLUMN_COUNT + 2 }>(
+                &[
+                    "ex_outlier_stream.event_stream_ordering",
+                    "ex_outlier_stream.instance_name",
+                ],
+                &[],
+            ),
+        },
+        room_column: "e.room_id",
+        rest: "
              ORDER BY x.event_stream_ordering",
+    },
+    id_column: "x.event_stream_ordering",
+    writer_column: "COALESCE(x.instance_name, 'master')",
 };
 
-/// Reads the current-state deltas in the stream range `($1, $2]` from
+/// Reads the current-state deltas in a stream range from
 /// `current_state_delta_stream`: stream ID, room, type, state key, event ID
 /// (NULL for a deleted key) and writer, in stream order.
-pub(crate) const DELTAS_IN_RANGE: RoomsQuery = RoomsQuery {
-    query: Query {
-        name: "current-state deltas in a stream range",
-        sql:
-            "SELECT stream_id, room_id, type, state_key, event_id, COALESCE(instance_name, 'master')
+pub(crate) const DELTAS_IN_RANGE: RangeQuery = RangeQuery {
+    rooms: RoomsQuery {
+        query: Query {
+            name: "current-state deltas in a stream range",
+            sql: "SELECT stream_id, room_id, type, state_key, event_id, COALESCE(instance_name, 'master')
              FROM current_state_delta_stream
              WHERE stream_id > $1 AND stream_id <= $2",
-        columns: &[
-            "current_state_delta_stream.stream_id",
-            "current_state_delta_stream.room_id",
-            "current_state_delta_stream.type",
-            "current_state_delta_stream.state_key",
-            "current_state_delta_stream.event_id",
-            "current_state_delta_stream.instance_name",
-        ],
-    },
-    room_column: "room_id",
-    rest: "
+            columns: &[
+                "current_state_delta_stream.stream_id",
+                "current_state_delta_stream.room_id",
+                "current_state_delta_stream.type",
+                "current_state_delta_stream.state_key",
+                "current_state_delta_stream.event_id",
+                "current_state_delta_stream.instance_name",
+            ],
+        },
+        room_column: "room_id",
+        rest: "
              ORDER BY stream_id, room_id, type, state_key",
+    },
+    id_column: "stream_id",
+    writer_column: "COALESCE(instance_name, 'master')",
 };
 
 /// Reads the events whose IDs are in `$1`, as `event_columns!` followed by
@@ -235,22 +330,107 @@ pub(crate) const LAST_DELTA_AT_OR_BEFORE: Query = Query {
 
 /// Reads the local users' current memberships (`local_current_membership`)
 /// that are forgotten (`room_memberships.forgotten`), with their event's
-/// stream ordering at or below `$1`: room, user and membership event ID.
+/// stream ordering at or below `$1`: room, user, membership event ID, its
+/// stream ordering and its writer.
 pub(crate) const FORGOTTEN_MEMBERSHIPS: RoomsQuery = RoomsQuery {
     query: Query {
         name: "forgotten current memberships",
-        sql: "SELECT m.room_id, m.user_id, m.event_id
+        sql: "SELECT m.room_id, m.user_id, m.event_id, c.event_stream_ordering,
+                    COALESCE(e.instance_name, 'master')
              FROM local_current_membership c
              JOIN room_memberships m ON m.event_id = c.event_id
+             JOIN events e ON e.event_id = c.event_id
              WHERE m.forgotten = 1 AND c.event_stream_ordering <= $1",
         columns: &[
             "room_memberships.room_id",
             "room_memberships.user_id",
             "room_memberships.event_id",
+            "local_current_membership.event_stream_ordering",
+            "events.instance_name",
         ],
     },
     room_column: "m.room_id",
     rest: "",
+};
+
+/// Reads which of the membership events `$1` are a local user's current
+/// membership and forgotten, as [`FORGOTTEN_MEMBERSHIPS`] does.
+pub(crate) const FORGOTTEN_AMONG_EVENTS: Query = Query {
+    name: "forgotten current memberships among events",
+    sql: "SELECT m.room_id, m.user_id, m.event_id, c.event_stream_ordering,
+                COALESCE(e.instance_name, 'master')
+         FROM room_memberships m
+         JOIN local_current_membership c ON c.event_id = m.event_id
+         JOIN events e ON e.event_id = m.event_id
+         WHERE m.event_id = ANY($1) AND m.forgotten = 1",
+    columns: FORGOTTEN_MEMBERSHIPS.query.columns,
+};
+
+/// Reads which of the (room `$1[i]`, user `$2[i]`) pairs have a forgotten
+/// current membership, as [`FORGOTTEN_MEMBERSHIPS`] does.
+pub(crate) const FORGOTTEN_AMONG_MEMBERS: Query = Query {
+    name: "forgotten current memberships of users in rooms",
+    sql: "SELECT m.room_id, m.user_id, m.event_id, c.event_stream_ordering,
+                COALESCE(e.instance_name, 'master')
+         FROM UNNEST($1::text[], $2::text[]) AS p(room_id, user_id)
+         JOIN local_current_membership c ON c.room_id = p.room_id AND c.user_id = p.user_id
+         JOIN room_memberships m ON m.event_id = c.event_id
+         JOIN events e ON e.event_id = c.event_id
+         WHERE m.forgotten = 1",
+    columns: FORGOTTEN_MEMBERSHIPS.query.columns,
+};
+
+/// Reads the cache invalidations of the functions `$4`
+/// (`cache_invalidation_stream_by_instance`, which Synapse writes in the
+/// same transaction as the change it announces): of each process `$1[i]`
+/// after `$2[i]` and up to `$3[i]`, of any other process after `$5` and up
+/// to `$6`; stream ID, process, function and keys (NULL: every key), in
+/// stream order, at most `$7`. Each process's rows are one range of the
+/// `(instance_name, stream_id)` index.
+pub(crate) const CACHE_INVALIDATIONS: Query = Query {
+    name: "cache invalidations",
+    sql: "SELECT x.stream_id, x.instance_name, x.cache_func, x.keys FROM (
+             SELECT c.stream_id, c.instance_name, c.cache_func, c.keys
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS b(instance, after, up_to)
+             CROSS JOIN LATERAL (
+                 SELECT stream_id, instance_name, cache_func, keys
+                 FROM cache_invalidation_stream_by_instance
+                 WHERE instance_name = b.instance AND stream_id > b.after
+                   AND stream_id <= b.up_to AND cache_func = ANY($4)
+                 ORDER BY stream_id LIMIT $7) c
+             UNION ALL
+             SELECT stream_id, instance_name, cache_func, keys
+             FROM cache_invalidation_stream_by_instance
+             WHERE stream_id > $5 AND stream_id <= $6 AND cache_func = ANY($4)
+               AND NOT (instance_name = ANY($1))
+         ) x ORDER BY x.stream_id LIMIT $7",
+    columns: &[
+        "cache_invalidation_stream_by_instance.stream_id",
+        "cache_invalidation_stream_by_instance.instance_name",
+        "cache_invalidation_stream_by_instance.cache_func",
+        "cache_invalidation_stream_by_instance.keys",
+    ],
+};
+
+/// Reads the lowest and the highest stream ID of the caches stream still
+/// in `cache_invalidation_stream_by_instance` (NULLs when it is empty;
+/// Synapse deletes rows older than a week).
+pub(crate) const CACHES_STREAM_EXTENT: Query = Query {
+    name: "the caches stream's extent",
+    sql: "SELECT MIN(stream_id), MAX(stream_id) FROM cache_invalidation_stream_by_instance",
+    columns: &[
+        "MIN(cache_invalidation_stream_by_instance.stream_id)",
+        "MAX(cache_invalidation_stream_by_instance.stream_id)",
+    ],
+};
+
+/// Reads whether the room `$1` still exists in `rooms` or
+/// `local_current_membership` (a deleted room exists in neither).
+pub(crate) const ROOM_EXISTS: Query = Query {
+    name: "whether a room still exists",
+    sql: "SELECT EXISTS (SELECT 1 FROM rooms WHERE room_id = $1)
+              OR EXISTS (SELECT 1 FROM local_current_membership WHERE room_id = $1)",
+    columns: &["room_id (rooms, local_current_membership)"],
 };
 
 /// Reads up to `$2` room IDs after `$1`, in order, of the rooms in `rooms`
@@ -282,17 +462,66 @@ pub(crate) const ROOMS_PRESENT: Query = Query {
     columns: &["room_id (rooms, local_current_membership)"],
 };
 
+/// The parts of [`changed_rooms_sql`]: the rooms of the events, the
+/// current-state deltas and the de-outliered events of a stream range.
+const CHANGED_ROOMS_PARTS: [RangeQuery; 3] = [
+    RangeQuery {
+        rooms: RoomsQuery {
+            query: Query {
+                name: "rooms changed in a stream range",
+                sql: "SELECT e.room_id FROM events e
+                      WHERE e.stream_ordering > $1 AND e.stream_ordering <= $2",
+                columns: &["room_id (events, current_state_delta_stream, ex_outlier_stream)"],
+            },
+            room_column: "e.room_id",
+            rest: "",
+        },
+        id_column: "e.stream_ordering",
+        writer_column: EVENT_WRITER,
+    },
+    RangeQuery {
+        rooms: RoomsQuery {
+            query: Query {
+                name: "rooms changed in a stream range",
+                sql: "SELECT room_id FROM current_state_delta_stream
+                      WHERE stream_id > $1 AND stream_id <= $2",
+                columns: &[],
+            },
+            room_column: "room_id",
+            rest: "",
+        },
+        id_column: "stream_id",
+        writer_column: "COALESCE(instance_name, 'master')",
+    },
+    RangeQuery {
+        rooms: RoomsQuery {
+            query: Query {
+                name: "rooms changed in a stream range",
+                sql: "SELECT e.room_id FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
+                      WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2",
+                columns: &[],
+            },
+            room_column: "e.room_id",
+            rest: "",
+        },
+        id_column: "x.event_stream_ordering",
+        writer_column: "COALESCE(x.instance_name, 'master')",
+    },
+];
+
 /// Reads the rooms with an event, a current-state delta or a de-outliered
-/// event in the stream range `($1, $2]`, in order.
-pub(crate) const CHANGED_ROOMS: Query = Query {
-    name: "rooms changed in a stream range",
-    sql: "SELECT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2
-                     UNION SELECT room_id FROM current_state_delta_stream WHERE stream_id > $1 AND stream_id <= $2
-                     UNION SELECT e.room_id FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
-                           WHERE x.event_stream_ordering > $1 AND x.event_stream_ordering <= $2
-                     ORDER BY 1",
-    columns: &["room_id (events, current_state_delta_stream)"],
-};
+/// event in a stream range, in order (the [`CHANGED_ROOMS`] query's SQL,
+/// with the writer bounds from parameter `writer_bounds` on).
+pub(crate) fn changed_rooms_sql(writer_bounds: Option<usize>) -> String {
+    let parts: Vec<String> = CHANGED_ROOMS_PARTS
+        .iter()
+        .map(|part| part.sql(None, writer_bounds))
+        .collect();
+    format!("{} ORDER BY 1", parts.join(" UNION "))
+}
+
+/// What [`changed_rooms_sql`] reads (its name and columns, for errors).
+pub(crate) const CHANGED_ROOMS: &Query = &CHANGED_ROOMS_PARTS[0].rooms.query;
 
 /// Reads which of the rooms `$2` the local user `$1` has a current
 /// membership in (`local_current_membership`).
@@ -309,8 +538,8 @@ mod tests {
 
     #[test]
     fn a_room_filter_goes_before_the_rest_with_the_given_parameter() {
-        let of_rooms = DELTAS_IN_RANGE.sql(Some(3));
-        let all = DELTAS_IN_RANGE.sql(None);
+        let of_rooms = DELTAS_IN_RANGE.sql(Some(3), None);
+        let all = DELTAS_IN_RANGE.sql(None, None);
         assert!(of_rooms.ends_with(
             "WHERE stream_id > $1 AND stream_id <= $2 AND room_id = ANY($3)
              ORDER BY stream_id, room_id, type, state_key"
@@ -322,14 +551,37 @@ mod tests {
     }
 
     #[test]
+    fn writer_bounds_follow_the_room_filter_and_number_six_parameters() {
+        let sql = EVENTS_IN_RANGE.sql(Some(3), Some(4));
+        let rooms = sql.find("AND e.room_id = ANY($3)").unwrap();
+        let lower = sql
+            .find("AND e.stream_ordering > COALESCE((SELECT b.position FROM UNNEST($4::text[], $5::bigint[])")
+            .unwrap();
+        let upper = sql
+            .find("AND e.stream_ordering <= COALESCE((SELECT b.position FROM UNNEST($7::text[], $8::bigint[])")
+            .unwrap();
+        assert!(rooms < lower && lower < upper, "{sql}");
+        assert!(sql.contains("WHERE b.writer = COALESCE(e.instance_name, 'master')), $6)"));
+        assert!(
+            sql.ends_with("), $9)\n             ORDER BY e.stream_ordering"),
+            "{sql}"
+        );
+        let changed = changed_rooms_sql(Some(3));
+        assert_eq!(changed.matches(" UNION ").count(), 2);
+        assert_eq!(changed.matches("$8").count(), 3);
+        assert!(changed.ends_with(" ORDER BY 1"));
+        assert!(!changed_rooms_sql(None).contains("UNNEST"));
+    }
+
+    #[test]
     fn column_names_follow_the_event_columns_where_they_sit() {
-        assert_eq!(EX_OUTLIERS_IN_RANGE.query.columns.len(), 13);
+        assert_eq!(EX_OUTLIERS_IN_RANGE.query().columns.len(), 13);
         assert_eq!(
-            EX_OUTLIERS_IN_RANGE.query.column_name(1),
+            EX_OUTLIERS_IN_RANGE.query().column_name(1),
             "ex_outlier_stream.instance_name"
         );
         assert_eq!(
-            EX_OUTLIERS_IN_RANGE.query.column_name(2),
+            EX_OUTLIERS_IN_RANGE.query().column_name(2),
             "events.stream_ordering"
         );
         assert_eq!(EVENTS_BY_ID.columns.len(), 12);
@@ -338,7 +590,7 @@ mod tests {
             "redacted (redactions)"
         );
         assert_eq!(
-            EVENTS_IN_RANGE.query.column_name(EVENT_COLUMN_COUNT),
+            EVENTS_IN_RANGE.query().column_name(EVENT_COLUMN_COUNT),
             "a column the query does not list"
         );
     }

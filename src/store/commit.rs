@@ -11,7 +11,7 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
-use super::{Store, StoreError, EVENTS_STREAM};
+use super::{Store, StoreError, CACHES_STREAM, EVENTS_STREAM};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::rules::RoomMemory;
 
@@ -27,6 +27,8 @@ pub(crate) struct CommitGroup {
     /// Rooms whose every row is deleted and which are queued for recalculation.
     invalidated: Vec<RoomId>,
     positions: BTreeMap<WriterName, i64>,
+    /// Source mode: positions of Synapse's caches stream, per process.
+    caches_positions: BTreeMap<String, i64>,
     /// Final content per (user, room or "", type).
     account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
     /// Final children per space.
@@ -103,6 +105,16 @@ impl CommitGroup {
     /// Takes recomputed rooms off the recalculation queue.
     pub(crate) fn dequeue(&mut self, rooms: &[RoomId]) {
         self.dequeued.extend_from_slice(rooms);
+    }
+
+    /// Source mode: makes the caches stream's position of Synapse process
+    /// `instance` durable with this group.
+    pub(crate) fn advance_caches(&mut self, instance: &str, position: i64) {
+        let entry = self
+            .caches_positions
+            .entry(instance.to_owned())
+            .or_insert(position);
+        *entry = (*entry).max(position);
     }
 
     /// Deletes every row and the rules' memory of `rooms` and queues them
@@ -206,9 +218,23 @@ async fn write_positions(
     transaction: &deadpool_postgres::Transaction<'_>,
     group: &CommitGroup,
 ) -> Result<(), StoreError> {
-    if !group.positions.is_empty() {
-        let writers: Vec<&str> = group.positions.keys().map(WriterName::as_str).collect();
-        let positions: Vec<i64> = group.positions.values().copied().collect();
+    let streams = [
+        (
+            EVENTS_STREAM,
+            group.positions.keys().map(WriterName::as_str).collect(),
+            group.positions.values().copied().collect(),
+        ),
+        (
+            CACHES_STREAM,
+            group.caches_positions.keys().map(String::as_str).collect(),
+            group.caches_positions.values().copied().collect(),
+        ),
+    ];
+    for (stream, writers, positions) in streams {
+        let (writers, positions): (Vec<&str>, Vec<i64>) = (writers, positions);
+        if writers.is_empty() {
+            continue;
+        }
         transaction
             .execute(
                 "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
@@ -216,7 +242,7 @@ async fn write_positions(
                  ON CONFLICT (stream_name, instance_name) DO UPDATE
                  SET stream_id = EXCLUDED.stream_id
                  WHERE stream_positions.stream_id < EXCLUDED.stream_id",
-                &[&EVENTS_STREAM, &writers, &positions],
+                &[&stream, &writers, &positions],
             )
             .await?;
     }

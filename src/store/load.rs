@@ -15,7 +15,7 @@ use super::rows::{
     column, joined_from_row, room_id, snapshot_from_row, user_id, JOINED_COLUMNS, JOINED_TABLE,
     SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
-use super::{CorruptRow, Store, StoreError, EVENTS_STREAM};
+use super::{CorruptRow, Store, StoreError, CACHES_STREAM, EVENTS_STREAM};
 use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId};
 use crate::rules::{RoomMemory, RoomState};
 
@@ -195,6 +195,22 @@ impl Store {
     /// writer could ever claim it).
     pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
         stored_positions(&*self.pool.get().await?).await
+    }
+
+    /// Source mode: the durable positions of Synapse's caches stream, per
+    /// Synapse process.
+    pub(crate) async fn caches_positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let table = "stream_positions";
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
+                &[&CACHES_STREAM],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((column(row, table, 0)?, column(row, table, 1)?)))
+            .collect()
     }
 
     /// Every room with a cached row or remembered state.

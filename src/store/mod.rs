@@ -30,6 +30,11 @@ pub use load::LoadedRows;
 /// The name of the events stream in `stream_positions`.
 pub(crate) const EVENTS_STREAM: &str = "events";
 
+/// Source mode: the name of Synapse's caches stream in `stream_positions`
+/// (positions of the cache invalidations roomcache has read, per Synapse
+/// process).
+pub(crate) const CACHES_STREAM: &str = "caches";
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }

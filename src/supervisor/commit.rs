@@ -69,6 +69,13 @@ impl<'rows> CommitUnit<'rows> {
         self.group.dequeue(rooms);
     }
 
+    /// Source mode: the caches stream's position of a Synapse process,
+    /// written with this commit (not a writer's position: nothing waits for
+    /// it).
+    pub(crate) fn caches_position(&mut self, instance: &str, position: i64) {
+        self.group.advance_caches(instance, position);
+    }
+
     pub(crate) fn row_count(&self) -> usize {
         self.group.row_count()
     }

@@ -66,6 +66,24 @@ pub(crate) struct BatchAck {
 #[rtype(result = "Result<BatchAck, BatchError>")]
 pub(crate) struct SubmitBatch(pub(crate) FeedBatch);
 
+/// Source mode: forgets and purges learnt from Synapse's caches stream.
+/// They have no events-stream position: their rows are applied in their
+/// rooms like a batch's (in queue order, on top of what is prepared) and
+/// committed with the caches stream's new positions; no writer's position
+/// moves. Answered with position 0.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BatchAck, BatchError>")]
+pub(crate) struct SubmitInvalidations(pub(crate) InvalidationBatch);
+
+/// See [`SubmitInvalidations`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InvalidationBatch {
+    /// Forget and purge rows (their stream ids only order them).
+    pub(crate) rows: Vec<crate::feed::FeedRow>,
+    /// The caches stream's new position per Synapse process.
+    pub(crate) caches_positions: std::collections::BTreeMap<String, i64>,
+}
+
 /// Source mode: recompute every queued room, then move `writers` to the
 /// queue's position (answered once done).
 #[derive(Message)]
@@ -154,6 +172,17 @@ impl Handler<SubmitBatch> for Supervisor {
 
     fn handle(&mut self, message: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::new(message.0);
+        self.pipeline.queue.push_back(queued);
+        self.kick(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
+    }
+}
+
+impl Handler<SubmitInvalidations> for Supervisor {
+    type Result = ResponseFuture<Result<BatchAck, BatchError>>;
+
+    fn handle(&mut self, message: SubmitInvalidations, ctx: &mut Context<Self>) -> Self::Result {
+        let (queued, answer) = Queued::invalidations(message.0);
         self.pipeline.queue.push_back(queued);
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })

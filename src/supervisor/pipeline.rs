@@ -19,30 +19,56 @@ use tracing::{info_span, warn, Instrument};
 
 use super::commit::CommitUnit;
 use super::prepare::{GroupPreparer, Prepared};
-use super::{BatchAck, BatchError, Shared, Supervisor};
+use super::{BatchAck, BatchError, InvalidationBatch, Shared, Supervisor};
 use crate::feed::FeedBatch;
 use crate::room::{Abort, BatchSeq, Commit};
+
+/// What waits in the queue: a writer's batch, or (source mode) forgets and
+/// purges of the caches stream.
+#[derive(Debug)]
+pub(super) enum Submission {
+    Feed(FeedBatch),
+    Invalidations(InvalidationBatch),
+}
 
 /// A batch waiting for its commit, and where to send its answer.
 #[derive(Debug)]
 pub(super) struct Queued {
-    pub(super) batch: FeedBatch,
+    pub(super) submission: Submission,
     reply: oneshot::Sender<Result<BatchAck, BatchError>>,
     received: Instant,
 }
 
+/// Where a queued batch's answer arrives.
+type Answer = oneshot::Receiver<Result<BatchAck, BatchError>>;
+
 impl Queued {
     /// A batch to queue, and the receiver of its answer.
-    pub(super) fn new(
-        batch: FeedBatch,
-    ) -> (Queued, oneshot::Receiver<Result<BatchAck, BatchError>>) {
+    pub(super) fn new(batch: FeedBatch) -> (Queued, Answer) {
+        Self::queue(Submission::Feed(batch))
+    }
+
+    /// Forgets and purges to queue, and the receiver of their answer.
+    pub(super) fn invalidations(batch: InvalidationBatch) -> (Queued, Answer) {
+        Self::queue(Submission::Invalidations(batch))
+    }
+
+    fn queue(submission: Submission) -> (Queued, Answer) {
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
-            batch,
+            submission,
             reply,
             received: Instant::now(),
         };
         (queued, answer)
+    }
+
+    /// The writer whose batch this is (for logs).
+    pub(super) fn writer(&self) -> &str {
+        match &self.submission {
+            Submission::Feed(batch) => batch.writer.as_str(),
+            Submission::Invalidations(_) => "(caches stream)",
+        }
     }
 
     /// Answers the batch (the writer may have gone: nothing to do then).
@@ -209,7 +235,9 @@ fn withdraw(shared: &Shared, prepared: Vec<Prepared>) -> Vec<Queued> {
         return Vec::new();
     };
     for batch in &prepared {
-        shared.write_path.tracker().abandon(&batch.claim);
+        if let Some(claim) = &batch.claim {
+            shared.write_path.tracker().abandon(claim);
+        }
         for (address, _) in &batch.rooms {
             address.do_send(Abort { seq: first_seq });
         }
@@ -228,7 +256,12 @@ fn unit_of(prepared: &[Prepared]) -> CommitUnit<'_> {
             }
         }
         unit.rows(&batch.user_changes);
-        unit.finish(&batch.claim, batch.position);
+        if let Some(claim) = &batch.claim {
+            unit.finish(claim, batch.position);
+        }
+        for (instance, position) in &batch.caches_positions {
+            unit.caches_position(instance, *position);
+        }
     }
     unit
 }
