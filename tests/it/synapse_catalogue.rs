@@ -446,6 +446,13 @@ async fn t34_following_applies_a_forget_at_once() {
                 .csv()
         )
     );
+    // The next event changes nothing more (the forget is not applied twice).
+    s.fake.message(&r, &u2).await;
+    wait_for_position(&server, s.fake.next_position() - 1).await;
+    assert_eq!(
+        snapshot_of(&tables(&server).await, &r, &u1),
+        snapshot_of(&t, &r, &u1)
+    );
     server.stop().await;
 }
 
