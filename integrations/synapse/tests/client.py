@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -129,6 +130,19 @@ class Client:
     def send_message(self, room_id: str, text: str) -> str:
         return self.send_event(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
 
+    def redact(self, room_id: str, event_id: str, reason: str | None = None) -> str:
+        """Redacts an event; returns the redaction's event ID."""
+        path = (
+            f"/_matrix/client/v3/rooms/{_id(room_id)}/redact/{_id(event_id)}"
+            f"/{next(_transaction_ids)}"
+        )
+        return self.request("PUT", path, _with_reason({}, reason))["event_id"]
+
+    def upgrade_room(self, room_id: str, new_version: str) -> str:
+        """Upgrades a room; returns the new room's ID (the old one gets a tombstone)."""
+        path = f"/_matrix/client/v3/rooms/{_id(room_id)}/upgrade"
+        return self.request("POST", path, {"new_version": new_version})["replacement_room"]
+
     def set_state(
         self, room_id: str, event_type: str, content: JsonDict, state_key: str = ""
     ) -> str:
@@ -173,6 +187,23 @@ class Client:
     def _tag_path(self, room_id: str, tag: str) -> str:
         user = _id(self.user_id)
         return f"/_matrix/client/v3/user/{user}/rooms/{_id(room_id)}/tags/{_id(tag)}"
+
+    # --- admin ------------------------------------------------------------------
+
+    def delete_room(self, room_id: str, timeout: float = 120) -> None:
+        """Deletes and purges a room through the admin API (the user must be an
+        admin); returns once the deletion is complete."""
+        answer = self.request("DELETE", f"/_synapse/admin/v2/rooms/{_id(room_id)}", {"purge": True})
+        path = f"/_synapse/admin/v2/rooms/delete_status/{_id(answer['delete_id'])}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.request("GET", path)["status"]
+            if status == "complete":
+                return
+            if status == "failed":
+                raise RuntimeError(f"deleting {room_id} failed")
+            time.sleep(0.1)
+        raise TimeoutError(f"deleting {room_id} did not complete")
 
     # --- Sliding Sync -------------------------------------------------------------
 
