@@ -17,3 +17,4 @@ mod skeleton;
 mod socket;
 mod synapse_catalogue;
 mod synapse_oracle;
+mod synapse_workers_oracle;

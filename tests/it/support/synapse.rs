@@ -17,6 +17,14 @@ pub(crate) const SERVER_NAME: &str = "oracle.test";
 /// The fixture's events-stream position (`stream_positions`).
 pub(crate) const FIXTURE_POSITION: i64 = 3029;
 
+/// The multi-writer fixture (`workers.*`): its server name, its event
+/// writers, and the position every writer reaches (`stream_positions` has
+/// p1 at 439 and the idle p2 at 412; the positions in use between them are
+/// consecutive, so both are safe up to 439).
+pub(crate) const WORKERS_SERVER_NAME: &str = "localhost";
+pub(crate) const WORKERS_WRITERS: [&str; 2] = ["p1", "p2"];
+pub(crate) const WORKERS_FIXTURE_POSITION: i64 = 439;
+
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/synapse")
@@ -237,13 +245,14 @@ impl Tables {
 }
 
 /// The options of a source-mode server reading `synapse`, a builder:
-/// `source_options(&synapse).import_on_start(true).server_name(HS).build()`.
+/// `source_options(&synapse).import_on_start(true).server_name(HS).writers(..).build()`.
 /// By default it follows from position 0 without importing, as
 /// [`SERVER_NAME`].
 pub(crate) struct SourceOptions<'a> {
     synapse: &'a SynapseDatabase,
     import_on_start: bool,
     server_name: &'a str,
+    writers: Vec<String>,
 }
 
 pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
@@ -251,6 +260,7 @@ pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
         synapse,
         import_on_start: false,
         server_name: SERVER_NAME,
+        writers: vec!["master".into()],
     }
 }
 
@@ -267,9 +277,16 @@ impl<'a> SourceOptions<'a> {
         self
     }
 
+    /// `--writers`.
+    pub(crate) fn writers(mut self, writers: &[&str]) -> Self {
+        self.writers = writers.iter().map(|w| (*w).to_owned()).collect();
+        self
+    }
+
     pub(crate) fn build(self) -> ServerOptions {
         ServerOptions {
             server_name: self.server_name.into(),
+            writers: self.writers,
             extra_args: vec![
                 "--source-database-url".into(),
                 self.synapse.url.clone(),
@@ -289,11 +306,22 @@ impl<'a> SourceOptions<'a> {
 
 /// Waits until the server's position reaches `position` with an empty queue.
 pub(crate) async fn wait_for_position(server: &TestServer, position: i64) -> Value {
+    wait_for_writers(server, &["master"], position).await
+}
+
+/// Waits until every one of `writers` is at `position` with an empty queue.
+pub(crate) async fn wait_for_writers(
+    server: &TestServer,
+    writers: &[&str],
+    position: i64,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = server.get("/v1/status").await;
         let body = status.body.clone();
-        if body["positions"]["master"].as_i64() == Some(position)
+        if writers
+            .iter()
+            .all(|w| body["positions"][w].as_i64() == Some(position))
             && body["recalculation_queue"].as_i64() == Some(0)
         {
             return body;
