@@ -8,11 +8,13 @@
 //! Synapse's tables beyond reading, roomcache's own tables.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use roomcache_core::{StreamToken, WriterName};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, NoTls, Row};
-use tracing::warn;
+use tokio::sync::{RwLock, RwLockReadGuard};
+use tracing::{info, warn};
 
 use super::queries::{self, Query, RangeQuery, RoomsQuery};
 use super::range::StreamRange;
@@ -29,7 +31,14 @@ pub(crate) type Parameters<'a> = [&'a (dyn ToSql + Sync)];
 /// read-only (`default_transaction_read_only`), so roomcache cannot write to
 /// Synapse's tables even by mistake.
 pub(crate) struct SourceDatabase {
-    client: Client,
+    config: tokio_postgres::Config,
+    /// The connection; opened again when it closed (Synapse's Postgres
+    /// restarted), so the follower resumes by itself.
+    client: RwLock<Client>,
+    /// The highest position the walk through consecutive positions in use
+    /// has reached (every row at or below it is committed, for good): the
+    /// next walk starts there.
+    walked: AtomicI64,
 }
 
 /// One row a query against Synapse's schema returned. Its columns are read
@@ -60,17 +69,28 @@ impl SourceDatabase {
         // JIT compilation costs more than it saves on these short queries.
         config.options("-c default_transaction_read_only=on -c jit=off");
         config.application_name("roomcache-source");
-        let (client, connection) = config.connect(NoTls).await.map_err(SourceError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                warn!(%error, "the source database connection closed");
+        let client = open(&config).await?;
+        Ok(SourceDatabase {
+            config,
+            client: RwLock::new(client),
+            walked: AtomicI64::new(0),
+        })
+    }
+
+    /// The connection, opened again first if it has closed.
+    async fn client(&self) -> Result<RwLockReadGuard<'_, Client>, SourceError> {
+        {
+            let client = self.client.read().await;
+            if !client.is_closed() {
+                return Ok(client);
             }
-        });
-        client
-            .batch_execute("SET default_transaction_read_only = on")
-            .await
-            .map_err(SourceError::Connect)?;
-        Ok(SourceDatabase { client })
+        }
+        let mut client = self.client.write().await;
+        if client.is_closed() {
+            *client = open(&self.config).await?;
+            info!("connected to the source database again");
+        }
+        Ok(client.downgrade())
     }
 
     /// Every row `query` returns.
@@ -146,7 +166,8 @@ impl SourceDatabase {
         parameters: &Parameters<'_>,
     ) -> Result<SourceRow, SourceError> {
         let row = self
-            .client
+            .client()
+            .await?
             .query_one(query.sql, parameters)
             .await
             .map_err(|cause| SourceError::Query {
@@ -163,7 +184,8 @@ impl SourceDatabase {
         parameters: &Parameters<'_>,
     ) -> Result<Option<SourceRow>, SourceError> {
         let row = self
-            .client
+            .client()
+            .await?
             .query_opt(query.sql, parameters)
             .await
             .map_err(|cause| SourceError::Query {
@@ -179,14 +201,15 @@ impl SourceDatabase {
         sql: &str,
         parameters: &Parameters<'_>,
     ) -> Result<Vec<SourceRow>, SourceError> {
-        let rows =
-            self.client
-                .query(sql, parameters)
-                .await
-                .map_err(|cause| SourceError::Query {
-                    query: query.name,
-                    cause,
-                })?;
+        let rows = self
+            .client()
+            .await?
+            .query(sql, parameters)
+            .await
+            .map_err(|cause| SourceError::Query {
+                query: query.name,
+                cause,
+            })?;
         Ok(rows
             .into_iter()
             .map(|row| SourceRow { row, query })
@@ -219,16 +242,21 @@ impl SourceDatabase {
             let highest = row.column::<Option<i64>>(0)?.unwrap_or(0).max(0);
             return Ok(StreamToken::linear(highest));
         };
-        let in_use: Vec<i64> = self
-            .rows(
+        let start = lowest.max(self.walked.load(Ordering::Acquire));
+        let in_use: Vec<i64> = if start < highest {
+            self.rows(
                 &queries::EVENTS_STREAM_POSITIONS_IN_USE,
-                &[&lowest, &highest, &WALK_LIMIT],
+                &[&start, &highest, &WALK_LIMIT],
             )
             .await?
             .iter()
             .map(|row| row.column(0))
-            .collect::<Result<_, _>>()?;
-        let stream = walk_consecutive(lowest, &in_use);
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let stream = walk_consecutive(start, &in_use);
+        self.walked.fetch_max(stream, Ordering::AcqRel);
         let mut token = StreamToken::linear(stream);
         for (name, position) in positions {
             match WriterName::parse(&name) {
@@ -249,6 +277,21 @@ impl SourceDatabase {
     pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
         Ok(self.safe_token().await?.stream)
     }
+}
+
+/// A read-only session on `config`.
+async fn open(config: &tokio_postgres::Config) -> Result<Client, SourceError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(SourceError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            warn!(%error, "the source database connection closed");
+        }
+    });
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .map_err(SourceError::Connect)?;
+    Ok(client)
 }
 
 /// The end of the run of consecutive positions after `start` in `in_use`

@@ -23,11 +23,11 @@
 //!    in the same transaction as a forget (`did_forget`) or a room deletion,
 //!    applied at once as forget and purge rows, with the caches stream's
 //!    positions;
-//! 3. at start, after each reconnection to Redis and then once a minute, a
-//!    full check: every forgotten membership not yet applied and every
-//!    cached room that no longer exists in Synapse (what the caches stream
-//!    may not show: rows older than Synapse keeps, invalidations written
-//!    while Redis was down and committed out of order).
+//! 3. at start, after each (re)connection to Redis and, while not connected
+//!    to Redis, once a minute, a full check: every forgotten membership not
+//!    yet applied and every cached room that no longer exists in Synapse
+//!    (what the caches stream may not show: rows older than Synapse keeps,
+//!    invalidations committed out of order while polling).
 //!
 //! Owns: the loop, its wake-ups, the full check and the lag metric. May not
 //! touch: Synapse's tables (read-only), SQL text (Synapse's: the queries
@@ -55,7 +55,8 @@ use crate::supervisor::{InvalidationBatch, SourceProgress, SubmitInvalidations, 
 
 use caches::CachesFollower;
 
-/// How often the full check runs (besides at start and on reconnection).
+/// How often the full check runs while not connected to Redis (besides at
+/// start and on each connection).
 const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The follower's parts and settings.
@@ -134,11 +135,16 @@ impl Follower {
             None => state.caches.insert(CachesFollower::start(self).await?),
         };
         let caches_caught_up = caches.step(self, &announced).await?;
-        let full_check_due = caches.take_full_check_due()
-            || reconnected
-            || state
+        // With Redis the caches stream is exact: the periodic check is for
+        // polling (and a start or a reconnection, which may have missed some).
+        let periodic = !announced.connected
+            && state
                 .last_full_check
                 .is_none_or(|t| t.elapsed() >= FULL_CHECK_INTERVAL);
+        let full_check_due = caches.take_full_check_due()
+            || reconnected
+            || state.last_full_check.is_none()
+            || periodic;
         if full_check_due {
             self.full_check().await?;
             state.last_full_check = Some(Instant::now());
