@@ -109,7 +109,10 @@ def main() -> None:
     for name, values in lags.items():
         print(report(name, values))
     slowest = sorted(range(events), key=lambda n: lags["redis"][n])[-5:]
-    print("slowest with redis (event number: ms):", {n: round(lags["redis"][n] * 1000, 1) for n in slowest})
+    print(
+        "slowest with redis (event number: ms):",
+        {n: round(lags["redis"][n] * 1000, 1) for n in slowest},
+    )
 
 
 if __name__ == "__main__":
