@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use roomcache_core::{StreamToken, WriterName};
+use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, NoTls, Row};
-use tokio::sync::{RwLock, RwLockReadGuard};
 use tracing::{info, warn};
 
 use super::queries::{self, Query, RangeQuery, RoomsQuery};

@@ -59,7 +59,7 @@ async fn in_time<T>(
 
 impl Subscriber {
     /// A subscriber of `channel` (Synapse's server name) on `url`
-    /// (`redis://host:port/`, `redis+unix:///path`, ...); nothing connects
+    /// (`redis://[:password@]host:port/`); nothing connects
     /// yet.
     pub(crate) fn new(
         url: &str,
