@@ -15,6 +15,7 @@ mod room_list;
 mod scenarios;
 mod skeleton;
 mod socket;
+mod source_redis;
 mod synapse_catalogue;
 mod synapse_oracle;
 mod synapse_workers_oracle;

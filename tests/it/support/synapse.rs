@@ -253,6 +253,8 @@ pub(crate) struct SourceOptions<'a> {
     import_on_start: bool,
     server_name: &'a str,
     writers: Vec<String>,
+    poll_interval_ms: u64,
+    redis_url: Option<String>,
 }
 
 pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
@@ -261,6 +263,8 @@ pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
         import_on_start: false,
         server_name: SERVER_NAME,
         writers: vec!["master".into()],
+        poll_interval_ms: 20,
+        redis_url: None,
     }
 }
 
@@ -283,22 +287,38 @@ impl<'a> SourceOptions<'a> {
         self
     }
 
+    /// `--source-poll-interval-ms` (20 by default).
+    pub(crate) fn poll_interval_ms(mut self, milliseconds: u64) -> Self {
+        self.poll_interval_ms = milliseconds;
+        self
+    }
+
+    /// `--source-redis-url`.
+    pub(crate) fn redis_url(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+
     pub(crate) fn build(self) -> ServerOptions {
+        let mut extra_args: Vec<String> = vec![
+            "--source-database-url".into(),
+            self.synapse.url.clone(),
+            "--source-import-on-start".into(),
+            self.import_on_start.to_string(),
+            "--source-poll-interval-ms".into(),
+            self.poll_interval_ms.to_string(),
+            "--source-batch-size".into(),
+            "100".into(),
+            "--source-import-batch-rooms".into(),
+            "7".into(),
+        ];
+        if let Some(url) = self.redis_url {
+            extra_args.extend(["--source-redis-url".into(), url]);
+        }
         ServerOptions {
             server_name: self.server_name.into(),
             writers: self.writers,
-            extra_args: vec![
-                "--source-database-url".into(),
-                self.synapse.url.clone(),
-                "--source-import-on-start".into(),
-                self.import_on_start.to_string(),
-                "--source-poll-interval-ms".into(),
-                "20".into(),
-                "--source-batch-size".into(),
-                "100".into(),
-                "--source-import-batch-rooms".into(),
-                "7".into(),
-            ],
+            extra_args,
             ..ServerOptions::default()
         }
     }
