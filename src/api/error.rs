@@ -75,6 +75,9 @@ impl From<FeedError> for ApiError {
     fn from(e: FeedError) -> Self {
         let errcode = match e {
             FeedError::OutOfOrder { .. } => "ROOMCACHE_OUT_OF_ORDER",
+            FeedError::TooLarge { .. } => {
+                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", e.to_string())
+            }
             _ => "M_INVALID_PARAM",
         };
         ApiError::bad_request(errcode, e.to_string())
@@ -95,6 +98,7 @@ impl From<BatchError> for ApiError {
             BatchError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "ROOMCACHE_CONFLICT", message)
             }
+            BatchError::Content(_) => ApiError::bad_request("ROOMCACHE_REJECTED_CONTENT", message),
             BatchError::Store(_) | BatchError::Mailbox(_) | BatchError::ShuttingDown => {
                 ApiError::unavailable("ROOMCACHE_UNAVAILABLE", message)
             }

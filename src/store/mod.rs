@@ -84,6 +84,23 @@ impl StoreError {
         }
     }
 
+    /// True when the database refused the data itself (SQLSTATE class 22
+    /// "data exception", 23 "integrity constraint violation", 54 "program
+    /// limit exceeded", e.g. an index row too large): the batch at fault is
+    /// the writer's mistake, and sending it again cannot succeed.
+    pub(crate) fn is_caused_by_content(&self) -> bool {
+        match self {
+            StoreError::Database(e) => e.code().is_some_and(|code| {
+                let code = code.code();
+                ["22", "23", "54"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }),
+            StoreError::Shared(inner) => inner.is_caused_by_content(),
+            _ => false,
+        }
+    }
+
     fn corrupt(table: &'static str, cause: impl Into<CorruptRow>) -> StoreError {
         StoreError::Corrupt {
             table,

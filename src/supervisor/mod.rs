@@ -45,6 +45,8 @@ pub(crate) enum BatchError {
     Rule(#[from] RuleError),
     #[error("the batch conflicts with stored rows (a stream ordering used twice?)")]
     Conflict(#[source] StoreError),
+    #[error("the database refused the batch's contents")]
+    Content(#[source] StoreError),
     #[error("the database is unavailable")]
     Store(#[source] StoreError),
     #[error("a room actor stopped unexpectedly")]

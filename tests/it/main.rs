@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod crash;
 mod fallback;
+mod hostile_feed;
 mod positions;
 mod properties;
 mod room_list;
