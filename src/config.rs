@@ -26,12 +26,26 @@ pub(crate) struct Settings {
     pub(crate) schema: String,
     /// Number of Postgres connections in the pool.
     pub(crate) pool_size: usize,
+    /// How long start-up waits for another process's instance lock on the
+    /// schema (one roomcache per schema), in milliseconds.
+    pub(crate) instance_lock_wait_ms: u64,
     /// Most feed batches committed together in one transaction (group commit).
     pub(crate) commit_batch_size: usize,
     /// How long to wait for more batches before a group commit, in milliseconds.
     pub(crate) commit_linger_ms: u64,
     /// Largest request body accepted, in bytes.
     pub(crate) request_body_limit: usize,
+    /// Longest time a request's head may take to arrive, in milliseconds
+    /// (then 408 and the connection is closed).
+    pub(crate) request_head_timeout_ms: u64,
+    /// Longest time a request's body may take to arrive, in milliseconds
+    /// (then 408 `ROOMCACHE_BODY_TIMEOUT`).
+    pub(crate) request_body_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept open, in milliseconds.
+    pub(crate) keep_alive_ms: u64,
+    /// Most connections served at once (further ones wait in the socket's
+    /// backlog until one closes).
+    pub(crate) max_connections: usize,
     /// The event writers (instance names) whose streams feed the cache.
     pub(crate) writers: Vec<WriterName>,
     /// Room actors unused for this long are stopped (re-created from
@@ -77,9 +91,14 @@ impl Default for Settings {
             database_url: None,
             schema: "roomcache".into(),
             pool_size: 8,
+            instance_lock_wait_ms: 5_000,
             commit_batch_size: 64,
             commit_linger_ms: 0,
             request_body_limit: 16 * 1024 * 1024,
+            request_head_timeout_ms: 5_000,
+            request_body_timeout_ms: 30_000,
+            keep_alive_ms: 5_000,
+            max_connections: 1024,
             writers: vec![WriterName::master()],
             room_actor_idle_ms: 300_000,
             wait_timeout_ms: 5_000,
@@ -139,6 +158,9 @@ pub(crate) struct SettingsArgs {
     /// Postgres connection pool size.
     #[arg(long, env = "ROOMCACHE_POOL_SIZE")]
     pub(crate) pool_size: Option<usize>,
+    /// Milliseconds to wait for another process's lock on the schema.
+    #[arg(long, env = "ROOMCACHE_INSTANCE_LOCK_WAIT_MS")]
+    pub(crate) instance_lock_wait_ms: Option<u64>,
     /// Most feed batches per group commit.
     #[arg(long, env = "ROOMCACHE_COMMIT_BATCH_SIZE")]
     pub(crate) commit_batch_size: Option<usize>,
@@ -148,6 +170,18 @@ pub(crate) struct SettingsArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ROOMCACHE_REQUEST_BODY_LIMIT")]
     pub(crate) request_body_limit: Option<usize>,
+    /// Milliseconds a request's head may take to arrive.
+    #[arg(long, env = "ROOMCACHE_REQUEST_HEAD_TIMEOUT_MS")]
+    pub(crate) request_head_timeout_ms: Option<u64>,
+    /// Milliseconds a request's body may take to arrive.
+    #[arg(long, env = "ROOMCACHE_REQUEST_BODY_TIMEOUT_MS")]
+    pub(crate) request_body_timeout_ms: Option<u64>,
+    /// Milliseconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "ROOMCACHE_KEEP_ALIVE_MS")]
+    pub(crate) keep_alive_ms: Option<u64>,
+    /// Most connections served at once.
+    #[arg(long, env = "ROOMCACHE_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<usize>,
     /// Event writers, comma-separated (e.g. `master` or `ep1,ep2`).
     #[arg(long, env = "ROOMCACHE_WRITERS", value_delimiter = ',')]
     pub(crate) writers: Option<Vec<WriterName>>,
@@ -203,9 +237,14 @@ impl Settings {
             socket_path,
             schema,
             pool_size,
+            instance_lock_wait_ms,
             commit_batch_size,
             commit_linger_ms,
             request_body_limit,
+            request_head_timeout_ms,
+            request_body_timeout_ms,
+            keep_alive_ms,
+            max_connections,
             writers,
             room_actor_idle_ms,
             wait_timeout_ms,
@@ -277,6 +316,15 @@ impl Settings {
         }
         if self.request_body_limit < 1024 {
             return invalid("request_body_limit", "must be at least 1024 bytes");
+        }
+        if self.request_head_timeout_ms == 0 || self.request_body_timeout_ms == 0 {
+            return invalid(
+                "request_head_timeout_ms",
+                "request_head_timeout_ms and request_body_timeout_ms must be at least 1",
+            );
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if self.writers.is_empty() {
             return invalid("writers", "at least one writer must be configured");

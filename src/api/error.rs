@@ -137,6 +137,11 @@ pub(crate) fn payload_error(error: &PayloadError) -> ApiError {
             "M_TOO_LARGE",
             "request body is larger than request_body_limit",
         ),
+        timeout if super::limits::is_body_timeout(timeout) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "ROOMCACHE_BODY_TIMEOUT",
+            "the request body did not arrive within request_body_timeout_ms",
+        ),
         other => ApiError::bad_request("M_BAD_JSON", format!("cannot read body: {other}")),
     }
 }

@@ -11,6 +11,7 @@
 //! [`CommitGroup`], [`rows`] maps rows to and from the tables' columns.
 
 mod commit;
+mod instance_lock;
 mod load;
 mod rows;
 
@@ -25,6 +26,7 @@ use crate::config::Settings;
 use crate::model::IdError;
 
 pub(crate) use commit::{CommitGroup, ImportProgress};
+pub(crate) use instance_lock::InstanceLock;
 pub use load::LoadedRows;
 
 /// The name of the events stream in `stream_positions`.

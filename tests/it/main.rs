@@ -7,6 +7,7 @@
 mod support;
 
 mod bad_input;
+mod connections;
 mod crash;
 mod fallback;
 mod hostile_feed;

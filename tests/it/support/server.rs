@@ -274,6 +274,28 @@ impl TestServer {
         }
     }
 
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits (up to 60 s) for the process to exit by itself.
+    pub(crate) async fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "roomcache did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Graceful stop (SIGTERM); asserts a clean exit.
     pub(crate) async fn stop(&mut self) {
         let status = self.stop_with(nix::sys::signal::Signal::SIGTERM).await;
