@@ -29,6 +29,12 @@ pub(crate) struct Settings {
     /// How long start-up waits for another process's instance lock on the
     /// schema (one roomcache per schema), in milliseconds.
     pub(crate) instance_lock_wait_ms: u64,
+    /// Postgres `statement_timeout` of roomcache's connections, in
+    /// milliseconds (0: the server's default).
+    pub(crate) statement_timeout_ms: u64,
+    /// Longest a group commit (or the loading of the rooms it needs) may
+    /// take, in milliseconds; then its batches get 503 and may be resent.
+    pub(crate) commit_timeout_ms: u64,
     /// Most feed batches committed together in one transaction (group commit).
     pub(crate) commit_batch_size: usize,
     /// How long to wait for more batches before a group commit, in milliseconds.
@@ -92,6 +98,8 @@ impl Default for Settings {
             schema: "roomcache".into(),
             pool_size: 8,
             instance_lock_wait_ms: 5_000,
+            statement_timeout_ms: 60_000,
+            commit_timeout_ms: 30_000,
             commit_batch_size: 64,
             commit_linger_ms: 0,
             request_body_limit: 16 * 1024 * 1024,
@@ -161,6 +169,12 @@ pub(crate) struct SettingsArgs {
     /// Milliseconds to wait for another process's lock on the schema.
     #[arg(long, env = "ROOMCACHE_INSTANCE_LOCK_WAIT_MS")]
     pub(crate) instance_lock_wait_ms: Option<u64>,
+    /// Postgres statement_timeout of roomcache's connections, in ms (0: server default).
+    #[arg(long, env = "ROOMCACHE_STATEMENT_TIMEOUT_MS")]
+    pub(crate) statement_timeout_ms: Option<u64>,
+    /// Milliseconds a group commit may take before its batches get 503.
+    #[arg(long, env = "ROOMCACHE_COMMIT_TIMEOUT_MS")]
+    pub(crate) commit_timeout_ms: Option<u64>,
     /// Most feed batches per group commit.
     #[arg(long, env = "ROOMCACHE_COMMIT_BATCH_SIZE")]
     pub(crate) commit_batch_size: Option<usize>,
@@ -238,6 +252,8 @@ impl Settings {
             schema,
             pool_size,
             instance_lock_wait_ms,
+            statement_timeout_ms,
+            commit_timeout_ms,
             commit_batch_size,
             commit_linger_ms,
             request_body_limit,
@@ -310,6 +326,9 @@ impl Settings {
         }
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
+        }
+        if self.commit_timeout_ms == 0 {
+            return invalid("commit_timeout_ms", "must be at least 1");
         }
         if self.commit_batch_size == 0 {
             return invalid("commit_batch_size", "must be at least 1");

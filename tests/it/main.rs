@@ -11,6 +11,7 @@ mod connections;
 mod crash;
 mod fallback;
 mod hostile_feed;
+mod hung_postgres;
 mod positions;
 mod properties;
 mod room_list;

@@ -133,6 +133,8 @@ pub(crate) struct ServerOptions {
     pub(crate) writers: Vec<String>,
     pub(crate) extra_args: Vec<String>,
     pub(crate) extra_env: Vec<(String, String)>,
+    /// Another Postgres than the test cluster.
+    pub(crate) database_url: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -142,6 +144,7 @@ impl Default for ServerOptions {
             writers: vec!["master".into()],
             extra_args: Vec::new(),
             extra_env: Vec::new(),
+            database_url: None,
         }
     }
 }
@@ -173,7 +176,7 @@ impl TestServer {
             socket: dir.path().join("roomcache.sock"),
             log_path: dir.path().join("roomcache.log"),
             schema: unique_schema("t"),
-            database_url: database_url(),
+            database_url: options.database_url.clone().unwrap_or_else(database_url),
             options,
             dir,
         };
