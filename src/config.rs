@@ -61,6 +61,12 @@ pub(crate) struct Settings {
     pub(crate) wait_timeout_ms: u64,
     /// Longest `timeout_ms` a reader may ask for, in milliseconds.
     pub(crate) max_wait_timeout_ms: u64,
+    /// Most rooms one room-list answer holds, across its lists and ranges
+    /// (ranges clamped to each list's count); more: 400.
+    pub(crate) max_room_list_rooms: usize,
+    /// Most rooms in one page of `GET /v1/users/{user_id}/rooms` (and the
+    /// default page size).
+    pub(crate) max_user_rooms_page: usize,
     /// Log filter (`info`, `debug`, `roomcache=debug,actix_web=warn`, ...).
     pub(crate) log_level: String,
     /// Log format: `text` or `json`.
@@ -111,6 +117,8 @@ impl Default for Settings {
             room_actor_idle_ms: 300_000,
             wait_timeout_ms: 5_000,
             max_wait_timeout_ms: 60_000,
+            max_room_list_rooms: 10_000,
+            max_user_rooms_page: 1_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             source_database_url: None,
@@ -208,6 +216,12 @@ pub(crate) struct SettingsArgs {
     /// Longest wait a reader may ask for, in milliseconds.
     #[arg(long, env = "ROOMCACHE_MAX_WAIT_TIMEOUT_MS")]
     pub(crate) max_wait_timeout_ms: Option<u64>,
+    /// Most rooms one room-list answer holds.
+    #[arg(long, env = "ROOMCACHE_MAX_ROOM_LIST_ROOMS")]
+    pub(crate) max_room_list_rooms: Option<usize>,
+    /// Most rooms in one page of a user's rooms.
+    #[arg(long, env = "ROOMCACHE_MAX_USER_ROOMS_PAGE")]
+    pub(crate) max_user_rooms_page: Option<usize>,
     /// Log filter, e.g. `info` or `roomcache=debug`.
     #[arg(long, env = "ROOMCACHE_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
@@ -265,6 +279,8 @@ impl Settings {
             room_actor_idle_ms,
             wait_timeout_ms,
             max_wait_timeout_ms,
+            max_room_list_rooms,
+            max_user_rooms_page,
             log_level,
             log_format,
             source_poll_interval_ms,
@@ -359,6 +375,12 @@ impl Settings {
         }
         if self.source_import_batch_rooms == 0 {
             return invalid("source_import_batch_rooms", "must be at least 1");
+        }
+        if self.max_room_list_rooms == 0 {
+            return invalid("max_room_list_rooms", "must be at least 1");
+        }
+        if self.max_user_rooms_page == 0 {
+            return invalid("max_user_rooms_page", "must be at least 1");
         }
         if self.max_wait_timeout_ms < self.wait_timeout_ms {
             return invalid("max_wait_timeout_ms", "must be at least wait_timeout_ms");

@@ -108,7 +108,15 @@ impl From<BatchError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
-        ApiError::unavailable("ROOMCACHE_UNAVAILABLE", error_chain(&e))
+        match e {
+            ReadError::TooManyRooms { .. } => {
+                ApiError::bad_request("ROOMCACHE_TOO_MANY_ROOMS", e.to_string())
+            }
+            ReadError::PageLimit { .. } => ApiError::bad_request("M_INVALID_PARAM", e.to_string()),
+            ReadError::FallbackUnavailable(_) => {
+                ApiError::unavailable("ROOMCACHE_UNAVAILABLE", error_chain(&e))
+            }
+        }
     }
 }
 

@@ -41,7 +41,7 @@ mod write;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use layout::IndexData;
+use layout::{IndexData, RoomSlot};
 
 use std::collections::BTreeSet;
 
@@ -49,7 +49,7 @@ use roomcache_core::{Publication, StreamToken};
 
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::room_list::scan::UserAccountData;
-use crate::room_list::{answer_ranges, ListAnswer, ListRequest};
+use crate::room_list::{answer_ranges, ListAnswer, ListRequest, RoomBudget};
 
 /// Committed rows, organised for reads.
 #[derive(Debug)]
@@ -115,6 +115,45 @@ impl ReadIndex {
         data.snapshot_row(user, room, data.record(user, room)?)
     }
 
+    /// A page of a user's snapshots, ordered by room ID: at most `limit`
+    /// of those after `after`, and whether more follow. Only the page's
+    /// rows are built.
+    pub(crate) fn snapshots_of_user_page(
+        &self,
+        user_id: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> (Vec<MembershipSnapshot>, bool) {
+        let data = self.read();
+        let Some(user) = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize))
+        else {
+            return (Vec::new(), false);
+        };
+        let mut rooms: Vec<(&RoomId, RoomSlot, u32)> = user
+            .snapshots
+            .iter()
+            .filter_map(|(room, i)| Some((&data.rooms.get(*room as usize)?.room_id, *room, *i)))
+            .filter(|(room_id, _, _)| after.is_none_or(|a| *room_id > a))
+            .collect();
+        let more = rooms.len() > limit;
+        if more {
+            rooms.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            rooms.truncate(limit);
+        }
+        rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows = rooms
+            .into_iter()
+            .filter_map(|(_, room, i)| {
+                let record = data.records.get(i as usize)?;
+                data.snapshot_row(user, room, record)
+            })
+            .collect();
+        (rows, more)
+    }
+
     /// All of a user's snapshots, ordered by room ID.
     pub(crate) fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
         let data = self.read();
@@ -151,6 +190,7 @@ impl ReadIndex {
         user_id: &UserId,
         lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
         from_token: Option<&StreamToken>,
+        budget: &mut RoomBudget,
     ) -> Vec<(T, ListAnswer)> {
         let data = self.read();
         let user = data
@@ -161,10 +201,10 @@ impl ReadIndex {
             .into_iter()
             .map(|(name, list)| {
                 let answer = match user {
-                    Some(user) => data.run_list(user, list, from_token),
+                    Some(user) => data.run_list(user, list, from_token, budget),
                     None => ListAnswer {
                         count: 0,
-                        ranges: answer_ranges(&list.ranges, 0, &[] as &[()], |_| None),
+                        ranges: answer_ranges(&list.ranges, 0, &[] as &[()], |_| None, budget),
                     },
                 };
                 (name, answer)
@@ -192,10 +232,15 @@ impl ReadIndex {
         list: &ListRequest,
         from_token: Option<&StreamToken>,
     ) -> ListAnswer {
-        self.room_lists(user_id, [((), list)], from_token)
-            .pop()
-            .map(|(_, answer)| answer)
-            .unwrap_or_default()
+        self.room_lists(
+            user_id,
+            [((), list)],
+            from_token,
+            &mut RoomBudget::unlimited(),
+        )
+        .pop()
+        .map(|(_, answer)| answer)
+        .unwrap_or_default()
     }
 }
 

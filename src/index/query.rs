@@ -22,7 +22,8 @@ use roomcache_core::StreamToken;
 use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, UserId};
 use crate::room_list::scan::UserAccountData;
 use crate::room_list::{
-    answer_ranges, needed_prefix, Filters, ListAnswer, ListRequest, NameNeedle, RoomListEntry,
+    answer_ranges, needed_prefix, Filters, ListAnswer, ListRequest, NameNeedle, RoomBudget,
+    RoomListEntry,
 };
 
 impl IndexData {
@@ -257,6 +258,7 @@ impl IndexData {
         user: &UserRecord,
         list: &ListRequest,
         from_token: Option<&StreamToken>,
+        budget: &mut RoomBudget,
     ) -> ListAnswer {
         let filter = CompiledFilter::new(&list.filters, self, user);
         let need = needed_prefix(&list.ranges);
@@ -279,9 +281,13 @@ impl IndexData {
             (Reverse(a.0), room_id(a.1)).cmp(&(Reverse(b.0), room_id(b.1)))
         });
         top.truncate(need.min(count));
-        let ranges = answer_ranges(&list.ranges, count, &top, |(_, room)| {
-            self.entry(user, *room)
-        });
+        let ranges = answer_ranges(
+            &list.ranges,
+            count,
+            &top,
+            |(_, room)| self.entry(user, *room),
+            budget,
+        );
         ListAnswer { count, ranges }
     }
 

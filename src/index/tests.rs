@@ -16,6 +16,7 @@ use crate::model::{
     RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::scan::{scan_list, ScanData, UserAccountData};
+use crate::room_list::RoomBudget;
 use crate::room_list::{direct_rooms, tag_names, Filters, ListAnswer, ListRequest};
 use roomcache_core::{PublishGate, StreamToken, WriterName};
 
@@ -282,7 +283,13 @@ proptest! {
             for user_name in USERS.iter().chain(["@nobody:hs"].iter()) {
                 let user = UserId::parse(user_name).unwrap();
                 let fast = index.room_list(&user, &list, token.as_ref());
-                let naive = scan_list(&data.scan_data(&user), &user, &list, token.as_ref());
+                let naive = scan_list(
+                    &data.scan_data(&user),
+                    &user,
+                    &list,
+                    token.as_ref(),
+                    &mut RoomBudget::unlimited(),
+                );
                 prop_assert_eq!(fast, naive, "user {} list {:?} token {:?}", user_name, list, token);
             }
         }

@@ -15,6 +15,7 @@ use super::ReadError;
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::room_list::scan::{scan_list, ScanData};
+use crate::room_list::RoomBudget;
 use crate::room_list::{ListAnswer, ListRequest};
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 
@@ -135,6 +136,7 @@ pub(crate) fn scan_room_lists<'a>(
     lists: impl Iterator<Item = (String, &'a ListRequest)>,
     from_token: Option<&StreamToken>,
     rows: &FallbackRows,
+    budget: &mut RoomBudget,
 ) -> BTreeMap<String, ListAnswer> {
     let snapshots = merge_snapshots(
         index.snapshots_of_user(user),
@@ -163,6 +165,6 @@ pub(crate) fn scan_room_lists<'a>(
     };
     lists
         .into_iter()
-        .map(|(name, list)| (name, scan_list(&data, user, list, from_token)))
+        .map(|(name, list)| (name, scan_list(&data, user, list, from_token, budget)))
         .collect()
 }

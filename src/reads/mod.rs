@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{ListAnswer, RoomListRequest};
+use crate::room_list::{ListAnswer, RoomBudget, RoomListRequest};
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 
@@ -31,6 +31,10 @@ pub(crate) use fallback::Fallback;
 pub(crate) enum ReadError {
     #[error("rooms are being recomputed and the Synapse database cannot be read")]
     FallbackUnavailable(#[source] SourceError),
+    #[error("the ranges ask for {asked} rooms (after clamping each range to its list's count); at most {max} rooms are answered at once (max_room_list_rooms): ask for smaller ranges")]
+    TooManyRooms { asked: usize, max: usize },
+    #[error("`limit` must be between 1 and {max} (max_user_rooms_page)")]
+    PageLimit { max: usize },
 }
 
 /// How long a read may wait for a token.
@@ -53,11 +57,32 @@ pub(crate) struct Answer<T> {
     pub(crate) fallback: bool,
 }
 
+/// Which page of a user's rooms to read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PageRequest {
+    /// Rooms after this room ID (the previous page's `next_from`).
+    pub(crate) from: Option<RoomId>,
+    /// Most rooms in the page.
+    pub(crate) limit: Option<usize>,
+}
+
+/// One page of a user's rooms.
+#[derive(Debug)]
+pub(crate) struct RoomsPage {
+    pub(crate) rooms: Vec<MembershipSnapshot>,
+    /// The last room ID of this page when more rooms follow.
+    pub(crate) next_from: Option<RoomId>,
+}
+
 /// The read side's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadSettings {
     pub(crate) wait_timeout: Duration,
     pub(crate) max_wait_timeout: Duration,
+    /// Most rooms one room-list answer holds, across its lists and ranges.
+    pub(crate) max_room_list_rooms: usize,
+    /// Most snapshots in one page of a user's rooms.
+    pub(crate) max_user_rooms_page: usize,
 }
 
 /// See the module documentation.
@@ -164,23 +189,52 @@ impl Reads {
         Ok(answer)
     }
 
-    /// Every snapshot of a user, by room ID.
+    /// One page of a user's snapshots, by room ID: those after `after`, at
+    /// most `limit` (at most `max_user_rooms_page`; that when absent). The
+    /// page's `next_from` is set when more rooms follow.
     pub(crate) async fn user_rooms(
         &self,
         user: &UserId,
+        page: &PageRequest,
         wait: &Wait,
-    ) -> Result<Answer<Vec<MembershipSnapshot>>, ReadError> {
+    ) -> Result<Answer<RoomsPage>, ReadError> {
+        let max = self.settings.max_user_rooms_page;
+        let limit = page.limit.unwrap_or(max);
+        if limit == 0 || limit > max {
+            return Err(ReadError::PageLimit { max });
+        }
+        let after = page.from.as_ref();
         let mut answer = self
-            .read_at_token(wait, |index| index.snapshots_of_user(user))
+            .read_at_token(wait, |index| {
+                let (rooms, more) = index.snapshots_of_user_page(user, after, limit);
+                let next_from = more
+                    .then(|| rooms.last().map(|s| s.room_id.clone()))
+                    .flatten();
+                RoomsPage { rooms, next_from }
+            })
             .await;
         if let Some(rows) = self.fallback.rows_of_user(user).await? {
-            answer.value = fallback::merge_snapshots(answer.value, rows.snapshots, &rows.rooms);
+            // The fallback's rows of queued rooms replace the cached ones
+            // within this page's window of room IDs.
+            let page = &mut answer.value;
+            let in_window = |room: &RoomId| {
+                after.is_none_or(|a| room > a)
+                    && page.next_from.as_ref().is_none_or(|last| room <= last)
+            };
+            let computed = rows
+                .snapshots
+                .into_iter()
+                .filter(|s| in_window(&s.room_id))
+                .collect();
+            let cached = std::mem::take(&mut page.rooms);
+            page.rooms = fallback::merge_snapshots(cached, computed, &rows.rooms);
             answer.fallback = true;
         }
         Ok(answer)
     }
 
-    /// A user's room lists (spec §6).
+    /// A user's room lists (spec §6), refused when their ranges would hold
+    /// more than `max_room_list_rooms` rooms.
     pub(crate) async fn room_lists(
         &self,
         user: &UserId,
@@ -194,25 +248,46 @@ impl Reads {
                 .map(|(name, list)| (name.clone(), list))
         };
         let from_token = request.from_token.as_ref();
+        let max = self.settings.max_room_list_rooms;
         let fallback_rows = self.fallback.rows_of_user(user).await?;
-        let Some(rows) = fallback_rows else {
-            let answer = self
-                .read_at_token(wait, |index| {
-                    index
-                        .room_lists(user, lists(), from_token)
+        let answer = match &fallback_rows {
+            None => {
+                self.read_at_token(wait, |index| {
+                    let mut budget = RoomBudget::new(max);
+                    let lists = index
+                        .room_lists(user, lists(), from_token, &mut budget)
                         .into_iter()
-                        .collect()
+                        .collect();
+                    (lists, budget)
                 })
-                .await;
-            return Ok(answer);
+                .await
+            }
+            Some(rows) => {
+                self.read_at_token(wait, |index| {
+                    let mut budget = RoomBudget::new(max);
+                    let lists = fallback::scan_room_lists(
+                        index,
+                        user,
+                        lists(),
+                        from_token,
+                        rows,
+                        &mut budget,
+                    );
+                    (lists, budget)
+                })
+                .await
+            }
         };
-        let mut answer = self
-            .read_at_token(wait, |index| {
-                fallback::scan_room_lists(index, user, lists(), from_token, &rows)
-            })
-            .await;
-        answer.fallback = true;
-        Ok(answer)
+        let (lists, budget) = answer.value;
+        if let Some((asked, max)) = budget.exceeded() {
+            return Err(ReadError::TooManyRooms { asked, max });
+        }
+        Ok(Answer {
+            value: lists,
+            token: answer.token,
+            timed_out: answer.timed_out,
+            fallback: fallback_rows.is_some(),
+        })
     }
 
     /// Each configured writer's durable position and the token, as one snapshot.

@@ -226,18 +226,75 @@ pub fn range_bounds(range: (u64, u64), count: usize) -> std::ops::Range<usize> {
     start..end.saturating_add(1).min(count)
 }
 
+/// How many rooms one answer may still hold, across its lists and ranges
+/// (the setting `max_room_list_rooms`): ranges are clamped to each list's
+/// count first, then counted against it before any room is built.
+#[derive(Debug, Clone)]
+pub struct RoomBudget {
+    max: usize,
+    left: usize,
+    asked: usize,
+}
+
+impl RoomBudget {
+    pub fn new(max: usize) -> Self {
+        RoomBudget {
+            max,
+            left: max,
+            asked: 0,
+        }
+    }
+
+    /// No limit (in-process callers: tests, benchmarks).
+    pub fn unlimited() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    fn take(&mut self, rooms: usize) -> bool {
+        self.asked = self.asked.saturating_add(rooms);
+        match self.left.checked_sub(rooms) {
+            Some(left) => {
+                self.left = left;
+                true
+            }
+            None => {
+                self.left = 0;
+                false
+            }
+        }
+    }
+
+    /// `Some(rooms asked for)` when the ranges asked for more than the limit.
+    pub fn exceeded(&self) -> Option<(usize, usize)> {
+        (self.asked > self.max).then_some((self.asked, self.max))
+    }
+}
+
 /// The rooms of each range, from the sorted rows (which hold at least
-/// `min(needed_prefix, count)` rows).
+/// `min(needed_prefix, count)` rows). When the ranges hold more rooms than
+/// `budget` has left, no room is built (the ranges are answered empty) and
+/// the budget records it: the caller refuses the request.
 pub fn answer_ranges<T: Clone>(
     ranges: &[(u64, u64)],
     count: usize,
     sorted: &[T],
     to_entry: impl Fn(&T) -> Option<RoomListEntry>,
+    budget: &mut RoomBudget,
 ) -> Vec<RangeAnswer> {
+    let available = count.min(sorted.len());
+    let rooms: usize = ranges
+        .iter()
+        .map(|range| range_bounds(*range, available).len())
+        .fold(0, usize::saturating_add);
+    let within = budget.take(rooms);
     ranges
         .iter()
         .map(|range| {
-            let bounds = range_bounds(*range, count.min(sorted.len()));
+            let bounds = if within {
+                range_bounds(*range, available)
+            } else {
+                0..0
+            };
             RangeAnswer {
                 range: *range,
                 rooms: sorted[bounds].iter().filter_map(&to_entry).collect(),

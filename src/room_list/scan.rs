@@ -14,7 +14,9 @@ use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId
 
 use roomcache_core::StreamToken;
 
-use super::{answer_ranges, Filters, ListAnswer, ListRequest, NameNeedle, RoomListEntry};
+use super::{
+    answer_ranges, Filters, ListAnswer, ListRequest, NameNeedle, RoomBudget, RoomListEntry,
+};
 
 /// Plain rows of one user, as the scan reads them.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +48,7 @@ pub(crate) fn scan_list(
     user: &UserId,
     list: &ListRequest,
     from_token: Option<&StreamToken>,
+    budget: &mut RoomBudget,
 ) -> ListAnswer {
     let account = &data.account;
     let filters = &list.filters;
@@ -71,7 +74,13 @@ pub(crate) fn scan_list(
     let count = rooms.len();
     ListAnswer {
         count,
-        ranges: answer_ranges(&list.ranges, count, &rooms, |(_, e)| Some(e.clone())),
+        ranges: answer_ranges(
+            &list.ranges,
+            count,
+            &rooms,
+            |(_, e)| Some(e.clone()),
+            budget,
+        ),
     }
 }
 

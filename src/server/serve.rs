@@ -231,6 +231,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
+            max_room_list_rooms: settings.max_room_list_rooms,
+            max_user_rooms_page: settings.max_user_rooms_page,
         },
     );
     let progress = source.as_ref().map(|s| s.progress.clone());
@@ -276,6 +278,7 @@ async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Re
     .shutdown_timeout(30)
     .listen_uds(listener)
     .with_context(|| format!("serving on {}", socket.path().display()))?;
+    actix_rt::spawn(crate::memory::release_when_asked());
     state.ready.store(true, Ordering::Release);
     info!(socket = %settings.socket_path.display(), "roomcache is ready");
     server.run().await.context("serving")?;

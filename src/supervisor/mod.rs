@@ -135,7 +135,7 @@ impl Supervisor {
             .reap_idle(self.shared.settings.idle_actor_timeout);
         if stopped >= LARGE_REAP {
             ctx.run_later(Duration::from_secs(1), |_, _| {
-                startup::release_freed_memory()
+                crate::memory::release_freed_memory()
             });
         }
     }

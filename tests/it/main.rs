@@ -6,6 +6,7 @@
 
 mod support;
 
+mod answer_limits;
 mod bad_input;
 mod connections;
 mod crash;
