@@ -141,6 +141,19 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Stops the actors of rooms without table rows once no group holds
+    /// pending states (see [`RoomRegistry::reap_rowless`]).
+    fn reap_rowless_when_idle(&mut self) {
+        if !self.pipeline.is_idle() {
+            return;
+        }
+        if self.shared.rooms.reap_rowless() >= LARGE_REAP {
+            crate::memory::ask_for_release();
+        }
+    }
+}
+
 impl Actor for Supervisor {
     type Context = Context<Self>;
 

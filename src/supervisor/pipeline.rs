@@ -152,6 +152,7 @@ impl Supervisor {
                     pipeline.ready = Some(prepared);
                 }
                 supervisor.commit_next_group(ctx);
+                supervisor.reap_rowless_when_idle();
                 supervisor.kick(ctx);
             }),
         );
@@ -175,6 +176,7 @@ impl Supervisor {
                     supervisor.after_failed_commit(retry);
                 }
                 supervisor.commit_next_group(ctx);
+                supervisor.reap_rowless_when_idle();
                 supervisor.kick(ctx);
             }),
         );
@@ -248,8 +250,9 @@ async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Qu
     let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
     match result {
         Ok(()) => {
-            for (address, _) in prepared.iter().flat_map(|b| &b.rooms) {
+            for (address, room) in prepared.iter().flat_map(|b| &b.rooms) {
                 address.do_send(Commit { seq: last_seq });
+                shared.rooms.set_holds_rows(&room.room_id, room.holds_rows);
             }
             for batch in prepared {
                 metrics::counter!("roomcache_feed_rows_total").increment(batch.applied_rows as u64);

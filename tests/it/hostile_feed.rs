@@ -260,3 +260,56 @@ async fn oversized_relevant_values_are_refused() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     server.stop().await;
 }
+
+/// Item 6: rooms the cache keeps no row of cost no actor once the pipeline
+/// is idle: messages to 2,000 unknown rooms, and a refused batch touching
+/// 500 more, leave no room actor behind (their counters are in Postgres).
+#[tokio::test]
+async fn rooms_without_rows_keep_no_actor() {
+    let mut server = TestServer::start().await;
+    let message = |stream_id: i64, room: usize| {
+        json!({"kind": "event", "stream_id": stream_id, "event": {
+            "event_id": format!("$m{stream_id}"), "room_id": format!("!u{room}:example.org"),
+            "type": "m.room.message", "sender": "@alice:example.org", "content": {"body": "x"}}})
+    };
+    let rows: Vec<Value> = (0..2000).map(|n| message(2 + n as i64, n)).collect();
+    server.feed(&batch("master", rows)).await;
+    let mut rows: Vec<Value> = (0..500)
+        .map(|n| message(3000 + n as i64, 5000 + n))
+        .collect();
+    rows.push(
+        json!({"kind": "state", "stream_id": 4000, "room_id": "!u1:example.org",
+        "type": "m.room.name", "state_key": "", "event_id": "$nowhere"}),
+    );
+    server
+        .post("/v1/feed", &batch("master", rows))
+        .await
+        .assert_error(400, "ROOMCACHE_UNKNOWN_EVENT");
+    // A room with rows keeps its actor.
+    server
+        .feed(&batch(
+            "master",
+            room_rows(5000, "!kept:example.org", "@alice:example.org", json!({})),
+        ))
+        .await;
+    let status = server.get("/v1/status").await;
+    assert_eq!(status.body["room_actors"], 1, "{}", status.text);
+    // A room whose actor was stopped is loaded again for a later batch.
+    let room = "!u7:example.org";
+    server
+        .feed(&batch(
+            "master",
+            vec![
+                json!({"kind": "event", "stream_id": 6000, "event": {"event_id": "$j7",
+                    "room_id": room, "type": "m.room.member", "state_key": "@alice:example.org",
+                    "sender": "@alice:example.org", "content": {"membership": "join"}}}),
+                json!({"kind": "state", "stream_id": 6000, "room_id": room,
+                    "type": "m.room.member", "state_key": "@alice:example.org", "event_id": "$j7"}),
+            ],
+        ))
+        .await;
+    let snapshots = server.served_snapshots("@alice:example.org").await;
+    assert_eq!(snapshots.len(), 2);
+    server.assert_postgres_matches_served().await;
+    server.stop().await;
+}
