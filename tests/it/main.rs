@@ -12,6 +12,7 @@ mod connections;
 mod crash;
 mod fallback;
 mod hostile_feed;
+mod hostile_properties;
 mod hung_postgres;
 mod positions;
 mod properties;
