@@ -82,6 +82,13 @@ pub enum RuleError {
     InvalidMemberStateKey { event_id: EventId },
 }
 
+impl RuleError {
+    /// True when a state row names an event the cache cannot have seen.
+    pub(crate) fn is_unknown_event(&self) -> bool {
+        matches!(self, RuleError::UnknownEvent { .. })
+    }
+}
+
 /// The result of applying a room's rows: its new state and the changed
 /// rows, one final value per key.
 #[derive(Debug, Clone, PartialEq)]
