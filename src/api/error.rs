@@ -14,7 +14,6 @@ use crate::error_chain;
 use crate::feed::FeedError;
 use crate::reads::ReadError;
 use crate::room_list::RoomListError;
-use crate::rules::RuleError;
 use crate::supervisor::BatchError;
 
 /// An error answer: `{"errcode": "...", "error": "..."}` with a status.
@@ -91,7 +90,7 @@ impl From<BatchError> for ApiError {
             BatchError::UnknownWriter(_) => {
                 ApiError::bad_request("ROOMCACHE_UNKNOWN_WRITER", message)
             }
-            BatchError::Rule(RuleError::UnknownEvent { .. }) => {
+            BatchError::Rule(rule) if rule.is_unknown_event() => {
                 ApiError::bad_request("ROOMCACHE_UNKNOWN_EVENT", message)
             }
             BatchError::Rule(_) => ApiError::bad_request("M_BAD_JSON", message),

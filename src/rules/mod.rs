@@ -84,6 +84,13 @@ pub enum RuleError {
     InvalidMemberStateRow { stream_id: i64, state_key: String },
 }
 
+impl RuleError {
+    /// True when a state row names an event the cache cannot have seen.
+    pub(crate) fn is_unknown_event(&self) -> bool {
+        matches!(self, RuleError::UnknownEvent { .. })
+    }
+}
+
 /// The result of applying a room's rows: its new state and the changed
 /// rows, one final value per key.
 #[derive(Debug, Clone, PartialEq)]
