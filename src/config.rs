@@ -110,7 +110,7 @@ impl Default for Settings {
             commit_linger_ms: 0,
             request_body_limit: 16 * 1024 * 1024,
             request_head_timeout_ms: 5_000,
-            request_body_timeout_ms: 30_000,
+            request_body_timeout_ms: 10_000,
             keep_alive_ms: 5_000,
             max_connections: 1024,
             writers: vec![WriterName::master()],
