@@ -38,7 +38,11 @@ fn batch(first: usize, count: usize) -> Bytes {
         let base = 2 * room_index as i64 + 2;
         for (offset, (kind, key, content)) in [
             ("m.room.create", "", json!({"room_version": "10"})),
-            ("m.room.member", owner.as_str(), json!({"membership": "join"})),
+            (
+                "m.room.member",
+                owner.as_str(),
+                json!({"membership": "join"}),
+            ),
         ]
         .into_iter()
         .enumerate()
@@ -48,8 +52,10 @@ fn batch(first: usize, count: usize) -> Bytes {
             rows.push(json!({"kind": "event", "stream_id": stream_id, "event": {
                 "event_id": event_id, "room_id": room, "type": kind, "state_key": key,
                 "sender": owner, "content": content}}));
-            rows.push(json!({"kind": "state", "stream_id": stream_id, "room_id": room,
-                "type": kind, "state_key": key, "event_id": event_id}));
+            rows.push(
+                json!({"kind": "state", "stream_id": stream_id, "room_id": room,
+                "type": kind, "state_key": key, "event_id": event_id}),
+            );
         }
     }
     Bytes::from(
@@ -60,7 +66,9 @@ fn batch(first: usize, count: usize) -> Bytes {
 async fn live_actors(connection: &mut Connection) -> u64 {
     let status = connection.get("/v1/status").await.expect("status");
     let status: Value = serde_json::from_slice(&status).expect("status JSON");
-    status["room_actors"].as_u64().expect("room_actors in the status")
+    status["room_actors"]
+        .as_u64()
+        .expect("room_actors in the status")
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -105,10 +113,16 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let reaped_rss = server.rss_bytes();
     server.stop();
-    println!("rooms touched: {rooms} ({:.1} s to feed)", fed.as_secs_f64());
+    println!(
+        "rooms touched: {rooms} ({:.1} s to feed)",
+        fed.as_secs_f64()
+    );
     println!("RSS at start (empty): {:.1} MiB", mib(empty_rss));
     println!("RSS with {live} live room actors: {:.1} MiB", mib(live_rss));
-    println!("RSS after the idle actors were stopped: {:.1} MiB", mib(reaped_rss));
+    println!(
+        "RSS after the idle actors were stopped: {:.1} MiB",
+        mib(reaped_rss)
+    );
     println!(
         "memory per idle actor: {:.0} bytes (live - stopped) / actors",
         live_rss.saturating_sub(reaped_rss) as f64 / live.max(1) as f64

@@ -220,6 +220,7 @@ fn queries(sizes: Sizes) -> Vec<(&'static str, ListRequest)> {
     let top = |filters: Filters| ListRequest {
         ranges: vec![(0, 19)],
         filters,
+        ..ListRequest::default()
     };
     vec![
         ("no filter", top(Filters::default())),
@@ -422,9 +423,16 @@ async fn load_postgres(store: &Store, sizes: Sizes) -> Result<(), Box<dyn std::e
 
 /// The server's flags for this benchmark.
 fn server_args() -> Vec<String> {
-    ["--server-name", SERVER, "--writers", "master", "--pool-size", "4"]
-        .map(String::from)
-        .to_vec()
+    [
+        "--server-name",
+        SERVER,
+        "--writers",
+        "master",
+        "--pool-size",
+        "4",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn request_body(list: &ListRequest) -> Bytes {

@@ -21,7 +21,13 @@ pub struct Server {
 impl Server {
     /// Starts `binary serve` on `dir/<schema>.sock` with `args`, and waits
     /// until `/health` answers.
-    pub async fn start(binary: &Path, dir: &Path, url: &str, schema: &str, args: &[String]) -> Server {
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        url: &str,
+        schema: &str,
+        args: &[String],
+    ) -> Server {
         let socket = dir.join(format!("{schema}.sock"));
         let child = Command::new(binary)
             .args(["serve", "--config"])

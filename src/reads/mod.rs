@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{ListAnswer, RoomListRequest};
+use crate::room_list::{RoomListRequest, RoomLists};
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 
@@ -186,29 +186,19 @@ impl Reads {
         user: &UserId,
         request: &RoomListRequest,
         wait: &Wait,
-    ) -> Result<Answer<BTreeMap<String, ListAnswer>>, ReadError> {
-        let lists = || {
-            request
-                .lists
-                .iter()
-                .map(|(name, list)| (name.clone(), list))
-        };
-        let from_token = request.from_token.as_ref();
+    ) -> Result<Answer<RoomLists>, ReadError> {
         let fallback_rows = self.fallback.rows_of_user(user).await?;
         let Some(rows) = fallback_rows else {
             let answer = self
                 .read_at_token(wait, |index| {
-                    index
-                        .room_lists(user, lists(), from_token)
-                        .into_iter()
-                        .collect()
+                    index.room_lists(user, &request.lists, request.options())
                 })
                 .await;
             return Ok(answer);
         };
         let mut answer = self
             .read_at_token(wait, |index| {
-                fallback::scan_room_lists(index, user, lists(), from_token, &rows)
+                fallback::scan_room_lists(index, user, request, &rows)
             })
             .await;
         answer.fallback = true;
