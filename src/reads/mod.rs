@@ -23,6 +23,7 @@ use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 use crate::room_list::{RoomListRequest, RoomLists};
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
+use crate::supervisor::AccountDataPosition;
 
 pub(crate) use fallback::Fallback;
 
@@ -66,6 +67,8 @@ pub(crate) struct Reads {
     index: Arc<ReadIndex>,
     tracker: Arc<PositionTracker>,
     fallback: Fallback,
+    /// Source mode: how far account data is followed.
+    account_data: Option<Arc<AccountDataPosition>>,
     settings: ReadSettings,
 }
 
@@ -75,14 +78,45 @@ impl Reads {
         tracker: Arc<PositionTracker>,
         queue: Arc<RecalculationQueue>,
         upstream: Option<Arc<dyn Upstream>>,
+        account_data: Option<Arc<AccountDataPosition>>,
         settings: ReadSettings,
     ) -> Self {
         Reads {
             index,
             tracker,
             fallback: Fallback::new(queue, upstream),
+            account_data,
             settings,
         }
+    }
+
+    fn timeout(&self, wait: &Wait) -> Duration {
+        wait.timeout
+            .unwrap_or(self.settings.wait_timeout)
+            .min(self.settings.max_wait_timeout)
+    }
+
+    /// Source mode: waits until account data is followed up to `target`
+    /// (bounded like every wait); returns the wait that is left for the
+    /// token and whether this one timed out. Without account data
+    /// following (feed mode) there is nothing to wait for.
+    async fn wait_for_account_data(&self, target: Option<i64>, wait: &Wait) -> (Wait, bool) {
+        let (Some(target), Some(position)) = (target, &self.account_data) else {
+            return (wait.clone(), false);
+        };
+        let timeout = self.timeout(wait);
+        let started = std::time::Instant::now();
+        let timed_out = tokio::time::timeout(timeout, position.wait_for(target))
+            .await
+            .is_err();
+        if timed_out {
+            metrics::counter!("roomcache_wait_timeouts_total").increment(1);
+        }
+        let left = Wait {
+            target: wait.target.clone(),
+            timeout: Some(timeout.saturating_sub(started.elapsed())),
+        };
+        (left, timed_out)
     }
 
     /// Waits until the cache's token covers `wait.target`, or the timeout
@@ -97,10 +131,7 @@ impl Reads {
         if clamped {
             warn!(wait_for = %requested, clamped = %target, "wait_for names writers that are not configured; ignoring them");
         }
-        let timeout = wait
-            .timeout
-            .unwrap_or(self.settings.wait_timeout)
-            .min(self.settings.max_wait_timeout);
+        let timeout = self.timeout(wait);
         let timed_out = tokio::time::timeout(timeout, self.tracker.wait_for(target))
             .await
             .is_err();
@@ -187,21 +218,30 @@ impl Reads {
         request: &RoomListRequest,
         wait: &Wait,
     ) -> Result<Answer<RoomLists>, ReadError> {
+        let (wait, account_timed_out) = self
+            .wait_for_account_data(request.wait_for_account_data, wait)
+            .await;
+        let account_data_position = self.account_data.as_ref().and_then(|p| p.get());
         let fallback_rows = self.fallback.rows_of_user(user).await?;
-        let Some(rows) = fallback_rows else {
-            let answer = self
-                .read_at_token(wait, |index| {
+        let mut answer = match fallback_rows {
+            None => {
+                self.read_at_token(&wait, |index| {
                     index.room_lists(user, &request.lists, request.options())
                 })
-                .await;
-            return Ok(answer);
+                .await
+            }
+            Some(rows) => {
+                let mut answer = self
+                    .read_at_token(&wait, |index| {
+                        fallback::scan_room_lists(index, user, request, &rows)
+                    })
+                    .await;
+                answer.fallback = true;
+                answer
+            }
         };
-        let mut answer = self
-            .read_at_token(wait, |index| {
-                fallback::scan_room_lists(index, user, request, &rows)
-            })
-            .await;
-        answer.fallback = true;
+        answer.timed_out |= account_timed_out;
+        answer.value.account_data_position = account_data_position;
         Ok(answer)
     }
 

@@ -4,12 +4,14 @@
 //! Owns: the read-only connection to Synapse's database, the translation of
 //! Synapse's tables into feed rows ([`read`]), the import of every row from
 //! those tables ([`import`]), what the supervisor asks of the source to
-//! invalidate and recompute rooms ([`upstream`]) and the follower that tails
-//! new events into the supervisor ([`follow`]). May not touch: Synapse's
+//! invalidate and recompute rooms ([`upstream`]), the follower that tails
+//! new events into the supervisor ([`follow`]) and the account data room
+//! lists read ([`account_data`]). May not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
 //! tables except through the supervisor, the socket API.
 
+pub(crate) mod account_data;
 pub(crate) mod follow;
 pub(crate) mod import;
 pub(crate) mod read;
