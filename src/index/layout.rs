@@ -138,6 +138,9 @@ pub(super) struct UserExtras {
     pub(super) dm_rooms: FxHashSet<RoomSlot>,
     pub(super) tags: FxHashMap<RoomSlot, Box<[Box<str>]>>,
     pub(super) rooms_by_tag: FxHashMap<Box<str>, FxHashSet<RoomSlot>>,
+    /// Rooms whose snapshot is forgotten (read only when a caller says
+    /// which rooms are forgotten).
+    pub(super) forgotten: FxHashSet<RoomSlot>,
     /// Listed rooms whose membership is not a join (invites, knocks, bans,
     /// kicks): few, and what some filters and `other_rooms` look at.
     pub(super) non_joined: FxHashSet<RoomSlot>,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use super::layout::{IndexData, RoomSlot, UserRecord};
+use super::layout::{IndexData, RoomSlot, SnapshotRecord, UserRecord};
 use super::query::CompiledFilter;
 use crate::model::{Membership, RoomId};
 use crate::room_list::{
@@ -53,6 +53,9 @@ struct Resolved<'a> {
     dropped: FxHashSet<RoomSlot>,
     /// The caller's forgotten rooms (the `room_ids` entries leave them out).
     forgotten: FxHashSet<RoomSlot>,
+    /// With `only_forgotten_rooms`: rooms forgotten in the cache but not
+    /// for the caller, listed as if not forgotten.
+    revived: Vec<RoomSlot>,
 }
 
 impl IndexData {
@@ -65,14 +68,25 @@ impl IndexData {
 
     fn resolve<'a>(&self, user: &UserRecord, options: ListOptions<'a>) -> Resolved<'a> {
         let forgotten = self.slots_of(options.forgotten_rooms);
+        let extras = user.extras.as_ref();
+        let revived: Vec<RoomSlot> = match (options.only_forgotten_rooms, extras) {
+            (true, Some(extras)) => extras
+                .forgotten
+                .iter()
+                .filter(|room| !forgotten.contains(*room))
+                .copied()
+                .collect(),
+            _ => Vec::new(),
+        };
         let mut dropped = forgotten.clone();
         let ignored: FxHashSet<u32> = options
             .ignored_inviters
             .iter()
             .filter_map(|u| self.senders.find(u))
             .collect();
-        if let (false, Some(extras)) = (ignored.is_empty(), user.extras.as_ref()) {
-            dropped.extend(extras.non_joined.iter().copied().filter(|room| {
+        if !ignored.is_empty() {
+            let listed = extras.into_iter().flat_map(|e| e.non_joined.iter());
+            dropped.extend(listed.chain(&revived).copied().filter(|room| {
                 self.record(user, *room).is_some_and(|s| {
                     s.membership == Membership::Invite && ignored.contains(&s.sender)
                 })
@@ -82,6 +96,7 @@ impl IndexData {
             options,
             dropped,
             forgotten,
+            revived,
         }
     }
 
@@ -108,8 +123,7 @@ impl IndexData {
             lists,
             memberships_after_at: options.at.map(|at| self.memberships_after(user, at)),
             other_rooms: (!options.other_rooms.is_none()).then(|| self.sorted_ids(&other)),
-            rooms: (!options.room_ids.is_empty())
-                .then(|| self.entries_of(user, options.room_ids, &resolved.forgotten)),
+            rooms: (!options.room_ids.is_empty()).then(|| self.entries_of(user, &resolved)),
             account_data_position: None,
         }
     }
@@ -149,19 +163,22 @@ impl IndexData {
         self.sorted_ids(&slots)
     }
 
-    /// The user's entries in `rooms`, where not forgotten.
+    /// The user's entries in the request's `room_ids`, where not forgotten.
     fn entries_of(
         &self,
         user: &UserRecord,
-        rooms: &[RoomId],
-        forgotten: &FxHashSet<RoomSlot>,
+        resolved: &Resolved<'_>,
     ) -> BTreeMap<RoomId, RoomListEntry> {
-        rooms
+        let options = &resolved.options;
+        options
+            .room_ids
             .iter()
             .filter_map(|room_id| {
                 let slot = *self.room_slots.get(room_id)?;
                 let snapshot = self.record(user, slot)?;
-                if snapshot.forgotten || forgotten.contains(&slot) {
+                let forgotten = resolved.forgotten.contains(&slot)
+                    || (snapshot.forgotten && !options.only_forgotten_rooms);
+                if forgotten {
                     return None;
                 }
                 Some((room_id.clone(), self.entry(user, slot)?))
@@ -192,8 +209,9 @@ impl IndexData {
             self.match_in_order(user, &filter, need, options)
         };
         // §6.3/§6.4: self-leaves after `from_token` are newly left and listed.
-        let newly_left = self.newly_left(user, &filter, options);
-        for item in &newly_left {
+        let mut newly_left = self.newly_left(user, &filter, options);
+        let revived = self.revived(user, &filter, &resolved.revived, options);
+        for item in newly_left.iter().chain(&revived) {
             found.count += 1;
             if options.is_unsettled(item.0) {
                 found.unsettled.push(*item);
@@ -201,6 +219,7 @@ impl IndexData {
                 found.top.push(*item);
             }
         }
+        newly_left.extend(revived);
         match options.other_rooms {
             OtherRooms::None => {}
             OtherRooms::All => {
@@ -210,7 +229,15 @@ impl IndexData {
             OtherRooms::Changed => {
                 let since = options.from_token.map_or(i64::MIN, |t| t.stream);
                 other.extend(self.matching_since(user, &filter, Some(since)));
-                other.extend(newly_left.iter().map(|(_, room)| *room));
+                let changed = newly_left.iter().filter(|(key, room)| {
+                    *key > since
+                        || self.rooms.get(*room as usize).is_some_and(|r| {
+                            r.joined
+                                .as_ref()
+                                .is_some_and(|j| j.event_stream_ordering > since)
+                        })
+                });
+                other.extend(changed.map(|(_, room)| *room));
             }
         }
         self.list_answer(user, list, found, need)
@@ -408,6 +435,57 @@ impl IndexData {
         rooms
     }
 
+    /// With `only_forgotten_rooms`, the rooms forgotten in the cache but
+    /// not for the caller that match the filter, listed as if not forgotten
+    /// (a self-leave only when newly left), with their keys.
+    fn revived(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        rooms: &[RoomSlot],
+        options: &ListOptions<'_>,
+    ) -> Vec<Listed> {
+        let mut listed: Vec<Listed> = Vec::new();
+        for room in rooms {
+            let (Some(snapshot), Some(room_record)) =
+                (self.record(user, *room), self.rooms.get(*room as usize))
+            else {
+                continue;
+            };
+            if filter.is_excluded(*room) {
+                continue;
+            }
+            let self_sent = self
+                .senders
+                .get(snapshot.sender)
+                .is_some_and(|s| *s == user.user_id);
+            let self_leave = snapshot.membership == Membership::Leave && self_sent;
+            if self_leave && !self.is_newly_left(snapshot, options) {
+                continue;
+            }
+            let (key, attributes) = Self::listing(room_record, snapshot, user.is_dm(*room));
+            if filter.matches_attributes(&attributes)
+                && filter.matches_rest(*room, self, user, attributes.membership)
+            {
+                listed.push((key, *room));
+            }
+        }
+        listed
+    }
+
+    /// Whether a self-leave is after `from_token` (for its writer).
+    fn is_newly_left(&self, snapshot: &SnapshotRecord, options: &ListOptions<'_>) -> bool {
+        let Some(token) = options.from_token else {
+            return false;
+        };
+        let instance = self
+            .instances
+            .get(snapshot.instance)
+            .map(String::as_str)
+            .unwrap_or_default();
+        snapshot.position > token.position(instance)
+    }
+
     /// The user's self-leaves after `from_token` (by their writer's
     /// position) that match the filter, keyed by their position.
     fn newly_left(
@@ -426,12 +504,7 @@ impl IndexData {
             let Some(snapshot) = self.record(user, *room) else {
                 continue;
             };
-            let instance = self
-                .instances
-                .get(snapshot.instance)
-                .map(String::as_str)
-                .unwrap_or_default();
-            if *position <= token.position(instance) {
+            if !self.is_newly_left(snapshot, options) {
                 continue;
             }
             let Some(room_record) = self.rooms.get(*room as usize) else {

@@ -292,6 +292,7 @@ fn request(
         from_token: from_token.map(token),
         at: at.map(token),
         forgotten_rooms: rooms_of((bits & 0xff) as u32 & 0x96),
+        only_forgotten_rooms: bits >> 24 & 1 == 1,
         ignored_inviters: (0..USERS.len())
             .filter(|i| bits >> (8 + i) & 1 == 1)
             .map(user)

@@ -62,6 +62,7 @@ impl IndexData {
         if let Some(extras) = record.extras.as_mut() {
             extras.self_leaves.remove(&(snapshot.position, room));
             extras.non_joined.remove(&room);
+            extras.forgotten.remove(&room);
         }
     }
 
@@ -79,6 +80,7 @@ impl IndexData {
             return;
         };
         if snapshot.forgotten {
+            record.extras_mut().forgotten.insert(room);
             return;
         }
         let self_sent = senders

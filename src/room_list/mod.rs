@@ -58,6 +58,11 @@ pub struct RoomListRequest {
     /// stream position, so the cache may not have seen them yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forgotten_rooms: Vec<RoomId>,
+    /// True: the user's rooms are forgotten exactly when listed in
+    /// `forgotten_rooms` (the cache's own forgotten flags are not read), so
+    /// the answer reflects the caller's one reading of them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_forgotten_rooms: bool,
     /// Invites sent by these users are not listed (ignored users).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_inviters: Vec<UserId>,
@@ -77,6 +82,7 @@ pub struct ListOptions<'a> {
     pub from_token: Option<&'a StreamToken>,
     pub at: Option<&'a StreamToken>,
     pub forgotten_rooms: &'a [RoomId],
+    pub only_forgotten_rooms: bool,
     pub ignored_inviters: &'a [UserId],
     pub other_rooms: OtherRooms,
     pub room_ids: &'a [RoomId],
@@ -104,6 +110,7 @@ impl RoomListRequest {
             from_token: self.from_token.as_ref(),
             at: self.at.as_ref(),
             forgotten_rooms: &self.forgotten_rooms,
+            only_forgotten_rooms: self.only_forgotten_rooms,
             ignored_inviters: &self.ignored_inviters,
             other_rooms: self.other_rooms,
             room_ids: &self.room_ids,

@@ -55,7 +55,6 @@ pub(crate) fn scan_room_lists<'l>(
         .iter()
         .filter(|s| &s.user_id == user)
         .collect();
-    let forgotten: BTreeSet<&RoomId> = options.forgotten_rooms.iter().collect();
     let mut other: BTreeSet<RoomId> = BTreeSet::new();
     let lists = lists
         .into_iter()
@@ -77,7 +76,7 @@ pub(crate) fn scan_room_lists<'l>(
     let rooms = (!options.room_ids.is_empty()).then(|| {
         mine.iter()
             .filter(|s| options.room_ids.contains(&s.room_id))
-            .filter(|s| !s.forgotten && !forgotten.contains(&s.room_id))
+            .filter(|s| !is_forgotten(s, options))
             .map(|s| (s.room_id.clone(), listed_room(data, s).1))
             .collect()
     });
@@ -114,11 +113,10 @@ fn listed_rooms(
     let needle = filters.room_name_like.as_deref().map(NameNeedle::new);
     let mut rooms: Vec<Row> = Vec::new();
     for snapshot in mine {
-        let Some(newly_left) = listing(snapshot, user, options.from_token) else {
+        let Some(newly_left) = listing(snapshot, user, options) else {
             continue;
         };
         if list.exclude_rooms.contains(&snapshot.room_id)
-            || options.forgotten_rooms.contains(&snapshot.room_id)
             || (snapshot.membership == Membership::Invite
                 && options.ignored_inviters.contains(&snapshot.sender))
         {
@@ -184,14 +182,11 @@ fn other_rooms(data: &ScanData, rooms: &[Row], options: ListOptions<'_>) -> Vec<
 /// Whether the user's snapshot lists its room at all (not forgotten, and
 /// not a self-leave unless newly left after `from_token`), and if so
 /// whether it is newly left.
-fn listing(
-    snapshot: &MembershipSnapshot,
-    user: &UserId,
-    from_token: Option<&StreamToken>,
-) -> Option<bool> {
-    if snapshot.forgotten {
+fn listing(snapshot: &MembershipSnapshot, user: &UserId, options: ListOptions<'_>) -> Option<bool> {
+    if is_forgotten(snapshot, options) {
         return None;
     }
+    let from_token = options.from_token;
     let self_leave = snapshot.membership == Membership::Leave && &snapshot.sender == user;
     let newly_left = self_leave
         && from_token.is_some_and(|t| {
@@ -202,6 +197,13 @@ fn listing(
             )
         });
     (!self_leave || newly_left).then_some(newly_left)
+}
+
+/// Whether the user's room is forgotten: for the caller, and unless the
+/// caller's list is the only one read, in the cache.
+fn is_forgotten(snapshot: &MembershipSnapshot, options: ListOptions<'_>) -> bool {
+    options.forgotten_rooms.contains(&snapshot.room_id)
+        || (snapshot.forgotten && !options.only_forgotten_rooms)
 }
 
 /// The room of a snapshot as the list shows it, and its recency (a join

@@ -65,7 +65,8 @@ impl AccountDataFollower {
 }
 
 /// The account-data stream's safe position: the minimum over its writers'
-/// `stream_positions` rows, or (without rows) the highest id in use.
+/// `stream_positions` rows, or (without rows) the highest id in use and at
+/// least 1, as Synapse counts it (its first id is 1 and taken as persisted).
 async fn safe_position(source: &SourceDatabase) -> Result<i64, SourceError> {
     let row = source
         .client()
@@ -87,7 +88,7 @@ async fn safe_position(source: &SourceDatabase) -> Result<i64, SourceError> {
             &[],
         )
         .await?;
-    Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0).max(0))
+    Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(1).max(1))
 }
 
 /// Every user's current `m.direct` and room tags.

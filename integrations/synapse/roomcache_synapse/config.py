@@ -39,6 +39,10 @@ class RoomcacheConfig:
     bypass_conn_id_prefix: str | None = None
     """Requests whose `conn_id` starts with this are computed Synapse's way
     (for side-by-side comparisons and benchmarks; off by default)."""
+    verify_fraction: float = 0.0
+    """This share of the requests answered from roomcache is also computed
+    Synapse's way and compared; on a difference Synapse's answer is used,
+    and the difference counted and logged."""
     enabled: bool = True
     """False: the module loads but leaves Synapse untouched."""
 
@@ -66,11 +70,19 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
     enabled = config.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError("roomcache: `enabled` must be true or false")
+    verify_fraction = config.get("verify_fraction", 0.0)
+    if (
+        not isinstance(verify_fraction, int | float)
+        or isinstance(verify_fraction, bool)
+        or not 0 <= verify_fraction <= 1
+    ):
+        raise ConfigError("roomcache: `verify_fraction` must be a number from 0 to 1")
     return RoomcacheConfig(
         socket_path=socket_path,
         wait_timeout_ms=_integer(config, "wait_timeout_ms", 500, 0),
         request_timeout_ms=_integer(config, "request_timeout_ms", 2000, 1),
         max_connections=_integer(config, "max_connections", 16, 1),
         bypass_conn_id_prefix=prefix,
+        verify_fraction=float(verify_fraction),
         enabled=enabled,
     )

@@ -31,3 +31,10 @@ UNSETTLED_ROOMS = Counter(
     "Rooms roomcache could not order at the request's token (an event after it), "
     "placed by the module from Synapse's position of their last event at the token.",
 )
+
+VERIFIED = Counter(
+    "roomcache_synapse_verified",
+    "Answers from roomcache also computed Synapse's way (verify_fraction), by outcome "
+    "(equal, or different: Synapse's answer was used).",
+    ["outcome"],
+)

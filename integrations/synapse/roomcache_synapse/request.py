@@ -78,6 +78,9 @@ def room_list_body(
         "at": at,
         "timeout_ms": wait_timeout_ms,
         "wait_for_account_data": to_token.account_data_key,
+        # Forgets have no stream position: the one reading of them is the
+        # caller's, passed in `forgotten_rooms`.
+        "only_forgotten_rooms": True,
     }
     if from_token is not None:
         body["from_token"] = stream_token_text(from_token.room_key)

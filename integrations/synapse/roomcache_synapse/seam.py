@@ -17,6 +17,7 @@ give Synapse's exact answer at the token, the original method runs.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -28,10 +29,11 @@ from synapse.storage.roommember import RoomsForUserSlidingSync
 from synapse.types import PersistedEventPosition
 from synapse.types.handlers.sliding_sync import OperationType, RoomSyncConfig, SlidingSyncResult
 
+from . import verify
 from .assemble import UnsettledRoomUnknown, range_entries, unsettled_joined_rooms
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import ROOM_LISTS, SEAM_SECONDS, UNSETTLED_ROOMS
+from .metrics import ROOM_LISTS, SEAM_SECONDS, UNSETTLED_ROOMS, VERIFIED
 from .request import UnsupportedRequest, list_body, room_list_body
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class RoomcacheRoomLists:
         try:
             result = await self._from_roomcache(**arguments)
             path, reason = "roomcache", ""
+            if self._config.verify_fraction and random.random() < self._config.verify_fraction:
+                result = await self._verified(result, arguments)
         except Fallback as fallback:
             path, reason = "synapse", fallback.reason
             self._log_fallback(sync_config, fallback)
@@ -100,6 +104,24 @@ class RoomcacheRoomLists:
         ROOM_LISTS.labels(path=path, reason=reason).inc()
         SEAM_SECONDS.labels(path=path).observe(time.perf_counter() - started)
         return result
+
+    async def _verified(
+        self, ours: SlidingSyncInterestedRooms, arguments: dict[str, Any]
+    ) -> SlidingSyncInterestedRooms:
+        """Synapse's own answer at the same token, compared with ours: ours
+        when they agree, Synapse's (and a warning) when they do not."""
+        theirs = await self._original(**arguments)
+        found = verify.differences(ours, theirs)
+        VERIFIED.labels(outcome="different" if found else "equal").inc()
+        if not found:
+            return ours
+        logger.warning(
+            "roomcache: room lists of %s differ from Synapse's at %s (Synapse's are used): %s",
+            arguments["sync_config"].user.to_string(),
+            arguments["to_token"].room_key,
+            "; ".join(found[:10]),
+        )
+        return theirs
 
     def _log_fallback(self, sync_config: Any, fallback: Fallback) -> None:
         if fallback.reason in ("bypass", "no_lists"):
