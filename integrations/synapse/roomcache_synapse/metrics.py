@@ -35,6 +35,6 @@ UNSETTLED_ROOMS = Counter(
 VERIFIED = Counter(
     "roomcache_synapse_verified",
     "Answers from roomcache also computed Synapse's way (verify_fraction), by outcome "
-    "(equal, or different: Synapse's answer was used).",
+    "(equal; different: Synapse's answer was used; synapse_failed).",
     ["outcome"],
 )

@@ -4,8 +4,8 @@ homeserver's Postgres cluster, following Synapse's database read-only.
     with Roomcache(directory, homeserver, binary) as roomcache:
         roomcache.wait_until_caught_up()
 
-The binary is `ROOMCACHE_BIN` when set, else the debug build (built with
-`cargo build` when missing; scripts/test.d/synapse builds it first).
+The binary is `ROOMCACHE_BIN` when set (scripts/test.d/synapse builds it and
+sets it), else the debug build, brought up to date with `cargo build`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,8 @@ def roomcache_binary() -> Path:
     if configured:
         return Path(configured)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPOSITORY / "target"))
-    binary = target / "debug" / "roomcache"
-    if not binary.exists():
-        subprocess.run(
-            ["cargo", "build", "--quiet", "--bin", "roomcache"], cwd=REPOSITORY, check=True
-        )
-    return binary
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "roomcache"], cwd=REPOSITORY, check=True)
+    return target / "debug" / "roomcache"
 
 
 class _UnixConnection(http.client.HTTPConnection):
