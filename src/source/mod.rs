@@ -46,6 +46,9 @@ pub(crate) enum SourceError {
 /// Synapse's tables even by mistake.
 pub(crate) struct SourceDatabase {
     client: Client,
+    /// The highest position found safe so far: every id up to it is in
+    /// the events stream's tables (see [`SourceDatabase::safe_position`]).
+    contiguous: std::sync::atomic::AtomicI64,
 }
 
 impl SourceDatabase {
@@ -64,7 +67,10 @@ impl SourceDatabase {
         client
             .batch_execute("SET default_transaction_read_only = on")
             .await?;
-        Ok(SourceDatabase { client })
+        Ok(SourceDatabase {
+            client,
+            contiguous: std::sync::atomic::AtomicI64::new(0),
+        })
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -72,19 +78,27 @@ impl SourceDatabase {
     }
 
     /// The highest events-stream position up to which everything is
-    /// persisted: the minimum of the writers' `stream_positions` rows for the
-    /// events stream; for a database without such rows (a single writer
+    /// persisted. Each writer's `stream_positions` row covers its own ids,
+    /// so everything up to the minimum row is persisted; above it, ids that
+    /// are all present in the stream's tables, one after the other, are
+    /// persisted too (a writer that persists nothing keeps an old row, the
+    /// others' ids fill the range after it, as Synapse itself counts when it
+    /// starts; an id still being written leaves a gap, and the position
+    /// stops before it). For a database without such rows (a single writer
     /// that never wrote one), the highest stream ordering in use.
     pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
         let row = self
             .client
             .query_one(
-                "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'events'",
+                "SELECT MIN(stream_id), MAX(stream_id) FROM stream_positions
+                 WHERE stream_name = 'events'",
                 &[],
             )
             .await?;
-        if let Some(position) = row.try_get::<_, Option<i64>>(0)? {
-            return Ok(position.max(0));
+        let (minimum, maximum): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        if let (Some(minimum), Some(maximum)) = (minimum, maximum) {
+            let safe = self.contiguous_after(minimum.max(0), maximum).await?;
+            return Ok(safe);
         }
         let row = self
             .client
@@ -97,5 +111,37 @@ impl SourceDatabase {
             )
             .await?;
         Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0).max(0))
+    }
+
+    /// From `minimum` (or the highest position found before, when higher),
+    /// up through the ids present in the events stream's tables one after
+    /// the other, at most to `maximum`.
+    async fn contiguous_after(&self, minimum: i64, maximum: i64) -> Result<i64, SourceError> {
+        use std::sync::atomic::Ordering;
+        let mut safe = minimum.max(self.contiguous.load(Ordering::Acquire));
+        if maximum > safe {
+            let rows = self
+                .client
+                .query(
+                    "SELECT stream_ordering FROM events
+                       WHERE stream_ordering > $1 AND stream_ordering <= $2
+                     UNION SELECT stream_id FROM current_state_delta_stream
+                       WHERE stream_id > $1 AND stream_id <= $2
+                     UNION SELECT event_stream_ordering FROM ex_outlier_stream
+                       WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
+                     ORDER BY 1",
+                    &[&safe, &maximum],
+                )
+                .await?;
+            for row in &rows {
+                let id: i64 = row.try_get(0)?;
+                if id != safe + 1 {
+                    break;
+                }
+                safe = id;
+            }
+        }
+        self.contiguous.fetch_max(safe, Ordering::AcqRel);
+        Ok(safe)
     }
 }
