@@ -35,6 +35,7 @@ UNSETTLED_ROOMS = Counter(
 VERIFIED = Counter(
     "roomcache_synapse_verified",
     "Answers from roomcache also computed Synapse's way (verify_fraction), by outcome "
-    "(equal; different: Synapse's answer was used; synapse_failed).",
+    "(equal; different: Synapse's answer was used; synapse_ahead: Synapse's own answer "
+    "showed memberships from after the token, ours was kept; synapse_failed).",
     ["outcome"],
 )

@@ -25,9 +25,18 @@ def _unsorted(synapse_list: Any) -> bool:
     return len(ops) == 1 and ops[0].range[0] == 0 and ops[0].range[1] >= synapse_list.count - 1
 
 
+def _rooms_of(window: Any) -> set[str]:
+    return {room_id for op in window.ops for room_id in op.room_ids}
+
+
 def _list_differences(name: str, ours: Any, theirs: Any) -> list[str]:
     if ours.count != theirs.count:
-        return [f"list {name!r}: count {ours.count} != {theirs.count}"]
+        only_ours = sorted(_rooms_of(ours) - _rooms_of(theirs))
+        only_theirs = sorted(_rooms_of(theirs) - _rooms_of(ours))
+        return [
+            f"list {name!r}: count {ours.count} != {theirs.count} "
+            f"(only ours {only_ours}, only theirs {only_theirs})"
+        ]
     if len(ours.ops) != len(theirs.ops):
         return [f"list {name!r}: {len(ours.ops)} ops != {len(theirs.ops)}"]
     unsorted = _unsorted(theirs)
@@ -54,6 +63,20 @@ def _membership(entry: Any) -> tuple[Any, ...]:
         bool(entry.has_known_state),
         entry.room_type,
         bool(entry.is_encrypted),
+    )
+
+
+def synapse_ahead(theirs: Any, to_token: Any) -> list[str]:
+    """The rooms where Synapse's own answer shows a membership from after the
+    token (seen with event persisters: the main process can read a
+    membership before it has learnt its writer's new position, and then
+    misses it when rewinding). Such an answer is not Synapse's answer at
+    the token, so it cannot judge ours (which roomcache checks against the
+    token exactly)."""
+    return sorted(
+        room_id
+        for room_id, entry in theirs.room_membership_for_user_map.items()
+        if entry.event_pos.persisted_after(to_token.room_key)
     )
 
 

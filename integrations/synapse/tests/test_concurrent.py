@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from .deployment import ModuleDeployment, counts_since
 from .equivalence import LISTS, Observer
 
@@ -19,7 +21,11 @@ def _write_until(stop: threading.Event, action: Callable[[], None]) -> None:
         action()
 
 
-def test_answers_stay_exact_under_concurrent_writes(with_module: ModuleDeployment) -> None:
+@pytest.mark.parametrize("deployment", ["with_module", "with_module_workers"])
+def test_answers_stay_exact_under_concurrent_writes(
+    deployment: str, request: pytest.FixtureRequest
+) -> None:
+    with_module: ModuleDeployment = request.getfixturevalue(deployment)
     homeserver = with_module.homeserver
     writer = homeserver.register("busy_writer")
     watcher = homeserver.register("busy_watcher")
@@ -66,6 +72,11 @@ def test_answers_stay_exact_under_concurrent_writes(with_module: ModuleDeploymen
             thread.join()
     print(f"{observer.requests} requests; counted: {counts}")
     assert counts.get(("verified", "different"), 0) == 0
-    assert counts.get(("verified", "equal"), 0) == counts.get(("roomcache", ""), 0) > 0
+    # With event persisters, Synapse's own answer can show a membership from
+    # after the token (its main process reads it before it learns the
+    # writer's position); those are not compared.
+    verified = counts.get(("verified", "equal"), 0) + counts.get(("verified", "synapse_ahead"), 0)
+    assert verified == counts.get(("roomcache", ""), 0) > 0
+    assert counts.get(("verified", "equal"), 0) > 0
     assert counts.get(("unsettled", ""), 0) >= 5, "no room was ahead of a token"
     assert counts.get(("synapse", "membership_after_token"), 0) > 0

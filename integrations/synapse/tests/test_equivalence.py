@@ -19,7 +19,19 @@ ALLOWED_FALLBACKS = {"forgotten_newly_left", "left_without_event", "membership_a
 
 
 def test_room_lists_from_roomcache_equal_synapse_own(with_module: ModuleDeployment) -> None:
-    workload = Workload(with_module.homeserver, "equal")
+    _compare_over_the_workload(with_module, "equal")
+
+
+def test_with_two_event_writers(with_module_workers: ModuleDeployment) -> None:
+    """The same with events persisted by two writers (tokens with writers
+    ahead of the minimum)."""
+    _compare_over_the_workload(with_module_workers, "writers")
+    writers = with_module_workers.homeserver.query("SELECT DISTINCT instance_name FROM events")
+    assert {row[0] for row in writers} == {"p1", "p2"}
+
+
+def _compare_over_the_workload(with_module: ModuleDeployment, prefix: str) -> None:
+    workload = Workload(with_module.homeserver, prefix)
     observers = [Observer(client) for client in workload.observers]
     before = with_module.room_list_counts()
     differences: list[str] = []
