@@ -54,6 +54,12 @@ pub(crate) struct Answer<T> {
     pub(crate) fallback: bool,
 }
 
+/// What reads share with source mode's follower.
+pub(crate) struct SourceFollowing {
+    pub(crate) account_data: Arc<AccountDataPosition>,
+    pub(crate) poll_now: Arc<tokio::sync::Notify>,
+}
+
 /// The read side's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadSettings {
@@ -69,6 +75,8 @@ pub(crate) struct Reads {
     fallback: Fallback,
     /// Source mode: how far account data is followed.
     account_data: Option<Arc<AccountDataPosition>>,
+    /// Source mode: wakes the follower when a reader waits for more.
+    poll_now: Option<Arc<tokio::sync::Notify>>,
     settings: ReadSettings,
 }
 
@@ -78,15 +86,27 @@ impl Reads {
         tracker: Arc<PositionTracker>,
         queue: Arc<RecalculationQueue>,
         upstream: Option<Arc<dyn Upstream>>,
-        account_data: Option<Arc<AccountDataPosition>>,
+        source: Option<SourceFollowing>,
         settings: ReadSettings,
     ) -> Self {
+        let (account_data, poll_now) = match source {
+            Some(s) => (Some(s.account_data), Some(s.poll_now)),
+            None => (None, None),
+        };
         Reads {
             index,
             tracker,
             fallback: Fallback::new(queue, upstream),
             account_data,
+            poll_now,
             settings,
+        }
+    }
+
+    /// Source mode: the follower polls now rather than after its pause.
+    fn poll_source_now(&self) {
+        if let Some(poll_now) = &self.poll_now {
+            poll_now.notify_one();
         }
     }
 
@@ -106,6 +126,9 @@ impl Reads {
         };
         let timeout = self.timeout(wait);
         let started = std::time::Instant::now();
+        if position.get().is_none_or(|p| p < target) {
+            self.poll_source_now();
+        }
         let timed_out = tokio::time::timeout(timeout, position.wait_for(target))
             .await
             .is_err();
@@ -130,6 +153,9 @@ impl Reads {
         let (target, clamped) = self.tracker.clamp(requested);
         if clamped {
             warn!(wait_for = %requested, clamped = %target, "wait_for names writers that are not configured; ignoring them");
+        }
+        if !target.is_before_or_eq(&self.tracker.token()) {
+            self.poll_source_now();
         }
         let timeout = self.timeout(wait);
         let timed_out = tokio::time::timeout(timeout, self.tracker.wait_for(target))

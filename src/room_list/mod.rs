@@ -539,6 +539,12 @@ mod tests {
     fn unknown_filter_fields_and_bad_shapes_do_not_parse() {
         let parse = |v: Value| serde_json::from_value::<RoomListRequest>(v);
         assert!(parse(json!({"lists": {"a": {"filters": {"is_dm": true}}}})).is_ok());
+        let stable = parse(json!({"lists": {"a": {"filters": {"is_invited": true}}}})).unwrap();
+        assert_eq!(stable.lists["a"].filters.is_invite, Some(true));
+        assert!(parse(
+            json!({"lists": {"a": {"filters": {"is_invite": true, "is_invited": true}}}})
+        )
+        .is_err());
         assert!(parse(json!({"lists": {"a": {"filters": {"is_tombstoned": true}}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"filters": {"is_dm": "yes"}}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"ranges": [[0, -1]]}}})).is_err());

@@ -16,7 +16,7 @@ use tracing::info;
 use super::{claim_socket_path, install_metrics, SocketFile};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
-use crate::reads::{ReadSettings, Reads};
+use crate::reads::{ReadSettings, Reads, SourceFollowing};
 use crate::source::account_data::AccountDataFollower;
 use crate::source::follow::Follower;
 use crate::source::import::{run_import, ImportOptions};
@@ -92,6 +92,7 @@ struct SourceMode {
     invalidation: Invalidation,
     progress: Arc<SourceProgress>,
     account_data: Arc<AccountDataPosition>,
+    poll_now: Arc<tokio::sync::Notify>,
 }
 
 /// Source mode's start-up, before any row is loaded (so no stale row is
@@ -130,6 +131,7 @@ async fn start_source_mode(
         invalidation,
         progress,
         account_data,
+        poll_now: Arc::new(tokio::sync::Notify::new()),
     })
 }
 
@@ -150,6 +152,7 @@ fn spawn_following(
     };
     let follower = Follower {
         account_data,
+        poll_now: source.poll_now,
         source: source.source,
         store: write_path.store().clone(),
         supervisor: supervisor.clone(),
@@ -221,7 +224,10 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         write_path.tracker().clone(),
         queue.clone(),
         source.as_ref().map(|s| s.upstream.clone()),
-        source.as_ref().map(|s| s.account_data.clone()),
+        source.as_ref().map(|s| SourceFollowing {
+            account_data: s.account_data.clone(),
+            poll_now: s.poll_now.clone(),
+        }),
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),

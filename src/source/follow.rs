@@ -52,6 +52,9 @@ pub(crate) struct Follower {
     pub(crate) batch_size: i64,
     /// Follows the account data room lists read, once per poll.
     pub(crate) account_data: AccountDataFollower,
+    /// Ends a pause between polls at once (a reader waits for a position
+    /// the follower has not reached).
+    pub(crate) poll_now: Arc<tokio::sync::Notify>,
 }
 
 impl Follower {
@@ -73,7 +76,10 @@ impl Follower {
                         last_purge_check = Some(Instant::now());
                     }
                     if caught_up {
-                        tokio::time::sleep(self.poll_interval).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.poll_interval) => {}
+                            _ = self.poll_now.notified() => {}
+                        }
                     }
                 }
                 Err(error) => {

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from roomcache_synapse.assemble import UnsettledRoomUnknown, range_entries
+from roomcache_synapse.client import _parse
 from roomcache_synapse.config import ConfigError, parse_config
 from roomcache_synapse.tokens import room_token
 from roomcache_synapse.versions import is_supported
@@ -102,3 +103,17 @@ def test_the_package_installs_with_pip(tmp_path: Path) -> None:
     assert (tmp_path / "roomcache_synapse" / "seam.py").exists()
     metadata = next(tmp_path.glob("roomcache_synapse-*.dist-info")) / "METADATA"
     assert "License-Expression: Apache-2.0" in metadata.read_text()
+
+
+def test_answers_are_read_whole_with_their_content_length() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\ncontent-type: application/json\r\n\r\n"
+    assert _parse(bytearray(head + b'{"a":')) is None
+    assert _parse(bytearray(head + b'{"a":1}')) == (200, b'{"a":1}', True)
+    closing = (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    assert _parse(bytearray(closing)) == (503, b"{}", False)
+    with pytest.raises(ValueError):
+        _parse(bytearray(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"))
+    with pytest.raises(ValueError):
+        _parse(bytearray(b"SSH-2.0-OpenSSH\r\n\r\n"))
