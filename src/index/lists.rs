@@ -125,6 +125,7 @@ impl IndexData {
             other_rooms: (!options.other_rooms.is_none()).then(|| self.sorted_ids(&other)),
             rooms: (!options.room_ids.is_empty()).then(|| self.entries_of(user, &resolved)),
             account_data_position: None,
+            unaffected: false,
         }
     }
 

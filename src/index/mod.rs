@@ -165,6 +165,29 @@ impl ReadIndex {
         }
     }
 
+    /// Whether any of `rooms` is a room where the user has a membership
+    /// snapshot, or one of `spaces`.
+    pub(crate) fn touches(
+        &self,
+        user_id: &UserId,
+        rooms: &[RoomId],
+        spaces: &BTreeSet<&RoomId>,
+    ) -> bool {
+        let data = self.read();
+        let user = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize));
+        rooms.iter().any(|room| {
+            spaces.contains(room)
+                || user.is_some_and(|user| {
+                    data.room_slots
+                        .get(room)
+                        .is_some_and(|slot| user.snapshots.contains_key(slot))
+                })
+        })
+    }
+
     /// A user's DM rooms and room tags.
     pub(crate) fn account_of(&self, user_id: &UserId) -> UserAccountData {
         self.read().account_of(user_id)

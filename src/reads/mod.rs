@@ -11,7 +11,7 @@
 
 mod fallback;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,6 +248,8 @@ impl Reads {
             .wait_for_account_data(request.wait_for_account_data, wait)
             .await;
         let account_data_position = self.account_data.as_ref().and_then(|p| p.get());
+        let unaffected = self.unaffected(user, request);
+        let wait = if unaffected { Wait::default() } else { wait };
         let fallback_rows = self.fallback.rows_of_user(user).await?;
         let mut answer = match fallback_rows {
             None => {
@@ -268,7 +270,35 @@ impl Reads {
         };
         answer.timed_out |= account_timed_out;
         answer.value.account_data_position = account_data_position;
+        answer.value.unaffected = unaffected;
+        if unaffected {
+            metrics::counter!("roomcache_room_lists_unaffected_total").increment(1);
+        }
         Ok(answer)
+    }
+
+    /// Whether a room-list request need not wait for its token: the cache
+    /// has reached `unaffected.since` but not `wait_for`, and none of the
+    /// rooms changed since is the user's or a space the lists filter on
+    /// (the caller vouches for the rest). Rows published meanwhile only
+    /// bring the answer nearer to `wait_for`.
+    fn unaffected(&self, user: &UserId, request: &RoomListRequest) -> bool {
+        let (Some(unaffected), Some(wait_for)) = (&request.unaffected, &request.wait_for) else {
+            return false;
+        };
+        let (target, _) = self.tracker.clamp(wait_for);
+        let (since, _) = self.tracker.clamp(&unaffected.since);
+        let token = self.tracker.token();
+        if target.is_before_or_eq(&token) || !since.is_before_or_eq(&token) {
+            return false;
+        }
+        let spaces: BTreeSet<&RoomId> = request
+            .lists
+            .values()
+            .filter_map(|list| list.filters.spaces.as_ref())
+            .flatten()
+            .collect();
+        !self.index.touches(user, &unaffected.rooms, &spaces)
     }
 
     /// Each configured writer's durable position and the token, as one snapshot.

@@ -74,6 +74,24 @@ pub struct RoomListRequest {
     /// ([`RoomLists::rooms`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub room_ids: Vec<RoomId>,
+    /// When not to wait for `wait_for`: see [`Unaffected`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unaffected: Option<Unaffected>,
+}
+
+/// The caller vouches that after `since` nothing happened that concerns
+/// the user (no membership of theirs changed, their account data is
+/// waited for separately) except, perhaps, in `rooms` (every room with an
+/// event after `since`). When the cache has reached `since` but not
+/// `wait_for`, and none of `rooms` is a room where the user has a
+/// membership or a space a list filters on, it answers at once, at its
+/// token, with `unaffected: true`: the lists are then the same as at
+/// `wait_for`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unaffected {
+    pub since: StreamToken,
+    pub rooms: Vec<RoomId>,
 }
 
 /// What a request asks of all its lists besides their filters and ranges.
@@ -232,6 +250,10 @@ impl RoomListRequest {
             ("forgotten_rooms", self.forgotten_rooms.len()),
             ("ignored_inviters", self.ignored_inviters.len()),
             ("room_ids", self.room_ids.len()),
+            (
+                "unaffected.rooms",
+                self.unaffected.as_ref().map_or(0, |u| u.rooms.len()),
+            ),
         ];
         for (field, size) in request_sizes {
             if size > MAX_REQUEST_ROOMS {
@@ -348,6 +370,10 @@ pub struct RoomLists {
     /// Source mode: the account-data stream position followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_data_position: Option<i64>,
+    /// With `unaffected`: the cache answered before reaching `wait_for`,
+    /// the request's rooms being unaffected since `unaffected.since`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unaffected: bool,
 }
 
 impl RoomLists {
@@ -376,6 +402,7 @@ impl RoomLists {
             other_rooms: (!options.other_rooms.is_none()).then(Vec::new),
             rooms: (!options.room_ids.is_empty()).then(BTreeMap::new),
             account_data_position: None,
+            unaffected: false,
         }
     }
 }

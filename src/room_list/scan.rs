@@ -86,6 +86,7 @@ pub(crate) fn scan_room_lists<'l>(
         other_rooms: (!options.other_rooms.is_none()).then(|| other.into_iter().collect()),
         rooms,
         account_data_position: None,
+        unaffected: false,
     }
 }
 

@@ -39,3 +39,9 @@ VERIFIED = Counter(
     "showed memberships from after the token, ours was kept; synapse_failed).",
     ["outcome"],
 )
+
+UNAFFECTED = Counter(
+    "roomcache_synapse_unaffected",
+    "Answers roomcache gave before reaching the request's token, nothing that concerns "
+    "the user having happened after its previous token (Synapse's stream change caches).",
+)

@@ -68,6 +68,8 @@ def room_list_body(
     ignored_inviters: Iterable[str],
     other_rooms: str | None,
     room_ids: Iterable[str],
+    wait_for_account_data: int,
+    unaffected: JsonDict | None = None,
 ) -> JsonDict:
     """The whole roomcache request: answer at Synapse's `to_token` (wait for
     it, and report what lies after it), newly left after `from_token`."""
@@ -77,7 +79,7 @@ def room_list_body(
         "wait_for": at,
         "at": at,
         "timeout_ms": wait_timeout_ms,
-        "wait_for_account_data": to_token.account_data_key,
+        "wait_for_account_data": wait_for_account_data,
         # Forgets have no stream position: the one reading of them is the
         # caller's, passed in `forgotten_rooms`.
         "only_forgotten_rooms": True,
@@ -92,4 +94,6 @@ def room_list_body(
     body.update({key: value for key, value in optional.items() if value})
     if other_rooms is not None:
         body["other_rooms"] = other_rooms
+    if unaffected is not None:
+        body["unaffected"] = unaffected
     return body

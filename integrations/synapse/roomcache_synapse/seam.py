@@ -30,10 +30,17 @@ from synapse.types import PersistedEventPosition
 from synapse.types.handlers.sliding_sync import OperationType, RoomSyncConfig, SlidingSyncResult
 
 from . import verify
-from .assemble import UnsettledRoomUnknown, range_entries, unsettled_joined_rooms
+from .assemble import (
+    Assembled,
+    Facts,
+    UnsettledRoomUnknown,
+    range_entries,
+    unsettled_joined_rooms,
+)
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import ROOM_LISTS, SEAM_SECONDS, UNSETTLED_ROOMS, VERIFIED
+from .metrics import ROOM_LISTS, SEAM_SECONDS, UNAFFECTED, UNSETTLED_ROOMS, VERIFIED
+from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body
 
 logger = logging.getLogger(__name__)
@@ -67,6 +74,7 @@ class RoomcacheRoomLists:
         self._client = client
         self._config = config
         self._last_unavailable_log = 0.0
+        self._position = RoomcachePosition(self._store)
 
     def install(self) -> None:
         """Puts the wrapper in place of the handler's method."""
@@ -204,7 +212,7 @@ class RoomcacheRoomLists:
             user_id, previous_connection_state, from_token, answer, facts, assembled
         )
 
-    async def _synapse_facts(self, user_id: str, to_token: Any, from_token: Any | None) -> _Facts:
+    async def _synapse_facts(self, user_id: str, to_token: Any, from_token: Any | None) -> Facts:
         """What Synapse holds cheaply (cached) and roomcache does not."""
         store = self._store
         ignored = await store.ignored_users(user_id)
@@ -224,7 +232,7 @@ class RoomcacheRoomLists:
         without_event = [room_id for room_id, entry in newly_left.items() if entry.event_id is None]
         if without_event:
             raise Fallback("left_without_event", f"{len(without_event)} rooms")
-        return _Facts(
+        return Facts(
             ignored=frozenset(ignored),
             forgotten=frozenset(forgotten),
             partial_state=frozenset(await store.get_partial_rooms()),
@@ -239,7 +247,7 @@ class RoomcacheRoomLists:
         configs: Mapping[str, RoomSyncConfig],
         to_token: Any,
         from_token: Any | None,
-        facts: _Facts,
+        facts: Facts,
     ) -> JsonDict:
         bodies = []
         for name, list_config in lists.items():
@@ -257,6 +265,7 @@ class RoomcacheRoomLists:
         else:
             other_rooms = None
         subscriptions = list(sync_config.room_subscriptions or ())
+        user_id = sync_config.user.to_string()
         body = room_list_body(
             lists=bodies,
             to_token=to_token,
@@ -266,11 +275,16 @@ class RoomcacheRoomLists:
             ignored_inviters=facts.ignored,
             other_rooms=other_rooms,
             room_ids=subscriptions,
+            wait_for_account_data=self._position.account_data_to_wait_for(user_id, to_token),
+            unaffected=self._position.unaffected(user_id),
         )
         try:
-            answer = await self._client.room_lists(sync_config.user.to_string(), body)
+            answer = await self._client.room_lists(user_id, body)
         except RoomcacheFailure as failure:
             raise Fallback(failure.reason, failure.detail) from failure
+        self._position.note(answer)
+        if answer.get("unaffected"):
+            UNAFFECTED.inc()
         if answer.get("timed_out"):
             raise Fallback("not_caught_up", f"roomcache at {answer.get('token')}")
         if answer.get("fallback"):
@@ -288,7 +302,7 @@ class RoomcacheRoomLists:
         configs: Mapping[str, RoomSyncConfig],
         answer: JsonDict,
         to_token: Any,
-    ) -> _Assembled:
+    ) -> Assembled:
         """Each list's count and ops, and the rooms in its ranges, as
         Synapse's own method builds them."""
         answered = answer["lists"]
@@ -301,7 +315,7 @@ class RoomcacheRoomLists:
             positions = await self._store.bulk_get_last_event_pos_in_room_before_stream_ordering(
                 unsettled, to_token.room_key
             )
-        assembled = _Assembled()
+        assembled = Assembled()
         for index, (name, list_config) in enumerate(lists.items()):
             list_answer = answered[str(index)]
             ranges = list(list_config.ranges or [])
@@ -330,7 +344,7 @@ class RoomcacheRoomLists:
         return assembled
 
     async def _add_subscriptions(
-        self, sync_config: Any, answer: JsonDict, facts: _Facts, assembled: _Assembled
+        self, sync_config: Any, answer: JsonDict, facts: Facts, assembled: Assembled
     ) -> None:
         """Room subscriptions, as Synapse adds them after the lists."""
         subscriptions = sync_config.room_subscriptions or {}
@@ -351,8 +365,8 @@ class RoomcacheRoomLists:
         previous_connection_state: Any,
         from_token: Any | None,
         answer: JsonDict,
-        facts: _Facts,
-        assembled: _Assembled,
+        facts: Facts,
+        assembled: Assembled,
     ) -> SlidingSyncInterestedRooms:
         memberships: dict[str, RoomsForUserSlidingSync] = {}
         for room_id, entry in assembled.entries.items():
@@ -390,46 +404,6 @@ class RoomcacheRoomLists:
             room_type=entry["room_type"],
             is_encrypted=entry["is_encrypted"],
         )
-
-
-class _Facts:
-    """What the request needs from Synapse besides roomcache's answer."""
-
-    def __init__(
-        self,
-        *,
-        ignored: frozenset[str],
-        forgotten: frozenset[str],
-        partial_state: frozenset[str],
-        newly_joined: frozenset[str],
-        newly_left: frozenset[str],
-    ) -> None:
-        self.ignored = ignored
-        self.forgotten = forgotten
-        self.partial_state = partial_state
-        self.newly_joined = newly_joined
-        self.newly_left = newly_left
-
-
-class _Assembled:
-    """The lists and the rooms they show, as they are built."""
-
-    def __init__(self) -> None:
-        self.lists: dict[str, SlidingSyncResult.SlidingWindowList] = {}
-        self.relevant: dict[str, RoomSyncConfig] = {}
-        self.entries: dict[str, JsonDict] = {}
-        self.all_rooms: set[str] = set()
-
-    def add_room(self, entry: JsonDict, config: RoomSyncConfig) -> RoomSyncConfig:
-        """A room shown with `config`: its config becomes the union of every
-        config it is shown with, which is returned."""
-        room_id = entry["room_id"]
-        existing = self.relevant.get(room_id)
-        if existing is not None:
-            config = existing.combine_room_sync_config(config)
-        self.relevant[room_id] = config
-        self.entries.setdefault(room_id, entry)
-        return config
 
 
 def _sticky_events_enabled(sync_config: Any) -> bool:

@@ -23,7 +23,8 @@ class ModuleDeployment:
 
     def room_list_counts(self) -> dict[tuple[str, str], float]:
         """The module's counters: room-list computations by (path, reason),
-        verified answers by ("verified", outcome), and ("unsettled", "")."""
+        verified answers by ("verified", outcome), ("unsettled", "") and
+        ("unaffected", "")."""
         counts: dict[tuple[str, str], float] = {}
         for (name, labels), value in self.homeserver.metrics().items():
             label = dict(labels)
@@ -33,6 +34,8 @@ class ModuleDeployment:
                 counts[("verified", label["outcome"])] = value
             elif name == "roomcache_synapse_unsettled_rooms_total":
                 counts[("unsettled", "")] = value
+            elif name == "roomcache_synapse_unaffected_total":
+                counts[("unaffected", "")] = value
         return counts
 
 

@@ -25,3 +25,11 @@ def room_token(stream: int, instance_map: Mapping[str, int]) -> str:
 def position_of(stream: int, instance_map: Mapping[str, int], instance: str) -> int:
     """The position of `instance` in a token (the minimum when not listed)."""
     return instance_map.get(instance, stream)
+
+
+def token_stream(text: str) -> int:
+    """The minimum position of a token in roomcache's text form (`s5`,
+    `m5~p1.7`)."""
+    if len(text) < 2 or text[0] not in "sm":
+        raise ValueError(f"not a stream token: {text!r}")
+    return int(text[1:].split("~", 1)[0])
