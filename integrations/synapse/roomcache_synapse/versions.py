@@ -14,12 +14,19 @@ SUPPORTED_SYNAPSE_VERSIONS = frozenset({"1.163.2"})
 
 
 def installed_synapse_version() -> str | None:
-    """The version of the installed `matrix-synapse` distribution (None when
-    it cannot be found)."""
+    """The version of the installed `matrix-synapse` distribution, else
+    Synapse's own `__version__` (a checkout run in place); None when neither
+    can be found."""
     try:
         return importlib.metadata.version("matrix-synapse")
     except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        import synapse
+    except ImportError:
         return None
+    version = getattr(synapse, "__version__", None)
+    return version if isinstance(version, str) else None
 
 
 def is_supported(version: str | None) -> bool:
