@@ -4,6 +4,7 @@ package with pip."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,17 @@ def test_ranges_cut_by_roomcache_are_used_as_they_are() -> None:
 
 
 def test_the_package_installs_with_pip(tmp_path: Path) -> None:
+    # From a copy: building writes into the project's directory.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE / name, source / name)
+    shutil.copytree(
+        PACKAGE / "roomcache_synapse",
+        source / "roomcache_synapse",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    target = tmp_path / "installed"
     subprocess.run(
         [
             sys.executable,
@@ -95,13 +107,13 @@ def test_the_package_installs_with_pip(tmp_path: Path) -> None:
             "--no-build-isolation",
             "--disable-pip-version-check",
             "--target",
-            str(tmp_path),
-            str(PACKAGE),
+            str(target),
+            str(source),
         ],
         check=True,
     )
-    assert (tmp_path / "roomcache_synapse" / "seam.py").exists()
-    metadata = next(tmp_path.glob("roomcache_synapse-*.dist-info")) / "METADATA"
+    assert (target / "roomcache_synapse" / "seam.py").exists()
+    metadata = next(target.glob("roomcache_synapse-*.dist-info")) / "METADATA"
     assert "License-Expression: Apache-2.0" in metadata.read_text()
 
 
