@@ -76,11 +76,6 @@ struct RoomsField<T> {
     rooms: T,
 }
 
-#[derive(Serialize)]
-struct ListsField<T> {
-    lists: T,
-}
-
 fn parse_room(raw: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::bad_request("M_INVALID_PARAM", e.to_string()))
 }
@@ -148,7 +143,7 @@ pub(super) async fn post_room_list(
     request.validate()?;
     let wait = wait(request.wait_for.clone(), request.timeout_ms);
     let answer = state.reads.room_lists(&user_id, &request, &wait).await?;
-    Ok(respond(answer, |lists| ListsField { lists }))
+    Ok(respond(answer, |lists| lists))
 }
 
 /// Each configured writer's durable position: every row of the writer at
