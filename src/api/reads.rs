@@ -71,11 +71,6 @@ struct SnapshotField<T> {
     snapshot: T,
 }
 
-#[derive(Serialize)]
-struct ListsField<T> {
-    lists: T,
-}
-
 fn parse_room(raw: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::bad_request("M_INVALID_PARAM", e.to_string()))
 }
@@ -176,14 +171,18 @@ pub(super) async fn post_room_list(
     let answer = state.reads.room_lists(&user_id, &request, &wait).await?;
     let rooms: usize = answer
         .value
+        .lists
         .values()
-        .flat_map(|list| &list.ranges)
-        .map(|range| range.rooms.len())
+        .map(|list| {
+            list.ranges.iter().map(|r| r.rooms.len()).sum::<usize>()
+                + list.settled.as_ref().map_or(0, Vec::len)
+                + list.unsettled.as_ref().map_or(0, Vec::len)
+        })
         .sum();
     if rooms > crate::memory::LARGE_ANSWER_ROOMS {
         crate::memory::ask_for_release();
     }
-    Ok(respond(answer, |lists| ListsField { lists }))
+    Ok(respond(answer, |lists| lists))
 }
 
 /// Each configured writer's durable position: every row of the writer at

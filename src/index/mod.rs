@@ -31,11 +31,13 @@
 //!
 //! Files: this one holds the lock and the methods callers use, each taking
 //! the lock once; `layout.rs` the data and its invariants; `write.rs`
-//! applying published changes; `query.rs` rows and room lists out;
+//! applying published changes; `query.rs` rows out and compiled filters;
+//! `lists.rs` room lists;
 //! `tests.rs` the unit tests, which hold the fast path to the scan of
 //! [`crate::room_list::scan`].
 
 mod layout;
+mod lists;
 mod query;
 mod write;
 
@@ -49,7 +51,7 @@ use roomcache_core::{Publication, StreamToken};
 
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::room_list::scan::UserAccountData;
-use crate::room_list::{answer_ranges, ListAnswer, ListRequest, RoomBudget};
+use crate::room_list::{ListAnswer, ListOptions, ListRequest, RoomLists};
 
 /// Committed rows, organised for reads.
 #[derive(Debug)]
@@ -185,31 +187,44 @@ impl ReadIndex {
     }
 
     /// Computes room lists for a user, from one consistent view of the index.
-    pub(crate) fn room_lists<'a, T>(
+    pub(crate) fn room_lists<'l>(
         &self,
         user_id: &UserId,
-        lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
-        from_token: Option<&StreamToken>,
-        budget: &mut RoomBudget,
-    ) -> Vec<(T, ListAnswer)> {
+        lists: impl IntoIterator<Item = (&'l String, &'l ListRequest)>,
+        options: ListOptions<'_>,
+    ) -> RoomLists {
         let data = self.read();
         let user = data
             .user_slots
             .get(user_id)
             .and_then(|u| data.users.get(*u as usize));
-        lists
-            .into_iter()
-            .map(|(name, list)| {
-                let answer = match user {
-                    Some(user) => data.run_list(user, list, from_token, budget),
-                    None => ListAnswer {
-                        count: 0,
-                        ranges: answer_ranges(&list.ranges, 0, &[] as &[()], |_| None, budget),
-                    },
-                };
-                (name, answer)
-            })
-            .collect()
+        match user {
+            Some(user) => data.run_lists(user, lists, options),
+            None => RoomLists::empty(lists, options),
+        }
+    }
+
+    /// Whether any of `rooms` is a room where the user has a membership
+    /// snapshot, or one of `spaces`.
+    pub(crate) fn touches(
+        &self,
+        user_id: &UserId,
+        rooms: &[RoomId],
+        spaces: &BTreeSet<&RoomId>,
+    ) -> bool {
+        let data = self.read();
+        let user = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize));
+        rooms.iter().any(|room| {
+            spaces.contains(room)
+                || user.is_some_and(|user| {
+                    data.room_slots
+                        .get(room)
+                        .is_some_and(|slot| user.snapshots.contains_key(slot))
+                })
+        })
     }
 
     /// A user's DM rooms and room tags.
@@ -232,15 +247,12 @@ impl ReadIndex {
         list: &ListRequest,
         from_token: Option<&StreamToken>,
     ) -> ListAnswer {
-        self.room_lists(
-            user_id,
-            [((), list)],
-            from_token,
-            &mut RoomBudget::unlimited(),
-        )
-        .pop()
-        .map(|(_, answer)| answer)
-        .unwrap_or_default()
+        let name = String::new();
+        self.room_lists(user_id, [(&name, list)], ListOptions::after(from_token))
+            .lists
+            .pop_first()
+            .map(|(_, answer)| answer)
+            .unwrap_or_default()
     }
 }
 

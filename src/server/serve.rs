@@ -15,7 +15,8 @@ use tracing::{error, info};
 use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
-use crate::reads::{ReadSettings, Reads};
+use crate::reads::{ReadSettings, Reads, SourceFollowing};
+use crate::source::account_data::AccountDataFollower;
 use crate::source::follow::Follower;
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::{SourceDatabase, SynapseUpstream};
@@ -23,7 +24,9 @@ use crate::store::{InstanceLock, Store};
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
-use crate::supervisor::{Recalculate, SourceProgress, Supervisor, SupervisorSettings};
+use crate::supervisor::{
+    AccountDataPosition, Recalculate, SourceProgress, Supervisor, SupervisorSettings,
+};
 
 /// The import's settings from roomcache's settings.
 fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {
@@ -114,6 +117,8 @@ struct SourceMode {
     upstream: Arc<dyn Upstream>,
     invalidation: Invalidation,
     progress: Arc<SourceProgress>,
+    account_data: Arc<AccountDataPosition>,
+    poll_now: Arc<tokio::sync::Notify>,
 }
 
 /// Source mode's start-up, before any row is loaded (so no stale row is
@@ -137,11 +142,22 @@ async fn start_source_mode(
             .context("checking for rooms changed in Synapse while roomcache was down")?;
     let progress = Arc::new(SourceProgress::default());
     progress.set_invalidated_at_start(invalidation.queued.len());
+    let account_data = Arc::new(AccountDataPosition::default());
+    if let Some(position) = write_path
+        .store()
+        .account_data_position()
+        .await
+        .context("reading the stored account-data position")?
+    {
+        account_data.advance(position);
+    }
     Ok(SourceMode {
         source,
         upstream,
         invalidation,
         progress,
+        account_data,
+        poll_now: Arc::new(tokio::sync::Notify::new()),
     })
 }
 
@@ -154,7 +170,15 @@ fn spawn_following(
     queue: &RecalculationQueue,
     supervisor: Addr<Supervisor>,
 ) {
+    let account_data = AccountDataFollower {
+        source: source.source.clone(),
+        supervisor: supervisor.clone(),
+        position: source.account_data,
+        batch_size: settings.source_batch_size,
+    };
     let follower = Follower {
+        account_data,
+        poll_now: source.poll_now,
         source: source.source,
         store: write_path.store().clone(),
         supervisor: supervisor.clone(),
@@ -228,6 +252,10 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         write_path.tracker().clone(),
         queue.clone(),
         source.as_ref().map(|s| s.upstream.clone()),
+        source.as_ref().map(|s| SourceFollowing {
+            account_data: s.account_data.clone(),
+            poll_now: s.poll_now.clone(),
+        }),
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),

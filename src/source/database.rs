@@ -7,6 +7,8 @@
 //! [`SourceError::Column`]). May not touch: SQL text (the queries module's),
 //! Synapse's tables beyond reading, roomcache's own tables.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, NoTls, Row};
 use tracing::warn;
@@ -22,6 +24,9 @@ pub(crate) type Parameters<'a> = [&'a (dyn ToSql + Sync)];
 /// Synapse's tables even by mistake.
 pub(crate) struct SourceDatabase {
     client: Client,
+    /// The highest position found safe so far: every id up to it is in
+    /// the events stream's tables (see [`SourceDatabase::safe_position`]).
+    contiguous: AtomicI64,
 }
 
 /// One row a query against Synapse's schema returned. Its columns are read
@@ -62,7 +67,10 @@ impl SourceDatabase {
             .batch_execute("SET default_transaction_read_only = on")
             .await
             .map_err(SourceError::Connect)?;
-        Ok(SourceDatabase { client })
+        Ok(SourceDatabase {
+            client,
+            contiguous: AtomicI64::new(0),
+        })
     }
 
     /// Every row `query` returns.
@@ -146,17 +154,45 @@ impl SourceDatabase {
     }
 
     /// The highest events-stream position up to which everything is
-    /// persisted: the minimum of the writers' `stream_positions` rows for the
-    /// events stream; for a database without such rows (a single writer
-    /// that never wrote one), the highest stream ordering in use.
+    /// persisted. Each writer's `stream_positions` row covers its own ids,
+    /// so everything up to the minimum row is persisted; above it, ids that
+    /// are all present in the stream's tables, one after the other, are
+    /// persisted too (a writer that persists nothing keeps an old row while
+    /// the others' ids fill the range after it; an id still being written
+    /// leaves a gap, and the position stops before it). For a database
+    /// without such rows (a single writer that never wrote one), the highest
+    /// stream ordering in use.
     pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
         let row = self
             .one_row(&queries::EVENTS_STREAM_MINIMUM_POSITION, &[])
             .await?;
-        if let Some(position) = row.column::<Option<i64>>(0)? {
-            return Ok(position.max(0));
+        let minimum: Option<i64> = row.column(0)?;
+        let maximum: Option<i64> = row.column(1)?;
+        if let (Some(minimum), Some(maximum)) = (minimum, maximum) {
+            return self.contiguous_after(minimum.max(0), maximum).await;
         }
         let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
         Ok(row.column::<Option<i64>>(0)?.unwrap_or(0).max(0))
+    }
+
+    /// From `minimum` (or the highest position found before, when higher),
+    /// up through the ids present in the events stream's tables one after
+    /// the other, at most to `maximum`.
+    async fn contiguous_after(&self, minimum: i64, maximum: i64) -> Result<i64, SourceError> {
+        let mut safe = minimum.max(self.contiguous.load(Ordering::Acquire));
+        if maximum > safe {
+            let rows = self
+                .rows(&queries::STREAM_IDS_IN_RANGE, &[&safe, &maximum])
+                .await?;
+            for row in &rows {
+                let id: i64 = row.column(0)?;
+                if id != safe + 1 {
+                    break;
+                }
+                safe = id;
+            }
+        }
+        self.contiguous.fetch_max(safe, Ordering::AcqRel);
+        Ok(safe)
     }
 }

@@ -22,6 +22,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use roomcache_core::{PositionTracker, WriterName};
 
+use super::account_data::AccountDataFollower;
 use super::read::forget_rows;
 use super::{queries, SourceDatabase, SourceError};
 use crate::feed::{FeedBatch, FeedRow, PositionRow, PurgeRow};
@@ -49,6 +50,11 @@ pub(crate) struct Follower {
     pub(crate) poll_interval: Duration,
     /// Most stream positions read per step.
     pub(crate) batch_size: i64,
+    /// Follows the account data room lists read, once per poll.
+    pub(crate) account_data: AccountDataFollower,
+    /// Ends a pause between polls at once (a reader waits for a position
+    /// the follower has not reached).
+    pub(crate) poll_now: Arc<tokio::sync::Notify>,
 }
 
 impl Follower {
@@ -59,13 +65,21 @@ impl Follower {
         loop {
             let check_purges = last_purge_check.is_none_or(|t| t.elapsed() >= PURGE_CHECK_INTERVAL);
             let span = info_span!("source_poll");
+            let account_data = self.account_data.step().await.unwrap_or_else(|error| {
+                warn!(error = %crate::error_chain(&error), "following the source's account data failed; retrying");
+                true
+            });
             match self.step(check_purges).instrument(span).await {
                 Ok(caught_up) => {
+                    let caught_up = caught_up && account_data;
                     if check_purges {
                         last_purge_check = Some(Instant::now());
                     }
                     if caught_up {
-                        tokio::time::sleep(self.poll_interval).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.poll_interval) => {}
+                            _ = self.poll_now.notified() => {}
+                        }
                     }
                 }
                 Err(error) => {

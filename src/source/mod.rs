@@ -6,13 +6,15 @@
 //! ([`queries`]), the source's errors ([`error`]), the translation of
 //! Synapse's tables into feed rows ([`read`]), the import of every row from
 //! those tables ([`import`]), what the supervisor asks of the source to
-//! invalidate and recompute rooms ([`upstream`]) and the follower that tails
-//! new events into the supervisor ([`follow`]). May not touch: Synapse's
+//! invalidate and recompute rooms ([`upstream`]), the follower that tails
+//! new events into the supervisor ([`follow`]) and the account data room
+//! lists read ([`account_data`]). May not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
 //! tables except through the supervisor and the store's methods, the socket
 //! API.
 
+pub(crate) mod account_data;
 mod database;
 mod error;
 pub(crate) mod follow;

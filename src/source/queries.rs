@@ -111,9 +111,27 @@ const fn around_event_columns<const N: usize>(
 /// Reads the lowest position the events stream's writers recorded in
 /// `stream_positions` (NULL when none did).
 pub(crate) const EVENTS_STREAM_MINIMUM_POSITION: Query = Query {
-    name: "the events stream's lowest writer position",
-    sql: "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'events'",
-    columns: &["MIN(stream_positions.stream_id)"],
+    name: "the events stream's lowest and highest writer positions",
+    sql: "SELECT MIN(stream_id), MAX(stream_id) FROM stream_positions
+          WHERE stream_name = 'events'",
+    columns: &[
+        "MIN(stream_positions.stream_id)",
+        "MAX(stream_positions.stream_id)",
+    ],
+};
+
+/// Reads the ids in use in the events stream's tables in `($1, $2]`, in
+/// order (to find how far they run one after the other).
+pub(crate) const STREAM_IDS_IN_RANGE: Query = Query {
+    name: "the events stream's ids in a range",
+    sql: "SELECT stream_ordering FROM events
+            WHERE stream_ordering > $1 AND stream_ordering <= $2
+          UNION SELECT stream_id FROM current_state_delta_stream
+            WHERE stream_id > $1 AND stream_id <= $2
+          UNION SELECT event_stream_ordering FROM ex_outlier_stream
+            WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
+          ORDER BY 1",
+    columns: &["events.stream_ordering | current_state_delta_stream.stream_id | ex_outlier_stream.event_stream_ordering"],
 };
 
 /// Reads the highest stream ordering in use in `events`,
@@ -301,6 +319,75 @@ pub(crate) const ROOMS_OF_USER: Query = Query {
     sql: "SELECT room_id FROM local_current_membership
                      WHERE user_id = $1 AND room_id = ANY($2)",
     columns: &["local_current_membership.room_id"],
+};
+
+/// Reads the account-data stream's lowest writer position.
+pub(crate) const ACCOUNT_DATA_MINIMUM_POSITION: Query = Query {
+    name: "the account-data stream's lowest writer position",
+    sql: "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'account_data'",
+    columns: &["MIN(stream_positions.stream_id)"],
+};
+
+/// Reads the highest id in use on the account-data stream (NULL when none).
+pub(crate) const ACCOUNT_DATA_HIGHEST_ID: Query = Query {
+    name: "the account-data stream's highest id",
+    sql: "SELECT GREATEST(
+              (SELECT MAX(stream_id) FROM account_data),
+              (SELECT MAX(stream_id) FROM room_account_data),
+              (SELECT MAX(stream_id) FROM room_tags_revisions))",
+    columns: &[
+        "MAX(account_data.stream_id, room_account_data.stream_id, room_tags_revisions.stream_id)",
+    ],
+};
+
+/// Reads every user's global account data of type `$1` (`m.direct`).
+pub(crate) const GLOBAL_ACCOUNT_DATA: Query = Query {
+    name: "users' global account data of a type",
+    sql: "SELECT user_id, content FROM account_data WHERE account_data_type = $1",
+    columns: &["account_data.user_id", "account_data.content"],
+};
+
+/// Reads users' global account data of type `$1` changed in `($2, $3]`.
+pub(crate) const GLOBAL_ACCOUNT_DATA_CHANGED: Query = Query {
+    name: "users' global account data of a type changed in a range",
+    sql: "SELECT user_id, content FROM account_data
+          WHERE account_data_type = $1 AND stream_id > $2 AND stream_id <= $3",
+    columns: &["account_data.user_id", "account_data.content"],
+};
+
+/// Reads every room tag.
+pub(crate) const ROOM_TAGS: Query = Query {
+    name: "every room tag",
+    sql: "SELECT user_id, room_id, tag, content FROM room_tags",
+    columns: &[
+        "room_tags.user_id",
+        "room_tags.room_id",
+        "room_tags.tag",
+        "room_tags.content",
+    ],
+};
+
+/// Reads the (user, room) pairs whose tags changed in `($1, $2]`.
+pub(crate) const ROOM_TAGS_REVISED: Query = Query {
+    name: "room tags revised in a range",
+    sql: "SELECT user_id, room_id FROM room_tags_revisions
+          WHERE stream_id > $1 AND stream_id <= $2",
+    columns: &["room_tags_revisions.user_id", "room_tags_revisions.room_id"],
+};
+
+/// Reads the tags of the (user, room) pairs `$1`/`$2` (parallel arrays).
+pub(crate) const ROOM_TAGS_OF_PAIRS: Query = Query {
+    name: "the tags of some users' rooms",
+    sql: "SELECT t.user_id, t.room_id, t.tag, t.content
+          FROM room_tags t
+          JOIN UNNEST($1::text[], $2::text[]) AS r(user_id, room_id)
+            ON t.user_id = r.user_id AND t.room_id = r.room_id",
+    columns: &[
+        "room_tags.user_id",
+        "room_tags.room_id",
+        "room_tags.tag",
+        "room_tags.content",
+    ],
 };
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
-use super::{Store, StoreError, EVENTS_STREAM};
+use super::{Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, EVENTS_STREAM};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::rules::RoomMemory;
 
@@ -33,6 +33,8 @@ pub(crate) struct CommitGroup {
     space_children: BTreeMap<RoomId, Vec<RoomId>>,
     /// Source mode: the import's progress, written with the group's rows.
     import_progress: Option<ImportProgress>,
+    /// Source mode: how far Synapse's account-data stream is applied.
+    account_data_position: Option<i64>,
 }
 
 /// Source mode: how far the import from Synapse's tables has come
@@ -115,6 +117,11 @@ impl CommitGroup {
     /// Records the import's progress with this group (source mode).
     pub(crate) fn set_import_progress(&mut self, progress: ImportProgress) {
         self.import_progress = Some(progress);
+    }
+
+    /// Records how far Synapse's account-data stream is applied (source mode).
+    pub(crate) fn set_account_data_position(&mut self, position: i64) {
+        self.account_data_position = Some(position);
     }
 
     /// Number of table rows written or deleted.
@@ -243,6 +250,17 @@ async fn write_positions(
                     &progress.rows_written,
                     &progress.finished,
                 ],
+            )
+            .await?;
+    }
+    if let Some(position) = group.account_data_position {
+        transaction
+            .execute(
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (stream_name, instance_name) DO UPDATE
+                 SET stream_id = EXCLUDED.stream_id",
+                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE, &position],
             )
             .await?;
     }

@@ -15,7 +15,9 @@ use super::rows::{
     column, joined_from_row, room_id, snapshot_from_row, user_id, JOINED_COLUMNS, JOINED_TABLE,
     SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
-use super::{CorruptRow, Store, StoreError, EVENTS_STREAM};
+use super::{
+    CorruptRow, Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, EVENTS_STREAM,
+};
 use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId};
 use crate::rules::{RoomMemory, RoomState};
 
@@ -203,6 +205,22 @@ impl Store {
     /// writer could ever claim it).
     pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
         stored_positions(&*self.pool.get().await?).await
+    }
+
+    /// Source mode: how far Synapse's account-data stream is applied, if
+    /// it ever was.
+    pub(crate) async fn account_data_position(&self) -> Result<Option<i64>, StoreError> {
+        let table = "stream_positions";
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT stream_id FROM {table} WHERE stream_name = $1 AND instance_name = $2"
+                ),
+                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE],
+            )
+            .await?;
+        row.map(|row| column(&row, table, 0)).transpose()
     }
 
     /// Every room with a cached row or remembered state.

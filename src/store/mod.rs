@@ -31,6 +31,10 @@ pub use load::LoadedRows;
 
 /// The name of the events stream in `stream_positions`.
 pub(crate) const EVENTS_STREAM: &str = "events";
+/// Source mode: the row of `stream_positions` recording how far Synapse's
+/// account-data stream (the minimum over its writers) is applied.
+pub(crate) const ACCOUNT_DATA_STREAM: &str = "account_data";
+pub(crate) const ACCOUNT_DATA_SOURCE: &str = "source";
 
 mod embedded {
     refinery::embed_migrations!("migrations");
