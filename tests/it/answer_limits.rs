@@ -70,6 +70,24 @@ async fn answers_are_bounded_by_what_they_return() {
         .await
         .assert_error(400, "ROOMCACHE_TOO_MANY_ROOMS");
 
+    // With `at`, a list answers its settled and unsettled rooms instead of
+    // ranges: they count too (4 lists x 30 rooms > 100; 3 x 30 fit).
+    let list = json!({"ranges": [[0, huge]]});
+    let request = json!({"at": "s10", "lists": {"a": list, "b": list, "c": list, "d": list}});
+    server
+        .post("/v1/users/@alice:example.org/room_list", &request)
+        .await
+        .assert_error(400, "ROOMCACHE_TOO_MANY_ROOMS");
+    let request = json!({"at": "s10", "lists": {"a": list, "b": list, "c": list}});
+    let answer = server
+        .post("/v1/users/@alice:example.org/room_list", &request)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let a = &answer.body["lists"]["a"];
+    let listed =
+        a["settled"].as_array().map_or(0, Vec::len) + a["unsettled"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed, 30, "{a}");
+
     // A user's rooms, 20 per page, in room ID order.
     let first = server.get("/v1/users/@alice:example.org/rooms").await;
     assert_eq!(first.status, 200, "{}", first.text);
