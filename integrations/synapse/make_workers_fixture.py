@@ -1,6 +1,6 @@
 """Writes the multi-writer fixture of tests/fixtures/synapse/: a Synapse with two
 event persisters (p1, p2) over Redis, after two rounds of the concurrent test
-workload (tests/workload.py), exported as its database (workers.sql.gz) and its
+workload (tests/scenes.py), exported as its database (workers.sql.gz) and its
 live sliding-sync tables (workers.*.csv), as small.* are.
 
     var/synapse-venv/bin/python integrations/synapse/make_workers_fixture.py [PORT_BASE]
@@ -17,8 +17,8 @@ import sys
 import time
 
 from tests.harness import REPOSITORY, Homeserver
-from tests.roomcache import JOINED_COLUMNS, SNAPSHOT_COLUMNS, synapse_writer_positions
-from tests.workload import Cast, all_scenes, play
+from tests.follower import JOINED_COLUMNS, SNAPSHOT_COLUMNS, synapse_writer_positions
+from tests.scenes import Cast, all_scenes, play
 
 FIXTURES = REPOSITORY / "tests" / "fixtures" / "synapse"
 

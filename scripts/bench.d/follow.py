@@ -25,7 +25,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPOSITORY / "integrations" / "synapse"))
 
 from tests.harness import Homeserver  # noqa: E402
-from tests.roomcache import Roomcache  # noqa: E402
+from tests.follower import Roomcache  # noqa: E402
 
 
 def lag_of(cache: Roomcache, room_id: str, token: str, sent: float) -> float:

@@ -61,6 +61,8 @@ impl IndexData {
         }
         if let Some(extras) = record.extras.as_mut() {
             extras.self_leaves.remove(&(snapshot.position, room));
+            extras.non_joined.remove(&room);
+            extras.forgotten.remove(&room);
         }
     }
 
@@ -78,6 +80,7 @@ impl IndexData {
             return;
         };
         if snapshot.forgotten {
+            record.extras_mut().forgotten.insert(room);
             return;
         }
         let self_sent = senders
@@ -92,6 +95,9 @@ impl IndexData {
         let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
         record.order.insert((Reverse(key), room), attributes);
         record.count(attributes, 1);
+        if snapshot.membership != Membership::Join {
+            record.extras_mut().non_joined.insert(room);
+        }
         snapshot.listed = true;
     }
 
@@ -174,6 +180,10 @@ impl IndexData {
             listed: false,
         };
         let joins = record.membership == Membership::Join;
+        let (instance, position) = (record.instance, record.position);
+        if let Some(user_record) = self.users.get_mut(user as usize) {
+            user_record.mark_membership(instance, position);
+        }
         let existing = self
             .users
             .get(user as usize)

@@ -9,6 +9,7 @@
 //! naive reference over plain rows, kept with them).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,6 +27,9 @@ pub const MAX_RANGES: usize = 100;
 pub const MAX_FILTER_VALUES: usize = 1000;
 /// Longest list name and `room_name_like` text, in bytes.
 pub const MAX_TEXT_LENGTH: usize = 1000;
+/// Most values of a request-level room or user list (`forgotten_rooms`,
+/// `ignored_inviters`, `room_ids`) and of a list's `exclude_rooms`.
+pub const MAX_REQUEST_ROOMS: usize = 100_000;
 
 /// `POST /v1/users/{user_id}/room_list`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,117 @@ pub struct RoomListRequest {
     /// How long to wait for `wait_for`, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Source mode: answer only once account data (`m.direct`, `m.tag`) is
+    /// followed up to this position of Synapse's account-data stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_account_data: Option<i64>,
+    /// The caller's own token: what happened after it is reported, not
+    /// hidden (see [`ListAnswer::unsettled`], [`RoomLists::memberships_after_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<StreamToken>,
+    /// Rooms the caller knows the user has forgotten (forgets have no
+    /// stream position, so the cache may not have seen them yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten_rooms: Vec<RoomId>,
+    /// True: the user's rooms are forgotten exactly when listed in
+    /// `forgotten_rooms` (the cache's own forgotten flags are not read), so
+    /// the answer reflects the caller's one reading of them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_forgotten_rooms: bool,
+    /// Invites sent by these users are not listed (ignored users).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_inviters: Vec<UserId>,
+    /// Which rooms of the lists, beyond their ranges, to name in
+    /// [`RoomLists::other_rooms`].
+    #[serde(default, skip_serializing_if = "OtherRooms::is_none")]
+    pub other_rooms: OtherRooms,
+    /// The user's entries in these rooms, whatever the lists
+    /// ([`RoomLists::rooms`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub room_ids: Vec<RoomId>,
+    /// When not to wait for `wait_for`: see [`Unaffected`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unaffected: Option<Unaffected>,
+}
+
+/// The caller vouches that after `since` nothing happened that concerns
+/// the user (no membership of theirs changed, their account data is
+/// waited for separately) except, perhaps, in `rooms` (every room with an
+/// event after `since`). When the cache has reached `since` but not
+/// `wait_for`, and none of `rooms` is a room where the user has a
+/// membership or a space a list filters on, it answers at once, at its
+/// token, with `unaffected: true`: the lists are then the same as at
+/// `wait_for`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unaffected {
+    pub since: StreamToken,
+    pub rooms: Vec<RoomId>,
+}
+
+/// What a request asks of all its lists besides their filters and ranges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListOptions<'a> {
+    pub from_token: Option<&'a StreamToken>,
+    pub at: Option<&'a StreamToken>,
+    pub forgotten_rooms: &'a [RoomId],
+    pub only_forgotten_rooms: bool,
+    pub ignored_inviters: &'a [UserId],
+    pub other_rooms: OtherRooms,
+    pub room_ids: &'a [RoomId],
+    /// Most rooms the answer may hold (`None`: no limit).
+    pub budget: Option<&'a RoomBudget>,
+}
+
+impl<'a> ListOptions<'a> {
+    /// Only a `from_token` (newly-left rooms after it).
+    pub fn after(from_token: Option<&'a StreamToken>) -> Self {
+        ListOptions {
+            from_token,
+            ..ListOptions::default()
+        }
+    }
+
+    /// With `at`: whether a room sorting by `recency` is unsettled (its
+    /// order as of `at` is unknown to the cache).
+    pub fn is_unsettled(&self, recency: i64) -> bool {
+        self.at.is_some_and(|at| recency > at.stream)
+    }
+}
+
+impl RoomListRequest {
+    pub fn options(&self) -> ListOptions<'_> {
+        ListOptions {
+            from_token: self.from_token.as_ref(),
+            at: self.at.as_ref(),
+            forgotten_rooms: &self.forgotten_rooms,
+            only_forgotten_rooms: self.only_forgotten_rooms,
+            ignored_inviters: &self.ignored_inviters,
+            other_rooms: self.other_rooms,
+            room_ids: &self.room_ids,
+            budget: None,
+        }
+    }
+}
+
+/// Which rooms matching a list but outside its ranges an answer names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtherRooms {
+    /// None (`other_rooms` is absent from the answer).
+    #[default]
+    None,
+    /// Those that may have changed after `from_token`: the room's latest
+    /// event or the user's membership is after `from_token.stream`.
+    Changed,
+    /// All of them.
+    All,
+}
+
+impl OtherRooms {
+    pub fn is_none(&self) -> bool {
+        *self == OtherRooms::None
+    }
 }
 
 /// One list: which rooms (filters) and which rows of the sorted result (ranges).
@@ -54,6 +169,9 @@ pub struct ListRequest {
     pub ranges: Vec<(u64, u64)>,
     #[serde(default)]
     pub filters: Filters,
+    /// Rooms this list leaves out whatever the filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_rooms: Vec<RoomId>,
 }
 
 /// The filters of a list; every filter given must hold (AND). Absent or
@@ -70,8 +188,9 @@ pub struct Filters {
     /// Known state and this encryption (unknown-state rooms never match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_encrypted: Option<bool>,
-    /// An invite (`true`) or anything else (`false`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// An invite (`true`) or anything else (`false`); also accepted as
+    /// `is_invited` (the stable specification's name).
+    #[serde(default, alias = "is_invited", skip_serializing_if = "Option::is_none")]
     pub is_invite: Option<bool>,
     /// Room type in this list (`null` = no type); unknown-state rooms excluded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +238,10 @@ pub enum RoomListError {
     FilterValues { list: String, filter: &'static str },
     #[error("list {0:?}: `room_name_like` is longer than {MAX_TEXT_LENGTH} bytes")]
     NameTooLong(String),
+    #[error("`{0}` has more than {MAX_REQUEST_ROOMS} values")]
+    RequestRooms(&'static str),
+    #[error("`other_rooms: changed` needs a `from_token`")]
+    ChangedWithoutFromToken,
 }
 
 impl RoomListRequest {
@@ -127,12 +250,32 @@ impl RoomListRequest {
         if self.lists.is_empty() || self.lists.len() > MAX_LISTS {
             return Err(RoomListError::ListCount);
         }
+        let request_sizes = [
+            ("forgotten_rooms", self.forgotten_rooms.len()),
+            ("ignored_inviters", self.ignored_inviters.len()),
+            ("room_ids", self.room_ids.len()),
+            (
+                "unaffected.rooms",
+                self.unaffected.as_ref().map_or(0, |u| u.rooms.len()),
+            ),
+        ];
+        for (field, size) in request_sizes {
+            if size > MAX_REQUEST_ROOMS {
+                return Err(RoomListError::RequestRooms(field));
+            }
+        }
+        if self.other_rooms == OtherRooms::Changed && self.from_token.is_none() {
+            return Err(RoomListError::ChangedWithoutFromToken);
+        }
         for (name, list) in &self.lists {
             if name.is_empty() || name.len() > MAX_TEXT_LENGTH {
                 return Err(RoomListError::ListName);
             }
             if list.ranges.len() > MAX_RANGES {
                 return Err(RoomListError::RangeCount(name.clone()));
+            }
+            if list.exclude_rooms.len() > MAX_REQUEST_ROOMS {
+                return Err(RoomListError::RequestRooms("exclude_rooms"));
             }
             let f = &list.filters;
             let sizes = [
@@ -179,6 +322,11 @@ pub struct RoomListEntry {
     pub is_encrypted: bool,
     pub tombstone_successor_room_id: Option<String>,
     pub has_known_state: bool,
+    /// The position the list is sorted by: for a join, the room's latest
+    /// event (the joined row's `event_stream_ordering`, or the membership
+    /// position when the room has no joined row); otherwise the
+    /// membership position.
+    pub recency: i64,
 }
 
 /// The rooms of one requested range.
@@ -193,8 +341,74 @@ pub struct RangeAnswer {
 pub struct ListAnswer {
     /// Rooms in the list after filters, independent of the ranges.
     pub count: usize,
-    /// One entry per requested range, in request order.
+    /// One entry per requested range, in request order (empty when
+    /// `unsettled` is given).
     pub ranges: Vec<RangeAnswer>,
+    /// With `at`, when some matching rooms sort by a position after
+    /// `at.stream` (their order as of `at` is unknown to the cache): the
+    /// first rooms of the list without them, in order, as many as the
+    /// ranges reach (`settled`), and those rooms (`unsettled`, newest
+    /// first). The caller places them and cuts the ranges itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<Vec<RoomListEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsettled: Option<Vec<RoomListEntry>>,
+}
+
+/// Everything a room-list request answers, besides the token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLists {
+    pub lists: BTreeMap<String, ListAnswer>,
+    /// With `at`: the rooms where the user's membership is after `at`
+    /// (for its writer), in any state (also left or forgotten), by room
+    /// ID. The lists show their memberships as of the answer's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memberships_after_at: Option<Vec<RoomId>>,
+    /// With `other_rooms`: the rooms it asks for, over every list, by room ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_rooms: Option<Vec<RoomId>>,
+    /// With `room_ids`: the user's entry in each of those rooms where the
+    /// user has a membership that is not forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<BTreeMap<RoomId, RoomListEntry>>,
+    /// Source mode: the account-data stream position followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_data_position: Option<i64>,
+    /// With `unaffected`: the cache answered before reaching `wait_for`,
+    /// the request's rooms being unaffected since `unaffected.since`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unaffected: bool,
+}
+
+impl RoomLists {
+    /// The answer for a user the cache knows nothing of: empty lists.
+    pub fn empty<'l>(
+        lists: impl IntoIterator<Item = (&'l String, &'l ListRequest)>,
+        options: ListOptions<'_>,
+    ) -> Self {
+        let lists = lists
+            .into_iter()
+            .map(|(name, list)| {
+                let ranges = answer_ranges(&list.ranges, 0, &[] as &[()], |_| None, None);
+                (
+                    name.clone(),
+                    ListAnswer {
+                        count: 0,
+                        ranges,
+                        ..ListAnswer::default()
+                    },
+                )
+            })
+            .collect();
+        RoomLists {
+            lists,
+            memberships_after_at: options.at.map(|_| Vec::new()),
+            other_rooms: (!options.other_rooms.is_none()).then(Vec::new),
+            rooms: (!options.room_ids.is_empty()).then(BTreeMap::new),
+            account_data_position: None,
+            unaffected: false,
+        }
+    }
 }
 
 /// How many rows of the sorted list the ranges can reach (`end + 1` of the
@@ -226,18 +440,77 @@ pub fn range_bounds(range: (u64, u64), count: usize) -> std::ops::Range<usize> {
     start..end.saturating_add(1).min(count)
 }
 
+/// How many rooms one answer may hold, across its lists and ranges (the
+/// setting `max_room_list_rooms`): each range is clamped to its list's
+/// count, and the rooms of every range (and of a list's settled and
+/// unsettled rooms) are counted before any is built. Shared by reference
+/// through [`ListOptions`].
+#[derive(Debug)]
+pub struct RoomBudget {
+    max: usize,
+    asked: AtomicUsize,
+}
+
+impl RoomBudget {
+    pub fn new(max: usize) -> Self {
+        RoomBudget {
+            max,
+            asked: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts `rooms` more; true while the total is within the limit (the
+    /// caller then builds them).
+    pub fn take(&self, rooms: usize) -> bool {
+        let update = self
+            .asked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |asked| {
+                Some(asked.saturating_add(rooms))
+            });
+        let before = match update {
+            Ok(before) | Err(before) => before,
+        };
+        before.saturating_add(rooms) <= self.max
+    }
+
+    /// `Some((rooms asked for, limit))` when the answer would hold more
+    /// rooms than the limit.
+    pub fn exceeded(&self) -> Option<(usize, usize)> {
+        let asked = self.asked.load(Ordering::Relaxed);
+        (asked > self.max).then_some((asked, self.max))
+    }
+}
+
+/// Whether `rooms` more rooms fit `budget` (no budget: always).
+pub fn within_budget(budget: Option<&RoomBudget>, rooms: usize) -> bool {
+    budget.is_none_or(|b| b.take(rooms))
+}
+
 /// The rooms of each range, from the sorted rows (which hold at least
-/// `min(needed_prefix, count)` rows).
+/// `min(needed_prefix, count)` rows). When the ranges hold more rooms than
+/// `budget` has left, no room is built (the ranges are answered empty) and
+/// the budget records it: the caller refuses the request.
 pub fn answer_ranges<T: Clone>(
     ranges: &[(u64, u64)],
     count: usize,
     sorted: &[T],
     to_entry: impl Fn(&T) -> Option<RoomListEntry>,
+    budget: Option<&RoomBudget>,
 ) -> Vec<RangeAnswer> {
+    let available = count.min(sorted.len());
+    let rooms: usize = ranges
+        .iter()
+        .map(|range| range_bounds(*range, available).len())
+        .fold(0, usize::saturating_add);
+    let within = within_budget(budget, rooms);
     ranges
         .iter()
         .map(|range| {
-            let bounds = range_bounds(*range, count.min(sorted.len()));
+            let bounds = if within {
+                range_bounds(*range, available)
+            } else {
+                0..0
+            };
             RangeAnswer {
                 range: *range,
                 rooms: sorted[bounds].iter().filter_map(&to_entry).collect(),
@@ -356,6 +629,12 @@ mod tests {
     fn unknown_filter_fields_and_bad_shapes_do_not_parse() {
         let parse = |v: Value| serde_json::from_value::<RoomListRequest>(v);
         assert!(parse(json!({"lists": {"a": {"filters": {"is_dm": true}}}})).is_ok());
+        let stable = parse(json!({"lists": {"a": {"filters": {"is_invited": true}}}})).unwrap();
+        assert_eq!(stable.lists["a"].filters.is_invite, Some(true));
+        assert!(parse(
+            json!({"lists": {"a": {"filters": {"is_invite": true, "is_invited": true}}}})
+        )
+        .is_err());
         assert!(parse(json!({"lists": {"a": {"filters": {"is_tombstoned": true}}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"filters": {"is_dm": "yes"}}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"ranges": [[0, -1]]}}})).is_err());
@@ -380,7 +659,7 @@ mod tests {
             "b".into(),
             ListRequest {
                 ranges: vec![(0, 1); MAX_RANGES + 1],
-                filters: Filters::default(),
+                ..ListRequest::default()
             },
         );
         assert_eq!(

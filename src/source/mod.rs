@@ -8,13 +8,15 @@
 //! those tables ([`import`]), what the supervisor asks of the source to
 //! invalidate and recompute rooms ([`upstream`]), ranges of the events
 //! stream between vector tokens ([`range`]), the follower that tails new
-//! events, forgets and purges into the supervisor ([`follow`]) and what it
-//! learns from Synapse's replication stream over Redis ([`redis`]). May not touch: Synapse's
+//! events, forgets and purges into the supervisor ([`follow`]), what it
+//! learns from Synapse's replication stream over Redis ([`redis`]) and the
+//! account data room lists read ([`account_data`]). May not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
 //! tables except through the supervisor and the store's methods, the socket
 //! API.
 
+pub(crate) mod account_data;
 mod database;
 mod error;
 pub(crate) mod follow;

@@ -11,7 +11,9 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
-use super::{Store, StoreError, CACHES_STREAM, EVENTS_STREAM};
+use super::{
+    Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM, EVENTS_STREAM,
+};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::rules::RoomMemory;
 
@@ -35,6 +37,8 @@ pub(crate) struct CommitGroup {
     space_children: BTreeMap<RoomId, Vec<RoomId>>,
     /// Source mode: the import's progress, written with the group's rows.
     import_progress: Option<ImportProgress>,
+    /// Source mode: how far Synapse's account-data stream is applied.
+    account_data_position: Option<i64>,
 }
 
 /// Source mode: how far the import from Synapse's tables has come
@@ -129,6 +133,11 @@ impl CommitGroup {
         self.import_progress = Some(progress);
     }
 
+    /// Records how far Synapse's account-data stream is applied (source mode).
+    pub(crate) fn set_account_data_position(&mut self, position: i64) {
+        self.account_data_position = Some(position);
+    }
+
     /// Number of table rows written or deleted.
     pub(crate) fn row_count(&self) -> usize {
         self.joined_rooms.len() + self.snapshots.len()
@@ -141,6 +150,10 @@ impl Store {
     /// commits.
     #[instrument(skip_all, fields(rows = group.row_count()))]
     pub(crate) async fn commit(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        self.within_write_timeout(self.commit_now(group)).await
+    }
+
+    async fn commit_now(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;
@@ -265,6 +278,17 @@ async fn write_positions(
                     &progress.rows_written,
                     &progress.finished,
                 ],
+            )
+            .await?;
+    }
+    if let Some(position) = group.account_data_position {
+        transaction
+            .execute(
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (stream_name, instance_name) DO UPDATE
+                 SET stream_id = EXCLUDED.stream_id",
+                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE, &position],
             )
             .await?;
     }

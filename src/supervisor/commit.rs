@@ -64,6 +64,12 @@ impl<'rows> CommitUnit<'rows> {
         self.group.set_import_progress(progress);
     }
 
+    /// Source mode: Synapse's account-data stream is applied up to
+    /// `position` with this commit.
+    pub(crate) fn account_data_position(&mut self, position: i64) {
+        self.group.set_account_data_position(position);
+    }
+
     /// Takes recomputed rooms off the recalculation queue.
     pub(crate) fn dequeue(&mut self, rooms: &[RoomId]) {
         self.group.dequeue(rooms);

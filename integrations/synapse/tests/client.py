@@ -114,6 +114,11 @@ class Client:
     def unban(self, room_id: str, user_id: str) -> None:
         self._room_post(room_id, "unban", {"user_id": user_id})
 
+    def upgrade_room(self, room_id: str, new_version: str) -> str:
+        """Upgrades a room (tombstone in the old one); returns the new room's ID."""
+        answer = self._room_post(room_id, "upgrade", {"new_version": new_version})
+        return answer["replacement_room"]
+
     def _room_post(self, room_id: str, action: str, body: JsonDict) -> JsonDict:
         return self.request("POST", f"/_matrix/client/v3/rooms/{_id(room_id)}/{action}", body)
 
@@ -176,6 +181,10 @@ class Client:
     def set_direct(self, rooms_by_user: dict[str, list[str]]) -> None:
         """Replaces the user's `m.direct`: user ID → that user's DM room IDs."""
         self.set_account_data("m.direct", rooms_by_user)
+
+    def ignore_users(self, user_ids: list[str]) -> None:
+        """Replaces the user's ignored users (`m.ignored_user_list`)."""
+        self.set_account_data("m.ignored_user_list", {"ignored_users": {u: {} for u in user_ids}})
 
     def set_room_tag(self, room_id: str, tag: str, order: float | None = None) -> None:
         body = {} if order is None else {"order": order}

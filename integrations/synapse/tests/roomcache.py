@@ -1,13 +1,11 @@
-"""roomcache as a real process beside a test homeserver: built with cargo, run in
-source mode on the homeserver's Postgres (its own database `roomcache`, one
-schema per process), asked over its Unix socket, stopped or killed by its
-process id; its tables read from Postgres and compared with Synapse's live
-sliding-sync tables.
+"""roomcache in source mode beside a test homeserver: its own database on the
+homeserver's Postgres cluster, following Synapse's database read-only.
 
-    binary = build_roomcache()
-    with Roomcache(binary, directory, homeserver, schema="follow") as cache:
-        cache.wait_until_caught_up(homeserver)
-        assert_same_tables(homeserver, cache)
+    with Roomcache(directory, homeserver, binary) as roomcache:
+        roomcache.wait_until_caught_up()
+
+The binary is `ROOMCACHE_BIN` when set (scripts/test.d/synapse builds it and
+sets it), else the debug build, brought up to date with `cargo build`.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,34 +24,23 @@ import psycopg2
 
 from .harness import REPOSITORY, Homeserver
 
-JOINED_COLUMNS = (
-    "room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted,"
-    " tombstone_successor_room_id"
-)
-SNAPSHOT_COLUMNS = (
-    "room_id, user_id, sender, membership_event_id, membership, forgotten,"
-    " event_stream_ordering, event_instance_name, has_known_state, room_type, room_name,"
-    " is_encrypted, tombstone_successor_room_id"
-)
-
-Tables = dict[str, dict[tuple[str, ...], tuple[Any, ...]]]
+DATABASE = "roomcache"
 
 
-def build_roomcache(profile: str = "debug") -> Path:
-    """Builds the roomcache binary (nothing to do when it is current); returns its path."""
-    arguments = ["cargo", "build", "--locked", "--quiet", "--bin", "roomcache"]
-    if profile == "release":
-        arguments.append("--release")
-    subprocess.run(arguments, cwd=REPOSITORY, check=True, stdin=subprocess.DEVNULL)
-    return REPOSITORY / "target" / profile / "roomcache"
+def roomcache_binary() -> Path:
+    """The roomcache binary the tests run."""
+    configured = os.environ.get("ROOMCACHE_BIN")
+    if configured:
+        return Path(configured)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPOSITORY / "target"))
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "roomcache"], cwd=REPOSITORY, check=True)
+    return target / "debug" / "roomcache"
 
 
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("roomcache", timeout=timeout)
+        self._path = path
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -62,248 +48,144 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def roomcache_database_url(homeserver: Homeserver) -> str:
-    """roomcache's own database on the homeserver's Postgres (created if missing)."""
-    synapse_url = homeserver.database_url
-    base = synapse_url.rsplit("/", 1)[0]
-    with psycopg2.connect(f"{base}/postgres") as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'roomcache'")
-            if cursor.fetchone() is None:
-                cursor.execute("CREATE DATABASE roomcache")
-    connection.close()
-    return f"{base}/roomcache"
-
-
-def drop_schema(database_url: str, schema: str) -> None:
-    """Drops a schema of roomcache's database (left by an earlier session)."""
-    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
-        cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    connection.close()
-
-
 class Roomcache:
-    """`roomcache serve` in source mode beside `homeserver`, files in `directory`,
-    its tables in a fresh `schema`. `redis=True` follows the homeserver's Redis;
-    `extra` adds command-line flags."""
+    """One roomcache process following `homeserver`'s database."""
 
     def __init__(
-        self,
-        binary: Path,
-        directory: Path,
-        homeserver: Homeserver,
-        *,
-        schema: str,
-        writers: Sequence[str] = ("p1", "p2"),
-        redis: bool = True,
-        extra: Sequence[str] = (),
+        self, directory: Path, homeserver: Homeserver, *, writers: tuple[str, ...] = ("master",)
     ) -> None:
-        self.binary = binary
         self.directory = directory
         self.homeserver = homeserver
-        self.schema = schema
-        self.socket = directory / "roomcache.sock"
-        self.log_path = directory / "roomcache.log"
-        self.database_url = roomcache_database_url(homeserver)
-        drop_schema(self.database_url, schema)
-        self.arguments = [
+        self.writers = writers
+        self.socket_path = directory / "roomcache.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # --- process ------------------------------------------------------------------
+
+    def create_database(self) -> None:
+        """A fresh database for roomcache's own tables, on the homeserver's cluster."""
+        url = self.homeserver.database_url.rsplit("/", 1)[0] + "/postgres"
+        connection = psycopg2.connect(url)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
+            cursor.execute(f"CREATE DATABASE {DATABASE}")
+        connection.close()
+
+    def start(self) -> None:
+        """Starts roomcache (importing on its first start) and waits until it
+        answers on its socket."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "empty.toml").write_text("")
+        database = self.homeserver.database_url.rsplit("/", 1)[0] + f"/{DATABASE}"
+        arguments = [
+            str(roomcache_binary()),
             "serve",
             "--config",
-            "/nonexistent/roomcache.toml",
+            str(self.directory / "empty.toml"),
             "--server-name",
-            homeserver.server_name,
-            "--database-url",
-            self.database_url,
-            "--schema",
-            schema,
+            self.homeserver.server_name,
             "--socket-path",
-            str(self.socket),
+            str(self.socket_path),
+            "--database-url",
+            database,
+            "--schema",
+            "roomcache",
             "--writers",
-            ",".join(writers),
+            ",".join(self.writers),
             "--source-database-url",
-            homeserver.database_url,
-            *extra,
+            self.homeserver.database_url,
+            "--source-poll-interval-ms",
+            "20",
+            "--log-level",
+            "info",
         ]
-        if redis:
-            self.arguments += ["--source-redis-url", f"redis://127.0.0.1:{homeserver.redis_port}/"]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    # --- the process ------------------------------------------------------------
-
-    def start(self, timeout: float = 120) -> None:
-        """Starts the process and waits until it answers /health."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        environment = {**os.environ, "ROOMCACHE_LOG_LEVEL": "info", "NO_COLOR": "1"}
-        self.process = subprocess.Popen(
-            [str(self.binary), *self.arguments],
-            stdin=subprocess.DEVNULL,
+        log = (self.directory / "roomcache.log").open("ab")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCACHE_")}
+        self._process = subprocess.Popen(
+            arguments,
             stdout=log,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env=environment,
         )
         log.close()
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"roomcache exited ({self.process.returncode}):\n{self.log()}")
+            if self._process.poll() is not None:
+                raise RuntimeError(f"roomcache exited ({self.log_tail()})")
             try:
                 if self.get("/health").get("status") == "ready":
                     return
-            except (OSError, http.client.HTTPException, ValueError):
+            except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"roomcache did not become ready:\n{self.log()}")
+        raise RuntimeError(f"roomcache did not become ready in 120 s ({self.log_tail()})")
 
     def stop(self) -> None:
         """SIGTERM, then waits for the process to end."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL (a crash), then waits for the process to end."""
-        self._end(signal.SIGKILL)
-
-    def _end(self, signal_number: int) -> None:
-        if self.process is None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal_number)
-            self.process.wait(timeout=60)
-        self.process = None
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise RuntimeError("roomcache did not stop within 60 s of SIGTERM") from None
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.directory / "roomcache.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def __enter__(self) -> Roomcache:
+        self.create_database()
         self.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    # --- API ----------------------------------------------------------------------
 
-    # --- the API ----------------------------------------------------------------
-
-    def get(self, path: str, timeout: float = 30) -> dict[str, Any]:
-        connection = UnixConnection(self.socket, timeout)
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        connection = _UnixConnection(str(self.socket_path), timeout=30)
         try:
-            connection.request("GET", path)
+            data = None if body is None else json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            connection.request(method, path, body=data, headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
         finally:
             connection.close()
-        return json.loads(body)
 
-    def status(self) -> dict[str, Any]:
-        return self.get("/v1/status")
+    def get(self, path: str) -> Any:
+        status, answer = self.request("GET", path)
+        if status != 200:
+            raise OSError(f"GET {path}: HTTP {status} {answer}")
+        return answer
 
-    def metric(self, name: str) -> float | None:
-        """The value of an unlabelled metric of /metrics (None when absent)."""
-        connection = UnixConnection(self.socket, 30)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        for line in text.splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
-        return None
-
-    def wait_until_caught_up(self, timeout: float = 120) -> dict[str, Any]:
-        """Waits until every writer's position covers the homeserver's rows of that
-        writer (events, de-outliered events, state deltas) and no room is queued;
-        returns the status."""
-        wanted = synapse_writer_positions(self.homeserver)
+    def wait_until_caught_up(self, timeout: float = 60) -> None:
+        """Waits until roomcache has followed Synapse's database to its current
+        events position, recomputed every queued room, and read account data."""
         deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
+        status: Any = None
         while time.monotonic() < deadline:
-            status = self.status()
-            positions = status["positions"]
-            if status["recalculation_queue"] == 0 and all(
-                positions.get(writer, 0) >= position for writer, position in wanted.items()
+            status = self.get("/v1/status")
+            source = status.get("source") or {}
+            if (
+                status.get("recalculation_queue") == 0
+                and source.get("position") is not None
+                and _token_stream(status["token"]) >= source["position"]
             ):
-                return status
-            time.sleep(0.02)
-        raise TimeoutError(f"not caught up with {wanted}: {status}\n{self.log()[-5000:]}")
-
-    # --- the tables -------------------------------------------------------------
-
-    def tables(self) -> Tables:
-        with psycopg2.connect(self.database_url) as connection:
-            tables = read_tables(connection, f"{self.schema}.")
-        connection.close()
-        return tables
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"roomcache did not catch up in {timeout} s: {status}")
 
 
-def synapse_writer_positions(homeserver: Homeserver) -> dict[str, int]:
-    """Each writer's highest position in use in the homeserver's events stream."""
-    rows = homeserver.query(
-        "SELECT w, MAX(p) FROM ("
-        " SELECT COALESCE(instance_name, 'master') AS w, stream_ordering AS p FROM events"
-        "  WHERE stream_ordering > 0"
-        " UNION ALL SELECT COALESCE(instance_name, 'master'), event_stream_ordering"
-        "  FROM ex_outlier_stream"
-        " UNION ALL SELECT COALESCE(instance_name, 'master'), stream_id"
-        "  FROM current_state_delta_stream) t GROUP BY w"
-    )
-    return {writer: position for writer, position in rows}
-
-
-def read_tables(connection: Any, prefix: str = "") -> Tables:
-    """Both sliding-sync tables, all columns, keyed by their primary keys."""
-    tables: Tables = {}
-    with connection.cursor() as cursor:
-        for table, columns, key_length in (
-            ("sliding_sync_joined_rooms", JOINED_COLUMNS, 1),
-            ("sliding_sync_membership_snapshots", SNAPSHOT_COLUMNS, 2),
-        ):
-            cursor.execute(f"SELECT {columns} FROM {prefix}{table}")
-            tables[table] = {tuple(row[:key_length]): tuple(row) for row in cursor.fetchall()}
-    return tables
-
-
-def synapse_tables(homeserver: Homeserver) -> Tables:
-    with psycopg2.connect(homeserver.database_url) as connection:
-        tables = read_tables(connection)
-    connection.close()
-    return tables
-
-
-def differences(ours: Tables, theirs: Tables) -> list[str]:
-    """One line per row that differs (empty when the tables are equal)."""
-    lines = []
-    for table, rows in theirs.items():
-        mine = ours.get(table, {})
-        for key in sorted(set(rows) | set(mine)):
-            if rows.get(key) != mine.get(key):
-                lines.append(f"{table} {key}: roomcache {mine.get(key)} synapse {rows.get(key)}")
-    return lines
-
-
-def assert_same_tables(homeserver: Homeserver, cache: Roomcache, timeout: float = 30) -> Tables:
-    """Waits until roomcache has caught up, then until its tables equal Synapse's
-    live ones (forgets and purges follow within the same lag); fails with the
-    differences. Returns the tables."""
-    cache.wait_until_caught_up()
-    deadline = time.monotonic() + timeout
-    while True:
-        theirs = synapse_tables(homeserver)
-        lines = differences(cache.tables(), theirs)
-        if not lines:
-            return theirs
-        if time.monotonic() > deadline:
-            shown = "\n".join(lines[:40])
-            raise AssertionError(f"{len(lines)} rows differ from Synapse's:\n{shown}")
-        time.sleep(0.05)
+def _token_stream(token: str) -> int:
+    """The minimum position of a token's text form (`s5`, `m5~p1.7`)."""
+    return int(token[1:].split("~", 1)[0])

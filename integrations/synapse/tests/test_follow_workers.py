@@ -21,8 +21,8 @@ import pytest
 
 from .client import Client
 from .harness import SCRIPT, Homeserver
-from .roomcache import Roomcache, assert_same_tables, build_roomcache, synapse_writer_positions
-from .workload import Cast, all_scenes, chatter, named_chat, play, scenes
+from .follower import Roomcache, assert_same_tables, build_roomcache, synapse_writer_positions
+from .scenes import Cast, all_scenes, chatter, named_chat, play, scenes
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,14 @@
-"""A concurrent client workload for a homeserver with event persisters: scenes,
-each in rooms of its own, played by several threads at once through the client
-API, covering the membership, state and message kinds of the fixtures (names
-set, changed, cleared and redacted; encryption; spaces and other room types;
-invites, rejections, joins, knocks, leaves, kicks, bans, unbans, forgets,
-re-joins; room upgrades; messages and redactions; a room deletion). Synapse
-spreads the rooms over its persisters by room ID.
+"""A workload of its own for the equivalence test: several users, and rooms
+in every shape the room lists care about, changed step by step.
 
-    cast = Cast.register(homeserver, "w1")
-    rooms = play(cast, scenes=all_scenes(), seed=1, threads=4)
+Each step is one small story (a knock accepted, a room upgraded, a DM
+marked...); the test compares every observer's Sliding Sync answers after
+each step. Rooms are named by role in `rooms`.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from .client import Client
 from .harness import Homeserver
@@ -23,208 +16,185 @@ from .harness import Homeserver
 KNOCK_RULES = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
 
 
-@dataclass
-class Cast:
-    """The users who play the scenes: an admin and six others."""
+class Workload:
+    """The users (`alice` creates most rooms; `bob`, `carol`, `dave` are
+    observed along with her; `erin` is ignored by bob) and their rooms."""
 
-    admin: Client
-    users: list[Client]
+    def __init__(self, homeserver: Homeserver, prefix: str) -> None:
+        self.server_name = homeserver.server_name
+        self.alice = homeserver.register(f"{prefix}_alice")
+        self.bob = homeserver.register(f"{prefix}_bob")
+        self.carol = homeserver.register(f"{prefix}_carol")
+        self.dave = homeserver.register(f"{prefix}_dave")
+        self.erin = homeserver.register(f"{prefix}_erin")
+        self.rooms: dict[str, str] = {}
 
-    @classmethod
-    def register(cls, homeserver: Homeserver, prefix: str) -> Cast:
-        admin = homeserver.register(f"{prefix}_admin", admin=True)
-        names = ("alice", "bob", "carol", "dave", "erin", "frank")
-        return cls(admin, [homeserver.register(f"{prefix}_{name}") for name in names])
+    @property
+    def observers(self) -> list[Client]:
+        return [self.alice, self.bob, self.carol, self.dave]
 
+    def steps(self) -> list[tuple[str, Callable[[], None]]]:
+        """The steps, in order, with a name each."""
+        return [
+            ("rooms of every kind", self.create_rooms),
+            ("joins", self.joins),
+            ("messages reorder rooms", self.messages),
+            ("invites", self.invites),
+            ("an invite accepted, one rejected", self.answer_invites),
+            ("knocks, one accepted, one refused", self.knocks),
+            ("direct messages and m.direct", self.direct_messages),
+            ("tags", self.tags),
+            ("encryption turned on", self.encryption),
+            ("a rename", self.rename),
+            ("a leave", self.leave),
+            ("a kick, a ban, an unban", self.kick_ban_unban),
+            ("forgetting a kicked and a left room", self.forget),
+            ("a room upgrade", self.upgrade),
+            ("spaces and children", self.spaces),
+            ("tags and m.direct changed", self.change_account_data),
+            ("a re-join after a kick and a forget", self.rejoin),
+            ("an invite from an ignored user", self.ignored_invite),
+            ("a leave and a forget together", self.leave_and_forget),
+            ("the last member leaves", self.last_member_leaves),
+            ("more messages", self.more_messages),
+        ]
 
-@dataclass
-class Scene:
-    """One scene: `play(cast, rng, rooms)` creates its rooms (appending their IDs)."""
+    def create_rooms(self) -> None:
+        alice, rooms = self.alice, self.rooms
+        for name in ("general", "random", "dev", "ops", "music", "books"):
+            rooms[name] = alice.create_room(preset="public_chat", name=name)
+        rooms["private1"] = alice.create_room(preset="private_chat", name="private one")
+        rooms["private2"] = alice.create_room(preset="private_chat")
+        rooms["secret"] = alice.create_room(preset="private_chat", name="secret")
+        alice.set_encryption(rooms["secret"])
+        rooms["space"] = alice.create_room(
+            preset="public_chat", name="Space A", creation_content={"type": "m.space"}
+        )
+        for child in ("general", "dev"):
+            alice.add_space_child(rooms["space"], rooms[child], via=[self.server_name])
+        rooms["knock"] = alice.create_room(preset="private_chat", initial_state=[KNOCK_RULES])
 
-    name: str
-    play: Callable[[Cast, random.Random, list[str]], None]
+    def joins(self) -> None:
+        for user in (self.bob, self.carol):
+            for name in ("general", "random", "dev", "music", "space"):
+                user.join(self.rooms[name])
+        self.dave.join(self.rooms["general"])
+        self.dave.join(self.rooms["books"])
 
+    def messages(self) -> None:
+        self.alice.send_message(self.rooms["random"], "random first")
+        self.bob.send_message(self.rooms["dev"], "dev news")
+        self.carol.send_message(self.rooms["general"], "hello")
 
-@dataclass
-class Played:
-    """The rooms each scene created, and the rooms deleted."""
+    def invites(self) -> None:
+        alice, rooms = self.alice, self.rooms
+        alice.invite(rooms["private1"], self.bob.user_id)
+        alice.invite(rooms["private2"], self.carol.user_id)
+        alice.invite(rooms["secret"], self.dave.user_id)
+        alice.invite(rooms["secret"], self.bob.user_id)
 
-    rooms: dict[str, list[str]] = field(default_factory=dict)
+    def answer_invites(self) -> None:
+        self.bob.join(self.rooms["private1"])
+        self.carol.leave(self.rooms["private2"])
 
-    def all_rooms(self) -> list[str]:
-        return [room for rooms in self.rooms.values() for room in rooms]
+    def knocks(self) -> None:
+        rooms = self.rooms
+        self.bob.knock(rooms["knock"], reason="please")
+        self.carol.knock(rooms["knock"])
+        self.dave.knock(rooms["knock"])
+        self.alice.invite(rooms["knock"], self.bob.user_id)
+        self.alice.kick(rooms["knock"], self.carol.user_id, reason="no")
 
+    def direct_messages(self) -> None:
+        alice, bob, carol, dave = self.alice, self.bob, self.carol, self.dave
+        rooms = self.rooms
+        rooms["dm_ab"] = alice.create_room(
+            preset="trusted_private_chat", is_direct=True, invite=[bob.user_id]
+        )
+        bob.join(rooms["dm_ab"])
+        alice.set_direct({bob.user_id: [rooms["dm_ab"]]})
+        bob.set_direct({alice.user_id: [rooms["dm_ab"]]})
+        rooms["dm_cd"] = carol.create_room(
+            preset="trusted_private_chat", is_direct=True, invite=[dave.user_id]
+        )
+        carol.set_direct({dave.user_id: [rooms["dm_cd"]]})
+        # dave marks the DM before joining it: an invite in his DM rooms.
+        dave.set_direct({carol.user_id: [rooms["dm_cd"]], "@x:elsewhere": ["!notaroom", 3]})
 
-def chat(rng: random.Random, room_id: str, members: list[Client], count: int) -> list[str]:
-    """`count` messages by random members; returns their event IDs."""
-    return [
-        rng.choice(members).send_message(room_id, f"message {rng.randrange(10**6)}")
-        for _ in range(count)
-    ]
+    def tags(self) -> None:
+        rooms = self.rooms
+        self.bob.set_room_tag(rooms["general"], "m.favourite", order=0.1)
+        self.bob.set_room_tag(rooms["dev"], "u.work")
+        self.bob.set_room_tag(rooms["dev"], "m.favourite", order=0.2)
+        self.carol.set_room_tag(rooms["random"], "m.lowpriority")
+        self.carol.set_room_tag(rooms["music"], "u.work")
 
+    def encryption(self) -> None:
+        self.alice.set_encryption(self.rooms["dev"])
 
-def named_chat(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """A public room renamed, its name cleared, set again and redacted; messages,
-    some redacted; members leave and come back."""
-    alice, bob, carol, dave = cast.users[:4]
-    room_id = alice.create_room(preset="public_chat", name="first name")
-    rooms.append(room_id)
-    for member in (bob, carol, dave):
-        member.join(room_id)
-    members = [alice, bob, carol, dave]
-    messages = chat(rng, room_id, members, 6)
-    alice.set_name(room_id, "second name")
-    alice.redact(room_id, rng.choice(messages), reason="oops")
-    chat(rng, room_id, members, 4)
-    alice.set_name(room_id, "")
-    carol.leave(room_id)
-    name_event = alice.set_name(room_id, "third name")
-    chat(rng, room_id, [alice, bob], 3)
-    alice.redact(room_id, name_event)
-    carol.join(room_id)
-    chat(rng, room_id, members, 3)
+    def rename(self) -> None:
+        self.alice.set_name(self.rooms["random"], "Random stuff")
 
+    def leave(self) -> None:
+        self.bob.leave(self.rooms["random"])
 
-def encrypted_direct(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """A direct room by invite, encrypted after the join; then a room created
-    encrypted."""
-    bob, erin = cast.users[1], cast.users[4]
-    room_id = bob.create_room(preset="trusted_private_chat", is_direct=True, invite=[erin.user_id])
-    rooms.append(room_id)
-    erin.join(room_id)
-    chat(rng, room_id, [bob, erin], 4)
-    bob.set_encryption(room_id)
-    chat(rng, room_id, [bob, erin], 4)
-    second = erin.create_room(
-        preset="private_chat",
-        initial_state=[
-            {
-                "type": "m.room.encryption",
-                "state_key": "",
-                "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-            }
-        ],
-    )
-    rooms.append(second)
-    erin.invite(second, bob.user_id)
-    bob.join(second)
-    chat(rng, second, [bob, erin], 3)
+    def kick_ban_unban(self) -> None:
+        rooms = self.rooms
+        self.alice.kick(rooms["dev"], self.carol.user_id, reason="off topic")
+        self.alice.ban(rooms["general"], self.dave.user_id, reason="spam")
+        self.alice.ban(rooms["music"], self.carol.user_id)
+        self.alice.unban(rooms["music"], self.carol.user_id)
 
+    def forget(self) -> None:
+        self.carol.forget(self.rooms["dev"])
+        self.bob.forget(self.rooms["random"])
 
-def space_and_types(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """A space with a child, and a room of another type."""
-    carol, dave, frank = cast.users[2], cast.users[3], cast.users[5]
-    space = carol.create_room(
-        preset="public_chat", name="a space", creation_content={"type": "m.space"}
-    )
-    child = carol.create_room(preset="public_chat", name="a child")
-    typed = dave.create_room(preset="public_chat", creation_content={"type": "org.example.kind"})
-    rooms.extend([space, child, typed])
-    carol.add_space_child(space, child, via=[carol.user_id.split(":", 1)[1]])
-    for member in (dave, frank):
-        member.join(space)
-        member.join(child)
-    frank.join(typed)
-    chat(rng, child, [carol, dave, frank], 4)
-    chat(rng, typed, [dave, frank], 3)
+    def upgrade(self) -> None:
+        rooms = self.rooms
+        rooms["music2"] = self.alice.upgrade_room(rooms["music"], "10")
+        self.bob.join(rooms["music2"])
 
+    def spaces(self) -> None:
+        alice, rooms = self.alice, self.rooms
+        rooms["space_b"] = alice.create_room(
+            preset="public_chat", name="Space B", creation_content={"type": "m.space"}
+        )
+        alice.add_space_child(rooms["space_b"], rooms["books"], via=[self.server_name])
+        alice.add_space_child(rooms["space_b"], rooms["ops"], via=[self.server_name])
+        self.carol.join(rooms["space_b"])
+        self.dave.join(rooms["space_b"])
+        # A child removed: its m.space.child has no `via` any more.
+        alice.set_state(rooms["space_b"], "m.space.child", {}, state_key=rooms["ops"])
 
-def membership_churn(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """Invites accepted and rejected, a knock let in, a kick, a ban and an unban,
-    a leave and a forget, a re-join after a forget."""
-    alice, bob, carol, dave, erin, frank = cast.users
-    room_id = alice.create_room(preset="private_chat", name="churn", initial_state=[KNOCK_RULES])
-    rooms.append(room_id)
-    for user in (bob, carol, dave, erin):
-        alice.invite(room_id, user.user_id)
-    bob.join(room_id)
-    carol.leave(room_id)  # rejects the invite
-    dave.join(room_id)
-    frank.knock(room_id, reason="let me in")
-    alice.invite(room_id, frank.user_id)
-    frank.join(room_id)
-    chat(rng, room_id, [alice, bob, dave, frank], 5)
-    alice.kick(room_id, bob.user_id, reason="out")
-    alice.ban(room_id, dave.user_id)
-    alice.unban(room_id, dave.user_id)
-    frank.leave(room_id)
-    frank.forget(room_id)
-    bob.forget(room_id)
-    chat(rng, room_id, [alice], 2)
-    alice.invite(room_id, frank.user_id)
-    frank.join(room_id)  # re-join after a forget
-    erin.leave(room_id)  # rejects the invite
-    erin.forget(room_id)
-    chat(rng, room_id, [alice, frank], 3)
+    def change_account_data(self) -> None:
+        rooms = self.rooms
+        self.bob.remove_room_tag(rooms["dev"], "m.favourite")
+        self.bob.set_direct({})
+        self.carol.set_room_tag(rooms["space_b"], "m.favourite")
+        self.dave.set_direct({self.carol.user_id: [rooms["dm_cd"], rooms["books"]]})
 
+    def rejoin(self) -> None:
+        self.carol.join(self.rooms["dev"])
+        self.dave.join(self.rooms["dm_cd"])
 
-def upgrade(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """A named room upgraded (tombstone), members following into the new room;
-    an invite into the old room after the upgrade."""
-    dave, erin, frank = cast.users[3], cast.users[4], cast.users[5]
-    room_id = dave.create_room(preset="public_chat", name="before the upgrade")
-    rooms.append(room_id)
-    erin.join(room_id)
-    chat(rng, room_id, [dave, erin], 3)
-    new_room = dave.upgrade_room(room_id, "11")
-    rooms.append(new_room)
-    erin.join(new_room)
-    dave.invite(room_id, frank.user_id)
-    chat(rng, new_room, [dave, erin], 3)
+    def ignored_invite(self) -> None:
+        rooms = self.rooms
+        self.bob.ignore_users([self.erin.user_id])
+        rooms["from_erin"] = self.erin.create_room(preset="private_chat", name="erin's")
+        self.erin.invite(rooms["from_erin"], self.bob.user_id)
+        self.erin.invite(rooms["from_erin"], self.carol.user_id)
 
+    def leave_and_forget(self) -> None:
+        self.dave.leave(self.rooms["books"])
+        self.dave.forget(self.rooms["books"])
 
-def deleted_room(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """A room deleted and purged through the admin API; another room kept."""
-    alice, carol = cast.users[0], cast.users[2]
-    doomed = alice.create_room(preset="public_chat", name="doomed")
-    carol.join(doomed)
-    chat(rng, doomed, [alice, carol], 3)
-    kept = carol.create_room(preset="public_chat", name="kept")
-    rooms.append(kept)
-    alice.join(kept)
-    chat(rng, kept, [alice, carol], 2)
-    cast.admin.delete_room(doomed)
+    def last_member_leaves(self) -> None:
+        rooms = self.rooms
+        rooms["alone"] = self.carol.create_room(preset="private_chat", name="alone")
+        self.carol.send_message(rooms["alone"], "echo")
+        self.carol.leave(rooms["alone"])
 
-
-def chatter(cast: Cast, rng: random.Random, rooms: list[str]) -> None:
-    """Rooms with many messages and a few joins (most of the events)."""
-    for number in range(3):
-        owner = rng.choice(cast.users)
-        room_id = owner.create_room(preset="public_chat", name=f"chatter {number}")
-        rooms.append(room_id)
-        members = [owner, *rng.sample([u for u in cast.users if u is not owner], 2)]
-        for member in members[1:]:
-            member.join(room_id)
-        chat(rng, room_id, members, 8)
-
-
-def scenes(*plays: Callable[[Cast, random.Random, list[str]], None]) -> list[Scene]:
-    return [Scene(play.__name__, play) for play in plays]
-
-
-def all_scenes() -> list[Scene]:
-    return scenes(
-        named_chat,
-        encrypted_direct,
-        space_and_types,
-        membership_churn,
-        upgrade,
-        deleted_room,
-        chatter,
-    )
-
-
-def play(cast: Cast, scenes: list[Scene], seed: int, threads: int = 4) -> Played:
-    """Plays the scenes concurrently (`threads` at a time); returns their rooms."""
-    played = Played()
-
-    def run(index: int, scene: Scene) -> None:
-        rooms: list[str] = []
-        played.rooms[f"{scene.name} {index}"] = rooms
-        scene.play(cast, random.Random(seed * 1000 + index), rooms)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(run, index, scene) for index, scene in enumerate(scenes)]
-        for future in futures:
-            future.result()
-    return played
+    def more_messages(self) -> None:
+        rooms = self.rooms
+        for name in ("ops", "private1", "dm_ab", "secret", "general", "space"):
+            self.alice.send_message(rooms[name], f"later in {name}")

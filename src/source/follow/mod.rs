@@ -5,8 +5,9 @@
 //!
 //! A step runs at once after the previous one while behind, and otherwise
 //! when woken: by a line of Synapse's replication stream over Redis (any
-//! numbered `RDATA` or `POSITION`, see [`super::redis`]) or by the poll
-//! interval, whichever comes first. Redis only wakes and informs: what is
+//! numbered `RDATA` or `POSITION`, see [`super::redis`]), by a reader
+//! waiting for a position not reached yet, or by the poll interval,
+//! whichever comes first. Redis only wakes and informs: what is
 //! read always starts at roomcache's own durable positions, so lines lost
 //! while Redis was down or roomcache was disconnected cost nothing but a
 //! poll interval.
@@ -29,6 +30,10 @@
 //!    (what the caches stream may not show: rows older than Synapse keeps,
 //!    invalidations committed out of order while polling).
 //!
+//! Beside each step, the account data room lists read is followed
+//! ([`super::account_data`]); a line of Redis's `account_data` stream wakes
+//! it like any other.
+//!
 //! Owns: the loop, its wake-ups, the full check and the lag metric. May not
 //! touch: Synapse's tables (read-only), SQL text (Synapse's: the queries
 //! module; roomcache's: only through the store's methods), the rules.
@@ -44,6 +49,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use roomcache_core::{PositionTracker, WriterName};
 
+use super::account_data::AccountDataFollower;
 use super::read::forget_rows;
 use super::redis::Replication;
 use super::{queries, SourceDatabase, SourceError};
@@ -78,6 +84,11 @@ pub(crate) struct Follower {
     pub(crate) batch_size: i64,
     /// Synapse's replication stream over Redis, when configured.
     pub(crate) replication: Option<Arc<Replication>>,
+    /// Follows the account data room lists read, once per step.
+    pub(crate) account_data: AccountDataFollower,
+    /// Ends a pause between steps at once (a reader waits for a position
+    /// the follower has not reached).
+    pub(crate) poll_now: Arc<tokio::sync::Notify>,
 }
 
 /// What the loop remembers between steps.
@@ -96,9 +107,13 @@ impl Follower {
         let mut state = FollowState::default();
         loop {
             let span = info_span!("source_step");
+            let account_data = self.account_data.step().await.unwrap_or_else(|error| {
+                warn!(error = %crate::error_chain(&error), "following the source's account data failed; retrying");
+                true
+            });
             match self.step(&mut state).instrument(span).await {
-                Ok(true) => self.wait().await,
-                Ok(false) => {}
+                Ok(caught_up) if caught_up && account_data => self.wait().await,
+                Ok(_) => {}
                 Err(error) => {
                     warn!(error = %crate::error_chain(&error), "following the source failed; retrying");
                     tokio::time::sleep(self.poll_interval).await;
@@ -107,16 +122,19 @@ impl Follower {
         }
     }
 
-    /// Until Redis announces something or the poll interval passes.
+    /// Until Redis announces something, a reader asks for a step, or the
+    /// poll interval passes.
     async fn wait(&self) {
-        match &self.replication {
-            Some(replication) => {
-                tokio::select! {
-                    () = replication.woken() => {}
-                    () = tokio::time::sleep(self.poll_interval) => {}
-                }
+        let announced = async {
+            match &self.replication {
+                Some(replication) => replication.woken().await,
+                None => std::future::pending().await,
             }
-            None => tokio::time::sleep(self.poll_interval).await,
+        };
+        tokio::select! {
+            () = announced => {}
+            () = self.poll_now.notified() => {}
+            () = tokio::time::sleep(self.poll_interval) => {}
         }
     }
 

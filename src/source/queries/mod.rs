@@ -6,6 +6,10 @@
 //! Synapse's tables beyond reading (every query here is a `SELECT`; the
 //! connection is read-only besides).
 
+mod forgets;
+
+pub(crate) use forgets::*;
+
 /// A query against Synapse's schema.
 pub(crate) struct Query {
     /// What the query reads, in a few words (errors name it).
@@ -182,18 +186,21 @@ pub(crate) const EVENTS_STREAM_WRITER_POSITIONS: Query = Query {
 };
 
 /// Reads the events-stream positions in use in `($1, $2]` (stream
-/// orderings of `events`, positions of `ex_outlier_stream`), in order, at
-/// most `$3`: each is a committed row, so a run of consecutive ones after a
-/// safe position is safe too.
+/// orderings of `events`, `current_state_delta_stream` and positions of
+/// `ex_outlier_stream`; a purged room's events are gone but its deltas stay),
+/// in order, at most `$3`: each is a committed row, so a run of consecutive
+/// ones after a safe position is safe too.
 pub(crate) const EVENTS_STREAM_POSITIONS_IN_USE: Query = Query {
     name: "events-stream positions in use",
     sql: "SELECT id FROM (
                  SELECT stream_ordering AS id FROM events
                  WHERE stream_ordering > $1 AND stream_ordering <= $2
+                 UNION SELECT stream_id FROM current_state_delta_stream
+                 WHERE stream_id > $1 AND stream_id <= $2
                  UNION SELECT event_stream_ordering FROM ex_outlier_stream
                  WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
              ) ids ORDER BY id LIMIT $3",
-    columns: &["events.stream_ordering, ex_outlier_stream.event_stream_ordering"],
+    columns: &["events.stream_ordering | current_state_delta_stream.stream_id | ex_outlier_stream.event_stream_ordering"],
 };
 
 /// Reads the highest stream ordering in use in `events`,
@@ -328,111 +335,6 @@ pub(crate) const LAST_DELTA_AT_OR_BEFORE: Query = Query {
     ],
 };
 
-/// Reads the local users' current memberships (`local_current_membership`)
-/// that are forgotten (`room_memberships.forgotten`), with their event's
-/// stream ordering at or below `$1`: room, user, membership event ID, its
-/// stream ordering and its writer.
-pub(crate) const FORGOTTEN_MEMBERSHIPS: RoomsQuery = RoomsQuery {
-    query: Query {
-        name: "forgotten current memberships",
-        sql: "SELECT m.room_id, m.user_id, m.event_id, c.event_stream_ordering,
-                    COALESCE(e.instance_name, 'master')
-             FROM local_current_membership c
-             JOIN room_memberships m ON m.event_id = c.event_id
-             JOIN events e ON e.event_id = c.event_id
-             WHERE m.forgotten = 1 AND c.event_stream_ordering <= $1",
-        columns: &[
-            "room_memberships.room_id",
-            "room_memberships.user_id",
-            "room_memberships.event_id",
-            "local_current_membership.event_stream_ordering",
-            "events.instance_name",
-        ],
-    },
-    room_column: "m.room_id",
-    rest: "",
-};
-
-/// Reads which of the membership events `$1` are a local user's current
-/// membership and forgotten, as [`FORGOTTEN_MEMBERSHIPS`] does.
-pub(crate) const FORGOTTEN_AMONG_EVENTS: Query = Query {
-    name: "forgotten current memberships among events",
-    sql: "SELECT m.room_id, m.user_id, m.event_id, c.event_stream_ordering,
-                COALESCE(e.instance_name, 'master')
-         FROM room_memberships m
-         JOIN local_current_membership c ON c.event_id = m.event_id
-         JOIN events e ON e.event_id = m.event_id
-         WHERE m.event_id = ANY($1) AND m.forgotten = 1",
-    columns: FORGOTTEN_MEMBERSHIPS.query.columns,
-};
-
-/// Reads which of the (room `$1[i]`, user `$2[i]`) pairs have a forgotten
-/// current membership, as [`FORGOTTEN_MEMBERSHIPS`] does.
-pub(crate) const FORGOTTEN_AMONG_MEMBERS: Query = Query {
-    name: "forgotten current memberships of users in rooms",
-    sql: "SELECT m.room_id, m.user_id, m.event_id, c.event_stream_ordering,
-                COALESCE(e.instance_name, 'master')
-         FROM UNNEST($1::text[], $2::text[]) AS p(room_id, user_id)
-         JOIN local_current_membership c ON c.room_id = p.room_id AND c.user_id = p.user_id
-         JOIN room_memberships m ON m.event_id = c.event_id
-         JOIN events e ON e.event_id = c.event_id
-         WHERE m.forgotten = 1",
-    columns: FORGOTTEN_MEMBERSHIPS.query.columns,
-};
-
-/// Reads the cache invalidations of the functions `$4`
-/// (`cache_invalidation_stream_by_instance`, which Synapse writes in the
-/// same transaction as the change it announces): of each process `$1[i]`
-/// after `$2[i]` and up to `$3[i]`, of any other process after `$5` and up
-/// to `$6`; stream ID, process, function and keys (NULL: every key), in
-/// stream order, at most `$7`. Each process's rows are one range of the
-/// `(instance_name, stream_id)` index.
-pub(crate) const CACHE_INVALIDATIONS: Query = Query {
-    name: "cache invalidations",
-    sql: "SELECT x.stream_id, x.instance_name, x.cache_func, x.keys FROM (
-             SELECT c.stream_id, c.instance_name, c.cache_func, c.keys
-             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS b(instance, after, up_to)
-             CROSS JOIN LATERAL (
-                 SELECT stream_id, instance_name, cache_func, keys
-                 FROM cache_invalidation_stream_by_instance
-                 WHERE instance_name = b.instance AND stream_id > b.after
-                   AND stream_id <= b.up_to AND cache_func = ANY($4)
-                 ORDER BY stream_id LIMIT $7) c
-             UNION ALL
-             SELECT stream_id, instance_name, cache_func, keys
-             FROM cache_invalidation_stream_by_instance
-             WHERE stream_id > $5 AND stream_id <= $6 AND cache_func = ANY($4)
-               AND NOT (instance_name = ANY($1))
-         ) x ORDER BY x.stream_id LIMIT $7",
-    columns: &[
-        "cache_invalidation_stream_by_instance.stream_id",
-        "cache_invalidation_stream_by_instance.instance_name",
-        "cache_invalidation_stream_by_instance.cache_func",
-        "cache_invalidation_stream_by_instance.keys",
-    ],
-};
-
-/// Reads the lowest and the highest stream ID of the caches stream still
-/// in `cache_invalidation_stream_by_instance` (NULLs when it is empty;
-/// Synapse deletes rows older than a week).
-pub(crate) const CACHES_STREAM_EXTENT: Query = Query {
-    name: "the caches stream's extent",
-    sql: "SELECT MIN(stream_id), MAX(stream_id) FROM cache_invalidation_stream_by_instance",
-    columns: &[
-        "MIN(cache_invalidation_stream_by_instance.stream_id)",
-        "MAX(cache_invalidation_stream_by_instance.stream_id)",
-    ],
-};
-
-/// Reads whether the room `$1` still exists in `rooms` or
-/// `local_current_membership` (a deleted room exists in neither).
-pub(crate) const ROOM_EXISTS: Query = Query {
-    name: "whether a room still exists",
-    sql: "SELECT EXISTS (SELECT 1 FROM rooms WHERE room_id = $1)
-              OR EXISTS (SELECT 1 FROM local_current_membership WHERE room_id = $1)",
-    columns: &["room_id (rooms, local_current_membership)"],
-};
-
 /// Reads up to `$2` room IDs after `$1`, in order, of the rooms in `rooms`
 /// or `local_current_membership` (the rooms the import covers).
 pub(crate) const NEXT_ROOMS: Query = Query {
@@ -530,6 +432,75 @@ pub(crate) const ROOMS_OF_USER: Query = Query {
     sql: "SELECT room_id FROM local_current_membership
                      WHERE user_id = $1 AND room_id = ANY($2)",
     columns: &["local_current_membership.room_id"],
+};
+
+/// Reads the account-data stream's lowest writer position.
+pub(crate) const ACCOUNT_DATA_MINIMUM_POSITION: Query = Query {
+    name: "the account-data stream's lowest writer position",
+    sql: "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'account_data'",
+    columns: &["MIN(stream_positions.stream_id)"],
+};
+
+/// Reads the highest id in use on the account-data stream (NULL when none).
+pub(crate) const ACCOUNT_DATA_HIGHEST_ID: Query = Query {
+    name: "the account-data stream's highest id",
+    sql: "SELECT GREATEST(
+              (SELECT MAX(stream_id) FROM account_data),
+              (SELECT MAX(stream_id) FROM room_account_data),
+              (SELECT MAX(stream_id) FROM room_tags_revisions))",
+    columns: &[
+        "MAX(account_data.stream_id, room_account_data.stream_id, room_tags_revisions.stream_id)",
+    ],
+};
+
+/// Reads every user's global account data of type `$1` (`m.direct`).
+pub(crate) const GLOBAL_ACCOUNT_DATA: Query = Query {
+    name: "users' global account data of a type",
+    sql: "SELECT user_id, content FROM account_data WHERE account_data_type = $1",
+    columns: &["account_data.user_id", "account_data.content"],
+};
+
+/// Reads users' global account data of type `$1` changed in `($2, $3]`.
+pub(crate) const GLOBAL_ACCOUNT_DATA_CHANGED: Query = Query {
+    name: "users' global account data of a type changed in a range",
+    sql: "SELECT user_id, content FROM account_data
+          WHERE account_data_type = $1 AND stream_id > $2 AND stream_id <= $3",
+    columns: &["account_data.user_id", "account_data.content"],
+};
+
+/// Reads every room tag.
+pub(crate) const ROOM_TAGS: Query = Query {
+    name: "every room tag",
+    sql: "SELECT user_id, room_id, tag, content FROM room_tags",
+    columns: &[
+        "room_tags.user_id",
+        "room_tags.room_id",
+        "room_tags.tag",
+        "room_tags.content",
+    ],
+};
+
+/// Reads the (user, room) pairs whose tags changed in `($1, $2]`.
+pub(crate) const ROOM_TAGS_REVISED: Query = Query {
+    name: "room tags revised in a range",
+    sql: "SELECT user_id, room_id FROM room_tags_revisions
+          WHERE stream_id > $1 AND stream_id <= $2",
+    columns: &["room_tags_revisions.user_id", "room_tags_revisions.room_id"],
+};
+
+/// Reads the tags of the (user, room) pairs `$1`/`$2` (parallel arrays).
+pub(crate) const ROOM_TAGS_OF_PAIRS: Query = Query {
+    name: "the tags of some users' rooms",
+    sql: "SELECT t.user_id, t.room_id, t.tag, t.content
+          FROM room_tags t
+          JOIN UNNEST($1::text[], $2::text[]) AS r(user_id, room_id)
+            ON t.user_id = r.user_id AND t.room_id = r.room_id",
+    columns: &[
+        "room_tags.user_id",
+        "room_tags.room_id",
+        "room_tags.tag",
+        "room_tags.content",
+    ],
 };
 
 #[cfg(test)]
