@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 
-from tests.harness import REPOSITORY, Homeserver
 from tests.follower import JOINED_COLUMNS, SNAPSHOT_COLUMNS, synapse_writer_positions
+from tests.harness import REPOSITORY, Homeserver
 from tests.scenes import Cast, all_scenes, play
 
 FIXTURES = REPOSITORY / "tests" / "fixtures" / "synapse"

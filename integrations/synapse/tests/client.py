@@ -143,11 +143,6 @@ class Client:
         )
         return self.request("PUT", path, _with_reason({}, reason))["event_id"]
 
-    def upgrade_room(self, room_id: str, new_version: str) -> str:
-        """Upgrades a room; returns the new room's ID (the old one gets a tombstone)."""
-        path = f"/_matrix/client/v3/rooms/{_id(room_id)}/upgrade"
-        return self.request("POST", path, {"new_version": new_version})["replacement_room"]
-
     def set_state(
         self, room_id: str, event_type: str, content: JsonDict, state_key: str = ""
     ) -> str:

@@ -41,7 +41,12 @@ Tables = dict[str, dict[tuple[str, ...], tuple[Any, ...]]]
 
 
 def build_roomcache(profile: str = "debug") -> Path:
-    """Builds the roomcache binary (nothing to do when it is current); returns its path."""
+    """The roomcache binary: `ROOMCACHE_BIN` for the debug build when set
+    (scripts/test.d/synapse builds it), else built here (nothing to do when it
+    is current); returns its path."""
+    configured = os.environ.get("ROOMCACHE_BIN")
+    if configured and profile == "debug":
+        return Path(configured)
     arguments = ["cargo", "build", "--locked", "--quiet", "--bin", "roomcache"]
     if profile == "release":
         arguments.append("--release")

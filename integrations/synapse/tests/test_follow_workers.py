@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from .client import Client
-from .harness import SCRIPT, Homeserver
 from .follower import Roomcache, assert_same_tables, build_roomcache, synapse_writer_positions
+from .harness import SCRIPT, Homeserver
 from .scenes import Cast, all_scenes, chatter, named_chat, play, scenes
 
 
