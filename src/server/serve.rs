@@ -136,8 +136,11 @@ async fn start_source_mode(
             .await
             .context("importing from the Synapse database")?;
     }
-    let upstream: Arc<dyn Upstream> =
-        Arc::new(SynapseUpstream::new(source.clone(), &settings.server_name));
+    let upstream: Arc<dyn Upstream> = Arc::new(SynapseUpstream::new(
+        source.clone(),
+        &settings.server_name,
+        &settings.writers,
+    ));
     let invalidation = startup::invalidate_changed_rooms(write_path, upstream.as_ref())
         .await
         .context("checking for rooms changed in Synapse while roomcache was down")?;

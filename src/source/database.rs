@@ -20,6 +20,10 @@ use super::queries::{self, Query, RangeQuery, RoomsQuery};
 use super::range::StreamRange;
 use super::SourceError;
 
+/// The events stream's first position: Synapse's sequences start past it
+/// (ID 1 counts as persisted), so a writer without a row is at it.
+const FIRST_POSITION: i64 = 1;
+
 /// Most positions in use read past the lowest writer position when walking
 /// through consecutive ones (see [`SourceDatabase::safe_token`]).
 const WALK_LIMIT: i64 = 10_000;
@@ -216,17 +220,24 @@ impl SourceDatabase {
             .collect())
     }
 
-    /// The events stream's safe token: every row at or below it, of each
-    /// writer, is committed.
+    /// The events stream's safe token for the configured `writers`: every
+    /// row at or below it, of each writer, is committed.
     ///
     /// Each writer's position is its `stream_positions` row (an idle
-    /// writer's does not move); the linear part starts at the lowest of
-    /// them and walks on through consecutive positions in use (each one a
+    /// writer's does not move). The linear part starts at the lowest of the
+    /// writers' rows — a writer without a row counts as position 1, which
+    /// Synapse's sequences never hand out: its first row may still be in
+    /// flight below the others' — (or where the last walk ended, if higher)
+    /// and walks on through consecutive positions in use. Each of those is a
     /// committed row: only committed rows feed the walk, never a bare
-    /// announced position — option S1 of the positions spec, A.13). For a
-    /// database without such rows (a single writer that never wrote one),
-    /// the highest stream ordering in use.
-    pub(crate) async fn safe_token(&self) -> Result<StreamToken, SourceError> {
+    /// announced position (option S1 of the positions spec, A.13). A
+    /// database with no rows at all and a single configured writer (an old
+    /// monolith that never wrote one) is taken to be at the highest stream
+    /// ordering in use.
+    pub(crate) async fn safe_token(
+        &self,
+        writers: &[WriterName],
+    ) -> Result<StreamToken, SourceError> {
         let rows = self
             .rows(&queries::EVENTS_STREAM_WRITER_POSITIONS, &[])
             .await?;
@@ -234,39 +245,35 @@ impl SourceDatabase {
         for row in &rows {
             positions.insert(row.column(0)?, row.column::<i64>(1)?.max(0));
         }
-        let (Some(lowest), Some(highest)) = (
-            positions.values().min().copied(),
-            positions.values().max().copied(),
-        ) else {
+        if positions.is_empty() && writers.len() <= 1 {
             let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
             let highest = row.column::<Option<i64>>(0)?.unwrap_or(0).max(0);
             return Ok(StreamToken::linear(highest));
-        };
+        }
+        let lowest = writers
+            .iter()
+            .map(|w| positions.get(w.as_str()).copied().unwrap_or(FIRST_POSITION))
+            .min()
+            .unwrap_or(FIRST_POSITION);
         let start = lowest.max(self.walked.load(Ordering::Acquire));
-        let in_use: Vec<i64> = if start < highest {
-            self.rows(
+        let in_use: Vec<i64> = self
+            .rows(
                 &queries::EVENTS_STREAM_POSITIONS_IN_USE,
-                &[&start, &highest, &WALK_LIMIT],
+                &[&start, &i64::MAX, &WALK_LIMIT],
             )
             .await?
             .iter()
             .map(|row| row.column(0))
-            .collect::<Result<_, _>>()?
-        } else {
-            Vec::new()
-        };
+            .collect::<Result<_, _>>()?;
         let stream = walk_consecutive(start, &in_use);
         self.walked.fetch_max(stream, Ordering::AcqRel);
         let mut token = StreamToken::linear(stream);
-        for (name, position) in positions {
-            match WriterName::parse(&name) {
-                Ok(writer) if position > stream => {
-                    token.instance_map.insert(writer, position);
+        for writer in writers {
+            match positions.get(writer.as_str()) {
+                Some(&position) if position > stream => {
+                    token.instance_map.insert(writer.clone(), position);
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    warn!(%error, "ignoring Synapse's stream position of a writer roomcache cannot name")
-                }
+                _ => {}
             }
         }
         Ok(token)
@@ -274,8 +281,8 @@ impl SourceDatabase {
 
     /// The events stream's safe linear position ([`Self::safe_token`]'s
     /// `stream`): every row of every writer at or below it is committed.
-    pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
-        Ok(self.safe_token().await?.stream)
+    pub(crate) async fn safe_position(&self, writers: &[WriterName]) -> Result<i64, SourceError> {
+        Ok(self.safe_token(writers).await?.stream)
     }
 }
 

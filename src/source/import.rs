@@ -162,7 +162,11 @@ enum ImportStart {
 
 /// Where this run starts: done already, continuing an interrupted import,
 /// or a new import up to Synapse's current safe position.
-async fn import_start(store: &Store, source: &SourceDatabase) -> Result<ImportStart, SourceError> {
+async fn import_start(
+    store: &Store,
+    source: &SourceDatabase,
+    writers: &[WriterName],
+) -> Result<ImportStart, SourceError> {
     Ok(match store.import_progress().await? {
         Some(p) if p.finished => ImportStart::Finished(ImportSummary {
             target_position: p.target_position,
@@ -180,7 +184,7 @@ async fn import_start(store: &Store, source: &SourceDatabase) -> Result<ImportSt
             ImportStart::From(p)
         }
         None => {
-            let target_position = source.safe_position().await?;
+            let target_position = source.safe_position(writers).await?;
             info!(target_position, "starting the import from Synapse's tables");
             ImportStart::From(ImportProgress {
                 target_position,
@@ -353,7 +357,7 @@ pub(crate) async fn run_import(
     options: &ImportOptions,
 ) -> Result<ImportSummary, SourceError> {
     let store = write_path.store();
-    let mut progress = match import_start(store, source).await? {
+    let mut progress = match import_start(store, source, &options.writers).await? {
         ImportStart::Finished(summary) => return Ok(summary),
         ImportStart::From(progress) => progress,
     };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use roomcache_core::StreamToken;
+use roomcache_core::{StreamToken, WriterName};
 
 use super::database::SourceRow;
 use super::range::StreamRange;
@@ -22,13 +22,20 @@ use crate::supervisor::recalc::{RecomputedRooms, Upstream};
 pub(crate) struct SynapseUpstream {
     source: Arc<SourceDatabase>,
     server_name: String,
+    /// The configured event writers (their safe positions make the token).
+    writers: Vec<WriterName>,
 }
 
 impl SynapseUpstream {
-    pub(crate) fn new(source: Arc<SourceDatabase>, server_name: &str) -> Self {
+    pub(crate) fn new(
+        source: Arc<SourceDatabase>,
+        server_name: &str,
+        writers: &[WriterName],
+    ) -> Self {
         SynapseUpstream {
             source,
             server_name: server_name.to_owned(),
+            writers: writers.to_vec(),
         }
     }
 }
@@ -46,7 +53,7 @@ fn room_ids(rows: &[SourceRow]) -> Result<Vec<RoomId>, SourceError> {
 
 impl Upstream for SynapseUpstream {
     fn safe_token(&self) -> BoxFuture<'_, Result<StreamToken, SourceError>> {
-        self.source.safe_token().boxed()
+        self.source.safe_token(&self.writers).boxed()
     }
 
     fn changed_rooms<'a>(

@@ -9,12 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::support::redis::RedisServer;
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    source_options, wait_for_writers, SynapseDatabase, WORKERS_FIXTURE_POSITION,
+    persist_message, source_options, wait_for_writers, SynapseDatabase, WORKERS_FIXTURE_POSITION,
     WORKERS_SERVER_NAME, WORKERS_WRITERS,
 };
 
@@ -61,45 +59,6 @@ async fn wait_for_metric(server: &TestServer, series: &str, value: f64) {
     }
 }
 
-/// A message in a room persisted by p1, at `position`, written as p1 writes
-/// one (`events`, `event_json`), without moving `stream_positions`.
-async fn persist_message_of_p1(synapse: &SynapseDatabase, position: i64) -> String {
-    let client = synapse.client().await;
-    let row = client
-        .query_one(
-            "SELECT e.room_id, c.user_id FROM events e
-             JOIN local_current_membership c ON c.room_id = e.room_id AND c.membership = 'join'
-             WHERE e.instance_name = 'p1' AND e.type = 'm.room.create'
-             ORDER BY e.room_id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (room_id, sender): (String, String) = (row.get(0), row.get(1));
-    let event_id = format!("$announced{position}");
-    let event = json!({"event_id": event_id, "room_id": room_id, "type": "m.room.message",
-        "sender": sender, "content": {"msgtype": "m.text", "body": "announced"},
-        "origin_server_ts": 0, "unsigned": {}});
-    client
-        .execute(
-            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
-                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering)
-             VALUES ($1, $2, 'm.room.message', $3, TRUE, FALSE, $1, 0, 0, $4, 'p1', $1)",
-            &[&position, &event_id, &room_id, &sender],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
-             VALUES ($1, $2, '{}', $3, 3)",
-            &[&event_id, &room_id, &event.to_string()],
-        )
-        .await
-        .unwrap();
-    room_id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
@@ -115,28 +74,28 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
     wait_for_metric(&server, "roomcache_source_redis_connected", 1.0).await;
 
-    // p1 persists a message at 440; its stream_positions row stays at 439.
-    // Only its RDATA line tells roomcache, which reads it at once.
-    let room_id = persist_message_of_p1(&synapse, 440).await;
-    let started = Instant::now();
+    // p1 persists a message at 441 (440 is still missing, so the walk
+    // through consecutive positions stops at 439); its stream_positions row
+    // stays at 439. Only its RDATA line tells roomcache, which reads it at
+    // once (the next poll is a minute away).
+    let room_id = persist_message(&synapse, "p1", 441).await;
     let line = format!(
-        r#"RDATA events p1 440 ["ev",["$announced440","{room_id}","m.room.message",null,null,null,null,false,false]]"#
+        r#"RDATA events p1 441 ["ev",["$announced441","{room_id}","m.room.message",null,null,null,null,false,false]]"#
     );
     assert_eq!(redis.publish(CHANNEL, &line), 1);
-    let status = wait_for_status(&server, "p1 at 440", |s| s["positions"]["p1"] == 440).await;
-    assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(status["token"], "m439~p1.440");
+    let status = wait_for_status(&server, "p1 at 441", |s| s["positions"]["p1"] == 441).await;
+    assert_eq!(status["token"], "m439~p1.441");
     let served = server.served_joined_room(&room_id).await.unwrap();
     assert_eq!(
         (served.event_stream_ordering, served.bump_stamp),
-        (440, Some(440))
+        (441, Some(441))
     );
 
-    // The idle p2 announces that it has nothing up to 441: it moves there
+    // The idle p2 announces that it has nothing up to 442: it moves there
     // without rows, and the minimum over writers with it.
-    redis.publish(CHANNEL, "POSITION events p2 439 441");
-    let status = wait_for_status(&server, "p2 at 441", |s| s["positions"]["p2"] == 441).await;
-    assert_eq!(status["token"], "m440~p2.441");
+    redis.publish(CHANNEL, "POSITION events p2 439 442");
+    let status = wait_for_status(&server, "p2 at 442", |s| s["positions"]["p2"] == 442).await;
+    assert_eq!(status["token"], "m441~p2.442");
 
     // Lines roomcache cannot read are counted and change nothing; the next
     // readable one is followed.
@@ -149,9 +108,9 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
         redis.publish(CHANNEL, line);
     }
     redis.publish(CHANNEL, "LOCK_RELEASED master some_lock some_key");
-    redis.publish(CHANNEL, "POSITION events p1 440 442");
-    let status = wait_for_status(&server, "p1 at 442", |s| s["positions"]["p1"] == 442).await;
-    assert_eq!(status["token"], "m441~p1.442");
+    redis.publish(CHANNEL, "POSITION events p1 441 443");
+    let status = wait_for_status(&server, "p1 at 443", |s| s["positions"]["p1"] == 443).await;
+    assert_eq!(status["token"], "m442~p1.443");
     let lines = |kind: &str| format!(r#"roomcache_source_redis_lines_total{{kind="{kind}"}}"#);
     assert_eq!(metric(&server, &lines("unknown")).await, Some(1.0));
     assert_eq!(metric(&server, &lines("malformed")).await, Some(3.0));
@@ -178,7 +137,7 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
     wait_for_metric(&server, "roomcache_source_redis_connected", 0.0).await;
     let warning = "Synapse's replication stream over Redis is unavailable; following by polling until it is back";
     assert_eq!(server.log().matches(warning).count(), 1);
-    let room_id = persist_message_of_p1(&synapse, 440).await;
+    let room_id = persist_message(&synapse, "p1", 440).await;
     synapse
         .client()
         .await

@@ -83,7 +83,7 @@ impl Follower {
     /// Reads and submits the events stream's next rows; true when every
     /// writer has reached its target.
     pub(super) async fn follow_events(&self, announced: &Announced) -> Result<bool, SourceError> {
-        let safe = self.source.safe_token().await?;
+        let safe = self.source.safe_token(&self.writers).await?;
         let durable = self.tracker.token();
         let targets = targets(&self.writers, &safe, &announced.stream(EVENTS), &durable);
         let target = token_of(&targets);

@@ -185,20 +185,24 @@ pub(crate) const EVENTS_STREAM_WRITER_POSITIONS: Query = Query {
     ],
 };
 
-/// Reads the events-stream positions in use in `($1, $2]` (stream
-/// orderings of `events`, `current_state_delta_stream` and positions of
-/// `ex_outlier_stream`; a purged room's events are gone but its deltas stay),
-/// in order, at most `$3`: each is a committed row, so a run of consecutive
-/// ones after a safe position is safe too.
+/// Reads the first `$3` events-stream positions in use in `($1, $2]`
+/// (stream orderings of `events`, `current_state_delta_stream` and
+/// positions of `ex_outlier_stream`; a purged room's events are gone but its
+/// deltas stay), in order: each is a committed row, so a run of consecutive
+/// ones after a safe position is safe too. Each table is read for its first
+/// `$3` only, along its index.
 pub(crate) const EVENTS_STREAM_POSITIONS_IN_USE: Query = Query {
     name: "events-stream positions in use",
     sql: "SELECT id FROM (
-                 SELECT stream_ordering AS id FROM events
-                 WHERE stream_ordering > $1 AND stream_ordering <= $2
-                 UNION SELECT stream_id FROM current_state_delta_stream
-                 WHERE stream_id > $1 AND stream_id <= $2
-                 UNION SELECT event_stream_ordering FROM ex_outlier_stream
-                 WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
+                 (SELECT stream_ordering AS id FROM events
+                  WHERE stream_ordering > $1 AND stream_ordering <= $2
+                  ORDER BY stream_ordering LIMIT $3)
+                 UNION (SELECT stream_id FROM current_state_delta_stream
+                  WHERE stream_id > $1 AND stream_id <= $2
+                  ORDER BY stream_id LIMIT $3)
+                 UNION (SELECT event_stream_ordering FROM ex_outlier_stream
+                  WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
+                  ORDER BY event_stream_ordering LIMIT $3)
              ) ids ORDER BY id LIMIT $3",
     columns: &["events.stream_ordering | current_state_delta_stream.stream_id | ex_outlier_stream.event_stream_ordering"],
 };

@@ -365,3 +365,47 @@ pub(crate) fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str
         differences.join("\n")
     );
 }
+
+/// A message in a room of the multi-writer fixture persisted by `writer`, at
+/// `position`, written as the writer writes one (`events`, `event_json`),
+/// without moving `stream_positions`; returns the room.
+pub(crate) async fn persist_message(
+    synapse: &SynapseDatabase,
+    writer: &str,
+    position: i64,
+) -> String {
+    let client = synapse.client().await;
+    let row = client
+        .query_one(
+            "SELECT e.room_id, c.user_id FROM events e
+             JOIN local_current_membership c ON c.room_id = e.room_id AND c.membership = 'join'
+             WHERE e.instance_name = $1 AND e.type = 'm.room.create'
+             ORDER BY e.room_id LIMIT 1",
+            &[&writer],
+        )
+        .await
+        .unwrap();
+    let (room_id, sender): (String, String) = (row.get(0), row.get(1));
+    let event_id = format!("$announced{position}");
+    let event = serde_json::json!({"event_id": event_id, "room_id": room_id, "type": "m.room.message",
+        "sender": sender, "content": {"msgtype": "m.text", "body": "announced"},
+        "origin_server_ts": 0, "unsigned": {}});
+    client
+        .execute(
+            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
+                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering)
+             VALUES ($1, $2, 'm.room.message', $3, TRUE, FALSE, $1, 0, 0, $4, $5, $1)",
+            &[&position, &event_id, &room_id, &sender, &writer],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+             VALUES ($1, $2, '{}', $3, 3)",
+            &[&event_id, &room_id, &event.to_string()],
+        )
+        .await
+        .unwrap();
+    room_id
+}
