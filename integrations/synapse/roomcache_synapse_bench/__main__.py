@@ -41,6 +41,7 @@ class Options:
     port_base: int
     cases: tuple[str, ...]
     poll_interval_ms: int | None
+    attribution_requests: int
 
 
 @dataclass
@@ -63,6 +64,13 @@ def parse(arguments: Sequence[str]) -> Options:
         type=int,
         default=int(os.environ.get("ROOMCACHE_BENCH_SYNAPSE_PORT_BASE", "25470")),
     )
+    parser.add_argument(
+        "--attribution-requests",
+        type=int,
+        default=30,
+        help="then, per case, requests with the rooms' data fetched one room at a time "
+        "(exact per-room phases; 0: none)",
+    )
     parser.add_argument("--cases", default=",".join(case.name for case in CASES))
     parser.add_argument(
         "--poll-interval-ms",
@@ -83,6 +91,7 @@ def parse(arguments: Sequence[str]) -> Options:
         port_base=parsed.port_base,
         cases=cases,
         poll_interval_ms=parsed.poll_interval_ms,
+        attribution_requests=parsed.attribution_requests,
     )
 
 
@@ -139,11 +148,7 @@ def run(options: Options) -> Outcome:
             lines = _header(options, roomcache, time.monotonic() - started)
             print("\n".join(lines), flush=True)
             bench = Bench(homeserver, dataset)
-            results = []
-            for case in CASES:
-                if case.name in options.cases:
-                    print(f"case {case.name} ...", file=sys.stderr, flush=True)
-                    results.append(bench.run_case(case, options.requests, options.warmup))
+            results = _run_cases(bench, options)
             bench.http.close()
         errors = _log_errors(homeserver, log_offset)
     lines = _report(options, results, errors)
@@ -153,6 +158,23 @@ def run(options: Options) -> Outcome:
         json.dumps({"sizes": options.sizes, "cases": report.as_json(results)})
     )
     return Outcome(results, errors, lines)
+
+
+def _run_cases(bench: Bench, options: Options) -> list[CaseResult]:
+    cases = [case for case in CASES if case.name in options.cases]
+    results = []
+    for case in cases:
+        print(f"case {case.name} ...", file=sys.stderr, flush=True)
+        results.append(bench.run_case(case, options.requests, options.warmup))
+    if options.attribution_requests > 0:
+        for case in cases:
+            print(f"case {case.name}, rooms one at a time ...", file=sys.stderr, flush=True)
+            results.append(
+                bench.run_case(
+                    case, options.attribution_requests, options.warmup, sequential_rooms=True
+                )
+            )
+    return results
 
 
 def _header(options: Options, roomcache: Roomcache, startup_seconds: float) -> list[str]:
@@ -174,10 +196,12 @@ def _header(options: Options, roomcache: Roomcache, startup_seconds: float) -> l
 
 def _report(options: Options, results: list[CaseResult], errors: list[str]) -> list[str]:
     lines = ["", "## Whole request (client) and room-list part (the seam), ms, p50 / p99", ""]
-    lines += report.summary_table(results, options.sizes)
+    main = [result for result in results if not result.sequential_rooms]
+    lines += report.summary_table(main, options.sizes)
     titles = {case.name: case.title for case in CASES}
     for result in results:
-        lines += ["", f"## Phases: {titles[result.name]}", ""]
+        how = ", rooms one at a time (attribution)" if result.sequential_rooms else ""
+        lines += ["", f"## Phases: {titles[result.name]}{how}", ""]
         lines += report.phase_table(result, options.sizes)
         counts = ", ".join(
             f"{key}: {value:.0f}" for key, value in sorted(result.module_counts.items())
@@ -187,7 +211,7 @@ def _report(options: Options, results: list[CaseResult], errors: list[str]) -> l
             f"module's counters over the case: {counts}",
             f"load average: {result.load_before} before, {result.load_after} after",
         ]
-    lines += ["", "## Goals", "", *report.goals(results, options.sizes), ""]
+    lines += ["", "## Goals", "", *report.goals(main, options.sizes), ""]
     lines.append(f"errors in Synapse's log during the run: {len(errors)}")
     lines += [f"  {line}" for line in errors[:10]]
     return lines

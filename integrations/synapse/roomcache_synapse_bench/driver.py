@@ -98,6 +98,7 @@ class CaseResult:
     case, the load average before and after."""
 
     name: str
+    sequential_rooms: bool = False
     samples: dict[tuple[int, str], list[Sample]] = field(default_factory=dict)
     module_counts: dict[str, float] = field(default_factory=dict)
     load_before: str = ""
@@ -155,8 +156,21 @@ class Bench:
     def take_phases(self) -> list[dict[str, Any]]:
         return self.http.request("GET", PHASES_PATH)[1]
 
-    def run_case(self, case: Case, requests: int, warmup: int) -> CaseResult:
-        result = CaseResult(case.name, load_before=_loadavg())
+    def run_case(
+        self, case: Case, requests: int, warmup: int, *, sequential_rooms: bool = False
+    ) -> CaseResult:
+        """`sequential_rooms`: Synapse fetches the rooms' data one at a time
+        (phases.py), to attribute the per-room time exactly."""
+        self.http.request("POST", PHASES_PATH, {"sequential_rooms": sequential_rooms})
+        try:
+            return self._run_case(case, requests, warmup, sequential_rooms)
+        finally:
+            self.http.request("POST", PHASES_PATH, {"sequential_rooms": False})
+
+    def _run_case(
+        self, case: Case, requests: int, warmup: int, sequential_rooms: bool
+    ) -> CaseResult:
+        result = CaseResult(case.name, sequential_rooms, load_before=_loadavg())
         counts_before = self.module_counts()
         pairs = [(size, side) for size in self.dataset.spec.sizes for side in SIDES]
         positions: dict[tuple[int, str], str | None] = dict.fromkeys(pairs)

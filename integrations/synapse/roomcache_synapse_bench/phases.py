@@ -33,6 +33,11 @@ Phases:
 Records are kept in memory (at most 10,000) and served, then dropped, by
 `GET /_roomcache_bench/phases` (JSON list). Meant for one request at a time:
 a request started while another runs is not recorded.
+
+`POST /_roomcache_bench/phases` with `{"sequential_rooms": true}` makes the
+handler fetch the rooms' data one room at a time instead of 20 at once (its
+`concurrently_execute` limit): the per-room phases then add up to the
+room-data time, which attributes it exactly (a benchmark-only mode).
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class Recorder:
     def __init__(self) -> None:
         self.current: Record | None = None
         self.records: list[dict[str, Any]] = []
+        self.sequential_rooms = False
 
     def take(self) -> list[dict[str, Any]]:
         records, self.records = self.records, []
@@ -217,13 +223,21 @@ def _instrument_rooms(hs: Any, handler: Any, store: Any, recorder: Recorder) -> 
             record.last_room_end = max(record.last_room_end, ended)
 
     handler.get_room_sync_data = get_room_sync_data
+    module = sys.modules[type(handler).__module__]
+    concurrently_execute = module.concurrently_execute
+
+    def rooms_concurrently(function: Any, arguments: Any, limit: int, *rest: Any) -> Any:
+        if recorder.sequential_rooms and recorder.current is not None:
+            limit = 1
+        return concurrently_execute(function, arguments, limit, *rest)
+
+    module.concurrently_execute = rooms_concurrently
     for name in (
         "paginate_room_events_by_topological_ordering",
         "paginate_room_events_by_stream_ordering",
     ):
         _wrap(store, name, recorder, "room.timeline", _ROOM)
     _wrap(handler.relations_handler, "get_bundled_aggregations", recorder, "room.timeline", _ROOM)
-    module = sys.modules[type(handler).__module__]
     _wrap(module, "filter_and_transform_events_for_client", recorder, "room.timeline", _ROOM)
     _wrap(handler, "get_current_state_at", recorder, _state_phase, _ROOM)
     _wrap(handler, "get_current_state_ids_at", recorder, "room.required_state", _ROOM)
@@ -291,7 +305,8 @@ def _wrap_current_sync(handler: Any, recorder: Recorder) -> None:
 
 
 class PhasesResource(Resource):
-    """`GET`: the records so far (JSON list), which are then dropped."""
+    """`GET`: the records so far (JSON list), which are then dropped.
+    `POST {"sequential_rooms": bool}`: rooms one at a time, or 20 at once."""
 
     isLeaf = True
 
@@ -302,6 +317,12 @@ class PhasesResource(Resource):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps(self._recorder.take()).encode()
+
+    def render_POST(self, request: Request) -> bytes:
+        body = json.loads((request.content.read() if request.content else b"") or b"{}")
+        self._recorder.sequential_rooms = bool(body.get("sequential_rooms"))
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"sequential_rooms": self._recorder.sequential_rooms}).encode()
 
 
 class PhaseTimer:

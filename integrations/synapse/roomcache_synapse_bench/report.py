@@ -186,6 +186,7 @@ def as_json(results: list[CaseResult]) -> list[dict[str, Any]]:
     return [
         {
             "case": result.name,
+            "sequential_rooms": result.sequential_rooms,
             "load_before": result.load_before,
             "load_after": result.load_after,
             "module_counts": result.module_counts,
