@@ -32,6 +32,7 @@ pub mod cli;
 mod config;
 pub mod feed;
 pub mod index;
+mod memory;
 pub mod model;
 mod reads;
 mod room;

@@ -18,8 +18,8 @@ use super::layout::{IndexData, RoomSlot, SnapshotRecord, UserRecord};
 use super::query::CompiledFilter;
 use crate::model::{Membership, RoomId};
 use crate::room_list::{
-    answer_ranges, needed_prefix, ListAnswer, ListOptions, ListRequest, OtherRooms, RoomListEntry,
-    RoomLists,
+    answer_ranges, needed_prefix, within_budget, ListAnswer, ListOptions, ListRequest, OtherRooms,
+    RoomBudget, RoomListEntry, RoomLists,
 };
 
 /// A listed room of a list: its recency and slot.
@@ -241,7 +241,7 @@ impl IndexData {
                 other.extend(changed.map(|(_, room)| *room));
             }
         }
-        self.list_answer(user, list, found, need)
+        self.list_answer(user, list, found, need, options.budget)
     }
 
     /// Sorts and cuts what a list's walk found into its answer.
@@ -251,6 +251,7 @@ impl IndexData {
         list: &ListRequest,
         found: Found,
         need: usize,
+        budget: Option<&RoomBudget>,
     ) -> ListAnswer {
         let Found {
             count,
@@ -269,9 +270,13 @@ impl IndexData {
                 .collect()
         };
         if need == 0 || unsettled.is_empty() {
-            let ranges = answer_ranges(&list.ranges, count, &top, |(_, room)| {
-                self.entry(user, *room)
-            });
+            let ranges = answer_ranges(
+                &list.ranges,
+                count,
+                &top,
+                |(_, room)| self.entry(user, *room),
+                budget,
+            );
             return ListAnswer {
                 count,
                 ranges,
@@ -279,6 +284,12 @@ impl IndexData {
             };
         }
         unsettled.sort_unstable_by(order);
+        if !within_budget(budget, top.len().saturating_add(unsettled.len())) {
+            return ListAnswer {
+                count,
+                ..ListAnswer::default()
+            };
+        }
         ListAnswer {
             count,
             ranges: Vec::new(),

@@ -43,7 +43,7 @@ mod write;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use layout::IndexData;
+use layout::{IndexData, RoomSlot};
 
 use std::collections::BTreeSet;
 
@@ -115,6 +115,45 @@ impl ReadIndex {
         let room = *data.room_slots.get(room_id)?;
         let user = data.users.get(*data.user_slots.get(user_id)? as usize)?;
         data.snapshot_row(user, room, data.record(user, room)?)
+    }
+
+    /// A page of a user's snapshots, ordered by room ID: at most `limit`
+    /// of those after `after`, and whether more follow. Only the page's
+    /// rows are built.
+    pub(crate) fn snapshots_of_user_page(
+        &self,
+        user_id: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> (Vec<MembershipSnapshot>, bool) {
+        let data = self.read();
+        let Some(user) = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize))
+        else {
+            return (Vec::new(), false);
+        };
+        let mut rooms: Vec<(&RoomId, RoomSlot, u32)> = user
+            .snapshots
+            .iter()
+            .filter_map(|(room, i)| Some((&data.rooms.get(*room as usize)?.room_id, *room, *i)))
+            .filter(|(room_id, _, _)| after.is_none_or(|a| *room_id > a))
+            .collect();
+        let more = rooms.len() > limit;
+        if more {
+            rooms.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            rooms.truncate(limit);
+        }
+        rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows = rooms
+            .into_iter()
+            .filter_map(|(_, room, i)| {
+                let record = data.records.get(i as usize)?;
+                data.snapshot_row(user, room, record)
+            })
+            .collect();
+        (rows, more)
     }
 
     /// All of a user's snapshots, ordered by room ID.

@@ -13,7 +13,7 @@ use super::ReadError;
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::room_list::scan::{self, ScanData};
-use crate::room_list::{RoomListRequest, RoomLists};
+use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 
 /// Rows the fallback computed for some queued rooms.
@@ -131,6 +131,7 @@ pub(crate) fn scan_room_lists(
     index: &ReadIndex,
     user: &UserId,
     request: &RoomListRequest,
+    budget: &RoomBudget,
     rows: &FallbackRows,
 ) -> RoomLists {
     let snapshots = merge_snapshots(
@@ -158,5 +159,7 @@ pub(crate) fn scan_room_lists(
         account: index.account_of(user),
         space_children: index.space_children_of(&spaces),
     };
-    scan::scan_room_lists(&data, user, &request.lists, request.options())
+    let mut options = request.options();
+    options.budget = Some(budget);
+    scan::scan_room_lists(&data, user, &request.lists, options)
 }

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{RoomListRequest, RoomLists};
+use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::AccountDataPosition;
@@ -32,6 +32,10 @@ pub(crate) use fallback::Fallback;
 pub(crate) enum ReadError {
     #[error("rooms are being recomputed and the Synapse database cannot be read")]
     FallbackUnavailable(#[source] SourceError),
+    #[error("the answer would hold {asked} rooms (each range clamped to its list's count); at most {max} rooms are answered at once (max_room_list_rooms): ask for smaller ranges")]
+    TooManyRooms { asked: usize, max: usize },
+    #[error("`limit` must be between 1 and {max} (max_user_rooms_page)")]
+    PageLimit { max: usize },
 }
 
 /// How long a read may wait for a token.
@@ -60,11 +64,46 @@ pub(crate) struct SourceFollowing {
     pub(crate) poll_now: Arc<tokio::sync::Notify>,
 }
 
+impl<T, U> Answer<(T, U)> {
+    /// The answer of the first value, and the second.
+    fn split(self) -> (Answer<T>, U) {
+        let (value, extra) = self.value;
+        let answer = Answer {
+            value,
+            token: self.token,
+            timed_out: self.timed_out,
+            fallback: self.fallback,
+        };
+        (answer, extra)
+    }
+}
+
 /// The read side's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadSettings {
     pub(crate) wait_timeout: Duration,
     pub(crate) max_wait_timeout: Duration,
+    /// Most rooms one room-list answer holds, across its lists and ranges.
+    pub(crate) max_room_list_rooms: usize,
+    /// Most snapshots in one page of a user's rooms.
+    pub(crate) max_user_rooms_page: usize,
+}
+
+/// Which page of a user's rooms to read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PageRequest {
+    /// Rooms after this room ID (the previous page's `next_from`).
+    pub(crate) from: Option<RoomId>,
+    /// Most rooms in the page.
+    pub(crate) limit: Option<usize>,
+}
+
+/// One page of a user's rooms.
+#[derive(Debug)]
+pub(crate) struct RoomsPage {
+    pub(crate) rooms: Vec<MembershipSnapshot>,
+    /// The last room ID of this page when more rooms follow.
+    pub(crate) next_from: Option<RoomId>,
 }
 
 /// See the module documentation.
@@ -221,17 +260,45 @@ impl Reads {
         Ok(answer)
     }
 
-    /// Every snapshot of a user, by room ID.
+    /// One page of a user's snapshots, by room ID: those after `from`, at
+    /// most `limit` (at most `max_user_rooms_page`; that when absent). The
+    /// page's `next_from` is set when more rooms follow.
     pub(crate) async fn user_rooms(
         &self,
         user: &UserId,
+        page: &PageRequest,
         wait: &Wait,
-    ) -> Result<Answer<Vec<MembershipSnapshot>>, ReadError> {
+    ) -> Result<Answer<RoomsPage>, ReadError> {
+        let max = self.settings.max_user_rooms_page;
+        let limit = page.limit.unwrap_or(max);
+        if limit == 0 || limit > max {
+            return Err(ReadError::PageLimit { max });
+        }
+        let after = page.from.as_ref();
         let mut answer = self
-            .read_at_token(wait, |index| index.snapshots_of_user(user))
+            .read_at_token(wait, |index| {
+                let (rooms, more) = index.snapshots_of_user_page(user, after, limit);
+                let next_from = more
+                    .then(|| rooms.last().map(|s| s.room_id.clone()))
+                    .flatten();
+                RoomsPage { rooms, next_from }
+            })
             .await;
         if let Some(rows) = self.fallback.rows_of_user(user).await? {
-            answer.value = fallback::merge_snapshots(answer.value, rows.snapshots, &rows.rooms);
+            // The fallback's rows of queued rooms replace the cached ones
+            // within this page's window of room IDs.
+            let page = &mut answer.value;
+            let in_window = |room: &RoomId| {
+                after.is_none_or(|a| room > a)
+                    && page.next_from.as_ref().is_none_or(|last| room <= last)
+            };
+            let computed = rows
+                .snapshots
+                .into_iter()
+                .filter(|s| in_window(&s.room_id))
+                .collect();
+            let cached = std::mem::take(&mut page.rooms);
+            page.rooms = fallback::merge_snapshots(cached, computed, &rows.rooms);
             answer.fallback = true;
         }
         Ok(answer)
@@ -251,23 +318,34 @@ impl Reads {
         let unaffected = self.unaffected(user, request);
         let wait = if unaffected { Wait::default() } else { wait };
         let fallback_rows = self.fallback.rows_of_user(user).await?;
-        let mut answer = match fallback_rows {
-            None => {
-                self.read_at_token(&wait, |index| {
-                    index.room_lists(user, &request.lists, request.options())
+        let max = self.settings.max_room_list_rooms;
+        let (mut answer, exceeded) = match fallback_rows {
+            None => self
+                .read_at_token(&wait, |index| {
+                    let budget = RoomBudget::new(max);
+                    let mut options = request.options();
+                    options.budget = Some(&budget);
+                    let lists = index.room_lists(user, &request.lists, options);
+                    (lists, budget.exceeded())
                 })
                 .await
-            }
+                .split(),
             Some(rows) => {
-                let mut answer = self
+                let (mut answer, exceeded) = self
                     .read_at_token(&wait, |index| {
-                        fallback::scan_room_lists(index, user, request, &rows)
+                        let budget = RoomBudget::new(max);
+                        let lists = fallback::scan_room_lists(index, user, request, &budget, &rows);
+                        (lists, budget.exceeded())
                     })
-                    .await;
+                    .await
+                    .split();
                 answer.fallback = true;
-                answer
+                (answer, exceeded)
             }
         };
+        if let Some((asked, max)) = exceeded {
+            return Err(ReadError::TooManyRooms { asked, max });
+        }
         answer.timed_out |= account_timed_out;
         answer.value.account_data_position = account_data_position;
         answer.value.unaffected = unaffected;

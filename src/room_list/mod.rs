@@ -9,6 +9,7 @@
 //! naive reference over plain rows, kept with them).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,6 +105,8 @@ pub struct ListOptions<'a> {
     pub ignored_inviters: &'a [UserId],
     pub other_rooms: OtherRooms,
     pub room_ids: &'a [RoomId],
+    /// Most rooms the answer may hold (`None`: no limit).
+    pub budget: Option<&'a RoomBudget>,
 }
 
 impl<'a> ListOptions<'a> {
@@ -132,6 +135,7 @@ impl RoomListRequest {
             ignored_inviters: &self.ignored_inviters,
             other_rooms: self.other_rooms,
             room_ids: &self.room_ids,
+            budget: None,
         }
     }
 }
@@ -385,7 +389,7 @@ impl RoomLists {
         let lists = lists
             .into_iter()
             .map(|(name, list)| {
-                let ranges = answer_ranges(&list.ranges, 0, &[] as &[()], |_| None);
+                let ranges = answer_ranges(&list.ranges, 0, &[] as &[()], |_| None, None);
                 (
                     name.clone(),
                     ListAnswer {
@@ -436,18 +440,77 @@ pub fn range_bounds(range: (u64, u64), count: usize) -> std::ops::Range<usize> {
     start..end.saturating_add(1).min(count)
 }
 
+/// How many rooms one answer may hold, across its lists and ranges (the
+/// setting `max_room_list_rooms`): each range is clamped to its list's
+/// count, and the rooms of every range (and of a list's settled and
+/// unsettled rooms) are counted before any is built. Shared by reference
+/// through [`ListOptions`].
+#[derive(Debug)]
+pub struct RoomBudget {
+    max: usize,
+    asked: AtomicUsize,
+}
+
+impl RoomBudget {
+    pub fn new(max: usize) -> Self {
+        RoomBudget {
+            max,
+            asked: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts `rooms` more; true while the total is within the limit (the
+    /// caller then builds them).
+    pub fn take(&self, rooms: usize) -> bool {
+        let update = self
+            .asked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |asked| {
+                Some(asked.saturating_add(rooms))
+            });
+        let before = match update {
+            Ok(before) | Err(before) => before,
+        };
+        before.saturating_add(rooms) <= self.max
+    }
+
+    /// `Some((rooms asked for, limit))` when the answer would hold more
+    /// rooms than the limit.
+    pub fn exceeded(&self) -> Option<(usize, usize)> {
+        let asked = self.asked.load(Ordering::Relaxed);
+        (asked > self.max).then_some((asked, self.max))
+    }
+}
+
+/// Whether `rooms` more rooms fit `budget` (no budget: always).
+pub fn within_budget(budget: Option<&RoomBudget>, rooms: usize) -> bool {
+    budget.is_none_or(|b| b.take(rooms))
+}
+
 /// The rooms of each range, from the sorted rows (which hold at least
-/// `min(needed_prefix, count)` rows).
+/// `min(needed_prefix, count)` rows). When the ranges hold more rooms than
+/// `budget` has left, no room is built (the ranges are answered empty) and
+/// the budget records it: the caller refuses the request.
 pub fn answer_ranges<T: Clone>(
     ranges: &[(u64, u64)],
     count: usize,
     sorted: &[T],
     to_entry: impl Fn(&T) -> Option<RoomListEntry>,
+    budget: Option<&RoomBudget>,
 ) -> Vec<RangeAnswer> {
+    let available = count.min(sorted.len());
+    let rooms: usize = ranges
+        .iter()
+        .map(|range| range_bounds(*range, available).len())
+        .fold(0, usize::saturating_add);
+    let within = within_budget(budget, rooms);
     ranges
         .iter()
         .map(|range| {
-            let bounds = range_bounds(*range, count.min(sorted.len()));
+            let bounds = if within {
+                range_bounds(*range, available)
+            } else {
+                0..0
+            };
             RangeAnswer {
                 range: *range,
                 rooms: sorted[bounds].iter().filter_map(&to_entry).collect(),

@@ -15,8 +15,8 @@ use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId
 use roomcache_core::StreamToken;
 
 use super::{
-    answer_ranges, needed_prefix, Filters, ListAnswer, ListOptions, ListRequest, NameNeedle,
-    OtherRooms, RoomListEntry, RoomLists,
+    answer_ranges, needed_prefix, within_budget, Filters, ListAnswer, ListOptions, ListRequest,
+    NameNeedle, OtherRooms, RoomListEntry, RoomLists,
 };
 
 /// Plain rows of one user, as the scan reads them.
@@ -141,7 +141,13 @@ fn cut(list: &ListRequest, rooms: Vec<Row>, options: ListOptions<'_>) -> ListAns
         .into_iter()
         .partition(|(position, _, _)| options.is_unsettled(*position));
     if need == 0 || unsettled.is_empty() {
-        let ranges = answer_ranges(&list.ranges, count, &settled, |(_, _, e)| Some(e.clone()));
+        let ranges = answer_ranges(
+            &list.ranges,
+            count,
+            &settled,
+            |(_, _, e)| Some(e.clone()),
+            options.budget,
+        );
         return ListAnswer {
             count,
             ranges,
@@ -149,10 +155,20 @@ fn cut(list: &ListRequest, rooms: Vec<Row>, options: ListOptions<'_>) -> ListAns
         };
     }
     let entries = |rows: Vec<Row>| rows.into_iter().map(|(_, _, e)| e).collect();
+    let settled: Vec<Row> = settled.into_iter().take(need).collect();
+    if !within_budget(
+        options.budget,
+        settled.len().saturating_add(unsettled.len()),
+    ) {
+        return ListAnswer {
+            count,
+            ..ListAnswer::default()
+        };
+    }
     ListAnswer {
         count,
         ranges: Vec::new(),
-        settled: Some(entries(settled.into_iter().take(need).collect())),
+        settled: Some(entries(settled)),
         unsettled: Some(entries(unsettled)),
     }
 }

@@ -80,6 +80,8 @@ pub enum RuleError {
     },
     #[error("state key of m.room.member event {event_id} is not a valid user ID")]
     InvalidMemberStateKey { event_id: EventId },
+    #[error("state row at {stream_id} for m.room.member has state key {state_key:?}, which is not a valid user ID")]
+    InvalidMemberStateRow { stream_id: i64, state_key: String },
 }
 
 impl RuleError {

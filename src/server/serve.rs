@@ -10,10 +10,9 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
-use std::os::unix::fs::PermissionsExt;
-use tracing::info;
+use tracing::{error, info};
 
-use super::{claim_socket_path, install_metrics, SocketFile};
+use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
 use crate::reads::{ReadSettings, Reads, SourceFollowing};
@@ -21,7 +20,7 @@ use crate::source::account_data::AccountDataFollower;
 use crate::source::follow::Follower;
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::{SourceDatabase, SynapseUpstream};
-use crate::store::Store;
+use crate::store::{InstanceLock, Store};
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
@@ -59,6 +58,7 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     let Some(source_url) = settings.source_database_url.clone() else {
         bail!("no source_database_url is configured: the import reads a Synapse database");
     };
+    let _lock = lock_schema(&settings).await?;
     let store = Store::from_settings(&settings, &database_url(&settings)?)
         .await
         .context("connecting to Postgres and applying migrations")?;
@@ -84,6 +84,32 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Takes the schema's instance lock (one roomcache per schema).
+async fn lock_schema(settings: &Settings) -> anyhow::Result<InstanceLock> {
+    let lock = InstanceLock::acquire(
+        &database_url(settings)?,
+        &settings.schema,
+        Duration::from_millis(settings.instance_lock_wait_ms),
+    )
+    .await?;
+    Ok(lock)
+}
+
+/// Exits the process as soon as the instance lock is lost: another
+/// instance may take the schema then, and two writers would mix their rows.
+/// Every acknowledged batch is already committed, so exiting loses nothing.
+fn exit_when_lock_lost(mut lock: InstanceLock) {
+    actix_rt::spawn(async move {
+        let why = lock.lost().await;
+        error!(reason = %why, "the instance lock on the schema was lost; stopping at once so that no other instance's writes are mixed with ours");
+        eprintln!("roomcache: the instance lock on the schema was lost ({why}); exiting");
+        std::process::exit(EXIT_LOCK_LOST);
+    });
+}
+
+/// The exit status after the instance lock was lost.
+const EXIT_LOCK_LOST: i32 = 3;
 
 /// Source mode's parts, once start-up has checked the source.
 struct SourceMode {
@@ -192,6 +218,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let url = database_url(&settings)?;
     claim_socket_path(&settings.socket_path)?;
+    let lock = lock_schema(&settings).await?;
+    exit_when_lock_lost(lock);
 
     let store = Store::from_settings(&settings, &url)
         .await
@@ -231,6 +259,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
+            max_room_list_rooms: settings.max_room_list_rooms,
+            max_user_rooms_page: settings.max_user_rooms_page,
         },
     );
     let progress = source.as_ref().map(|s| s.progress.clone());
@@ -251,18 +281,32 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Result<()> {
     let body_limit = settings.request_body_limit;
     let app_state = state.clone();
+    let (listener, socket) = bind_socket(&settings.socket_path)?;
+    let body_timeout = api::BodyTimeout(Duration::from_millis(settings.request_body_timeout_ms));
+    // actix-web's connection cap is per worker thread.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_worker = settings.max_connections.div_ceil(workers);
+    let keep_alive = match settings.keep_alive_ms {
+        0 => actix_web::http::KeepAlive::Disabled,
+        ms => actix_web::http::KeepAlive::Timeout(Duration::from_millis(ms)),
+    };
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(api::limit_body_time))
             .wrap(actix_web::middleware::from_fn(api::trace_request))
             .app_data(app_state.clone())
+            .app_data(body_timeout)
             .configure(|cfg| api::configure(cfg, body_limit))
     })
+    .workers(workers)
+    .max_connections(per_worker)
+    .client_request_timeout(Duration::from_millis(settings.request_head_timeout_ms))
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(keep_alive)
     .shutdown_timeout(30)
-    .bind_uds(&settings.socket_path)
-    .with_context(|| format!("binding {}", settings.socket_path.display()))?;
-    let socket = SocketFile(settings.socket_path.clone());
-    std::fs::set_permissions(&socket.0, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("setting the mode of {}", socket.0.display()))?;
+    .listen_uds(listener)
+    .with_context(|| format!("serving on {}", socket.path().display()))?;
+    actix_rt::spawn(crate::memory::release_when_asked());
     state.ready.store(true, Ordering::Release);
     info!(socket = %settings.socket_path.display(), "roomcache is ready");
     server.run().await.context("serving")?;

@@ -136,6 +136,10 @@ impl Store {
     /// commits.
     #[instrument(skip_all, fields(rows = group.row_count()))]
     pub(crate) async fn commit(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        self.within_write_timeout(self.commit_now(group)).await
+    }
+
+    async fn commit_now(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;

@@ -157,6 +157,14 @@ impl Store {
         &self,
         rooms: &[RoomId],
     ) -> Result<HashMap<RoomId, RoomState>, StoreError> {
+        self.within_write_timeout(self.load_room_states_now(rooms))
+            .await
+    }
+
+    async fn load_room_states_now(
+        &self,
+        rooms: &[RoomId],
+    ) -> Result<HashMap<RoomId, RoomState>, StoreError> {
         let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
         let client = self.pool.get().await?;
         let mut states: HashMap<RoomId, RoomState> = rooms

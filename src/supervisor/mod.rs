@@ -45,6 +45,8 @@ pub(crate) enum BatchError {
     Rule(#[from] RuleError),
     #[error("the batch conflicts with stored rows (a stream ordering used twice?)")]
     Conflict(#[source] StoreError),
+    #[error("the database refused the batch's contents")]
+    Content(#[source] StoreError),
     #[error("the database is unavailable")]
     Store(#[source] StoreError),
     #[error("a room actor stopped unexpectedly")]
@@ -133,8 +135,21 @@ impl Supervisor {
             .reap_idle(self.shared.settings.idle_actor_timeout);
         if stopped >= LARGE_REAP {
             ctx.run_later(Duration::from_secs(1), |_, _| {
-                startup::release_freed_memory()
+                crate::memory::release_freed_memory()
             });
+        }
+    }
+}
+
+impl Supervisor {
+    /// Stops the actors of rooms without table rows once no group holds
+    /// pending states (see [`RoomRegistry::reap_rowless`]).
+    fn reap_rowless_when_idle(&mut self) {
+        if !self.pipeline.is_idle() {
+            return;
+        }
+        if self.shared.rooms.reap_rowless() >= LARGE_REAP {
+            crate::memory::ask_for_release();
         }
     }
 }

@@ -118,7 +118,7 @@ pub(crate) async fn load(
         .collect();
     write_path.publish_loaded(&room_list_data);
     drop(room_list_data);
-    release_freed_memory();
+    crate::memory::release_freed_memory();
     let index = write_path.index();
     info!(
         joined_rooms = index.joined_room_count(),
@@ -133,15 +133,4 @@ pub(crate) async fn load(
         loaded.recalculation_queue,
         queue_position,
     ))
-}
-
-/// Hands the heap freed after loading (the rows as read from Postgres, a
-/// multiple of what the index keeps) back to the operating system; glibc
-/// would otherwise keep it in the process.
-pub(crate) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it only returns free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

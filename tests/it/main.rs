@@ -6,9 +6,14 @@
 
 mod support;
 
+mod answer_limits;
 mod bad_input;
+mod connections;
 mod crash;
 mod fallback;
+mod hostile_feed;
+mod hostile_properties;
+mod hung_postgres;
 mod positions;
 mod properties;
 mod room_list;
