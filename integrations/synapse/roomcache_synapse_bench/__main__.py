@@ -29,7 +29,7 @@ from tests.roomcache import Roomcache, roomcache_binary
 
 from . import dataset as datasets
 from . import report
-from .driver import BYPASS_PREFIX, CASES, Bench, CaseResult
+from .driver import BYPASS_PREFIX, CASES, SNAPSHOT_CACHE, Bench, CaseResult
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Options:
     cases: tuple[str, ...]
     poll_interval_ms: int | None
     attribution_requests: int
+    default_caches: bool = False
 
 
 @dataclass
@@ -71,6 +72,12 @@ def parse(arguments: Sequence[str]) -> Options:
         help="then, per case, requests with the rooms' data fetched one room at a time "
         "(exact per-room phases; 0: none)",
     )
+    parser.add_argument(
+        "--synapse-default-caches",
+        action="store_true",
+        help="keep Synapse's default cache sizes (its membership snapshot cache then "
+        "cannot hold a user in 10,000 rooms)",
+    )
     parser.add_argument("--cases", default=",".join(case.name for case in CASES))
     parser.add_argument(
         "--poll-interval-ms",
@@ -92,15 +99,18 @@ def parse(arguments: Sequence[str]) -> Options:
         cases=cases,
         poll_interval_ms=parsed.poll_interval_ms,
         attribution_requests=parsed.attribution_requests,
+        default_caches=parsed.synapse_default_caches,
     )
 
 
-def module_config(directory: Path, socket_path: Path) -> Path:
+def module_config(directory: Path, socket_path: Path, *, default_caches: bool) -> Path:
     """The roomcache module (never verifying: it would double Synapse's work)
-    and, after it, the phase timer."""
+    and, after it, the phase timer; unless `default_caches`, a snapshot cache
+    large enough for every user."""
+    caches = "" if default_caches else f"caches:\n  per_cache_factors:\n    {SNAPSHOT_CACHE}: 5\n"
     path = directory / "modules.yaml"
     path.write_text(
-        "modules:\n"
+        caches + "modules:\n"
         "  - module: roomcache_synapse.RoomcacheModule\n"
         "    config:\n"
         f"      socket_path: {socket_path}\n"
@@ -129,7 +139,13 @@ def run(options: Options) -> Outcome:
         homeserver_directory,
         pg_port=options.port_base,
         http_port=options.port_base + 1,
-        extra_config=[module_config(options.directory, roomcache_directory / "roomcache.sock")],
+        extra_config=[
+            module_config(
+                options.directory,
+                roomcache_directory / "roomcache.sock",
+                default_caches=options.default_caches,
+            )
+        ],
         metrics=True,
         keep_data=existing is not None,
     )
@@ -147,9 +163,9 @@ def run(options: Options) -> Outcome:
             roomcache.wait_until_caught_up(timeout=900)
             lines = _header(options, roomcache, time.monotonic() - started)
             print("\n".join(lines), flush=True)
-            bench = Bench(homeserver, dataset)
+            bench = Bench(homeserver, dataset, roomcache.socket_path)
             results = _run_cases(bench, options)
-            bench.http.close()
+            bench.close()
         errors = _log_errors(homeserver, log_offset)
     lines = _report(options, results, errors)
     print("\n".join(lines), flush=True)

@@ -14,20 +14,28 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-from tests.client import SLIDING_SYNC_PATH, Client
+from tests.client import SLIDING_SYNC_PATH
 from tests.harness import Homeserver
 
 from .dataset import Dataset
 from .phases import PATH as PHASES_PATH
 
 BYPASS_PREFIX = "synapse-only-"
+# Synapse's cache of each user's membership snapshots (the room-list part's
+# main read) counts its size in rooms, 10,000 x the cache factor (0.5 by
+# default) for all users together: a user in 10,000 rooms would never stay
+# in it, and would push the others out. The benchmark gives it room for
+# every user unless told not to, so that "warm" is warm for Synapse too.
+SNAPSHOT_CACHE = "get_sliding_sync_rooms_for_user_from_membership_snapshots"
 SIDES = ("synapse", "module")
 
 # The request the issue names: one list, the top 20 rooms, the last event
@@ -35,14 +43,26 @@ SIDES = ("synapse", "module")
 LISTS = {"all": {"ranges": [[0, 19]], "timeline_limit": 1, "required_state": [["m.room.name", ""]]}}
 
 
-class KeepAlive:
-    """HTTP/1.1 to Synapse on one kept-alive connection (timed requests
-    should not pay for connecting)."""
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("roomcache", timeout=120)
+        self._path = path
 
-    def __init__(self, base_url: str) -> None:
-        parts = urlsplit(base_url)
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self._path))
+
+
+class KeepAlive:
+    """HTTP/1.1 on one kept-alive connection, to Synapse (a URL) or to
+    roomcache (its socket): timed requests should not pay for connecting."""
+
+    def __init__(self, base_url: str | None = None, socket_path: Path | None = None) -> None:
+        parts = urlsplit(base_url or "http://127.0.0.1")
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
+        self._socket_path = socket_path
         self._connection: http.client.HTTPConnection | None = None
 
     def request(
@@ -72,7 +92,9 @@ class KeepAlive:
         raise AssertionError("unreachable")
 
     def _connect(self) -> http.client.HTTPConnection:
-        if self._connection is None:
+        if self._connection is None and self._socket_path is not None:
+            self._connection = _UnixConnection(self._socket_path)
+        elif self._connection is None:
             self._connection = http.client.HTTPConnection(self._host, self._port, timeout=120)
         return self._connection
 
@@ -115,13 +137,20 @@ class Case:
 
 
 def _state_change(bench: Bench, number: int) -> None:
-    bench.elsewhere.set_name(bench.dataset.elsewhere_room, f"Elsewhere {number}")
+    room_id = quote(bench.dataset.elsewhere_room, safe="")
+    path = f"/_matrix/client/v3/rooms/{room_id}/state/m.room.name/"
+    content = {"name": f"Elsewhere {bench.run_id} {number}"}
+    bench.http.request("PUT", path, content, bench.dataset.elsewhere.access_token)
 
 
 def _new_message(bench: Bench, number: int) -> None:
     # Always the same room (shared by every user): each incremental answer
-    # then carries exactly one room, with the message.
-    bench.speaker.send_message(bench.dataset.shared_rooms[-1], f"message {number}")
+    # then carries exactly one room, with the message. The transaction ID is
+    # new in every run (Synapse answers a known one with the event it made).
+    room_id = quote(bench.dataset.shared_rooms[-1], safe="")
+    path = f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{bench.run_id}-{number}"
+    content = {"msgtype": "m.text", "body": f"message {number}"}
+    bench.http.request("PUT", path, content, bench.speaker.access_token)
 
 
 CASES = (
@@ -134,13 +163,13 @@ CASES = (
 class Bench:
     """The users of a dataset, their connections, and the requests."""
 
-    def __init__(self, homeserver: Homeserver, dataset: Dataset) -> None:
+    def __init__(self, homeserver: Homeserver, dataset: Dataset, roomcache_socket: Path) -> None:
         self.homeserver = homeserver
         self.dataset = dataset
         self.http = KeepAlive(homeserver.client_url)
-        self.elsewhere = dataset.elsewhere.client(homeserver)
-        speaker = dataset.crowd[0] if dataset.crowd else dataset.users[max(dataset.users)]
-        self.speaker: Client = speaker.client(homeserver)
+        self.roomcache = KeepAlive(socket_path=roomcache_socket)
+        self.speaker = dataset.crowd[0] if dataset.crowd else dataset.users[max(dataset.users)]
+        self.run_id = uuid.uuid4().hex[:12]
         self._numbers = itertools.count(1)
 
     def sync(self, size: int, side: str, case: str, pos: str | None) -> tuple[float, Any]:
@@ -184,14 +213,16 @@ class Bench:
                 if case.before is not None:
                     case.before(self, next(self._numbers))
                 seconds, answer = self.sync(size, side, case.name, positions[(size, side)])
-                _check_answer(answer, size, case)
+                _check_answer(answer, size, side, case)
                 if case.incremental:
                     positions[(size, side)] = answer["pos"]
                 records = self.take_phases()
                 if len(records) != 1:
                     raise RuntimeError(f"expected one phase record, got {len(records)}")
                 if round_number >= warmup:
-                    result.samples.setdefault((size, side), []).append(_sample(seconds, records[0]))
+                    sample = _sample(seconds, records[0])
+                    sample.phases["replay.roomcache_direct"] = self._replay(records[0])
+                    result.samples.setdefault((size, side), []).append(sample)
         after = self.module_counts()
         result.module_counts = {
             key: value - counts_before.get(key, 0.0)
@@ -200,6 +231,19 @@ class Bench:
         }
         result.load_after = _loadavg()
         return result
+
+    def _replay(self, record: dict[str, Any]) -> float:
+        """The requests the module sent roomcache, sent again from here (a
+        plain client outside Synapse, on a kept-alive connection): seconds."""
+        total = 0.0
+        for asked in record.get("roomcache_requests") or ():
+            path = f"/v1/users/{quote(asked['user_id'], safe='')}/room_list"
+            total += self.roomcache.request("POST", path, asked["body"])[0]
+        return total
+
+    def close(self) -> None:
+        self.http.close()
+        self.roomcache.close()
 
     def module_counts(self) -> dict[str, float]:
         """The module's counters: `path/reason`, `unaffected`, `unsettled`."""
@@ -212,17 +256,28 @@ class Bench:
                 counts["unaffected"] = value
             elif name == "roomcache_synapse_unsettled_rooms_total":
                 counts["unsettled rooms"] = value
+            elif label.get("name") == SNAPSHOT_CACHE and name in _CACHE_METRICS:
+                counts[_CACHE_METRICS[name]] = value
         return counts
 
 
-def _check_answer(answer: Any, size: int, case: Case) -> None:
+_CACHE_METRICS = {
+    "synapse_util_caches_cache": "snapshot cache lookups",
+    "synapse_util_caches_cache_hits": "snapshot cache hits",
+}
+
+
+def _check_answer(answer: Any, size: int, side: str, case: Case) -> None:
     """Every answer is a real one: the list counts the user's rooms, an
     incremental answer carries the room with the new message."""
     count = answer.get("lists", {}).get("all", {}).get("count")
     if count != size:
-        raise RuntimeError(f"{case.name}: list count {count} for a user in {size} rooms")
+        raise RuntimeError(f"{case.name}, {side}: list count {count} for a user in {size} rooms")
     if case.incremental and not answer.get("rooms"):
-        raise RuntimeError(f"{case.name}: no room in the answer after a new message")
+        raise RuntimeError(
+            f"{case.name}, {side}, user in {size} rooms: no room in the answer after a new "
+            f"message: {json.dumps(answer)[:2000]}"
+        )
 
 
 def _sample(seconds: float, record: dict[str, Any]) -> Sample:

@@ -28,7 +28,8 @@ Phases:
   `state_deltas`, `bump_stamp`, `other_events`;
 * inside the seam (`seam.*`): Synapse's own way (`snapshots`, `rewind`,
   `filter`, `sort`, `to_send`, `dm_rooms`) or the module's (`synapse_facts`,
-  `ask_roomcache`, of which `roomcache_call`, `assemble`, `result`).
+  `ask_roomcache`, of which `roomcache_call`, `assemble`, `result`); the
+  requests the module sent roomcache are kept (`roomcache_requests`).
 
 Records are kept in memory (at most 10,000) and served, then dropped, by
 `GET /_roomcache_bench/phases` (JSON list). Meant for one request at a time:
@@ -67,6 +68,7 @@ class Record:
         self.phases: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.rooms = 0
+        self.roomcache_requests: list[dict[str, Any]] = []
         self.first_room_start: float | None = None
         self.last_room_end = 0.0
 
@@ -84,6 +86,7 @@ class Record:
             "rooms": self.rooms,
             "phases": phases,
             "calls": self.calls,
+            "roomcache_requests": self.roomcache_requests,
         }
 
 
@@ -275,9 +278,19 @@ def _instrument_module_seam(seam: Any, recorder: Recorder) -> None:
     _wrap(seam, "_assemble", recorder, "seam.assemble", frozenset({"_from_roomcache"}))
     _wrap(seam, "_result", recorder, "seam.result", frozenset({"_from_roomcache"}))
     client = getattr(seam, "_client", None)
-    if client is not None:
-        _wrap(client, "room_lists", recorder, "seam.roomcache_call", frozenset({"_ask"}))
-    # Synapse's helpers the module calls, attributed to the module's steps above.
+    if client is None:
+        return
+    original = client.room_lists
+
+    async def room_lists(user_id: str, body: Mapping[str, Any]) -> Any:
+        """Keeps what was asked, for the driver to ask it again from outside."""
+        record = recorder.current
+        if record is not None:
+            record.roomcache_requests.append({"user_id": user_id, "body": dict(body)})
+        return await original(user_id, body)
+
+    client.room_lists = room_lists
+    _wrap(client, "room_lists", recorder, "seam.roomcache_call", frozenset({"_ask"}))
 
 
 def _wrap_current_sync(handler: Any, recorder: Recorder) -> None:

@@ -38,6 +38,7 @@ SEAM_PHASES = (
     ("seam.synapse_facts", "module: Synapse's facts (forgotten, newly joined/left...)"),
     ("seam.ask_roomcache", "module: ask roomcache"),
     ("seam.roomcache_call", "module:   of which the call over the socket"),
+    ("replay.roomcache_direct", "module:   the same call from a plain client, outside Synapse"),
     ("seam.assemble", "module: assemble lists"),
     ("seam.result", "module: memberships, rooms to send, DM rooms"),
 )
