@@ -219,6 +219,7 @@ def _report(options: Options, results: list[CaseResult], errors: list[str]) -> l
         how = ", rooms one at a time (attribution)" if result.sequential_rooms else ""
         lines += ["", f"## Phases: {titles[result.name]}{how}", ""]
         lines += report.phase_table(result, options.sizes)
+        lines += ["", *report.database_table(result, options.sizes)]
         counts = ", ".join(
             f"{key}: {value:.0f}" for key, value in sorted(result.module_counts.items())
         )

@@ -24,12 +24,16 @@ Phases:
   changed), `connection_state_write`; `total` is the handler's whole call;
 * per room, summed over the rooms of the request (`room.*`; the rooms run
   concurrently, so these sums overlap and can exceed `room_data`):
-  `timeline`, `room_name`, `heroes`, `counts`, `required_state`,
-  `state_deltas`, `bump_stamp`, `other_events`;
+  `timeline_fetch`, `timeline_visibility` (filtering the events for the
+  client), `timeline_aggregations` (bundled aggregations), `room_name`,
+  `heroes`, `counts`, `required_state`, `state_deltas`, `bump_stamp`,
+  `other_events`;
 * inside the seam (`seam.*`): Synapse's own way (`snapshots`, `rewind`,
   `filter`, `sort`, `to_send`, `dm_rooms`) or the module's (`synapse_facts`,
   `ask_roomcache`, of which `roomcache_call`, `assemble`, `result`); the
-  requests the module sent roomcache are kept (`roomcache_requests`).
+  requests the module sent roomcache are kept (`roomcache_requests`);
+* database transactions (`db.<description>`), all of those the request ran
+  (they run 5 or 10 at a time on the database pool's threads, so they overlap).
 
 Records are kept in memory (at most 10,000) and served, then dropped, by
 `GET /_roomcache_bench/phases` (JSON list). Meant for one request at a time:
@@ -202,9 +206,30 @@ def instrument(hs: Any, recorder: Recorder) -> None:
         "get_rooms_that_have_updates_since_sliding_sync_table",
     ):
         _wrap(store, name, recorder, "rooms_out_of_range", _TOP)
+    _instrument_database(store, recorder)
     _instrument_rooms(hs, handler, store, recorder)
     _instrument_synapse_seam(room_lists, store, recorder)
     _wrap_current_sync(handler, recorder)
+
+
+def _instrument_database(store: Any, recorder: Recorder) -> None:
+    """Every database transaction of the main database during the request
+    (`db.<its description>`: waiting for a connection, the queries, and the
+    function run on the connection's thread)."""
+    pool = store.db_pool
+    original = pool.runInteraction
+
+    async def run_interaction(desc: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        record = recorder.current
+        if record is None:
+            return await original(desc, func, *args, **kwargs)
+        started = time.perf_counter()
+        try:
+            return await original(desc, func, *args, **kwargs)
+        finally:
+            record.add(f"db.{desc}", time.perf_counter() - started)
+
+    pool.runInteraction = run_interaction
 
 
 def _instrument_rooms(hs: Any, handler: Any, store: Any, recorder: Recorder) -> None:
@@ -239,9 +264,21 @@ def _instrument_rooms(hs: Any, handler: Any, store: Any, recorder: Recorder) -> 
         "paginate_room_events_by_topological_ordering",
         "paginate_room_events_by_stream_ordering",
     ):
-        _wrap(store, name, recorder, "room.timeline", _ROOM)
-    _wrap(handler.relations_handler, "get_bundled_aggregations", recorder, "room.timeline", _ROOM)
-    _wrap(module, "filter_and_transform_events_for_client", recorder, "room.timeline", _ROOM)
+        _wrap(store, name, recorder, "room.timeline_fetch", _ROOM)
+    _wrap(
+        handler.relations_handler,
+        "get_bundled_aggregations",
+        recorder,
+        "room.timeline_aggregations",
+        _ROOM,
+    )
+    _wrap(
+        module,
+        "filter_and_transform_events_for_client",
+        recorder,
+        "room.timeline_visibility",
+        _ROOM,
+    )
     _wrap(handler, "get_current_state_at", recorder, _state_phase, _ROOM)
     _wrap(handler, "get_current_state_ids_at", recorder, "room.required_state", _ROOM)
     _wrap(store, "get_events", recorder, "room.required_state", _ROOM)

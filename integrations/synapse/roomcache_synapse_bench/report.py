@@ -18,7 +18,9 @@ TOP_PHASES = (
     ("connection_state_write", "connection state (write)"),
 )
 ROOM_PHASES = (
-    ("room.timeline", "timeline"),
+    ("room.timeline_fetch", "timeline: fetch the events"),
+    ("room.timeline_visibility", "timeline: filter them for the client"),
+    ("room.timeline_aggregations", "timeline: bundled aggregations"),
     ("room.room_name", "room name"),
     ("room.heroes", "heroes (room summary)"),
     ("room.counts", "member counts"),
@@ -136,6 +138,33 @@ def phase_table(result: CaseResult, sizes: Sequence[int]) -> list[str]:
         lines.append(f"| {title} | {cells} |")
     rooms = " | ".join(f"{_mean_rooms(result.samples.get(column, [])):.0f}" for column in columns)
     lines.append(f"| rooms with data per request | {rooms} |")
+    return lines
+
+
+def database_table(result: CaseResult, sizes: Sequence[int], top: int = 8) -> list[str]:
+    """The database transactions that took most time, mean ms per request
+    (and transactions per request)."""
+    columns = [(size, side) for size in sizes for side in SIDES]
+    names: set[str] = set()
+    for samples in result.samples.values():
+        for sample in samples:
+            names.update(name for name in sample.phases if name.startswith("db."))
+
+    def weight(name: str) -> float:
+        return max(_mean_ms(result.samples.get(column, []), name) for column in columns)
+
+    chosen = sorted(names, key=weight, reverse=True)[:top]
+    header = "| database transaction (mean ms / count per request) | " + " | ".join(
+        f"{size:,} {side}" for size, side in columns
+    )
+    lines = [header + " |", "|---|" + "---|" * len(columns)]
+    for name in chosen:
+        cells = []
+        for column in columns:
+            samples = result.samples.get(column, [])
+            count = sum(sample.calls.get(name, 0) for sample in samples) / max(len(samples), 1)
+            cells.append(f"{_mean_ms(samples, name):.2f} / {count:.1f}")
+        lines.append(f"| {name[3:]} | {' | '.join(cells)} |")
     return lines
 
 
