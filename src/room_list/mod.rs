@@ -5,8 +5,8 @@
 //! answer), its validation, the meaning of every filter and the range rules
 //! of §6.9. May not touch: I/O, actors, SQL, locks — the read index
 //! ([`crate::index`]) runs the fast path over its own layout, under its own
-//! lock, with the helpers of this module. [`request`] is the request and its
-//! validation, [`answer`] the answer and its range rules, [`scan`] the plain
+//! lock, with the helpers of this module. `request` is the request and its
+//! validation, `answer` the answer and its range rules, `scan` the plain
 //! scan over rows that the reads' fallback answers with and the index's
 //! tests hold the fast path to.
 

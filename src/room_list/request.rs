@@ -47,7 +47,7 @@ pub struct RoomListRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_account_data: Option<i64>,
     /// The caller's own token: what happened after it is reported, not
-    /// hidden (see [`ListAnswer::unsettled`], [`RoomLists::memberships_after_at`]).
+    /// hidden (see `ListAnswer::unsettled`, `RoomLists::memberships_after_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<StreamToken>,
     /// Rooms the caller knows the user has forgotten (forgets have no
@@ -63,11 +63,11 @@ pub struct RoomListRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_inviters: Vec<UserId>,
     /// Which rooms of the lists, beyond their ranges, to name in
-    /// [`RoomLists::other_rooms`].
+    /// `RoomLists::other_rooms`.
     #[serde(default, skip_serializing_if = "OtherRooms::is_none")]
     pub other_rooms: OtherRooms,
     /// The user's entries in these rooms, whatever the lists
-    /// ([`RoomLists::rooms`]).
+    /// (`RoomLists::rooms`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub room_ids: Vec<RoomId>,
     /// When not to wait for `wait_for`: see [`Unaffected`].
