@@ -53,7 +53,11 @@ class Outcome:
 
 
 def parse(arguments: Sequence[str]) -> Options:
-    parser = argparse.ArgumentParser(prog="scripts/bench synapse", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench synapse",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--sizes", default="100,1000,10000", help="rooms of each measured user, ascending"
     )
