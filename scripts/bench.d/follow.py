@@ -4,7 +4,7 @@ following Synapse's replication stream over Redis and another one polling only,
 side by side, on one Synapse with two event persisters.
 
 Run by `scripts/bench follow` (release build, var/synapse-venv). Knobs:
-FOLLOW_EVENTS (600), FOLLOW_ROOMS (8), ROOMCACHE_BENCH_SYNAPSE_PORT_BASE (25470: six
+FOLLOW_EVENTS (600), FOLLOW_ROOMS (8), ROOMCACHE_BENCH_FOLLOW_PORT_BASE (25480: six
 ports from it).
 """
 
@@ -55,7 +55,7 @@ def main() -> None:
     binary = Path(sys.argv[1])
     events = int(os.environ.get("FOLLOW_EVENTS", "600"))
     room_count = int(os.environ.get("FOLLOW_ROOMS", "8"))
-    base = int(os.environ.get("ROOMCACHE_BENCH_SYNAPSE_PORT_BASE", "25470"))
+    base = int(os.environ.get("ROOMCACHE_BENCH_FOLLOW_PORT_BASE", "25480"))
     directory = REPOSITORY / "var" / "bench-follow"
     print(f"load before: {Path('/proc/loadavg').read_text().strip()}")
     with Homeserver(

@@ -34,7 +34,7 @@
 //! applying published changes; `query.rs` rows out and compiled filters;
 //! `lists.rs` room lists;
 //! `tests.rs` the unit tests, which hold the fast path to the scan of
-//! [`crate::room_list::scan`].
+//! `crate::room_list::scan`.
 
 mod layout;
 mod lists;

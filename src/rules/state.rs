@@ -117,7 +117,7 @@ fn create_content_survives_redaction(event: &Event) -> bool {
 
 /// What the rules keep about a room beyond its table rows, so that a row can
 /// be created correctly later (persisted beside the rows, as
-/// [`StoredMemory`]: each remembered event once).
+/// `StoredMemory`: each remembered event once).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(from = "StoredMemory", into = "StoredMemory")]
 pub struct RoomMemory {

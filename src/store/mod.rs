@@ -5,10 +5,10 @@
 //! that a group's rows and its writers' positions commit in one transaction
 //! (so after any crash rows and positions agree). May not touch: actors,
 //! the read index, the position tracker; the supervisor's write path
-//! publishes after [`Store::commit`] returns.
+//! publishes after `Store::commit` returns.
 //!
-//! [`load`] reads rows back (start-up, room actors), [`commit`] writes a
-//! [`CommitGroup`], [`rows`] maps rows to and from the tables' columns.
+//! `load` reads rows back (start-up, room actors), `commit` writes a
+//! `CommitGroup`, `rows` maps rows to and from the tables' columns.
 
 mod commit;
 mod instance_lock;

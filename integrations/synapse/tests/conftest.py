@@ -1,7 +1,8 @@
 """Session-wide homeservers for the tests: each starts on first use and stops
 at the end of the session.
 
-Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the fifteen after it.
+Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the fifteen after it
+(test_bench_smoke.py: the two after those).
 """
 
 from __future__ import annotations

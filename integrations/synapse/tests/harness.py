@@ -43,6 +43,7 @@ class Homeserver:
         redis_port: int | None = None,
         extra_config: Sequence[Path] = (),
         metrics: bool = False,
+        keep_data: bool = False,
     ) -> None:
         self.directory = directory
         self.workers = workers
@@ -56,14 +57,16 @@ class Homeserver:
             self._start_arguments += ["--extra-config", str(path)]
         if metrics:
             self._start_arguments.append("--metrics")
+        if keep_data:  # the database of a previous start, as it is
+            self._start_arguments.append("--keep-data")
         self.pg_port = pg_port
         self._info: dict[str, Any] | None = None
 
     # --- processes ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts everything on a fresh database; returns once every process is
-        healthy and Synapse's background updates are done."""
+        """Starts everything on a fresh database (unless `keep_data`); returns
+        once every process is healthy and Synapse's background updates are done."""
         _run_script("start", str(self.directory), *self._start_arguments)
         self._info = json.loads((self.directory / "harness.json").read_text())
 

@@ -52,11 +52,19 @@ class Roomcache:
     """One roomcache process following `homeserver`'s database."""
 
     def __init__(
-        self, directory: Path, homeserver: Homeserver, *, writers: tuple[str, ...] = ("master",)
+        self,
+        directory: Path,
+        homeserver: Homeserver,
+        *,
+        writers: tuple[str, ...] = ("master",),
+        poll_interval_ms: int | None = 20,
     ) -> None:
+        """`poll_interval_ms`: source mode's poll interval (None: roomcache's
+        default)."""
         self.directory = directory
         self.homeserver = homeserver
         self.writers = writers
+        self.poll_interval_ms = poll_interval_ms
         self.socket_path = directory / "roomcache.sock"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -95,11 +103,11 @@ class Roomcache:
             ",".join(self.writers),
             "--source-database-url",
             self.homeserver.database_url,
-            "--source-poll-interval-ms",
-            "20",
             "--log-level",
             "info",
         ]
+        if self.poll_interval_ms is not None:
+            arguments += ["--source-poll-interval-ms", str(self.poll_interval_ms)]
         log = (self.directory / "roomcache.log").open("ab")
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ROOMCACHE_")}
         self._process = subprocess.Popen(
@@ -121,6 +129,10 @@ class Roomcache:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"roomcache did not become ready in 120 s ({self.log_tail()})")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def stop(self) -> None:
         """SIGTERM, then waits for the process to end."""
