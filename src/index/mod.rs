@@ -35,6 +35,7 @@
 //! `tests.rs` the unit tests, which hold the fast path to the scan of
 //! [`crate::room_list::scan`].
 
+mod event_id;
 mod layout;
 mod query;
 mod write;
@@ -47,7 +48,7 @@ use std::collections::BTreeSet;
 
 use roomcache_core::{Publication, StreamToken};
 
-use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
+use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, SnapshotView, UserId};
 use crate::room_list::scan::UserAccountData;
 use crate::room_list::{answer_ranges, ListAnswer, ListRequest};
 
@@ -84,10 +85,23 @@ impl ReadIndex {
             }
             drop(joined);
             for snapshot in &snapshots {
-                data.upsert_snapshot(snapshot);
+                data.upsert_snapshot(&snapshot.into());
             }
         }
         index
+    }
+
+    /// Makes snapshots loaded at start-up (committed, identifiers checked)
+    /// visible, inside a publication.
+    pub(crate) fn publish_loaded_snapshots(
+        &self,
+        snapshots: &[SnapshotView<'_>],
+        _: &Publication<'_>,
+    ) {
+        let mut data = self.write();
+        for snapshot in snapshots {
+            data.upsert_snapshot(snapshot);
+        }
     }
 
     /// Makes committed changes visible, in order, inside a publication.

@@ -101,7 +101,7 @@ impl IndexData {
             room_id: self.rooms.get(room as usize)?.room_id.clone(),
             user_id: user.user_id.clone(),
             sender: self.senders.get(snapshot.sender)?.clone(),
-            membership_event_id: snapshot.event_id.clone(),
+            membership_event_id: snapshot.event_id.event_id(),
             membership: snapshot.membership,
             forgotten: snapshot.forgotten,
             event_stream_ordering: snapshot.position,
@@ -423,7 +423,7 @@ impl IndexData {
                         .get(snapshot.sender)
                         .cloned()
                         .unwrap_or_else(|| user.user_id.clone()),
-                    membership_event_id: snapshot.event_id.clone(),
+                    membership_event_id: snapshot.event_id.event_id(),
                     event_stream_ordering: snapshot.position,
                     event_instance_name: self
                         .instances

@@ -13,12 +13,13 @@ use std::cmp::Reverse;
 
 use rustc_hash::FxHashSet;
 
+use super::event_id::StoredEventId;
 use super::layout::{
     shared, shared_like, IndexData, JoinedRecord, RoomRecord, RoomSlot, SnapshotRecord, UserRecord,
     UserSlot,
 };
 use crate::model::{
-    AccountData, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RowChange, UserId,
+    AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::{direct_rooms, tag_names};
@@ -113,14 +114,15 @@ impl IndexData {
     }
 
     pub(super) fn upsert_joined(&mut self, row: &JoinedRoomRow) {
-        let room = self.room_slot(&row.room_id);
+        let room = self.room_slot(row.room_id.as_str());
+        let metadata = &row.metadata;
         let record = JoinedRecord {
             event_stream_ordering: row.event_stream_ordering,
             bump_stamp: row.bump_stamp,
-            room_type: self.type_id(&row.metadata.room_type),
-            is_encrypted: row.metadata.is_encrypted,
-            room_name: shared(&row.metadata.room_name),
-            tombstone: shared(&row.metadata.tombstone_successor_room_id),
+            room_type: self.type_id(metadata.room_type.as_deref()),
+            is_encrypted: metadata.is_encrypted,
+            room_name: shared(metadata.room_name.as_deref()),
+            tombstone: shared(metadata.tombstone_successor_room_id.as_deref()),
         };
         let mut added = false;
         self.relist_joined_members(room, |r| {
@@ -143,32 +145,38 @@ impl IndexData {
         }
     }
 
-    pub(super) fn upsert_snapshot(&mut self, snapshot: &MembershipSnapshot) {
-        let room = self.room_slot(&snapshot.room_id);
-        let user = self.user_slot(&snapshot.user_id);
+    /// Upserts a snapshot whose identifiers are checked (a model row or a
+    /// checked view).
+    pub(super) fn upsert_snapshot(&mut self, snapshot: &SnapshotView<'_>) {
+        let room = self.room_slot(snapshot.room_id);
+        let user = self.user_slot(snapshot.user_id);
         self.unlist(user, room);
         let joined = self
             .rooms
             .get(room as usize)
             .and_then(|r| r.joined.as_ref());
         let room_name = shared_like(
-            &snapshot.metadata.room_name,
+            snapshot.room_name,
             joined.and_then(|j| j.room_name.as_ref()),
         );
         let tombstone = shared_like(
-            &snapshot.metadata.tombstone_successor_room_id,
+            snapshot.tombstone_successor_room_id,
             joined.and_then(|j| j.tombstone.as_ref()),
         );
         let record = SnapshotRecord {
-            event_id: snapshot.membership_event_id.clone(),
+            event_id: StoredEventId::new(snapshot.membership_event_id),
             position: snapshot.event_stream_ordering,
-            sender: self.senders.intern(&snapshot.sender),
-            instance: self.instances.intern(&snapshot.event_instance_name),
-            room_type: self.type_id(&snapshot.metadata.room_type),
+            sender: self
+                .senders
+                .intern_str(snapshot.sender, UserId::from_checked),
+            instance: self
+                .instances
+                .intern_str(snapshot.event_instance_name, str::to_owned),
+            room_type: self.type_id(snapshot.room_type),
             membership: snapshot.membership,
             forgotten: snapshot.forgotten,
             has_known_state: snapshot.has_known_state,
-            is_encrypted: snapshot.metadata.is_encrypted,
+            is_encrypted: snapshot.is_encrypted,
             room_name,
             tombstone,
             listed: false,
@@ -249,20 +257,23 @@ impl IndexData {
     }
 
     fn set_space_children(&mut self, space: &RoomId, children: &[RoomId]) {
-        let space = self.room_slot(space);
-        let slots: Box<[RoomSlot]> = children.iter().map(|c| self.room_slot(c)).collect();
+        let space = self.room_slot(space.as_str());
+        let slots: Box<[RoomSlot]> = children
+            .iter()
+            .map(|c| self.room_slot(c.as_str()))
+            .collect();
         if let Some(record) = self.rooms.get_mut(space as usize) {
             record.space_children = slots;
         }
     }
 
     fn set_account_data(&mut self, data: &AccountData) {
-        let user = self.user_slot(&data.user_id);
+        let user = self.user_slot(data.user_id.as_str());
         match (&data.room_id, data.data_type.as_str()) {
             (None, DIRECT_ACCOUNT_DATA) => {
                 let rooms: FxHashSet<RoomSlot> = direct_rooms(&data.content)
                     .iter()
-                    .map(|r| self.room_slot(r))
+                    .map(|r| self.room_slot(r.as_str()))
                     .collect();
                 let Some(record) = self.users.get(user as usize) else {
                     return;
@@ -286,7 +297,7 @@ impl IndexData {
                 }
             }
             (Some(room_id), TAG_ACCOUNT_DATA) => {
-                let room = self.room_slot(room_id);
+                let room = self.room_slot(room_id.as_str());
                 let Some(user_record) = self.users.get_mut(user as usize) else {
                     return;
                 };
@@ -324,7 +335,7 @@ impl IndexData {
         match change {
             RowChange::UpsertJoinedRoom(row) => self.upsert_joined(row),
             RowChange::DeleteJoinedRoom(room_id) => self.delete_joined(room_id),
-            RowChange::UpsertSnapshot(snapshot) => self.upsert_snapshot(snapshot),
+            RowChange::UpsertSnapshot(snapshot) => self.upsert_snapshot(&snapshot.into()),
             RowChange::DeleteSnapshot(room_id, user_id) => self.delete_snapshot(room_id, user_id),
             RowChange::Dequeue(_) => {}
             RowChange::SpaceChildren {
