@@ -54,7 +54,12 @@ impl Sizes {
 }
 
 fn prime_above(start: usize) -> usize {
-    let is_prime = |n: usize| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    let is_prime = |n: usize| {
+        n >= 2
+            && (2..)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
+    };
     (start + 1..)
         .find(|n| is_prime(*n) && *n != 7_919)
         .unwrap_or(start + 1)
@@ -132,7 +137,7 @@ pub(crate) fn snapshots(sizes: Sizes) -> impl Iterator<Item = MembershipSnapshot
     });
     let stride = [10_007, 10_009, 10_037]
         .into_iter()
-        .find(|p| sizes.rooms % p != 0)
+        .find(|p| !sizes.rooms.is_multiple_of(*p))
         .unwrap_or(1);
     let others = (0..)
         .flat_map(move |k: usize| {
@@ -257,6 +262,44 @@ pub(crate) async fn load_postgres(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use std::fmt::Write as _;
     let client = store.client().await?;
+    // Building the indexes after the rows is several times faster than
+    // maintaining them row by row (random inserts into indexes larger than
+    // Postgres's buffers).
+    let indexes: Vec<(String, String)> = client
+        .query(
+            "SELECT i.indexname, i.indexdef, c.conname IS NOT NULL
+             FROM pg_indexes i LEFT JOIN pg_constraint c
+               ON c.conname = i.indexname AND c.connamespace = current_schema()::regnamespace
+             WHERE i.schemaname = current_schema()
+               AND i.tablename IN ('sliding_sync_joined_rooms', 'sliding_sync_membership_snapshots')",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| -> Result<(String, String), tokio_postgres::Error> {
+            let (name, definition, constraint): (String, String, bool) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let table = if definition.contains("sliding_sync_joined_rooms ") {
+                "sliding_sync_joined_rooms"
+            } else {
+                "sliding_sync_membership_snapshots"
+            };
+            Ok(if constraint {
+                (
+                    format!("ALTER TABLE {table} DROP CONSTRAINT {name}"),
+                    format!(
+                        "ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}"
+                    ),
+                )
+            } else {
+                (format!("DROP INDEX {name}"), String::new())
+            })
+            .map(|(drop, attach)| (format!("{drop}; "), format!("{definition}; {attach}")))
+        })
+        .collect::<Result<_, _>>()?;
+    for (drop, _) in &indexes {
+        client.batch_execute(drop).await?;
+    }
     let sink = client.copy_in::<_, Bytes>("COPY sliding_sync_joined_rooms (room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN").await?;
     futures_util::pin_mut!(sink);
     let mut buffer = String::new();
@@ -333,6 +376,12 @@ pub(crate) async fn load_postgres(
             }
             _ => {}
         }
+    }
+    client
+        .batch_execute("SET maintenance_work_mem = '1GB'")
+        .await?;
+    for (_, create) in &indexes {
+        client.batch_execute(create).await?;
     }
     client
         .execute(
