@@ -49,7 +49,15 @@ fn check_common(kind: &'static str, sigil: char, value: &str) -> Result<(), IdEr
     if value.len() > MAX_ID_LENGTH {
         return Err(IdError::TooLong { kind });
     }
-    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    let bad = if value.is_ascii() {
+        // The common case, without decoding characters.
+        value
+            .bytes()
+            .any(|b| b.is_ascii_control() || b.is_ascii_whitespace())
+    } else {
+        value.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    if bad {
         return Err(IdError::BadCharacter {
             kind,
             value: value.to_owned(),
@@ -269,7 +277,7 @@ impl<'a> SnapshotView<'a> {
 
 impl SnapshotView<'_> {
     /// The owned row (the view's identifiers are checked).
-    pub(crate) fn to_snapshot(&self) -> MembershipSnapshot {
+    pub(crate) fn to_snapshot(self) -> MembershipSnapshot {
         let text = |value: Option<&str>| value.map(str::to_owned);
         MembershipSnapshot {
             room_id: RoomId::from_checked(self.room_id),

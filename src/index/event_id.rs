@@ -21,16 +21,17 @@ pub(super) enum StoredEventId {
     Other(EventId),
 }
 
-fn sextet(character: u8) -> Option<u32> {
-    Some(match character {
-        b'A'..=b'Z' => character - b'A',
-        b'a'..=b'z' => character - b'a' + 26,
-        b'0'..=b'9' => character - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    } as u32)
-}
+/// Each byte's value in the alphabet, or `INVALID`.
+const SEXTETS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const INVALID: u8 = 0xFF;
 
 /// The 32 bytes of a hash event ID, when `value` is exactly one in the
 /// canonical form (so that encoding them gives `value` back).
@@ -44,8 +45,14 @@ fn decode_hash(value: &str) -> Option<[u8; 32]> {
     // Ten groups of four characters (three bytes each), then three characters (two bytes).
     for group in text.chunks(4) {
         let mut bits = 0u32;
+        let mut invalid = 0u8;
         for (i, character) in group.iter().enumerate() {
-            bits |= sextet(*character)? << (18 - 6 * i);
+            let value = SEXTETS[*character as usize];
+            invalid |= value & 0xC0;
+            bits |= u32::from(value & 63) << (18 - 6 * i);
+        }
+        if invalid != 0 {
+            return None;
         }
         let produced = group.len() - 1;
         for i in 0..produced {

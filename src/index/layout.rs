@@ -28,6 +28,10 @@ pub(super) const NO_TYPE: TypeId = 0;
 /// A type id no room has (a filter value never interned).
 pub(super) const UNSEEN_TYPE: TypeId = u32::MAX;
 
+/// The sender id of a snapshot whose sender is its own user (most are:
+/// joins, knocks, self-leaves), which then needs no interning.
+pub(super) const SELF_SENT: u32 = u32::MAX;
+
 /// Values interned to dense ids (never freed: room types, writer names and
 /// senders are few and bounded by what was ever seen).
 #[derive(Debug)]
@@ -100,6 +104,7 @@ pub(super) struct RoomRecord {
 pub(super) struct SnapshotRecord {
     pub(super) event_id: StoredEventId,
     pub(super) position: i64,
+    /// Interned in [`IndexData::senders`], or [`SELF_SENT`].
     pub(super) sender: u32,
     pub(super) instance: u32,
     pub(super) room_type: TypeId,

@@ -98,10 +98,7 @@ impl ReadIndex {
         snapshots: &[SnapshotView<'_>],
         _: &Publication<'_>,
     ) {
-        let mut data = self.write();
-        for snapshot in snapshots {
-            data.upsert_snapshot(snapshot);
-        }
+        self.write().upsert_loaded_snapshots(snapshots);
     }
 
     /// Makes committed changes visible, in order, inside a publication.

@@ -13,7 +13,7 @@ use rustc_hash::FxHashSet;
 
 use super::layout::{
     unboxed, Attributes, IndexData, RoomRecord, RoomSlot, SnapshotRecord, TypeId, UserRecord,
-    NO_TYPE, UNSEEN_TYPE,
+    NO_TYPE, SELF_SENT, UNSEEN_TYPE,
 };
 use std::collections::BTreeSet;
 
@@ -76,6 +76,13 @@ impl IndexData {
             .collect()
     }
 
+    fn sender(&self, user: &UserRecord, snapshot: &SnapshotRecord) -> Option<UserId> {
+        if snapshot.sender == SELF_SENT {
+            return Some(user.user_id.clone());
+        }
+        self.senders.get(snapshot.sender).cloned()
+    }
+
     pub(super) fn joined_row(&self, room: &RoomRecord) -> Option<JoinedRoomRow> {
         let joined = room.joined.as_ref()?;
         Some(JoinedRoomRow {
@@ -100,7 +107,7 @@ impl IndexData {
         Some(MembershipSnapshot {
             room_id: self.rooms.get(room as usize)?.room_id.clone(),
             user_id: user.user_id.clone(),
-            sender: self.senders.get(snapshot.sender)?.clone(),
+            sender: self.sender(user, snapshot)?,
             membership_event_id: snapshot.event_id.event_id(),
             membership: snapshot.membership,
             forgotten: snapshot.forgotten,
@@ -419,9 +426,7 @@ impl IndexData {
                     room_id: room_record.room_id.clone(),
                     membership: snapshot.membership,
                     sender: self
-                        .senders
-                        .get(snapshot.sender)
-                        .cloned()
+                        .sender(user, snapshot)
                         .unwrap_or_else(|| user.user_id.clone()),
                     membership_event_id: snapshot.event_id.event_id(),
                     event_stream_ordering: snapshot.position,

@@ -10,13 +10,14 @@
 //! one.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 
 use super::event_id::StoredEventId;
 use super::layout::{
     shared, shared_like, IndexData, JoinedRecord, RoomRecord, RoomSlot, SnapshotRecord, UserRecord,
-    UserSlot,
+    UserSlot, SELF_SENT,
 };
 use crate::model::{
     AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
@@ -38,6 +39,16 @@ fn locate<'a>(
     let index = *record.snapshots.get(&room)?;
     let snapshot = records.get_mut(index as usize)?;
     Some((record, room_record, snapshot))
+}
+
+/// A snapshot's room, user and sender resolved to the index's ids, and its
+/// room name and tombstone.
+struct Slots {
+    room: RoomSlot,
+    user: UserSlot,
+    sender: u32,
+    room_name: Option<Arc<str>>,
+    tombstone: Option<Arc<str>>,
 }
 
 impl IndexData {
@@ -81,9 +92,10 @@ impl IndexData {
         if snapshot.forgotten {
             return;
         }
-        let self_sent = senders
-            .get(snapshot.sender)
-            .is_some_and(|s| *s == record.user_id);
+        let self_sent = snapshot.sender == SELF_SENT
+            || senders
+                .get(snapshot.sender)
+                .is_some_and(|s| *s == record.user_id);
         if snapshot.membership == Membership::Leave && self_sent {
             let position = snapshot.position;
             record.extras_mut().self_leaves.insert((position, room));
@@ -148,27 +160,61 @@ impl IndexData {
     /// Upserts a snapshot whose identifiers are checked (a model row or a
     /// checked view).
     pub(super) fn upsert_snapshot(&mut self, snapshot: &SnapshotView<'_>) {
+        let slots = self.slots_of(snapshot);
+        self.upsert_snapshot_at(slots, snapshot);
+    }
+
+    /// Start-up loading: upserts a chunk of snapshots, their slots looked up
+    /// first in one tight pass (independent hash-table lookups, which the
+    /// processor overlaps instead of waiting for each cache miss in turn).
+    pub(super) fn upsert_loaded_snapshots(&mut self, snapshots: &[SnapshotView<'_>]) {
+        let slots: Vec<Slots> = snapshots.iter().map(|s| self.slots_of(s)).collect();
+        for (snapshot, slots) in snapshots.iter().zip(slots) {
+            self.upsert_snapshot_at(slots, snapshot);
+        }
+    }
+
+    /// A snapshot's ids, and its texts shared with the joined row's when
+    /// equal (reading the joined row here, in the tight pass, too).
+    fn slots_of(&mut self, snapshot: &SnapshotView<'_>) -> Slots {
         let room = self.room_slot(snapshot.room_id);
-        let user = self.user_slot(snapshot.user_id);
-        self.unlist(user, room);
         let joined = self
             .rooms
             .get(room as usize)
             .and_then(|r| r.joined.as_ref());
-        let room_name = shared_like(
-            snapshot.room_name,
-            joined.and_then(|j| j.room_name.as_ref()),
-        );
-        let tombstone = shared_like(
-            snapshot.tombstone_successor_room_id,
-            joined.and_then(|j| j.tombstone.as_ref()),
-        );
+        Slots {
+            room_name: shared_like(
+                snapshot.room_name,
+                joined.and_then(|j| j.room_name.as_ref()),
+            ),
+            tombstone: shared_like(
+                snapshot.tombstone_successor_room_id,
+                joined.and_then(|j| j.tombstone.as_ref()),
+            ),
+            room,
+            user: self.user_slot(snapshot.user_id),
+            sender: if snapshot.sender == snapshot.user_id {
+                SELF_SENT
+            } else {
+                self.senders
+                    .intern_str(snapshot.sender, UserId::from_checked)
+            },
+        }
+    }
+
+    fn upsert_snapshot_at(&mut self, slots: Slots, snapshot: &SnapshotView<'_>) {
+        let Slots {
+            room,
+            user,
+            sender,
+            room_name,
+            tombstone,
+        } = slots;
+        self.unlist(user, room);
         let record = SnapshotRecord {
             event_id: StoredEventId::new(snapshot.membership_event_id),
             position: snapshot.event_stream_ordering,
-            sender: self
-                .senders
-                .intern_str(snapshot.sender, UserId::from_checked),
+            sender,
             instance: self
                 .instances
                 .intern_str(snapshot.event_instance_name, str::to_owned),

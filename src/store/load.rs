@@ -41,7 +41,7 @@ impl Store {
     pub async fn load_all(&self) -> Result<LoadedRows, StoreError> {
         let mut loaded = self.load_all_but_snapshots().await?;
         let mut snapshots = Vec::new();
-        self.load_snapshots(|chunk| snapshots.extend(chunk.iter().map(SnapshotView::to_snapshot)))
+        self.load_snapshots(|chunk| snapshots.extend(chunk.iter().map(|view| view.to_snapshot())))
             .await?;
         loaded.snapshots = snapshots;
         Ok(loaded)
