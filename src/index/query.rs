@@ -201,27 +201,21 @@ impl<'a> CompiledFilter<'a> {
         user: &UserRecord,
         membership: Membership,
     ) -> bool {
-        if self.spaces.as_ref().is_some_and(|s| !s.contains(&room))
-            || self.tagged.as_ref().is_some_and(|t| !t.contains(&room))
-            || self.not_tagged.as_ref().is_some_and(|t| t.contains(&room))
-        {
+        if !self.matches_sets(room) {
             return false;
         }
         let Some(needle) = &self.name else {
             return true;
         };
-        let joined = (membership == Membership::Join)
-            .then(|| {
-                data.rooms
-                    .get(room as usize)
-                    .and_then(|r| r.joined.as_ref())
-            })
-            .flatten();
-        let name = match joined {
-            Some(j) => j.room_name.as_deref(),
-            None => data.record(user, room).and_then(|s| s.room_name.as_deref()),
-        };
-        name.is_some_and(|n| needle.matches(n))
+        data.name_of(user, room, membership)
+            .is_some_and(|n| needle.matches(n))
+    }
+
+    /// The space and tag filters.
+    fn matches_sets(&self, room: RoomSlot) -> bool {
+        !(self.spaces.as_ref().is_some_and(|s| !s.contains(&room))
+            || self.tagged.as_ref().is_some_and(|t| !t.contains(&room))
+            || self.not_tagged.as_ref().is_some_and(|t| t.contains(&room)))
     }
 
     /// The only rooms that can match, when spaces or tags narrow the list.
@@ -271,6 +265,8 @@ impl IndexData {
             self.match_candidates(user, &filter, candidates)
         } else if list.filters.attributes_only() {
             self.match_by_attributes(user, &filter, need)
+        } else if let Some(needle) = &filter.name {
+            self.match_names(user, &filter, needle, need)
         } else {
             self.match_in_order(user, &filter, need)
         };
@@ -351,9 +347,71 @@ impl IndexData {
         (count, top)
     }
 
-    /// Otherwise (`room_name_like` or `not_tags`, no candidate set): a walk
-    /// of the whole ordered listing, counting every match and keeping the
-    /// first `need` (with ties).
+    /// A listed room's name as its list entry shows it (the joined row's
+    /// for a join, the snapshot's otherwise).
+    fn name_of(&self, user: &UserRecord, room: RoomSlot, membership: Membership) -> Option<&str> {
+        let joined = (membership == Membership::Join)
+            .then(|| {
+                self.rooms
+                    .get(room as usize)
+                    .and_then(|r| r.joined.as_ref())
+            })
+            .flatten();
+        match joined {
+            Some(j) => j.room_name.as_deref(),
+            None => self.record(user, room).and_then(|s| s.room_name.as_deref()),
+        }
+    }
+
+    /// `room_name_like` without a candidate set: the whole ordered listing
+    /// in three passes — the attribute and set filters, then each
+    /// remaining room's name, then the match — so that the loads of
+    /// different rooms' records and names are independent and the
+    /// processor overlaps their cache misses (one pass waits for each in
+    /// turn). Counts every match and keeps the first `need` (with ties).
+    fn match_names(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        needle: &NameNeedle,
+        need: usize,
+    ) -> (usize, Vec<Listed>) {
+        let candidates: Vec<(i64, RoomSlot, Membership)> = user
+            .order
+            .iter()
+            .filter(|((_, room), attributes)| {
+                filter.matches_attributes(attributes) && filter.matches_sets(*room)
+            })
+            .map(|((Reverse(key), room), attributes)| (*key, *room, attributes.membership))
+            .collect();
+        // Reading each name's first byte here brings its text into the cache
+        // while the loads of other rooms are still in flight.
+        let mut first_bytes = 0u8;
+        let names: Vec<Option<&str>> = candidates
+            .iter()
+            .map(|(_, room, membership)| {
+                let name = self.name_of(user, *room, *membership);
+                first_bytes ^= name
+                    .and_then(|n| n.as_bytes().first().copied())
+                    .unwrap_or(0);
+                name
+            })
+            .collect();
+        std::hint::black_box(first_bytes);
+        let mut count = 0;
+        let mut top: Vec<Listed> = Vec::new();
+        for ((key, room, _), name) in candidates.iter().zip(names) {
+            if name.is_some_and(|n| needle.matches(n)) {
+                count += 1;
+                push_top(&mut top, need, (*key, *room));
+            }
+        }
+        (count, top)
+    }
+
+    /// Otherwise (`not_tags`, no candidate set): a walk of the whole
+    /// ordered listing, counting every match and keeping the first `need`
+    /// (with ties).
     fn match_in_order(
         &self,
         user: &UserRecord,
