@@ -249,7 +249,10 @@ pub(crate) const FORGOTTEN_MEMBERSHIPS: RoomsQuery = RoomsQuery {
             "room_memberships.event_id",
         ],
     },
-    room_column: "m.room_id",
+    // The membership's room, filtered on `local_current_membership` (its
+    // room index; on `room_memberships` the plan joined every current
+    // membership first: 190-275 ms a batch at x500, now 2-10 ms).
+    room_column: "c.room_id",
     rest: "",
 };
 
@@ -257,9 +260,13 @@ pub(crate) const FORGOTTEN_MEMBERSHIPS: RoomsQuery = RoomsQuery {
 /// or `local_current_membership` (the rooms the import covers).
 pub(crate) const NEXT_ROOMS: Query = Query {
     name: "the next rooms to import",
+    // Each side reads only its first `$2` rooms through its index (a union
+    // of both whole sides, sorted, cost O(rooms) per batch: 180 ms a batch
+    // at 35,500 rooms).
     sql: "SELECT room_id FROM (
-                 SELECT room_id FROM rooms WHERE room_id > $1
-                 UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
+                 (SELECT room_id FROM rooms WHERE room_id > $1 ORDER BY room_id LIMIT $2)
+                 UNION (SELECT DISTINCT room_id FROM local_current_membership
+                        WHERE room_id > $1 ORDER BY room_id LIMIT $2)
              ) t ORDER BY room_id LIMIT $2",
     columns: &["room_id (rooms, local_current_membership)"],
 };
@@ -318,7 +325,7 @@ mod tests {
         assert_eq!(of_rooms.replace(" AND room_id = ANY($3)", ""), all);
         assert!(FORGOTTEN_MEMBERSHIPS
             .sql(Some(2))
-            .ends_with("c.event_stream_ordering <= $1 AND m.room_id = ANY($2)"));
+            .ends_with("c.event_stream_ordering <= $1 AND c.room_id = ANY($2)"));
     }
 
     #[test]
