@@ -84,6 +84,7 @@ fn queries(sizes: Sizes) -> Vec<(&'static str, ListRequest)> {
     let top = |filters: Filters| ListRequest {
         ranges: vec![(0, 19)],
         filters,
+        ..ListRequest::default()
     };
     vec![
         ("no filter", top(Filters::default())),

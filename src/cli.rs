@@ -1,7 +1,7 @@
 //! The command line: `roomcache serve | import | config`.
 //!
 //! Owns: parsing the command line, logging set-up and the exit status. May
-//! not touch: anything the commands do (see [`crate::server`]).
+//! not touch: anything the commands do (see `crate::server`).
 
 use std::process::ExitCode;
 

@@ -26,12 +26,32 @@ pub(crate) struct Settings {
     pub(crate) schema: String,
     /// Number of Postgres connections in the pool.
     pub(crate) pool_size: usize,
+    /// How long start-up waits for another process's instance lock on the
+    /// schema (one roomcache per schema), in milliseconds.
+    pub(crate) instance_lock_wait_ms: u64,
+    /// Postgres `statement_timeout` of roomcache's connections, in
+    /// milliseconds (0: the server's default).
+    pub(crate) statement_timeout_ms: u64,
+    /// Longest a group commit (or the loading of the rooms it needs) may
+    /// take, in milliseconds; then its batches get 503 and may be resent.
+    pub(crate) commit_timeout_ms: u64,
     /// Most feed batches committed together in one transaction (group commit).
     pub(crate) commit_batch_size: usize,
     /// How long to wait for more batches before a group commit, in milliseconds.
     pub(crate) commit_linger_ms: u64,
     /// Largest request body accepted, in bytes.
     pub(crate) request_body_limit: usize,
+    /// Longest time a request's head may take to arrive, in milliseconds
+    /// (then 408 and the connection is closed).
+    pub(crate) request_head_timeout_ms: u64,
+    /// Longest time a request's body may take to arrive, in milliseconds
+    /// (then 408 `ROOMCACHE_BODY_TIMEOUT`).
+    pub(crate) request_body_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept open, in milliseconds.
+    pub(crate) keep_alive_ms: u64,
+    /// Most connections served at once (further ones wait in the socket's
+    /// backlog until one closes).
+    pub(crate) max_connections: usize,
     /// The event writers (instance names) whose streams feed the cache.
     pub(crate) writers: Vec<WriterName>,
     /// Room actors unused for this long are stopped (re-created from
@@ -41,6 +61,12 @@ pub(crate) struct Settings {
     pub(crate) wait_timeout_ms: u64,
     /// Longest `timeout_ms` a reader may ask for, in milliseconds.
     pub(crate) max_wait_timeout_ms: u64,
+    /// Most rooms one room-list answer holds, across its lists and ranges
+    /// (ranges clamped to each list's count); more: 400.
+    pub(crate) max_room_list_rooms: usize,
+    /// Most rooms in one page of `GET /v1/users/{user_id}/rooms` (and the
+    /// default page size).
+    pub(crate) max_user_rooms_page: usize,
     /// Log filter (`info`, `debug`, `roomcache=debug,actix_web=warn`, ...).
     pub(crate) log_level: String,
     /// Log format: `text` or `json`.
@@ -50,6 +76,11 @@ pub(crate) struct Settings {
     pub(crate) source_database_url: Option<String>,
     /// Source mode: milliseconds between polls of Synapse's stream position.
     pub(crate) source_poll_interval_ms: u64,
+    /// Source mode: URL of the Redis Synapse's workers replicate over
+    /// (`redis://host:port/`); roomcache then follows Synapse's replication
+    /// stream and reads new rows as soon as they are announced. Unset:
+    /// polling only.
+    pub(crate) source_redis_url: Option<String>,
     /// Source mode: most events-stream positions read per follow step.
     pub(crate) source_batch_size: i64,
     /// Source mode: rooms per import (and recalculation) batch.
@@ -77,17 +108,27 @@ impl Default for Settings {
             database_url: None,
             schema: "roomcache".into(),
             pool_size: 8,
+            instance_lock_wait_ms: 5_000,
+            statement_timeout_ms: 60_000,
+            commit_timeout_ms: 30_000,
             commit_batch_size: 64,
             commit_linger_ms: 0,
             request_body_limit: 16 * 1024 * 1024,
+            request_head_timeout_ms: 5_000,
+            request_body_timeout_ms: 10_000,
+            keep_alive_ms: 5_000,
+            max_connections: 1024,
             writers: vec![WriterName::master()],
             room_actor_idle_ms: 300_000,
             wait_timeout_ms: 5_000,
             max_wait_timeout_ms: 60_000,
+            max_room_list_rooms: 10_000,
+            max_user_rooms_page: 1_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             source_database_url: None,
             source_poll_interval_ms: 200,
+            source_redis_url: None,
             source_batch_size: 1000,
             source_import_batch_rooms: 100,
             source_import_on_start: true,
@@ -99,12 +140,12 @@ impl Default for Settings {
 /// Why the settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,
@@ -139,6 +180,15 @@ pub(crate) struct SettingsArgs {
     /// Postgres connection pool size.
     #[arg(long, env = "ROOMCACHE_POOL_SIZE")]
     pub(crate) pool_size: Option<usize>,
+    /// Milliseconds to wait for another process's lock on the schema.
+    #[arg(long, env = "ROOMCACHE_INSTANCE_LOCK_WAIT_MS")]
+    pub(crate) instance_lock_wait_ms: Option<u64>,
+    /// Postgres statement_timeout of roomcache's connections, in ms (0: server default).
+    #[arg(long, env = "ROOMCACHE_STATEMENT_TIMEOUT_MS")]
+    pub(crate) statement_timeout_ms: Option<u64>,
+    /// Milliseconds a group commit may take before its batches get 503.
+    #[arg(long, env = "ROOMCACHE_COMMIT_TIMEOUT_MS")]
+    pub(crate) commit_timeout_ms: Option<u64>,
     /// Most feed batches per group commit.
     #[arg(long, env = "ROOMCACHE_COMMIT_BATCH_SIZE")]
     pub(crate) commit_batch_size: Option<usize>,
@@ -148,6 +198,18 @@ pub(crate) struct SettingsArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ROOMCACHE_REQUEST_BODY_LIMIT")]
     pub(crate) request_body_limit: Option<usize>,
+    /// Milliseconds a request's head may take to arrive.
+    #[arg(long, env = "ROOMCACHE_REQUEST_HEAD_TIMEOUT_MS")]
+    pub(crate) request_head_timeout_ms: Option<u64>,
+    /// Milliseconds a request's body may take to arrive.
+    #[arg(long, env = "ROOMCACHE_REQUEST_BODY_TIMEOUT_MS")]
+    pub(crate) request_body_timeout_ms: Option<u64>,
+    /// Milliseconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "ROOMCACHE_KEEP_ALIVE_MS")]
+    pub(crate) keep_alive_ms: Option<u64>,
+    /// Most connections served at once.
+    #[arg(long, env = "ROOMCACHE_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<usize>,
     /// Event writers, comma-separated (e.g. `master` or `ep1,ep2`).
     #[arg(long, env = "ROOMCACHE_WRITERS", value_delimiter = ',')]
     pub(crate) writers: Option<Vec<WriterName>>,
@@ -160,6 +222,12 @@ pub(crate) struct SettingsArgs {
     /// Longest wait a reader may ask for, in milliseconds.
     #[arg(long, env = "ROOMCACHE_MAX_WAIT_TIMEOUT_MS")]
     pub(crate) max_wait_timeout_ms: Option<u64>,
+    /// Most rooms one room-list answer holds.
+    #[arg(long, env = "ROOMCACHE_MAX_ROOM_LIST_ROOMS")]
+    pub(crate) max_room_list_rooms: Option<usize>,
+    /// Most rooms in one page of a user's rooms.
+    #[arg(long, env = "ROOMCACHE_MAX_USER_ROOMS_PAGE")]
+    pub(crate) max_user_rooms_page: Option<usize>,
     /// Log filter, e.g. `info` or `roomcache=debug`.
     #[arg(long, env = "ROOMCACHE_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
@@ -172,6 +240,10 @@ pub(crate) struct SettingsArgs {
     /// Source mode: milliseconds between polls of Synapse.
     #[arg(long, env = "ROOMCACHE_SOURCE_POLL_INTERVAL_MS")]
     pub(crate) source_poll_interval_ms: Option<u64>,
+    /// Source mode: URL of the Redis Synapse's workers replicate over
+    /// (empty: polling only).
+    #[arg(long, env = "ROOMCACHE_SOURCE_REDIS_URL")]
+    pub(crate) source_redis_url: Option<String>,
     /// Source mode: most stream positions read per follow step.
     #[arg(long, env = "ROOMCACHE_SOURCE_BATCH_SIZE")]
     pub(crate) source_batch_size: Option<i64>,
@@ -203,13 +275,22 @@ impl Settings {
             socket_path,
             schema,
             pool_size,
+            instance_lock_wait_ms,
+            statement_timeout_ms,
+            commit_timeout_ms,
             commit_batch_size,
             commit_linger_ms,
             request_body_limit,
+            request_head_timeout_ms,
+            request_body_timeout_ms,
+            keep_alive_ms,
+            max_connections,
             writers,
             room_actor_idle_ms,
             wait_timeout_ms,
             max_wait_timeout_ms,
+            max_room_list_rooms,
+            max_user_rooms_page,
             log_level,
             log_format,
             source_poll_interval_ms,
@@ -218,6 +299,9 @@ impl Settings {
             source_import_on_start,
             source_recalculation_delay_ms
         );
+        if let Some(url) = &args.source_redis_url {
+            settings.source_redis_url = Some(url.clone()).filter(|u| !u.is_empty());
+        }
         if let Some(url) = &args.source_database_url {
             settings.source_database_url = Some(url.clone()).filter(|u| !u.is_empty());
         }
@@ -272,11 +356,23 @@ impl Settings {
         if self.pool_size == 0 {
             return invalid("pool_size", "must be at least 1");
         }
+        if self.commit_timeout_ms == 0 {
+            return invalid("commit_timeout_ms", "must be at least 1");
+        }
         if self.commit_batch_size == 0 {
             return invalid("commit_batch_size", "must be at least 1");
         }
         if self.request_body_limit < 1024 {
             return invalid("request_body_limit", "must be at least 1024 bytes");
+        }
+        if self.request_head_timeout_ms == 0 || self.request_body_timeout_ms == 0 {
+            return invalid(
+                "request_head_timeout_ms",
+                "request_head_timeout_ms and request_body_timeout_ms must be at least 1",
+            );
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if self.writers.is_empty() {
             return invalid("writers", "at least one writer must be configured");
@@ -292,6 +388,12 @@ impl Settings {
         }
         if self.source_import_batch_rooms == 0 {
             return invalid("source_import_batch_rooms", "must be at least 1");
+        }
+        if self.max_room_list_rooms == 0 {
+            return invalid("max_room_list_rooms", "must be at least 1");
+        }
+        if self.max_user_rooms_page == 0 {
+            return invalid("max_user_rooms_page", "must be at least 1");
         }
         if self.max_wait_timeout_ms < self.wait_timeout_ms {
             return invalid("max_wait_timeout_ms", "must be at least wait_timeout_ms");

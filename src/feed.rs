@@ -251,6 +251,49 @@ pub enum FeedError {
     NulInField { index: usize, field: &'static str },
     #[error("row {index}: {reason}")]
     Inconsistent { index: usize, reason: String },
+    #[error("row {index}: `{field}` is longer than {MAX_STATE_TEXT_BYTES} bytes (Synapse's events are at most 64 KiB)")]
+    TooLarge { index: usize, field: &'static str },
+}
+
+/// Longest text value of a relevant state field (`m.room.create`'s
+/// `type`, `m.room.name`'s `name`, `m.room.tombstone`'s
+/// `replacement_room`, in events and in stripped state) and of an inline
+/// event's `instance_name`, in bytes: Synapse refuses events larger than
+/// 64 KiB, so no real value is longer.
+pub const MAX_STATE_TEXT_BYTES: usize = 65_536;
+
+/// The content field of a relevant state type that becomes a text column.
+fn text_field_of(event_type: &str) -> Option<&'static str> {
+    match event_type {
+        "m.room.create" => Some("type"),
+        "m.room.name" => Some("name"),
+        "m.room.tombstone" => Some("replacement_room"),
+        _ => None,
+    }
+}
+
+fn oversized(value: Option<&Value>) -> bool {
+    value
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.len() > MAX_STATE_TEXT_BYTES)
+}
+
+/// True when a text column's value in `event` (its content, or the
+/// stripped state of an invite or knock) is over the limit.
+fn has_oversized_text(event: &Event) -> bool {
+    let own = text_field_of(&event.event_type).is_some_and(|f| oversized(event.content.get(f)));
+    let stripped = ["invite_room_state", "knock_room_state"]
+        .iter()
+        .filter_map(|key| event.unsigned.as_ref()?.get(key)?.as_array())
+        .flatten()
+        .any(|item| {
+            let field = item
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(text_field_of);
+            field.is_some_and(|f| oversized(item.get("content").and_then(|c| c.get(f))))
+        });
+    own || stripped
 }
 
 fn has_nul(value: &str) -> bool {
@@ -279,6 +322,12 @@ fn check_event(index: usize, event: &Event) -> Result<(), FeedError> {
         return Err(FeedError::NulInField {
             index,
             field: "event.state_key",
+        });
+    }
+    if has_oversized_text(event) {
+        return Err(FeedError::TooLarge {
+            index,
+            field: "event.content",
         });
     }
     Ok(())
@@ -343,11 +392,9 @@ impl FeedBatch {
                                 reason: "the inline event must match the row's event_id, room_id, type and state_key and have a non-zero stream_ordering".into(),
                             });
                         }
-                        if inline
-                            .instance_name
-                            .as_deref()
-                            .is_some_and(|n| n.is_empty() || has_nul(n))
-                        {
+                        if inline.instance_name.as_deref().is_some_and(|n| {
+                            n.is_empty() || has_nul(n) || n.len() > MAX_STATE_TEXT_BYTES
+                        }) {
                             return Err(FeedError::NulInField {
                                 index,
                                 field: "event.instance_name",

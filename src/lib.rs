@@ -7,20 +7,20 @@
 //! feed / source → supervisor → room (actor) → rules → store → index → reads → api
 //! ```
 //!
-//! * [`feed`]: the rows writers push, and their validation; [`source`]: the
+//! * [`feed`]: the rows writers push, and their validation; `source`: the
 //!   same rows read from a Synapse database (source mode);
-//! * [`supervisor`]: the one writer — the feed pipeline, the room actors'
+//! * `supervisor`: the one writer — the feed pipeline, the room actors'
 //!   registry, start-up and the recalculation queue, and the one write path
 //!   (commit → publish → advance, through the publish gate of
 //!   [`roomcache_core`], the loom-checked positions and tokens);
-//! * [`room`]: one actor per room, a thin shell around [`rules`], the update
+//! * `room`: one actor per room, a thin shell around [`rules`], the update
 //!   rules of the spec as pure functions;
 //! * [`store`]: Postgres (migrations, loading, write-through);
 //! * [`index`]: the committed rows, as queries read them; [`room_list`]: room
 //!   lists' requests, filters and ranges;
-//! * [`reads`]: the one read path (waiting for a token, the gate, the
-//!   fallback for queued rooms); [`api`]: HTTP/JSON over the Unix socket;
-//! * [`config`]: settings; [`server`]: wiring and lifecycle; [`cli`]: the
+//! * `reads`: the one read path (waiting for a token, the gate, the
+//!   fallback for queued rooms); `api`: HTTP/JSON over the Unix socket;
+//! * `config`: settings; `server`: wiring and lifecycle; [`cli`]: the
 //!   command line; [`model`]: the shared vocabulary.
 //!
 //! The public items are the command line and what the integration tests
@@ -32,6 +32,7 @@ pub mod cli;
 mod config;
 pub mod feed;
 pub mod index;
+mod memory;
 pub mod model;
 mod reads;
 mod room;

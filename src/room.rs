@@ -37,6 +37,10 @@ pub(crate) struct PreparedRoom {
     /// The rules' memory to persist: `Some(Some(memory))` to write,
     /// `Some(None)` to delete (a purged room), `None` when unchanged.
     pub(crate) memory: Option<Option<RoomMemory>>,
+    /// The room's state after the batch holds a table row (a joined row or
+    /// a snapshot); an actor of a room without rows is stopped once the
+    /// pipeline is idle (its memory is in Postgres).
+    pub(crate) holds_rows: bool,
 }
 
 /// The batch is durable: its state becomes the committed state.
@@ -77,6 +81,11 @@ impl RoomActor {
     }
 }
 
+/// Whether a room's state has a table row.
+pub(crate) fn holds_rows(state: &RoomState) -> bool {
+    state.joined.is_some() || !state.snapshots.is_empty()
+}
+
 impl Actor for RoomActor {
     type Context = Context<Self>;
 }
@@ -90,11 +99,13 @@ impl Handler<Prepare> for RoomActor {
         let memory = outcome.memory_changed.then(|| {
             (outcome.state.memory != RoomMemory::default()).then(|| outcome.state.memory.clone())
         });
+        let holds_rows = holds_rows(&outcome.state);
         self.pending.push_back((msg.seq, outcome.state));
         Ok(PreparedRoom {
             room_id: self.room_id.clone(),
             changes: outcome.changes,
             memory,
+            holds_rows,
         })
     }
 }

@@ -14,7 +14,6 @@ use crate::error_chain;
 use crate::feed::FeedError;
 use crate::reads::ReadError;
 use crate::room_list::RoomListError;
-use crate::rules::RuleError;
 use crate::supervisor::BatchError;
 
 /// An error answer: `{"errcode": "...", "error": "..."}` with a status.
@@ -75,6 +74,9 @@ impl From<FeedError> for ApiError {
     fn from(e: FeedError) -> Self {
         let errcode = match e {
             FeedError::OutOfOrder { .. } => "ROOMCACHE_OUT_OF_ORDER",
+            FeedError::TooLarge { .. } => {
+                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", e.to_string())
+            }
             _ => "M_INVALID_PARAM",
         };
         ApiError::bad_request(errcode, e.to_string())
@@ -88,13 +90,14 @@ impl From<BatchError> for ApiError {
             BatchError::UnknownWriter(_) => {
                 ApiError::bad_request("ROOMCACHE_UNKNOWN_WRITER", message)
             }
-            BatchError::Rule(RuleError::UnknownEvent { .. }) => {
+            BatchError::Rule(rule) if rule.is_unknown_event() => {
                 ApiError::bad_request("ROOMCACHE_UNKNOWN_EVENT", message)
             }
             BatchError::Rule(_) => ApiError::bad_request("M_BAD_JSON", message),
             BatchError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "ROOMCACHE_CONFLICT", message)
             }
+            BatchError::Content(_) => ApiError::bad_request("ROOMCACHE_REJECTED_CONTENT", message),
             BatchError::Store(_) | BatchError::Mailbox(_) | BatchError::ShuttingDown => {
                 ApiError::unavailable("ROOMCACHE_UNAVAILABLE", message)
             }
@@ -104,7 +107,15 @@ impl From<BatchError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
-        ApiError::unavailable("ROOMCACHE_UNAVAILABLE", error_chain(&e))
+        match e {
+            ReadError::TooManyRooms { .. } => {
+                ApiError::bad_request("ROOMCACHE_TOO_MANY_ROOMS", e.to_string())
+            }
+            ReadError::PageLimit { .. } => ApiError::bad_request("M_INVALID_PARAM", e.to_string()),
+            ReadError::FallbackUnavailable(_) => {
+                ApiError::unavailable("ROOMCACHE_UNAVAILABLE", error_chain(&e))
+            }
+        }
     }
 }
 
@@ -132,6 +143,11 @@ pub(crate) fn payload_error(error: &PayloadError) -> ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "M_TOO_LARGE",
             "request body is larger than request_body_limit",
+        ),
+        timeout if super::limits::is_body_timeout(timeout) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "ROOMCACHE_BODY_TIMEOUT",
+            "the request body did not arrive within request_body_timeout_ms",
         ),
         other => ApiError::bad_request("M_BAD_JSON", format!("cannot read body: {other}")),
     }

@@ -10,6 +10,7 @@
 
 mod error;
 mod feed;
+mod limits;
 mod ops;
 mod reads;
 
@@ -21,6 +22,7 @@ use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub(crate) use error::ApiError;
+pub(crate) use limits::{limit_body_time, BodyTimeout};
 
 use crate::reads::Reads;
 use crate::supervisor::{SourceProgress, Supervisor};

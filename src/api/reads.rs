@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
 use crate::model::{RoomId, UserId};
-use crate::reads::{Answer, Wait};
+use crate::reads::{Answer, PageRequest, Wait};
 use crate::room_list::RoomListRequest;
 
 /// Query parameters every read accepts.
@@ -71,16 +71,6 @@ struct SnapshotField<T> {
     snapshot: T,
 }
 
-#[derive(Serialize)]
-struct RoomsField<T> {
-    rooms: T,
-}
-
-#[derive(Serialize)]
-struct ListsField<T> {
-    lists: T,
-}
-
 fn parse_room(raw: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(raw).map_err(|e| ApiError::bad_request("M_INVALID_PARAM", e.to_string()))
 }
@@ -125,15 +115,46 @@ pub(super) async fn get_user_room(
     Ok(respond(answer, |snapshot| SnapshotField { snapshot }))
 }
 
+/// Query parameters of `GET /v1/users/{user_id}/rooms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UserRoomsParams {
+    wait_for: Option<StreamToken>,
+    timeout_ms: Option<u64>,
+    /// Rooms after this room ID (the previous page's `next_from`).
+    from: Option<String>,
+    /// Most rooms in the page (at most `max_user_rooms_page`, the default).
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct RoomsPageField {
+    rooms: Vec<crate::model::MembershipSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_from: Option<RoomId>,
+}
+
 #[tracing::instrument(name = "get_user_rooms", skip_all, fields(user_id = %path.as_str()))]
 pub(super) async fn get_user_rooms(
     state: web::Data<ApiState>,
     path: web::Path<String>,
-    params: web::Query<ReadParams>,
+    params: web::Query<UserRoomsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = parse_user(&path)?;
-    let answer = state.reads.user_rooms(&user_id, &params.wait()).await?;
-    Ok(respond(answer, |rooms| RoomsField { rooms }))
+    let params = params.into_inner();
+    let page = PageRequest {
+        from: params.from.as_deref().map(parse_room).transpose()?,
+        limit: params.limit,
+    };
+    let wait = wait(params.wait_for, params.timeout_ms);
+    let answer = state.reads.user_rooms(&user_id, &page, &wait).await?;
+    if answer.value.rooms.len() > crate::memory::LARGE_ANSWER_ROOMS {
+        crate::memory::ask_for_release();
+    }
+    Ok(respond(answer, |page| RoomsPageField {
+        rooms: page.rooms,
+        next_from: page.next_from,
+    }))
 }
 
 /// `POST /v1/users/{user_id}/room_list`: the user's room lists (spec §6).
@@ -148,7 +169,20 @@ pub(super) async fn post_room_list(
     request.validate()?;
     let wait = wait(request.wait_for.clone(), request.timeout_ms);
     let answer = state.reads.room_lists(&user_id, &request, &wait).await?;
-    Ok(respond(answer, |lists| ListsField { lists }))
+    let rooms: usize = answer
+        .value
+        .lists
+        .values()
+        .map(|list| {
+            list.ranges.iter().map(|r| r.rooms.len()).sum::<usize>()
+                + list.settled.as_ref().map_or(0, Vec::len)
+                + list.unsettled.as_ref().map_or(0, Vec::len)
+        })
+        .sum();
+    if rooms > crate::memory::LARGE_ANSWER_ROOMS {
+        crate::memory::ask_for_release();
+    }
+    Ok(respond(answer, |lists| lists))
 }
 
 /// Each configured writer's durable position: every row of the writer at

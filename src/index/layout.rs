@@ -140,6 +140,10 @@ pub(super) struct UserRecord {
     pub(super) order: BTreeMap<(Reverse<i64>, RoomSlot), Attributes>,
     /// Listed rooms per attribute combination (few combinations: a vector).
     pub(super) attribute_counts: Vec<(Attributes, u32)>,
+    /// The highest position of any of the user's membership snapshots ever
+    /// stored, per writer (interned instance): a request's `at` is checked
+    /// against these before any snapshot is looked at.
+    pub(super) membership_marks: Vec<(u32, i64)>,
     /// What most users lack (self-leaves, DMs, tags), allocated on first use.
     pub(super) extras: Option<Box<UserExtras>>,
 }
@@ -151,6 +155,12 @@ pub(super) struct UserExtras {
     pub(super) dm_rooms: FxHashSet<RoomSlot>,
     pub(super) tags: FxHashMap<RoomSlot, Box<[Box<str>]>>,
     pub(super) rooms_by_tag: FxHashMap<Box<str>, FxHashSet<RoomSlot>>,
+    /// Rooms whose snapshot is forgotten (read only when a caller says
+    /// which rooms are forgotten).
+    pub(super) forgotten: FxHashSet<RoomSlot>,
+    /// Listed rooms whose membership is not a join (invites, knocks, bans,
+    /// kicks): few, and what some filters and `other_rooms` look at.
+    pub(super) non_joined: FxHashSet<RoomSlot>,
 }
 
 impl UserRecord {
@@ -160,7 +170,20 @@ impl UserRecord {
             snapshots: FxHashMap::default(),
             order: BTreeMap::new(),
             attribute_counts: Vec::new(),
+            membership_marks: Vec::new(),
             extras: None,
+        }
+    }
+
+    /// Raises the membership mark of `instance` to `position`.
+    pub(super) fn mark_membership(&mut self, instance: u32, position: i64) {
+        match self
+            .membership_marks
+            .iter_mut()
+            .find(|(i, _)| *i == instance)
+        {
+            Some((_, mark)) => *mark = (*mark).max(position),
+            None => self.membership_marks.push((instance, position)),
         }
     }
 

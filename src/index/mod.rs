@@ -31,18 +31,20 @@
 //!
 //! Files: this one holds the lock and the methods callers use, each taking
 //! the lock once; `layout.rs` the data and its invariants; `write.rs`
-//! applying published changes; `query.rs` rows and room lists out;
+//! applying published changes; `query.rs` rows out and compiled filters;
+//! `lists.rs` room lists;
 //! `tests.rs` the unit tests, which hold the fast path to the scan of
-//! [`crate::room_list::scan`].
+//! `crate::room_list::scan`.
 
 mod event_id;
 mod layout;
+mod lists;
 mod query;
 mod write;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use layout::IndexData;
+use layout::{IndexData, RoomSlot};
 
 use std::collections::BTreeSet;
 
@@ -50,7 +52,7 @@ use roomcache_core::{Publication, StreamToken};
 
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, SnapshotView, UserId};
 use crate::room_list::scan::UserAccountData;
-use crate::room_list::{answer_ranges, ListAnswer, ListRequest};
+use crate::room_list::{ListAnswer, ListOptions, ListRequest, RoomLists};
 
 /// Committed rows, organised for reads.
 #[derive(Debug)]
@@ -126,6 +128,45 @@ impl ReadIndex {
         data.snapshot_row(user, room, data.record(user, room)?)
     }
 
+    /// A page of a user's snapshots, ordered by room ID: at most `limit`
+    /// of those after `after`, and whether more follow. Only the page's
+    /// rows are built.
+    pub(crate) fn snapshots_of_user_page(
+        &self,
+        user_id: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> (Vec<MembershipSnapshot>, bool) {
+        let data = self.read();
+        let Some(user) = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize))
+        else {
+            return (Vec::new(), false);
+        };
+        let mut rooms: Vec<(&RoomId, RoomSlot, u32)> = user
+            .snapshots
+            .iter()
+            .filter_map(|(room, i)| Some((&data.rooms.get(*room as usize)?.room_id, *room, *i)))
+            .filter(|(room_id, _, _)| after.is_none_or(|a| *room_id > a))
+            .collect();
+        let more = rooms.len() > limit;
+        if more {
+            rooms.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            rooms.truncate(limit);
+        }
+        rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows = rooms
+            .into_iter()
+            .filter_map(|(_, room, i)| {
+                let record = data.records.get(i as usize)?;
+                data.snapshot_row(user, room, record)
+            })
+            .collect();
+        (rows, more)
+    }
+
     /// All of a user's snapshots, ordered by room ID.
     pub(crate) fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
         let data = self.read();
@@ -157,30 +198,44 @@ impl ReadIndex {
     }
 
     /// Computes room lists for a user, from one consistent view of the index.
-    pub(crate) fn room_lists<'a, T>(
+    pub(crate) fn room_lists<'l>(
         &self,
         user_id: &UserId,
-        lists: impl IntoIterator<Item = (T, &'a ListRequest)>,
-        from_token: Option<&StreamToken>,
-    ) -> Vec<(T, ListAnswer)> {
+        lists: impl IntoIterator<Item = (&'l String, &'l ListRequest)>,
+        options: ListOptions<'_>,
+    ) -> RoomLists {
         let data = self.read();
         let user = data
             .user_slots
             .get(user_id)
             .and_then(|u| data.users.get(*u as usize));
-        lists
-            .into_iter()
-            .map(|(name, list)| {
-                let answer = match user {
-                    Some(user) => data.run_list(user, list, from_token),
-                    None => ListAnswer {
-                        count: 0,
-                        ranges: answer_ranges(&list.ranges, 0, &[] as &[()], |_| None),
-                    },
-                };
-                (name, answer)
-            })
-            .collect()
+        match user {
+            Some(user) => data.run_lists(user, lists, options),
+            None => RoomLists::empty(lists, options),
+        }
+    }
+
+    /// Whether any of `rooms` is a room where the user has a membership
+    /// snapshot, or one of `spaces`.
+    pub(crate) fn touches(
+        &self,
+        user_id: &UserId,
+        rooms: &[RoomId],
+        spaces: &BTreeSet<&RoomId>,
+    ) -> bool {
+        let data = self.read();
+        let user = data
+            .user_slots
+            .get(user_id)
+            .and_then(|u| data.users.get(*u as usize));
+        rooms.iter().any(|room| {
+            spaces.contains(room)
+                || user.is_some_and(|user| {
+                    data.room_slots
+                        .get(room)
+                        .is_some_and(|slot| user.snapshots.contains_key(slot))
+                })
+        })
     }
 
     /// A user's DM rooms and room tags.
@@ -203,8 +258,10 @@ impl ReadIndex {
         list: &ListRequest,
         from_token: Option<&StreamToken>,
     ) -> ListAnswer {
-        self.room_lists(user_id, [((), list)], from_token)
-            .pop()
+        let name = String::new();
+        self.room_lists(user_id, [(&name, list)], ListOptions::after(from_token))
+            .lists
+            .pop_first()
             .map(|(_, answer)| answer)
             .unwrap_or_default()
     }

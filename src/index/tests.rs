@@ -15,8 +15,10 @@ use crate::model::{
     AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
     RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
-use crate::room_list::scan::{scan_list, ScanData, UserAccountData};
-use crate::room_list::{direct_rooms, tag_names, Filters, ListAnswer, ListRequest};
+use crate::room_list::scan::{scan_room_lists, ScanData, UserAccountData};
+use crate::room_list::{
+    direct_rooms, tag_names, Filters, ListAnswer, ListRequest, OtherRooms, RoomListRequest,
+};
 use roomcache_core::{PublishGate, StreamToken, WriterName};
 
 const USERS: [&str; 3] = ["@u0:hs", "@u1:hs", "@u2:hs"];
@@ -245,16 +247,83 @@ fn filters(bits: u64) -> Filters {
     }
 }
 
+fn token((stream, ahead): (i64, i64)) -> StreamToken {
+    let mut token = StreamToken::linear(stream);
+    if ahead > 0 {
+        token
+            .instance_map
+            .insert(WriterName::parse("w1").unwrap(), stream + ahead);
+    }
+    token
+}
+
+/// The rooms of `bits` (one bit per room).
+fn rooms_of(bits: u32) -> Vec<RoomId> {
+    (0..ROOMS)
+        .filter(|i| bits >> i & 1 == 1)
+        .map(room)
+        .collect()
+}
+
+/// A generated list: filter bits, ranges, excluded-room bits.
+type GeneratedList = (u64, Vec<(u64, u64)>, u32);
+
+/// A request of several lists with the options decoded from `bits`.
+fn request(
+    lists: &[GeneratedList],
+    from_token: Option<(i64, i64)>,
+    at: Option<(i64, i64)>,
+    bits: u64,
+) -> RoomListRequest {
+    let lists = lists
+        .iter()
+        .enumerate()
+        .map(|(i, (filter_bits, ranges, exclude))| {
+            let list = ListRequest {
+                ranges: ranges.clone(),
+                filters: filters(*filter_bits),
+                exclude_rooms: rooms_of(*exclude & 0x1f1),
+            };
+            (format!("l{i}"), list)
+        })
+        .collect();
+    RoomListRequest {
+        lists,
+        from_token: from_token.map(token),
+        at: at.map(token),
+        forgotten_rooms: rooms_of((bits & 0xff) as u32 & 0x96),
+        only_forgotten_rooms: bits >> 24 & 1 == 1,
+        ignored_inviters: (0..USERS.len())
+            .filter(|i| bits >> (8 + i) & 1 == 1)
+            .map(user)
+            .collect(),
+        other_rooms: match (bits >> 12 & 3, from_token) {
+            (1, _) => OtherRooms::All,
+            (2 | 3, Some(_)) => OtherRooms::Changed,
+            _ => OtherRooms::None,
+        },
+        room_ids: rooms_of((bits >> 16) as u32 & 0xff),
+        ..RoomListRequest::default()
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     /// The fast path answers exactly as the naive reference, for every
-    /// user, on random rows, filters, ranges and tokens.
+    /// user, on random rows, filters, ranges, tokens and options.
     #[test]
     fn fast_path_matches_the_reference(
         ops in prop::collection::vec((any::<u8>(), 0u8..8, 0u8..3, -3i8..40, any::<u32>()), 0..80),
         requests in prop::collection::vec(
-            (any::<u64>(), prop::collection::vec((0u64..10, 0u64..12), 0..4), prop::option::of((0i64..40, 0i64..8))),
+            (
+                prop::collection::vec(
+                    (any::<u64>(), prop::collection::vec((0u64..10, 0u64..12), 0..4), any::<u32>()),
+                    1..4),
+                prop::option::of((0i64..40, 0i64..8)),
+                prop::option::of((0i64..40, 0i64..8)),
+                any::<u64>(),
+            ),
             1..6),
     ) {
         let changes: Vec<RowChange> = ops.into_iter().map(change).collect();
@@ -270,20 +339,15 @@ proptest! {
             let served = index.joined_room(&row.room_id);
             prop_assert_eq!(served.as_ref(), Some(row));
         }
-        for (bits, ranges, token) in &requests {
-            let list = ListRequest { ranges: ranges.clone(), filters: filters(*bits) };
-            let token = token.map(|(stream, ahead)| {
-                let mut t = StreamToken::linear(stream);
-                if ahead > 0 {
-                    t.instance_map.insert(WriterName::parse("w1").unwrap(), stream + ahead);
-                }
-                t
-            });
+        for (lists, from_token, at, bits) in &requests {
+            let request = request(lists, *from_token, *at, *bits);
+            prop_assert_eq!(request.validate(), Ok(()));
             for user_name in USERS.iter().chain(["@nobody:hs"].iter()) {
                 let user = UserId::parse(user_name).unwrap();
-                let fast = index.room_list(&user, &list, token.as_ref());
-                let naive = scan_list(&data.scan_data(&user), &user, &list, token.as_ref());
-                prop_assert_eq!(fast, naive, "user {} list {:?} token {:?}", user_name, list, token);
+                let fast = index.room_lists(&user, &request.lists, request.options());
+                let naive = scan_room_lists(
+                    &data.scan_data(&user), &user, &request.lists, request.options());
+                prop_assert_eq!(fast, naive, "user {} request {:?}", user_name, request);
             }
         }
         for user_name in USERS {
@@ -343,6 +407,7 @@ fn joined_rooms_follow_their_latest_event_and_ties_go_by_room_id() {
     let list = ListRequest {
         ranges: vec![(0, 9)],
         filters: Filters::default(),
+        ..ListRequest::default()
     };
     // No joined rows yet: membership positions.
     assert_eq!(
@@ -370,6 +435,7 @@ fn joined_rooms_follow_their_latest_event_and_ties_go_by_room_id() {
     let one = ListRequest {
         ranges: vec![(1, 1)],
         filters: Filters::default(),
+        ..ListRequest::default()
     };
     assert_eq!(ids(&index.room_list(&user, &one, None), 0), ["!c:hs"]);
 }
@@ -391,6 +457,7 @@ fn self_leaves_are_newly_left_only_after_the_token_of_their_writer() {
     let list = ListRequest {
         ranges: vec![(0, 9)],
         filters: Filters::default(),
+        ..ListRequest::default()
     };
     let at = |token: &str| -> Vec<String> {
         let token: StreamToken = token.parse().unwrap();

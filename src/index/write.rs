@@ -73,6 +73,8 @@ impl IndexData {
         }
         if let Some(extras) = record.extras.as_mut() {
             extras.self_leaves.remove(&(snapshot.position, room));
+            extras.non_joined.remove(&room);
+            extras.forgotten.remove(&room);
         }
     }
 
@@ -90,6 +92,7 @@ impl IndexData {
             return;
         };
         if snapshot.forgotten {
+            record.extras_mut().forgotten.insert(room);
             return;
         }
         let self_sent = snapshot.sender == SELF_SENT
@@ -105,6 +108,9 @@ impl IndexData {
         let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
         record.order.insert((Reverse(key), room), attributes);
         record.count(attributes, 1);
+        if snapshot.membership != Membership::Join {
+            record.extras_mut().non_joined.insert(room);
+        }
         snapshot.listed = true;
     }
 
@@ -160,7 +166,7 @@ impl IndexData {
     /// Upserts a snapshot whose identifiers are checked (a model row or a
     /// checked view).
     pub(super) fn upsert_snapshot(&mut self, snapshot: &SnapshotView<'_>) {
-        let slots = self.slots_of(snapshot);
+        let slots = self.snapshot_slots(snapshot);
         self.upsert_snapshot_at(slots, snapshot);
     }
 
@@ -168,7 +174,7 @@ impl IndexData {
     /// first in one tight pass (independent hash-table lookups, which the
     /// processor overlaps instead of waiting for each cache miss in turn).
     pub(super) fn upsert_loaded_snapshots(&mut self, snapshots: &[SnapshotView<'_>]) {
-        let slots: Vec<Slots> = snapshots.iter().map(|s| self.slots_of(s)).collect();
+        let slots: Vec<Slots> = snapshots.iter().map(|s| self.snapshot_slots(s)).collect();
         for (snapshot, slots) in snapshots.iter().zip(slots) {
             self.upsert_snapshot_at(slots, snapshot);
         }
@@ -176,7 +182,7 @@ impl IndexData {
 
     /// A snapshot's ids, and its texts shared with the joined row's when
     /// equal (reading the joined row here, in the tight pass, too).
-    fn slots_of(&mut self, snapshot: &SnapshotView<'_>) -> Slots {
+    fn snapshot_slots(&mut self, snapshot: &SnapshotView<'_>) -> Slots {
         let room = self.room_slot(snapshot.room_id);
         let joined = self
             .rooms
@@ -228,6 +234,10 @@ impl IndexData {
             listed: false,
         };
         let joins = record.membership == Membership::Join;
+        let (instance, position) = (record.instance, record.position);
+        if let Some(user_record) = self.users.get_mut(user as usize) {
+            user_record.mark_membership(instance, position);
+        }
         let existing = self
             .users
             .get(user as usize)

@@ -6,16 +6,14 @@
 //! answer in place of the index's rows. May not touch: the queue itself
 //! (the supervisor's), the write path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-
-use roomcache_core::StreamToken;
 
 use super::ReadError;
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
-use crate::room_list::scan::{scan_list, ScanData};
-use crate::room_list::{ListAnswer, ListRequest};
+use crate::room_list::scan::{self, ScanData};
+use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 
 /// Rows the fallback computed for some queued rooms.
@@ -129,13 +127,13 @@ pub(crate) fn merge_snapshots(
 /// A user's room lists over the index's rows with the fallback's rows in
 /// place of the queued rooms', by scanning (the index's fast path cannot
 /// mix in rows it does not hold; this runs only while rooms are queued).
-pub(crate) fn scan_room_lists<'a>(
+pub(crate) fn scan_room_lists(
     index: &ReadIndex,
     user: &UserId,
-    lists: impl Iterator<Item = (String, &'a ListRequest)>,
-    from_token: Option<&StreamToken>,
+    request: &RoomListRequest,
+    budget: &RoomBudget,
     rows: &FallbackRows,
-) -> BTreeMap<String, ListAnswer> {
+) -> RoomLists {
     let snapshots = merge_snapshots(
         index.snapshots_of_user(user),
         rows.snapshots.clone(),
@@ -148,10 +146,10 @@ pub(crate) fn scan_room_lists<'a>(
         .filter_map(|s| index.joined_room(&s.room_id))
         .chain(rows.joined_rooms.iter().cloned())
         .collect();
-    let lists: Vec<(String, &ListRequest)> = lists.collect();
-    let spaces: BTreeSet<RoomId> = lists
-        .iter()
-        .filter_map(|(_, list)| list.filters.spaces.as_ref())
+    let spaces: BTreeSet<RoomId> = request
+        .lists
+        .values()
+        .filter_map(|list| list.filters.spaces.as_ref())
         .flatten()
         .cloned()
         .collect();
@@ -161,8 +159,7 @@ pub(crate) fn scan_room_lists<'a>(
         account: index.account_of(user),
         space_children: index.space_children_of(&spaces),
     };
-    lists
-        .into_iter()
-        .map(|(name, list)| (name, scan_list(&data, user, list, from_token)))
-        .collect()
+    let mut options = request.options();
+    options.budget = Some(budget);
+    scan::scan_room_lists(&data, user, &request.lists, options)
 }

@@ -11,7 +11,7 @@
 
 mod fallback;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +20,10 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{ListAnswer, RoomListRequest};
+use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
+use crate::supervisor::AccountDataPosition;
 
 pub(crate) use fallback::Fallback;
 
@@ -31,6 +32,10 @@ pub(crate) use fallback::Fallback;
 pub(crate) enum ReadError {
     #[error("rooms are being recomputed and the Synapse database cannot be read")]
     FallbackUnavailable(#[source] SourceError),
+    #[error("the answer would hold {asked} rooms (each range clamped to its list's count); at most {max} rooms are answered at once (max_room_list_rooms): ask for smaller ranges")]
+    TooManyRooms { asked: usize, max: usize },
+    #[error("`limit` must be between 1 and {max} (max_user_rooms_page)")]
+    PageLimit { max: usize },
 }
 
 /// How long a read may wait for a token.
@@ -53,11 +58,52 @@ pub(crate) struct Answer<T> {
     pub(crate) fallback: bool,
 }
 
+/// What reads share with source mode's follower.
+pub(crate) struct SourceFollowing {
+    pub(crate) account_data: Arc<AccountDataPosition>,
+    pub(crate) poll_now: Arc<tokio::sync::Notify>,
+}
+
+impl<T, U> Answer<(T, U)> {
+    /// The answer of the first value, and the second.
+    fn split(self) -> (Answer<T>, U) {
+        let (value, extra) = self.value;
+        let answer = Answer {
+            value,
+            token: self.token,
+            timed_out: self.timed_out,
+            fallback: self.fallback,
+        };
+        (answer, extra)
+    }
+}
+
 /// The read side's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadSettings {
     pub(crate) wait_timeout: Duration,
     pub(crate) max_wait_timeout: Duration,
+    /// Most rooms one room-list answer holds, across its lists and ranges.
+    pub(crate) max_room_list_rooms: usize,
+    /// Most snapshots in one page of a user's rooms.
+    pub(crate) max_user_rooms_page: usize,
+}
+
+/// Which page of a user's rooms to read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PageRequest {
+    /// Rooms after this room ID (the previous page's `next_from`).
+    pub(crate) from: Option<RoomId>,
+    /// Most rooms in the page.
+    pub(crate) limit: Option<usize>,
+}
+
+/// One page of a user's rooms.
+#[derive(Debug)]
+pub(crate) struct RoomsPage {
+    pub(crate) rooms: Vec<MembershipSnapshot>,
+    /// The last room ID of this page when more rooms follow.
+    pub(crate) next_from: Option<RoomId>,
 }
 
 /// See the module documentation.
@@ -66,6 +112,10 @@ pub(crate) struct Reads {
     index: Arc<ReadIndex>,
     tracker: Arc<PositionTracker>,
     fallback: Fallback,
+    /// Source mode: how far account data is followed.
+    account_data: Option<Arc<AccountDataPosition>>,
+    /// Source mode: wakes the follower when a reader waits for more.
+    poll_now: Option<Arc<tokio::sync::Notify>>,
     settings: ReadSettings,
 }
 
@@ -75,14 +125,60 @@ impl Reads {
         tracker: Arc<PositionTracker>,
         queue: Arc<RecalculationQueue>,
         upstream: Option<Arc<dyn Upstream>>,
+        source: Option<SourceFollowing>,
         settings: ReadSettings,
     ) -> Self {
+        let (account_data, poll_now) = match source {
+            Some(s) => (Some(s.account_data), Some(s.poll_now)),
+            None => (None, None),
+        };
         Reads {
             index,
             tracker,
             fallback: Fallback::new(queue, upstream),
+            account_data,
+            poll_now,
             settings,
         }
+    }
+
+    /// Source mode: the follower polls now rather than after its pause.
+    fn poll_source_now(&self) {
+        if let Some(poll_now) = &self.poll_now {
+            poll_now.notify_one();
+        }
+    }
+
+    fn timeout(&self, wait: &Wait) -> Duration {
+        wait.timeout
+            .unwrap_or(self.settings.wait_timeout)
+            .min(self.settings.max_wait_timeout)
+    }
+
+    /// Source mode: waits until account data is followed up to `target`
+    /// (bounded like every wait); returns the wait that is left for the
+    /// token and whether this one timed out. Without account data
+    /// following (feed mode) there is nothing to wait for.
+    async fn wait_for_account_data(&self, target: Option<i64>, wait: &Wait) -> (Wait, bool) {
+        let (Some(target), Some(position)) = (target, &self.account_data) else {
+            return (wait.clone(), false);
+        };
+        let timeout = self.timeout(wait);
+        let started = std::time::Instant::now();
+        if position.get().is_none_or(|p| p < target) {
+            self.poll_source_now();
+        }
+        let timed_out = tokio::time::timeout(timeout, position.wait_for(target))
+            .await
+            .is_err();
+        if timed_out {
+            metrics::counter!("roomcache_wait_timeouts_total").increment(1);
+        }
+        let left = Wait {
+            target: wait.target.clone(),
+            timeout: Some(timeout.saturating_sub(started.elapsed())),
+        };
+        (left, timed_out)
     }
 
     /// Waits until the cache's token covers `wait.target`, or the timeout
@@ -97,10 +193,10 @@ impl Reads {
         if clamped {
             warn!(wait_for = %requested, clamped = %target, "wait_for names writers that are not configured; ignoring them");
         }
-        let timeout = wait
-            .timeout
-            .unwrap_or(self.settings.wait_timeout)
-            .min(self.settings.max_wait_timeout);
+        if !target.is_before_or_eq(&self.tracker.token()) {
+            self.poll_source_now();
+        }
+        let timeout = self.timeout(wait);
         let timed_out = tokio::time::timeout(timeout, self.tracker.wait_for(target))
             .await
             .is_err();
@@ -164,17 +260,45 @@ impl Reads {
         Ok(answer)
     }
 
-    /// Every snapshot of a user, by room ID.
+    /// One page of a user's snapshots, by room ID: those after `from`, at
+    /// most `limit` (at most `max_user_rooms_page`; that when absent). The
+    /// page's `next_from` is set when more rooms follow.
     pub(crate) async fn user_rooms(
         &self,
         user: &UserId,
+        page: &PageRequest,
         wait: &Wait,
-    ) -> Result<Answer<Vec<MembershipSnapshot>>, ReadError> {
+    ) -> Result<Answer<RoomsPage>, ReadError> {
+        let max = self.settings.max_user_rooms_page;
+        let limit = page.limit.unwrap_or(max);
+        if limit == 0 || limit > max {
+            return Err(ReadError::PageLimit { max });
+        }
+        let after = page.from.as_ref();
         let mut answer = self
-            .read_at_token(wait, |index| index.snapshots_of_user(user))
+            .read_at_token(wait, |index| {
+                let (rooms, more) = index.snapshots_of_user_page(user, after, limit);
+                let next_from = more
+                    .then(|| rooms.last().map(|s| s.room_id.clone()))
+                    .flatten();
+                RoomsPage { rooms, next_from }
+            })
             .await;
         if let Some(rows) = self.fallback.rows_of_user(user).await? {
-            answer.value = fallback::merge_snapshots(answer.value, rows.snapshots, &rows.rooms);
+            // The fallback's rows of queued rooms replace the cached ones
+            // within this page's window of room IDs.
+            let page = &mut answer.value;
+            let in_window = |room: &RoomId| {
+                after.is_none_or(|a| room > a)
+                    && page.next_from.as_ref().is_none_or(|last| room <= last)
+            };
+            let computed = rows
+                .snapshots
+                .into_iter()
+                .filter(|s| in_window(&s.room_id))
+                .collect();
+            let cached = std::mem::take(&mut page.rooms);
+            page.rooms = fallback::merge_snapshots(cached, computed, &rows.rooms);
             answer.fallback = true;
         }
         Ok(answer)
@@ -186,33 +310,73 @@ impl Reads {
         user: &UserId,
         request: &RoomListRequest,
         wait: &Wait,
-    ) -> Result<Answer<BTreeMap<String, ListAnswer>>, ReadError> {
-        let lists = || {
-            request
-                .lists
-                .iter()
-                .map(|(name, list)| (name.clone(), list))
-        };
-        let from_token = request.from_token.as_ref();
-        let fallback_rows = self.fallback.rows_of_user(user).await?;
-        let Some(rows) = fallback_rows else {
-            let answer = self
-                .read_at_token(wait, |index| {
-                    index
-                        .room_lists(user, lists(), from_token)
-                        .into_iter()
-                        .collect()
-                })
-                .await;
-            return Ok(answer);
-        };
-        let mut answer = self
-            .read_at_token(wait, |index| {
-                fallback::scan_room_lists(index, user, lists(), from_token, &rows)
-            })
+    ) -> Result<Answer<RoomLists>, ReadError> {
+        let (wait, account_timed_out) = self
+            .wait_for_account_data(request.wait_for_account_data, wait)
             .await;
-        answer.fallback = true;
+        let account_data_position = self.account_data.as_ref().and_then(|p| p.get());
+        let unaffected = self.unaffected(user, request);
+        let wait = if unaffected { Wait::default() } else { wait };
+        let fallback_rows = self.fallback.rows_of_user(user).await?;
+        let max = self.settings.max_room_list_rooms;
+        let (mut answer, exceeded) = match fallback_rows {
+            None => self
+                .read_at_token(&wait, |index| {
+                    let budget = RoomBudget::new(max);
+                    let mut options = request.options();
+                    options.budget = Some(&budget);
+                    let lists = index.room_lists(user, &request.lists, options);
+                    (lists, budget.exceeded())
+                })
+                .await
+                .split(),
+            Some(rows) => {
+                let (mut answer, exceeded) = self
+                    .read_at_token(&wait, |index| {
+                        let budget = RoomBudget::new(max);
+                        let lists = fallback::scan_room_lists(index, user, request, &budget, &rows);
+                        (lists, budget.exceeded())
+                    })
+                    .await
+                    .split();
+                answer.fallback = true;
+                (answer, exceeded)
+            }
+        };
+        if let Some((asked, max)) = exceeded {
+            return Err(ReadError::TooManyRooms { asked, max });
+        }
+        answer.timed_out |= account_timed_out;
+        answer.value.account_data_position = account_data_position;
+        answer.value.unaffected = unaffected;
+        if unaffected {
+            metrics::counter!("roomcache_room_lists_unaffected_total").increment(1);
+        }
         Ok(answer)
+    }
+
+    /// Whether a room-list request need not wait for its token: the cache
+    /// has reached `unaffected.since` but not `wait_for`, and none of the
+    /// rooms changed since is the user's or a space the lists filter on
+    /// (the caller vouches for the rest). Rows published meanwhile only
+    /// bring the answer nearer to `wait_for`.
+    fn unaffected(&self, user: &UserId, request: &RoomListRequest) -> bool {
+        let (Some(unaffected), Some(wait_for)) = (&request.unaffected, &request.wait_for) else {
+            return false;
+        };
+        let (target, _) = self.tracker.clamp(wait_for);
+        let (since, _) = self.tracker.clamp(&unaffected.since);
+        let token = self.tracker.token();
+        if target.is_before_or_eq(&token) || !since.is_before_or_eq(&token) {
+            return false;
+        }
+        let spaces: BTreeSet<&RoomId> = request
+            .lists
+            .values()
+            .filter_map(|list| list.filters.spaces.as_ref())
+            .flatten()
+            .collect();
+        !self.index.touches(user, &unaffected.rooms, &spaces)
     }
 
     /// Each configured writer's durable position and the token, as one snapshot.

@@ -5,246 +5,21 @@
 //! answer), its validation, the meaning of every filter and the range rules
 //! of §6.9. May not touch: I/O, actors, SQL, locks — the read index
 //! ([`crate::index`]) runs the fast path over its own layout, under its own
-//! lock, with the helpers of this module (its tests hold the fast path to a
-//! naive reference over plain rows, kept with them).
+//! lock, with the helpers of this module. `request` is the request and its
+//! validation, `answer` the answer and its range rules, `scan` the plain
+//! scan over rows that the reads' fallback answers with and the index's
+//! tests hold the fast path to.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{EventId, Membership, RoomId, UserId};
-use roomcache_core::StreamToken;
+use crate::model::RoomId;
 
+mod answer;
+mod request;
 pub(crate) mod scan;
 
-/// Most lists in one request (Synapse's limit).
-pub const MAX_LISTS: usize = 100;
-/// Most ranges in one list.
-pub const MAX_RANGES: usize = 100;
-/// Most values in one filter's list (`spaces`, `room_types`, `tags` ...).
-pub const MAX_FILTER_VALUES: usize = 1000;
-/// Longest list name and `room_name_like` text, in bytes.
-pub const MAX_TEXT_LENGTH: usize = 1000;
-
-/// `POST /v1/users/{user_id}/room_list`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoomListRequest {
-    /// The lists to compute, by the caller's name for them.
-    pub lists: BTreeMap<String, ListRequest>,
-    /// The caller's previous position: self-leaves after it are newly left
-    /// and listed (§6.3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_token: Option<StreamToken>,
-    /// Answer only once the cache's token covers this token (or at the timeout).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_for: Option<StreamToken>,
-    /// How long to wait for `wait_for`, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-}
-
-/// One list: which rooms (filters) and which rows of the sorted result (ranges).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListRequest {
-    /// Inclusive `[start, end]` index ranges into the sorted list.
-    #[serde(default)]
-    pub ranges: Vec<(u64, u64)>,
-    #[serde(default)]
-    pub filters: Filters,
-}
-
-/// The filters of a list; every filter given must hold (AND). Absent or
-/// `null` means "not filtered on".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filters {
-    /// In the user's `m.direct` rooms (`true`) or not (`false`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub is_dm: Option<bool>,
-    /// A child (through `m.space.child` with a non-empty `via`) of one of these spaces.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spaces: Option<Vec<RoomId>>,
-    /// Known state and this encryption (unknown-state rooms never match).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub is_encrypted: Option<bool>,
-    /// An invite (`true`) or anything else (`false`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub is_invite: Option<bool>,
-    /// Room type in this list (`null` = no type); unknown-state rooms excluded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_types: Option<Vec<Option<String>>>,
-    /// Room type not in this list (`null` = no type); unknown-state rooms excluded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_room_types: Option<Vec<Option<String>>>,
-    /// Case-insensitive substring of the room name (unnamed rooms never match).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_name_like: Option<String>,
-    /// At least one of these tags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Vec<String>>,
-    /// None of these tags.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_tags: Option<Vec<String>>,
-}
-
-impl Filters {
-    /// True when only per-room attributes the index counts are filtered
-    /// on (no spaces, names or tags).
-    pub fn attributes_only(&self) -> bool {
-        self.spaces.is_none()
-            && self.room_name_like.is_none()
-            && self.tags.is_none()
-            && self.not_tags.is_none()
-    }
-
-    /// True when the room type filters apply (they exclude unknown state).
-    pub fn filters_room_type(&self) -> bool {
-        self.room_types.is_some() || self.not_room_types.is_some()
-    }
-}
-
-/// Why a room-list request is refused (before anything is read).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoomListError {
-    #[error("`lists` must hold between 1 and {MAX_LISTS} lists")]
-    ListCount,
-    #[error("list names must be 1 to {MAX_TEXT_LENGTH} bytes")]
-    ListName,
-    #[error("list {0:?} has more than {MAX_RANGES} ranges")]
-    RangeCount(String),
-    #[error("list {list:?}: filter `{filter}` has more than {MAX_FILTER_VALUES} values")]
-    FilterValues { list: String, filter: &'static str },
-    #[error("list {0:?}: `room_name_like` is longer than {MAX_TEXT_LENGTH} bytes")]
-    NameTooLong(String),
-}
-
-impl RoomListRequest {
-    /// Checks the limits that the JSON shape alone does not express.
-    pub fn validate(&self) -> Result<(), RoomListError> {
-        if self.lists.is_empty() || self.lists.len() > MAX_LISTS {
-            return Err(RoomListError::ListCount);
-        }
-        for (name, list) in &self.lists {
-            if name.is_empty() || name.len() > MAX_TEXT_LENGTH {
-                return Err(RoomListError::ListName);
-            }
-            if list.ranges.len() > MAX_RANGES {
-                return Err(RoomListError::RangeCount(name.clone()));
-            }
-            let f = &list.filters;
-            let sizes = [
-                ("spaces", f.spaces.as_ref().map(Vec::len)),
-                ("room_types", f.room_types.as_ref().map(Vec::len)),
-                ("not_room_types", f.not_room_types.as_ref().map(Vec::len)),
-                ("tags", f.tags.as_ref().map(Vec::len)),
-                ("not_tags", f.not_tags.as_ref().map(Vec::len)),
-            ];
-            for (filter, size) in sizes {
-                if size.unwrap_or(0) > MAX_FILTER_VALUES {
-                    return Err(RoomListError::FilterValues {
-                        list: name.clone(),
-                        filter,
-                    });
-                }
-            }
-            if f.room_name_like
-                .as_ref()
-                .is_some_and(|n| n.len() > MAX_TEXT_LENGTH)
-            {
-                return Err(RoomListError::NameTooLong(name.clone()));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One room of a list, as the answer gives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomListEntry {
-    pub room_id: RoomId,
-    pub membership: Membership,
-    pub sender: UserId,
-    pub membership_event_id: EventId,
-    /// Position of the membership event.
-    pub event_stream_ordering: i64,
-    pub event_instance_name: String,
-    /// §6.10 for this cache: joined rooms report the joined row's bump
-    /// stamp when present, else the membership position; never negative.
-    pub bump_stamp: i64,
-    pub room_type: Option<String>,
-    pub room_name: Option<String>,
-    pub is_encrypted: bool,
-    pub tombstone_successor_room_id: Option<String>,
-    pub has_known_state: bool,
-}
-
-/// The rooms of one requested range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeAnswer {
-    pub range: (u64, u64),
-    pub rooms: Vec<RoomListEntry>,
-}
-
-/// The answer for one list.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListAnswer {
-    /// Rooms in the list after filters, independent of the ranges.
-    pub count: usize,
-    /// One entry per requested range, in request order.
-    pub ranges: Vec<RangeAnswer>,
-}
-
-/// How many rows of the sorted list the ranges can reach (`end + 1` of the
-/// furthest range that is not empty by construction), before capping at
-/// the count.
-pub fn needed_prefix(ranges: &[(u64, u64)]) -> usize {
-    ranges
-        .iter()
-        .filter(|(start, end)| start <= end)
-        .map(|(_, end)| {
-            usize::try_from(*end)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-/// §6.9: the index range `start..=end` of a list of `count` rows, as a
-/// half-open range into the sorted rows (empty when `start > end` or
-/// `start` is beyond the end).
-pub fn range_bounds(range: (u64, u64), count: usize) -> std::ops::Range<usize> {
-    let (start, end) = range;
-    let start = usize::try_from(start).unwrap_or(usize::MAX);
-    let end = usize::try_from(end).unwrap_or(usize::MAX);
-    if start > end || start >= count {
-        return 0..0;
-    }
-    start..end.saturating_add(1).min(count)
-}
-
-/// The rooms of each range, from the sorted rows (which hold at least
-/// `min(needed_prefix, count)` rows).
-pub fn answer_ranges<T: Clone>(
-    ranges: &[(u64, u64)],
-    count: usize,
-    sorted: &[T],
-    to_entry: impl Fn(&T) -> Option<RoomListEntry>,
-) -> Vec<RangeAnswer> {
-    ranges
-        .iter()
-        .map(|range| {
-            let bounds = range_bounds(*range, count.min(sorted.len()));
-            RangeAnswer {
-                range: *range,
-                rooms: sorted[bounds].iter().filter_map(&to_entry).collect(),
-            }
-        })
-        .collect()
-}
+pub use answer::*;
+pub use request::*;
 
 /// The lowercase form `room_name_like` compares with.
 #[derive(Debug, Clone)]
@@ -364,6 +139,12 @@ mod tests {
     fn unknown_filter_fields_and_bad_shapes_do_not_parse() {
         let parse = |v: Value| serde_json::from_value::<RoomListRequest>(v);
         assert!(parse(json!({"lists": {"a": {"filters": {"is_dm": true}}}})).is_ok());
+        let stable = parse(json!({"lists": {"a": {"filters": {"is_invited": true}}}})).unwrap();
+        assert_eq!(stable.lists["a"].filters.is_invite, Some(true));
+        assert!(parse(
+            json!({"lists": {"a": {"filters": {"is_invite": true, "is_invited": true}}}})
+        )
+        .is_err());
         assert!(parse(json!({"lists": {"a": {"filters": {"is_tombstoned": true}}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"filters": {"is_dm": "yes"}}}})).is_err());
         assert!(parse(json!({"lists": {"a": {"ranges": [[0, -1]]}}})).is_err());
@@ -388,7 +169,7 @@ mod tests {
             "b".into(),
             ListRequest {
                 ranges: vec![(0, 1); MAX_RANGES + 1],
-                filters: Filters::default(),
+                ..ListRequest::default()
             },
         );
         assert_eq!(

@@ -14,7 +14,10 @@ use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId
 
 use roomcache_core::StreamToken;
 
-use super::{answer_ranges, Filters, ListAnswer, ListRequest, NameNeedle, RoomListEntry};
+use super::{
+    answer_ranges, needed_prefix, within_budget, Filters, ListAnswer, ListOptions, ListRequest,
+    NameNeedle, OtherRooms, RoomListEntry, RoomLists,
+};
 
 /// Plain rows of one user, as the scan reads them.
 #[derive(Debug, Clone, Default)]
@@ -40,13 +43,65 @@ fn is_after(token: &StreamToken, instance: &str, position: i64) -> bool {
     position > token.position(instance)
 }
 
-/// A list computed by scanning every row.
-pub(crate) fn scan_list(
+/// Every list of a request computed by scanning every row.
+pub(crate) fn scan_room_lists<'l>(
     data: &ScanData,
     user: &UserId,
+    lists: impl IntoIterator<Item = (&'l String, &'l ListRequest)>,
+    options: ListOptions<'_>,
+) -> RoomLists {
+    let mine: Vec<&MembershipSnapshot> = data
+        .snapshots
+        .iter()
+        .filter(|s| &s.user_id == user)
+        .collect();
+    let mut other: BTreeSet<RoomId> = BTreeSet::new();
+    let lists = lists
+        .into_iter()
+        .map(|(name, list)| {
+            let rooms = listed_rooms(data, &mine, user, list, options);
+            other.extend(other_rooms(data, &rooms, options));
+            (name.clone(), cut(list, rooms, options))
+        })
+        .collect();
+    let memberships_after_at = options.at.map(|at| {
+        let mut rooms: Vec<RoomId> = mine
+            .iter()
+            .filter(|s| is_after(at, &s.event_instance_name, s.event_stream_ordering))
+            .map(|s| s.room_id.clone())
+            .collect();
+        rooms.sort();
+        rooms
+    });
+    let rooms = (!options.room_ids.is_empty()).then(|| {
+        mine.iter()
+            .filter(|s| options.room_ids.contains(&s.room_id))
+            .filter(|s| !is_forgotten(s, options))
+            .map(|s| (s.room_id.clone(), listed_room(data, s).1))
+            .collect()
+    });
+    RoomLists {
+        lists,
+        memberships_after_at,
+        other_rooms: (!options.other_rooms.is_none()).then(|| other.into_iter().collect()),
+        rooms,
+        account_data_position: None,
+        unaffected: false,
+    }
+}
+
+/// A listed room: its recency, whether it is newly left, and its entry.
+type Row = (i64, bool, RoomListEntry);
+
+/// The rooms of one list after every filter and exclusion, newest first
+/// (ties by room ID).
+fn listed_rooms(
+    data: &ScanData,
+    mine: &[&MembershipSnapshot],
+    user: &UserId,
     list: &ListRequest,
-    from_token: Option<&StreamToken>,
-) -> ListAnswer {
+    options: ListOptions<'_>,
+) -> Vec<Row> {
     let account = &data.account;
     let filters = &list.filters;
     let children: Option<BTreeSet<&RoomId>> = filters.spaces.as_ref().map(|spaces| {
@@ -57,34 +112,98 @@ pub(crate) fn scan_list(
             .collect()
     });
     let needle = filters.room_name_like.as_deref().map(NameNeedle::new);
-    let mut rooms: Vec<(i64, RoomListEntry)> = Vec::new();
-    for snapshot in data.snapshots.iter().filter(|s| &s.user_id == user) {
-        if !is_listed(snapshot, user, from_token) {
+    let mut rooms: Vec<Row> = Vec::new();
+    for snapshot in mine {
+        let Some(newly_left) = listing(snapshot, user, options) else {
+            continue;
+        };
+        if list.exclude_rooms.contains(&snapshot.room_id)
+            || (snapshot.membership == Membership::Invite
+                && options.ignored_inviters.contains(&snapshot.sender))
+        {
             continue;
         }
         let (position, entry) = listed_room(data, snapshot);
         if passes(filters, &entry, account, children.as_ref(), needle.as_ref()) {
-            rooms.push((position, entry));
+            rooms.push((position, newly_left, entry));
         }
     }
-    rooms.sort_by(|a, b| (Reverse(a.0), &a.1.room_id).cmp(&(Reverse(b.0), &b.1.room_id)));
+    rooms.sort_by(|a, b| (Reverse(a.0), &a.2.room_id).cmp(&(Reverse(b.0), &b.2.room_id)));
+    rooms
+}
+
+/// The list's answer from its sorted rooms: ranges, or with `at` and
+/// rooms sorting after it, the settled prefix and the unsettled rooms.
+fn cut(list: &ListRequest, rooms: Vec<Row>, options: ListOptions<'_>) -> ListAnswer {
     let count = rooms.len();
+    let need = needed_prefix(&list.ranges);
+    let (unsettled, settled): (Vec<Row>, Vec<Row>) = rooms
+        .into_iter()
+        .partition(|(position, _, _)| options.is_unsettled(*position));
+    if need == 0 || unsettled.is_empty() {
+        let ranges = answer_ranges(
+            &list.ranges,
+            count,
+            &settled,
+            |(_, _, e)| Some(e.clone()),
+            options.budget,
+        );
+        return ListAnswer {
+            count,
+            ranges,
+            ..ListAnswer::default()
+        };
+    }
+    let entries = |rows: Vec<Row>| rows.into_iter().map(|(_, _, e)| e).collect();
+    let settled: Vec<Row> = settled.into_iter().take(need).collect();
+    if !within_budget(
+        options.budget,
+        settled.len().saturating_add(unsettled.len()),
+    ) {
+        return ListAnswer {
+            count,
+            ..ListAnswer::default()
+        };
+    }
     ListAnswer {
         count,
-        ranges: answer_ranges(&list.ranges, count, &rooms, |(_, e)| Some(e.clone())),
+        ranges: Vec::new(),
+        settled: Some(entries(settled)),
+        unsettled: Some(entries(unsettled)),
     }
 }
 
-/// Whether the user's snapshot lists its room at all: not forgotten, and
-/// not a self-leave unless newly left after `from_token`.
-fn is_listed(
-    snapshot: &MembershipSnapshot,
-    user: &UserId,
-    from_token: Option<&StreamToken>,
-) -> bool {
-    if snapshot.forgotten {
-        return false;
+/// The list's rooms `other_rooms` asks for: all, or those whose recency,
+/// membership or room's latest event is after `from_token.stream`
+/// (newly-left rooms always).
+fn other_rooms(data: &ScanData, rooms: &[Row], options: ListOptions<'_>) -> Vec<RoomId> {
+    let since = match options.other_rooms {
+        OtherRooms::None => return Vec::new(),
+        OtherRooms::All => i64::MIN,
+        OtherRooms::Changed => options.from_token.map_or(i64::MIN, |t| t.stream),
+    };
+    let room_changed = |room_id: &RoomId| {
+        data.joined_rooms
+            .iter()
+            .any(|j| &j.room_id == room_id && j.event_stream_ordering > since)
+    };
+    rooms
+        .iter()
+        .filter(|(position, newly_left, entry)| {
+            *newly_left || *position > since || room_changed(&entry.room_id)
+        })
+        .map(|(_, _, entry)| entry.room_id.clone())
+        .collect()
+}
+
+/// Whether the user's snapshot lists its room at all (not forgotten, and
+/// not a self-leave unless newly left after `from_token`), and if so
+/// whether it is newly left.
+fn listing(snapshot: &MembershipSnapshot, user: &UserId, options: ListOptions<'_>) -> Option<bool> {
+    if is_forgotten(snapshot, options) {
+        return None;
     }
+    let from_token = options.from_token;
     let self_leave = snapshot.membership == Membership::Leave && &snapshot.sender == user;
     let newly_left = self_leave
         && from_token.is_some_and(|t| {
@@ -94,7 +213,14 @@ fn is_listed(
                 snapshot.event_stream_ordering,
             )
         });
-    !self_leave || newly_left
+    (!self_leave || newly_left).then_some(newly_left)
+}
+
+/// Whether the user's room is forgotten: for the caller, and unless the
+/// caller's list is the only one read, in the cache.
+fn is_forgotten(snapshot: &MembershipSnapshot, options: ListOptions<'_>) -> bool {
+    options.forgotten_rooms.contains(&snapshot.room_id)
+        || (snapshot.forgotten && !options.only_forgotten_rooms)
 }
 
 /// The room of a snapshot as the list shows it, and its recency (a join
@@ -128,6 +254,7 @@ fn listed_room(data: &ScanData, snapshot: &MembershipSnapshot) -> (i64, RoomList
         is_encrypted: metadata.is_encrypted,
         tombstone_successor_room_id: metadata.tombstone_successor_room_id.clone(),
         has_known_state: snapshot.has_known_state,
+        recency: position,
     };
     (position, entry)
 }

@@ -206,12 +206,25 @@ impl Working<'_> {
                 self.apply_space_child(row, request_events)?;
                 continue;
             }
-            if row.event_type != MEMBER || !self.context.is_local(&row.state_key) {
+            if row.event_type != MEMBER {
+                // Not read by the rules, but an event it names must match.
+                if let Some(event_id) = &row.event_id {
+                    self.resolve(row, event_id, request_events)?;
+                }
                 continue;
             }
             let Ok(user_id) = UserId::parse(&row.state_key) else {
-                continue;
+                return Err(RuleError::InvalidMemberStateRow {
+                    stream_id: row.stream_id,
+                    state_key: row.state_key.clone(),
+                });
             };
+            if !self.context.is_local(&row.state_key) {
+                if let Some(event_id) = &row.event_id {
+                    self.resolve(row, event_id, request_events)?;
+                }
+                continue;
+            }
             collapsed.touches_local_member = true;
             match &row.event_id {
                 None => {

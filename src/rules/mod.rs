@@ -80,6 +80,15 @@ pub enum RuleError {
     },
     #[error("state key of m.room.member event {event_id} is not a valid user ID")]
     InvalidMemberStateKey { event_id: EventId },
+    #[error("state row at {stream_id} for m.room.member has state key {state_key:?}, which is not a valid user ID")]
+    InvalidMemberStateRow { stream_id: i64, state_key: String },
+}
+
+impl RuleError {
+    /// True when a state row names an event the cache cannot have seen.
+    pub(crate) fn is_unknown_event(&self) -> bool {
+        matches!(self, RuleError::UnknownEvent { .. })
+    }
 }
 
 /// The result of applying a room's rows: its new state and the changed

@@ -54,7 +54,8 @@ impl RelevantKey {
 }
 
 /// What the rules remember of one relevant state event: the one content
-/// field they read (`None` when absent, e.g. after a redaction).
+/// field they read, in the form its column takes (see [`remembered_value`];
+/// `None` when absent or null, e.g. after a redaction).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct RelevantEvent {
     pub(super) event_id: EventId,
@@ -74,7 +75,7 @@ impl RelevantEvent {
         let keeps = key == RelevantKey::Create && create_content_survives_redaction(event);
         RelevantEvent {
             event_id: event.event_id.clone(),
-            value: event.content.get(key.field()).cloned(),
+            value: remembered_value(key, event.content.get(key.field())),
             keeps_value_when_redacted: keeps,
             stream_ordering,
         }
@@ -84,6 +85,21 @@ impl RelevantEvent {
         if !self.keeps_value_when_redacted {
             self.value = None;
         }
+    }
+}
+
+/// The part of a relevant content field the rules need (spec §2.1), and
+/// nothing that Postgres' JSONB cannot hold: for `algorithm`, `true` when
+/// it is set (any non-null value); for the text fields, the string when it
+/// is one without NUL, else `false`, which the column rule reads as "not
+/// written" like any non-string value. Absent and null are both `None`
+/// (the column is NULL).
+fn remembered_value(key: RelevantKey, value: Option<&Value>) -> Option<Value> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(_) if key == RelevantKey::Encryption => Some(Value::Bool(true)),
+        Some(Value::String(s)) if !s.contains('\0') => Some(Value::String(s.clone())),
+        Some(_) => Some(Value::Bool(false)),
     }
 }
 
@@ -100,8 +116,10 @@ fn create_content_survives_redaction(event: &Event) -> bool {
 }
 
 /// What the rules keep about a room beyond its table rows, so that a row can
-/// be created correctly later (persisted beside the rows).
+/// be created correctly later (persisted beside the rows, as
+/// `StoredMemory`: each remembered event once).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredMemory", into = "StoredMemory")]
 pub struct RoomMemory {
     /// The room's current relevant state; empty while the server is not in
     /// the room (Synapse's `current_state_events` is emptied then).
@@ -139,6 +157,93 @@ pub struct RoomMemory {
     /// the server is not in the room.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) space_children: BTreeMap<RoomId, EventId>,
+}
+
+/// The stored form of a [`RoomMemory`]: the current relevant events are
+/// stored in `relevant_state` only, not again among the remembered ones
+/// (memories stored before held them in both; loading accepts either).
+#[derive(Serialize, Deserialize)]
+struct StoredMemory {
+    #[serde(default)]
+    relevant_state: Arc<BTreeMap<RelevantKey, RelevantEvent>>,
+    #[serde(default)]
+    latest_bump_stamp: Option<i64>,
+    #[serde(default)]
+    max_stream_ordering: Option<i64>,
+    /// The remembered events, less the current ones listed in `also_known`.
+    #[serde(default)]
+    known_relevant_events: BTreeMap<EventId, (RelevantKey, RelevantEvent)>,
+    /// The keys whose current event is also remembered (stored once, in
+    /// `relevant_state`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    also_known: Vec<RelevantKey>,
+    #[serde(default)]
+    pending_redactions: Vec<EventId>,
+    #[serde(default)]
+    counters_follow_joined_row: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    space_children: BTreeMap<RoomId, EventId>,
+}
+
+impl From<RoomMemory> for StoredMemory {
+    fn from(memory: RoomMemory) -> Self {
+        let RoomMemory {
+            relevant_state,
+            latest_bump_stamp,
+            max_stream_ordering,
+            known_relevant_events,
+            pending_redactions,
+            counters_follow_joined_row,
+            space_children,
+        } = memory;
+        let also_known: Vec<RelevantKey> = relevant_state
+            .iter()
+            .filter(|(key, current)| {
+                known_relevant_events
+                    .get(&current.event_id)
+                    .is_some_and(|(k, e)| k == *key && e == *current)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        let others = known_relevant_events
+            .iter()
+            .filter(|(id, (key, _))| {
+                !(also_known.contains(key)
+                    && relevant_state.get(key).is_some_and(|c| c.event_id == **id))
+            })
+            .map(|(id, entry)| (id.clone(), entry.clone()))
+            .collect();
+        StoredMemory {
+            relevant_state,
+            latest_bump_stamp,
+            max_stream_ordering,
+            known_relevant_events: others,
+            also_known,
+            pending_redactions,
+            counters_follow_joined_row,
+            space_children,
+        }
+    }
+}
+
+impl From<StoredMemory> for RoomMemory {
+    fn from(stored: StoredMemory) -> Self {
+        let mut known = stored.known_relevant_events;
+        for key in &stored.also_known {
+            if let Some(event) = stored.relevant_state.get(key) {
+                known.insert(event.event_id.clone(), (*key, event.clone()));
+            }
+        }
+        RoomMemory {
+            relevant_state: stored.relevant_state,
+            latest_bump_stamp: stored.latest_bump_stamp,
+            max_stream_ordering: stored.max_stream_ordering,
+            known_relevant_events: Arc::new(known),
+            pending_redactions: stored.pending_redactions,
+            counters_follow_joined_row: stored.counters_follow_joined_row,
+            space_children: stored.space_children,
+        }
+    }
 }
 
 /// Whether two memories are equal as stored, comparing shared maps by
@@ -241,5 +346,48 @@ impl RoomState {
             self.memory.max_stream_ordering = Some(joined.event_stream_ordering);
             self.memory.latest_bump_stamp = joined.bump_stamp;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, value: &str, stream_ordering: i64) -> RelevantEvent {
+        RelevantEvent {
+            event_id: EventId::parse(id).expect("event id"),
+            value: Some(Value::String(value.to_owned())),
+            keeps_value_when_redacted: false,
+            stream_ordering,
+        }
+    }
+
+    #[test]
+    fn stored_memory_keeps_each_event_once_and_round_trips() {
+        let current = event("$current", &"n".repeat(1000), 5);
+        let older = event("$older", "old name", 3);
+        let inline_only = event("$inline", "tombstone", 4);
+        let memory = RoomMemory {
+            relevant_state: Arc::new(BTreeMap::from([
+                (RelevantKey::Name, current.clone()),
+                (RelevantKey::Tombstone, inline_only),
+            ])),
+            known_relevant_events: Arc::new(BTreeMap::from([
+                (current.event_id.clone(), (RelevantKey::Name, current)),
+                (older.event_id.clone(), (RelevantKey::Name, older)),
+            ])),
+            ..RoomMemory::default()
+        };
+        let stored = serde_json::to_string(&memory).expect("serialize");
+        assert_eq!(stored.matches(&"n".repeat(1000)).count(), 1, "{stored}");
+        let loaded: RoomMemory = serde_json::from_str(&stored).expect("deserialize");
+        assert_eq!(loaded, memory);
+        // A memory stored before (current events in both maps) loads alike.
+        let old_form = serde_json::json!({
+            "relevant_state": memory.relevant_state,
+            "known_relevant_events": memory.known_relevant_events,
+        });
+        let loaded: RoomMemory = serde_json::from_value(old_form).expect("old form");
+        assert_eq!(loaded, memory);
     }
 }

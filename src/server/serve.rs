@@ -10,21 +10,25 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
-use std::os::unix::fs::PermissionsExt;
-use tracing::info;
+use roomcache_core::StreamToken;
+use tracing::{error, info};
 
-use super::{claim_socket_path, install_metrics, SocketFile};
+use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
-use crate::reads::{ReadSettings, Reads};
+use crate::reads::{ReadSettings, Reads, SourceFollowing};
+use crate::source::account_data::AccountDataFollower;
 use crate::source::follow::Follower;
 use crate::source::import::{run_import, ImportOptions};
+use crate::source::redis::{Replication, Subscriber};
 use crate::source::{SourceDatabase, SynapseUpstream};
-use crate::store::Store;
+use crate::store::{InstanceLock, Store};
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
-use crate::supervisor::{Recalculate, SourceProgress, Supervisor, SupervisorSettings};
+use crate::supervisor::{
+    AccountDataPosition, Recalculate, SourceProgress, Supervisor, SupervisorSettings,
+};
 
 /// The import's settings from roomcache's settings.
 fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {
@@ -56,6 +60,7 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     let Some(source_url) = settings.source_database_url.clone() else {
         bail!("no source_database_url is configured: the import reads a Synapse database");
     };
+    let _lock = lock_schema(&settings).await?;
     let store = Store::from_settings(&settings, &database_url(&settings)?)
         .await
         .context("connecting to Postgres and applying migrations")?;
@@ -82,12 +87,40 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes the schema's instance lock (one roomcache per schema).
+async fn lock_schema(settings: &Settings) -> anyhow::Result<InstanceLock> {
+    let lock = InstanceLock::acquire(
+        &database_url(settings)?,
+        &settings.schema,
+        Duration::from_millis(settings.instance_lock_wait_ms),
+    )
+    .await?;
+    Ok(lock)
+}
+
+/// Exits the process as soon as the instance lock is lost: another
+/// instance may take the schema then, and two writers would mix their rows.
+/// Every acknowledged batch is already committed, so exiting loses nothing.
+fn exit_when_lock_lost(mut lock: InstanceLock) {
+    actix_rt::spawn(async move {
+        let why = lock.lost().await;
+        error!(reason = %why, "the instance lock on the schema was lost; stopping at once so that no other instance's writes are mixed with ours");
+        eprintln!("roomcache: the instance lock on the schema was lost ({why}); exiting");
+        std::process::exit(EXIT_LOCK_LOST);
+    });
+}
+
+/// The exit status after the instance lock was lost.
+const EXIT_LOCK_LOST: i32 = 3;
+
 /// Source mode's parts, once start-up has checked the source.
 struct SourceMode {
     source: Arc<SourceDatabase>,
     upstream: Arc<dyn Upstream>,
     invalidation: Invalidation,
     progress: Arc<SourceProgress>,
+    account_data: Arc<AccountDataPosition>,
+    poll_now: Arc<tokio::sync::Notify>,
 }
 
 /// Source mode's start-up, before any row is loaded (so no stale row is
@@ -103,20 +136,46 @@ async fn start_source_mode(
             .await
             .context("importing from the Synapse database")?;
     }
-    let upstream: Arc<dyn Upstream> =
-        Arc::new(SynapseUpstream::new(source.clone(), &settings.server_name));
-    let invalidation =
-        startup::invalidate_changed_rooms(write_path, upstream.as_ref(), &settings.writers)
-            .await
-            .context("checking for rooms changed in Synapse while roomcache was down")?;
+    let upstream: Arc<dyn Upstream> = Arc::new(SynapseUpstream::new(
+        source.clone(),
+        &settings.server_name,
+        &settings.writers,
+    ));
+    let invalidation = startup::invalidate_changed_rooms(write_path, upstream.as_ref())
+        .await
+        .context("checking for rooms changed in Synapse while roomcache was down")?;
     let progress = Arc::new(SourceProgress::default());
     progress.set_invalidated_at_start(invalidation.queued.len());
+    let account_data = Arc::new(AccountDataPosition::default());
+    if let Some(position) = write_path
+        .store()
+        .account_data_position()
+        .await
+        .context("reading the stored account-data position")?
+    {
+        account_data.advance(position);
+    }
     Ok(SourceMode {
         source,
         upstream,
         invalidation,
         progress,
+        account_data,
+        poll_now: Arc::new(tokio::sync::Notify::new()),
     })
+}
+
+/// Source mode with `source_redis_url`: the subscription to Synapse's
+/// replication stream, running from now on (it reconnects by itself).
+fn spawn_subscriber(settings: &Settings) -> anyhow::Result<Option<Arc<Replication>>> {
+    let Some(url) = &settings.source_redis_url else {
+        return Ok(None);
+    };
+    let replication = Arc::new(Replication::default());
+    let subscriber = Subscriber::new(url, &settings.server_name, replication.clone())
+        .context("reading source_redis_url")?;
+    actix_rt::spawn(subscriber.run());
+    Ok(Some(replication))
 }
 
 /// Recomputes the queued rooms (after the configured delay), then follows
@@ -127,8 +186,17 @@ fn spawn_following(
     write_path: &WritePath,
     queue: &RecalculationQueue,
     supervisor: Addr<Supervisor>,
-) {
+) -> anyhow::Result<()> {
+    let replication = spawn_subscriber(settings)?;
+    let account_data = AccountDataFollower {
+        source: source.source.clone(),
+        supervisor: supervisor.clone(),
+        position: source.account_data,
+        batch_size: settings.source_batch_size,
+    };
     let follower = Follower {
+        account_data,
+        poll_now: source.poll_now,
         source: source.source,
         store: write_path.store().clone(),
         supervisor: supervisor.clone(),
@@ -139,8 +207,10 @@ fn spawn_following(
         writers: settings.writers.clone(),
         poll_interval: Duration::from_millis(settings.source_poll_interval_ms),
         batch_size: settings.source_batch_size,
+        replication,
     };
-    let recalculate = (source.invalidation.from > 0 || !queue.is_empty()).then(|| Recalculate {
+    let covered_nothing = source.invalidation.from == StreamToken::linear(0);
+    let recalculate = (!covered_nothing || !queue.is_empty()).then(|| Recalculate {
         upstream: source.upstream,
         writers: settings.writers.clone(),
         batch_rooms: settings.source_import_batch_rooms,
@@ -161,6 +231,7 @@ fn spawn_following(
         }
         follower.run().await;
     });
+    Ok(())
 }
 
 /// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an actix system.
@@ -168,6 +239,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let url = database_url(&settings)?;
     claim_socket_path(&settings.socket_path)?;
+    let lock = lock_schema(&settings).await?;
+    exit_when_lock_lost(lock);
 
     let store = Store::from_settings(&settings, &url)
         .await
@@ -179,7 +252,9 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(url) => Some(start_source_mode(&settings, url, &write_path).await?),
         None => None,
     };
-    let queue_position = source.as_ref().map_or(0, |s| s.invalidation.to);
+    let queue_position = source
+        .as_ref()
+        .map_or(StreamToken::linear(0), |s| s.invalidation.to.clone());
     let queue = startup::load(&write_path, queue_position)
         .await
         .context("loading the cached rows")?;
@@ -200,14 +275,20 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         write_path.tracker().clone(),
         queue.clone(),
         source.as_ref().map(|s| s.upstream.clone()),
+        source.as_ref().map(|s| SourceFollowing {
+            account_data: s.account_data.clone(),
+            poll_now: s.poll_now.clone(),
+        }),
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
+            max_room_list_rooms: settings.max_room_list_rooms,
+            max_user_rooms_page: settings.max_user_rooms_page,
         },
     );
     let progress = source.as_ref().map(|s| s.progress.clone());
     if let Some(source) = source {
-        spawn_following(&settings, source, &write_path, &queue, supervisor.clone());
+        spawn_following(&settings, source, &write_path, &queue, supervisor.clone())?;
     }
     let state = web::Data::new(ApiState {
         supervisor,
@@ -223,18 +304,32 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Result<()> {
     let body_limit = settings.request_body_limit;
     let app_state = state.clone();
+    let (listener, socket) = bind_socket(&settings.socket_path)?;
+    let body_timeout = api::BodyTimeout(Duration::from_millis(settings.request_body_timeout_ms));
+    // actix-web's connection cap is per worker thread.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_worker = settings.max_connections.div_ceil(workers);
+    let keep_alive = match settings.keep_alive_ms {
+        0 => actix_web::http::KeepAlive::Disabled,
+        ms => actix_web::http::KeepAlive::Timeout(Duration::from_millis(ms)),
+    };
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(api::limit_body_time))
             .wrap(actix_web::middleware::from_fn(api::trace_request))
             .app_data(app_state.clone())
+            .app_data(body_timeout)
             .configure(|cfg| api::configure(cfg, body_limit))
     })
+    .workers(workers)
+    .max_connections(per_worker)
+    .client_request_timeout(Duration::from_millis(settings.request_head_timeout_ms))
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(keep_alive)
     .shutdown_timeout(30)
-    .bind_uds(&settings.socket_path)
-    .with_context(|| format!("binding {}", settings.socket_path.display()))?;
-    let socket = SocketFile(settings.socket_path.clone());
-    std::fs::set_permissions(&socket.0, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("setting the mode of {}", socket.0.display()))?;
+    .listen_uds(listener)
+    .with_context(|| format!("serving on {}", socket.path().display()))?;
+    actix_rt::spawn(crate::memory::release_when_asked());
     state.ready.store(true, Ordering::Release);
     info!(socket = %settings.socket_path.display(), "roomcache is ready");
     server.run().await.context("serving")?;

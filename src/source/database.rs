@@ -7,12 +7,26 @@
 //! [`SourceError::Column`]). May not touch: SQL text (the queries module's),
 //! Synapse's tables beyond reading, roomcache's own tables.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use roomcache_core::{StreamToken, WriterName};
+use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, NoTls, Row};
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::queries::{self, Query, RoomsQuery};
+use super::queries::{self, Query, RangeQuery, RoomsQuery};
+use super::range::StreamRange;
 use super::SourceError;
+
+/// The events stream's first position: Synapse's sequences start past it
+/// (ID 1 counts as persisted), so a writer without a row is at it.
+const FIRST_POSITION: i64 = 1;
+
+/// Most positions in use read past the lowest writer position when walking
+/// through consecutive ones (see [`SourceDatabase::safe_token`]).
+const WALK_LIMIT: i64 = 10_000;
 
 /// A query's parameters.
 pub(crate) type Parameters<'a> = [&'a (dyn ToSql + Sync)];
@@ -21,7 +35,14 @@ pub(crate) type Parameters<'a> = [&'a (dyn ToSql + Sync)];
 /// read-only (`default_transaction_read_only`), so roomcache cannot write to
 /// Synapse's tables even by mistake.
 pub(crate) struct SourceDatabase {
-    client: Client,
+    config: tokio_postgres::Config,
+    /// The connection; opened again when it closed (Synapse's Postgres
+    /// restarted), so the follower resumes by itself.
+    client: RwLock<Client>,
+    /// The highest position the walk through consecutive positions in use
+    /// has reached (every row at or below it is committed, for good): the
+    /// next walk starts there.
+    walked: AtomicI64,
 }
 
 /// One row a query against Synapse's schema returned. Its columns are read
@@ -52,17 +73,28 @@ impl SourceDatabase {
         // JIT compilation costs more than it saves on these short queries.
         config.options("-c default_transaction_read_only=on -c jit=off");
         config.application_name("roomcache-source");
-        let (client, connection) = config.connect(NoTls).await.map_err(SourceError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                warn!(%error, "the source database connection closed");
+        let client = open(&config).await?;
+        Ok(SourceDatabase {
+            config,
+            client: RwLock::new(client),
+            walked: AtomicI64::new(0),
+        })
+    }
+
+    /// The connection, opened again first if it has closed.
+    async fn client(&self) -> Result<RwLockReadGuard<'_, Client>, SourceError> {
+        {
+            let client = self.client.read().await;
+            if !client.is_closed() {
+                return Ok(client);
             }
-        });
-        client
-            .batch_execute("SET default_transaction_read_only = on")
-            .await
-            .map_err(SourceError::Connect)?;
-        Ok(SourceDatabase { client })
+        }
+        let mut client = self.client.write().await;
+        if client.is_closed() {
+            *client = open(&self.config).await?;
+            info!("connected to the source database again");
+        }
+        Ok(client.downgrade())
     }
 
     /// Every row `query` returns.
@@ -91,6 +123,46 @@ impl SourceDatabase {
         self.run(&query.query, &sql, &all_parameters).await
     }
 
+    /// Every row `query` returns of `range` (of all rooms, or of `rooms`).
+    pub(crate) async fn rows_in_range(
+        &self,
+        query: &'static RangeQuery,
+        range: &StreamRange,
+        rooms: Option<&[String]>,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let (lowest, highest) = (range.lowest(), range.highest());
+        let bounds = range.writer_bounds();
+        let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![&lowest, &highest];
+        let rooms_parameter = rooms.as_ref().map(|rooms| {
+            parameters.push(rooms);
+            parameters.len()
+        });
+        let bounds_parameter = bounds.as_ref().map(|bounds| {
+            let first = parameters.len() + 1;
+            parameters.extend(bounds.parameters());
+            first
+        });
+        let sql = query.sql(rooms_parameter, bounds_parameter);
+        self.run(query.query(), &sql, &parameters).await
+    }
+
+    /// The rooms with an event, a current-state delta or a de-outliered
+    /// event in `range`, as their IDs (in order).
+    pub(crate) async fn changed_room_ids(
+        &self,
+        range: &StreamRange,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let (lowest, highest) = (range.lowest(), range.highest());
+        let bounds = range.writer_bounds();
+        let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![&lowest, &highest];
+        let bounds_parameter = bounds.as_ref().map(|bounds| {
+            parameters.extend(bounds.parameters());
+            3
+        });
+        let sql = queries::changed_rooms_sql(bounds_parameter);
+        self.run(queries::CHANGED_ROOMS, &sql, &parameters).await
+    }
+
     /// The one row `query` returns (an error if it returns none or more).
     pub(crate) async fn one_row(
         &self,
@@ -98,7 +170,8 @@ impl SourceDatabase {
         parameters: &Parameters<'_>,
     ) -> Result<SourceRow, SourceError> {
         let row = self
-            .client
+            .client()
+            .await?
             .query_one(query.sql, parameters)
             .await
             .map_err(|cause| SourceError::Query {
@@ -115,7 +188,8 @@ impl SourceDatabase {
         parameters: &Parameters<'_>,
     ) -> Result<Option<SourceRow>, SourceError> {
         let row = self
-            .client
+            .client()
+            .await?
             .query_opt(query.sql, parameters)
             .await
             .map_err(|cause| SourceError::Query {
@@ -131,32 +205,128 @@ impl SourceDatabase {
         sql: &str,
         parameters: &Parameters<'_>,
     ) -> Result<Vec<SourceRow>, SourceError> {
-        let rows =
-            self.client
-                .query(sql, parameters)
-                .await
-                .map_err(|cause| SourceError::Query {
-                    query: query.name,
-                    cause,
-                })?;
+        let rows = self
+            .client()
+            .await?
+            .query(sql, parameters)
+            .await
+            .map_err(|cause| SourceError::Query {
+                query: query.name,
+                cause,
+            })?;
         Ok(rows
             .into_iter()
             .map(|row| SourceRow { row, query })
             .collect())
     }
 
-    /// The highest events-stream position up to which everything is
-    /// persisted: the minimum of the writers' `stream_positions` rows for the
-    /// events stream; for a database without such rows (a single writer
-    /// that never wrote one), the highest stream ordering in use.
-    pub(crate) async fn safe_position(&self) -> Result<i64, SourceError> {
-        let row = self
-            .one_row(&queries::EVENTS_STREAM_MINIMUM_POSITION, &[])
+    /// The events stream's safe token for the configured `writers`: every
+    /// row at or below it, of each writer, is committed.
+    ///
+    /// Each writer's position is its `stream_positions` row (an idle
+    /// writer's does not move). The linear part starts at the lowest of the
+    /// writers' rows — a writer without a row counts as position 1, which
+    /// Synapse's sequences never hand out: its first row may still be in
+    /// flight below the others' — (or where the last walk ended, if higher)
+    /// and walks on through consecutive positions in use. Each of those is a
+    /// committed row: only committed rows feed the walk, never a bare
+    /// announced position (option S1 of the positions spec, A.13). A
+    /// database with no rows at all and a single configured writer (an old
+    /// monolith that never wrote one) is taken to be at the highest stream
+    /// ordering in use.
+    pub(crate) async fn safe_token(
+        &self,
+        writers: &[WriterName],
+    ) -> Result<StreamToken, SourceError> {
+        let rows = self
+            .rows(&queries::EVENTS_STREAM_WRITER_POSITIONS, &[])
             .await?;
-        if let Some(position) = row.column::<Option<i64>>(0)? {
-            return Ok(position.max(0));
+        let mut positions: BTreeMap<String, i64> = BTreeMap::new();
+        for row in &rows {
+            positions.insert(row.column(0)?, row.column::<i64>(1)?.max(0));
         }
-        let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
-        Ok(row.column::<Option<i64>>(0)?.unwrap_or(0).max(0))
+        if positions.is_empty() && writers.len() <= 1 {
+            let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
+            let highest = row.column::<Option<i64>>(0)?.unwrap_or(0).max(0);
+            return Ok(StreamToken::linear(highest));
+        }
+        let lowest = writers
+            .iter()
+            .map(|w| positions.get(w.as_str()).copied().unwrap_or(FIRST_POSITION))
+            .min()
+            .unwrap_or(FIRST_POSITION);
+        let start = lowest.max(self.walked.load(Ordering::Acquire));
+        let in_use: Vec<i64> = self
+            .rows(
+                &queries::EVENTS_STREAM_POSITIONS_IN_USE,
+                &[&start, &i64::MAX, &WALK_LIMIT],
+            )
+            .await?
+            .iter()
+            .map(|row| row.column(0))
+            .collect::<Result<_, _>>()?;
+        let stream = walk_consecutive(start, &in_use);
+        self.walked.fetch_max(stream, Ordering::AcqRel);
+        let mut token = StreamToken::linear(stream);
+        for writer in writers {
+            match positions.get(writer.as_str()) {
+                Some(&position) if position > stream => {
+                    token.instance_map.insert(writer.clone(), position);
+                }
+                _ => {}
+            }
+        }
+        Ok(token)
+    }
+
+    /// The events stream's safe linear position ([`Self::safe_token`]'s
+    /// `stream`): every row of every writer at or below it is committed.
+    pub(crate) async fn safe_position(&self, writers: &[WriterName]) -> Result<i64, SourceError> {
+        Ok(self.safe_token(writers).await?.stream)
+    }
+}
+
+/// A read-only session on `config`.
+async fn open(config: &tokio_postgres::Config) -> Result<Client, SourceError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(SourceError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            warn!(%error, "the source database connection closed");
+        }
+    });
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .map_err(SourceError::Connect)?;
+    Ok(client)
+}
+
+/// The end of the run of consecutive positions after `start` in `in_use`
+/// (ascending): `start` itself when the next one is missing.
+pub(crate) fn walk_consecutive(start: i64, in_use: &[i64]) -> i64 {
+    let mut reached = start;
+    for &position in in_use {
+        if position <= reached {
+            continue;
+        }
+        if position != reached + 1 {
+            break;
+        }
+        reached = position;
+    }
+    reached
+}
+
+#[cfg(test)]
+mod tests {
+    use super::walk_consecutive;
+
+    #[test]
+    fn the_walk_stops_at_the_first_missing_position() {
+        assert_eq!(walk_consecutive(5, &[]), 5);
+        assert_eq!(walk_consecutive(5, &[6, 7, 8]), 8);
+        assert_eq!(walk_consecutive(5, &[6, 7, 9, 10]), 7);
+        assert_eq!(walk_consecutive(5, &[7, 8]), 5);
+        assert_eq!(walk_consecutive(5, &[4, 5, 6]), 6);
     }
 }

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{info, warn};
 
+use super::range::StreamRange;
 use super::read::forget_rows;
 use super::{queries, SourceDatabase, SourceError};
-use roomcache_core::WriterName;
+use roomcache_core::{StreamToken, WriterName};
 
 use crate::feed::FeedRow;
 use crate::model::{RoomId, RowChange};
@@ -64,15 +65,18 @@ pub(crate) struct ReadRooms {
     read: Duration,
 }
 
-/// Reads the rows of `rooms` at stream position `to`.
+/// Reads the rows of `rooms` at `to` (each writer's rows up to its
+/// position in the token).
 pub(crate) async fn read_rooms(
     source: &SourceDatabase,
     rooms: &[String],
-    to: i64,
+    to: &StreamToken,
     server_name: &str,
 ) -> Result<ReadRooms, SourceError> {
     let started = Instant::now();
-    let range = source.read_range(0, to, Some(rooms), server_name).await?;
+    let range = source
+        .read_range(&StreamRange::up_to(to), Some(rooms), server_name)
+        .await?;
     let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
     for (writer, row) in range.rows {
@@ -85,12 +89,12 @@ pub(crate) async fn read_rooms(
             .map(|(w, _)| w.clone())
             .unwrap_or_else(|| "master".to_owned())
     };
-    for (room, user, event) in &forgotten {
-        let rows = by_room.entry(room.clone()).or_default();
+    for membership in forgotten {
+        let rows = by_room.entry(membership.room_id.clone()).or_default();
         let writer = forget_writer(rows);
         // The rules apply a group's forgets after its memberships.
-        let stream_id = to.max(1);
-        for row in forget_rows(stream_id, &[(room.clone(), user.clone(), event.clone())]) {
+        let stream_id = to.max_position().max(1);
+        for row in forget_rows(stream_id, &[membership]) {
             rows.push((writer.clone(), row));
         }
     }
@@ -136,11 +140,12 @@ pub(crate) fn replay_rooms(read: ReadRooms, server_name: &str) -> RecomputedRoom
     computed
 }
 
-/// Computes the rows of `rooms` at stream position `to`.
+/// Computes the rows of `rooms` at `to` (each writer's rows up to its
+/// position in the token).
 pub(crate) async fn compute_rooms(
     source: &SourceDatabase,
     rooms: &[String],
-    to: i64,
+    to: &StreamToken,
     server_name: &str,
 ) -> Result<RecomputedRooms, SourceError> {
     let read = read_rooms(source, rooms, to, server_name).await?;
@@ -189,7 +194,11 @@ enum ImportStart {
 
 /// Where this run starts: done already, continuing an interrupted import,
 /// or a new import up to Synapse's current safe position.
-async fn import_start(store: &Store, source: &SourceDatabase) -> Result<ImportStart, SourceError> {
+async fn import_start(
+    store: &Store,
+    source: &SourceDatabase,
+    writers: &[WriterName],
+) -> Result<ImportStart, SourceError> {
     Ok(match store.import_progress().await? {
         Some(p) if p.finished => ImportStart::Finished(ImportSummary {
             target_position: p.target_position,
@@ -207,7 +216,7 @@ async fn import_start(store: &Store, source: &SourceDatabase) -> Result<ImportSt
             ImportStart::From(p)
         }
         None => {
-            let target_position = source.safe_position().await?;
+            let target_position = source.safe_position(writers).await?;
             info!(target_position, "starting the import from Synapse's tables");
             ImportStart::From(ImportProgress {
                 target_position,
@@ -343,7 +352,7 @@ async fn import_batches(
         if rooms.is_empty() {
             return Ok::<_, SourceError>(None);
         }
-        let read = read_rooms(source, &rooms, target, server_name).await?;
+        let read = read_rooms(source, &rooms, &StreamToken::linear(target), server_name).await?;
         let following = match rooms.last() {
             Some(last) => next_rooms(source, last, batch_rooms).await?,
             None => Vec::new(),
@@ -417,7 +426,7 @@ pub(crate) async fn run_import(
     options: &ImportOptions,
 ) -> Result<ImportSummary, SourceError> {
     let store = write_path.store();
-    let mut progress = match import_start(store, source).await? {
+    let mut progress = match import_start(store, source, &options.writers).await? {
         ImportStart::Finished(summary) => return Ok(summary),
         ImportStart::From(progress) => progress,
     };

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use roomcache_core::{StreamToken, WriterName};
+
 use super::database::SourceRow;
+use super::range::StreamRange;
 use super::{import, queries, SourceDatabase, SourceError};
 use crate::model::{RoomId, UserId};
 use crate::supervisor::recalc::{RecomputedRooms, Upstream};
@@ -19,13 +22,20 @@ use crate::supervisor::recalc::{RecomputedRooms, Upstream};
 pub(crate) struct SynapseUpstream {
     source: Arc<SourceDatabase>,
     server_name: String,
+    /// The configured event writers (their safe positions make the token).
+    writers: Vec<WriterName>,
 }
 
 impl SynapseUpstream {
-    pub(crate) fn new(source: Arc<SourceDatabase>, server_name: &str) -> Self {
+    pub(crate) fn new(
+        source: Arc<SourceDatabase>,
+        server_name: &str,
+        writers: &[WriterName],
+    ) -> Self {
         SynapseUpstream {
             source,
             server_name: server_name.to_owned(),
+            writers: writers.to_vec(),
         }
     }
 }
@@ -42,19 +52,24 @@ fn room_ids(rows: &[SourceRow]) -> Result<Vec<RoomId>, SourceError> {
 }
 
 impl Upstream for SynapseUpstream {
-    fn safe_position(&self) -> BoxFuture<'_, Result<i64, SourceError>> {
-        self.source.safe_position().boxed()
+    fn safe_token(&self) -> BoxFuture<'_, Result<StreamToken, SourceError>> {
+        self.source.safe_token(&self.writers).boxed()
     }
 
-    fn changed_rooms(&self, from: i64, to: i64) -> BoxFuture<'_, Result<Vec<RoomId>, SourceError>> {
+    fn changed_rooms<'a>(
+        &'a self,
+        from: &'a StreamToken,
+        to: &'a StreamToken,
+    ) -> BoxFuture<'a, Result<Vec<RoomId>, SourceError>> {
         async move {
-            if to <= from {
+            let range = StreamRange {
+                from: from.clone(),
+                to: to.clone(),
+            };
+            if range.is_empty() {
                 return Ok(Vec::new());
             }
-            let rows = self
-                .source
-                .rows(&queries::CHANGED_ROOMS, &[&from, &to])
-                .await?;
+            let rows = self.source.changed_room_ids(&range).await?;
             room_ids(&rows)
         }
         .boxed()
@@ -63,7 +78,7 @@ impl Upstream for SynapseUpstream {
     fn recompute<'a>(
         &'a self,
         rooms: &'a [RoomId],
-        at: i64,
+        at: &'a StreamToken,
     ) -> BoxFuture<'a, Result<RecomputedRooms, SourceError>> {
         async move {
             let ids: Vec<String> = rooms.iter().map(|r| r.as_str().to_owned()).collect();

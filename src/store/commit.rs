@@ -11,7 +11,9 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
-use super::{Store, StoreError, EVENTS_STREAM};
+use super::{
+    Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM, EVENTS_STREAM,
+};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::rules::RoomMemory;
 
@@ -27,12 +29,16 @@ pub(crate) struct CommitGroup {
     /// Rooms whose every row is deleted and which are queued for recalculation.
     invalidated: Vec<RoomId>,
     positions: BTreeMap<WriterName, i64>,
+    /// Source mode: positions of Synapse's caches stream, per process.
+    caches_positions: BTreeMap<String, i64>,
     /// Final content per (user, room or "", type).
     account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
     /// Final children per space.
     space_children: BTreeMap<RoomId, Vec<RoomId>>,
     /// Source mode: the import's progress, written with the group's rows.
     import_progress: Option<ImportProgress>,
+    /// Source mode: how far Synapse's account-data stream is applied.
+    account_data_position: Option<i64>,
 }
 
 /// Source mode: how far the import from Synapse's tables has come
@@ -105,6 +111,16 @@ impl CommitGroup {
         self.dequeued.extend_from_slice(rooms);
     }
 
+    /// Source mode: makes the caches stream's position of Synapse process
+    /// `instance` durable with this group.
+    pub(crate) fn advance_caches(&mut self, instance: &str, position: i64) {
+        let entry = self
+            .caches_positions
+            .entry(instance.to_owned())
+            .or_insert(position);
+        *entry = (*entry).max(position);
+    }
+
     /// Deletes every row and the rules' memory of `rooms` and queues them
     /// for recalculation (start-up invalidation, spec §4), before anything
     /// else of the group.
@@ -115,6 +131,11 @@ impl CommitGroup {
     /// Records the import's progress with this group (source mode).
     pub(crate) fn set_import_progress(&mut self, progress: ImportProgress) {
         self.import_progress = Some(progress);
+    }
+
+    /// Records how far Synapse's account-data stream is applied (source mode).
+    pub(crate) fn set_account_data_position(&mut self, position: i64) {
+        self.account_data_position = Some(position);
     }
 
     /// Number of table rows written or deleted.
@@ -129,6 +150,10 @@ impl Store {
     /// commits.
     #[instrument(skip_all, fields(rows = group.row_count()))]
     pub(crate) async fn commit(&self, group: &CommitGroup) -> Result<(), StoreError> {
+        self.within_write_timeout(self.commit_now(group)).await
+    }
+
+    async fn commit_now(&self, group: &CommitGroup) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;
@@ -234,9 +259,23 @@ async fn write_positions(
     transaction: &deadpool_postgres::Transaction<'_>,
     group: &CommitGroup,
 ) -> Result<(), StoreError> {
-    if !group.positions.is_empty() {
-        let writers: Vec<&str> = group.positions.keys().map(WriterName::as_str).collect();
-        let positions: Vec<i64> = group.positions.values().copied().collect();
+    let streams = [
+        (
+            EVENTS_STREAM,
+            group.positions.keys().map(WriterName::as_str).collect(),
+            group.positions.values().copied().collect(),
+        ),
+        (
+            CACHES_STREAM,
+            group.caches_positions.keys().map(String::as_str).collect(),
+            group.caches_positions.values().copied().collect(),
+        ),
+    ];
+    for (stream, writers, positions) in streams {
+        let (writers, positions): (Vec<&str>, Vec<i64>) = (writers, positions);
+        if writers.is_empty() {
+            continue;
+        }
         transaction
             .execute(
                 "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
@@ -244,7 +283,7 @@ async fn write_positions(
                  ON CONFLICT (stream_name, instance_name) DO UPDATE
                  SET stream_id = EXCLUDED.stream_id
                  WHERE stream_positions.stream_id < EXCLUDED.stream_id",
-                &[&EVENTS_STREAM, &writers, &positions],
+                &[&stream, &writers, &positions],
             )
             .await?;
     }
@@ -267,6 +306,17 @@ async fn write_positions(
                     &progress.rows_written,
                     &progress.finished,
                 ],
+            )
+            .await?;
+    }
+    if let Some(position) = group.account_data_position {
+        transaction
+            .execute(
+                "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (stream_name, instance_name) DO UPDATE
+                 SET stream_id = EXCLUDED.stream_id",
+                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE, &position],
             )
             .await?;
     }

@@ -15,7 +15,10 @@ use super::rows::{
     column, joined_from_row, room_id, snapshot_from_row, snapshot_view, user_id, JOINED_COLUMNS,
     JOINED_TABLE, SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
-use super::{CorruptRow, Store, StoreError, EVENTS_STREAM};
+use super::{
+    CorruptRow, Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM,
+    EVENTS_STREAM,
+};
 use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId, SnapshotView};
 use crate::rules::{RoomMemory, RoomState};
 
@@ -161,6 +164,14 @@ impl Store {
         &self,
         rooms: &[RoomId],
     ) -> Result<HashMap<RoomId, RoomState>, StoreError> {
+        self.within_write_timeout(self.load_room_states_now(rooms))
+            .await
+    }
+
+    async fn load_room_states_now(
+        &self,
+        rooms: &[RoomId],
+    ) -> Result<HashMap<RoomId, RoomState>, StoreError> {
         let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
         let client = self.pool.get().await?;
         let mut states: HashMap<RoomId, RoomState> = rooms
@@ -201,6 +212,38 @@ impl Store {
     /// writer could ever claim it).
     pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
         stored_positions(&*self.pool.get().await?).await
+    }
+
+    /// Source mode: the durable positions of Synapse's caches stream, per
+    /// Synapse process.
+    pub(crate) async fn caches_positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let table = "stream_positions";
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
+                &[&CACHES_STREAM],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((column(row, table, 0)?, column(row, table, 1)?)))
+            .collect()
+    }
+
+    /// Source mode: how far Synapse's account-data stream is applied, if
+    /// it ever was.
+    pub(crate) async fn account_data_position(&self) -> Result<Option<i64>, StoreError> {
+        let table = "stream_positions";
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT stream_id FROM {table} WHERE stream_name = $1 AND instance_name = $2"
+                ),
+                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE],
+            )
+            .await?;
+        row.map(|row| column(&row, table, 0)).transpose()
     }
 
     /// Every room with a cached row or remembered state.

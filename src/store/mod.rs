@@ -5,12 +5,13 @@
 //! that a group's rows and its writers' positions commit in one transaction
 //! (so after any crash rows and positions agree). May not touch: actors,
 //! the read index, the position tracker; the supervisor's write path
-//! publishes after [`Store::commit`] returns.
+//! publishes after `Store::commit` returns.
 //!
-//! [`load`] reads rows back (start-up, room actors), [`commit`] writes a
-//! [`CommitGroup`], [`rows`] maps rows to and from the tables' columns.
+//! `load` reads rows back (start-up, room actors), `commit` writes a
+//! `CommitGroup`, `rows` maps rows to and from the tables' columns.
 
 mod commit;
+mod instance_lock;
 mod load;
 mod rows;
 
@@ -25,10 +26,20 @@ use crate::config::Settings;
 use crate::model::IdError;
 
 pub(crate) use commit::{CommitGroup, ImportProgress};
+pub(crate) use instance_lock::InstanceLock;
 pub use load::LoadedRows;
 
 /// The name of the events stream in `stream_positions`.
 pub(crate) const EVENTS_STREAM: &str = "events";
+/// Source mode: the row of `stream_positions` recording how far Synapse's
+/// account-data stream (the minimum over its writers) is applied.
+pub(crate) const ACCOUNT_DATA_STREAM: &str = "account_data";
+pub(crate) const ACCOUNT_DATA_SOURCE: &str = "source";
+
+/// Source mode: the name of Synapse's caches stream in `stream_positions`
+/// (positions of the cache invalidations roomcache has read, per Synapse
+/// process).
+pub(crate) const CACHES_STREAM: &str = "caches";
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -56,6 +67,29 @@ pub enum StoreError {
     /// One failure shared by every batch of a failed group commit.
     #[error(transparent)]
     Shared(Arc<StoreError>),
+    /// The database did not answer in time (hung, overloaded, unreachable).
+    #[error("the database did not answer within {after_ms} ms (commit_timeout_ms)")]
+    Timeout { after_ms: u64 },
+}
+
+/// Client-side bounds on the store's work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreTimeouts {
+    /// Postgres' `statement_timeout` on every pooled connection (`None`: the
+    /// server's default).
+    pub(crate) statement: Option<Duration>,
+    /// The longest a group commit, or the loading of room states for one,
+    /// may take, waiting for a connection included.
+    pub(crate) write: Duration,
+}
+
+impl Default for StoreTimeouts {
+    fn default() -> Self {
+        StoreTimeouts {
+            statement: None,
+            write: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What is wrong with a stored row.
@@ -84,6 +118,23 @@ impl StoreError {
         }
     }
 
+    /// True when the database refused the data itself (SQLSTATE class 22
+    /// "data exception", 23 "integrity constraint violation", 54 "program
+    /// limit exceeded", e.g. an index row too large): the batch at fault is
+    /// the writer's mistake, and sending it again cannot succeed.
+    pub(crate) fn is_caused_by_content(&self) -> bool {
+        match self {
+            StoreError::Database(e) => e.code().is_some_and(|code| {
+                let code = code.code();
+                ["22", "23", "54"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }),
+            StoreError::Shared(inner) => inner.is_caused_by_content(),
+            _ => false,
+        }
+    }
+
     fn corrupt(table: &'static str, cause: impl Into<CorruptRow>) -> StoreError {
         StoreError::Corrupt {
             table,
@@ -96,6 +147,7 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    write_timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,9 +164,23 @@ impl Store {
         schema: &str,
         pool_size: usize,
     ) -> Result<Store, StoreError> {
+        Self::connect_with(database_url, schema, pool_size, StoreTimeouts::default()).await
+    }
+
+    /// [`Store::connect`] with bounds on the store's work.
+    pub(crate) async fn connect_with(
+        database_url: &str,
+        schema: &str,
+        pool_size: usize,
+        timeouts: StoreTimeouts,
+    ) -> Result<Store, StoreError> {
         let mut config: tokio_postgres::Config =
             database_url.parse().map_err(StoreError::BadUrl)?;
-        config.options(format!("-c search_path={schema}"));
+        let mut options = format!("-c search_path={schema}");
+        if let Some(statement) = timeouts.statement {
+            options.push_str(&format!(" -c statement_timeout={}", statement.as_millis()));
+        }
+        config.options(options);
         config.application_name("roomcache");
         config.connect_timeout(Duration::from_secs(10));
         let manager = Manager::from_config(
@@ -140,12 +206,35 @@ impl Store {
                 "applied migration"
             );
         }
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            write_timeout: timeouts.write,
+        })
+    }
+
+    /// Runs `work` within the write timeout; past it, the work is dropped
+    /// (its transaction, if any, is rolled back when its connection is
+    /// next used or closed) and the answer is [`StoreError::Timeout`].
+    async fn within_write_timeout<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.write_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout {
+                after_ms: self.write_timeout.as_millis() as u64,
+            }),
+        }
     }
 
     /// Connects with the settings' database URL.
     pub(crate) async fn from_settings(settings: &Settings, url: &str) -> Result<Store, StoreError> {
-        Self::connect(url, &settings.schema, settings.pool_size).await
+        let timeouts = StoreTimeouts {
+            statement: (settings.statement_timeout_ms > 0)
+                .then(|| Duration::from_millis(settings.statement_timeout_ms)),
+            write: Duration::from_millis(settings.commit_timeout_ms),
+        };
+        Self::connect_with(url, &settings.schema, settings.pool_size, timeouts).await
     }
 
     /// A pooled connection, for tools and tests that read the tables.

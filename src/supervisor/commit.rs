@@ -64,9 +64,22 @@ impl<'rows> CommitUnit<'rows> {
         self.group.set_import_progress(progress);
     }
 
+    /// Source mode: Synapse's account-data stream is applied up to
+    /// `position` with this commit.
+    pub(crate) fn account_data_position(&mut self, position: i64) {
+        self.group.set_account_data_position(position);
+    }
+
     /// Takes recomputed rooms off the recalculation queue.
     pub(crate) fn dequeue(&mut self, rooms: &[RoomId]) {
         self.group.dequeue(rooms);
+    }
+
+    /// Source mode: the caches stream's position of a Synapse process,
+    /// written with this commit (not a writer's position: nothing waits for
+    /// it).
+    pub(crate) fn caches_position(&mut self, instance: &str, position: i64) {
+        self.group.advance_caches(instance, position);
     }
 
     pub(crate) fn row_count(&self) -> usize {

@@ -45,6 +45,8 @@ pub(crate) enum BatchError {
     Rule(#[from] RuleError),
     #[error("the batch conflicts with stored rows (a stream ordering used twice?)")]
     Conflict(#[source] StoreError),
+    #[error("the database refused the batch's contents")]
+    Content(#[source] StoreError),
     #[error("the database is unavailable")]
     Store(#[source] StoreError),
     #[error("a room actor stopped unexpectedly")]
@@ -65,6 +67,24 @@ pub(crate) struct BatchAck {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<BatchAck, BatchError>")]
 pub(crate) struct SubmitBatch(pub(crate) FeedBatch);
+
+/// Source mode: forgets and purges learnt from Synapse's caches stream.
+/// They have no events-stream position: their rows are applied in their
+/// rooms like a batch's (in queue order, on top of what is prepared) and
+/// committed with the caches stream's new positions; no writer's position
+/// moves. Answered with position 0.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BatchAck, BatchError>")]
+pub(crate) struct SubmitInvalidations(pub(crate) InvalidationBatch);
+
+/// See [`SubmitInvalidations`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InvalidationBatch {
+    /// Forget and purge rows (their stream ids only order them).
+    pub(crate) rows: Vec<crate::feed::FeedRow>,
+    /// The caches stream's new position per Synapse process.
+    pub(crate) caches_positions: std::collections::BTreeMap<String, i64>,
+}
 
 /// Source mode: recompute every queued room, then move `writers` to the
 /// queue's position (answered once done).
@@ -133,8 +153,21 @@ impl Supervisor {
             .reap_idle(self.shared.settings.idle_actor_timeout);
         if stopped >= LARGE_REAP {
             ctx.run_later(Duration::from_secs(1), |_, _| {
-                startup::release_freed_memory()
+                crate::memory::release_freed_memory()
             });
+        }
+    }
+}
+
+impl Supervisor {
+    /// Stops the actors of rooms without table rows once no group holds
+    /// pending states (see [`RoomRegistry::reap_rowless`]).
+    fn reap_rowless_when_idle(&mut self) {
+        if !self.pipeline.is_idle() {
+            return;
+        }
+        if self.shared.rooms.reap_rowless() >= LARGE_REAP {
+            crate::memory::ask_for_release();
         }
     }
 }
@@ -154,6 +187,17 @@ impl Handler<SubmitBatch> for Supervisor {
 
     fn handle(&mut self, message: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::new(message.0);
+        self.pipeline.queue.push_back(queued);
+        self.kick(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
+    }
+}
+
+impl Handler<SubmitInvalidations> for Supervisor {
+    type Result = ResponseFuture<Result<BatchAck, BatchError>>;
+
+    fn handle(&mut self, message: SubmitInvalidations, ctx: &mut Context<Self>) -> Self::Result {
+        let (queued, answer) = Queued::invalidations(message.0);
         self.pipeline.queue.push_back(queued);
         self.kick(ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
@@ -187,6 +231,34 @@ impl Handler<Recalculate> for Supervisor {
     }
 }
 
+/// Source mode: account data (`m.direct`, `m.tag`) read from Synapse up to
+/// `position` of its account-data stream. Committed with the position,
+/// then published; answered once visible.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub(crate) struct ApplyAccountData {
+    pub(crate) changes: Vec<crate::model::RowChange>,
+    pub(crate) position: i64,
+}
+
+impl Handler<ApplyAccountData> for Supervisor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, message: ApplyAccountData, _: &mut Context<Self>) -> Self::Result {
+        let write_path = self.shared.write_path.clone();
+        let span = info_span!("account_data", rows = message.changes.len());
+        Box::pin(
+            async move {
+                let mut unit = commit::CommitUnit::default();
+                unit.rows(&message.changes);
+                unit.account_data_position(message.position);
+                write_path.commit(unit).await
+            }
+            .instrument(span),
+        )
+    }
+}
+
 /// The room actors' registry size (for benchmarks of idle actors).
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
@@ -197,6 +269,48 @@ impl Handler<LiveRoomActors> for Supervisor {
 
     fn handle(&mut self, _: LiveRoomActors, _: &mut Context<Self>) -> usize {
         self.shared.rooms.len()
+    }
+}
+
+/// Source mode: how far Synapse's account-data stream is applied (`None`
+/// until known, and always in feed mode). The follower moves it once the
+/// supervisor has published the account data up to it; reads wait on it.
+#[derive(Debug)]
+pub(crate) struct AccountDataPosition {
+    position: tokio::sync::watch::Sender<Option<i64>>,
+}
+
+impl Default for AccountDataPosition {
+    fn default() -> Self {
+        AccountDataPosition {
+            position: tokio::sync::watch::Sender::new(None),
+        }
+    }
+}
+
+impl AccountDataPosition {
+    pub(crate) fn get(&self) -> Option<i64> {
+        *self.position.borrow()
+    }
+
+    /// Moves the position forward (never back).
+    pub(crate) fn advance(&self, position: i64) {
+        self.position.send_if_modified(|current| {
+            let moved = current.is_none_or(|c| c < position);
+            if moved {
+                *current = Some(position);
+            }
+            moved
+        });
+        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
+    }
+
+    /// Waits until the position is at least `target` (forever when account
+    /// data is not followed).
+    pub(crate) async fn wait_for(&self, target: i64) {
+        let mut receiver = self.position.subscribe();
+        // The sender lives as long as `self`, so this only ends when reached.
+        let _ = receiver.wait_for(|p| p.is_some_and(|p| p >= target)).await;
     }
 }
 

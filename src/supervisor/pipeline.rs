@@ -6,8 +6,9 @@
 //! committing), and what happens when a commit fails: every group prepared
 //! on top of it is withdrawn (claims abandoned, room states dropped) and its
 //! batches go back to the front of the queue, in stream order; a group of
-//! several batches that hit a conflict is retried one batch per group, so
-//! only the batch at fault is refused. May not touch: SQL, the read index
+//! several batches that failed on its contents (a conflict, a value the
+//! database refuses) is retried one batch per group, so only the batch at
+//! fault is refused. May not touch: SQL, the read index
 //! and positions except through [`WritePath`], the rules.
 
 use std::collections::VecDeque;
@@ -19,30 +20,56 @@ use tracing::{info_span, warn, Instrument};
 
 use super::commit::CommitUnit;
 use super::prepare::{GroupPreparer, Prepared};
-use super::{BatchAck, BatchError, Shared, Supervisor};
+use super::{BatchAck, BatchError, InvalidationBatch, Shared, Supervisor};
 use crate::feed::FeedBatch;
 use crate::room::{Abort, BatchSeq, Commit};
+
+/// What waits in the queue: a writer's batch, or (source mode) forgets and
+/// purges of the caches stream.
+#[derive(Debug)]
+pub(super) enum Submission {
+    Feed(FeedBatch),
+    Invalidations(InvalidationBatch),
+}
 
 /// A batch waiting for its commit, and where to send its answer.
 #[derive(Debug)]
 pub(super) struct Queued {
-    pub(super) batch: FeedBatch,
+    pub(super) submission: Submission,
     reply: oneshot::Sender<Result<BatchAck, BatchError>>,
     received: Instant,
 }
 
+/// Where a queued batch's answer arrives.
+type Answer = oneshot::Receiver<Result<BatchAck, BatchError>>;
+
 impl Queued {
     /// A batch to queue, and the receiver of its answer.
-    pub(super) fn new(
-        batch: FeedBatch,
-    ) -> (Queued, oneshot::Receiver<Result<BatchAck, BatchError>>) {
+    pub(super) fn new(batch: FeedBatch) -> (Queued, Answer) {
+        Self::queue(Submission::Feed(batch))
+    }
+
+    /// Forgets and purges to queue, and the receiver of their answer.
+    pub(super) fn invalidations(batch: InvalidationBatch) -> (Queued, Answer) {
+        Self::queue(Submission::Invalidations(batch))
+    }
+
+    fn queue(submission: Submission) -> (Queued, Answer) {
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
-            batch,
+            submission,
             reply,
             received: Instant::now(),
         };
         (queued, answer)
+    }
+
+    /// The writer whose batch this is (for logs).
+    pub(super) fn writer(&self) -> &str {
+        match &self.submission {
+            Submission::Feed(batch) => batch.writer.as_str(),
+            Submission::Invalidations(_) => "(caches stream)",
+        }
     }
 
     /// Answers the batch (the writer may have gone: nothing to do then).
@@ -53,7 +80,9 @@ impl Queued {
                     .record(self.received.elapsed().as_secs_f64());
                 "committed"
             }
-            Err(BatchError::Conflict(_) | BatchError::Store(_)) => "failed",
+            Err(BatchError::Conflict(_) | BatchError::Content(_) | BatchError::Store(_)) => {
+                "failed"
+            }
             Err(_) => "refused",
         };
         metrics::counter!("roomcache_feed_batches_total", "outcome" => label).increment(1);
@@ -149,6 +178,7 @@ impl Supervisor {
                     pipeline.ready = Some(prepared);
                 }
                 supervisor.commit_next_group(ctx);
+                supervisor.reap_rowless_when_idle();
                 supervisor.kick(ctx);
             }),
         );
@@ -172,6 +202,7 @@ impl Supervisor {
                     supervisor.after_failed_commit(retry);
                 }
                 supervisor.commit_next_group(ctx);
+                supervisor.reap_rowless_when_idle();
                 supervisor.kick(ctx);
             }),
         );
@@ -184,7 +215,7 @@ impl Supervisor {
         if !retry.is_empty() {
             warn!(
                 batches = retry.len(),
-                "a group commit hit a conflict; retrying its batches one by one"
+                "a group commit failed on its contents; retrying its batches one by one"
             );
             self.pipeline.isolated = retry.len();
         }
@@ -209,7 +240,9 @@ fn withdraw(shared: &Shared, prepared: Vec<Prepared>) -> Vec<Queued> {
         return Vec::new();
     };
     for batch in &prepared {
-        shared.write_path.tracker().abandon(&batch.claim);
+        if let Some(claim) = &batch.claim {
+            shared.write_path.tracker().abandon(claim);
+        }
         for (address, _) in &batch.rooms {
             address.do_send(Abort { seq: first_seq });
         }
@@ -228,15 +261,21 @@ fn unit_of(prepared: &[Prepared]) -> CommitUnit<'_> {
             }
         }
         unit.rows(&batch.user_changes);
-        unit.finish(&batch.claim, batch.position);
+        if let Some(claim) = &batch.claim {
+            unit.finish(claim, batch.position);
+        }
+        for (instance, position) in &batch.caches_positions {
+            unit.caches_position(instance, *position);
+        }
     }
     unit
 }
 
 /// Commits a prepared group, then publishes it and answers its batches.
 /// Returns `None` when it committed, and when it failed the batches to
-/// retry one by one (a conflict in a group of several batches; every other
-/// failure is answered here).
+/// retry one by one (a failure caused by the contents — a conflict, a value
+/// the database refuses — in a group of several batches, so only the batch
+/// at fault is refused; every other failure is answered here).
 async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Queued>> {
     let started = Instant::now();
     let result = shared.write_path.commit(unit_of(&prepared)).await;
@@ -244,8 +283,9 @@ async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Qu
     let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
     match result {
         Ok(()) => {
-            for (address, _) in prepared.iter().flat_map(|b| &b.rooms) {
+            for (address, room) in prepared.iter().flat_map(|b| &b.rooms) {
                 address.do_send(Commit { seq: last_seq });
+                shared.rooms.set_holds_rows(&room.room_id, room.holds_rows);
             }
             for batch in prepared {
                 metrics::counter!("roomcache_feed_rows_total").increment(batch.applied_rows as u64);
@@ -259,10 +299,11 @@ async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Qu
         }
         Err(error) => {
             let conflict = error.is_conflict();
+            let content = error.is_caused_by_content();
             warn!(error = %crate::error_chain(&error), batches = prepared.len(), "group commit failed; nothing of it applied");
             let several = prepared.len() > 1;
             let queued = withdraw(shared, prepared);
-            if conflict && several {
+            if (conflict || content) && several {
                 return Some(queued);
             }
             let error = std::sync::Arc::new(error);
@@ -270,6 +311,8 @@ async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Qu
                 let cause = crate::store::StoreError::Shared(error.clone());
                 queued.answer(Err(if conflict {
                     BatchError::Conflict(cause)
+                } else if content {
+                    BatchError::Content(cause)
                 } else {
                     BatchError::Store(cause)
                 }));

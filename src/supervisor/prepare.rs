@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use actix::Addr;
 use futures_util::future::join_all;
-use roomcache_core::Claim;
+use roomcache_core::{Claim, WriterName};
 use tracing::warn;
 
-use super::pipeline::Queued;
+use super::pipeline::{Queued, Submission};
 use super::{BatchError, Shared};
 use crate::feed::{FeedBatch, FeedRow};
 use crate::model::{RoomId, RowChange};
@@ -25,9 +25,12 @@ use crate::rules::RulesContext;
 pub(super) struct Prepared {
     pub(super) seq: BatchSeq,
     /// The writer's range this batch applies; finished after the group is
-    /// committed and published, abandoned if the commit fails.
-    pub(super) claim: Claim,
+    /// committed and published, abandoned if the commit fails (`None` for
+    /// the caches stream's invalidations, which claim no writer's range).
+    pub(super) claim: Option<Claim>,
     pub(super) position: i64,
+    /// The caches stream's positions written with the batch (source mode).
+    pub(super) caches_positions: BTreeMap<String, i64>,
     pub(super) applied_rows: usize,
     /// Each room's actor and what it prepared.
     pub(super) rooms: Vec<(Addr<RoomActor>, PreparedRoom)>,
@@ -59,18 +62,29 @@ impl GroupPreparer {
     pub(super) async fn run(self, batches: Vec<(BatchSeq, Queued)>) -> Vec<Prepared> {
         let mut prepared: Vec<Prepared> = Vec::new();
         for (seq, queued) in batches {
-            match self.prepare(seq, &queued.batch).await {
+            let outcome = match &queued.submission {
+                Submission::Feed(batch) => self.prepare(seq, batch).await,
+                Submission::Invalidations(batch) => self
+                    .apply(seq, WriterName::master().as_str(), batch.rows.iter())
+                    .await
+                    .map(|applied| (None, applied)),
+            };
+            match outcome {
                 Ok((claim, applied)) => prepared.push(Prepared {
                     seq,
-                    position: claim.up_to.max(claim.after),
+                    position: claim.as_ref().map_or(0, |c| c.up_to.max(c.after)),
                     claim,
+                    caches_positions: match &queued.submission {
+                        Submission::Invalidations(batch) => batch.caches_positions.clone(),
+                        Submission::Feed(_) => BTreeMap::new(),
+                    },
                     applied_rows: applied.applied_rows,
                     rooms: applied.rooms,
                     user_changes: applied.user_changes,
                     queued,
                 }),
                 Err(error) => {
-                    warn!(writer = %queued.batch.writer, error = %crate::error_chain(&error), "feed batch refused");
+                    warn!(writer = queued.writer(), error = %crate::error_chain(&error), "feed batch refused");
                     queued.answer(Err(error));
                 }
             }
@@ -85,13 +99,14 @@ impl GroupPreparer {
         &self,
         seq: BatchSeq,
         batch: &FeedBatch,
-    ) -> Result<(Claim, Applied), BatchError> {
+    ) -> Result<(Option<Claim>, Applied), BatchError> {
         // Rows at or below the end of the writer's last claim (durable, or
         // claimed by an earlier batch of this group) are skipped.
         let tracker = self.shared.write_path.tracker();
         let claim = tracker.claim(&batch.writer, batch.last_stream_id().unwrap_or(i64::MIN))?;
-        match self.apply(seq, batch, &claim).await {
-            Ok(applied) => Ok((claim, applied)),
+        let rows = batch.rows.iter().filter(|r| claim.covers(r.stream_id()));
+        match self.apply(seq, batch.writer.as_str(), rows).await {
+            Ok(applied) => Ok((Some(claim), applied)),
             Err(error) => {
                 tracker.abandon(&claim);
                 Err(error)
@@ -99,11 +114,12 @@ impl GroupPreparer {
         }
     }
 
+    /// Applies `rows` (of `writer`) in their rooms' actors.
     async fn apply(
         &self,
         seq: BatchSeq,
-        batch: &FeedBatch,
-        claim: &Claim,
+        writer: &str,
+        rows: impl Iterator<Item = &FeedRow>,
     ) -> Result<Applied, BatchError> {
         let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
         let mut applied_rows = 0;
@@ -111,7 +127,7 @@ impl GroupPreparer {
         // The rooms get copies (cheap: event contents are shared); the batch
         // keeps its rows, to be prepared again if the group it joins is
         // withdrawn.
-        for row in batch.rows.iter().filter(|r| claim.covers(r.stream_id())) {
+        for row in rows {
             applied_rows += 1;
             if let Some(room) = row.room_id() {
                 by_room.entry(room.clone()).or_default().push(row.clone());
@@ -127,7 +143,7 @@ impl GroupPreparer {
             .map_err(BatchError::Store)?;
         let context = Arc::new(RulesContext {
             server_name: self.shared.settings.server_name.to_string(),
-            writer: batch.writer.to_string(),
+            writer: writer.to_owned(),
         });
         let sends = by_room
             .into_values()

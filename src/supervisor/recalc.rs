@@ -8,12 +8,11 @@
 //! store's and the source's), the read index (only through
 //! [`WritePath`]), HTTP.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashSet;
 use futures_util::future::BoxFuture;
-use roomcache_core::WriterName;
+use roomcache_core::{StreamToken, WriterName};
 use tracing::{info, info_span, Instrument};
 
 use super::commit::{CommitUnit, WritePath};
@@ -48,15 +47,22 @@ impl RecomputedRooms {
 /// Synapse's database) to invalidate and recompute rooms, and what the
 /// reads' fallback needs to answer for a queued room.
 pub(crate) trait Upstream: Send + Sync + 'static {
-    /// The position up to which everything is persisted in the source.
-    fn safe_position(&self) -> BoxFuture<'_, Result<i64, SourceError>>;
-    /// Rooms with anything in the events stream in `(from, to]`.
-    fn changed_rooms(&self, from: i64, to: i64) -> BoxFuture<'_, Result<Vec<RoomId>, SourceError>>;
-    /// The rows of `rooms` as of position `at`.
+    /// The token up to which everything is persisted in the source, per
+    /// writer.
+    fn safe_token(&self) -> BoxFuture<'_, Result<StreamToken, SourceError>>;
+    /// Rooms with anything in the events stream after `from` and up to
+    /// `to` (per writer).
+    fn changed_rooms<'a>(
+        &'a self,
+        from: &'a StreamToken,
+        to: &'a StreamToken,
+    ) -> BoxFuture<'a, Result<Vec<RoomId>, SourceError>>;
+    /// The rows of `rooms` as of `at` (each writer's rows up to its
+    /// position in it).
     fn recompute<'a>(
         &'a self,
         rooms: &'a [RoomId],
-        at: i64,
+        at: &'a StreamToken,
     ) -> BoxFuture<'a, Result<RecomputedRooms, SourceError>>;
     /// Those of `rooms` where `user` has a current membership.
     fn rooms_of_user<'a>(
@@ -79,15 +85,15 @@ pub(crate) enum RecalculationError {
 #[derive(Debug, Default)]
 pub(crate) struct RecalculationQueue {
     rooms: DashSet<RoomId>,
-    /// The source position queued rooms are recomputed at.
-    position: AtomicI64,
+    /// The source token queued rooms are recomputed at.
+    position: StreamToken,
 }
 
 impl RecalculationQueue {
-    pub(crate) fn new(rooms: impl IntoIterator<Item = RoomId>, position: i64) -> Arc<Self> {
+    pub(crate) fn new(rooms: impl IntoIterator<Item = RoomId>, position: StreamToken) -> Arc<Self> {
         let queue = RecalculationQueue {
             rooms: rooms.into_iter().collect(),
-            position: AtomicI64::new(position),
+            position,
         };
         metrics::gauge!("roomcache_recalculation_queue").set(queue.len() as f64);
         Arc::new(queue)
@@ -105,9 +111,9 @@ impl RecalculationQueue {
         self.rooms.is_empty()
     }
 
-    /// The source position queued rooms are recomputed at.
-    pub(crate) fn position(&self) -> i64 {
-        self.position.load(Ordering::Acquire)
+    /// The source token queued rooms are recomputed at.
+    pub(crate) fn position(&self) -> &StreamToken {
+        &self.position
     }
 
     /// Every queued room, sorted.
@@ -139,7 +145,7 @@ pub(crate) async fn drain(
     let at = queue.position();
     let queued = queue.rooms();
     for batch in queued.chunks(batch_rooms.max(1)) {
-        let span = info_span!("recalculate", rooms = batch.len(), at);
+        let span = info_span!("recalculate", rooms = batch.len(), at = %at);
         async {
             let recomputed = upstream.recompute(batch, at).await?;
             let mut unit = CommitUnit::default();
@@ -155,13 +161,13 @@ pub(crate) async fn drain(
     }
     let mut unit = CommitUnit::default();
     for writer in writers {
-        unit.advance(writer, at);
+        unit.advance(writer, at.position(writer.as_str()));
     }
     write_path.commit(unit).await?;
     if !queued.is_empty() {
         info!(
             rooms = queued.len(),
-            position = at,
+            position = %at,
             "recalculation queue drained"
         );
     }

@@ -8,7 +8,7 @@
 //! holds addresses, so removing the entry stops it once its mailbox is
 //! empty.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use tracing::debug;
 
 use crate::model::RoomId;
-use crate::room::RoomActor;
+use crate::room::{holds_rows, RoomActor};
 use crate::store::{Store, StoreError};
 
 /// One live actor and when it was last used (milliseconds since the
@@ -26,6 +26,9 @@ use crate::store::{Store, StoreError};
 struct RoomEntry {
     address: Addr<RoomActor>,
     last_used: AtomicU64,
+    /// The room's committed state has a table row; actors of rooms without
+    /// any are stopped as soon as the pipeline is idle.
+    holds_rows: AtomicBool,
 }
 
 /// See the module documentation.
@@ -71,6 +74,7 @@ impl RoomRegistry {
                 let entry = self.actors.entry(room.clone()).or_insert_with(|| {
                     let state = states.remove(room).unwrap_or_default();
                     RoomEntry {
+                        holds_rows: AtomicBool::new(holds_rows(&state)),
                         address: RoomActor::new(room.clone(), state).start(),
                         last_used: AtomicU64::new(now),
                     }
@@ -114,6 +118,38 @@ impl RoomRegistry {
             metrics::counter!("roomcache_room_actors_stopped_total").increment(stopped as u64);
         }
         metrics::gauge!("roomcache_room_actors").set(self.actors.len() as f64);
+        stopped
+    }
+
+    /// Records whether a room's newly committed state has a table row.
+    pub(crate) fn set_holds_rows(&self, room: &RoomId, holds: bool) {
+        if let Some(entry) = self.actors.get(room) {
+            entry.holds_rows.store(holds, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops every actor whose committed state has no table row (a room
+    /// the cache only remembers a few counters of, e.g. one that received
+    /// messages but has no local member, or one only touched by refused
+    /// batches): its memory is in Postgres, and keeping an actor per such
+    /// room would let a writer grow the process without bound. Same
+    /// condition as [`RoomRegistry::reap_idle`]: only while no group is
+    /// being prepared or committed. Returns how many were stopped.
+    pub(crate) fn reap_rowless(&self) -> usize {
+        let before = self.actors.len();
+        self.actors
+            .retain(|_, entry| entry.holds_rows.load(Ordering::Relaxed));
+        let stopped = before - self.actors.len();
+        if stopped > 0 {
+            self.actors.shrink_to_fit();
+            debug!(
+                stopped,
+                live = self.actors.len(),
+                "stopped room actors of rooms without rows"
+            );
+            metrics::counter!("roomcache_room_actors_stopped_total").increment(stopped as u64);
+            metrics::gauge!("roomcache_room_actors").set(self.actors.len() as f64);
+        }
         stopped
     }
 

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use roomcache_core::{PositionTracker, WriterName};
+use roomcache_core::{PositionTracker, StreamToken, WriterName};
 use tracing::info;
 
 use super::commit::{CommitUnit, WritePath};
@@ -38,45 +38,41 @@ pub(crate) async fn open(store: Store, writers: &[WriterName]) -> Result<WritePa
 /// The outcome of the start-up check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Invalidation {
-    /// roomcache's durable position before the check.
-    pub(crate) from: i64,
-    /// The source position the queued rooms will be recomputed at.
-    pub(crate) to: i64,
+    /// roomcache's durable token before the check.
+    pub(crate) from: StreamToken,
+    /// The source token the queued rooms will be recomputed at: the
+    /// source's safe token, and no writer below its durable position (a
+    /// writer's rows up to it were applied, so they are committed).
+    pub(crate) to: StreamToken,
     /// Rooms newly queued by this check.
     pub(crate) queued: Vec<RoomId>,
 }
 
 /// §4: deletes the rows of every room that changed in the source since
-/// roomcache's durable position and queues them. Does nothing when
-/// roomcache covers nothing yet (position 0: following from the start).
+/// roomcache's durable token and queues them. Does nothing when roomcache
+/// covers nothing yet (every position 0: following from the start).
 pub(crate) async fn invalidate_changed_rooms(
     write_path: &WritePath,
     upstream: &dyn Upstream,
-    writers: &[WriterName],
 ) -> Result<Invalidation, RecalculationError> {
-    let tracker = write_path.tracker();
-    let from = writers
-        .iter()
-        .map(|w| tracker.position(w.as_str()).unwrap_or(0))
-        .min()
-        .unwrap_or(0);
-    let to = upstream.safe_position().await?;
-    if from == 0 {
+    let from = write_path.tracker().token();
+    let to = upstream.safe_token().await?.copy_and_advance(&from);
+    if from == StreamToken::linear(0) {
         return Ok(Invalidation {
             from,
             to,
             queued: Vec::new(),
         });
     }
-    let queued = upstream.changed_rooms(from, to).await?;
+    let queued = upstream.changed_rooms(&from, &to).await?;
     for chunk in queued.chunks(INVALIDATION_CHUNK) {
         let mut unit = CommitUnit::default();
         unit.invalidate(chunk);
         write_path.commit(unit).await?;
     }
     info!(
-        from,
-        to,
+        from = %from,
+        to = %to,
         rooms = queued.len(),
         "start-up check: rooms changed in Synapse since the cached position were invalidated and queued"
     );
@@ -88,7 +84,7 @@ pub(crate) async fn invalidate_changed_rooms(
 /// the recalculation queue, recomputed at `queue_position`.
 pub(crate) async fn load(
     write_path: &WritePath,
-    queue_position: i64,
+    queue_position: StreamToken,
 ) -> Result<Arc<RecalculationQueue>, StoreError> {
     let started = Instant::now();
     let store = write_path.store();
@@ -114,7 +110,7 @@ pub(crate) async fn load(
         .collect();
     write_path.publish_loaded(&room_list_data);
     drop(room_list_data);
-    release_freed_memory();
+    crate::memory::release_freed_memory();
     let index = write_path.index();
     info!(
         joined_rooms = index.joined_room_count(),
@@ -129,15 +125,4 @@ pub(crate) async fn load(
         loaded.recalculation_queue,
         queue_position,
     ))
-}
-
-/// Hands the heap freed after loading (the rows as read from Postgres, a
-/// multiple of what the index keeps) back to the operating system; glibc
-/// would otherwise keep it in the process.
-pub(crate) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it only returns free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

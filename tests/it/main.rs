@@ -6,14 +6,21 @@
 
 mod support;
 
+mod answer_limits;
 mod bad_input;
+mod connections;
 mod crash;
 mod fallback;
+mod hostile_feed;
+mod hostile_properties;
+mod hung_postgres;
 mod positions;
 mod properties;
 mod room_list;
 mod scenarios;
 mod skeleton;
 mod socket;
+mod source_redis;
 mod synapse_catalogue;
 mod synapse_oracle;
+mod synapse_workers_oracle;

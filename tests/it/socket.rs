@@ -71,3 +71,91 @@ async fn a_file_that_is_not_a_socket_is_never_replaced() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a socket"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
+
+/// Item 4 of issue 12: one instance per schema. A second server on the same
+/// schema with another socket refuses to start (the first keeps serving);
+/// a server whose lock is lost exits at once with a clear message.
+#[tokio::test]
+async fn one_instance_per_schema() {
+    let mut server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other_socket = dir.path().join("other.sock");
+    let stderr_path = dir.path().join("second.log");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_roomcache"))
+        .args([
+            "serve",
+            "--config",
+            "/nonexistent/roomcache.toml",
+            "--socket-path",
+        ])
+        .arg(&other_socket)
+        .env("ROOMCACHE_INSTANCE_LOCK_WAIT_MS", "300")
+        .args([
+            "--database-url",
+            &server.database_url,
+            "--schema",
+            &server.schema,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let status =
+        status.unwrap_or_else(|| panic!("a second server on the schema kept running:\n{stderr}"));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another roomcache holds schema"),
+        "{stderr}"
+    );
+    assert!(!other_socket.exists(), "the refused server left a socket");
+    assert_eq!(server.get("/health").await.status, 200);
+
+    // The lock's session ends (an operator's pg_terminate_backend, a
+    // failover): the server stops at once.
+    let client = server.store().await.client().await.unwrap();
+    let terminated = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+             WHERE locktype = 'advisory' AND objsubid = 2 \
+             AND classid = x'726d6368'::int::oid AND objid = hashtext($1)::oid",
+            &[&server.schema],
+        )
+        .await
+        .unwrap();
+    let terminated: i64 = terminated.get(0);
+    assert_eq!(terminated, 1);
+    let status = server.wait_for_exit().await;
+    assert_eq!(status.code(), Some(3), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("instance lock on the schema was lost"),
+        "{}",
+        server.log()
+    );
+}
+
+/// Item 4 of issue 12: a server's shutdown leaves alone a socket file that
+/// is no longer its own.
+#[tokio::test]
+async fn shutdown_leaves_a_socket_file_that_is_not_ours() {
+    let mut server = TestServer::start().await;
+    std::fs::remove_file(&server.socket).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(&server.socket).unwrap();
+    server.stop().await;
+    let metadata = std::fs::symlink_metadata(&server.socket).expect("the other socket is kept");
+    assert!(metadata.file_type().is_socket());
+}

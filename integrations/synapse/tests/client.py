@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -113,6 +114,11 @@ class Client:
     def unban(self, room_id: str, user_id: str) -> None:
         self._room_post(room_id, "unban", {"user_id": user_id})
 
+    def upgrade_room(self, room_id: str, new_version: str) -> str:
+        """Upgrades a room (tombstone in the old one); returns the new room's ID."""
+        answer = self._room_post(room_id, "upgrade", {"new_version": new_version})
+        return answer["replacement_room"]
+
     def _room_post(self, room_id: str, action: str, body: JsonDict) -> JsonDict:
         return self.request("POST", f"/_matrix/client/v3/rooms/{_id(room_id)}/{action}", body)
 
@@ -128,6 +134,14 @@ class Client:
 
     def send_message(self, room_id: str, text: str) -> str:
         return self.send_event(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
+
+    def redact(self, room_id: str, event_id: str, reason: str | None = None) -> str:
+        """Redacts an event; returns the redaction's event ID."""
+        path = (
+            f"/_matrix/client/v3/rooms/{_id(room_id)}/redact/{_id(event_id)}"
+            f"/{next(_transaction_ids)}"
+        )
+        return self.request("PUT", path, _with_reason({}, reason))["event_id"]
 
     def set_state(
         self, room_id: str, event_type: str, content: JsonDict, state_key: str = ""
@@ -163,6 +177,10 @@ class Client:
         """Replaces the user's `m.direct`: user ID → that user's DM room IDs."""
         self.set_account_data("m.direct", rooms_by_user)
 
+    def ignore_users(self, user_ids: list[str]) -> None:
+        """Replaces the user's ignored users (`m.ignored_user_list`)."""
+        self.set_account_data("m.ignored_user_list", {"ignored_users": {u: {} for u in user_ids}})
+
     def set_room_tag(self, room_id: str, tag: str, order: float | None = None) -> None:
         body = {} if order is None else {"order": order}
         self.request("PUT", self._tag_path(room_id, tag), body)
@@ -173,6 +191,23 @@ class Client:
     def _tag_path(self, room_id: str, tag: str) -> str:
         user = _id(self.user_id)
         return f"/_matrix/client/v3/user/{user}/rooms/{_id(room_id)}/tags/{_id(tag)}"
+
+    # --- admin ------------------------------------------------------------------
+
+    def delete_room(self, room_id: str, timeout: float = 120) -> None:
+        """Deletes and purges a room through the admin API (the user must be an
+        admin); returns once the deletion is complete."""
+        answer = self.request("DELETE", f"/_synapse/admin/v2/rooms/{_id(room_id)}", {"purge": True})
+        path = f"/_synapse/admin/v2/rooms/delete_status/{_id(answer['delete_id'])}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.request("GET", path)["status"]
+            if status == "complete":
+                return
+            if status == "failed":
+                raise RuntimeError(f"deleting {room_id} failed")
+            time.sleep(0.1)
+        raise TimeoutError(f"deleting {room_id} did not complete")
 
     # --- Sliding Sync -------------------------------------------------------------
 

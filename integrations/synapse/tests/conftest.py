@@ -1,7 +1,8 @@
 """Session-wide homeservers for the tests: each starts on first use and stops
 at the end of the session.
 
-Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the seven after it.
+Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the fifteen after it
+(test_bench_smoke.py: the two after those).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from .deployment import ModuleDeployment, module_config
 from .harness import REPOSITORY, Homeserver
+from .roomcache import Roomcache
 
 PORT_BASE = int(os.environ.get("ROOMCACHE_SYNAPSE_TEST_PORT_BASE", "25440"))
 TEST_DIRECTORY = REPOSITORY / "var" / "synapse-test"
@@ -37,3 +40,44 @@ def workers() -> Iterator[Homeserver]:
         redis_port=PORT_BASE + 7,
     ) as homeserver:
         yield homeserver
+
+
+@pytest.fixture(scope="session")
+def with_module() -> Iterator[ModuleDeployment]:
+    """One Synapse process with the module loaded and its metrics served
+    (ports: base + 8, base + 9), and roomcache in source mode on its
+    database, caught up."""
+    directory = TEST_DIRECTORY / "module"
+    modules = module_config(directory, directory / "roomcache" / "roomcache.sock")
+    homeserver = Homeserver(
+        directory / "synapse",
+        pg_port=PORT_BASE + 8,
+        http_port=PORT_BASE + 9,
+        extra_config=[modules],
+        metrics=True,
+    )
+    with homeserver, Roomcache(directory / "roomcache", homeserver) as roomcache:
+        roomcache.wait_until_caught_up()
+        yield ModuleDeployment(homeserver, roomcache)
+
+
+@pytest.fixture(scope="session")
+def with_module_workers() -> Iterator[ModuleDeployment]:
+    """Main (with the module, serving the client API) and event persisters
+    p1, p2 over redis (ports: base + 10 to base + 15), and roomcache in
+    source mode following both writers, caught up."""
+    directory = TEST_DIRECTORY / "module-workers"
+    modules = module_config(directory, directory / "roomcache" / "roomcache.sock")
+    homeserver = Homeserver(
+        directory / "synapse",
+        pg_port=PORT_BASE + 10,
+        http_port=PORT_BASE + 11,
+        workers=True,
+        redis_port=PORT_BASE + 15,
+        extra_config=[modules],
+        metrics=True,
+    )
+    roomcache = Roomcache(directory / "roomcache", homeserver, writers=("p1", "p2"))
+    with homeserver, roomcache:
+        roomcache.wait_until_caught_up()
+        yield ModuleDeployment(homeserver, roomcache)

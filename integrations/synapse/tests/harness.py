@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import subprocess
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ class Homeserver:
         workers: bool = False,
         redis_port: int | None = None,
         extra_config: Sequence[Path] = (),
+        metrics: bool = False,
+        keep_data: bool = False,
     ) -> None:
         self.directory = directory
         self.workers = workers
@@ -51,13 +55,18 @@ class Homeserver:
             self._start_arguments += ["--redis-port", str(redis_port)]
         for path in extra_config:
             self._start_arguments += ["--extra-config", str(path)]
+        if metrics:
+            self._start_arguments.append("--metrics")
+        if keep_data:  # the database of a previous start, as it is
+            self._start_arguments.append("--keep-data")
+        self.pg_port = pg_port
         self._info: dict[str, Any] | None = None
 
     # --- processes ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts everything on a fresh database; returns once every process is
-        healthy and Synapse's background updates are done."""
+        """Starts everything on a fresh database (unless `keep_data`); returns
+        once every process is healthy and Synapse's background updates are done."""
         _run_script("start", str(self.directory), *self._start_arguments)
         self._info = json.loads((self.directory / "harness.json").read_text())
 
@@ -98,6 +107,14 @@ class Homeserver:
     def database_url(self) -> str:
         return self.info["database_url"]
 
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Main's Prometheus samples (needs `metrics=True`): (name, sorted
+        labels) → value."""
+        request = urllib.request.Request(f"{self.client_url}/_synapse/metrics")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+        return parse_prometheus(text)
+
     def log_path(self, process: str = "main") -> Path:
         return Path(self.info["logs"]) / f"{process}.log"
 
@@ -125,6 +142,23 @@ class Homeserver:
             rows = cursor.fetchall() if cursor.description is not None else []
         connection.close()
         return rows
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of Prometheus' text format: (name, sorted labels) → value."""
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or line.startswith("#"):
+            continue
+        name, labels, value = match.groups()
+        pairs = tuple(sorted(_LABEL.findall(labels or "")))
+        samples[(name, pairs)] = float(value)
+    return samples
 
 
 def _run_script(*arguments: str) -> None:

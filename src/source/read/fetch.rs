@@ -11,24 +11,27 @@
 
 use std::collections::HashMap;
 
+use roomcache_core::StreamToken;
+
 use super::deltas::DeltaRow;
 use super::events::ExOutlier;
 use super::stored_event::{event_from_row, redact_content};
 use super::SourceEvent;
 use crate::model::{EventId, RoomId, UserId};
+use crate::source::database::SourceRow;
+use crate::source::range::StreamRange;
 use crate::source::{queries, SourceDatabase, SourceError};
 
 impl SourceDatabase {
-    /// The events persisted in the stream range `(from, to]` (of `rooms`, or
+    /// The events persisted in the stream range (of `rooms`, or
     /// all), in stream order.
     pub(super) async fn events_in_range(
         &self,
-        from: i64,
-        to: i64,
+        range: &StreamRange,
         rooms: Option<&[String]>,
     ) -> Result<Vec<SourceEvent>, SourceError> {
         let rows = self
-            .rows_of_rooms(&queries::EVENTS_IN_RANGE, &[&from, &to], rooms)
+            .rows_in_range(&queries::EVENTS_IN_RANGE, range, rooms)
             .await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -37,16 +40,15 @@ impl SourceDatabase {
         Ok(events)
     }
 
-    /// The events de-outliered in the stream range `(from, to]` (of `rooms`,
+    /// The events de-outliered in the stream range (of `rooms`,
     /// or all), in stream order (they keep their old ordering).
     pub(super) async fn ex_outliers_in_range(
         &self,
-        from: i64,
-        to: i64,
+        range: &StreamRange,
         rooms: Option<&[String]>,
     ) -> Result<Vec<ExOutlier>, SourceError> {
         let rows = self
-            .rows_of_rooms(&queries::EX_OUTLIERS_IN_RANGE, &[&from, &to], rooms)
+            .rows_in_range(&queries::EX_OUTLIERS_IN_RANGE, range, rooms)
             .await?;
         let mut ex_outliers = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -63,16 +65,15 @@ impl SourceDatabase {
         Ok(ex_outliers)
     }
 
-    /// The current-state delta rows in the stream range `(from, to]` (of
+    /// The current-state delta rows in the stream range (of
     /// `rooms`, or all), in stream order.
     pub(super) async fn deltas_in_range(
         &self,
-        from: i64,
-        to: i64,
+        range: &StreamRange,
         rooms: Option<&[String]>,
     ) -> Result<Vec<DeltaRow>, SourceError> {
         let rows = self
-            .rows_of_rooms(&queries::DELTAS_IN_RANGE, &[&from, &to], rooms)
+            .rows_in_range(&queries::DELTAS_IN_RANGE, range, rooms)
             .await?;
         let mut deltas = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -128,29 +129,87 @@ impl SourceDatabase {
     }
 
     /// Local users' current memberships that are forgotten, with their
-    /// event's stream ordering at or below `to` (of the given rooms, or all):
-    /// `(room, user, membership event)`.
+    /// event at or below `to` for its writer (of the given rooms, or all).
     pub(crate) async fn forgotten_memberships(
         &self,
-        to: i64,
+        to: &StreamToken,
         rooms: Option<&[String]>,
-    ) -> Result<Vec<(RoomId, UserId, EventId)>, SourceError> {
+    ) -> Result<Vec<ForgottenMembership>, SourceError> {
+        let highest = to.max_position();
         let rows = self
-            .rows_of_rooms(&queries::FORGOTTEN_MEMBERSHIPS, &[&to], rooms)
+            .rows_of_rooms(&queries::FORGOTTEN_MEMBERSHIPS, &[&highest], rooms)
             .await?;
-        let mut forgotten = Vec::new();
-        for row in &rows {
-            let (room_id, user_id, event_id): (&str, &str, &str) =
-                (row.column(0)?, row.column(1)?, row.column(2)?);
-            // A membership with an invalid identifier is skipped.
-            if let (Ok(room_id), Ok(user_id), Ok(event_id)) = (
-                RoomId::parse(room_id),
-                UserId::parse(user_id),
-                EventId::parse(event_id),
-            ) {
-                forgotten.push((room_id, user_id, event_id));
-            }
-        }
+        let mut forgotten = forgotten_from_rows(&rows)?;
+        forgotten
+            .retain(|membership| membership.stream_ordering <= to.position(&membership.writer));
         Ok(forgotten)
     }
+
+    /// Those of the membership events `event_ids` that are a local user's
+    /// current membership and forgotten.
+    pub(crate) async fn forgotten_among_events(
+        &self,
+        event_ids: &[&str],
+    ) -> Result<Vec<ForgottenMembership>, SourceError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .rows(&queries::FORGOTTEN_AMONG_EVENTS, &[&event_ids])
+            .await?;
+        forgotten_from_rows(&rows)
+    }
+
+    /// The forgotten current memberships of the (room, user) pairs.
+    pub(crate) async fn forgotten_among_members(
+        &self,
+        members: &[(String, String)],
+    ) -> Result<Vec<ForgottenMembership>, SourceError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (rooms, users): (Vec<&str>, Vec<&str>) = members
+            .iter()
+            .map(|(room, user)| (room.as_str(), user.as_str()))
+            .unzip();
+        let rows = self
+            .rows(&queries::FORGOTTEN_AMONG_MEMBERS, &[&rooms, &users])
+            .await?;
+        forgotten_from_rows(&rows)
+    }
+}
+
+/// A local user's current membership that is forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ForgottenMembership {
+    pub(crate) room_id: RoomId,
+    pub(crate) user_id: UserId,
+    pub(crate) event_id: EventId,
+    pub(crate) stream_ordering: i64,
+    pub(crate) writer: String,
+}
+
+/// The memberships of rows shaped as [`queries::FORGOTTEN_MEMBERSHIPS`]'s
+/// (one with an invalid identifier is skipped).
+fn forgotten_from_rows(rows: &[SourceRow]) -> Result<Vec<ForgottenMembership>, SourceError> {
+    let mut forgotten = Vec::new();
+    for row in rows {
+        let (room_id, user_id, event_id): (&str, &str, &str) =
+            (row.column(0)?, row.column(1)?, row.column(2)?);
+        let (stream_ordering, writer): (i64, String) = (row.column(3)?, row.column(4)?);
+        if let (Ok(room_id), Ok(user_id), Ok(event_id)) = (
+            RoomId::parse(room_id),
+            UserId::parse(user_id),
+            EventId::parse(event_id),
+        ) {
+            forgotten.push(ForgottenMembership {
+                room_id,
+                user_id,
+                event_id,
+                stream_ordering,
+                writer,
+            });
+        }
+    }
+    Ok(forgotten)
 }

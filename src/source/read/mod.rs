@@ -19,9 +19,10 @@ mod stored_event;
 
 use std::collections::BTreeMap;
 
+use super::range::StreamRange;
 use super::{SourceDatabase, SourceError};
 use crate::feed::{Event, FeedRow, ForgetRow, StateRow};
-use crate::model::{EventId, RoomId, UserId};
+pub(crate) use fetch::ForgottenMembership;
 
 /// One event read from Synapse, with where and by whom it was stored.
 #[derive(Debug, Clone)]
@@ -97,22 +98,21 @@ fn is_local_member(event_type: &str, state_key: &str, server_name: &str) -> bool
 }
 
 impl SourceDatabase {
-    /// Every row of the stream range `(from, to]` (of the given rooms, or
-    /// all), as the writers' feeds would carry them. `server_name` decides
-    /// which members are local.
+    /// Every row of the stream range (of the given rooms, or all), as the
+    /// writers' feeds would carry them. `server_name` decides which members
+    /// are local.
     pub(crate) async fn read_range(
         &self,
-        from: i64,
-        to: i64,
+        range: &StreamRange,
         rooms: Option<&[String]>,
         server_name: &str,
     ) -> Result<RangeRows, SourceError> {
-        if to <= from {
+        if range.is_empty() {
             return Ok(RangeRows::default());
         }
-        let events = self.events_in_range(from, to, rooms).await?;
-        let ex_outliers = self.ex_outliers_in_range(from, to, rooms).await?;
-        let delta_rows = self.deltas_in_range(from, to, rooms).await?;
+        let events = self.events_in_range(range, rooms).await?;
+        let ex_outliers = self.ex_outliers_in_range(range, rooms).await?;
+        let delta_rows = self.deltas_in_range(range, rooms).await?;
 
         let events::EventRows { mut rows, in_range } = events::event_rows(&events, ex_outliers);
         let deltas = deltas::group(delta_rows);
@@ -136,7 +136,7 @@ impl SourceDatabase {
             server_name,
         };
         let missing = inline.missing_event_ids(&state_rows);
-        let found = self.events_by_id(&missing, to).await?;
+        let found = self.events_by_id(&missing, range.highest()).await?;
         rows.extend(
             inline
                 .attach(state_rows, &found)
@@ -154,14 +154,14 @@ impl SourceDatabase {
 }
 
 /// Forget rows at `stream_id` for the given memberships.
-pub(crate) fn forget_rows(stream_id: i64, forgotten: &[(RoomId, UserId, EventId)]) -> Vec<FeedRow> {
+pub(crate) fn forget_rows(stream_id: i64, forgotten: &[ForgottenMembership]) -> Vec<FeedRow> {
     forgotten
         .iter()
-        .map(|(room_id, user_id, _)| {
+        .map(|membership| {
             FeedRow::Forget(ForgetRow {
                 stream_id,
-                room_id: room_id.clone(),
-                user_id: user_id.clone(),
+                room_id: membership.room_id.clone(),
+                user_id: membership.user_id.clone(),
             })
         })
         .collect()

@@ -310,15 +310,18 @@ fn direct_message_and_account_data(f: &mut Feed) -> Value {
 }
 
 /// An expected room-list entry of alice's: her snapshot (membership event
-/// labelled `at`) and the room's bump stamp. By default a join sent by
-/// alice, bumped at the membership event, with known state and no room
-/// type, name or tombstone, not encrypted.
+/// labelled `at`), the room's bump stamp and its recency (the sort key: a
+/// joined room's last event of any type, else the membership event). By
+/// default a join sent by alice, bumped and last active at the membership
+/// event, with known state and no room type, name or tombstone, not
+/// encrypted.
 struct Entry {
     room_id: String,
     membership: String,
     sender: String,
     position: i64,
     bump_stamp: i64,
+    recency: i64,
     room_type: Value,
     room_name: Value,
     is_encrypted: bool,
@@ -334,6 +337,7 @@ fn entry(f: &Feed, room_name: &str, at: &str) -> Entry {
         sender: ALICE.to_owned(),
         position,
         bump_stamp: position,
+        recency: position,
         room_type: Value::Null,
         room_name: Value::Null,
         is_encrypted: false,
@@ -355,6 +359,12 @@ impl Entry {
 
     fn bump(mut self, bump_stamp: i64) -> Self {
         self.bump_stamp = bump_stamp;
+        self
+    }
+
+    /// The room's last event (a joined room sorts by it).
+    fn last_event(mut self, recency: i64) -> Self {
+        self.recency = recency;
         self
     }
 
@@ -388,6 +398,7 @@ impl Entry {
         json!({"room_id": self.room_id, "membership": self.membership, "sender": self.sender,
                "membership_event_id": format!("$e{position}"), "event_stream_ordering": position,
                "event_instance_name": "master", "bump_stamp": self.bump_stamp,
+               "recency": self.recency,
                "room_type": self.room_type, "room_name": self.room_name,
                "is_encrypted": self.is_encrypted, "tombstone_successor_room_id": self.tombstone,
                "has_known_state": self.has_known_state})
@@ -401,12 +412,14 @@ pub(super) fn expected_entries(f: &Feed) -> BTreeMap<&'static str, Value> {
             "plain",
             entry(f, "plain", "plain.join")
                 .bump(f.pos("plain.message"))
+                .last_event(f.pos("plain.message"))
                 .name("Plain Tea"),
         ),
         (
             "secret",
             entry(f, "secret", "secret.join")
                 .bump(f.pos("secret"))
+                .last_event(f.pos("secret.name"))
                 .name("Secret")
                 .encrypted()
                 .tombstone("!secret2:example.org"),
@@ -415,6 +428,7 @@ pub(super) fn expected_entries(f: &Feed) -> BTreeMap<&'static str, Value> {
             "space",
             entry(f, "space", "space.join")
                 .bump(f.pos("space"))
+                .last_event(f.pos("space.child3"))
                 .room_type("m.space")
                 .name("Team Space"),
         ),

@@ -2,7 +2,8 @@
 //! copy of Synapse's schema the way Synapse stores them (`events`,
 //! `event_json`, `room_memberships`, `local_current_membership`,
 //! `current_state_events`, `current_state_delta_stream` with its "no longer
-//! in room" wipe, `stream_positions`), one persist batch at a time. Only
+//! in room" wipe, `stream_positions`, a forget's cache invalidation), one
+//! persist batch at a time. Only
 //! what the sliding-sync computation reads is modelled; there is no state
 //! resolution (each batch's state events simply replace current state).
 
@@ -84,7 +85,8 @@ impl FakeSynapse {
             .batch_execute(
                 "TRUNCATE rooms, events, event_json, current_state_delta_stream,
                      current_state_events, room_memberships, local_current_membership,
-                     redactions, rejections, ex_outlier_stream CASCADE;
+                     redactions, rejections, ex_outlier_stream,
+                     cache_invalidation_stream_by_instance CASCADE;
                  UPDATE stream_positions SET stream_id = 1 WHERE stream_name = 'events';",
             )
             .await
@@ -546,8 +548,11 @@ impl FakeSynapse {
         .remove(0)
     }
 
-    /// The client `forget`: every membership of the user in the room.
+    /// The client `forget`: every membership of the user in the room, and
+    /// in the same transaction the `did_forget` cache invalidation Synapse
+    /// writes on its caches stream.
     pub(crate) async fn forget(&self, room: &str, user_id: &str) {
+        self.client.batch_execute("BEGIN").await.unwrap();
         self.client
             .execute(
                 "UPDATE room_memberships SET forgotten = 1 WHERE room_id = $1 AND user_id = $2",
@@ -555,6 +560,17 @@ impl FakeSynapse {
             )
             .await
             .unwrap();
+        self.client
+            .execute(
+                "INSERT INTO cache_invalidation_stream_by_instance
+                     (stream_id, instance_name, cache_func, keys, invalidation_ts)
+                 VALUES (nextval('cache_invalidation_stream_seq'), 'master', 'did_forget',
+                         ARRAY[$1, $2], 0)",
+                &[&user_id, &room],
+            )
+            .await
+            .unwrap();
+        self.client.batch_execute("COMMIT").await.unwrap();
     }
 
     pub(crate) async fn stream_ordering(&self, event_id: &str) -> i64 {

@@ -7,10 +7,12 @@
 //! * `synapse`: a private copy of a Synapse fixture database, its CSV form and
 //!   source-mode server options;
 //! * `fake_synapse`: writes scenarios into an empty Synapse database the way
-//!   Synapse persists them.
+//!   Synapse persists them;
+//! * `redis`: a real redis-server on a Unix socket, and `PUBLISH`.
 
 pub(crate) mod fake_synapse;
 pub(crate) mod homeserver;
+pub(crate) mod redis;
 pub(crate) mod rows;
 pub(crate) mod server;
 pub(crate) mod synapse;

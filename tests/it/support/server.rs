@@ -133,6 +133,8 @@ pub(crate) struct ServerOptions {
     pub(crate) writers: Vec<String>,
     pub(crate) extra_args: Vec<String>,
     pub(crate) extra_env: Vec<(String, String)>,
+    /// Another Postgres than the test cluster.
+    pub(crate) database_url: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -142,6 +144,7 @@ impl Default for ServerOptions {
             writers: vec!["master".into()],
             extra_args: Vec::new(),
             extra_env: Vec::new(),
+            database_url: None,
         }
     }
 }
@@ -173,7 +176,7 @@ impl TestServer {
             socket: dir.path().join("roomcache.sock"),
             log_path: dir.path().join("roomcache.log"),
             schema: unique_schema("t"),
-            database_url: database_url(),
+            database_url: options.database_url.clone().unwrap_or_else(database_url),
             options,
             dir,
         };
@@ -260,6 +263,28 @@ impl TestServer {
         let mut child = self.child.take().expect("server running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("signal delivered");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "roomcache did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits (up to 60 s) for the process to exit by itself.
+    pub(crate) async fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {

@@ -17,6 +17,14 @@ pub(crate) const SERVER_NAME: &str = "oracle.test";
 /// The fixture's events-stream position (`stream_positions`).
 pub(crate) const FIXTURE_POSITION: i64 = 3029;
 
+/// The multi-writer fixture (`workers.*`): its server name, its event
+/// writers, and the position every writer reaches (`stream_positions` has
+/// p1 at 439 and the idle p2 at 412; the positions in use between them are
+/// consecutive, so both are safe up to 439).
+pub(crate) const WORKERS_SERVER_NAME: &str = "localhost";
+pub(crate) const WORKERS_WRITERS: [&str; 2] = ["p1", "p2"];
+pub(crate) const WORKERS_FIXTURE_POSITION: i64 = 439;
+
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/synapse")
@@ -237,13 +245,16 @@ impl Tables {
 }
 
 /// The options of a source-mode server reading `synapse`, a builder:
-/// `source_options(&synapse).import_on_start(true).server_name(HS).build()`.
+/// `source_options(&synapse).import_on_start(true).server_name(HS).writers(..).build()`.
 /// By default it follows from position 0 without importing, as
 /// [`SERVER_NAME`].
 pub(crate) struct SourceOptions<'a> {
     synapse: &'a SynapseDatabase,
     import_on_start: bool,
     server_name: &'a str,
+    writers: Vec<String>,
+    poll_interval_ms: u64,
+    redis_url: Option<String>,
 }
 
 pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
@@ -251,6 +262,9 @@ pub(crate) fn source_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
         synapse,
         import_on_start: false,
         server_name: SERVER_NAME,
+        writers: vec!["master".into()],
+        poll_interval_ms: 20,
+        redis_url: None,
     }
 }
 
@@ -267,21 +281,44 @@ impl<'a> SourceOptions<'a> {
         self
     }
 
+    /// `--writers`.
+    pub(crate) fn writers(mut self, writers: &[&str]) -> Self {
+        self.writers = writers.iter().map(|w| (*w).to_owned()).collect();
+        self
+    }
+
+    /// `--source-poll-interval-ms` (20 by default).
+    pub(crate) fn poll_interval_ms(mut self, milliseconds: u64) -> Self {
+        self.poll_interval_ms = milliseconds;
+        self
+    }
+
+    /// `--source-redis-url`.
+    pub(crate) fn redis_url(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+
     pub(crate) fn build(self) -> ServerOptions {
+        let mut extra_args: Vec<String> = vec![
+            "--source-database-url".into(),
+            self.synapse.url.clone(),
+            "--source-import-on-start".into(),
+            self.import_on_start.to_string(),
+            "--source-poll-interval-ms".into(),
+            self.poll_interval_ms.to_string(),
+            "--source-batch-size".into(),
+            "100".into(),
+            "--source-import-batch-rooms".into(),
+            "7".into(),
+        ];
+        if let Some(url) = self.redis_url {
+            extra_args.extend(["--source-redis-url".into(), url]);
+        }
         ServerOptions {
             server_name: self.server_name.into(),
-            extra_args: vec![
-                "--source-database-url".into(),
-                self.synapse.url.clone(),
-                "--source-import-on-start".into(),
-                self.import_on_start.to_string(),
-                "--source-poll-interval-ms".into(),
-                "20".into(),
-                "--source-batch-size".into(),
-                "100".into(),
-                "--source-import-batch-rooms".into(),
-                "7".into(),
-            ],
+            writers: self.writers,
+            extra_args,
             ..ServerOptions::default()
         }
     }
@@ -289,11 +326,22 @@ impl<'a> SourceOptions<'a> {
 
 /// Waits until the server's position reaches `position` with an empty queue.
 pub(crate) async fn wait_for_position(server: &TestServer, position: i64) -> Value {
+    wait_for_writers(server, &["master"], position).await
+}
+
+/// Waits until every one of `writers` is at `position` with an empty queue.
+pub(crate) async fn wait_for_writers(
+    server: &TestServer,
+    writers: &[&str],
+    position: i64,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = server.get("/v1/status").await;
         let body = status.body.clone();
-        if body["positions"]["master"].as_i64() == Some(position)
+        if writers
+            .iter()
+            .all(|w| body["positions"][w].as_i64() == Some(position))
             && body["recalculation_queue"].as_i64() == Some(0)
         {
             return body;
@@ -316,4 +364,48 @@ pub(crate) fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str
         differences.len(),
         differences.join("\n")
     );
+}
+
+/// A message in a room of the multi-writer fixture persisted by `writer`, at
+/// `position`, written as the writer writes one (`events`, `event_json`),
+/// without moving `stream_positions`; returns the room.
+pub(crate) async fn persist_message(
+    synapse: &SynapseDatabase,
+    writer: &str,
+    position: i64,
+) -> String {
+    let client = synapse.client().await;
+    let row = client
+        .query_one(
+            "SELECT e.room_id, c.user_id FROM events e
+             JOIN local_current_membership c ON c.room_id = e.room_id AND c.membership = 'join'
+             WHERE e.instance_name = $1 AND e.type = 'm.room.create'
+             ORDER BY e.room_id LIMIT 1",
+            &[&writer],
+        )
+        .await
+        .unwrap();
+    let (room_id, sender): (String, String) = (row.get(0), row.get(1));
+    let event_id = format!("$announced{position}");
+    let event = serde_json::json!({"event_id": event_id, "room_id": room_id, "type": "m.room.message",
+        "sender": sender, "content": {"msgtype": "m.text", "body": "announced"},
+        "origin_server_ts": 0, "unsigned": {}});
+    client
+        .execute(
+            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
+                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering)
+             VALUES ($1, $2, 'm.room.message', $3, TRUE, FALSE, $1, 0, 0, $4, $5, $1)",
+            &[&position, &event_id, &room_id, &sender, &writer],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+             VALUES ($1, $2, '{}', $3, 3)",
+            &[&event_id, &room_id, &event.to_string()],
+        )
+        .await
+        .unwrap();
+    room_id
 }

@@ -1,0 +1,88 @@
+# Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
+"""The module's settings, from its `config:` block in homeserver.yaml.
+
+modules:
+  - module: roomcache_synapse.RoomcacheModule
+    config:
+      socket_path: /run/roomcache/roomcache.sock
+      wait_timeout_ms: 500
+      request_timeout_ms: 2000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attr
+
+
+class ConfigError(Exception):
+    """The module's `config:` block is invalid."""
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class RoomcacheConfig:
+    """Where roomcache listens and how long a sync request may wait for it."""
+
+    socket_path: str
+    """roomcache's Unix socket (its `socket_path`)."""
+    wait_timeout_ms: int = 500
+    """How long roomcache may wait to reach the request's token (its
+    `timeout_ms`); when it does not get there in time, the request is
+    computed Synapse's way."""
+    request_timeout_ms: int = 2000
+    """How long the module waits for roomcache's answer in all (connecting,
+    waiting, answering) before computing the request Synapse's way."""
+    max_connections: int = 16
+    """Kept-alive connections to roomcache per Synapse process."""
+    bypass_conn_id_prefix: str | None = None
+    """Requests whose `conn_id` starts with this are computed Synapse's way
+    (for side-by-side comparisons and benchmarks; off by default)."""
+    verify_fraction: float = 0.0
+    """This share of the requests answered from roomcache is also computed
+    Synapse's way and compared; on a difference Synapse's answer is used,
+    and the difference counted and logged."""
+    enabled: bool = True
+    """False: the module loads but leaves Synapse untouched."""
+
+
+def _integer(config: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"roomcache: `{key}` must be an integer of at least {minimum}")
+    return value
+
+
+def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
+    """Checks and reads the module's `config:` block."""
+    config = config or {}
+    known = {field.name for field in attr.fields(RoomcacheConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ConfigError(f"roomcache: unknown settings {unknown} (known: {sorted(known)})")
+    socket_path = config.get("socket_path")
+    if not isinstance(socket_path, str) or not socket_path:
+        raise ConfigError("roomcache: `socket_path` (roomcache's Unix socket) is required")
+    prefix = config.get("bypass_conn_id_prefix")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix):
+        raise ConfigError("roomcache: `bypass_conn_id_prefix` must be a non-empty string")
+    enabled = config.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("roomcache: `enabled` must be true or false")
+    verify_fraction = config.get("verify_fraction", 0.0)
+    if (
+        not isinstance(verify_fraction, int | float)
+        or isinstance(verify_fraction, bool)
+        or not 0 <= verify_fraction <= 1
+    ):
+        raise ConfigError("roomcache: `verify_fraction` must be a number from 0 to 1")
+    return RoomcacheConfig(
+        socket_path=socket_path,
+        wait_timeout_ms=_integer(config, "wait_timeout_ms", 500, 0),
+        request_timeout_ms=_integer(config, "request_timeout_ms", 2000, 1),
+        max_connections=_integer(config, "max_connections", 16, 1),
+        bypass_conn_id_prefix=prefix,
+        verify_fraction=float(verify_fraction),
+        enabled=enabled,
+    )

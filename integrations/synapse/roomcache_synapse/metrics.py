@@ -1,0 +1,47 @@
+# Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
+"""The module's Prometheus metrics, in the registry Synapse exports
+(`/_synapse/metrics` on a `metrics` listener), one set per process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+ROOM_LISTS = Counter(
+    "roomcache_synapse_room_lists",
+    "Sliding Sync room-list computations by who answered them (path: roomcache or "
+    "synapse) and, for synapse, why (reason).",
+    ["path", "reason"],
+)
+
+SEAM_SECONDS = Histogram(
+    "roomcache_synapse_room_lists_seconds",
+    "Time in the room-list part of a Sliding Sync request (the seam), by path.",
+    ["path"],
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+
+REQUEST_SECONDS = Histogram(
+    "roomcache_synapse_request_seconds",
+    "Time of one room-list request to roomcache over its socket, until its answer is decoded.",
+    buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0),
+)
+
+UNSETTLED_ROOMS = Counter(
+    "roomcache_synapse_unsettled_rooms",
+    "Rooms roomcache could not order at the request's token (an event after it), "
+    "placed by the module from Synapse's position of their last event at the token.",
+)
+
+VERIFIED = Counter(
+    "roomcache_synapse_verified",
+    "Answers from roomcache also computed Synapse's way (verify_fraction), by outcome "
+    "(equal; different: Synapse's answer was used; synapse_ahead: Synapse's own answer "
+    "showed memberships from after the token, ours was kept; synapse_failed).",
+    ["outcome"],
+)
+
+UNAFFECTED = Counter(
+    "roomcache_synapse_unaffected",
+    "Answers roomcache gave before reaching the request's token, nothing that concerns "
+    "the user having happened after its previous token (Synapse's stream change caches).",
+)

@@ -1,0 +1,66 @@
+"""A homeserver with the module and the roomcache it asks, as the tests use them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .harness import Homeserver
+from .roomcache import Roomcache
+
+# Requests on connections whose conn_id starts with this are computed
+# Synapse's way (the module's `bypass_conn_id_prefix`): the tests compare
+# them with the same requests answered from roomcache.
+BYPASS_PREFIX = "synapse-only"
+
+
+@dataclass
+class ModuleDeployment:
+    """A homeserver with the module, and the roomcache it asks."""
+
+    homeserver: Homeserver
+    roomcache: Roomcache
+
+    def room_list_counts(self) -> dict[tuple[str, str], float]:
+        """The module's counters: room-list computations by (path, reason),
+        verified answers by ("verified", outcome), ("unsettled", "") and
+        ("unaffected", "")."""
+        counts: dict[tuple[str, str], float] = {}
+        for (name, labels), value in self.homeserver.metrics().items():
+            label = dict(labels)
+            if name == "roomcache_synapse_room_lists_total":
+                counts[(label["path"], label["reason"])] = value
+            elif name == "roomcache_synapse_verified_total":
+                counts[("verified", label["outcome"])] = value
+            elif name == "roomcache_synapse_unsettled_rooms_total":
+                counts[("unsettled", "")] = value
+            elif name == "roomcache_synapse_unaffected_total":
+                counts[("unaffected", "")] = value
+        return counts
+
+
+def module_config(directory: Path, socket_path: Path) -> Path:
+    """homeserver.yaml's `modules:` for the module, written into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "modules.yaml"
+    path.write_text(
+        "modules:\n"
+        "  - module: roomcache_synapse.RoomcacheModule\n"
+        "    config:\n"
+        f"      socket_path: {socket_path}\n"
+        "      wait_timeout_ms: 5000\n"
+        "      request_timeout_ms: 10000\n"
+        f"      bypass_conn_id_prefix: {BYPASS_PREFIX}\n"
+        # Every answer from roomcache is also computed Synapse's way at the
+        # same token and compared (the tests check the counter).
+        "      verify_fraction: 1.0\n"
+    )
+    return path
+
+
+def counts_since(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], int]:
+    """What the counter counted between two readings (zeros left out)."""
+    counts = {key: int(value - before.get(key, 0)) for key, value in after.items()}
+    return {key: value for key, value in counts.items() if value}

@@ -1,0 +1,58 @@
+"""Never worse than Synapse alone: with roomcache stopped in the middle of a
+run, every Sliding Sync request is still answered, exactly as Synapse
+answers it alone (the module counts each as a fallback), and once
+roomcache is back the answers come from it again."""
+
+from __future__ import annotations
+
+from .deployment import ModuleDeployment, counts_since
+from .equivalence import Observer
+from .workload import Workload
+
+
+def _run(observers: list[Observer], steps: list) -> tuple[list[str], int]:  # type: ignore[type-arg]
+    differences: list[str] = []
+    requests = 0
+    for name, step in steps:
+        step()
+        for observer in observers:
+            differences += [f"after {name!r}: {d}" for d in observer.compare()]
+            requests += 1
+    return differences, requests
+
+
+def test_requests_are_answered_while_roomcache_is_down(with_module: ModuleDeployment) -> None:
+    workload = Workload(with_module.homeserver, "down")
+    observers = [Observer(client) for client in workload.observers]
+    steps = workload.steps()
+
+    before = with_module.room_list_counts()
+    differences, requests = _run(observers, steps[:6])
+    counts = counts_since(before, with_module.room_list_counts())
+    assert differences == [], "\n".join(differences)
+    assert counts.get(("roomcache", ""), 0) == requests
+
+    with_module.roomcache.stop()
+    before = with_module.room_list_counts()
+    differences, requests = _run(observers, steps[6:14])
+    counts = counts_since(before, with_module.room_list_counts())
+    print(f"roomcache down: {counts}")
+    assert differences == [], "\n".join(differences)
+    assert counts.get(("synapse", "unavailable"), 0) == requests
+    assert counts.get(("roomcache", ""), 0) == 0
+
+    with_module.roomcache.start()
+    with_module.roomcache.wait_until_caught_up()
+    before = with_module.room_list_counts()
+    differences, requests = _run(observers, steps[14:])
+    counts = counts_since(before, with_module.room_list_counts())
+    print(f"roomcache back: {counts}")
+    assert differences == [], "\n".join(differences)
+    fallbacks = {
+        reason: n
+        for (path, reason), n in counts.items()
+        if path == "synapse" and reason != "bypass"
+    }
+    assert set(fallbacks) <= {"forgotten_newly_left", "left_without_event"}, fallbacks
+    assert counts.get(("roomcache", ""), 0) == requests - sum(fallbacks.values())
+    assert counts.get(("verified", "different"), 0) == 0

@@ -1,0 +1,223 @@
+//! The events stream: every configured writer's rows from its durable
+//! position up to its safe position, one feed batch per writer.
+//!
+//! A writer's safe position is the highest of: its `stream_positions` row
+//! (Synapse writes it after the writer's own commits), the run of
+//! consecutive committed positions above the lowest writer's row (so an
+//! idle writer follows the others when no position is missing), and, with
+//! Redis, the position it announced (a numbered `RDATA` token or a
+//! `POSITION`, sent only once everything of that writer up to it is
+//! committed; an idle writer's `POSITION` moves it without rows). Writers
+//! move independently: a reader waiting for one writer's event does not
+//! wait for the others (the vector token), and the minimum over writers
+//! does not stall while a writer is idle. Owns: the events part of a step.
+//! May not touch: SQL text, roomcache's tables, the rules.
+
+use std::collections::BTreeMap;
+
+use roomcache_core::{StreamToken, WriterName};
+use tracing::debug;
+
+use super::Follower;
+use crate::feed::{FeedBatch, FeedRow, PositionRow};
+use crate::source::range::StreamRange;
+use crate::source::read::forget_rows;
+use crate::source::redis::{Announced, EVENTS};
+use crate::source::SourceError;
+use crate::supervisor::SubmitBatch;
+
+/// A token of the configured writers' positions.
+pub(super) fn token_of(positions: &BTreeMap<WriterName, i64>) -> StreamToken {
+    let stream = positions.values().copied().min().unwrap_or(0);
+    StreamToken {
+        stream,
+        instance_map: positions
+            .iter()
+            .filter(|(_, p)| **p > stream)
+            .map(|(w, p)| (w.clone(), *p))
+            .collect(),
+    }
+}
+
+/// Each configured writer's target: the highest of its safe position in
+/// the database, its announced position and its durable position.
+pub(super) fn targets(
+    writers: &[WriterName],
+    safe: &StreamToken,
+    announced: &BTreeMap<String, i64>,
+    durable: &StreamToken,
+) -> BTreeMap<WriterName, i64> {
+    writers
+        .iter()
+        .map(|writer| {
+            let name = writer.as_str();
+            let target = safe
+                .position(name)
+                .max(announced.get(name).copied().unwrap_or(0))
+                .max(durable.position(name));
+            (writer.clone(), target)
+        })
+        .collect()
+}
+
+/// The next step's end: each writer's target, at most `batch_size`
+/// positions past where it is.
+pub(super) fn step_end(
+    durable: &StreamToken,
+    targets: &BTreeMap<WriterName, i64>,
+    batch_size: i64,
+) -> BTreeMap<WriterName, i64> {
+    targets
+        .iter()
+        .map(|(writer, target)| {
+            let from = durable.position(writer.as_str());
+            (
+                writer.clone(),
+                (*target).min(from.saturating_add(batch_size.max(1))),
+            )
+        })
+        .collect()
+}
+
+impl Follower {
+    /// Reads and submits the events stream's next rows; true when every
+    /// writer has reached its target.
+    pub(super) async fn follow_events(&self, announced: &Announced) -> Result<bool, SourceError> {
+        let safe = self.source.safe_token(&self.writers).await?;
+        let durable = self.tracker.token();
+        let targets = targets(&self.writers, &safe, &announced.stream(EVENTS), &durable);
+        let target = token_of(&targets);
+        self.progress.set_source_position(target.stream);
+        metrics::gauge!("roomcache_source_lag").set((target.stream - durable.stream).max(0) as f64);
+        if target.is_before_or_eq(&durable) {
+            return Ok(true);
+        }
+        let ends = step_end(&durable, &targets, self.batch_size);
+        let range = StreamRange {
+            from: durable.clone(),
+            to: token_of(&ends),
+        };
+        let read = self
+            .source
+            .read_range(&range, None, &self.server_name)
+            .await?;
+        let events_read = read.events;
+        let mut by_writer: BTreeMap<WriterName, Vec<FeedRow>> = BTreeMap::new();
+        for (instance, rows) in read.by_writer() {
+            let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
+            by_writer.insert(writer, rows);
+        }
+        self.add_forgets(&mut by_writer, &ends).await?;
+        for (writer, end) in &ends {
+            let mut rows = by_writer.remove(writer).unwrap_or_default();
+            if rows.is_empty() && *end <= durable.position(writer.as_str()) {
+                continue;
+            }
+            rows.push(FeedRow::Position(PositionRow { stream_id: *end }));
+            self.submit(writer.clone(), rows).await?;
+        }
+        // Rows of a writer that is not configured: refused, with its name.
+        for (writer, rows) in by_writer {
+            self.submit(writer, rows).await?;
+        }
+        let now = self.tracker.token();
+        metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
+        metrics::counter!("roomcache_source_events_total").increment(events_read as u64);
+        Ok(target.is_before_or_eq(&now))
+    }
+
+    /// A forget row, at the end of its writer's batch, for each membership
+    /// of the rows that is forgotten already (its caches-stream row may have
+    /// been read before this event was applied).
+    async fn add_forgets(
+        &self,
+        by_writer: &mut BTreeMap<WriterName, Vec<FeedRow>>,
+        ends: &BTreeMap<WriterName, i64>,
+    ) -> Result<(), SourceError> {
+        let local_suffix = format!(":{}", self.server_name);
+        let memberships: Vec<&str> = by_writer
+            .values()
+            .flatten()
+            .filter_map(|row| match row {
+                FeedRow::Event(row)
+                    if row.event.event_type == "m.room.member"
+                        && row
+                            .event
+                            .state_key
+                            .as_deref()
+                            .is_some_and(|key| key.ends_with(&local_suffix)) =>
+                {
+                    Some(row.event.event_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let forgotten = self.source.forgotten_among_events(&memberships).await?;
+        for membership in forgotten {
+            let Ok(writer) = WriterName::parse(&membership.writer) else {
+                continue;
+            };
+            let (Some(end), Some(rows)) = (ends.get(&writer), by_writer.get_mut(&writer)) else {
+                continue;
+            };
+            rows.extend(forget_rows(*end, &[membership]));
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, writer: WriterName, rows: Vec<FeedRow>) -> Result<(), SourceError> {
+        let batch = FeedBatch { writer, rows };
+        batch.validate().map_err(|cause| SourceError::FeedBatch {
+            writer: batch.writer.clone(),
+            cause,
+        })?;
+        let rows = batch.rows.len();
+        let writer = batch.writer.clone();
+        let ack = self.supervisor.send(SubmitBatch(batch)).await??;
+        debug!(%writer, rows, position = ack.position, "source batch applied");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> WriterName {
+        WriterName::parse(text).unwrap()
+    }
+
+    fn token(text: &str) -> StreamToken {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_idle_writer_follows_the_walk_and_its_announcements() {
+        let writers = [name("p1"), name("p2")];
+        // Synapse's rows: p1 at 20, p2 (idle) at 12; consecutive positions
+        // walk on to 15. p2 announced 18 on Redis.
+        let safe = token("m15~p1.20");
+        let announced = BTreeMap::from([("p2".to_owned(), 18), ("other".to_owned(), 99)]);
+        let durable = token("m10~p1.14");
+        let targets = targets(&writers, &safe, &announced, &durable);
+        assert_eq!(
+            targets,
+            BTreeMap::from([(name("p1"), 20), (name("p2"), 18)])
+        );
+        assert_eq!(token_of(&targets).to_string(), "m18~p1.20");
+        // Without Redis the idle writer is at the walk's end.
+        let targets_polling = super::targets(&writers, &safe, &BTreeMap::new(), &durable);
+        assert_eq!(token_of(&targets_polling).to_string(), "m15~p1.20");
+        // A target never goes below the durable position.
+        let behind = super::targets(&writers, &token("s5"), &BTreeMap::new(), &durable);
+        assert_eq!(token_of(&behind), durable);
+    }
+
+    #[test]
+    fn a_step_reads_at_most_the_batch_size_past_each_writer() {
+        let durable = token("m10~p1.14");
+        let targets = BTreeMap::from([(name("p1"), 500), (name("p2"), 12)]);
+        let ends = step_end(&durable, &targets, 100);
+        assert_eq!(ends, BTreeMap::from([(name("p1"), 114), (name("p2"), 12)]));
+    }
+}

@@ -1,0 +1,188 @@
+//! The subscription to Synapse's replication channel, kept up for as long
+//! as roomcache runs.
+//!
+//! Each session: connect, `SUBSCRIBE` to the channel, then `PUBLISH
+//! REPLICATE` on a second connection (only once subscribed, so no answer is
+//! missed), then read lines until the connection ends. A failed or ended
+//! session is logged (a warning once per outage: the follower keeps
+//! following by polling), counted, and retried with a growing pause (up to
+//! [`MAX_RETRY_PAUSE`]). Owns: the connections to Redis. May not touch: any
+//! database, the follower's state beyond [`Replication`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::wire::{self, Command, RowToken};
+use super::Replication;
+
+/// First pause before reconnecting; it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Longest wait for Redis to accept a connection or answer a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a session with Redis ended (each is retried).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubscriberError {
+    #[error("the Redis URL (source_redis_url) is invalid")]
+    BadUrl(#[source] redis::RedisError),
+    #[error("connecting to Redis failed")]
+    Connect(#[source] redis::RedisError),
+    #[error("subscribing to the replication channel failed")]
+    Subscribe(#[source] redis::RedisError),
+    #[error("publishing REPLICATE failed")]
+    Replicate(#[source] redis::RedisError),
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the connection to Redis closed")]
+    Closed,
+}
+
+/// Subscribes to `channel` on the Redis at `url` and tells `replication`.
+pub(crate) struct Subscriber {
+    client: redis::Client,
+    channel: String,
+    replication: Arc<Replication>,
+}
+
+/// Runs `future` with [`COMMAND_TIMEOUT`].
+async fn in_time<T>(
+    future: impl std::future::Future<Output = Result<T, SubscriberError>>,
+) -> Result<T, SubscriberError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, future)
+        .await
+        .map_err(|_| SubscriberError::Timeout(COMMAND_TIMEOUT))?
+}
+
+impl Subscriber {
+    /// A subscriber of `channel` (Synapse's server name) on `url`
+    /// (`redis://[:password@]host:port/`); nothing connects
+    /// yet.
+    pub(crate) fn new(
+        url: &str,
+        channel: &str,
+        replication: Arc<Replication>,
+    ) -> Result<Subscriber, SubscriberError> {
+        Ok(Subscriber {
+            client: redis::Client::open(url).map_err(SubscriberError::BadUrl)?,
+            channel: channel.to_owned(),
+            replication,
+        })
+    }
+
+    /// Keeps a subscription up until the process stops.
+    pub(crate) async fn run(self) {
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut in_outage = false;
+        loop {
+            let span = info_span!("redis_session", channel = %self.channel);
+            let outcome = self.session(&mut in_outage).instrument(span).await;
+            self.replication.set_connected(false);
+            let error = match outcome {
+                Ok(never) => match never {},
+                Err(error) => error,
+            };
+            metrics::counter!("roomcache_source_redis_disconnects_total").increment(1);
+            if !in_outage {
+                warn!(error = %crate::error_chain(&error),
+                    "Synapse's replication stream over Redis is unavailable; following by polling until it is back");
+                in_outage = true;
+                pause = FIRST_RETRY_PAUSE;
+            } else {
+                debug!(error = %crate::error_chain(&error), "Redis still unavailable");
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+
+    /// One session: subscribe, announce, read until the connection ends.
+    async fn session(
+        &self,
+        in_outage: &mut bool,
+    ) -> Result<std::convert::Infallible, SubscriberError> {
+        let mut pubsub = in_time(async {
+            self.client
+                .get_async_pubsub()
+                .await
+                .map_err(SubscriberError::Connect)
+        })
+        .await?;
+        in_time(async {
+            pubsub
+                .subscribe(&self.channel)
+                .await
+                .map_err(SubscriberError::Subscribe)
+        })
+        .await?;
+        in_time(self.publish_replicate()).await?;
+        self.replication.set_connected(true);
+        if std::mem::take(in_outage) {
+            info!("Synapse's replication stream over Redis is back; following it again");
+        } else {
+            info!("following Synapse's replication stream over Redis");
+        }
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            self.handle(message.get_payload_bytes());
+        }
+        Err(SubscriberError::Closed)
+    }
+
+    /// `PUBLISH <channel> REPLICATE`: every Synapse process answers with
+    /// its positions.
+    async fn publish_replicate(&self) -> Result<(), SubscriberError> {
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(SubscriberError::Connect)?;
+        redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg("REPLICATE")
+            .query_async::<i64>(&mut connection)
+            .await
+            .map_err(SubscriberError::Replicate)?;
+        Ok(())
+    }
+
+    /// One line of the channel: positions are remembered (waking the
+    /// follower); other commands are ignored; a line roomcache cannot read
+    /// is logged and counted, never fatal.
+    fn handle(&self, line: &[u8]) {
+        let kind = match wire::parse(line) {
+            Ok(Command::Rdata {
+                stream,
+                instance,
+                token,
+            }) => {
+                if let RowToken::Position(position) = token {
+                    self.replication.announce(stream, instance, position);
+                }
+                "rdata"
+            }
+            Ok(Command::Position {
+                stream,
+                instance,
+                new,
+                ..
+            }) => {
+                self.replication.announce(stream, instance, new);
+                "position"
+            }
+            Ok(Command::Other(_)) => "other",
+            Err(error) => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                warn!(%error, line = %shown, "ignoring a line of the replication channel");
+                match error {
+                    wire::WireError::UnknownCommand(_) => "unknown",
+                    _ => "malformed",
+                }
+            }
+        };
+        metrics::counter!("roomcache_source_redis_lines_total", "kind" => kind).increment(1);
+    }
+}
