@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use super::layout::{IndexData, RoomSlot, SnapshotRecord, UserRecord};
+use super::layout::{IndexData, RoomSlot, SnapshotRecord, UserRecord, SELF_SENT};
 use super::query::CompiledFilter;
 use crate::model::{Membership, RoomId};
 use crate::room_list::{
@@ -84,11 +84,14 @@ impl IndexData {
             .iter()
             .filter_map(|u| self.senders.find(u))
             .collect();
-        if !ignored.is_empty() {
+        // A user's own membership events are stored as SELF_SENT, not interned.
+        let ignores_self = options.ignored_inviters.contains(&user.user_id);
+        if !ignored.is_empty() || ignores_self {
             let listed = extras.into_iter().flat_map(|e| e.non_joined.iter());
             dropped.extend(listed.chain(&revived).copied().filter(|room| {
                 self.record(user, *room).is_some_and(|s| {
-                    s.membership == Membership::Invite && ignored.contains(&s.sender)
+                    s.membership == Membership::Invite
+                        && (ignored.contains(&s.sender) || ignores_self && s.sender == SELF_SENT)
                 })
             }));
         }
