@@ -18,24 +18,19 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use hdrhistogram::Histogram;
 use roomcache::index::ReadIndex;
-use roomcache::model::{
-    AccountData, EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata,
-    RowChange, UserId,
-};
+use roomcache::model::{RowChange, UserId};
 use roomcache::room_list::{Filters, ListRequest};
 use roomcache::store::Store;
 use roomcache_core::PublishGate;
 use serde_json::{json, Value};
 
 mod support;
-use support::{Connection, Server};
+use support::{Connection, RawConnection, Server};
 
 /// Counts live heap bytes.
 struct CountingAllocator;
@@ -78,138 +73,11 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-const SERVER: &str = "bench.example";
-const BIG_USER: &str = "@big:bench.example";
-
-/// Sizes of the generated dataset.
-#[derive(Clone, Copy)]
-struct Sizes {
-    rooms: usize,
-    snapshots: usize,
-    user_rooms: usize,
-}
-
-/// splitmix64: deterministic pseudo-random numbers.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn room_id(i: usize) -> RoomId {
-    RoomId::parse(&format!("!room{i:06}:{SERVER}")).unwrap()
-}
-
-const WORDS: [&str; 8] = [
-    "tea", "coffee", "garden", "rust", "matrix", "music", "chess", "books",
-];
-
-fn room_metadata(i: usize) -> RoomMetadata {
-    let r = mix(i as u64);
-    RoomMetadata {
-        room_type: r.is_multiple_of(20).then(|| "m.space".to_owned()),
-        room_name: (!r.is_multiple_of(10))
-            .then(|| format!("Room {i} {}", WORDS[(r >> 8) as usize % 8])),
-        is_encrypted: (r >> 16) % 10 < 4,
-        tombstone_successor_room_id: (r >> 24)
-            .is_multiple_of(100)
-            .then(|| format!("!next{i}:{SERVER}")),
-    }
-}
-
-fn joined_rows(sizes: Sizes) -> Vec<JoinedRoomRow> {
-    (0..sizes.rooms)
-        .filter(|i| mix(*i as u64 ^ 0xA5) % 100 < 97)
-        .map(|i| JoinedRoomRow {
-            room_id: room_id(i),
-            // A permutation of 1..=rooms (scaled): unique, like the real column.
-            event_stream_ordering: 1 + ((i as i64 * 48_271) % 100_003) * 10,
-            bump_stamp: Some(1 + ((i as i64 * 48_271) % 100_003) * 10 - 3),
-            metadata: room_metadata(i),
-        })
-        .collect()
-}
-
-/// The `n`-th snapshot: the big user's first, then 10 rooms per other user.
-fn snapshot(n: usize, sizes: Sizes) -> MembershipSnapshot {
-    let (user, room) = if n < sizes.user_rooms {
-        (
-            BIG_USER.to_owned(),
-            (n * (sizes.rooms / sizes.user_rooms)) % sizes.rooms,
-        )
-    } else {
-        let k = (n - sizes.user_rooms) / 10;
-        let j = (n - sizes.user_rooms) % 10;
-        (
-            format!("@user{k}:{SERVER}"),
-            (k * 13 + j * 10_007) % sizes.rooms,
-        )
-    };
-    let r = mix(n as u64 ^ 0x5A5A);
-    let (membership, self_sent) = match r % 100 {
-        0..=89 => (Membership::Join, true),
-        90..=93 => (Membership::Invite, false),
-        94..=96 => (Membership::Leave, false),
-        97 => (Membership::Ban, false),
-        98 => (Membership::Leave, true),
-        _ => (Membership::Knock, true),
-    };
-    let user_id = UserId::parse(&user).unwrap();
-    let known = membership != Membership::Invite || !(r >> 8).is_multiple_of(5);
-    MembershipSnapshot {
-        room_id: room_id(room),
-        sender: if self_sent {
-            user_id.clone()
-        } else {
-            UserId::parse("@admin:remote.example").unwrap()
-        },
-        user_id,
-        // Real event IDs are '$' and 43 URL-safe base64 characters.
-        membership_event_id: EventId::parse(&format!("${:043x}", mix(n as u64))).unwrap(),
-        membership,
-        forgotten: membership == Membership::Leave && (r >> 16).is_multiple_of(3),
-        event_stream_ordering: 1 + (n as i64 * 7_919) % 1_000_003,
-        event_instance_name: "master".into(),
-        has_known_state: known,
-        metadata: if known {
-            room_metadata(room)
-        } else {
-            RoomMetadata::default()
-        },
-    }
-}
-
-/// Account data and spaces of the big user: 200 DMs, 500 tagged rooms,
-/// 50 spaces of 100 children each.
-fn extras(sizes: Sizes) -> Vec<RowChange> {
-    let step = sizes.rooms / sizes.user_rooms;
-    let user_room = |i: usize| room_id((i * step) % sizes.rooms);
-    let user = UserId::parse(BIG_USER).unwrap();
-    let dms: Vec<String> = (0..200).map(|i| user_room(i * 37).to_string()).collect();
-    let mut changes = vec![RowChange::AccountData(AccountData {
-        user_id: user.clone(),
-        room_id: None,
-        data_type: "m.direct".into(),
-        content: json!({ "@friend:bench.example": dms }),
-    })];
-    for i in 0..500 {
-        let tag = if i < 100 { "m.favourite" } else { "u.work" };
-        changes.push(RowChange::AccountData(AccountData {
-            user_id: user.clone(),
-            room_id: Some(user_room(i * 19 + 5)),
-            data_type: "m.tag".into(),
-            content: json!({"tags": { tag: {"order": 0.5} }}),
-        }));
-    }
-    for s in 0..50 {
-        changes.push(RowChange::SpaceChildren {
-            space_room_id: room_id(sizes.rooms - 1 - s),
-            children: (0..100).map(|c| user_room(s * 100 + c)).collect(),
-        });
-    }
-    changes
-}
+#[path = "room_list/dataset.rs"]
+mod dataset;
+#[path = "room_list/socket.rs"]
+mod socket;
+use dataset::{extras, joined_rows, room_id, snapshots, Sizes, BIG_USER, SERVER};
 
 /// The queries measured: a name and a list request (top 20).
 fn queries(sizes: Sizes) -> Vec<(&'static str, ListRequest)> {
@@ -279,8 +147,8 @@ fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
     let publish =
         |changes: &[RowChange]| gate.publish(|publication| index.publish(changes, publication));
     let mut batch = Vec::with_capacity(10_000);
-    for n in 0..sizes.snapshots {
-        batch.push(RowChange::UpsertSnapshot(snapshot(n, sizes)));
+    for snapshot in snapshots(sizes) {
+        batch.push(RowChange::UpsertSnapshot(snapshot));
         if batch.len() == 10_000 {
             publish(&batch);
             batch.clear();
@@ -328,99 +196,6 @@ fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
     (index, results)
 }
 
-/// Writes the dataset to Postgres with COPY (text format).
-async fn load_postgres(store: &Store, sizes: Sizes) -> Result<(), Box<dyn std::error::Error>> {
-    let client = store.client().await?;
-    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "\\N".into());
-    let copy = |sql: &'static str| {
-        let client = &client;
-        async move { client.copy_in::<_, Bytes>(sql).await }
-    };
-    let sink = copy("COPY sliding_sync_joined_rooms (room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN").await?;
-    futures_util::pin_mut!(sink);
-    let mut buffer = String::new();
-    for row in joined_rows(sizes) {
-        buffer.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            row.room_id,
-            row.event_stream_ordering,
-            row.bump_stamp.map_or("\\N".into(), |b| b.to_string()),
-            text(&row.metadata.room_type),
-            text(&row.metadata.room_name),
-            row.metadata.is_encrypted,
-            text(&row.metadata.tombstone_successor_room_id)
-        ));
-    }
-    sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
-    sink.as_mut().finish().await?;
-
-    let sink = copy("COPY sliding_sync_membership_snapshots (room_id, user_id, sender, membership_event_id, membership, forgotten, event_stream_ordering, event_instance_name, has_known_state, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN").await?;
-    futures_util::pin_mut!(sink);
-    for n in 0..sizes.snapshots {
-        let s = snapshot(n, sizes);
-        buffer.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            s.room_id,
-            s.user_id,
-            s.sender,
-            s.membership_event_id,
-            s.membership.as_str(),
-            i32::from(s.forgotten),
-            s.event_stream_ordering,
-            s.event_instance_name,
-            s.has_known_state,
-            text(&s.metadata.room_type),
-            text(&s.metadata.room_name),
-            s.metadata.is_encrypted,
-            text(&s.metadata.tombstone_successor_room_id)
-        ));
-        if buffer.len() > 1 << 20 {
-            sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
-        }
-    }
-    sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
-    sink.as_mut().finish().await?;
-
-    for change in extras(sizes) {
-        match change {
-            RowChange::AccountData(data) => {
-                let room = data.room_id.map(|r| r.to_string()).unwrap_or_default();
-                client
-                    .execute(
-                        "INSERT INTO user_account_data (user_id, room_id, account_data_type, content) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, account_data_type) DO UPDATE SET content = EXCLUDED.content",
-                        &[&data.user_id.as_str(), &room, &data.data_type, &data.content],
-                    )
-                    .await?;
-            }
-            RowChange::SpaceChildren {
-                space_room_id,
-                children,
-            } => {
-                let children: Vec<&str> = children.iter().map(RoomId::as_str).collect();
-                client
-                    .execute(
-                        "INSERT INTO space_children (space_room_id, child_room_id) SELECT $1, UNNEST($2::text[])",
-                        &[&space_room_id.as_str(), &children],
-                    )
-                    .await?;
-            }
-            _ => {}
-        }
-    }
-    client
-        .execute(
-            "INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ('events', 'master', 2000000)",
-            &[],
-        )
-        .await?;
-    client
-        .batch_execute(
-            "ANALYZE sliding_sync_joined_rooms; ANALYZE sliding_sync_membership_snapshots;",
-        )
-        .await?;
-    Ok(())
-}
-
 /// The server's flags for this benchmark.
 fn server_args() -> Vec<String> {
     [
@@ -437,51 +212,6 @@ fn server_args() -> Vec<String> {
 
 fn request_body(list: &ListRequest) -> Bytes {
     Bytes::from(serde_json::to_vec(&json!({"lists": {"l": list}})).unwrap())
-}
-
-/// Latencies of `clients` concurrent clients for `seconds`; returns the
-/// merged histogram (ns) and the queries per second.
-async fn socket_load(
-    socket: &Path,
-    body: Bytes,
-    clients: usize,
-    seconds: u64,
-) -> (Histogram<u64>, f64) {
-    let path = format!("/v1/users/{BIG_USER}/room_list");
-    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (socket, body, path, barrier) = (
-            socket.to_owned(),
-            body.clone(),
-            path.clone(),
-            barrier.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(&socket).await.unwrap();
-            for _ in 0..200 {
-                connection.send("POST", &path, body.clone()).await.unwrap();
-            }
-            barrier.wait().await;
-            let deadline = Instant::now() + Duration::from_secs(seconds);
-            let mut histogram = Histogram::<u64>::new(3).unwrap();
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                connection.send("POST", &path, body.clone()).await.unwrap();
-                histogram.record(sent.elapsed().as_nanos() as u64).unwrap();
-            }
-            histogram
-        }));
-    }
-    barrier.wait().await;
-    let started = Instant::now();
-    let mut merged = Histogram::<u64>::new(3).unwrap();
-    for task in tasks {
-        merged.add(task.await.unwrap()).unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let qps = merged.len() as f64 / elapsed;
-    (merged, qps)
 }
 
 /// Synapse's question in SQL: R1 (the user's snapshots, not forgotten, no
@@ -536,12 +266,94 @@ async fn sql_latency(store: &Store, filtered: bool, expected_count: usize) -> Hi
     histogram
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Generates the dataset in Postgres unless a previous run stored it.
+async fn ensure_dataset(url: &str, sizes: Sizes) -> Store {
+    let schema = sizes.schema();
+    let store = Store::connect(url, &schema, 2).await.unwrap();
+    if dataset::is_stored(&store).await.unwrap() {
+        println!("dataset already in Postgres (schema {schema}): reused");
+        return store;
+    }
+    let loading = Instant::now();
+    let client = store.client().await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    drop(client);
+    let store = Store::connect(url, &schema, 2).await.unwrap();
+    dataset::load_postgres(&store, sizes).await.unwrap();
+    println!(
+        "generated the dataset in Postgres with COPY (schema {schema}) in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
+    store
+}
+
+/// Starts each binary on the dataset in turn (cold start and RSS), the
+/// peer first; they stay up side by side for the socket measures.
+async fn start_servers(
+    url: &str,
+    binaries: &[(&'static str, PathBuf)],
+    dir: &Path,
+    sizes: Sizes,
+) -> Vec<(&'static str, Server)> {
+    let empty_schema = format!("bench_empty_{}", std::process::id());
+    let mut servers = Vec::new();
+    for (label, binary) in binaries {
+        let own_dir = dir.join(label);
+        std::fs::create_dir_all(&own_dir).unwrap();
+        let empty = Server::start(binary, &own_dir, url, &empty_schema, &server_args()).await;
+        let empty_rss = empty.rss_bytes();
+        empty.stop();
+        println!("[{label}] load average before start-up: {}", load_average());
+        let starting = Instant::now();
+        let server = Server::start(binary, &own_dir, url, &sizes.schema(), &server_args()).await;
+        println!(
+            "[{label}] server ready (socket open, all rows loaded) in {:.2} s",
+            starting.elapsed().as_secs_f64()
+        );
+        let rss = server.rss_bytes();
+        println!(
+            "[{label}] server RSS {:.1} MiB (empty server {:.1} MiB): {:.0} bytes per snapshot with rooms included ((RSS - empty) / snapshots)",
+            rss as f64 / 1_048_576.0,
+            empty_rss as f64 / 1_048_576.0,
+            (rss.saturating_sub(empty_rss)) as f64 / sizes.snapshots as f64
+        );
+        servers.push((*label, server));
+    }
+    let store = Store::connect(url, &empty_schema, 1).await.unwrap();
+    let client = store.client().await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {empty_schema} CASCADE"))
+        .await
+        .unwrap();
+    servers
+}
+
+/// The room list's count over the socket (checked against the in-process one).
+async fn socket_count(server: &Server, body: Bytes) -> usize {
+    let mut connection = Connection::open(&server.socket).await.unwrap();
+    let answer = connection
+        .send("POST", &socket::room_list_path(), body)
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    answer["lists"]["l"]["count"].as_u64().unwrap_or(0) as usize
+}
+
 async fn over_the_socket(
     url: &str,
-    binary: &Path,
+    binaries: &[(&'static str, PathBuf)],
     sizes: Sizes,
     clients: usize,
-    seconds: u64,
+    seconds: f64,
     in_process: &[QueryFigures],
 ) {
     println!("== over the socket (real server, Postgres with durability defaults) ==");
@@ -549,115 +361,93 @@ async fn over_the_socket(
         .prefix("roomcache-bench")
         .tempdir()
         .unwrap();
-    let schema = format!("bench_{}", std::process::id());
-    let empty_schema = format!("bench_empty_{}", std::process::id());
-    let store = Store::connect(url, &schema, 2).await.unwrap();
-    let loading = Instant::now();
-    load_postgres(&store, sizes).await.unwrap();
+    let store = ensure_dataset(url, sizes).await;
+    let servers = start_servers(url, binaries, dir.path(), sizes).await;
     println!(
-        "loaded Postgres with COPY in {:.1} s",
-        loading.elapsed().as_secs_f64()
+        "load average before the socket measures: {}",
+        load_average()
     );
-
-    let empty = Server::start(binary, dir.path(), url, &empty_schema, &server_args()).await;
-    let empty_rss = empty.rss_bytes();
-    empty.stop();
-    let starting = Instant::now();
-    let server = Server::start(binary, dir.path(), url, &schema, &server_args()).await;
+    let health = RawConnection::request("GET", "/health", b"");
+    let list_request = request_body(&queries(sizes)[0].1);
+    let echo = socket::echo(dir.path(), list_request.len() + 150, seconds).await;
     println!(
-        "server ready (all rows loaded) in {:.2} s",
-        starting.elapsed().as_secs_f64()
+        "  physical floor (echo of a request's size, 1 blocking client): {}",
+        echo.line()
     );
-    let rss = server.rss_bytes();
-    println!(
-        "server RSS {:.1} MiB (empty server {:.1} MiB): {:.0} bytes per snapshot with rooms included ((RSS - empty) / snapshots)",
-        rss as f64 / 1_048_576.0,
-        empty_rss as f64 / 1_048_576.0,
-        (rss.saturating_sub(empty_rss)) as f64 / sizes.snapshots as f64
-    );
-
-    // The floor: the cheapest request the server answers, over the same transport.
-    let mut floor = Histogram::<u64>::new(3).unwrap();
-    let mut connection = Connection::open(&server.socket).await.unwrap();
-    for i in 0..3_000 {
-        let sent = Instant::now();
-        connection.get("/health").await.unwrap();
-        if i >= 500 {
-            floor.record(sent.elapsed().as_nanos() as u64).unwrap();
-        }
+    for (label, server) in &servers {
+        let raw = socket::raw_load(&server.socket, health.clone(), 1, seconds).await;
+        let hyper =
+            socket::hyper_load(&server.socket, "GET", "/health", Bytes::new(), 1, seconds).await;
+        println!(
+            "  [{label}] transport floor GET /health, 1 client: hand-written {}",
+            raw.line()
+        );
+        println!(
+            "  [{label}] transport floor GET /health, 1 client: hyper        {}",
+            hyper.line()
+        );
     }
-    println!(
-        "  transport floor (GET /health, 1 client): p50 {:.2} µs  p99 {:.2} µs",
-        micros(&floor, 0.5),
-        micros(&floor, 0.99)
-    );
     let headline = ["no filter", "is_encrypted"];
     for (name, list) in queries(sizes)
         .into_iter()
         .filter(|(n, _)| headline.contains(n))
     {
         let body = request_body(&list);
-        // The answer agrees with the in-process count.
-        let mut connection = Connection::open(&server.socket).await.unwrap();
-        let answer: Value = serde_json::from_slice(
-            &connection
-                .send(
-                    "POST",
-                    &format!("/v1/users/{BIG_USER}/room_list"),
-                    body.clone(),
-                )
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        let count = answer["lists"]["l"]["count"].as_u64().unwrap_or(0) as usize;
-        let expected = in_process
-            .iter()
-            .find(|r| r.0 == name)
-            .map(|r| r.3)
-            .unwrap_or(0);
-        assert_eq!(count, expected, "socket and in-process counts differ");
-        let (single, _) = socket_load(&server.socket, body.clone(), 1, seconds).await;
-        let (loaded, qps) = socket_load(&server.socket, body.clone(), clients, seconds).await;
+        let request = RawConnection::request("POST", &socket::room_list_path(), &body);
+        let expected = in_process.iter().find(|r| r.0 == name);
+        let count = socket_count(&servers[servers.len() - 1].1, body.clone()).await;
+        if let Some(expected) = expected {
+            assert_eq!(count, expected.3, "socket and in-process counts differ");
+        }
+        println!(
+            "  top 20, {name} (count {count}); in process p50 {:.2} µs:",
+            expected.map_or(0.0, |r| r.1)
+        );
+        let mut ours_single = None;
+        for (label, server) in &servers {
+            let socket = &server.socket;
+            let raw_single = socket::raw_load(socket, request.clone(), 1, seconds).await;
+            let raw_loaded = socket::raw_load(socket, request.clone(), clients, seconds).await;
+            let path = socket::room_list_path();
+            let hyper_single =
+                socket::hyper_load(socket, "POST", &path, body.clone(), 1, seconds).await;
+            let hyper_loaded =
+                socket::hyper_load(socket, "POST", &path, body.clone(), clients, seconds).await;
+            println!(
+                "    [{label}] hand-written, 1 client    {}",
+                raw_single.line()
+            );
+            println!(
+                "    [{label}] hand-written, {clients} clients   {}",
+                raw_loaded.line()
+            );
+            println!(
+                "    [{label}] hyper, 1 client           {}",
+                hyper_single.line()
+            );
+            println!(
+                "    [{label}] hyper, {clients} clients          {}",
+                hyper_loaded.line()
+            );
+            ours_single = Some(hyper_single);
+        }
         let sql = sql_latency(&store, name == "is_encrypted", count).await;
-        let in_process_p50 = in_process
-            .iter()
-            .find(|r| r.0 == name)
-            .map(|r| r.1)
-            .unwrap_or(0.0);
-        println!("  top 20, {name} (count {count}):");
-        println!("    in process          p50 {:>9.2} µs", in_process_p50);
-        println!(
-            "    socket, 1 client    p50 {:>9.2} µs  p99 {:>9.2} µs",
-            micros(&single, 0.5),
-            micros(&single, 0.99)
-        );
-        println!(
-            "    socket, {clients} clients   p50 {:>9.2} µs  p99 {:>9.2} µs  {:>8.0} queries/s",
-            micros(&loaded, 0.5),
-            micros(&loaded, 0.99),
-            qps
-        );
         println!(
             "    SQL on Postgres     p50 {:>9.2} µs  p99 {:>9.2} µs",
             micros(&sql, 0.5),
             micros(&sql, 0.99)
         );
-        println!(
-            "    SQL / socket (1 client): {:.0}x at p50, {:.0}x at p99; SQL / in process: {:.0}x at p50",
-            micros(&sql, 0.5) / micros(&single, 0.5),
-            micros(&sql, 0.99) / micros(&single, 0.99),
-            micros(&sql, 0.5) / in_process_p50.max(0.001)
-        );
+        if let Some(single) = ours_single {
+            println!(
+                "    SQL / socket (ours, hyper, 1 client): {:.0}x at p50, {:.0}x at p99",
+                micros(&sql, 0.5) / single.micros(0.5),
+                micros(&sql, 0.99) / single.micros(0.99),
+            );
+        }
     }
-    server.stop();
-    let client = store.client().await.unwrap();
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA {schema} CASCADE; DROP SCHEMA IF EXISTS {empty_schema} CASCADE"
-        ))
-        .await
-        .unwrap();
+    for (_, server) in servers {
+        server.stop();
+    }
 }
 
 fn main() {
@@ -667,19 +457,32 @@ fn main() {
         user_rooms: env_usize("ROOMCACHE_BENCH_USER_ROOMS", 10_000),
     };
     let clients = env_usize("ROOMCACHE_BENCH_CLIENTS", 4);
-    let seconds = env_usize("ROOMCACHE_BENCH_SECONDS", 5) as u64;
-    let (index, results) = in_process(sizes);
-    drop(index);
+    let seconds = env_usize("ROOMCACHE_BENCH_SECONDS", 5) as f64;
+    // ROOMCACHE_BENCH_IN_PROCESS=0 skips part 1 (and the count check against it).
+    let results = if env_usize("ROOMCACHE_BENCH_IN_PROCESS", 1) == 0 {
+        Vec::new()
+    } else {
+        in_process(sizes).1
+    };
     let url = std::env::var("ROOMCACHE_BENCH_DATABASE_URL").ok();
     let binary = std::env::var("ROOMCACHE_BIN").ok().map(PathBuf::from);
+    // A second binary (e.g. the code before a change) measured beside ROOMCACHE_BIN.
+    let peer = std::env::var("ROOMCACHE_BENCH_PEER_BIN")
+        .ok()
+        .map(PathBuf::from);
     match (url, binary) {
         (Some(url), Some(binary)) => {
+            let binaries: Vec<(&'static str, PathBuf)> = peer
+                .map(|p| ("peer", p))
+                .into_iter()
+                .chain([("ours", binary)])
+                .collect();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(over_the_socket(&url, &binary, sizes, clients, seconds, &results));
+            runtime.block_on(over_the_socket(&url, &binaries, sizes, clients, seconds, &results));
         }
         _ => println!(
             "(set ROOMCACHE_BENCH_DATABASE_URL and ROOMCACHE_BIN, or run scripts/bench room-list, for the socket and SQL figures)"

@@ -49,7 +49,15 @@ fn check_common(kind: &'static str, sigil: char, value: &str) -> Result<(), IdEr
     if value.len() > MAX_ID_LENGTH {
         return Err(IdError::TooLong { kind });
     }
-    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    let bad = if value.is_ascii() {
+        // The common case, without decoding characters.
+        value
+            .bytes()
+            .any(|b| b.is_ascii_control() || b.is_ascii_whitespace())
+    } else {
+        value.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    if bad {
         return Err(IdError::BadCharacter {
             kind,
             value: value.to_owned(),
@@ -68,13 +76,32 @@ macro_rules! identifier {
         impl $name {
             /// Validates `value` and wraps it.
             pub fn parse(value: &str) -> Result<Self, IdError> {
-                check_common($kind, $sigil, value)?;
-                let extra: fn(&str) -> Result<(), IdError> = $check;
-                extra(value)?;
+                Self::check(value)?;
                 Ok(Self(Arc::from(value)))
             }
 
+            /// Validates `value` without copying it.
+            pub fn check(value: &str) -> Result<(), IdError> {
+                check_common($kind, $sigil, value)?;
+                let extra: fn(&str) -> Result<(), IdError> = $check;
+                extra(value)
+            }
+
+            /// Wraps a value that [`Self::check`] accepted already.
+            pub(crate) fn from_checked(value: &str) -> Self {
+                debug_assert!(Self::check(value).is_ok(), "unchecked {}: {value:?}", $kind);
+                Self(Arc::from(value))
+            }
+
             pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// Maps keyed by the identifier can be searched with a `&str`
+        /// (hash and equality are the string's).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
@@ -215,6 +242,81 @@ pub struct MembershipSnapshot {
     pub has_known_state: bool,
     #[serde(flatten)]
     pub metadata: RoomMetadata,
+}
+
+/// A membership snapshot's columns borrowed from where they were read
+/// (start-up loading streams millions of them): the fields of a
+/// [`MembershipSnapshot`], with identifiers checked ([`SnapshotView::check`])
+/// but not copied. The read index takes either.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnapshotView<'a> {
+    pub(crate) room_id: &'a str,
+    pub(crate) user_id: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) membership_event_id: &'a str,
+    pub(crate) membership: Membership,
+    pub(crate) forgotten: bool,
+    pub(crate) event_stream_ordering: i64,
+    pub(crate) event_instance_name: &'a str,
+    pub(crate) has_known_state: bool,
+    pub(crate) room_type: Option<&'a str>,
+    pub(crate) room_name: Option<&'a str>,
+    pub(crate) is_encrypted: bool,
+    pub(crate) tombstone_successor_room_id: Option<&'a str>,
+}
+
+impl<'a> SnapshotView<'a> {
+    /// Checks the identifiers, as [`MembershipSnapshot`]'s types do.
+    pub(crate) fn check(&self) -> Result<(), IdError> {
+        RoomId::check(self.room_id)?;
+        UserId::check(self.user_id)?;
+        UserId::check(self.sender)?;
+        EventId::check(self.membership_event_id)
+    }
+}
+
+impl SnapshotView<'_> {
+    /// The owned row (the view's identifiers are checked).
+    pub(crate) fn to_snapshot(self) -> MembershipSnapshot {
+        let text = |value: Option<&str>| value.map(str::to_owned);
+        MembershipSnapshot {
+            room_id: RoomId::from_checked(self.room_id),
+            user_id: UserId::from_checked(self.user_id),
+            sender: UserId::from_checked(self.sender),
+            membership_event_id: EventId::from_checked(self.membership_event_id),
+            membership: self.membership,
+            forgotten: self.forgotten,
+            event_stream_ordering: self.event_stream_ordering,
+            event_instance_name: self.event_instance_name.to_owned(),
+            has_known_state: self.has_known_state,
+            metadata: RoomMetadata {
+                room_type: text(self.room_type),
+                room_name: text(self.room_name),
+                is_encrypted: self.is_encrypted,
+                tombstone_successor_room_id: text(self.tombstone_successor_room_id),
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a MembershipSnapshot> for SnapshotView<'a> {
+    fn from(s: &'a MembershipSnapshot) -> Self {
+        SnapshotView {
+            room_id: s.room_id.as_str(),
+            user_id: s.user_id.as_str(),
+            sender: s.sender.as_str(),
+            membership_event_id: s.membership_event_id.as_str(),
+            membership: s.membership,
+            forgotten: s.forgotten,
+            event_stream_ordering: s.event_stream_ordering,
+            event_instance_name: &s.event_instance_name,
+            has_known_state: s.has_known_state,
+            room_type: s.metadata.room_type.as_deref(),
+            room_name: s.metadata.room_name.as_deref(),
+            is_encrypted: s.metadata.is_encrypted,
+            tombstone_successor_room_id: s.metadata.tombstone_successor_room_id.as_deref(),
+        }
+    }
 }
 
 /// One change to the sliding-sync tables, as the store writes it and the

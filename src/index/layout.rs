@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::model::{EventId, Membership, RoomId, UserId};
+use super::event_id::StoredEventId;
+use crate::model::{Membership, RoomId, UserId};
 
 /// A room's slot in the index.
 pub(super) type RoomSlot = u32;
@@ -26,6 +27,10 @@ pub(super) type TypeId = u32;
 pub(super) const NO_TYPE: TypeId = 0;
 /// A type id no room has (a filter value never interned).
 pub(super) const UNSEEN_TYPE: TypeId = u32::MAX;
+
+/// The sender id of a snapshot whose sender is its own user (most are:
+/// joins, knocks, self-leaves), which then needs no interning.
+pub(super) const SELF_SENT: u32 = u32::MAX;
 
 /// Values interned to dense ids (never freed: room types, writer names and
 /// senders are few and bounded by what was ever seen).
@@ -51,6 +56,17 @@ impl<T: Clone + Eq + Hash> Interner<T> {
         self.values.push(value.clone());
         self.ids.insert(value.clone(), id);
         id
+    }
+
+    /// Interns a borrowed value, making the owned one only when new.
+    pub(super) fn intern_str(&mut self, value: &str, make: impl FnOnce(&str) -> T) -> u32
+    where
+        T: std::borrow::Borrow<str>,
+    {
+        if let Some(id) = self.ids.get(value) {
+            return *id;
+        }
+        self.intern(&make(value))
     }
 
     pub(super) fn find(&self, value: &T) -> Option<u32> {
@@ -86,8 +102,9 @@ pub(super) struct RoomRecord {
 /// A membership snapshot, compact.
 #[derive(Debug, Clone)]
 pub(super) struct SnapshotRecord {
-    pub(super) event_id: EventId,
+    pub(super) event_id: StoredEventId,
     pub(super) position: i64,
+    /// Interned in [`IndexData::senders`], or [`SELF_SENT`].
     pub(super) sender: u32,
     pub(super) instance: u32,
     pub(super) room_type: TypeId,
@@ -216,13 +233,13 @@ pub(super) struct IndexData {
     pub(super) snapshot_count: u64,
 }
 
-pub(super) fn shared(value: &Option<String>) -> Option<Arc<str>> {
-    value.as_deref().map(Arc::from)
+pub(super) fn shared(value: Option<&str>) -> Option<Arc<str>> {
+    value.map(Arc::from)
 }
 
 /// `value`, sharing `existing`'s allocation when equal.
-pub(super) fn shared_like(value: &Option<String>, existing: Option<&Arc<str>>) -> Option<Arc<str>> {
-    match (value.as_deref(), existing) {
+pub(super) fn shared_like(value: Option<&str>, existing: Option<&Arc<str>>) -> Option<Arc<str>> {
+    match (value, existing) {
         (Some(v), Some(e)) if **e == *v => Some(e.clone()),
         _ => shared(value),
     }
@@ -250,10 +267,13 @@ impl IndexData {
         }
     }
 
-    pub(super) fn room_slot(&mut self, room_id: &RoomId) -> RoomSlot {
+    /// The slot of a room ID (checked by the caller: a model type or a
+    /// checked view), made when new.
+    pub(super) fn room_slot(&mut self, room_id: &str) -> RoomSlot {
         if let Some(slot) = self.room_slots.get(room_id) {
             return *slot;
         }
+        let room_id = RoomId::from_checked(room_id);
         let slot = self.rooms.len() as RoomSlot;
         self.rooms.push(RoomRecord {
             room_id: room_id.clone(),
@@ -261,24 +281,26 @@ impl IndexData {
             joined_members: Vec::new(),
             space_children: Box::new([]),
         });
-        self.room_slots.insert(room_id.clone(), slot);
+        self.room_slots.insert(room_id, slot);
         slot
     }
 
-    pub(super) fn user_slot(&mut self, user_id: &UserId) -> UserSlot {
+    /// The slot of a user ID (checked by the caller), made when new.
+    pub(super) fn user_slot(&mut self, user_id: &str) -> UserSlot {
         if let Some(slot) = self.user_slots.get(user_id) {
             return *slot;
         }
+        let user_id = UserId::from_checked(user_id);
         let slot = self.users.len() as UserSlot;
         self.users.push(UserRecord::new(user_id.clone()));
-        self.user_slots.insert(user_id.clone(), slot);
+        self.user_slots.insert(user_id, slot);
         slot
     }
 
-    pub(super) fn type_id(&mut self, room_type: &Option<String>) -> TypeId {
+    pub(super) fn type_id(&mut self, room_type: Option<&str>) -> TypeId {
         match room_type {
             None => NO_TYPE,
-            Some(t) => self.room_types.intern(t) + 1,
+            Some(t) => self.room_types.intern_str(t, str::to_owned) + 1,
         }
     }
 

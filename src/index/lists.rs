@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use super::layout::{IndexData, RoomSlot, SnapshotRecord, UserRecord};
+use super::layout::{IndexData, RoomSlot, SnapshotRecord, UserRecord, SELF_SENT};
 use super::query::CompiledFilter;
 use crate::model::{Membership, RoomId};
 use crate::room_list::{
-    answer_ranges, needed_prefix, within_budget, ListAnswer, ListOptions, ListRequest, OtherRooms,
-    RoomBudget, RoomListEntry, RoomLists,
+    answer_ranges, needed_prefix, within_budget, ListAnswer, ListOptions, ListRequest, NameNeedle,
+    OtherRooms, RoomBudget, RoomListEntry, RoomLists,
 };
 
 /// A listed room of a list: its recency and slot.
@@ -84,11 +84,14 @@ impl IndexData {
             .iter()
             .filter_map(|u| self.senders.find(u))
             .collect();
-        if !ignored.is_empty() {
+        // A user's own membership events are stored as SELF_SENT, not interned.
+        let ignores_self = options.ignored_inviters.contains(&user.user_id);
+        if !ignored.is_empty() || ignores_self {
             let listed = extras.into_iter().flat_map(|e| e.non_joined.iter());
             dropped.extend(listed.chain(&revived).copied().filter(|room| {
                 self.record(user, *room).is_some_and(|s| {
-                    s.membership == Membership::Invite && ignored.contains(&s.sender)
+                    s.membership == Membership::Invite
+                        && (ignored.contains(&s.sender) || ignores_self && s.sender == SELF_SENT)
                 })
             }));
         }
@@ -206,6 +209,8 @@ impl IndexData {
             self.match_candidates(user, &filter, candidates, options)
         } else if list.filters.attributes_only() {
             self.match_by_attributes(user, &filter, need, options)
+        } else if let Some(needle) = &filter.name {
+            self.match_names(user, &filter, needle, need, options)
         } else {
             self.match_in_order(user, &filter, need, options)
         };
@@ -382,9 +387,55 @@ impl IndexData {
         found
     }
 
-    /// Otherwise (`room_name_like` or `not_tags`, no candidate set): a walk
-    /// of the whole ordered listing, counting every match and keeping the
-    /// first `need` (with ties).
+    /// `room_name_like` without a candidate set: the whole ordered listing
+    /// in three passes (the attribute and set filters, then each remaining
+    /// room's name, then the match) so that the loads of different rooms'
+    /// records and names are independent and the processor overlaps their
+    /// cache misses (one pass waits for each in turn). Counts every match
+    /// and keeps the first `need` (with ties).
+    fn match_names(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        needle: &NameNeedle,
+        need: usize,
+        options: &ListOptions<'_>,
+    ) -> Found {
+        let candidates: Vec<(i64, RoomSlot, Membership)> = user
+            .order
+            .iter()
+            .filter(|((_, room), attributes)| {
+                filter.matches_attributes(attributes) && filter.matches_sets(*room)
+            })
+            .map(|((Reverse(key), room), attributes)| (*key, *room, attributes.membership))
+            .collect();
+        // Reading each name's first byte here brings its text into the cache
+        // while the loads of other rooms are still in flight.
+        let mut first_bytes = 0u8;
+        let names: Vec<Option<&str>> = candidates
+            .iter()
+            .map(|(_, room, membership)| {
+                let name = self.name_of(user, *room, *membership);
+                first_bytes ^= name
+                    .and_then(|n| n.as_bytes().first().copied())
+                    .unwrap_or(0);
+                name
+            })
+            .collect();
+        std::hint::black_box(first_bytes);
+        let mut found = Found::default();
+        for ((key, room, _), name) in candidates.iter().zip(names) {
+            if name.is_some_and(|n| needle.matches(n)) {
+                found.count += 1;
+                Self::place(&mut found, need, (*key, *room), options);
+            }
+        }
+        found
+    }
+
+    /// Otherwise (`not_tags`, no candidate set): a walk of the whole
+    /// ordered listing, counting every match and keeping the first `need`
+    /// (with ties).
     fn match_in_order(
         &self,
         user: &UserRecord,
@@ -467,11 +518,8 @@ impl IndexData {
             if filter.is_excluded(*room) {
                 continue;
             }
-            let self_sent = self
-                .senders
-                .get(snapshot.sender)
-                .is_some_and(|s| *s == user.user_id);
-            let self_leave = snapshot.membership == Membership::Leave && self_sent;
+            let self_leave =
+                snapshot.membership == Membership::Leave && self.is_self_sent(user, snapshot);
             if self_leave && !self.is_newly_left(snapshot, options) {
                 continue;
             }

@@ -36,6 +36,7 @@
 //! `tests.rs` the unit tests, which hold the fast path to the scan of
 //! `crate::room_list::scan`.
 
+mod event_id;
 mod layout;
 mod lists;
 mod query;
@@ -49,7 +50,7 @@ use std::collections::BTreeSet;
 
 use roomcache_core::{Publication, StreamToken};
 
-use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
+use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, SnapshotView, UserId};
 use crate::room_list::scan::UserAccountData;
 use crate::room_list::{ListAnswer, ListOptions, ListRequest, RoomLists};
 
@@ -86,10 +87,20 @@ impl ReadIndex {
             }
             drop(joined);
             for snapshot in &snapshots {
-                data.upsert_snapshot(snapshot);
+                data.upsert_snapshot(&snapshot.into());
             }
         }
         index
+    }
+
+    /// Makes snapshots loaded at start-up (committed, identifiers checked)
+    /// visible, inside a publication.
+    pub(crate) fn publish_loaded_snapshots(
+        &self,
+        snapshots: &[SnapshotView<'_>],
+        _: &Publication<'_>,
+    ) {
+        self.write().upsert_loaded_snapshots(snapshots);
     }
 
     /// Makes committed changes visible, in order, inside a publication.

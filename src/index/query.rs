@@ -10,7 +10,7 @@ use rustc_hash::FxHashSet;
 
 use super::layout::{
     unboxed, Attributes, IndexData, RoomRecord, RoomSlot, SnapshotRecord, TypeId, UserRecord,
-    NO_TYPE, UNSEEN_TYPE,
+    NO_TYPE, SELF_SENT, UNSEEN_TYPE,
 };
 use std::collections::BTreeSet;
 
@@ -69,6 +69,23 @@ impl IndexData {
             .collect()
     }
 
+    fn sender(&self, user: &UserRecord, snapshot: &SnapshotRecord) -> Option<UserId> {
+        if snapshot.sender == SELF_SENT {
+            return Some(user.user_id.clone());
+        }
+        self.senders.get(snapshot.sender).cloned()
+    }
+
+    /// Whether the user sent their own membership event (a self-leave when
+    /// it is a leave).
+    pub(super) fn is_self_sent(&self, user: &UserRecord, snapshot: &SnapshotRecord) -> bool {
+        snapshot.sender == SELF_SENT
+            || self
+                .senders
+                .get(snapshot.sender)
+                .is_some_and(|s| *s == user.user_id)
+    }
+
     pub(super) fn joined_row(&self, room: &RoomRecord) -> Option<JoinedRoomRow> {
         let joined = room.joined.as_ref()?;
         Some(JoinedRoomRow {
@@ -93,8 +110,8 @@ impl IndexData {
         Some(MembershipSnapshot {
             room_id: self.rooms.get(room as usize)?.room_id.clone(),
             user_id: user.user_id.clone(),
-            sender: self.senders.get(snapshot.sender)?.clone(),
-            membership_event_id: snapshot.event_id.clone(),
+            sender: self.sender(user, snapshot)?,
+            membership_event_id: snapshot.event_id.event_id(),
             membership: snapshot.membership,
             forgotten: snapshot.forgotten,
             event_stream_ordering: snapshot.position,
@@ -122,7 +139,7 @@ pub(super) struct CompiledFilter<'a> {
     spaces: Option<FxHashSet<RoomSlot>>,
     tagged: Option<FxHashSet<RoomSlot>>,
     not_tagged: Option<FxHashSet<RoomSlot>>,
-    name: Option<NameNeedle>,
+    pub(super) name: Option<NameNeedle>,
 }
 
 impl<'a> CompiledFilter<'a> {
@@ -196,28 +213,22 @@ impl<'a> CompiledFilter<'a> {
         user: &UserRecord,
         membership: Membership,
     ) -> bool {
-        if self.is_excluded(room)
-            || self.spaces.as_ref().is_some_and(|s| !s.contains(&room))
-            || self.tagged.as_ref().is_some_and(|t| !t.contains(&room))
-            || self.not_tagged.as_ref().is_some_and(|t| t.contains(&room))
-        {
+        if !self.matches_sets(room) {
             return false;
         }
         let Some(needle) = &self.name else {
             return true;
         };
-        let joined = (membership == Membership::Join)
-            .then(|| {
-                data.rooms
-                    .get(room as usize)
-                    .and_then(|r| r.joined.as_ref())
-            })
-            .flatten();
-        let name = match joined {
-            Some(j) => j.room_name.as_deref(),
-            None => data.record(user, room).and_then(|s| s.room_name.as_deref()),
-        };
-        name.is_some_and(|n| needle.matches(n))
+        data.name_of(user, room, membership)
+            .is_some_and(|n| needle.matches(n))
+    }
+
+    /// The exclusions and the space and tag filters.
+    pub(super) fn matches_sets(&self, room: RoomSlot) -> bool {
+        !(self.is_excluded(room)
+            || self.spaces.as_ref().is_some_and(|s| !s.contains(&room))
+            || self.tagged.as_ref().is_some_and(|t| !t.contains(&room))
+            || self.not_tagged.as_ref().is_some_and(|t| t.contains(&room)))
     }
 
     /// The only rooms that can match, when spaces or tags narrow the list.
@@ -240,6 +251,27 @@ impl<'a> CompiledFilter<'a> {
 }
 
 impl IndexData {
+    /// A listed room's name as its list entry shows it (the joined row's
+    /// for a join, the snapshot's otherwise).
+    pub(super) fn name_of(
+        &self,
+        user: &UserRecord,
+        room: RoomSlot,
+        membership: Membership,
+    ) -> Option<&str> {
+        let joined = (membership == Membership::Join)
+            .then(|| {
+                self.rooms
+                    .get(room as usize)
+                    .and_then(|r| r.joined.as_ref())
+            })
+            .flatten();
+        match joined {
+            Some(j) => j.room_name.as_deref(),
+            None => self.record(user, room).and_then(|s| s.room_name.as_deref()),
+        }
+    }
+
     /// The answer's entry of a user's room (listed rooms always have both records).
     pub(super) fn entry(&self, user: &UserRecord, room: RoomSlot) -> Option<RoomListEntry> {
         let room_record = self.rooms.get(room as usize);
@@ -257,11 +289,9 @@ impl IndexData {
                     room_id: room_record.room_id.clone(),
                     membership: snapshot.membership,
                     sender: self
-                        .senders
-                        .get(snapshot.sender)
-                        .cloned()
+                        .sender(user, snapshot)
                         .unwrap_or_else(|| user.user_id.clone()),
-                    membership_event_id: snapshot.event_id.clone(),
+                    membership_event_id: snapshot.event_id.event_id(),
                     event_stream_ordering: snapshot.position,
                     event_instance_name: self
                         .instances

@@ -10,15 +10,17 @@
 //! one.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 
+use super::event_id::StoredEventId;
 use super::layout::{
     shared, shared_like, IndexData, JoinedRecord, RoomRecord, RoomSlot, SnapshotRecord, UserRecord,
-    UserSlot,
+    UserSlot, SELF_SENT,
 };
 use crate::model::{
-    AccountData, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RowChange, UserId,
+    AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::{direct_rooms, tag_names};
@@ -37,6 +39,16 @@ fn locate<'a>(
     let index = *record.snapshots.get(&room)?;
     let snapshot = records.get_mut(index as usize)?;
     Some((record, room_record, snapshot))
+}
+
+/// A snapshot's room, user and sender resolved to the index's ids, and its
+/// room name and tombstone.
+struct Slots {
+    room: RoomSlot,
+    user: UserSlot,
+    sender: u32,
+    room_name: Option<Arc<str>>,
+    tombstone: Option<Arc<str>>,
 }
 
 impl IndexData {
@@ -83,9 +95,10 @@ impl IndexData {
             record.extras_mut().forgotten.insert(room);
             return;
         }
-        let self_sent = senders
-            .get(snapshot.sender)
-            .is_some_and(|s| *s == record.user_id);
+        let self_sent = snapshot.sender == SELF_SENT
+            || senders
+                .get(snapshot.sender)
+                .is_some_and(|s| *s == record.user_id);
         if snapshot.membership == Membership::Leave && self_sent {
             let position = snapshot.position;
             record.extras_mut().self_leaves.insert((position, room));
@@ -119,14 +132,15 @@ impl IndexData {
     }
 
     pub(super) fn upsert_joined(&mut self, row: &JoinedRoomRow) {
-        let room = self.room_slot(&row.room_id);
+        let room = self.room_slot(row.room_id.as_str());
+        let metadata = &row.metadata;
         let record = JoinedRecord {
             event_stream_ordering: row.event_stream_ordering,
             bump_stamp: row.bump_stamp,
-            room_type: self.type_id(&row.metadata.room_type),
-            is_encrypted: row.metadata.is_encrypted,
-            room_name: shared(&row.metadata.room_name),
-            tombstone: shared(&row.metadata.tombstone_successor_room_id),
+            room_type: self.type_id(metadata.room_type.as_deref()),
+            is_encrypted: metadata.is_encrypted,
+            room_name: shared(metadata.room_name.as_deref()),
+            tombstone: shared(metadata.tombstone_successor_room_id.as_deref()),
         };
         let mut added = false;
         self.relist_joined_members(room, |r| {
@@ -149,32 +163,72 @@ impl IndexData {
         }
     }
 
-    pub(super) fn upsert_snapshot(&mut self, snapshot: &MembershipSnapshot) {
-        let room = self.room_slot(&snapshot.room_id);
-        let user = self.user_slot(&snapshot.user_id);
-        self.unlist(user, room);
+    /// Upserts a snapshot whose identifiers are checked (a model row or a
+    /// checked view).
+    pub(super) fn upsert_snapshot(&mut self, snapshot: &SnapshotView<'_>) {
+        let slots = self.snapshot_slots(snapshot);
+        self.upsert_snapshot_at(slots, snapshot);
+    }
+
+    /// Start-up loading: upserts a chunk of snapshots, their slots looked up
+    /// first in one tight pass (independent hash-table lookups, which the
+    /// processor overlaps instead of waiting for each cache miss in turn).
+    pub(super) fn upsert_loaded_snapshots(&mut self, snapshots: &[SnapshotView<'_>]) {
+        let slots: Vec<Slots> = snapshots.iter().map(|s| self.snapshot_slots(s)).collect();
+        for (snapshot, slots) in snapshots.iter().zip(slots) {
+            self.upsert_snapshot_at(slots, snapshot);
+        }
+    }
+
+    /// A snapshot's ids, and its texts shared with the joined row's when
+    /// equal (reading the joined row here, in the tight pass, too).
+    fn snapshot_slots(&mut self, snapshot: &SnapshotView<'_>) -> Slots {
+        let room = self.room_slot(snapshot.room_id);
         let joined = self
             .rooms
             .get(room as usize)
             .and_then(|r| r.joined.as_ref());
-        let room_name = shared_like(
-            &snapshot.metadata.room_name,
-            joined.and_then(|j| j.room_name.as_ref()),
-        );
-        let tombstone = shared_like(
-            &snapshot.metadata.tombstone_successor_room_id,
-            joined.and_then(|j| j.tombstone.as_ref()),
-        );
+        Slots {
+            room_name: shared_like(
+                snapshot.room_name,
+                joined.and_then(|j| j.room_name.as_ref()),
+            ),
+            tombstone: shared_like(
+                snapshot.tombstone_successor_room_id,
+                joined.and_then(|j| j.tombstone.as_ref()),
+            ),
+            room,
+            user: self.user_slot(snapshot.user_id),
+            sender: if snapshot.sender == snapshot.user_id {
+                SELF_SENT
+            } else {
+                self.senders
+                    .intern_str(snapshot.sender, UserId::from_checked)
+            },
+        }
+    }
+
+    fn upsert_snapshot_at(&mut self, slots: Slots, snapshot: &SnapshotView<'_>) {
+        let Slots {
+            room,
+            user,
+            sender,
+            room_name,
+            tombstone,
+        } = slots;
+        self.unlist(user, room);
         let record = SnapshotRecord {
-            event_id: snapshot.membership_event_id.clone(),
+            event_id: StoredEventId::new(snapshot.membership_event_id),
             position: snapshot.event_stream_ordering,
-            sender: self.senders.intern(&snapshot.sender),
-            instance: self.instances.intern(&snapshot.event_instance_name),
-            room_type: self.type_id(&snapshot.metadata.room_type),
+            sender,
+            instance: self
+                .instances
+                .intern_str(snapshot.event_instance_name, str::to_owned),
+            room_type: self.type_id(snapshot.room_type),
             membership: snapshot.membership,
             forgotten: snapshot.forgotten,
             has_known_state: snapshot.has_known_state,
-            is_encrypted: snapshot.metadata.is_encrypted,
+            is_encrypted: snapshot.is_encrypted,
             room_name,
             tombstone,
             listed: false,
@@ -259,20 +313,23 @@ impl IndexData {
     }
 
     fn set_space_children(&mut self, space: &RoomId, children: &[RoomId]) {
-        let space = self.room_slot(space);
-        let slots: Box<[RoomSlot]> = children.iter().map(|c| self.room_slot(c)).collect();
+        let space = self.room_slot(space.as_str());
+        let slots: Box<[RoomSlot]> = children
+            .iter()
+            .map(|c| self.room_slot(c.as_str()))
+            .collect();
         if let Some(record) = self.rooms.get_mut(space as usize) {
             record.space_children = slots;
         }
     }
 
     fn set_account_data(&mut self, data: &AccountData) {
-        let user = self.user_slot(&data.user_id);
+        let user = self.user_slot(data.user_id.as_str());
         match (&data.room_id, data.data_type.as_str()) {
             (None, DIRECT_ACCOUNT_DATA) => {
                 let rooms: FxHashSet<RoomSlot> = direct_rooms(&data.content)
                     .iter()
-                    .map(|r| self.room_slot(r))
+                    .map(|r| self.room_slot(r.as_str()))
                     .collect();
                 let Some(record) = self.users.get(user as usize) else {
                     return;
@@ -296,7 +353,7 @@ impl IndexData {
                 }
             }
             (Some(room_id), TAG_ACCOUNT_DATA) => {
-                let room = self.room_slot(room_id);
+                let room = self.room_slot(room_id.as_str());
                 let Some(user_record) = self.users.get_mut(user as usize) else {
                     return;
                 };
@@ -334,7 +391,7 @@ impl IndexData {
         match change {
             RowChange::UpsertJoinedRoom(row) => self.upsert_joined(row),
             RowChange::DeleteJoinedRoom(room_id) => self.delete_joined(room_id),
-            RowChange::UpsertSnapshot(snapshot) => self.upsert_snapshot(snapshot),
+            RowChange::UpsertSnapshot(snapshot) => self.upsert_snapshot(&snapshot.into()),
             RowChange::DeleteSnapshot(room_id, user_id) => self.delete_snapshot(room_id, user_id),
             RowChange::Dequeue(_) => {}
             RowChange::SpaceChildren {

@@ -25,12 +25,15 @@ pub use request::*;
 #[derive(Debug, Clone)]
 pub struct NameNeedle {
     lowercase: String,
+    ascii: bool,
 }
 
 impl NameNeedle {
     pub fn new(text: &str) -> Self {
+        let lowercase = text.to_lowercase();
         NameNeedle {
-            lowercase: text.to_lowercase(),
+            ascii: lowercase.is_ascii(),
+            lowercase,
         }
     }
 
@@ -38,14 +41,19 @@ impl NameNeedle {
     /// compared without allocating.
     pub fn matches(&self, name: &str) -> bool {
         let needle = self.lowercase.as_bytes();
-        if name.is_ascii() && self.lowercase.is_ascii() {
-            if needle.is_empty() {
+        if self.ascii && name.is_ascii() {
+            let Some((first, rest)) = needle.split_first() else {
                 return true;
-            }
-            return name
-                .as_bytes()
-                .windows(needle.len())
-                .any(|window| window.eq_ignore_ascii_case(needle));
+            };
+            let Some(last_start) = name.len().checked_sub(needle.len()) else {
+                return false;
+            };
+            let name = name.as_bytes();
+            // Candidates start with the needle's first byte in either case.
+            return name[..=last_start].iter().enumerate().any(|(i, byte)| {
+                byte.to_ascii_lowercase() == *first
+                    && name[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+            });
         }
         name.to_lowercase().contains(&self.lowercase)
     }

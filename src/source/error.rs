@@ -40,6 +40,10 @@ pub(crate) enum SourceError {
         #[source]
         cause: crate::feed::FeedError,
     },
+    /// Replaying a batch of the import on its blocking thread did not finish
+    /// (the thread panicked or the runtime shut down).
+    #[error("replaying a batch of rooms through the rules did not finish")]
+    Replay(#[source] tokio::task::JoinError),
     /// roomcache's own database failed (import batches and hand-over, cached rooms).
     #[error("roomcache's database failed")]
     Store(#[from] crate::store::StoreError),

@@ -38,37 +38,46 @@ use crate::supervisor::recalc::RecomputedRooms;
 /// Replays one room's rows (all writers, stream order) from an empty state.
 fn replay_room(
     room_id: &RoomId,
-    rows: &[(String, FeedRow)],
+    rows: Vec<(String, FeedRow)>,
     server_name: &str,
 ) -> Result<RoomState, crate::rules::RuleError> {
     let mut state = RoomState::default();
-    for run in rows.chunk_by(|a, b| a.0 == b.0) {
+    let mut rows = rows.into_iter().peekable();
+    while let Some((writer, first)) = rows.next() {
+        // One run of rows of one writer, moved (not copied) into one call.
+        let mut feed = vec![first];
+        while let Some((_, row)) = rows.next_if(|(next, _)| *next == writer) {
+            feed.push(row);
+        }
         let context = RulesContext {
             server_name: server_name.to_owned(),
-            writer: run[0].0.clone(),
+            writer,
         };
-        let feed: Vec<FeedRow> = run.iter().map(|(_, row)| row.clone()).collect();
         state = apply_rows(&state, room_id, &feed, &context)?.state;
     }
     Ok(state)
 }
 
-/// Computes the rows of `rooms` at `to` (each writer's rows up to its
+/// A batch of rooms as read from Synapse: every room's rows in stream
+/// order (forgets last), ready to replay.
+pub(crate) struct ReadRooms {
+    by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>>,
+    read: Duration,
+}
+
+/// Reads the rows of `rooms` at `to` (each writer's rows up to its
 /// position in the token).
-pub(crate) async fn compute_rooms(
+pub(crate) async fn read_rooms(
     source: &SourceDatabase,
     rooms: &[String],
     to: &StreamToken,
     server_name: &str,
-) -> Result<RecomputedRooms, SourceError> {
+) -> Result<ReadRooms, SourceError> {
     let started = Instant::now();
     let range = source
         .read_range(&StreamRange::up_to(to), Some(rooms), server_name)
         .await?;
-    let read = started.elapsed();
     let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
-    let forgotten_read = started.elapsed();
-    let mut computed = RecomputedRooms::default();
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
     for (writer, row) in range.rows {
         if let Some(room) = row.room_id() {
@@ -89,17 +98,29 @@ pub(crate) async fn compute_rooms(
             rows.push((writer.clone(), row));
         }
     }
-    for (room, rows) in by_room {
-        match replay_room(&room, &rows, server_name) {
+    Ok(ReadRooms {
+        by_room,
+        read: started.elapsed(),
+    })
+}
+
+/// Replays every room of a batch read by [`read_rooms`] (pure: no I/O).
+pub(crate) fn replay_rooms(read: ReadRooms, server_name: &str) -> RecomputedRooms {
+    let started = Instant::now();
+    let rooms = read.by_room.len();
+    let mut computed = RecomputedRooms::default();
+    for (room, rows) in read.by_room {
+        match replay_room(&room, rows, server_name) {
             Ok(state) => {
                 if let Some(joined) = state.joined {
                     computed.changes.push(RowChange::UpsertJoinedRoom(joined));
                 }
-                for snapshot in state.snapshots.values() {
-                    computed
-                        .changes
-                        .push(RowChange::UpsertSnapshot(snapshot.clone()));
-                }
+                computed.changes.extend(
+                    state
+                        .snapshots
+                        .into_iter()
+                        .map(|(_, s)| RowChange::UpsertSnapshot(s)),
+                );
                 if state.memory != RoomMemory::default() {
                     computed.memories.push((room, state.memory));
                 }
@@ -111,13 +132,24 @@ pub(crate) async fn compute_rooms(
         }
     }
     tracing::debug!(
-        rooms = rooms.len(),
-        read_ms = read.as_millis() as u64,
-        forgotten_ms = (forgotten_read - read).as_millis() as u64,
-        replay_ms = (started.elapsed() - forgotten_read).as_millis() as u64,
+        rooms,
+        read_ms = read.read.as_millis() as u64,
+        replay_ms = started.elapsed().as_millis() as u64,
         "computed a batch of rooms"
     );
-    Ok(computed)
+    computed
+}
+
+/// Computes the rows of `rooms` at `to` (each writer's rows up to its
+/// position in the token).
+pub(crate) async fn compute_rooms(
+    source: &SourceDatabase,
+    rooms: &[String],
+    to: &StreamToken,
+    server_name: &str,
+) -> Result<RecomputedRooms, SourceError> {
+    let read = read_rooms(source, rooms, to, server_name).await?;
+    Ok(replay_rooms(read, server_name))
 }
 
 /// The next rooms to import, in `room_id` order after `after`.
@@ -290,8 +322,22 @@ fn batch_group(computed: &RecomputedRooms, progress: &ImportProgress) -> CommitG
     group
 }
 
+/// Replays a batch on a blocking thread, so the next batch is read from
+/// Synapse meanwhile.
+fn spawn_replay(
+    rooms: Vec<String>,
+    read: ReadRooms,
+    server_name: &str,
+) -> tokio::task::JoinHandle<(Vec<String>, RecomputedRooms)> {
+    let server_name = server_name.to_owned();
+    tokio::task::spawn_blocking(move || (rooms, replay_rooms(read, &server_name)))
+}
+
 /// Imports the rooms after `progress.last_room_id`, batch by batch, each
-/// committed with the progress.
+/// committed with the progress. Three batches are in flight at once: one
+/// read from Synapse, the one before replayed through the rules on a
+/// blocking thread, the one before that committed; memory holds at most
+/// those three.
 async fn import_batches(
     store: &Store,
     source: &SourceDatabase,
@@ -302,32 +348,55 @@ async fn import_batches(
     let batch_rooms = options.batch_rooms.max(1) as i64;
     let target = progress.target_position;
     let server_name = options.server_name.as_str();
-    let compute = |rooms: Vec<String>| async move {
+    let read = |rooms: Vec<String>| async move {
         if rooms.is_empty() {
             return Ok::<_, SourceError>(None);
         }
-        let computed =
-            compute_rooms(source, &rooms, &StreamToken::linear(target), server_name).await?;
-        Ok(Some((rooms, computed)))
+        let read = read_rooms(source, &rooms, &StreamToken::linear(target), server_name).await?;
+        let following = match rooms.last() {
+            Some(last) => next_rooms(source, last, batch_rooms).await?,
+            None => Vec::new(),
+        };
+        Ok(Some((rooms, read, following)))
     };
     let first = next_rooms(source, &progress.last_room_id, batch_rooms).await?;
-    let mut current = compute(first).await?;
-    // Each batch commits while the next one is read and computed: memory
-    // holds at most two batches.
-    while let Some((rooms, computed)) = current.take() {
-        let Some(last) = rooms.last().cloned() else {
-            break;
+    let mut reading = read(first).await?;
+    let mut replaying: Option<tokio::task::JoinHandle<(Vec<String>, RecomputedRooms)>> = None;
+    let mut committing: Option<(CommitGroup, ImportProgress)> = None;
+    while reading.is_some() || replaying.is_some() || committing.is_some() {
+        let following = match reading.take() {
+            Some((rooms, read, following)) => {
+                let previous = replaying.replace(spawn_replay(rooms, read, server_name));
+                (following, previous)
+            }
+            None => (Vec::new(), replaying.take()),
         };
-        progress.last_room_id = last.clone();
-        progress.rooms_done += rooms.len() as i64;
-        progress.rows_written += computed.changes.len() as i64;
-        let group = batch_group(&computed, progress);
-        drop(computed);
-        let following = next_rooms(source, &last, batch_rooms).await?;
-        let (committed, next) = tokio::join!(store.commit(&group), compute(following));
-        committed?;
-        current = next?;
-        report.batch_committed(progress);
+        let (following, replayed) = following;
+        let commit = async {
+            match committing.take() {
+                Some((group, at)) => store.commit(&group).await.map(|()| Some(at)),
+                None => Ok(None),
+            }
+        };
+        let replayed = async {
+            match replayed {
+                Some(handle) => handle.await.map(Some).map_err(SourceError::Replay),
+                None => Ok(None),
+            }
+        };
+        let (committed, replayed, next) = tokio::join!(commit, replayed, read(following));
+        if let Some(at) = committed? {
+            report.batch_committed(&at);
+        }
+        if let Some((rooms, computed)) = replayed? {
+            if let Some(last) = rooms.last() {
+                progress.last_room_id = last.clone();
+            }
+            progress.rooms_done += rooms.len() as i64;
+            progress.rows_written += computed.changes.len() as i64;
+            committing = Some((batch_group(&computed, progress), progress.clone()));
+        }
+        reading = next?;
     }
     Ok(())
 }

@@ -12,14 +12,14 @@ use tracing::{instrument, warn};
 
 use super::commit::ImportProgress;
 use super::rows::{
-    column, joined_from_row, room_id, snapshot_from_row, user_id, JOINED_COLUMNS, JOINED_TABLE,
-    SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
+    column, joined_from_row, room_id, snapshot_from_row, snapshot_view, user_id, JOINED_COLUMNS,
+    JOINED_TABLE, SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
 use super::{
     CorruptRow, Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM,
     EVENTS_STREAM,
 };
-use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId};
+use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId, SnapshotView};
 use crate::rules::{RoomMemory, RoomState};
 
 /// Snapshots handed over per chunk while streaming them at start-up.
@@ -44,17 +44,19 @@ impl Store {
     pub async fn load_all(&self) -> Result<LoadedRows, StoreError> {
         let mut loaded = self.load_all_but_snapshots().await?;
         let mut snapshots = Vec::new();
-        self.load_snapshots(|chunk| snapshots.extend(chunk)).await?;
+        self.load_snapshots(|chunk| snapshots.extend(chunk.iter().map(|view| view.to_snapshot())))
+            .await?;
         loaded.snapshots = snapshots;
         Ok(loaded)
     }
 
     /// Streams every snapshot to `on_chunk`, a few thousand at a time, so a
-    /// caller can take them in without holding them all at once.
+    /// caller can take them in without holding them all at once; each is
+    /// borrowed from the row as received (nothing copied but the row).
     #[instrument(skip_all)]
     pub(crate) async fn load_snapshots(
         &self,
-        mut on_chunk: impl FnMut(Vec<MembershipSnapshot>),
+        mut on_chunk: impl FnMut(&[SnapshotView<'_>]),
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         let rows = client
@@ -65,19 +67,23 @@ impl Store {
             .await?;
         futures_util::pin_mut!(rows);
         let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
+        let hand_over = |chunk: &[tokio_postgres::Row],
+                         on_chunk: &mut dyn FnMut(&[SnapshotView<'_>])| {
+            let views = chunk
+                .iter()
+                .map(snapshot_view)
+                .collect::<Result<Vec<_>, _>>()?;
+            on_chunk(&views);
+            Ok::<(), StoreError>(())
+        };
         while let Some(row) = rows.try_next().await? {
-            chunk.push(snapshot_from_row(&row)?);
+            chunk.push(row);
             if chunk.len() == SNAPSHOT_CHUNK {
-                on_chunk(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(SNAPSHOT_CHUNK),
-                ));
+                hand_over(&chunk, &mut on_chunk)?;
+                chunk.clear();
             }
         }
-        if !chunk.is_empty() {
-            on_chunk(chunk);
-        }
-        Ok(())
+        hand_over(&chunk, &mut on_chunk)
     }
 
     /// Everything [`Store::load_all`] loads except the snapshots (`snapshots` is empty).

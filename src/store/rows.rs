@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 
 use super::{CorruptRow, StoreError};
 use crate::model::{
-    EventId, JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, UserId,
+    JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, SnapshotView, UserId,
 };
 
 pub(super) const JOINED_TABLE: &str = "sliding_sync_joined_rooms";
@@ -67,21 +67,30 @@ pub(super) fn joined_from_row(row: &Row) -> Result<JoinedRoomRow, StoreError> {
 
 /// A row of `sliding_sync_membership_snapshots` selected with [`SNAPSHOT_COLUMNS`].
 pub(super) fn snapshot_from_row(row: &Row) -> Result<MembershipSnapshot, StoreError> {
+    Ok(snapshot_view(row)?.to_snapshot())
+}
+
+/// The same, borrowed from the row (identifiers checked, not copied).
+pub(super) fn snapshot_view(row: &Row) -> Result<SnapshotView<'_>, StoreError> {
     let table = SNAPSHOTS_TABLE;
     let membership: &str = column(row, table, 4)?;
     let membership = Membership::parse(membership)
         .ok_or_else(|| StoreError::corrupt(table, CorruptRow::Membership(membership.to_owned())))?;
-    Ok(MembershipSnapshot {
-        room_id: room_id(row, table, 0)?,
-        user_id: user_id(row, table, 1)?,
-        sender: user_id(row, table, 2)?,
-        membership_event_id: EventId::parse(column(row, table, 3)?)
-            .map_err(|e| StoreError::corrupt(table, e))?,
+    let view = SnapshotView {
+        room_id: column(row, table, 0)?,
+        user_id: column(row, table, 1)?,
+        sender: column(row, table, 2)?,
+        membership_event_id: column(row, table, 3)?,
         membership,
         forgotten: column::<i32>(row, table, 5)? != 0,
         event_stream_ordering: column(row, table, 6)?,
         event_instance_name: column(row, table, 7)?,
         has_known_state: column(row, table, 8)?,
-        metadata: metadata(row, table, 9)?,
-    })
+        room_type: column(row, table, 9)?,
+        room_name: column(row, table, 10)?,
+        is_encrypted: column(row, table, 11)?,
+        tombstone_successor_room_id: column(row, table, 12)?,
+    };
+    view.check().map_err(|e| StoreError::corrupt(table, e))?;
+    Ok(view)
 }

@@ -14,7 +14,7 @@ use roomcache_core::{Claim, PositionTracker, Publication, WriterName};
 use tracing::instrument;
 
 use crate::index::ReadIndex;
-use crate::model::{RoomId, RowChange};
+use crate::model::{RoomId, RowChange, SnapshotView};
 use crate::rules::RoomMemory;
 use crate::store::{CommitGroup, ImportProgress, Store, StoreError};
 
@@ -136,6 +136,16 @@ impl WritePath {
         metrics::gauge!("roomcache_joined_rooms").set(self.index.joined_room_count() as f64);
         metrics::gauge!("roomcache_snapshots").set(self.index.snapshot_count() as f64);
         Ok(())
+    }
+
+    /// Start-up only: shows snapshots that are already committed (loaded
+    /// from Postgres) to readers.
+    pub(crate) fn publish_loaded_snapshots(&self, snapshots: &[SnapshotView<'_>]) {
+        self.tracker
+            .gate()
+            .publish(|publication: &Publication<'_>| {
+                self.index.publish_loaded_snapshots(snapshots, publication)
+            });
     }
 
     /// Start-up only: shows rows that are already committed (loaded from

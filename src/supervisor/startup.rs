@@ -97,11 +97,7 @@ pub(crate) async fn load(
     write_path.publish_loaded(&joined);
     drop(joined);
     store
-        .load_snapshots(|chunk| {
-            let changes: Vec<RowChange> =
-                chunk.into_iter().map(RowChange::UpsertSnapshot).collect();
-            write_path.publish_loaded(&changes);
-        })
+        .load_snapshots(|chunk| write_path.publish_loaded_snapshots(chunk))
         .await?;
     let room_list_data: Vec<RowChange> = loaded
         .space_children

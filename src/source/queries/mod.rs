@@ -343,9 +343,13 @@ pub(crate) const LAST_DELTA_AT_OR_BEFORE: Query = Query {
 /// or `local_current_membership` (the rooms the import covers).
 pub(crate) const NEXT_ROOMS: Query = Query {
     name: "the next rooms to import",
+    // Each side reads only its first `$2` rooms through its index (a union
+    // of both whole sides, sorted, cost O(rooms) per batch: 180 ms a batch
+    // at 35,500 rooms).
     sql: "SELECT room_id FROM (
-                 SELECT room_id FROM rooms WHERE room_id > $1
-                 UNION SELECT room_id FROM local_current_membership WHERE room_id > $1
+                 (SELECT room_id FROM rooms WHERE room_id > $1 ORDER BY room_id LIMIT $2)
+                 UNION (SELECT DISTINCT room_id FROM local_current_membership
+                        WHERE room_id > $1 ORDER BY room_id LIMIT $2)
              ) t ORDER BY room_id LIMIT $2",
     columns: &["room_id (rooms, local_current_membership)"],
 };
@@ -522,7 +526,7 @@ mod tests {
         assert_eq!(of_rooms.replace(" AND room_id = ANY($3)", ""), all);
         assert!(FORGOTTEN_MEMBERSHIPS
             .sql(Some(2))
-            .ends_with("c.event_stream_ordering <= $1 AND m.room_id = ANY($2)"));
+            .ends_with("c.event_stream_ordering <= $1 AND c.room_id = ANY($2)"));
     }
 
     #[test]
