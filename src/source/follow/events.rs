@@ -14,6 +14,7 @@
 //! May not touch: SQL text, roomcache's tables, the rules.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use roomcache_core::{StreamToken, WriterName};
 use tracing::debug;
@@ -92,6 +93,7 @@ impl Follower {
         if target.is_before_or_eq(&durable) {
             return Ok(true);
         }
+        let started = Instant::now();
         let ends = step_end(&durable, &targets, self.batch_size);
         let range = StreamRange {
             from: durable.clone(),
@@ -108,6 +110,7 @@ impl Follower {
             by_writer.insert(writer, rows);
         }
         self.add_forgets(&mut by_writer, &ends).await?;
+        let read_elapsed = started.elapsed();
         for (writer, end) in &ends {
             let mut rows = by_writer.remove(writer).unwrap_or_default();
             if rows.is_empty() && *end <= durable.position(writer.as_str()) {
@@ -120,6 +123,12 @@ impl Follower {
         for (writer, rows) in by_writer {
             self.submit(writer, rows).await?;
         }
+        debug!(
+            events = events_read,
+            read_ms = read_elapsed.as_millis() as u64,
+            applied_ms = (started.elapsed() - read_elapsed).as_millis() as u64,
+            "followed a step of the events stream"
+        );
         let now = self.tracker.token();
         metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
         metrics::counter!("roomcache_source_events_total").increment(events_read as u64);
