@@ -1,7 +1,7 @@
 //! roomcache's concurrency core, model-checked with loom.
 //!
 //! Owns the parts whose correctness depends on interleavings, each std-only
-//! and built on the [`sync`] shim so that `tests/loom_*.rs` can explore every
+//! and built on the `sync` shim so that `tests/loom_*.rs` can explore every
 //! interleaving under `--cfg roomcache_loom`:
 //!
 //! * [`WriterName`]: the one rule for a writer's (instance's) name;
