@@ -395,7 +395,8 @@ impl IndexData {
         found
     }
 
-    /// `room_name_like` without a candidate set: the whole ordered listing
+    /// `room_name_like` without a candidate set, for users without a copy
+    /// of their listed names (`names.rs`): the whole ordered listing
     /// in three passes (the attribute and set filters, then each remaining
     /// room's name, then the match) so that the loads of different rooms'
     /// records and names are independent and the processor overlaps their
