@@ -207,10 +207,11 @@ impl Workload {
     }
 }
 
+/// The rows the cache writes for one batch, as the raw peer writes them.
+type RawBatch = (Vec<JoinedRoomRow>, Vec<MembershipSnapshot>);
+
 /// The rows the cache writes for each batch, computed with the rules, for the raw peer.
-fn rows_per_batch(
-    batches: &[Vec<FeedBatch>],
-) -> Vec<Vec<(Vec<JoinedRoomRow>, Vec<MembershipSnapshot>)>> {
+fn rows_per_batch(batches: &[Vec<FeedBatch>]) -> Vec<Vec<RawBatch>> {
     let mut states: BTreeMap<RoomId, RoomState> = BTreeMap::new();
     batches
         .iter()
@@ -338,7 +339,7 @@ async fn feed_writer(socket: PathBuf, bodies: Vec<Bytes>) -> Histogram<u64> {
 async fn raw_writer(
     database_url: String,
     schema: String,
-    batches: Vec<(Vec<JoinedRoomRow>, Vec<MembershipSnapshot>)>,
+    batches: Vec<RawBatch>,
 ) -> Histogram<u64> {
     let mut histogram = Histogram::<u64>::new(3).expect("histogram");
     let (mut client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
@@ -443,6 +444,67 @@ fn merge(histograms: Vec<Histogram<u64>>) -> Histogram<u64> {
     total
 }
 
+/// roomcache over the socket: each writer posts its batches in turn.
+fn run_roomcache(
+    runtime: &tokio::runtime::Runtime,
+    binary: &std::path::Path,
+    database_url: &str,
+    schema: &str,
+    writers: usize,
+    bodies: Vec<Vec<Bytes>>,
+) -> (Duration, Histogram<u64>) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = Server::start(binary, database_url, schema, writers, dir.path());
+    let socket = Arc::new(server.socket.clone());
+    let started = Instant::now();
+    let histograms = runtime.block_on(async {
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|b| tokio::spawn(feed_writer(socket.to_path_buf(), b)))
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("writer task"));
+        }
+        out
+    });
+    let elapsed = started.elapsed();
+    drop(server);
+    (elapsed, merge(histograms))
+}
+
+/// The raw peer: the same rows, one batched upsert per batch, same concurrency.
+fn run_raw_peer(
+    runtime: &tokio::runtime::Runtime,
+    database_url: &str,
+    schema: &str,
+    raw_rows: Vec<Vec<RawBatch>>,
+) -> (Duration, Histogram<u64>) {
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let migrations = include_str!("../migrations/V1__sliding_sync_tables.sql");
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema}; {migrations}"
+            ))
+            .await
+            .expect("raw schema");
+        let started = Instant::now();
+        let tasks: Vec<_> = raw_rows
+            .into_iter()
+            .map(|b| tokio::spawn(raw_writer(database_url.to_owned(), schema.to_owned(), b)))
+            .collect();
+        let mut histograms = Vec::new();
+        for t in tasks {
+            histograms.push(t.await.expect("raw task"));
+        }
+        (started.elapsed(), merge(histograms))
+    })
+}
+
 fn main() {
     let binary = PathBuf::from(
         std::env::var("ROOMCACHE_BIN").expect("ROOMCACHE_BIN: run through scripts/bench ingest"),
@@ -471,7 +533,6 @@ fn main() {
     );
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = tempfile::tempdir().expect("temporary directory");
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -479,51 +540,16 @@ fn main() {
     let cache_schema = format!("bench_ingest_{stamp}");
     let raw_schema = format!("bench_raw_{stamp}");
 
-    // roomcache over the socket.
-    let server = Server::start(&binary, &database_url, &cache_schema, writers, dir.path());
-    let socket = Arc::new(server.socket.clone());
-    let started = Instant::now();
-    let histograms = runtime.block_on(async {
-        let tasks: Vec<_> = bodies
-            .into_iter()
-            .map(|b| tokio::spawn(feed_writer(socket.to_path_buf(), b)))
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("writer task"));
-        }
-        out
-    });
-    let cache_elapsed = started.elapsed();
-    drop(server);
-    let cache_latency = merge(histograms);
+    let (cache_elapsed, cache_latency) = run_roomcache(
+        &runtime,
+        &binary,
+        &database_url,
+        &cache_schema,
+        writers,
+        bodies,
+    );
     let cache_rate = workload.events as f64 / cache_elapsed.as_secs_f64();
-
-    // The raw peer: the same rows, one batched upsert per batch, same concurrency.
-    let raw_elapsed = runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
-        let migrations = include_str!("../migrations/V1__sliding_sync_tables.sql");
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA {raw_schema}; SET search_path TO {raw_schema}; {migrations}"
-            ))
-            .await
-            .expect("raw schema");
-        let started = Instant::now();
-        let tasks: Vec<_> = raw_rows
-            .into_iter()
-            .map(|b| tokio::spawn(raw_writer(database_url.clone(), raw_schema.clone(), b)))
-            .collect();
-        let mut histograms = Vec::new();
-        for t in tasks {
-            histograms.push(t.await.expect("raw task"));
-        }
-        (started.elapsed(), merge(histograms))
-    });
-    let (raw_elapsed, raw_latency) = raw_elapsed;
+    let (raw_elapsed, raw_latency) = run_raw_peer(&runtime, &database_url, &raw_schema, raw_rows);
     let raw_rate = workload.events as f64 / raw_elapsed.as_secs_f64();
 
     println!(

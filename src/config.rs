@@ -129,7 +129,7 @@ impl Default for Settings {
             source_database_url: None,
             source_poll_interval_ms: 200,
             source_redis_url: None,
-            source_batch_size: 1000,
+            source_batch_size: 10_000,
             source_import_batch_rooms: 100,
             source_import_on_start: true,
             source_recalculation_delay_ms: 0,

@@ -5,6 +5,8 @@
 //! to Postgres with `COPY` into a schema named after the sizes, which later
 //! runs reuse (generation is done once per size).
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use futures_util::SinkExt;
 use roomcache::model::{
@@ -246,7 +248,7 @@ fn text(value: &Option<String>) -> &str {
 }
 
 /// Whether the dataset of these sizes is already stored in full.
-pub(crate) async fn is_stored(store: &Store) -> Result<bool, Box<dyn std::error::Error>> {
+pub(crate) async fn is_stored(store: &Store) -> BenchResult<bool> {
     let client = store.client().await?;
     let row = client
         .query_one("SELECT to_regclass('bench_generated') IS NOT NULL", &[])
@@ -254,18 +256,92 @@ pub(crate) async fn is_stored(store: &Store) -> Result<bool, Box<dyn std::error:
     Ok(row.try_get(0)?)
 }
 
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 /// Writes the dataset to the (empty, migrated) schema with COPY (text
 /// format), then marks it complete.
-pub(crate) async fn load_postgres(
-    store: &Store,
-    sizes: Sizes,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use std::fmt::Write as _;
+pub(crate) async fn load_postgres(store: &Store, sizes: Sizes) -> BenchResult<()> {
     let client = store.client().await?;
     // Building the indexes after the rows is several times faster than
     // maintaining them row by row (random inserts into indexes larger than
     // Postgres's buffers).
-    let indexes: Vec<(String, String)> = client
+    let indexes = table_indexes(&client).await?;
+    for (drop, _) in &indexes {
+        client.batch_execute(drop).await?;
+    }
+    copy_text(
+        &client,
+        "COPY sliding_sync_joined_rooms (room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN",
+        joined_rows(sizes),
+        |buffer, row| {
+            let m = &row.metadata;
+            writeln!(
+                buffer,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                row.room_id,
+                row.event_stream_ordering,
+                row.bump_stamp.map_or("\\N".into(), |b| b.to_string()),
+                text(&m.room_type),
+                text(&m.room_name),
+                m.is_encrypted,
+                text(&m.tombstone_successor_room_id)
+            )
+        },
+    )
+    .await?;
+    copy_text(
+        &client,
+        "COPY sliding_sync_membership_snapshots (room_id, user_id, sender, membership_event_id, membership, forgotten, event_stream_ordering, event_instance_name, has_known_state, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN",
+        snapshots(sizes),
+        |buffer, s| {
+            let m = &s.metadata;
+            writeln!(
+                buffer,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                s.room_id,
+                s.user_id,
+                s.sender,
+                s.membership_event_id,
+                s.membership.as_str(),
+                i32::from(s.forgotten),
+                s.event_stream_ordering,
+                s.event_instance_name,
+                s.has_known_state,
+                text(&m.room_type),
+                text(&m.room_name),
+                m.is_encrypted,
+                text(&m.tombstone_successor_room_id)
+            )
+        },
+    )
+    .await?;
+    insert_extras(&client, sizes).await?;
+    client
+        .batch_execute("SET maintenance_work_mem = '1GB'")
+        .await?;
+    for (_, create) in &indexes {
+        client.batch_execute(create).await?;
+    }
+    client
+        .execute(
+            "INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ('events', 'master', $1)",
+            &[&sizes.position()],
+        )
+        .await?;
+    client
+        .batch_execute(
+            "ANALYZE sliding_sync_joined_rooms; ANALYZE sliding_sync_membership_snapshots;
+             CREATE TABLE bench_generated (generated_at timestamptz DEFAULT now());
+             INSERT INTO bench_generated DEFAULT VALUES;",
+        )
+        .await?;
+    Ok(())
+}
+
+/// The indexes (and primary keys) of the two tables: for each, the
+/// statement that drops it and the one that builds it again.
+async fn table_indexes(client: &tokio_postgres::Client) -> BenchResult<Vec<(String, String)>> {
+    let rows = client
         .query(
             "SELECT i.indexname, i.indexdef, c.conname IS NOT NULL
              FROM pg_indexes i LEFT JOIN pg_constraint c
@@ -274,83 +350,53 @@ pub(crate) async fn load_postgres(
                AND i.tablename IN ('sliding_sync_joined_rooms', 'sliding_sync_membership_snapshots')",
             &[],
         )
-        .await?
-        .iter()
-        .map(|row| -> Result<(String, String), tokio_postgres::Error> {
-            let (name, definition, constraint): (String, String, bool) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            let table = if definition.contains("sliding_sync_joined_rooms ") {
-                "sliding_sync_joined_rooms"
-            } else {
-                "sliding_sync_membership_snapshots"
-            };
-            Ok(if constraint {
-                (
-                    format!("ALTER TABLE {table} DROP CONSTRAINT {name}"),
-                    format!(
-                        "ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}"
-                    ),
-                )
-            } else {
-                (format!("DROP INDEX {name}"), String::new())
-            })
-            .map(|(drop, attach)| (format!("{drop}; "), format!("{definition}; {attach}")))
-        })
-        .collect::<Result<_, _>>()?;
-    for (drop, _) in &indexes {
-        client.batch_execute(drop).await?;
+        .await?;
+    let mut indexes = Vec::new();
+    for row in &rows {
+        let (name, definition, constraint): (String, String, bool) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let table = if definition.contains("sliding_sync_joined_rooms ") {
+            "sliding_sync_joined_rooms"
+        } else {
+            "sliding_sync_membership_snapshots"
+        };
+        let (drop, attach) = if constraint {
+            (
+                format!("ALTER TABLE {table} DROP CONSTRAINT {name}"),
+                format!("ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}"),
+            )
+        } else {
+            (format!("DROP INDEX {name}"), String::new())
+        };
+        indexes.push((format!("{drop}; "), format!("{definition}; {attach}")));
     }
-    let sink = client.copy_in::<_, Bytes>("COPY sliding_sync_joined_rooms (room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN").await?;
+    Ok(indexes)
+}
+
+/// Streams `rows` into `statement` (a `COPY … FROM STDIN` in text format),
+/// one line each as `line` writes it, in chunks of about 1 MiB.
+async fn copy_text<T>(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    rows: impl IntoIterator<Item = T>,
+    mut line: impl FnMut(&mut String, &T) -> std::fmt::Result,
+) -> BenchResult<()> {
+    let sink = client.copy_in::<_, Bytes>(statement).await?;
     futures_util::pin_mut!(sink);
     let mut buffer = String::new();
-    for row in joined_rows(sizes) {
-        let m = &row.metadata;
-        writeln!(
-            buffer,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            row.room_id,
-            row.event_stream_ordering,
-            row.bump_stamp.map_or("\\N".into(), |b| b.to_string()),
-            text(&m.room_type),
-            text(&m.room_name),
-            m.is_encrypted,
-            text(&m.tombstone_successor_room_id)
-        )?;
+    for row in rows {
+        line(&mut buffer, &row)?;
         if buffer.len() > 1 << 20 {
             sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
         }
     }
-    sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
+    sink.send(Bytes::from(buffer)).await?;
     sink.as_mut().finish().await?;
+    Ok(())
+}
 
-    let sink = client.copy_in::<_, Bytes>("COPY sliding_sync_membership_snapshots (room_id, user_id, sender, membership_event_id, membership, forgotten, event_stream_ordering, event_instance_name, has_known_state, room_type, room_name, is_encrypted, tombstone_successor_room_id) FROM STDIN").await?;
-    futures_util::pin_mut!(sink);
-    for s in snapshots(sizes) {
-        let m = &s.metadata;
-        writeln!(
-            buffer,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            s.room_id,
-            s.user_id,
-            s.sender,
-            s.membership_event_id,
-            s.membership.as_str(),
-            i32::from(s.forgotten),
-            s.event_stream_ordering,
-            s.event_instance_name,
-            s.has_known_state,
-            text(&m.room_type),
-            text(&m.room_name),
-            m.is_encrypted,
-            text(&m.tombstone_successor_room_id)
-        )?;
-        if buffer.len() > 1 << 20 {
-            sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
-        }
-    }
-    sink.send(Bytes::from(std::mem::take(&mut buffer))).await?;
-    sink.as_mut().finish().await?;
-
+/// The account data and space children of the dataset.
+async fn insert_extras(client: &tokio_postgres::Client, sizes: Sizes) -> BenchResult<()> {
     for change in extras(sizes) {
         match change {
             RowChange::AccountData(data) => {
@@ -377,24 +423,5 @@ pub(crate) async fn load_postgres(
             _ => {}
         }
     }
-    client
-        .batch_execute("SET maintenance_work_mem = '1GB'")
-        .await?;
-    for (_, create) in &indexes {
-        client.batch_execute(create).await?;
-    }
-    client
-        .execute(
-            "INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ('events', 'master', $1)",
-            &[&sizes.position()],
-        )
-        .await?;
-    client
-        .batch_execute(
-            "ANALYZE sliding_sync_joined_rooms; ANALYZE sliding_sync_membership_snapshots;
-             CREATE TABLE bench_generated (generated_at timestamptz DEFAULT now());
-             INSERT INTO bench_generated DEFAULT VALUES;",
-        )
-        .await?;
     Ok(())
 }

@@ -104,21 +104,10 @@ impl RoomRegistry {
     pub(crate) fn reap_idle(&self, idle: Duration) -> usize {
         let now = self.now();
         let idle = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-        let before = self.actors.len();
-        self.actors
-            .retain(|_, entry| now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) < idle);
-        let stopped = before - self.actors.len();
-        if stopped > 0 {
-            self.actors.shrink_to_fit();
-            debug!(
-                stopped,
-                live = self.actors.len(),
-                "stopped idle room actors"
-            );
-            metrics::counter!("roomcache_room_actors_stopped_total").increment(stopped as u64);
-        }
-        metrics::gauge!("roomcache_room_actors").set(self.actors.len() as f64);
-        stopped
+        self.stop_unless(
+            |entry| now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) < idle,
+            "idle",
+        )
     }
 
     /// Records whether a room's newly committed state has a table row.
@@ -136,20 +125,29 @@ impl RoomRegistry {
     /// condition as [`RoomRegistry::reap_idle`]: only while no group is
     /// being prepared or committed. Returns how many were stopped.
     pub(crate) fn reap_rowless(&self) -> usize {
+        self.stop_unless(
+            |entry| entry.holds_rows.load(Ordering::Relaxed),
+            "without rows",
+        )
+    }
+
+    /// Stops every actor whose entry `keep` refuses; `why` says which
+    /// (logged). Returns how many were stopped.
+    fn stop_unless(&self, keep: impl Fn(&RoomEntry) -> bool, why: &'static str) -> usize {
         let before = self.actors.len();
-        self.actors
-            .retain(|_, entry| entry.holds_rows.load(Ordering::Relaxed));
+        self.actors.retain(|_, entry| keep(entry));
         let stopped = before - self.actors.len();
         if stopped > 0 {
             self.actors.shrink_to_fit();
             debug!(
                 stopped,
                 live = self.actors.len(),
-                "stopped room actors of rooms without rows"
+                why,
+                "stopped room actors"
             );
             metrics::counter!("roomcache_room_actors_stopped_total").increment(stopped as u64);
-            metrics::gauge!("roomcache_room_actors").set(self.actors.len() as f64);
         }
+        metrics::gauge!("roomcache_room_actors").set(self.actors.len() as f64);
         stopped
     }
 

@@ -14,6 +14,7 @@
 //! May not touch: SQL text, roomcache's tables, the rules.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use roomcache_core::{StreamToken, WriterName};
 use tracing::debug;
@@ -25,6 +26,10 @@ use crate::source::read::forget_rows;
 use crate::source::redis::{Announced, EVENTS};
 use crate::source::SourceError;
 use crate::supervisor::SubmitBatch;
+
+/// Most steps of the events stream in one turn of the follower's loop
+/// (then the caches stream and the account data have theirs).
+const STEPS_PER_TURN: usize = 8;
 
 /// A token of the configured writers' positions.
 pub(super) fn token_of(positions: &BTreeMap<WriterName, i64>) -> StreamToken {
@@ -80,8 +85,9 @@ pub(super) fn step_end(
 }
 
 impl Follower {
-    /// Reads and submits the events stream's next rows; true when every
-    /// writer has reached its target.
+    /// Reads and submits the events stream's next rows, up to
+    /// [`STEPS_PER_TURN`] steps, each read while the one before it is
+    /// applied; true when every writer has reached its target.
     pub(super) async fn follow_events(&self, announced: &Announced) -> Result<bool, SourceError> {
         let safe = self.source.safe_token(&self.writers).await?;
         let durable = self.tracker.token();
@@ -89,41 +95,81 @@ impl Follower {
         let target = token_of(&targets);
         self.progress.set_source_position(target.stream);
         metrics::gauge!("roomcache_source_lag").set((target.stream - durable.stream).max(0) as f64);
-        if target.is_before_or_eq(&durable) {
-            return Ok(true);
+        let mut from = durable;
+        let mut read: Vec<(WriterName, Vec<FeedRow>)> = Vec::new();
+        for _ in 0..STEPS_PER_TURN {
+            if target.is_before_or_eq(&from) {
+                break;
+            }
+            let ends = step_end(&from, &targets, self.batch_size);
+            let started = Instant::now();
+            let (next, applied) = tokio::join!(
+                self.read_step(&from, &ends),
+                self.submit_all(std::mem::take(&mut read)),
+            );
+            applied?;
+            let (batches, events) = next?;
+            debug!(
+                events,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "read a step of the events stream (while the one before was applied)"
+            );
+            metrics::counter!("roomcache_source_events_total").increment(events as u64);
+            read = batches;
+            from = token_of(&ends);
         }
-        let ends = step_end(&durable, &targets, self.batch_size);
+        self.submit_all(read).await?;
+        let now = self.tracker.token();
+        metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
+        Ok(target.is_before_or_eq(&now))
+    }
+
+    /// The feed batches of the step from `from` to `ends`: one per writer
+    /// that has rows or moves (ending with its position), and the rows of
+    /// writers that are not configured (refused when submitted, with their
+    /// name); and how many events it read.
+    async fn read_step(
+        &self,
+        from: &StreamToken,
+        ends: &BTreeMap<WriterName, i64>,
+    ) -> Result<(Vec<(WriterName, Vec<FeedRow>)>, usize), SourceError> {
         let range = StreamRange {
-            from: durable.clone(),
-            to: token_of(&ends),
+            from: from.clone(),
+            to: token_of(ends),
         };
         let read = self
             .source
             .read_range(&range, None, &self.server_name)
             .await?;
-        let events_read = read.events;
+        let events = read.events;
         let mut by_writer: BTreeMap<WriterName, Vec<FeedRow>> = BTreeMap::new();
         for (instance, rows) in read.by_writer() {
             let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
             by_writer.insert(writer, rows);
         }
-        self.add_forgets(&mut by_writer, &ends).await?;
-        for (writer, end) in &ends {
+        self.add_forgets(&mut by_writer, ends).await?;
+        let mut batches = Vec::with_capacity(by_writer.len() + ends.len());
+        for (writer, end) in ends {
             let mut rows = by_writer.remove(writer).unwrap_or_default();
-            if rows.is_empty() && *end <= durable.position(writer.as_str()) {
+            if rows.is_empty() && *end <= from.position(writer.as_str()) {
                 continue;
             }
             rows.push(FeedRow::Position(PositionRow { stream_id: *end }));
-            self.submit(writer.clone(), rows).await?;
+            batches.push((writer.clone(), rows));
         }
-        // Rows of a writer that is not configured: refused, with its name.
-        for (writer, rows) in by_writer {
+        batches.extend(by_writer);
+        Ok((batches, events))
+    }
+
+    /// Submits the batches in order, each once the one before is applied.
+    async fn submit_all(
+        &self,
+        batches: Vec<(WriterName, Vec<FeedRow>)>,
+    ) -> Result<(), SourceError> {
+        for (writer, rows) in batches {
             self.submit(writer, rows).await?;
         }
-        let now = self.tracker.token();
-        metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
-        metrics::counter!("roomcache_source_events_total").increment(events_read as u64);
-        Ok(target.is_before_or_eq(&now))
+        Ok(())
     }
 
     /// A forget row, at the end of its writer's batch, for each membership
