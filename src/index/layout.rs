@@ -11,11 +11,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::event_id::StoredEventId;
+use super::names::{ListedNames, NAME_COPY_MIN_ROOMS};
 use crate::model::{Membership, RoomId, UserId};
 
 /// A room's slot in the index.
@@ -146,6 +147,10 @@ pub(super) struct UserRecord {
     pub(super) membership_marks: Vec<(u32, i64)>,
     /// What most users lack (self-leaves, DMs, tags), allocated on first use.
     pub(super) extras: Option<Box<UserExtras>>,
+    /// The copy of the listing with its names that `room_name_like` reads,
+    /// built on first use (`None` inside: too few rooms to copy) and
+    /// dropped by every change to the listing.
+    pub(super) listed_names: OnceLock<Option<Box<ListedNames>>>,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +177,7 @@ impl UserRecord {
             attribute_counts: Vec::new(),
             membership_marks: Vec::new(),
             extras: None,
+            listed_names: OnceLock::new(),
         }
     }
 
@@ -231,6 +237,9 @@ pub(super) struct IndexData {
     pub(super) room_types: Interner<String>,
     pub(super) joined_room_count: usize,
     pub(super) snapshot_count: u64,
+    /// Users with at least this many listed rooms get a copy of their
+    /// listed names ([`NAME_COPY_MIN_ROOMS`]; tests change it).
+    pub(super) name_copy_min_rooms: usize,
 }
 
 pub(super) fn shared(value: Option<&str>) -> Option<Arc<str>> {
@@ -264,6 +273,7 @@ impl IndexData {
             room_types: Interner::new(),
             joined_room_count: 0,
             snapshot_count: 0,
+            name_copy_min_rooms: NAME_COPY_MIN_ROOMS,
         }
     }
 

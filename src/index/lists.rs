@@ -40,8 +40,8 @@ fn push_top(top: &mut Vec<Listed>, need: usize, item: Listed) -> bool {
 /// What a list's walk found: the count, the first rows (with ties) and,
 /// with `at`, the rooms sorting after it.
 #[derive(Default)]
-struct Found {
-    count: usize,
+pub(super) struct Found {
+    pub(super) count: usize,
     top: Vec<Listed>,
     unsettled: Vec<Listed>,
 }
@@ -210,7 +210,10 @@ impl IndexData {
         } else if list.filters.attributes_only() {
             self.match_by_attributes(user, &filter, need, options)
         } else if let Some(needle) = &filter.name {
-            self.match_names(user, &filter, needle, need, options)
+            match self.listed_names(user) {
+                Some(names) => Self::match_listed_names(names, &filter, needle, need, options),
+                None => self.match_names(user, &filter, needle, need, options),
+            }
         } else {
             self.match_in_order(user, &filter, need, options)
         };
@@ -305,7 +308,12 @@ impl IndexData {
 
     /// Puts a matching room among the top rows or the unsettled ones; false
     /// when no later row of a walk newest first can be among the top.
-    fn place(found: &mut Found, need: usize, item: Listed, options: &ListOptions<'_>) -> bool {
+    pub(super) fn place(
+        found: &mut Found,
+        need: usize,
+        item: Listed,
+        options: &ListOptions<'_>,
+    ) -> bool {
         if options.is_unsettled(item.0) {
             found.unsettled.push(item);
             true
@@ -387,7 +395,8 @@ impl IndexData {
         found
     }
 
-    /// `room_name_like` without a candidate set: the whole ordered listing
+    /// `room_name_like` without a candidate set, for users without a copy
+    /// of their listed names (`names.rs`): the whole ordered listing
     /// in three passes (the attribute and set filters, then each remaining
     /// room's name, then the match) so that the loads of different rooms'
     /// records and names are independent and the processor overlaps their

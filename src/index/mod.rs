@@ -32,13 +32,15 @@
 //! Files: this one holds the lock and the methods callers use, each taking
 //! the lock once; `layout.rs` the data and its invariants; `write.rs`
 //! applying published changes; `query.rs` rows out and compiled filters;
-//! `lists.rs` room lists;
+//! `lists.rs` room lists; `names.rs` the per-user copy of listed names
+//! that `room_name_like` reads;
 //! `tests.rs` the unit tests, which hold the fast path to the scan of
 //! `crate::room_list::scan`.
 
 mod event_id;
 mod layout;
 mod lists;
+mod names;
 mod query;
 mod write;
 
@@ -249,6 +251,13 @@ impl ReadIndex {
         spaces: &BTreeSet<RoomId>,
     ) -> Vec<(RoomId, Vec<RoomId>)> {
         self.read().space_children_of(spaces)
+    }
+
+    /// Gives users with at least `rooms` listed rooms a copy of their
+    /// listed names (tests try both paths).
+    #[cfg(test)]
+    fn copy_names_from(&self, rooms: usize) {
+        self.write().name_copy_min_rooms = rooms;
     }
 
     /// One list, for in-process callers (benchmarks, tests).

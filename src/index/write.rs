@@ -64,6 +64,7 @@ impl IndexData {
         else {
             return;
         };
+        record.listed_names.take();
         if std::mem::take(&mut snapshot.listed) {
             let is_dm = record.is_dm(room);
             let (key, _) = Self::listing(room_record, snapshot, is_dm);
@@ -91,6 +92,7 @@ impl IndexData {
         else {
             return;
         };
+        record.listed_names.take();
         if snapshot.forgotten {
             record.extras_mut().forgotten.insert(room);
             return;

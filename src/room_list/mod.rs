@@ -37,6 +37,12 @@ impl NameNeedle {
         }
     }
 
+    /// The needle, lowercase: a name matches when its Unicode lowercase
+    /// form contains this.
+    pub fn lowercase(&self) -> &str {
+        &self.lowercase
+    }
+
     /// Case-insensitive (Unicode lowercase) substring test; ASCII names are
     /// compared without allocating.
     pub fn matches(&self, name: &str) -> bool {
