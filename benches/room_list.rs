@@ -335,45 +335,36 @@ async fn ensure_dataset(url: &str, sizes: Sizes) -> Store {
     store
 }
 
-/// Starts each binary on the dataset in turn (cold start and RSS), the
-/// peer first; they stay up side by side for the socket measures.
-async fn start_servers(
-    url: &str,
-    binaries: &[(&'static str, PathBuf)],
-    dir: &Path,
-    sizes: Sizes,
-) -> Vec<(&'static str, Server)> {
+/// Starts `binary` on the dataset (cold start and RSS against an empty
+/// server's).
+async fn start_server(url: &str, label: &str, binary: &Path, dir: &Path, sizes: Sizes) -> Server {
     let empty_schema = format!("bench_empty_{}", std::process::id());
-    let mut servers = Vec::new();
-    for (label, binary) in binaries {
-        let own_dir = dir.join(label);
-        std::fs::create_dir_all(&own_dir).unwrap();
-        let empty = Server::start(binary, &own_dir, url, &empty_schema, &server_args()).await;
-        let empty_rss = empty.rss_bytes();
-        empty.stop();
-        println!("[{label}] load average before start-up: {}", load_average());
-        let starting = Instant::now();
-        let server = Server::start(binary, &own_dir, url, &sizes.schema(), &server_args()).await;
-        println!(
-            "[{label}] server ready (socket open, all rows loaded) in {:.2} s",
-            starting.elapsed().as_secs_f64()
-        );
-        let rss = server.rss_bytes();
-        println!(
-            "[{label}] server RSS {:.1} MiB (empty server {:.1} MiB): {:.0} bytes per snapshot with rooms included ((RSS - empty) / snapshots)",
-            rss as f64 / 1_048_576.0,
-            empty_rss as f64 / 1_048_576.0,
-            (rss.saturating_sub(empty_rss)) as f64 / sizes.snapshots as f64
-        );
-        servers.push((*label, server));
-    }
+    let own_dir = dir.join(label);
+    std::fs::create_dir_all(&own_dir).unwrap();
+    let empty = Server::start(binary, &own_dir, url, &empty_schema, &server_args()).await;
+    let empty_rss = empty.rss_bytes();
+    empty.stop();
     let store = Store::connect(url, &empty_schema, 1).await.unwrap();
     let client = store.client().await.unwrap();
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {empty_schema} CASCADE"))
         .await
         .unwrap();
-    servers
+    println!("[{label}] load average before start-up: {}", load_average());
+    let starting = Instant::now();
+    let server = Server::start(binary, &own_dir, url, &sizes.schema(), &server_args()).await;
+    println!(
+        "[{label}] server ready (socket open, all rows loaded) in {:.2} s",
+        starting.elapsed().as_secs_f64()
+    );
+    let rss = server.rss_bytes();
+    println!(
+        "[{label}] server RSS {:.1} MiB (empty server {:.1} MiB): {:.0} bytes per snapshot with rooms included ((RSS - empty) / snapshots)",
+        rss as f64 / 1_048_576.0,
+        empty_rss as f64 / 1_048_576.0,
+        (rss.saturating_sub(empty_rss)) as f64 / sizes.snapshots as f64
+    );
+    server
 }
 
 /// The room list's count over the socket (checked against the in-process one).
@@ -387,6 +378,76 @@ async fn socket_count(server: &Server, body: Bytes) -> usize {
     answer["lists"]["l"]["count"].as_u64().unwrap_or(0) as usize
 }
 
+/// The socket measures of one server: `/health`, then each headline list;
+/// returns each list's count and hyper figure with one client.
+async fn measure_server(
+    label: &str,
+    server: &Server,
+    lists: &[(&'static str, Bytes)],
+    clients: usize,
+    seconds: f64,
+    in_process: &[QueryFigures],
+) -> Vec<(usize, socket::Load)> {
+    println!(
+        "[{label}] load average before the socket measures: {}",
+        load_average()
+    );
+    let health = RawConnection::request("GET", "/health", b"");
+    let raw = socket::raw_load(&server.socket, health, 1, seconds).await;
+    let hyper =
+        socket::hyper_load(&server.socket, "GET", "/health", Bytes::new(), 1, seconds).await;
+    println!(
+        "  [{label}] transport floor GET /health, 1 client: hand-written {}",
+        raw.line()
+    );
+    println!(
+        "  [{label}] transport floor GET /health, 1 client: hyper        {}",
+        hyper.line()
+    );
+    let mut single = Vec::new();
+    for (name, body) in lists {
+        let count = socket_count(server, body.clone()).await;
+        let expected = in_process.iter().find(|r| r.0 == *name);
+        if let Some(expected) = expected {
+            assert_eq!(count, expected.3, "socket and in-process counts differ");
+        }
+        println!(
+            "  [{label}] top 20, {name} (count {count}); in process p50 {:.2} µs:",
+            expected.map_or(0.0, |r| r.1)
+        );
+        let socket = &server.socket;
+        let path = socket::room_list_path();
+        let request = RawConnection::request("POST", &path, body);
+        let raw_single = socket::raw_load(socket, request.clone(), 1, seconds).await;
+        let raw_loaded = socket::raw_load(socket, request, clients, seconds).await;
+        let hyper_single =
+            socket::hyper_load(socket, "POST", &path, body.clone(), 1, seconds).await;
+        let hyper_loaded =
+            socket::hyper_load(socket, "POST", &path, body.clone(), clients, seconds).await;
+        println!(
+            "    [{label}] hand-written, 1 client    {}",
+            raw_single.line()
+        );
+        println!(
+            "    [{label}] hand-written, {clients} clients   {}",
+            raw_loaded.line()
+        );
+        println!(
+            "    [{label}] hyper, 1 client           {}",
+            hyper_single.line()
+        );
+        println!(
+            "    [{label}] hyper, {clients} clients          {}",
+            hyper_loaded.line()
+        );
+        single.push((count, hyper_single));
+    }
+    single
+}
+
+/// Each binary in turn (the peer first) started on the dataset and
+/// measured over the socket, then stopped (one server per schema: the
+/// instance lock), beside the physical floor; then the same lists in SQL.
 async fn over_the_socket(
     url: &str,
     binaries: &[(&'static str, PathBuf)],
@@ -401,91 +462,33 @@ async fn over_the_socket(
         .tempdir()
         .unwrap();
     let store = ensure_dataset(url, sizes).await;
-    let servers = start_servers(url, binaries, dir.path(), sizes).await;
-    println!(
-        "load average before the socket measures: {}",
-        load_average()
-    );
-    let health = RawConnection::request("GET", "/health", b"");
-    let list_request = request_body(&queries(sizes)[0].1);
-    let echo = socket::echo(dir.path(), list_request.len() + 150, seconds).await;
+    let headline = ["no filter", "is_encrypted"];
+    let lists: Vec<(&'static str, Bytes)> = queries(sizes)
+        .into_iter()
+        .filter(|(name, _)| headline.contains(name))
+        .map(|(name, list)| (name, request_body(&list)))
+        .collect();
+    let echo = socket::echo(dir.path(), lists[0].1.len() + 150, seconds).await;
     println!(
         "  physical floor (echo of a request's size, 1 blocking client): {}",
         echo.line()
     );
-    for (label, server) in &servers {
-        let raw = socket::raw_load(&server.socket, health.clone(), 1, seconds).await;
-        let hyper =
-            socket::hyper_load(&server.socket, "GET", "/health", Bytes::new(), 1, seconds).await;
-        println!(
-            "  [{label}] transport floor GET /health, 1 client: hand-written {}",
-            raw.line()
-        );
-        println!(
-            "  [{label}] transport floor GET /health, 1 client: hyper        {}",
-            hyper.line()
-        );
-    }
-    let headline = ["no filter", "is_encrypted"];
-    for (name, list) in queries(sizes)
-        .into_iter()
-        .filter(|(n, _)| headline.contains(n))
-    {
-        let body = request_body(&list);
-        let request = RawConnection::request("POST", &socket::room_list_path(), &body);
-        let expected = in_process.iter().find(|r| r.0 == name);
-        let count = socket_count(&servers[servers.len() - 1].1, body.clone()).await;
-        if let Some(expected) = expected {
-            assert_eq!(count, expected.3, "socket and in-process counts differ");
-        }
-        println!(
-            "  top 20, {name} (count {count}); in process p50 {:.2} µs:",
-            expected.map_or(0.0, |r| r.1)
-        );
-        let mut ours_single = None;
-        for (label, server) in &servers {
-            let socket = &server.socket;
-            let raw_single = socket::raw_load(socket, request.clone(), 1, seconds).await;
-            let raw_loaded = socket::raw_load(socket, request.clone(), clients, seconds).await;
-            let path = socket::room_list_path();
-            let hyper_single =
-                socket::hyper_load(socket, "POST", &path, body.clone(), 1, seconds).await;
-            let hyper_loaded =
-                socket::hyper_load(socket, "POST", &path, body.clone(), clients, seconds).await;
-            println!(
-                "    [{label}] hand-written, 1 client    {}",
-                raw_single.line()
-            );
-            println!(
-                "    [{label}] hand-written, {clients} clients   {}",
-                raw_loaded.line()
-            );
-            println!(
-                "    [{label}] hyper, 1 client           {}",
-                hyper_single.line()
-            );
-            println!(
-                "    [{label}] hyper, {clients} clients          {}",
-                hyper_loaded.line()
-            );
-            ours_single = Some(hyper_single);
-        }
-        let sql = sql_latency(&store, name == "is_encrypted", count).await;
-        println!(
-            "    SQL on Postgres     p50 {:>9.2} µs  p99 {:>9.2} µs",
-            micros(&sql, 0.5),
-            micros(&sql, 0.99)
-        );
-        if let Some(single) = ours_single {
-            println!(
-                "    SQL / socket (ours, hyper, 1 client): {:.0}x at p50, {:.0}x at p99",
-                micros(&sql, 0.5) / single.micros(0.5),
-                micros(&sql, 0.99) / single.micros(0.99),
-            );
-        }
-    }
-    for (_, server) in servers {
+    let mut ours_single = Vec::new();
+    for (label, binary) in binaries {
+        let server = start_server(url, label, binary, dir.path(), sizes).await;
+        ours_single = measure_server(label, &server, &lists, clients, seconds, in_process).await;
         server.stop();
+    }
+    for ((name, _), (count, single)) in lists.iter().zip(&ours_single) {
+        let count = *count;
+        let sql = sql_latency(&store, *name == "is_encrypted", count).await;
+        println!(
+            "  top 20, {name}: SQL on Postgres p50 {:>9.2} µs  p99 {:>9.2} µs; SQL / socket (ours, hyper, 1 client): {:.0}x at p50, {:.0}x at p99",
+            micros(&sql, 0.5),
+            micros(&sql, 0.99),
+            micros(&sql, 0.5) / single.micros(0.5),
+            micros(&sql, 0.99) / single.micros(0.99),
+        );
     }
 }
 
