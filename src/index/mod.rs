@@ -126,7 +126,7 @@ impl ReadIndex {
     ) -> Option<MembershipSnapshot> {
         let data = self.read();
         let room = *data.room_slots.get(room_id)?;
-        let user = data.users.get(*data.user_slots.get(user_id)? as usize)?;
+        let user = data.user_record(user_id)?;
         data.snapshot_row(user, room, data.record(user, room)?)
     }
 
@@ -140,11 +140,7 @@ impl ReadIndex {
         limit: usize,
     ) -> (Vec<MembershipSnapshot>, bool) {
         let data = self.read();
-        let Some(user) = data
-            .user_slots
-            .get(user_id)
-            .and_then(|u| data.users.get(*u as usize))
-        else {
+        let Some(user) = data.user_record(user_id) else {
             return (Vec::new(), false);
         };
         let mut rooms: Vec<(&RoomId, RoomSlot, u32)> = user
@@ -172,11 +168,7 @@ impl ReadIndex {
     /// All of a user's snapshots, ordered by room ID.
     pub(crate) fn snapshots_of_user(&self, user_id: &UserId) -> Vec<MembershipSnapshot> {
         let data = self.read();
-        let Some(user) = data
-            .user_slots
-            .get(user_id)
-            .and_then(|u| data.users.get(*u as usize))
-        else {
+        let Some(user) = data.user_record(user_id) else {
             return Vec::new();
         };
         let mut rows: Vec<MembershipSnapshot> = user
@@ -207,10 +199,7 @@ impl ReadIndex {
         options: ListOptions<'_>,
     ) -> RoomLists {
         let data = self.read();
-        let user = data
-            .user_slots
-            .get(user_id)
-            .and_then(|u| data.users.get(*u as usize));
+        let user = data.user_record(user_id);
         match user {
             Some(user) => data.run_lists(user, lists, options),
             None => RoomLists::empty(lists, options),
@@ -226,10 +215,7 @@ impl ReadIndex {
         spaces: &BTreeSet<&RoomId>,
     ) -> bool {
         let data = self.read();
-        let user = data
-            .user_slots
-            .get(user_id)
-            .and_then(|u| data.users.get(*u as usize));
+        let user = data.user_record(user_id);
         rooms.iter().any(|room| {
             spaces.contains(room)
                 || user.is_some_and(|user| {

@@ -23,12 +23,16 @@ impl IndexData {
         self.rooms.get(slot as usize).map(|r| r.room_id.clone())
     }
 
+    /// A user's record, if the index has one.
+    pub(super) fn user_record(&self, user_id: &UserId) -> Option<&UserRecord> {
+        let slot = *self.user_slots.get(user_id)?;
+        self.users.get(slot as usize)
+    }
+
     /// A user's DM rooms and room tags, as plain data.
     pub(super) fn account_of(&self, user_id: &UserId) -> UserAccountData {
         let extras = self
-            .user_slots
-            .get(user_id)
-            .and_then(|u| self.users.get(*u as usize))
+            .user_record(user_id)
             .and_then(|user| user.extras.as_ref());
         let Some(extras) = extras else {
             return UserAccountData::default();
