@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
+
 use roomcache_core::{StreamToken, WriterName};
 use tracing::debug;
 
@@ -30,6 +32,10 @@ use crate::supervisor::SubmitBatch;
 /// Most steps of the events stream in one turn of the follower's loop
 /// (then the caches stream and the account data have theirs).
 const STEPS_PER_TURN: usize = 8;
+
+/// Steps read at once, ahead of the one being applied (each on its own
+/// connection to Synapse's database).
+const READS_IN_FLIGHT: usize = 2;
 
 /// A token of the configured writers' positions.
 pub(super) fn token_of(positions: &BTreeMap<WriterName, i64>) -> StreamToken {
@@ -86,8 +92,9 @@ pub(super) fn step_end(
 
 impl Follower {
     /// Reads and submits the events stream's next rows, up to
-    /// [`STEPS_PER_TURN`] steps, each read while the one before it is
-    /// applied; true when every writer has reached its target.
+    /// [`STEPS_PER_TURN`] steps, [`READS_IN_FLIGHT`] of them read while
+    /// the one before them is applied; true when every writer has reached
+    /// its target.
     pub(super) async fn follow_events(&self, announced: &Announced) -> Result<bool, SourceError> {
         let safe = self.source.safe_token(&self.writers).await?;
         let durable = self.tracker.token();
@@ -95,19 +102,27 @@ impl Follower {
         let target = token_of(&targets);
         self.progress.set_source_position(target.stream);
         metrics::gauge!("roomcache_source_lag").set((target.stream - durable.stream).max(0) as f64);
-        let mut from = durable;
+        let mut next_from = durable;
+        let mut steps = 0;
+        let mut reads = FuturesOrdered::new();
         let mut read: Vec<(WriterName, Vec<FeedRow>)> = Vec::new();
-        for _ in 0..STEPS_PER_TURN {
-            if target.is_before_or_eq(&from) {
-                break;
+        loop {
+            while reads.len() < READS_IN_FLIGHT
+                && steps < STEPS_PER_TURN
+                && !target.is_before_or_eq(&next_from)
+            {
+                let ends = step_end(&next_from, &targets, self.batch_size);
+                let to = token_of(&ends);
+                reads.push_back(self.read_step(std::mem::replace(&mut next_from, to), ends));
+                steps += 1;
             }
-            let ends = step_end(&from, &targets, self.batch_size);
             let started = Instant::now();
-            let (next, applied) = tokio::join!(
-                self.read_step(&from, &ends),
-                self.submit_all(std::mem::take(&mut read)),
-            );
+            let (next, applied) =
+                tokio::join!(reads.next(), self.submit_all(std::mem::take(&mut read)));
             applied?;
+            let Some(next) = next else {
+                break;
+            };
             let (batches, events) = next?;
             debug!(
                 events,
@@ -116,9 +131,7 @@ impl Follower {
             );
             metrics::counter!("roomcache_source_events_total").increment(events as u64);
             read = batches;
-            from = token_of(&ends);
         }
-        self.submit_all(read).await?;
         let now = self.tracker.token();
         metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
         Ok(target.is_before_or_eq(&now))
@@ -130,12 +143,12 @@ impl Follower {
     /// name); and how many events it read.
     async fn read_step(
         &self,
-        from: &StreamToken,
-        ends: &BTreeMap<WriterName, i64>,
+        from: StreamToken,
+        ends: BTreeMap<WriterName, i64>,
     ) -> Result<(Vec<(WriterName, Vec<FeedRow>)>, usize), SourceError> {
         let range = StreamRange {
-            from: from.clone(),
-            to: token_of(ends),
+            from,
+            to: token_of(&ends),
         };
         let read = self
             .source
@@ -147,15 +160,15 @@ impl Follower {
             let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
             by_writer.insert(writer, rows);
         }
-        self.add_forgets(&mut by_writer, ends).await?;
+        self.add_forgets(&mut by_writer, &ends).await?;
         let mut batches = Vec::with_capacity(by_writer.len() + ends.len());
         for (writer, end) in ends {
-            let mut rows = by_writer.remove(writer).unwrap_or_default();
-            if rows.is_empty() && *end <= from.position(writer.as_str()) {
+            let mut rows = by_writer.remove(&writer).unwrap_or_default();
+            if rows.is_empty() && end <= range.from.position(writer.as_str()) {
                 continue;
             }
-            rows.push(FeedRow::Position(PositionRow { stream_id: *end }));
-            batches.push((writer.clone(), rows));
+            rows.push(FeedRow::Position(PositionRow { stream_id: end }));
+            batches.push((writer, rows));
         }
         batches.extend(by_writer);
         Ok((batches, events))
