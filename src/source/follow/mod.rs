@@ -20,8 +20,8 @@
 //!    and what the writer announced on Redis), one feed batch per writer,
 //!    with a forget row for each of the range's memberships that is
 //!    forgotten already; while behind, up to eight ranges of
-//!    `source_batch_size` positions, each read while the one before it is
-//!    applied;
+//!    `source_batch_size` positions, two of them read while the one before
+//!    them is applied;
 //! 2. the caches stream ([`caches`]): the cache invalidations Synapse writes
 //!    in the same transaction as a forget (`did_forget`) or a room deletion,
 //!    applied at once as forget and purge rows, with the caches stream's
