@@ -119,10 +119,10 @@ fn same_lowercase(lowercase: &[u8], name: &str) -> bool {
 
 /// A user's copy, as the user record holds it: not built, built as `None`
 /// (too few rooms), or built.
-type Copy = OnceLock<Option<Box<ListedNames>>>;
+type NameCopy = OnceLock<Option<Box<ListedNames>>>;
 
 /// Keeps a user's copy in step with `room` being unlisted.
-pub(super) fn unlisted(copy: &mut Copy, room: RoomSlot) {
+pub(super) fn unlisted(copy: &mut NameCopy, room: RoomSlot) {
     if let Some(Some(names)) = copy.get_mut() {
         names.unlist(room);
     }
@@ -130,7 +130,7 @@ pub(super) fn unlisted(copy: &mut Copy, room: RoomSlot) {
 
 /// Keeps a user's copy in step with `room` being listed under `key`.
 pub(super) fn listed(
-    copy: &mut Copy,
+    copy: &mut NameCopy,
     key: i64,
     room: RoomSlot,
     attributes: Attributes,
