@@ -198,8 +198,9 @@ fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
 }
 
 /// `room_name_like` right after a message in one of the user's rooms (its
-/// joined row re-keys every member): the write's time and the query's,
-/// which finds the user's copy of listed names dropped by the write.
+/// joined row re-keys every member): the write's time and the query's
+/// (the write rewrites the room's entry in the user's copy of listed
+/// names).
 fn after_messages(index: &ReadIndex, user: &UserId, sizes: Sizes, publish: &dyn Fn(&[RowChange])) {
     let step = sizes.rooms / sizes.user_rooms;
     let theirs: std::collections::HashSet<_> = (0..100).map(|i| room_id(i * step)).collect();

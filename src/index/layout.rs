@@ -148,8 +148,9 @@ pub(super) struct UserRecord {
     /// What most users lack (self-leaves, DMs, tags), allocated on first use.
     pub(super) extras: Option<Box<UserExtras>>,
     /// The copy of the listing with its names that `room_name_like` reads,
-    /// built on first use (`None` inside: too few rooms to copy) and
-    /// dropped by every change to the listing.
+    /// built on first use (`None` inside: too few rooms to copy, asked
+    /// again after a room is listed) and kept in step by every change to
+    /// the listing.
     pub(super) listed_names: OnceLock<Option<Box<ListedNames>>>,
 }
 

@@ -42,7 +42,7 @@ fn push_top(top: &mut Vec<Listed>, need: usize, item: Listed) -> bool {
 #[derive(Default)]
 pub(super) struct Found {
     pub(super) count: usize,
-    top: Vec<Listed>,
+    pub(super) top: Vec<Listed>,
     unsettled: Vec<Listed>,
 }
 

@@ -246,6 +246,13 @@ impl ReadIndex {
         self.write().name_copy_min_rooms = rooms;
     }
 
+    /// Builds every user's missing copy of listed names, then checks that
+    /// each copy holds exactly its user's listing.
+    #[cfg(test)]
+    fn check_listed_names(&self) -> Result<(), String> {
+        self.read().check_listed_names()
+    }
+
     /// One list, for in-process callers (benchmarks, tests).
     pub fn room_list(
         &self,

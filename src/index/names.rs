@@ -1,28 +1,35 @@
 //! `room_name_like` over a user's listed names: a per-user copy of the
-//! listing (recency, slot, attributes) in order with every room's name
-//! lowercased into one contiguous buffer, built on the first name filter
-//! after the listing last changed, and searched in one pass.
+//! listing (recency, slot, attributes) with every room's name lowercased
+//! into one contiguous buffer, built on the first name filter and kept in
+//! step with the listing in place, and searched in one pass.
 //!
 //! Why: the walk over the listing reads each room's record and its name
 //! string, scattered over the heap; for a user in 10,000 rooms those cache
 //! misses are the whole cost. The copy is read sequentially and only the
-//! rooms whose name holds the needle are looked at.
+//! rooms whose name holds the needle are looked at. It is not in listing
+//! order, so that a change to one room (a message re-keys it) rewrites one
+//! entry instead of invalidating the copy.
 //!
-//! Owns: the copy ([`ListedNames`]) and the match over it. Invariant: a
-//! user's copy is dropped by every change to their listing
-//! ([`IndexData`]'s `list` and `unlist`, through which every change to a
-//! listed room's key, attributes or name goes: a joined room's rename
-//! relists its joined members), so a read never sees a stale copy. May not
-//! touch: locks (the caller holds the read lock; the copy is built under it
-//! once, through a `OnceLock`), the database, actors.
+//! Owns: the copy ([`ListedNames`]), its updates and the match over it.
+//! Invariant: a copy's live entries are exactly the user's listing (key,
+//! room, attributes) with the names the list shows, lowercase: every change
+//! to a listed room's key, attributes or name goes through [`IndexData`]'s
+//! `unlist` (which calls [`unlisted`]) and `list` (which calls [`listed`]);
+//! a joined room's rename relists its joined members. May not touch: locks
+//! (a read builds the copy under the read lock, once, through a
+//! `OnceLock`; the writer updates it under the write lock), the database,
+//! actors.
 
 use std::cmp::Reverse;
+use std::sync::OnceLock;
 
 use memchr::memmem;
+use rustc_hash::FxHashMap;
 
-use super::layout::{Attributes, IndexData, RoomSlot, UserRecord};
+use super::layout::{Attributes, IndexData, RoomRecord, RoomSlot, SnapshotRecord, UserRecord};
 use super::lists::Found;
 use super::query::CompiledFilter;
+use crate::model::Membership;
 use crate::room_list::{ListOptions, NameNeedle};
 
 /// Users with fewer listed rooms than this walk their listing instead (it
@@ -33,8 +40,9 @@ pub(super) const NAME_COPY_MIN_ROOMS: usize = 256;
 /// of a needle (a string) spans two names.
 const SEPARATOR: u8 = 0xFF;
 
-/// A listed room of the copy: 32 bytes (with its name and separator,
-/// the copy costs 33 bytes and the name's length per listed room).
+/// A room's entry in the copy: 32 bytes (with its slot in the
+/// room-to-entry map, its name and separator: ~47 bytes and the name's
+/// length per listed room).
 #[derive(Debug, Clone, Copy)]
 struct NamedRoom {
     key: i64,
@@ -43,16 +51,100 @@ struct NamedRoom {
     start: u32,
     end: u32,
     named: bool,
+    /// Listed under `key` with `attributes`; false once the room is
+    /// unlisted or its name changed (a newer entry holds the new name).
+    live: bool,
     attributes: Attributes,
 }
 
 const _: () = assert!(std::mem::size_of::<NamedRoom>() == 32);
 
-/// A user's listing in order with the names its entries show, lowercase.
+/// A user's listed rooms with the names their entries show, lowercase, in
+/// the order their names were copied (not listing order).
 #[derive(Debug)]
 pub(super) struct ListedNames {
+    /// By their names' position in `names` (starts ascending).
     rooms: Vec<NamedRoom>,
     names: Vec<u8>,
+    /// Each room's latest entry (live, or dead after the room was unlisted,
+    /// ready to be revived when it is listed again with the same name).
+    entries: FxHashMap<RoomSlot, u32>,
+    /// How many entries are live.
+    live: usize,
+}
+
+/// The name a listed room's entry shows: the joined row's for a join (when
+/// the room has one), the snapshot's otherwise (as `IndexData::name_of`).
+pub(super) fn shown_name<'a>(
+    room: &'a RoomRecord,
+    snapshot: &'a SnapshotRecord,
+) -> Option<&'a str> {
+    let joined = (snapshot.membership == Membership::Join)
+        .then_some(room.joined.as_ref())
+        .flatten();
+    match joined {
+        Some(joined) => joined.room_name.as_deref(),
+        None => snapshot.room_name.as_deref(),
+    }
+}
+
+fn push_lowercase(names: &mut Vec<u8>, name: &str) {
+    if name.is_ascii() {
+        names.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
+    } else {
+        names.extend_from_slice(name.to_lowercase().as_bytes());
+    }
+}
+
+/// Makes room for `more` items, growing a full vector by an eighth (not
+/// doubling it: a big user's copy stays within ~12 % of its size).
+fn make_room<T>(vector: &mut Vec<T>, more: usize) {
+    if vector.capacity() - vector.len() < more {
+        vector.reserve_exact(more + vector.len() / 8);
+    }
+}
+
+/// Whether `lowercase` is `name` lowercased.
+fn same_lowercase(lowercase: &[u8], name: &str) -> bool {
+    if name.is_ascii() {
+        lowercase.len() == name.len()
+            && lowercase
+                .iter()
+                .zip(name.bytes())
+                .all(|(l, b)| *l == b.to_ascii_lowercase())
+    } else {
+        lowercase == name.to_lowercase().as_bytes()
+    }
+}
+
+/// A user's copy, as the user record holds it: not built, built as `None`
+/// (too few rooms), or built.
+type NameCopy = OnceLock<Option<Box<ListedNames>>>;
+
+/// Keeps a user's copy in step with `room` being unlisted.
+pub(super) fn unlisted(copy: &mut NameCopy, room: RoomSlot) {
+    if let Some(Some(names)) = copy.get_mut() {
+        names.unlist(room);
+    }
+}
+
+/// Keeps a user's copy in step with `room` being listed under `key`.
+pub(super) fn listed(
+    copy: &mut NameCopy,
+    key: i64,
+    room: RoomSlot,
+    attributes: Attributes,
+    name: Option<&str>,
+) {
+    let kept = match copy.get_mut() {
+        None => return,
+        Some(Some(names)) => names.list(key, room, attributes, name).is_some(),
+        // Too few rooms when last asked: asked again on the next read.
+        Some(None) => false,
+    };
+    if !kept {
+        copy.take();
+    }
 }
 
 impl ListedNames {
@@ -66,32 +158,128 @@ impl ListedNames {
             .iter()
             .map(|((_, room), attributes)| data.name_of(user, *room, attributes.membership))
             .collect();
-        let mut names: Vec<u8> =
-            Vec::with_capacity(shown.iter().flatten().map(|n| n.len() + 1).sum());
-        let mut rooms = Vec::with_capacity(shown.len());
+        let mut names = ListedNames {
+            rooms: Vec::with_capacity(shown.len()),
+            names: Vec::with_capacity(shown.iter().flatten().map(|n| n.len() + 1).sum()),
+            entries: FxHashMap::default(),
+            live: 0,
+        };
+        names.entries.reserve(shown.len());
         for (((Reverse(key), room), attributes), name) in user.order.iter().zip(shown) {
-            let start = u32::try_from(names.len()).ok()?;
-            if let Some(name) = name {
-                if name.is_ascii() {
-                    names.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
-                } else {
-                    names.extend_from_slice(name.to_lowercase().as_bytes());
-                }
+            names.push(*key, *room, *attributes, name)?;
+        }
+        Some(names)
+    }
+
+    /// Appends a live entry for `room` (its latest); `None` past 4 GiB.
+    fn push(
+        &mut self,
+        key: i64,
+        room: RoomSlot,
+        attributes: Attributes,
+        name: Option<&str>,
+    ) -> Option<()> {
+        make_room(&mut self.rooms, 1);
+        make_room(&mut self.names, name.map_or(0, |n| n.len() + 1));
+        let start = u32::try_from(self.names.len()).ok()?;
+        if let Some(name) = name {
+            push_lowercase(&mut self.names, name);
+        }
+        let end = u32::try_from(self.names.len()).ok()?;
+        if name.is_some() {
+            self.names.push(SEPARATOR);
+        }
+        let entry = u32::try_from(self.rooms.len()).ok()?;
+        self.rooms.push(NamedRoom {
+            key,
+            room,
+            start,
+            end,
+            named: name.is_some(),
+            live: true,
+            attributes,
+        });
+        self.entries.insert(room, entry);
+        self.live += 1;
+        Some(())
+    }
+
+    fn entry_mut(&mut self, room: RoomSlot) -> Option<&mut NamedRoom> {
+        let entry = *self.entries.get(&room)?;
+        self.rooms.get_mut(entry as usize)
+    }
+
+    fn unlist(&mut self, room: RoomSlot) {
+        if let Some(entry) = self.entry_mut(room) {
+            if std::mem::take(&mut entry.live) {
+                self.live -= 1;
+                self.compact_when_mostly_dead();
             }
-            let end = u32::try_from(names.len()).ok()?;
-            if name.is_some() {
+        }
+    }
+
+    /// Lists `room`: its entry rewritten when its name is unchanged (a
+    /// re-key, new attributes), a new entry appended otherwise (the old
+    /// one dead). `None` past 4 GiB.
+    fn list(
+        &mut self,
+        key: i64,
+        room: RoomSlot,
+        attributes: Attributes,
+        name: Option<&str>,
+    ) -> Option<()> {
+        if let Some(index) = self.entries.get(&room).map(|e| *e as usize) {
+            let entry = self.rooms.get(index)?;
+            let span = self.names.get(entry.start as usize..entry.end as usize);
+            let same = match (name, span) {
+                (None, _) => !entry.named,
+                (Some(name), Some(span)) => entry.named && same_lowercase(span, name),
+                (Some(_), None) => false,
+            };
+            let entry = self.rooms.get_mut(index)?;
+            let was_live = std::mem::replace(&mut entry.live, same);
+            if same {
+                entry.key = key;
+                entry.attributes = attributes;
+                self.live += usize::from(!was_live);
+                return Some(());
+            }
+            self.live -= usize::from(was_live);
+        }
+        self.push(key, room, attributes, name)?;
+        self.compact_when_mostly_dead();
+        Some(())
+    }
+
+    /// Copies the live entries and their names afresh when most entries
+    /// are dead (sequential reads of the copy only).
+    fn compact_when_mostly_dead(&mut self) {
+        if self.rooms.len() <= 2 * self.live {
+            return;
+        }
+        let live = self.rooms.iter().filter(|e| e.live);
+        let bytes = live.map(|e| (e.end - e.start) as usize + usize::from(e.named));
+        let mut names = Vec::with_capacity(bytes.sum());
+        let mut rooms = Vec::with_capacity(self.live);
+        self.entries.clear();
+        for entry in self.rooms.iter().filter(|e| e.live) {
+            let span = self.names.get(entry.start as usize..entry.end as usize);
+            // Spans fit: the new buffer is no longer than the old one.
+            let start = names.len() as u32;
+            names.extend_from_slice(span.unwrap_or_default());
+            let end = names.len() as u32;
+            if entry.named {
                 names.push(SEPARATOR);
             }
+            self.entries.insert(entry.room, rooms.len() as u32);
             rooms.push(NamedRoom {
-                key: *key,
-                room: *room,
                 start,
                 end,
-                named: name.is_some(),
-                attributes: *attributes,
+                ..*entry
             });
         }
-        Some(ListedNames { rooms, names })
+        self.rooms = rooms;
+        self.names = names;
     }
 }
 
@@ -110,9 +298,9 @@ impl IndexData {
     }
 
     /// `room_name_like` over the copy: the needle is searched for in the
-    /// whole buffer once; each room holding it, in listing order, is
-    /// counted and kept among the first `need` (with ties) when it also
-    /// matches the other filters.
+    /// whole buffer once; each live room holding it that also matches the
+    /// other filters is counted, and the first `need` of them by recency
+    /// (with ties) are kept.
     pub(super) fn match_listed_names(
         names: &ListedNames,
         filter: &CompiledFilter,
@@ -122,32 +310,99 @@ impl IndexData {
     ) -> Found {
         let mut found = Found::default();
         let mut consider = |entry: &NamedRoom| {
-            if filter.matches_attributes(&entry.attributes) && filter.matches_sets(entry.room) {
+            if entry.live
+                && filter.matches_attributes(&entry.attributes)
+                && filter.matches_sets(entry.room)
+            {
                 found.count += 1;
-                Self::place(&mut found, need, (entry.key, entry.room), options);
+                // Every match is kept here; the top ones are picked below.
+                Self::place(&mut found, usize::MAX, (entry.key, entry.room), options);
             }
         };
         let lowercase = needle.lowercase().as_bytes();
         if lowercase.is_empty() {
             // Every name holds the empty string.
             names.rooms.iter().filter(|e| e.named).for_each(consider);
-            return found;
-        }
-        // Rooms before `next` have been considered.
-        let mut next = 0;
-        for hit in memmem::find_iter(&names.names, lowercase) {
-            let rest = names.rooms.get(next..).unwrap_or_default();
-            // The room holding the hit: the last whose name starts at or before it.
-            let after = next + rest.partition_point(|e| e.start as usize <= hit);
-            if after == next {
-                continue; // a further hit in a room already considered
+        } else {
+            // Entries before `next` have been considered.
+            let mut next = 0;
+            for hit in memmem::find_iter(&names.names, lowercase) {
+                let rest = names.rooms.get(next..).unwrap_or_default();
+                // The entry holding the hit: the last whose name starts at or before it.
+                let after = next + rest.partition_point(|e| e.start as usize <= hit);
+                if after == next {
+                    continue; // a further hit in an entry already considered
+                }
+                next = after;
+                if let Some(entry) = names.rooms.get(after - 1) {
+                    debug_assert!(entry.named && hit + lowercase.len() <= entry.end as usize);
+                    consider(entry);
+                }
             }
-            next = after;
-            if let Some(entry) = names.rooms.get(after - 1) {
-                debug_assert!(entry.named && hit + lowercase.len() <= entry.end as usize);
-                consider(entry);
-            }
         }
+        keep_top(&mut found.top, need);
         found
+    }
+}
+
+/// Keeps in `top` the rows a walk newest first would keep: the first
+/// `need` by recency and those tied with the last of them (a partial sort
+/// of the matches).
+fn keep_top(top: &mut Vec<(i64, RoomSlot)>, need: usize) {
+    if top.len() <= need {
+        return;
+    }
+    let Some(last) = need.checked_sub(1) else {
+        top.clear();
+        return;
+    };
+    let (_, (least, _), _) = top.select_nth_unstable_by_key(last, |(key, _)| Reverse(*key));
+    let least = *least;
+    top.retain(|(key, _)| *key >= least);
+}
+
+#[cfg(test)]
+impl IndexData {
+    /// Builds every user's copy that is missing, then checks that every
+    /// copy holds exactly its user's listing with the names it shows.
+    pub(super) fn check_listed_names(&self) -> Result<(), String> {
+        for user in &self.users {
+            let Some(names) = self.listed_names(user) else {
+                continue;
+            };
+            let mut held = Vec::new();
+            for (index, entry) in names.rooms.iter().enumerate() {
+                let span = names.names.get(entry.start as usize..entry.end as usize);
+                let span = span.ok_or("a name span past the buffer")?;
+                if entry.live && names.entries.get(&entry.room) != Some(&(index as u32)) {
+                    return Err(format!("live entry {index} is not its room's latest"));
+                }
+                if entry.live {
+                    let name = entry
+                        .named
+                        .then(|| String::from_utf8_lossy(span).into_owned());
+                    held.push(((Reverse(entry.key), entry.room), entry.attributes, name));
+                }
+            }
+            let listing: Vec<_> = user
+                .order
+                .iter()
+                .map(|(key, attributes)| {
+                    let name = self.name_of(user, key.1, attributes.membership);
+                    (*key, *attributes, name.map(str::to_lowercase))
+                })
+                .collect();
+            held.sort_by_key(|(key, _, _)| *key);
+            if held != listing || names.live != held.len() {
+                return Err(format!(
+                    "{}: copy {held:?} listing {listing:?}",
+                    user.user_id
+                ));
+            }
+            if !names.rooms.windows(2).all(|w| w[0].start <= w[1].start) {
+                return Err("entries out of buffer order".into());
+            }
+        }
+        Ok(())
     }
 }

@@ -372,6 +372,7 @@ proptest! {
             for chunk in changes.chunks(7) {
                 publish(&index, chunk);
                 published += chunk.len();
+                index.check_listed_names().map_err(TestCaseError::fail)?;
                 lists_match_the_reference(&index, &model(&changes[..published]), &requests)?;
             }
             lists_match_the_reference(&index, &model(&changes), &requests)?;
@@ -397,6 +398,84 @@ proptest! {
                 .collect();
             expected.sort_by(|a, b| a.room_id.cmp(&b.room_id));
             prop_assert_eq!(index.snapshots_of_user(&user), expected);
+        }
+    }
+}
+
+/// Rooms of the name-copy test: enough that name filters match many.
+const MANY_ROOMS: usize = 40;
+
+/// A change to `@u0:hs`'s listing in one of [`MANY_ROOMS`] rooms: a message
+/// or rename (the joined row, recency in a narrow range, so ties abound),
+/// a join, a kick (listed) or self-leave (not), a deleted snapshot.
+fn listing_change((kind, room, position, name): (u8, usize, i64, usize)) -> RowChange {
+    let room_id = RoomId::parse(&format!("!m{room}:hs")).unwrap();
+    let metadata = RoomMetadata {
+        room_name: NAMES[name % NAMES.len()].map(str::to_owned),
+        is_encrypted: room % 3 == 0,
+        ..RoomMetadata::default()
+    };
+    let (membership, sender) = match kind % 5 {
+        0 | 1 => {
+            return RowChange::UpsertJoinedRoom(JoinedRoomRow {
+                room_id,
+                event_stream_ordering: position,
+                bump_stamp: None,
+                metadata,
+            })
+        }
+        2 => (Membership::Join, user(0)),
+        3 if name % 2 == 0 => (Membership::Leave, user(1)),
+        3 => (Membership::Leave, user(0)),
+        _ => return RowChange::DeleteSnapshot(room_id, user(0)),
+    };
+    RowChange::UpsertSnapshot(MembershipSnapshot {
+        room_id,
+        user_id: user(0),
+        sender,
+        membership_event_id: EventId::parse(&format!("$j{position}")).unwrap(),
+        membership,
+        forgotten: false,
+        event_stream_ordering: position,
+        event_instance_name: "master".into(),
+        has_known_state: true,
+        metadata,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A user in many rooms whose copy of listed names outlives re-keys,
+    /// renames, leaves and rejoins (entries rewritten, appended, dead, the
+    /// copy compacted) answers exactly as the reference, top rows (with
+    /// ties) included.
+    #[test]
+    fn name_copies_follow_many_changes(
+        ops in prop::collection::vec((any::<u8>(), 0..MANY_ROOMS, -3i64..10, 0..5usize), 0..200),
+        requests in prop::collection::vec(
+            (
+                prop::collection::vec(
+                    (any::<u64>(), prop::collection::vec((0u64..3, 0u64..5), 1..3), Just(0u32)),
+                    1..3),
+                Just(None),
+                Just(None),
+                Just(0u64),
+            ),
+            1..4),
+    ) {
+        let joins = (0..MANY_ROOMS).map(|room| listing_change((2, room, room as i64 % 7, room)));
+        let changes: Vec<RowChange> = joins.chain(ops.into_iter().map(listing_change)).collect();
+        for copy_names_from in [usize::MAX, 0] {
+            let index = ReadIndex::default();
+            index.copy_names_from(copy_names_from);
+            let mut published = 0;
+            for chunk in changes.chunks(5) {
+                publish(&index, chunk);
+                published += chunk.len();
+                index.check_listed_names().map_err(TestCaseError::fail)?;
+                lists_match_the_reference(&index, &model(&changes[..published]), &requests)?;
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use super::layout::{
     shared, shared_like, IndexData, JoinedRecord, RoomRecord, RoomSlot, SnapshotRecord, UserRecord,
     UserSlot, SELF_SENT,
 };
+use super::names;
 use crate::model::{
     AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
@@ -64,7 +65,7 @@ impl IndexData {
         else {
             return;
         };
-        record.listed_names.take();
+        names::unlisted(&mut record.listed_names, room);
         if std::mem::take(&mut snapshot.listed) {
             let is_dm = record.is_dm(room);
             let (key, _) = Self::listing(room_record, snapshot, is_dm);
@@ -92,7 +93,6 @@ impl IndexData {
         else {
             return;
         };
-        record.listed_names.take();
         if snapshot.forgotten {
             record.extras_mut().forgotten.insert(room);
             return;
@@ -108,6 +108,8 @@ impl IndexData {
         }
         let is_dm = record.is_dm(room);
         let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
+        let name = names::shown_name(room_record, snapshot);
+        names::listed(&mut record.listed_names, key, room, attributes, name);
         record.order.insert((Reverse(key), room), attributes);
         record.count(attributes, 1);
         if snapshot.membership != Membership::Join {
