@@ -42,6 +42,7 @@ mod layout;
 mod lists;
 mod names;
 mod query;
+mod walks;
 mod write;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

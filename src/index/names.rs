@@ -27,8 +27,8 @@ use memchr::memmem;
 use rustc_hash::FxHashMap;
 
 use super::layout::{Attributes, IndexData, RoomRecord, RoomSlot, SnapshotRecord, UserRecord};
-use super::lists::Found;
 use super::query::CompiledFilter;
+use super::walks::Found;
 use crate::model::Membership;
 use crate::room_list::{ListOptions, NameNeedle};
 
