@@ -6,8 +6,8 @@
 
 use crate::support::server::{database_url, unique_schema, TestServer};
 use crate::support::synapse::{
-    assert_no_differences, source_options, text, wait_for_position, SynapseDatabase, Tables,
-    FIXTURE_POSITION, SERVER_NAME,
+    assert_no_differences, insert_event, source_options, text, wait_for_position, SynapseDatabase,
+    Tables, FIXTURE_POSITION, SERVER_NAME,
 };
 use serde_json::{json, Value};
 
@@ -118,23 +118,7 @@ async fn persist_event(
         "sender": sender, "content": content, "state_key": state_key,
         "origin_server_ts": 0, "unsigned": {},
     });
-    client
-        .execute(
-            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
-                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering, state_key)
-             VALUES ($1, $2, $3, $4, TRUE, FALSE, $1, 0, 0, $5, 'master', $1, $6)",
-            &[&stream_ordering, &event_id, &event_type, &room_id, &sender, &state_key],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
-             VALUES ($1, $2, '{}', $3, 3)",
-            &[&event_id, &room_id, &json.to_string()],
-        )
-        .await
-        .unwrap();
+    insert_event(client, "master", stream_ordering, &json).await;
     if let Some(state_key) = state_key {
         client
             .execute(

@@ -8,9 +8,16 @@
 
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    assert_no_differences, persist_message, source_options, wait_for_writers, SynapseDatabase,
-    Tables, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
+    assert_no_differences, persist_message, source_options, wait_for_writers, SourceOptions,
+    SynapseDatabase, Tables, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
 };
+
+/// Source mode on the workers fixture: its server name, both writers.
+fn workers_options(synapse: &SynapseDatabase) -> SourceOptions<'_> {
+    source_options(synapse)
+        .server_name(WORKERS_SERVER_NAME)
+        .writers(&WORKERS_WRITERS)
+}
 
 fn live_tables() -> Tables {
     let live = Tables::from_csv(
@@ -30,10 +37,7 @@ fn live_tables() -> Tables {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_workers_fixture_from_position_zero_reproduces_synapses_live_tables() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
-    let options = source_options(&synapse)
-        .server_name(WORKERS_SERVER_NAME)
-        .writers(&WORKERS_WRITERS)
-        .build();
+    let options = workers_options(&synapse).build();
     let mut server = TestServer::start_with(options).await;
     let status = wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
     assert_eq!(status["token"], format!("s{WORKERS_FIXTURE_POSITION}"));
@@ -50,11 +54,7 @@ async fn following_the_workers_fixture_from_position_zero_reproduces_synapses_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_the_workers_fixture_reproduces_synapses_live_tables() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
-    let options = source_options(&synapse)
-        .server_name(WORKERS_SERVER_NAME)
-        .writers(&WORKERS_WRITERS)
-        .import_on_start(true)
-        .build();
+    let options = workers_options(&synapse).import_on_start(true).build();
     let mut server = TestServer::start_with(options).await;
     let status = wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
     assert_eq!(status["source"]["invalidated_at_start"], 0);
@@ -72,10 +72,7 @@ async fn importing_the_workers_fixture_reproduces_synapses_live_tables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_without_a_stream_positions_row_holds_the_others_back_at_a_missing_position() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
-    let options = source_options(&synapse)
-        .server_name(WORKERS_SERVER_NAME)
-        .writers(&WORKERS_WRITERS)
-        .build();
+    let options = workers_options(&synapse).build();
     let mut server = TestServer::start_with(options).await;
     wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
     // p2 has no row (as before its first write); p1 commits 441 while p2's

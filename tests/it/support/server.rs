@@ -260,21 +260,10 @@ impl TestServer {
         &mut self,
         signal: nix::sys::signal::Signal,
     ) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("server running");
+        let child = self.child.as_ref().expect("server running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("signal delivered");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "roomcache did not exit:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_for_exit().await
     }
 
     /// The process id, while it runs.

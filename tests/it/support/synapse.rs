@@ -366,6 +366,36 @@ pub(crate) fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str
     );
 }
 
+/// Writes `event` (its JSON, with `event_id`, `room_id`, `type`, `sender`
+/// and, for state, `state_key`) as `writer` persists it at `stream_ordering`:
+/// its `events` and `event_json` rows, nothing else.
+pub(crate) async fn insert_event(
+    client: &tokio_postgres::Client,
+    writer: &str,
+    stream_ordering: i64,
+    event: &serde_json::Value,
+) {
+    let text = |key: &str| event[key].as_str().map(str::to_owned);
+    let (event_id, room_id) = (text("event_id"), text("room_id"));
+    client
+        .execute(
+            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
+                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering, state_key)
+             VALUES ($1, $2, $3, $4, TRUE, FALSE, $1, 0, 0, $5, $6, $1, $7)",
+            &[&stream_ordering, &event_id, &text("type"), &room_id, &text("sender"), &writer, &text("state_key")],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+             VALUES ($1, $2, '{}', $3, 3)",
+            &[&event_id, &room_id, &event.to_string()],
+        )
+        .await
+        .unwrap();
+}
+
 /// A message in a room of the multi-writer fixture persisted by `writer`, at
 /// `position`, written as the writer writes one (`events`, `event_json`),
 /// without moving `stream_positions`; returns the room.
@@ -390,22 +420,6 @@ pub(crate) async fn persist_message(
     let event = serde_json::json!({"event_id": event_id, "room_id": room_id, "type": "m.room.message",
         "sender": sender, "content": {"msgtype": "m.text", "body": "announced"},
         "origin_server_ts": 0, "unsigned": {}});
-    client
-        .execute(
-            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,
-                 depth, origin_server_ts, received_ts, sender, instance_name, stream_ordering)
-             VALUES ($1, $2, 'm.room.message', $3, TRUE, FALSE, $1, 0, 0, $4, $5, $1)",
-            &[&position, &event_id, &room_id, &sender, &writer],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
-             VALUES ($1, $2, '{}', $3, 3)",
-            &[&event_id, &room_id, &event.to_string()],
-        )
-        .await
-        .unwrap();
+    insert_event(&client, writer, position, &event).await;
     room_id
 }
