@@ -61,7 +61,7 @@ impl Fallback {
             return Ok(None);
         }
         let recomputed = upstream
-            .recompute(&queued, self.queue.position())
+            .recompute(&queued, &self.queue.position())
             .await
             .map_err(ReadError::FallbackUnavailable)?;
         let mut rows = FallbackRows {

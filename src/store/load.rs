@@ -8,17 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures_util::TryStreamExt;
 use roomcache_core::WriterName;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::commit::ImportProgress;
+use super::positions::stored_positions;
 use super::rows::{
     column, joined_from_row, room_id, snapshot_from_row, snapshot_view, user_id, JOINED_COLUMNS,
     JOINED_TABLE, SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
-use super::{
-    CorruptRow, Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM,
-    EVENTS_STREAM,
-};
+use super::{CorruptRow, Store, StoreError};
 use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId, SnapshotView};
 use crate::rules::{RoomMemory, RoomState};
 
@@ -207,45 +205,6 @@ impl Store {
         Ok(states)
     }
 
-    /// The durable positions of the events stream, per writer. A stored
-    /// name that is not a valid writer name is skipped with a warning (no
-    /// writer could ever claim it).
-    pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
-        stored_positions(&*self.pool.get().await?).await
-    }
-
-    /// Source mode: the durable positions of Synapse's caches stream, per
-    /// Synapse process.
-    pub(crate) async fn caches_positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let table = "stream_positions";
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
-                &[&CACHES_STREAM],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| Ok((column(row, table, 0)?, column(row, table, 1)?)))
-            .collect()
-    }
-
-    /// Source mode: how far Synapse's account-data stream is applied, if
-    /// it ever was.
-    pub(crate) async fn account_data_position(&self) -> Result<Option<i64>, StoreError> {
-        let table = "stream_positions";
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT stream_id FROM {table} WHERE stream_name = $1 AND instance_name = $2"
-                ),
-                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE],
-            )
-            .await?;
-        row.map(|row| column(&row, table, 0)).transpose()
-    }
-
     /// Every room with a cached row or remembered state.
     pub(crate) async fn cached_room_ids(&self) -> Result<Vec<RoomId>, StoreError> {
         let client = self.pool.get().await?;
@@ -286,28 +245,4 @@ impl Store {
         })
         .transpose()
     }
-}
-
-/// The durable positions of the events stream on `client` (see [`Store::positions`]).
-async fn stored_positions(
-    client: &tokio_postgres::Client,
-) -> Result<BTreeMap<WriterName, i64>, StoreError> {
-    let table = "stream_positions";
-    let rows = client
-        .query(
-            &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
-            &[&EVENTS_STREAM],
-        )
-        .await?;
-    let mut positions = BTreeMap::new();
-    for row in &rows {
-        let name: &str = column(row, table, 0)?;
-        match WriterName::parse(name) {
-            Ok(writer) => {
-                positions.insert(writer, column(row, table, 1)?);
-            }
-            Err(error) => warn!(%error, "ignoring a stored position"),
-        }
-    }
-    Ok(positions)
 }

@@ -25,6 +25,7 @@ pub(crate) struct CommitUnit<'rows> {
     visible: Vec<&'rows [RowChange]>,
     claims: Vec<&'rows Claim>,
     advances: Vec<(WriterName, i64)>,
+    lowered: Vec<(WriterName, i64)>,
 }
 
 impl<'rows> CommitUnit<'rows> {
@@ -50,6 +51,23 @@ impl<'rows> CommitUnit<'rows> {
     pub(crate) fn advance(&mut self, writer: &WriterName, position: i64) {
         self.group.advance(writer, position);
         self.advances.push((writer.clone(), position));
+    }
+
+    /// Source mode's repair: moves `writer` back to `position` (a position
+    /// found ahead of what the source has allocated). The tracker follows
+    /// only when the writer has no claim open; the repair lowers only while
+    /// nothing is being applied.
+    pub(crate) fn lower(&mut self, writer: &WriterName, position: i64) {
+        self.group
+            .lower(crate::store::EVENTS_STREAM, writer.as_str(), position);
+        self.lowered.push((writer.clone(), position));
+    }
+
+    /// Queues `rooms` for recalculation while their rows stay visible
+    /// (reads use the fallback for queued rooms; the drain replaces the
+    /// rows).
+    pub(crate) fn enqueue(&mut self, rooms: &[RoomId]) {
+        self.group.enqueue(rooms);
     }
 
     /// Start-up invalidation: deletes every row of `rooms` and queues them
@@ -131,6 +149,9 @@ impl WritePath {
             }
             for (writer, position) in &unit.advances {
                 self.tracker.advance(writer, *position, publication);
+            }
+            for (writer, position) in &unit.lowered {
+                self.tracker.lower(writer, *position, publication);
             }
         });
         metrics::gauge!("roomcache_joined_rooms").set(self.index.joined_room_count() as f64);

@@ -6,8 +6,9 @@
 //! writer's range → prepare in room actors → commit in Postgres → publish
 //! and advance → answer), the registry of room actors ([`rooms`], with the
 //! idle reaper), start-up (loading, and in source mode the invalidation of
-//! rooms that changed while roomcache was down: [`startup`]) and the
-//! recalculation queue and its drain ([`recalc`]). May not touch: SQL (the
+//! rooms that changed while roomcache was down: [`startup`]), the
+//! recalculation queue and its drain ([`recalc`]) and the repair of
+//! positions found ahead of the source ([`repair`]). May not touch: SQL (the
 //! store's), the rules (the room actors'), HTTP (the API's), Synapse's
 //! tables (source mode implements [`recalc::Upstream`] for it).
 
@@ -15,6 +16,7 @@ pub(crate) mod commit;
 mod pipeline;
 mod prepare;
 pub(crate) mod recalc;
+pub(crate) mod repair;
 pub(crate) mod rooms;
 pub(crate) mod startup;
 
@@ -91,6 +93,18 @@ pub(crate) struct InvalidationBatch {
 #[derive(Message)]
 #[rtype(result = "Result<(), RecalculationError>")]
 pub(crate) struct Recalculate {
+    pub(crate) upstream: Arc<dyn Upstream>,
+    pub(crate) writers: Vec<WriterName>,
+    pub(crate) batch_rooms: usize,
+}
+
+/// Source mode: repair the positions found ahead of what the source has
+/// allocated (recomputing the rooms changed since where they are lowered
+/// to), answered once done; `None` when none was. Refused while a batch is
+/// being applied (the follower asks between its steps).
+#[derive(Message)]
+#[rtype(result = "Result<Option<repair::Repair>, RecalculationError>")]
+pub(crate) struct RepairPositions {
     pub(crate) upstream: Arc<dyn Upstream>,
     pub(crate) writers: Vec<WriterName>,
     pub(crate) batch_rooms: usize,
@@ -231,6 +245,31 @@ impl Handler<Recalculate> for Supervisor {
     }
 }
 
+impl Handler<RepairPositions> for Supervisor {
+    type Result = ResponseFuture<Result<Option<repair::Repair>, RecalculationError>>;
+
+    fn handle(&mut self, message: RepairPositions, _: &mut Context<Self>) -> Self::Result {
+        if !self.pipeline.is_idle() {
+            return Box::pin(async { Err(RecalculationError::Busy) });
+        }
+        let shared = self.shared.clone();
+        Box::pin(
+            async move {
+                repair::while_serving(
+                    &shared.write_path,
+                    message.upstream.as_ref(),
+                    &shared.queue,
+                    &shared.rooms,
+                    &message.writers,
+                    message.batch_rooms,
+                )
+                .await
+            }
+            .instrument(info_span!("repair_positions")),
+        )
+    }
+}
+
 /// Source mode: account data (`m.direct`, `m.tag`) read from Synapse up to
 /// `position` of its account-data stream. Committed with the position,
 /// then published; answered once visible.
@@ -301,6 +340,18 @@ impl AccountDataPosition {
                 *current = Some(position);
             }
             moved
+        });
+        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
+    }
+
+    /// Sets the position, lower too: after every current value was read
+    /// again because the applied position was ahead of Synapse's
+    /// allocated maximum (otherwise the same as [`Self::advance`]).
+    pub(crate) fn set(&self, position: i64) {
+        self.position.send_if_modified(|current| {
+            let changed = *current != Some(position);
+            *current = Some(position);
+            changed
         });
         metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
     }

@@ -59,6 +59,7 @@ use crate::feed::{FeedRow, PurgeRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
 use crate::store::Store;
+use crate::supervisor::recalc::Upstream;
 use crate::supervisor::{InvalidationBatch, SourceProgress, SubmitInvalidations, Supervisor};
 
 use caches::CachesFollower;
@@ -70,6 +71,11 @@ const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// The follower's parts and settings.
 pub(crate) struct Follower {
     pub(crate) source: Arc<SourceDatabase>,
+    /// Synapse's database as the supervisor asks it (repairs of positions
+    /// found ahead of what Synapse has allocated).
+    pub(crate) upstream: Arc<dyn Upstream>,
+    /// Rooms per recalculation batch of such a repair.
+    pub(crate) batch_rooms: usize,
     /// Read-only: which rooms are cached (purge detection), the caches
     /// stream's durable positions.
     pub(crate) store: Store,
@@ -142,22 +148,22 @@ impl Follower {
 
     /// One step; true when caught up with the source.
     async fn step(&self, state: &mut FollowState) -> Result<bool, SourceError> {
-        let announced = self
+        let channel = self
             .replication
             .as_ref()
-            .map(|r| r.announced())
+            .map(|r| r.snapshot())
             .unwrap_or_default();
-        let reconnected = announced.connections != state.connections;
-        state.connections = announced.connections;
-        let events_caught_up = self.follow_events(&announced).await?;
+        let reconnected = channel.connections != state.connections;
+        state.connections = channel.connections;
+        let events_caught_up = self.follow_events(&channel).await?;
         let caches = match &mut state.caches {
             Some(caches) => caches,
             None => state.caches.insert(CachesFollower::start(self).await?),
         };
-        let caches_caught_up = caches.step(self, &announced).await?;
+        let caches_caught_up = caches.step(self, &channel).await?;
         // With Redis the caches stream is exact: the periodic check is for
         // polling (and a start or a reconnection, which may have missed some).
-        let periodic = !announced.connected
+        let periodic = !channel.connected
             && state
                 .last_full_check
                 .is_none_or(|t| t.elapsed() >= FULL_CHECK_INTERVAL);
@@ -173,9 +179,11 @@ impl Follower {
     }
 
     /// Forgets not yet applied and purged rooms, checked against the whole
-    /// of Synapse's tables.
+    /// of Synapse's tables; and Synapse's processes learnt anew from its
+    /// database (their announcements on Redis are kept from then on).
     async fn full_check(&self) -> Result<(), SourceError> {
         let started = Instant::now();
+        self.learn_processes().await?;
         let forgotten = self
             .source
             .forgotten_memberships(&self.tracker.token(), None)
@@ -197,6 +205,21 @@ impl Follower {
             ..InvalidationBatch::default()
         })
         .await
+    }
+
+    /// Tells the replication stream Synapse's processes as its database
+    /// names them (the writers of its streams).
+    async fn learn_processes(&self) -> Result<(), SourceError> {
+        let Some(replication) = &self.replication else {
+            return Ok(());
+        };
+        let rows = self.source.rows(&queries::SYNAPSE_PROCESSES, &[]).await?;
+        let names = rows
+            .iter()
+            .map(|row| row.column::<&str>(0))
+            .collect::<Result<Vec<&str>, _>>()?;
+        replication.learn_processes(names);
+        Ok(())
     }
 
     /// The memberships whose forget the read index does not show yet; those

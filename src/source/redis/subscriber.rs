@@ -6,8 +6,10 @@
 //! missed), then read lines until the connection ends. A failed or ended
 //! session is logged (a warning once per outage: the follower keeps
 //! following by polling), counted, and retried with a growing pause (up to
-//! [`MAX_RETRY_PAUSE`]). Owns: the connections to Redis. May not touch: any
-//! database, the follower's state beyond [`Replication`].
+//! [`MAX_RETRY_PAUSE`]). Each line is checked before anything is kept of
+//! it: its size, its command, its writer, its row. Owns: the connections to
+//! Redis. May not touch: any database, the follower's state beyond
+//! [`Replication`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use futures_util::StreamExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::wire::{self, Command, RowToken};
-use super::Replication;
+use super::{refused, rows, Outcome, Replication};
+use crate::source::rejected::{self, Reason};
 
 /// First pause before reconnecting; it doubles up to [`MAX_RETRY_PAUSE`].
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -46,6 +49,8 @@ pub(crate) struct Subscriber {
     client: redis::Client,
     channel: String,
     replication: Arc<Replication>,
+    /// Longer lines are dropped once read (`source_redis_max_line_bytes`).
+    max_line_bytes: usize,
 }
 
 /// Runs `future` with [`COMMAND_TIMEOUT`].
@@ -65,11 +70,13 @@ impl Subscriber {
         url: &str,
         channel: &str,
         replication: Arc<Replication>,
+        max_line_bytes: usize,
     ) -> Result<Subscriber, SubscriberError> {
         Ok(Subscriber {
             client: redis::Client::open(url).map_err(SubscriberError::BadUrl)?,
             channel: channel.to_owned(),
             replication,
+            max_line_bytes,
         })
     }
 
@@ -149,40 +156,76 @@ impl Subscriber {
         Ok(())
     }
 
-    /// One line of the channel: positions are remembered (waking the
-    /// follower); other commands are ignored; a line roomcache cannot read
-    /// is logged and counted, never fatal.
+    /// One line of the channel: positions of followed writers are
+    /// remembered (waking the follower); other commands are ignored; a line
+    /// roomcache cannot read, or one over the size limit, is counted and
+    /// logged (at most every few seconds), never fatal.
     fn handle(&self, line: &[u8]) {
-        let kind = match wire::parse(line) {
-            Ok(Command::Rdata {
-                stream,
-                instance,
-                token,
-            }) => {
-                if let RowToken::Position(position) = token {
-                    self.replication.announce(stream, instance, position);
+        let kind = if line.len() > self.max_line_bytes {
+            if let Some(left_out) = rejected::may_log(("redis", "oversized")) {
+                warn!(
+                    bytes = line.len(),
+                    limit = self.max_line_bytes,
+                    left_out,
+                    "dropping a line of the replication channel over source_redis_max_line_bytes"
+                );
+            }
+            // Its buffer is freed by now: hand it back soon.
+            crate::memory::ask_for_release();
+            "oversized"
+        } else {
+            match wire::parse(line) {
+                Ok(Command::Rdata {
+                    stream,
+                    instance,
+                    token,
+                    row,
+                }) => {
+                    if let RowToken::Position(position) = token {
+                        self.announce(stream, instance, position, Some(row));
+                    }
+                    "rdata"
                 }
-                "rdata"
-            }
-            Ok(Command::Position {
-                stream,
-                instance,
-                new,
-                ..
-            }) => {
-                self.replication.announce(stream, instance, new);
-                "position"
-            }
-            Ok(Command::Other(_)) => "other",
-            Err(error) => {
-                let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
-                warn!(%error, line = %shown, "ignoring a line of the replication channel");
-                match error {
-                    wire::WireError::UnknownCommand(_) => "unknown",
-                    _ => "malformed",
+                Ok(Command::Position {
+                    stream,
+                    instance,
+                    new,
+                    ..
+                }) => {
+                    self.announce(stream, instance, new, None);
+                    "position"
+                }
+                Ok(Command::Other(_)) => "other",
+                Err(error) => {
+                    if let Some(left_out) = rejected::may_log(("redis", "unreadable")) {
+                        let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
+                        warn!(%error, line = %shown, left_out, "ignoring a line of the replication channel");
+                    }
+                    match error {
+                        wire::WireError::UnknownCommand(_) => "unknown",
+                        _ => "malformed",
+                    }
                 }
             }
         };
         metrics::counter!("roomcache_source_redis_lines_total", "kind" => kind).increment(1);
+    }
+
+    /// A position announced on a numbered `RDATA` (with its `row`) or a
+    /// `POSITION` line: the writer is checked first (an unknown one costs
+    /// nothing more), then the row, then it is kept if higher.
+    fn announce(&self, stream: &str, instance: &str, position: i64, row: Option<&str>) {
+        match self.replication.admits(stream, instance) {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(reason) => return refused(stream, reason, instance, position),
+        }
+        if let Some(Err(error)) = row.map(|row| rows::check(stream, row)) {
+            debug!(%error, stream, "an RDATA row Synapse would not parse");
+            return refused(stream, Reason::BadRow, instance, position);
+        }
+        if let Outcome::Refused(reason) = self.replication.announce(stream, instance, position) {
+            refused(stream, reason, instance, position);
+        }
     }
 }
