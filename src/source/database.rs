@@ -311,7 +311,13 @@ impl SourceDatabase {
             .map(committed_through)
             .min()
             .unwrap_or(FIRST_POSITION);
-        let start = lowest.max(self.walked.load(Ordering::Acquire));
+        // A walk past what is allocated now walked through rows that are
+        // gone (a database restored from a backup): it starts again.
+        let walked = self.walked.load(Ordering::Acquire);
+        if walked > allocated {
+            self.walked.store(0, Ordering::Release);
+        }
+        let start = lowest.max(if walked > allocated { 0 } else { walked });
         let in_use: Vec<i64> = self
             .rows(
                 &queries::EVENTS_STREAM_POSITIONS_IN_USE,

@@ -205,6 +205,32 @@ impl Store {
         Ok(states)
     }
 
+    /// Rooms with a row, or remembered state, from a stream position above
+    /// `position` (the rules' memory keeps the highest stream ordering of
+    /// each room's events): what a source that has allocated no further
+    /// cannot have told (a database restored behind roomcache).
+    pub(crate) async fn rooms_with_rows_after(
+        &self,
+        position: i64,
+    ) -> Result<Vec<RoomId>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT room_id FROM room_rules_memory
+                     WHERE (memory->>'max_stream_ordering')::bigint > $1
+                 UNION SELECT room_id FROM sliding_sync_joined_rooms
+                     WHERE event_stream_ordering > $1
+                 UNION SELECT room_id FROM sliding_sync_membership_snapshots
+                     WHERE event_stream_ordering > $1
+                 ORDER BY 1",
+                &[&position],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| room_id(row, "room_rules_memory", 0))
+            .collect()
+    }
+
     /// Every room with a cached row or remembered state.
     pub(crate) async fn cached_room_ids(&self) -> Result<Vec<RoomId>, StoreError> {
         let client = self.pool.get().await?;

@@ -10,9 +10,11 @@
 //! the bogus advance applied others out of turn. Such a position is logged
 //! as an error and lowered to the highest point provably safe
 //! ([`safe_point`]); every room with anything of the writer after that
-//! point, up to the allocated maximum (nothing can be beyond), is recomputed
-//! through the recalculation queue and its drain, and the follower reads the
-//! writer's rows from there on. No re-import: only those rooms.
+//! point, up to the allocated maximum (nothing can be beyond), and every
+//! room whose cached rows come from a position above it (a database
+//! restored behind roomcache), is recomputed through the recalculation
+//! queue and its drain, and the follower reads the writer's rows from there
+//! on. No re-import: only those rooms.
 //!
 //! At start-up ([`at_start`], before any row is loaded) the rooms are
 //! invalidated like start-up's own check does, then the positions lowered;
@@ -97,12 +99,15 @@ async fn plan(
         from.insert(writer.clone(), safe);
         to.insert(writer.clone(), allocated);
     }
-    let rooms = upstream
+    let mut rooms = upstream
         .changed_rooms(
             &StreamToken::of_writers(&from),
             &StreamToken::of_writers(&to),
         )
         .await?;
+    rooms.extend(store.rooms_with_rows_after(allocated).await?);
+    rooms.sort();
+    rooms.dedup();
     for (writer, (position, safe)) in &lowered {
         error!(
             %writer,

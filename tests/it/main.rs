@@ -20,6 +20,7 @@ mod room_list;
 mod scenarios;
 mod skeleton;
 mod socket;
+mod source_positions;
 mod source_redis;
 mod synapse_catalogue;
 mod synapse_oracle;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::redis::RedisServer;
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    persist_message, source_options, wait_for_writers, SynapseDatabase, WORKERS_FIXTURE_POSITION,
-    WORKERS_SERVER_NAME, WORKERS_WRITERS,
+    allocate_stream_ordering, persist_message, source_options, wait_for_writers, SynapseDatabase,
+    WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
 };
 
 /// The replication channel: Synapse's server name.
@@ -91,8 +91,10 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
         (441, Some(441))
     );
 
-    // The idle p2 announces that it has nothing up to 442: it moves there
+    // p1 takes 442 and 443 from the sequence (events still in flight);
+    // the idle p2 announces that it has nothing up to 442: it moves there
     // without rows, and the minimum over writers with it.
+    allocate_stream_ordering(&synapse.client().await, 443).await;
     redis.publish(CHANNEL, "POSITION events p2 439 442");
     let status = wait_for_status(&server, "p2 at 442", |s| s["positions"]["p2"] == 442).await;
     assert_eq!(status["token"], "m441~p2.442");
@@ -166,6 +168,7 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
     assert!(server
         .log()
         .contains("Synapse's replication stream over Redis is back; following it again"));
+    allocate_stream_ordering(&synapse.client().await, 445).await;
     redis.publish(CHANNEL, "POSITION events p2 439 445");
     wait_for_status(&server, "p2 at 445", |s| s["positions"]["p2"] == 445).await;
 
