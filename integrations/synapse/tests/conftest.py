@@ -2,7 +2,8 @@
 at the end of the session.
 
 Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the fifteen after it
-(test_bench_smoke.py: the two after those).
+(test_bench_smoke.py: the two after those; test_follow_hostile.py: the six after
+those).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg2
 
-from .harness import REPOSITORY, Homeserver
+from .harness import REPOSITORY, Homeserver, parse_prometheus
 
 JOINED_COLUMNS = (
     "room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted,"
@@ -212,6 +212,16 @@ class Roomcache:
 
     def status(self) -> dict[str, Any]:
         return self.get("/v1/status")
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics: (name, sorted labels) -> value."""
+        connection = UnixConnection(self.socket, 30)
+        try:
+            connection.request("GET", "/metrics")
+            text = connection.getresponse().read().decode()
+        finally:
+            connection.close()
+        return parse_prometheus(text)
 
     def metric(self, name: str) -> float | None:
         """The value of an unlabelled metric of /metrics (None when absent)."""

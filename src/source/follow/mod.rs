@@ -68,6 +68,10 @@ use caches::CachesFollower;
 /// start and on each connection).
 const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Synapse's processes are looked for anew at most this often when Redis
+/// names one not known yet (a new worker; or junk, which costs no more).
+const PROCESS_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The follower's parts and settings.
 pub(crate) struct Follower {
     pub(crate) source: Arc<SourceDatabase>,
@@ -106,6 +110,8 @@ struct FollowState {
     last_full_check: Option<Instant>,
     /// Redis subscriptions seen (a new one calls for a full check).
     connections: u64,
+    /// When Synapse's processes were last looked for.
+    last_process_lookup: Option<Instant>,
 }
 
 impl Follower {
@@ -174,6 +180,19 @@ impl Follower {
         if full_check_due {
             self.full_check().await?;
             state.last_full_check = Some(Instant::now());
+            state.last_process_lookup = state.last_full_check;
+        }
+        let lookup_due = state
+            .last_process_lookup
+            .is_none_or(|t| t.elapsed() >= PROCESS_LOOKUP_INTERVAL);
+        if lookup_due
+            && self
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.take_unknown_process_seen())
+        {
+            self.learn_processes().await?;
+            state.last_process_lookup = Some(Instant::now());
         }
         Ok(events_caught_up && caches_caught_up)
     }

@@ -139,10 +139,21 @@ pub(crate) const CACHES_STREAM_EXTENT: Query = Query {
     ],
 };
 
-/// Reads the names of Synapse's processes that have a row in
-/// `stream_positions` (the writers of its streams).
+/// Reads the names of Synapse's processes: those with a row in
+/// `stream_positions` (the writers of its streams) and those with a row in
+/// `cache_invalidation_stream_by_instance` (every process that invalidates
+/// caches), the latter one name at a time along its `(instance_name,
+/// stream_id)` index (a few steps, however many rows).
 pub(crate) const SYNAPSE_PROCESSES: Query = Query {
-    name: "Synapse's processes (stream_positions)",
-    sql: "SELECT DISTINCT instance_name FROM stream_positions",
-    columns: &["stream_positions.instance_name"],
+    name: "Synapse's processes (stream_positions, cache_invalidation_stream_by_instance)",
+    sql: "WITH RECURSIVE names(name) AS (
+              (SELECT instance_name FROM cache_invalidation_stream_by_instance
+               ORDER BY instance_name LIMIT 1)
+              UNION ALL
+              SELECT (SELECT c.instance_name FROM cache_invalidation_stream_by_instance c
+                      WHERE c.instance_name > n.name ORDER BY c.instance_name LIMIT 1)
+              FROM names n WHERE n.name IS NOT NULL)
+          SELECT name FROM names WHERE name IS NOT NULL
+          UNION SELECT instance_name FROM stream_positions",
+    columns: &["instance_name (stream_positions, cache_invalidation_stream_by_instance)"],
 };

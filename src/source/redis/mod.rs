@@ -77,9 +77,13 @@ struct State {
     connections: u64,
     /// Copied only when a step still holds the previous version.
     announced: Arc<Announced>,
-    /// Synapse's processes as its database names them: the only ones whose
-    /// caches and account-data positions are kept.
+    /// Synapse's processes as its database names them (and the configured
+    /// writers and `master`, the main process): the only ones whose caches
+    /// and account-data positions are kept.
     processes: BTreeSet<String>,
+    /// A caches or account-data announcement of a process not known yet was
+    /// refused since the follower last asked (it may learn it anew).
+    unknown_process_seen: bool,
 }
 
 /// The highest position announced per followed writer, per stream. Never
@@ -118,10 +122,20 @@ pub(crate) enum Outcome {
 }
 
 impl Replication {
-    /// The channel's state for the configured event `writers`.
+    /// The channel's state for the configured event `writers` (which, with
+    /// Synapse's main process `master`, are known Synapse processes from the
+    /// start).
     pub(crate) fn new(writers: &[WriterName]) -> Replication {
+        let processes = writers
+            .iter()
+            .map(|writer| writer.as_str().to_owned())
+            .chain([WriterName::master().as_str().to_owned()])
+            .collect();
         Replication {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                processes,
+                ..State::default()
+            }),
             wake: Notify::new(),
             writers: writers.iter().cloned().collect(),
         }
@@ -154,7 +168,12 @@ impl Replication {
     pub(crate) fn admits(&self, stream: &str, instance: &str) -> Result<bool, Reason> {
         let known = match stream {
             EVENTS => self.writers.contains(instance),
-            CACHES | ACCOUNT_DATA => self.state().processes.contains(instance),
+            CACHES | ACCOUNT_DATA => {
+                let mut state = self.state();
+                let known = state.processes.contains(instance);
+                state.unknown_process_seen |= !known;
+                known
+            }
             _ => return Ok(false),
         };
         if known {
@@ -247,6 +266,13 @@ impl Replication {
         }
     }
 
+    /// True once after a caches or account-data announcement of a process
+    /// not known yet was refused (the follower then looks for new processes
+    /// in Synapse's database, at most every few seconds).
+    pub(crate) fn take_unknown_process_seen(&self) -> bool {
+        std::mem::take(&mut self.state().unknown_process_seen)
+    }
+
     /// The subscription is up (a new connection) or down.
     pub(crate) fn set_connected(&self, connected: bool) {
         {
@@ -305,7 +331,6 @@ mod tests {
     #[tokio::test]
     async fn announced_positions_only_grow_and_wake_the_follower() {
         let replication = Replication::new(&writers());
-        replication.learn_processes(["master"]);
         assert_eq!(replication.announce(EVENTS, "p1", 7), Outcome::Raised);
         assert_eq!(replication.announce(EVENTS, "p1", 5), Outcome::Known);
         assert_eq!(replication.announce(EVENTS, "p2", 3), Outcome::Raised);
@@ -350,6 +375,12 @@ mod tests {
         }
         assert_eq!(replication.announce("typing", "p1", 5), Outcome::Ignored);
         assert_eq!(*replication.snapshot().announced, Announced::default());
+        // The follower looks for new processes; one found is followed.
+        assert!(replication.take_unknown_process_seen());
+        assert!(!replication.take_unknown_process_seen());
+        replication.learn_processes(["stranger"]);
+        assert_eq!(replication.announce(CACHES, "stranger", 3), Outcome::Raised);
+        assert_eq!(replication.announce(CACHES, "p1", 4), Outcome::Raised);
     }
 
     #[test]
