@@ -180,7 +180,7 @@ impl Subscriber {
                 return Err(SubscriberError::OversizedLine);
             }
             lines += 1;
-            if lines % RELEASE_EVERY_LINES == 0 {
+            if lines.is_multiple_of(RELEASE_EVERY_LINES) {
                 // A flood's messages, queued and freed by now: hand them back.
                 crate::memory::ask_for_release();
             }
