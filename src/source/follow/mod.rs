@@ -17,7 +17,9 @@
 //! 1. the events stream ([`events`]): every configured writer's rows from its
 //!    durable position up to its safe position (Synapse's `stream_positions`,
 //!    the run of consecutive committed positions above the lowest of them,
-//!    and what the writer announced on Redis), one feed batch per writer,
+//!    and what the writer announced on Redis, never past what Synapse has
+//!    allocated; a durable position past it is repaired by the supervisor
+//!    first), one feed batch per writer,
 //!    with a forget row for each of the range's memberships that is
 //!    forgotten already; while behind, up to eight ranges of
 //!    `source_batch_size` positions, two of them read while the one before
@@ -30,7 +32,10 @@
 //!    to Redis, once a minute, a full check: every forgotten membership not
 //!    yet applied and every cached room that no longer exists in Synapse
 //!    (what the caches stream may not show: rows older than Synapse keeps,
-//!    invalidations committed out of order while polling).
+//!    invalidations committed out of order while polling), and Synapse's
+//!    processes looked for in its database (also at most every ten seconds
+//!    after Redis named one not known yet), whose caches and account-data
+//!    announcements are kept from then on.
 //!
 //! Beside each step, the account data room lists read is followed
 //! ([`super::account_data`]); a line of Redis's `account_data` stream wakes
