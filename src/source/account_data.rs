@@ -27,7 +27,7 @@ use actix::Addr;
 use serde_json::{Map, Value};
 use tracing::{debug, error, warn};
 
-use super::database::SourceRow;
+use super::database::{SourceRow, WriterRows};
 use super::redis::ACCOUNT_DATA;
 use super::{queries, SourceDatabase, SourceError};
 use crate::model::{AccountData, RoomId, RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA};
@@ -99,28 +99,15 @@ async fn safe_position(source: &SourceDatabase) -> Result<(Option<i64>, i64), So
     let rows = source
         .rows(&queries::ACCOUNT_DATA_WRITER_POSITIONS, &[])
         .await?;
-    let mut allocated = 0;
-    let mut lowest: Option<i64> = None;
-    let mut writers: Vec<String> = Vec::new();
-    let mut refused = BTreeMap::new();
-    for row in &rows {
-        allocated = row.column::<i64>(0)?.max(0);
-        let (Some(writer), Some(position)) = (
-            row.column::<Option<String>>(1)?,
-            row.column::<Option<i64>>(2)?,
-        ) else {
-            continue;
-        };
-        if position > allocated {
-            refused.insert(writer.clone(), position);
-        } else {
-            lowest = Some(lowest.map_or(position, |l| l.min(position)));
-        }
-        writers.push(writer);
-    }
-    source.report_refused_rows(ACCOUNT_DATA, writers.iter().map(String::as_str), &refused);
-    if !writers.is_empty() {
-        return Ok((lowest.map(|position| position.max(0)), allocated));
+    let WriterRows {
+        allocated,
+        believed,
+        refused,
+    } = WriterRows::of(&rows)?;
+    let writers = believed.keys().chain(refused.keys()).map(String::as_str);
+    source.report_refused_rows(ACCOUNT_DATA, writers, &refused);
+    if !believed.is_empty() || !refused.is_empty() {
+        return Ok((believed.values().copied().min(), allocated));
     }
     let row = source
         .one_row(&queries::ACCOUNT_DATA_HIGHEST_ID, &[])

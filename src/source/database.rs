@@ -268,23 +268,11 @@ impl SourceDatabase {
         let rows = self
             .rows(&queries::EVENTS_STREAM_WRITER_POSITIONS, &[])
             .await?;
-        let mut allocated = 0;
-        let mut positions: BTreeMap<String, i64> = BTreeMap::new();
-        let mut refused: BTreeMap<String, i64> = BTreeMap::new();
-        for row in &rows {
-            allocated = row.column::<i64>(0)?.max(0);
-            let (Some(name), Some(position)) = (
-                row.column::<Option<String>>(1)?,
-                row.column::<Option<i64>>(2)?,
-            ) else {
-                continue;
-            };
-            if position > allocated {
-                refused.insert(name, position);
-            } else {
-                positions.insert(name, position.max(0));
-            }
-        }
+        let WriterRows {
+            allocated,
+            believed: positions,
+            refused,
+        } = WriterRows::of(&rows)?;
         self.report_refused_rows(EVENTS, writers.iter().map(WriterName::as_str), &refused);
         if positions.is_empty() && refused.is_empty() && writers.len() <= 1 {
             let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
@@ -390,6 +378,43 @@ impl SourceDatabase {
             .await?
             .token
             .stream)
+    }
+}
+
+/// A stream's `stream_positions` rows, judged against what its sequence has
+/// allocated (the rows of [`queries::EVENTS_STREAM_WRITER_POSITIONS`] and
+/// [`queries::ACCOUNT_DATA_WRITER_POSITIONS`]: the allocated maximum, then
+/// writer and position, NULL when there is no row).
+pub(crate) struct WriterRows {
+    pub(crate) allocated: i64,
+    /// Rows at or below the allocated maximum, per writer.
+    pub(crate) believed: BTreeMap<String, i64>,
+    /// Rows above it (they cannot be true), per writer.
+    pub(crate) refused: BTreeMap<String, i64>,
+}
+
+impl WriterRows {
+    pub(crate) fn of(rows: &[SourceRow]) -> Result<WriterRows, SourceError> {
+        let mut judged = WriterRows {
+            allocated: 0,
+            believed: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        };
+        for row in rows {
+            judged.allocated = row.column::<i64>(0)?.max(0);
+            let (Some(name), Some(position)) = (
+                row.column::<Option<String>>(1)?,
+                row.column::<Option<i64>>(2)?,
+            ) else {
+                continue;
+            };
+            if position > judged.allocated {
+                judged.refused.insert(name, position);
+            } else {
+                judged.believed.insert(name, position.max(0));
+            }
+        }
+        Ok(judged)
     }
 }
 

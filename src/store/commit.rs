@@ -196,17 +196,13 @@ async fn enqueue(
     transaction: &deadpool_postgres::Transaction<'_>,
     rooms: &[RoomId],
 ) -> Result<(), StoreError> {
-    if !rooms.is_empty() {
-        let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
-        transaction
-            .execute(
-                "INSERT INTO sliding_sync_joined_rooms_to_recalculate (room_id)
-                 SELECT UNNEST($1::text[]) ON CONFLICT DO NOTHING",
-                &[&ids],
-            )
-            .await?;
-    }
-    Ok(())
+    of_rooms(
+        transaction,
+        "INSERT INTO sliding_sync_joined_rooms_to_recalculate (room_id)
+         SELECT UNNEST($1::text[]) ON CONFLICT DO NOTHING",
+        rooms,
+    )
+    .await
 }
 
 /// Takes recomputed rooms out of the recalculation queue.
@@ -214,14 +210,24 @@ async fn dequeue(
     transaction: &deadpool_postgres::Transaction<'_>,
     rooms: &[RoomId],
 ) -> Result<(), StoreError> {
+    of_rooms(
+        transaction,
+        "DELETE FROM sliding_sync_joined_rooms_to_recalculate WHERE room_id = ANY($1)",
+        rooms,
+    )
+    .await
+}
+
+/// Runs `statement` with the IDs of `rooms` as `$1` (not at all without
+/// rooms).
+async fn of_rooms(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    statement: &str,
+    rooms: &[RoomId],
+) -> Result<(), StoreError> {
     if !rooms.is_empty() {
         let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
-        transaction
-            .execute(
-                "DELETE FROM sliding_sync_joined_rooms_to_recalculate WHERE room_id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
+        transaction.execute(statement, &[&ids]).await?;
     }
     Ok(())
 }
@@ -314,14 +320,7 @@ async fn invalidate_rooms(
             )
             .await?;
     }
-    transaction
-        .execute(
-            "INSERT INTO sliding_sync_joined_rooms_to_recalculate (room_id)
-             SELECT UNNEST($1::text[]) ON CONFLICT DO NOTHING",
-            &[&ids],
-        )
-        .await?;
-    Ok(())
+    enqueue(transaction, rooms).await
 }
 
 async fn upsert_joined_rooms(

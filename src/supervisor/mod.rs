@@ -100,15 +100,12 @@ pub(crate) struct Recalculate {
 
 /// Source mode: repair the positions found ahead of what the source has
 /// allocated (recomputing the rooms changed since where they are lowered
-/// to), answered once done; `None` when none was. Refused while a batch is
-/// being applied (the follower asks between its steps).
+/// to, with the recalculation's settings), answered once done; `None` when
+/// none was. Refused while a batch is being applied (the follower asks
+/// between its steps).
 #[derive(Message)]
 #[rtype(result = "Result<Option<repair::Repair>, RecalculationError>")]
-pub(crate) struct RepairPositions {
-    pub(crate) upstream: Arc<dyn Upstream>,
-    pub(crate) writers: Vec<WriterName>,
-    pub(crate) batch_rooms: usize,
-}
+pub(crate) struct RepairPositions(pub(crate) Recalculate);
 
 /// The supervisor's settings.
 #[derive(Debug, Clone)]
@@ -226,15 +223,7 @@ impl Handler<Recalculate> for Supervisor {
         let span = info_span!("recalculation_drain", rooms = shared.queue.len());
         Box::pin(
             async move {
-                let drained = recalc::drain(
-                    &shared.write_path,
-                    message.upstream.as_ref(),
-                    &shared.queue,
-                    &shared.rooms,
-                    &message.writers,
-                    message.batch_rooms,
-                )
-                .await;
+                let drained = recalc::drain(&shared, &message).await;
                 if let Err(failure) = &drained {
                     error!(error = %crate::error_chain(failure), "recomputing the queued rooms failed; restart to retry (the queue is kept)");
                 }
@@ -254,18 +243,8 @@ impl Handler<RepairPositions> for Supervisor {
         }
         let shared = self.shared.clone();
         Box::pin(
-            async move {
-                repair::while_serving(
-                    &shared.write_path,
-                    message.upstream.as_ref(),
-                    &shared.queue,
-                    &shared.rooms,
-                    &message.writers,
-                    message.batch_rooms,
-                )
-                .await
-            }
-            .instrument(info_span!("repair_positions")),
+            async move { repair::while_serving(&shared, &message.0).await }
+                .instrument(info_span!("repair_positions")),
         )
     }
 }

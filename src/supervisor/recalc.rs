@@ -13,11 +13,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use dashmap::DashSet;
 use futures_util::future::BoxFuture;
-use roomcache_core::{StreamToken, WriterName};
+use roomcache_core::StreamToken;
 use tracing::{info, info_span, Instrument};
 
 use super::commit::{CommitUnit, WritePath};
-use super::rooms::RoomRegistry;
+use super::{Recalculate, Shared};
 use crate::model::{RoomId, RowChange, UserId};
 use crate::rules::RoomMemory;
 use crate::source::SourceError;
@@ -176,17 +176,11 @@ impl RecalculationQueue {
 /// rooms still have: none after start-up's invalidation, the served ones
 /// after a repair while serving); then moves `writers` to the queue's
 /// position through the same write path.
-pub(crate) async fn drain(
-    write_path: &WritePath,
-    upstream: &dyn Upstream,
-    queue: &RecalculationQueue,
-    rooms: &RoomRegistry,
-    writers: &[WriterName],
-    batch_rooms: usize,
-) -> Result<(), RecalculationError> {
+pub(super) async fn drain(shared: &Shared, job: &Recalculate) -> Result<(), RecalculationError> {
+    let (write_path, queue, upstream) = (&shared.write_path, &shared.queue, job.upstream.as_ref());
     let at = queue.position();
     let queued = queue.rooms();
-    for batch in queued.chunks(batch_rooms.max(1)) {
+    for batch in queued.chunks(job.batch_rooms.max(1)) {
         let span = info_span!("recalculate", rooms = batch.len(), at = %at);
         async {
             let recomputed = upstream.recompute(batch, &at).await?;
@@ -202,14 +196,14 @@ pub(crate) async fn drain(
             unit.dequeue(batch);
             write_path.commit(unit).await?;
             queue.remove(batch);
-            rooms.forget(batch);
+            shared.rooms.forget(batch);
             Ok::<_, RecalculationError>(())
         }
         .instrument(span)
         .await?;
     }
     let mut unit = CommitUnit::default();
-    for writer in writers {
+    for writer in &job.writers {
         unit.advance(writer, at.position(writer.as_str()));
     }
     write_path.commit(unit).await?;

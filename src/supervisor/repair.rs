@@ -33,8 +33,8 @@ use roomcache_core::{StreamToken, WriterName};
 use tracing::{error, info};
 
 use super::commit::{CommitUnit, WritePath};
-use super::recalc::{drain, RecalculationError, RecalculationQueue, Upstream};
-use super::rooms::RoomRegistry;
+use super::recalc::{drain, RecalculationError, Upstream};
+use super::{Recalculate, Shared};
 use crate::model::RoomId;
 use crate::store::ImportProgress;
 
@@ -159,15 +159,12 @@ pub(crate) async fn at_start(
 /// drains the queue at the lowered token. Fails without changing anything
 /// when rooms are queued already (start-up's recalculation has not
 /// finished).
-pub(crate) async fn while_serving(
-    write_path: &WritePath,
-    upstream: &dyn Upstream,
-    queue: &RecalculationQueue,
-    rooms: &RoomRegistry,
-    writers: &[WriterName],
-    batch_rooms: usize,
+pub(super) async fn while_serving(
+    shared: &Shared,
+    job: &Recalculate,
 ) -> Result<Option<Repair>, RecalculationError> {
-    let Some(repair) = plan(write_path, upstream).await? else {
+    let (write_path, queue) = (&shared.write_path, &shared.queue);
+    let Some(repair) = plan(write_path, job.upstream.as_ref()).await? else {
         return Ok(None);
     };
     let mut lowered = write_path.tracker().positions();
@@ -186,7 +183,7 @@ pub(crate) async fn while_serving(
         queue.remove(&repair.rooms);
         return Err(failure.into());
     }
-    drain(write_path, upstream, queue, rooms, writers, batch_rooms).await?;
+    drain(shared, job).await?;
     info!(
         rooms = repair.rooms.len(),
         token = %write_path.tracker().token(),

@@ -54,28 +54,8 @@ async fn set_synapse_position(synapse: &SynapseDatabase, writer: &str, position:
         .unwrap();
 }
 
-/// A metric's value (`series` with its labels as the text shows them).
-async fn metric(server: &TestServer, series: &str) -> Option<f64> {
-    let text = server.get("/metrics").await.text;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 fn rejected(stream: &str, reason: &str) -> String {
     format!(r#"roomcache_source_rejected_positions_total{{stream="{stream}",reason="{reason}"}}"#)
-}
-
-/// Waits until `metric` reads `value`.
-async fn wait_for_metric(server: &TestServer, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(server, series).await != Some(value) {
-        assert!(
-            Instant::now() < deadline,
-            "{series} never became {value}:\n{}",
-            server.text_metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The writers' positions as the server shows them.
@@ -83,12 +63,6 @@ async fn positions(server: &TestServer) -> (i64, i64) {
     let status = server.get("/v1/status").await.body;
     let position = |writer: &str| status["positions"][writer].as_i64().unwrap();
     (position("p1"), position("p2"))
-}
-
-impl TestServer {
-    async fn text_metrics(&self) -> String {
-        self.get("/metrics").await.text
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,25 +95,25 @@ async fn hostile_lines_on_redis_move_nothing_and_real_rows_follow() {
     for line in &lines {
         assert_eq!(redis.publish(channel, line), 1);
     }
-    wait_for_metric(&server, &rejected("events", "beyond_allocated"), 2.0).await;
+    server
+        .wait_for_metric(&rejected("events", "beyond_allocated"), 2.0)
+        .await;
     assert_eq!(
-        metric(&server, &rejected("events", "bad_row")).await,
+        server.metric(&rejected("events", "bad_row")).await,
         Some(1.0)
     );
     assert_eq!(
-        metric(&server, &rejected("events", "unknown_writer")).await,
+        server.metric(&rejected("events", "unknown_writer")).await,
         Some(1.0)
     );
     assert_eq!(
-        metric(&server, &rejected("caches", "unknown_writer")).await,
+        server.metric(&rejected("caches", "unknown_writer")).await,
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &server,
-            r#"roomcache_source_redis_lines_total{kind="oversized"}"#
-        )
-        .await,
+        server
+            .metric(r#"roomcache_source_redis_lines_total{kind="oversized"}"#)
+            .await,
         Some(1.0)
     );
     assert_eq!(positions(&server).await, (439, 439));
@@ -154,15 +128,15 @@ async fn hostile_lines_on_redis_move_nothing_and_real_rows_follow() {
     // p1 follows through the committed 440 too (the walk).
     wait_for_writers(&server, &WORKERS_WRITERS, 440).await;
     assert_eq!(
-        metric(&server, r#"roomcache_source_position{writer="p2"}"#).await,
+        server
+            .metric(r#"roomcache_source_position{writer="p2"}"#)
+            .await,
         Some(440.0)
     );
     assert_eq!(
-        metric(
-            &server,
-            r#"roomcache_source_distance_to_allocated{writer="p1"}"#
-        )
-        .await,
+        server
+            .metric(r#"roomcache_source_distance_to_allocated{writer="p1"}"#)
+            .await,
         Some(0.0)
     );
     let log = server.log();
@@ -186,12 +160,16 @@ async fn synapse_s_own_positions_past_its_sequence_move_nothing() {
     // its persisters.
     set_synapse_position(&synapse, "p1", FAR).await;
     set_synapse_position(&synapse, "p2", FAR).await;
-    wait_for_metric(&server, &rejected("events", "stored_beyond_allocated"), 2.0).await;
+    server
+        .wait_for_metric(&rejected("events", "stored_beyond_allocated"), 2.0)
+        .await;
     // Polled every 20 ms: never past the sequence, and counted once each.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(positions(&server).await, (439, 439));
     assert_eq!(
-        metric(&server, &rejected("events", "stored_beyond_allocated")).await,
+        server
+            .metric(&rejected("events", "stored_beyond_allocated"))
+            .await,
         Some(2.0)
     );
     // Real rows still come in, found by the walk through committed
@@ -219,22 +197,18 @@ async fn set_stored_position(
     let client = server.store().await.client().await.unwrap();
     client
         .execute(
-            "UPDATE stream_positions SET stream_id = $2
+            "UPDATE stream_positions SET stream_id = $2,
+                 read_up_to = CASE WHEN $3 THEN $4 ELSE read_up_to END
              WHERE stream_name = 'events' AND instance_name = $1",
-            &[&writer, &position],
+            &[
+                &writer,
+                &position,
+                &read_up_to.is_some(),
+                &read_up_to.flatten(),
+            ],
         )
         .await
         .unwrap();
-    if let Some(read_up_to) = read_up_to {
-        client
-            .execute(
-                "UPDATE stream_positions SET read_up_to = $2
-                 WHERE stream_name = 'events' AND instance_name = $1",
-                &[&writer, &read_up_to],
-            )
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,11 +232,9 @@ async fn a_position_stored_far_ahead_is_repaired_at_start_up() {
     let served = server.served_joined_room(&room_id).await.unwrap();
     assert_eq!(served.event_stream_ordering, 440);
     assert_eq!(
-        metric(
-            &server,
-            r#"roomcache_source_positions_repaired_total{stream="events"}"#
-        )
-        .await,
+        server
+            .metric(r#"roomcache_source_positions_repaired_total{stream="events"}"#)
+            .await,
         Some(1.0)
     );
     server.stop().await;

@@ -40,25 +40,6 @@ async fn wait_for_status(
     }
 }
 
-/// The value of an unlabelled metric, or one with the given labels.
-async fn metric(server: &TestServer, series: &str) -> Option<f64> {
-    let text = server.get("/metrics").await.text;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn wait_for_metric(server: &TestServer, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(server, series).await != Some(value) {
-        assert!(
-            Instant::now() < deadline,
-            "{series} never became {value}:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
@@ -72,7 +53,9 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
         .build();
     let mut server = TestServer::start_with(options).await;
     wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
-    wait_for_metric(&server, "roomcache_source_redis_connected", 1.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 1.0)
+        .await;
 
     // p1 persists a message at 441 (440 is still missing, so the walk
     // through consecutive positions stops at 439); its stream_positions row
@@ -114,11 +97,11 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     let status = wait_for_status(&server, "p1 at 443", |s| s["positions"]["p1"] == 443).await;
     assert_eq!(status["token"], "m442~p1.443");
     let lines = |kind: &str| format!(r#"roomcache_source_redis_lines_total{{kind="{kind}"}}"#);
-    assert_eq!(metric(&server, &lines("unknown")).await, Some(1.0));
-    assert_eq!(metric(&server, &lines("malformed")).await, Some(3.0));
+    assert_eq!(server.metric(&lines("unknown")).await, Some(1.0));
+    assert_eq!(server.metric(&lines("malformed")).await, Some(3.0));
     // LOCK_RELEASED, and roomcache's own REPLICATE coming back to it.
-    assert_eq!(metric(&server, &lines("other")).await, Some(2.0));
-    assert_eq!(metric(&server, &lines("rdata")).await, Some(1.0));
+    assert_eq!(server.metric(&lines("other")).await, Some(2.0));
+    assert_eq!(server.metric(&lines("rdata")).await, Some(1.0));
     server.assert_postgres_matches_served().await;
     server.stop().await;
 }
@@ -136,7 +119,9 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
     let mut server = TestServer::start_with(options).await;
     // Redis down at start: a warning, the metric at 0, and polling.
     wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
-    wait_for_metric(&server, "roomcache_source_redis_connected", 0.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 0.0)
+        .await;
     let warning = "Synapse's replication stream over Redis is unavailable; following by polling until it is back";
     assert_eq!(server.log().matches(warning).count(), 1);
     let room_id = persist_message(&synapse, "p1", 440).await;
@@ -164,7 +149,9 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
 
     // Redis comes up: roomcache subscribes (retrying every 5 s at most).
     redis.start();
-    wait_for_metric(&server, "roomcache_source_redis_connected", 1.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 1.0)
+        .await;
     assert!(server
         .log()
         .contains("Synapse's replication stream over Redis is back; following it again"));
@@ -174,10 +161,13 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
 
     // Down mid-run: one more warning, polling again.
     redis.stop();
-    wait_for_metric(&server, "roomcache_source_redis_connected", 0.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 0.0)
+        .await;
     assert_eq!(server.log().matches(warning).count(), 2);
     assert_eq!(
-        metric(&server, "roomcache_source_redis_disconnects_total")
+        server
+            .metric("roomcache_source_redis_disconnects_total")
             .await
             .map(|v| v >= 2.0),
         Some(true)

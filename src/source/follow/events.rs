@@ -37,7 +37,7 @@ use crate::source::read::forget_rows;
 use crate::source::redis::{Snapshot, EVENTS};
 use crate::source::rejected::{self, Reason};
 use crate::source::{SafeToken, SourceError};
-use crate::supervisor::{RepairPositions, SubmitBatch};
+use crate::supervisor::{Recalculate, RepairPositions, SubmitBatch};
 
 /// Most steps of the events stream in one turn of the follower's loop
 /// (then the caches stream and the account data have theirs).
@@ -181,11 +181,11 @@ impl Follower {
     /// Asks the supervisor to repair the positions found ahead of what
     /// Synapse has allocated (nothing of this follower is in flight now).
     async fn repair_positions(&self) -> Result<(), SourceError> {
-        let repair = RepairPositions {
+        let repair = RepairPositions(Recalculate {
             upstream: self.upstream.clone(),
             writers: self.writers.clone(),
             batch_rooms: self.batch_rooms,
-        };
+        });
         self.supervisor
             .send(repair)
             .await?
