@@ -4,16 +4,18 @@
 //! Owns: the [`Settings`] struct and its validation. May not touch: anything
 //! that runs; every other module receives a validated `Settings`.
 
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use roomcache_core::WriterName;
 
 /// Every setting of roomcache. Field names are the TOML keys; the
 /// environment variable of a key is `ROOMCACHE_` + the key in upper case.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Settings {
     /// The homeserver's server name: users of this server are local users.
@@ -71,6 +73,10 @@ pub(crate) struct Settings {
     pub(crate) log_level: String,
     /// Log format: `text` or `json`.
     pub(crate) log_format: LogFormat,
+    /// Address (`127.0.0.1:9477`) of a TCP listener serving only `GET
+    /// /metrics` and `GET /health`, for Prometheus (the socket's API is full
+    /// write access). Unset: metrics only on the socket.
+    pub(crate) metrics_address: Option<SocketAddr>,
     /// Source mode: Postgres URL of a Synapse database to import and follow
     /// (read-only). Unset: rows come from the socket feed.
     pub(crate) source_database_url: Option<String>,
@@ -93,7 +99,7 @@ pub(crate) struct Settings {
     pub(crate) source_recalculation_delay_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum LogFormat {
     Text,
@@ -126,6 +132,7 @@ impl Default for Settings {
             max_user_rooms_page: 1_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            metrics_address: None,
             source_database_url: None,
             source_poll_interval_ms: 200,
             source_redis_url: None,
@@ -137,9 +144,156 @@ impl Default for Settings {
     }
 }
 
+/// The config file read when none is named.
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/roomcache.toml";
+
+/// The longest socket path the kernel accepts, in bytes: `sun_path` holds
+/// 108 bytes, the terminating NUL included. A relative path counts as
+/// given (it is resolved from the working directory).
+pub(crate) const SOCKET_PATH_MAX: usize = 107;
+
+/// Refuses a socket path the kernel would not bind (too long, empty, a NUL
+/// byte, no file name), naming the path and the limit.
+pub(crate) fn check_socket_path(path: &Path) -> Result<(), String> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > SOCKET_PATH_MAX {
+        return Err(format!(
+            "{} is {} bytes long; a Unix socket's path holds at most {SOCKET_PATH_MAX} bytes \
+             (sun_path: 108 with the terminating NUL): choose a shorter path (a relative path \
+             counts as written)",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(format!("{} contains a NUL byte", path.display()));
+    }
+    if path.file_name().is_none() {
+        return Err(format!(
+            "{:?} does not end in a file name",
+            path.as_os_str()
+        ));
+    }
+    Ok(())
+}
+
+/// The settings as a config file that `--config` reads back, passwords
+/// masked (`***`) in the database and Redis URLs.
+impl Settings {
+    pub(crate) fn to_toml_masked(&self) -> Result<String, toml::ser::Error> {
+        let mut masked = self.clone();
+        for url in [
+            &mut masked.database_url,
+            &mut masked.source_database_url,
+            &mut masked.source_redis_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *url = mask_password(url);
+        }
+        let unset: Vec<&str> = [
+            ("database_url", masked.database_url.is_none()),
+            ("metrics_address", masked.metrics_address.is_none()),
+            ("source_database_url", masked.source_database_url.is_none()),
+            ("source_redis_url", masked.source_redis_url.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(key, unset)| unset.then_some(key))
+        .collect();
+        let mut text = String::from(
+            "# roomcache's effective settings (defaults, config file, environment and flags \
+             merged);\n# passwords are masked (***).\n",
+        );
+        if !unset.is_empty() {
+            text.push_str(&format!("# unset: {}\n", unset.join(", ")));
+        }
+        text.push_str(&toml::to_string(&masked)?);
+        Ok(text)
+    }
+}
+
+/// `url` with its password replaced by `***`: the password of a URL's user
+/// information (`scheme://user:password@host`), or the `password=` value
+/// of a Postgres key=value connection string.
+pub(crate) fn mask_password(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest_start = scheme_end + 3;
+        let rest = &url[rest_start..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        let Some(at) = authority.rfind('@') else {
+            return url.to_owned();
+        };
+        let Some(colon) = authority[..at].find(':') else {
+            return url.to_owned();
+        };
+        return format!(
+            "{}{}***{}",
+            &url[..rest_start],
+            &authority[..=colon],
+            &url[rest_start + at..]
+        );
+    }
+    let mut masked = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(found) = find_key(rest, "password") {
+        let after_key = &rest[found..];
+        let Some(equals) = after_key.find('=') else {
+            break;
+        };
+        let value_start = found + equals + 1;
+        let value = rest[value_start..].trim_start();
+        let value_start = rest.len() - value.len();
+        let value_end = value_start + value_length(value);
+        masked.push_str(&rest[..value_start]);
+        masked.push_str("***");
+        rest = &rest[value_end..];
+    }
+    masked.push_str(rest);
+    masked
+}
+
+/// Where the key `key` (followed by optional spaces and `=`) starts in a
+/// key=value connection string.
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find(key) {
+        let start = from + found;
+        let before_ok = start == 0 || text.as_bytes()[start - 1].is_ascii_whitespace();
+        let after = text[start + key.len()..].trim_start();
+        if before_ok && after.starts_with('=') {
+            return Some(start);
+        }
+        from = start + key.len();
+    }
+    None
+}
+
+/// The length of a key=value connection string's value at the start of
+/// `value`: a quoted one (`'...'`, with `\'` and `\\` escapes) or up to the
+/// next space.
+fn value_length(value: &str) -> usize {
+    let bytes = value.as_bytes();
+    if bytes.first() != Some(&b'\'') {
+        return value.find(char::is_whitespace).unwrap_or(value.len());
+    }
+    let mut index = 1;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'\\' => index += 2,
+            b'\'' => return index + 1,
+            _ => index += 1,
+        }
+    }
+    value.len()
+}
+
 /// Why the settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
+    #[error("config file {path} does not exist")]
+    Missing { path: PathBuf },
     #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
@@ -158,13 +312,11 @@ pub(crate) enum ConfigError {
 /// Every flag overrides the config file's key of the same name.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct SettingsArgs {
-    /// Config file (TOML); missing keys take their defaults.
-    #[arg(
-        long,
-        env = "ROOMCACHE_CONFIG",
-        default_value = "config/roomcache.toml"
-    )]
-    pub(crate) config: PathBuf,
+    /// Config file (TOML); missing keys take their defaults. A file named
+    /// here must exist. [default: config/roomcache.toml if it exists, else
+    /// every setting's default]
+    #[arg(long, env = "ROOMCACHE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// The homeserver's server name; its users are the local users.
     #[arg(long, env = "ROOMCACHE_SERVER_NAME")]
     pub(crate) server_name: Option<String>,
@@ -234,6 +386,9 @@ pub(crate) struct SettingsArgs {
     /// Log format.
     #[arg(long, env = "ROOMCACHE_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// TCP address serving only GET /metrics and GET /health (empty: none).
+    #[arg(long, env = "ROOMCACHE_METRICS_ADDRESS")]
+    pub(crate) metrics_address: Option<String>,
     /// Source mode: Postgres URL of the Synapse database to follow (read-only).
     #[arg(long, env = "ROOMCACHE_SOURCE_DATABASE_URL")]
     pub(crate) source_database_url: Option<String>,
@@ -260,9 +415,16 @@ pub(crate) struct SettingsArgs {
 
 impl Settings {
     /// Reads the config file (a missing file at the default path means
-    /// "defaults"), applies the flags and validates the result.
+    /// "defaults"; a file named with `--config` or `ROOMCACHE_CONFIG` must
+    /// exist), applies the flags and validates the result.
     pub(crate) fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
-        let mut settings = Self::from_file(&args.config)?;
+        let mut settings = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => match Self::from_file(Path::new(DEFAULT_CONFIG_PATH)) {
+                Err(ConfigError::Missing { .. }) => Settings::default(),
+                other => other?,
+            },
+        };
         macro_rules! override_with {
             ($($field:ident),*) => {
                 $(if let Some(value) = &args.$field {
@@ -308,6 +470,15 @@ impl Settings {
         if let Some(url) = &args.database_url {
             settings.database_url = Some(url.clone()).filter(|u| !u.is_empty());
         }
+        if let Some(address) = &args.metrics_address {
+            settings.metrics_address = match address.as_str() {
+                "" => None,
+                text => Some(text.parse().map_err(|e| ConfigError::Invalid {
+                    key: "metrics_address",
+                    reason: format!("{text:?} is not an address such as 127.0.0.1:9477 ({e})"),
+                })?),
+            };
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -315,7 +486,11 @@ impl Settings {
     fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing {
+                    path: path.to_owned(),
+                })
+            }
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
@@ -337,6 +512,19 @@ impl Settings {
                 reason: reason.to_owned(),
             })
         };
+        if let Err(reason) = check_socket_path(&self.socket_path) {
+            return invalid("socket_path", &reason);
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid(
+                "log_level",
+                &format!(
+                    "{:?} is not a log filter ({error}): a level (error, warn, info, debug, \
+                     trace) or directives such as roomcache=debug,actix_web=warn",
+                    self.log_level
+                ),
+            );
+        }
         if self.server_name.is_empty() || self.server_name.contains(char::is_whitespace) {
             return invalid("server_name", "must be a non-empty server name");
         }
@@ -416,7 +604,7 @@ mod tests {
     #[test]
     fn flags_override_the_file_and_are_validated() {
         let args = SettingsArgs {
-            config: PathBuf::from("/nonexistent/roomcache.toml"),
+            config: Some(PathBuf::from("/dev/null")),
             server_name: Some("example.org".into()),
             writers: Some(vec!["ep1".parse().unwrap(), "ep2".parse().unwrap()]),
             ..Default::default()
@@ -429,7 +617,7 @@ mod tests {
         );
 
         let bad = SettingsArgs {
-            config: PathBuf::from("/nonexistent/roomcache.toml"),
+            config: Some(PathBuf::from("/dev/null")),
             schema: Some("Bad-Schema".into()),
             ..Default::default()
         };
@@ -437,5 +625,103 @@ mod tests {
             Settings::load(&bad),
             Err(ConfigError::Invalid { key: "schema", .. })
         ));
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let args = SettingsArgs {
+            config: Some(PathBuf::from("/nonexistent/typo.toml")),
+            ..Default::default()
+        };
+        let error = Settings::load(&args).unwrap_err();
+        assert!(matches!(error, ConfigError::Missing { .. }));
+        assert_eq!(
+            error.to_string(),
+            "config file /nonexistent/typo.toml does not exist"
+        );
+    }
+
+    #[test]
+    fn an_invalid_log_directive_or_socket_path_is_refused() {
+        let args = SettingsArgs {
+            config: Some(PathBuf::from("/dev/null")),
+            log_level: Some("roomcache=verbose".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::load(&args),
+            Err(ConfigError::Invalid {
+                key: "log_level",
+                ..
+            })
+        ));
+        let args = SettingsArgs {
+            config: Some(PathBuf::from("/dev/null")),
+            socket_path: Some(PathBuf::from(format!("/{}", "s".repeat(107)))),
+            ..Default::default()
+        };
+        let error = Settings::load(&args).unwrap_err().to_string();
+        assert!(
+            error.contains("is 108 bytes long") && error.contains("at most 107 bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_printed_settings_read_back_with_passwords_masked() {
+        let settings = Settings {
+            database_url: Some("postgres://roomcache:s3cret%20x@db:5433/roomcache".into()),
+            source_database_url: Some(
+                "host=db user=roomcache_reader password='change me' dbname=synapse".into(),
+            ),
+            source_redis_url: Some("redis://:hunter2@127.0.0.1:6379/".into()),
+            metrics_address: Some("127.0.0.1:9477".parse().unwrap()),
+            writers: vec!["p1".parse().unwrap(), "p2".parse().unwrap()],
+            ..Settings::default()
+        };
+        let text = settings.to_toml_masked().unwrap();
+        for secret in ["s3cret", "change me", "hunter2"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let read_back: Settings = toml::from_str(&text).unwrap();
+        let expected = Settings {
+            database_url: Some("postgres://roomcache:***@db:5433/roomcache".into()),
+            source_database_url: Some(
+                "host=db user=roomcache_reader password=*** dbname=synapse".into(),
+            ),
+            source_redis_url: Some("redis://:***@127.0.0.1:6379/".into()),
+            ..settings
+        };
+        assert_eq!(read_back, expected);
+        assert_eq!(read_back.to_toml_masked().unwrap(), text);
+        let defaults = Settings::default().to_toml_masked().unwrap();
+        assert!(defaults.contains(
+            "# unset: database_url, metrics_address, source_database_url, source_redis_url"
+        ));
+        assert_eq!(
+            toml::from_str::<Settings>(&defaults).unwrap(),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn passwords_are_masked_in_every_url_form() {
+        assert_eq!(
+            mask_password("postgres://u@h/db"),
+            "postgres://u@h/db",
+            "no password"
+        );
+        assert_eq!(
+            mask_password("postgres://u:p%40w@h/db?x=y@z"),
+            "postgres://u:***@h/db?x=y@z"
+        );
+        assert_eq!(
+            mask_password("password = 'a \\' b' host=h"),
+            "password = *** host=h"
+        );
+        assert_eq!(
+            mask_password("user=u password=x passwordless=y"),
+            "user=u password=*** passwordless=y"
+        );
     }
 }

@@ -37,7 +37,8 @@ fn scripts_pg() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg")
 }
 
-/// A private cluster, stopped (by `scripts/pg stop`) when dropped.
+/// A private cluster, stopped and deleted (by `scripts/pg remove`: as root
+/// it lives in a directory of its own under $TMPDIR) when dropped.
 struct PrivateCluster {
     dir: PathBuf,
     _parent: tempfile::TempDir,
@@ -108,7 +109,7 @@ impl Drop for PrivateCluster {
     fn drop(&mut self) {
         self.signal_all(Signal::SIGCONT);
         let _ = Command::new(scripts_pg())
-            .arg("stop")
+            .arg("remove")
             .arg(&self.dir)
             .status();
     }

@@ -241,7 +241,7 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
 /// Runs `roomcache import` into `schema`; returns its standard output.
 fn run_import_command(synapse: &SynapseDatabase, schema: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcache"))
-        .args(["import", "--config", "/nonexistent/roomcache.toml"])
+        .args(["import", "--config", "/dev/null"])
         .args(["--database-url", &database_url()])
         .args(["--schema", schema])
         .args(["--source-database-url", &synapse.url])

@@ -157,7 +157,7 @@ pub(crate) struct TestServer {
     pub(crate) schema: String,
     pub(crate) database_url: String,
     pub(crate) log_path: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -178,7 +178,7 @@ impl TestServer {
             schema: unique_schema("t"),
             database_url: options.database_url.clone().unwrap_or_else(database_url),
             options,
-            dir,
+            _dir: dir,
         };
         server.spawn().await;
         server
@@ -189,7 +189,7 @@ impl TestServer {
         command
             .arg("serve")
             .arg("--config")
-            .arg(self.dir.path().join("no-config.toml"))
+            .arg("/dev/null")
             .arg("--socket-path")
             .arg(&self.socket)
             .arg("--database-url")
