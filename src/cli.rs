@@ -98,29 +98,24 @@ pub fn run() -> ExitCode {
         Err(error) => error.exit(),
     };
     let mut json_logs = false;
+    let mut run_logged = |args: &SettingsArgs, import: bool| -> anyhow::Result<()> {
+        let settings = Settings::load(args)?;
+        json_logs = settings.log_format == LogFormat::Json;
+        init_logging(&settings)?;
+        let system = actix_rt::System::new();
+        if import {
+            system.block_on(crate::server::import(settings))
+        } else {
+            system.block_on(crate::server::serve(settings))
+        }
+    };
     let result = match cli.command {
         Command::Config(args) => Settings::load(&args)
             .map_err(anyhow::Error::from)
             .and_then(|settings| Ok(settings.to_toml_masked()?))
             .map(|text| print!("{text}")),
-        Command::Import(args) => {
-            Settings::load(&args)
-                .map_err(anyhow::Error::from)
-                .and_then(|settings| {
-                    json_logs = settings.log_format == LogFormat::Json;
-                    init_logging(&settings)?;
-                    actix_rt::System::new().block_on(crate::server::import(settings))
-                })
-        }
-        Command::Serve(args) => {
-            Settings::load(&args)
-                .map_err(anyhow::Error::from)
-                .and_then(|settings| {
-                    json_logs = settings.log_format == LogFormat::Json;
-                    init_logging(&settings)?;
-                    actix_rt::System::new().block_on(crate::server::serve(settings))
-                })
-        }
+        Command::Import(args) => run_logged(&args, true),
+        Command::Serve(args) => run_logged(&args, false),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
-use crate::support::server::{database_url, unique_schema, TestServer};
+use crate::support::server::{block_port, database_url, unique_schema, TestServer};
 
 fn roomcache() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_roomcache"));
@@ -201,16 +201,7 @@ async fn logs_have_no_colour_codes_and_answers_end_with_a_newline() {
 /// The metrics listener's port: `ROOMCACHE_TEST_METRICS_PORT`, else the
 /// test database's port + 6 (scripts/test's block of ports).
 fn metrics_port() -> u16 {
-    if let Ok(port) = std::env::var("ROOMCACHE_TEST_METRICS_PORT") {
-        return port.parse().expect("ROOMCACHE_TEST_METRICS_PORT is a port");
-    }
-    let url = database_url();
-    let port: u16 = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the test database URL names a port");
-    port + 6
+    block_port("ROOMCACHE_TEST_METRICS_PORT", 6)
 }
 
 /// `metrics_address` serves `/metrics` and `/health` over TCP, and nothing

@@ -1,8 +1,8 @@
 """roomcache as a real process beside a test homeserver: built with cargo, run in
 source mode on the homeserver's Postgres (its own database `roomcache`, one
-schema per process, as the roles docs/synapse.md creates), asked over its Unix socket, stopped or killed by its
-process id; its tables read from Postgres and compared with Synapse's live
-sliding-sync tables.
+schema per process, as the roles docs/synapse.md creates), asked over its Unix
+socket, stopped or killed by its process id; its tables read from Postgres and
+compared with Synapse's live sliding-sync tables.
 
     binary = build_roomcache()
     with Roomcache(binary, directory, homeserver, schema="follow") as cache:

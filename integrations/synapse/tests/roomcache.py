@@ -49,11 +49,18 @@ def documented_sql(role: str) -> str:
     return found[0]
 
 
+def run_statements(cursor: Any, sql: str) -> None:
+    """Runs each statement of `sql` on its own (CREATE DATABASE refuses to run
+    in the transaction a multi-statement query is)."""
+    for statement in sql.split(";"):
+        code = [line for line in statement.splitlines() if not line.strip().startswith("--")]
+        if "".join(code).strip():
+            cursor.execute(statement)
+
+
 def documented_password(role: str) -> str:
     """The password docs/synapse.md gives `role`."""
-    match = re.search(
-        rf"CREATE ROLE {role} LOGIN PASSWORD '((?:[^']|'')*)'", documented_sql(role)
-    )
+    match = re.search(rf"CREATE ROLE {role} LOGIN PASSWORD '((?:[^']|'')*)'", documented_sql(role))
     if match is None:
         raise AssertionError(f"docs/synapse.md creates {role} without a password")
     return match.group(1).replace("''", "'")
@@ -111,21 +118,24 @@ def _make_roles(base: str, synapse_url: str) -> None:
     with admin.cursor() as cursor:
         cursor.execute("SET client_min_messages = warning")
         cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [OWN_ROLE])
-        if cursor.fetchone():
-            cursor.execute(f"DROP OWNED BY {OWN_ROLE}")
-            cursor.execute(f"DROP ROLE {OWN_ROLE}")
-        cursor.execute(documented_sql(OWN_ROLE))
+        _drop_role(cursor, OWN_ROLE)
+        run_statements(cursor, documented_sql(OWN_ROLE))
     admin.close()
     synapse = psycopg2.connect(synapse_url)
     synapse.autocommit = True
     with synapse.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [READER_ROLE])
-        if cursor.fetchone():
-            cursor.execute(f"DROP OWNED BY {READER_ROLE}")
-            cursor.execute(f"DROP ROLE {READER_ROLE}")
-        cursor.execute(documented_sql(READER_ROLE))
+        _drop_role(cursor, READER_ROLE)
+        run_statements(cursor, documented_sql(READER_ROLE))
     synapse.close()
+
+
+def _drop_role(cursor: Any, role: str) -> None:
+    """Drops `role` (a previous session's) with its privileges in the
+    connection's database and on shared objects."""
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+    if cursor.fetchone():
+        cursor.execute(f"DROP OWNED BY {role}")
+        cursor.execute(f"DROP ROLE {role}")
 
 
 def _require_passwords(homeserver: Homeserver) -> None:
@@ -135,9 +145,8 @@ def _require_passwords(homeserver: Homeserver) -> None:
     text = hba.read_text()
     if _HBA_LINES not in text:
         hba.write_text(_HBA_LINES + text)
-        with psycopg2.connect(homeserver.database_url) as connection:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_reload_conf()")
+        with psycopg2.connect(homeserver.database_url) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT pg_reload_conf()")
         connection.close()
 
 
@@ -189,10 +198,10 @@ class Roomcache:
         """The documented roles and roomcache's database (docs/synapse.md), with a
         fresh schema for roomcache's tables."""
         self.roles = documented_roles(self.homeserver)
-        with psycopg2.connect(self.roles.database_url) as connection:
-            with connection.cursor() as cursor:
-                cursor.execute("SET client_min_messages = warning")
-                cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        connection = psycopg2.connect(self.roles.database_url)
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SET client_min_messages = warning")
+            cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         connection.close()
 
     def start(self) -> None:

@@ -72,7 +72,7 @@ def test_a_revoked_grant_shows_as_degraded_and_the_module_falls_back_at_once(
     alice = homeserver.register("operator-alice")
     room = alice.create_room(preset="private_chat")
     roomcache.wait_until_caught_up()
-    body = {"lists": {"all": {"ranges": [[0, 10]], "timeline_limit": 1}}}
+    body = {"lists": {"all": {"ranges": [[0, 10]], "required_state": [], "timeline_limit": 1}}}
     homeserver.query(f"REVOKE SELECT ON stream_positions FROM {READER_ROLE}")
     try:
         health = json.loads(_wait_for_health(socket_path, 503))

@@ -26,6 +26,23 @@ pub(crate) fn database_url() -> String {
     })
 }
 
+/// A port of scripts/test's block: the environment variable `variable`
+/// when set, else the test database's port + `offset`.
+pub(crate) fn block_port(variable: &str, offset: u16) -> u16 {
+    if let Ok(port) = std::env::var(variable) {
+        return port
+            .parse()
+            .unwrap_or_else(|_| panic!("{variable} is not a port"));
+    }
+    let url = database_url();
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test database URL names a port");
+    port + offset
+}
+
 /// A fresh schema name, unique across processes and runs.
 pub(crate) fn unique_schema(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
