@@ -202,14 +202,18 @@ mod tests {
     use super::*;
     use crate::config::SOCKET_PATH_MAX;
 
-    /// A path of exactly `length` bytes: `dir` then a file name padding it.
+    /// A path of exactly `length` bytes: a short file name in a directory
+    /// (made) whose path takes the rest, as a deep socket directory does.
     fn path_of_length(dir: &Path, length: usize) -> PathBuf {
-        let base = dir.as_os_str().len() + 1;
+        let name = "rc.sock";
+        let base = dir.as_os_str().len() + 1 + name.len() + 1;
         assert!(
             length > base + 1,
             "the temporary directory's path is too long"
         );
-        dir.join("s".repeat(length - base))
+        let deep = dir.join("d".repeat(length - base));
+        std::fs::create_dir(&deep).unwrap();
+        deep.join(name)
     }
 
     #[test]
@@ -225,7 +229,7 @@ mod tests {
         // It accepts at that path, and nothing is left beside it.
         let _client = UnixStream::connect(&path).unwrap();
         listener.accept().unwrap();
-        let entries: Vec<_> = std::fs::read_dir(dir.path())
+        let entries: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -242,7 +246,10 @@ mod tests {
         assert!(error.contains(&path.display().to_string()), "{error}");
         assert!(error.contains("108 bytes long"), "{error}");
         assert!(error.contains("at most 107 bytes"), "{error}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            0
+        );
     }
 
     #[test]
