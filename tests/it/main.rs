@@ -23,4 +23,5 @@ mod socket;
 mod source_redis;
 mod synapse_catalogue;
 mod synapse_oracle;
+mod synapse_spaces;
 mod synapse_workers_oracle;
