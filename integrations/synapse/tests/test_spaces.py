@@ -61,6 +61,10 @@ _CHILDREN = """
 """
 
 
+def _localpart(user: Client) -> str:
+    return user.user_id[1:].split(":", 1)[0]
+
+
 def _expected(homeserver: Homeserver, user: Client, spaces: list[str]) -> set[str]:
     """The children of those of `spaces` the user is joined to (any of them)."""
     children: dict[str, set[str]] = {}
@@ -69,7 +73,8 @@ def _expected(homeserver: Homeserver, user: Client, spaces: list[str]) -> set[st
     joined = {
         room
         for (room,) in homeserver.query(
-            "SELECT room_id FROM local_current_membership WHERE user_id = %s AND membership = 'join'",
+            "SELECT room_id FROM local_current_membership"
+            " WHERE user_id = %s AND membership = 'join'",
             [user.user_id],
         )
     }
@@ -90,7 +95,7 @@ def _spaces_lists(
         answer = user.sliding_sync({"conn_id": f"msc4186-{stage}", "lists": lists})
         everything = _rooms(answer, "all")
         assert answer["lists"]["all"]["count"] == len(everything), stage
-        localpart = user.user_id.split(":")[0].lstrip("@")
+        localpart = _localpart(user)
         for name, listed in spaces.items():
             rooms = _rooms(answer, name)
             expected = everything & _expected(homeserver, user, listed)
@@ -154,7 +159,7 @@ def test_spaces_lists_follow_msc4186_on_every_path(with_module: ModuleDeployment
     assert shown[("msc4186_member", "first_and_unknown")] == {a, b, sub}
     assert shown[("msc4186_leaver", "first")] == set()  # left it, though in a, b
     assert shown[("msc4186_invitee", "first")] == set()  # only invited
-    assert all(shown[(u.user_id[1:].split(":")[0], "unknown")] == set() for u in users)
+    assert all(shown[(_localpart(u), "unknown")] == set() for u in users)
 
     # Imported: a fresh roomcache on the database that already has them.
     roomcache.stop()
