@@ -189,21 +189,22 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
         .unwrap()
         .get(0);
     let mut copied_rows = 0i64;
-    for table in [
-        "sliding_sync_joined_rooms",
-        "sliding_sync_membership_snapshots",
-        "room_rules_memory",
+    for (table, room_column) in [
+        ("sliding_sync_joined_rooms", "room_id"),
+        ("sliding_sync_membership_snapshots", "room_id"),
+        ("room_rules_memory", "room_id"),
+        ("space_children", "space_room_id"),
     ] {
         let copied = client
             .execute(
                 &format!(
-                    "INSERT INTO {interrupted}.{table} SELECT * FROM {complete}.{table} WHERE room_id <= $1"
+                    "INSERT INTO {interrupted}.{table} SELECT * FROM {complete}.{table} WHERE {room_column} <= $1"
                 ),
                 &[&thirtieth],
             )
             .await
             .unwrap();
-        if table != "room_rules_memory" {
+        if table.starts_with("sliding_sync") {
             copied_rows += copied as i64;
         }
     }
@@ -237,6 +238,14 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
         "{output}"
     );
     let rows = store.load_all().await.unwrap();
+    let complete_rows = roomcache::store::Store::connect(&database_url(), &complete, 1)
+        .await
+        .unwrap()
+        .load_all()
+        .await
+        .unwrap();
+    assert_eq!(rows.space_children, complete_rows.space_children);
+    assert_eq!(rows.space_children.len(), 7);
     let ours = Tables::from_rows(&rows);
     let differences = ours.differences(&live);
     assert_eq!(differences.len(), 1, "{differences:#?}");

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    persist_event, source_event, source_options, wait_for_position, SynapseDatabase,
-    FIXTURE_POSITION,
+    persist_event, source_event, source_options, spawn_holding_recalculation, wait_for_position,
+    SynapseDatabase, FIXTURE_POSITION,
 };
 
 /// What Synapse's current state says about spaces.
@@ -34,43 +34,26 @@ struct SourceSpaces {
 impl SourceSpaces {
     async fn read(synapse: &SynapseDatabase) -> SourceSpaces {
         let client = synapse.client().await;
-        let pairs = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String)> {
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-        };
         let spaces = pairs(
-            client
-                .query(
-                    "SELECT room_id, state_key FROM current_state_events
-                     WHERE type = 'm.space.child'",
-                    &[],
-                )
-                .await
-                .unwrap(),
-        );
+            &client,
+            "SELECT room_id, state_key FROM current_state_events WHERE type = 'm.space.child'",
+        )
+        .await;
         let children = pairs(
-            client
-                .query(
-                    "SELECT c.room_id, c.state_key FROM current_state_events c
-                     JOIN event_json j USING (event_id)
-                     WHERE c.type = 'm.space.child'
-                       AND jsonb_typeof(j.json::jsonb -> 'content' -> 'via') = 'array'
-                       AND jsonb_array_length(j.json::jsonb -> 'content' -> 'via') > 0
-                       AND NOT EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = c.event_id)",
-                    &[],
-                )
-                .await
-                .unwrap(),
-        );
+            &client,
+            "SELECT c.room_id, c.state_key FROM current_state_events c
+             JOIN event_json j USING (event_id)
+             WHERE c.type = 'm.space.child'
+               AND jsonb_typeof(j.json::jsonb -> 'content' -> 'via') = 'array'
+               AND jsonb_array_length(j.json::jsonb -> 'content' -> 'via') > 0
+               AND NOT EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = c.event_id)",
+        )
+        .await;
         let joined = pairs(
-            client
-                .query(
-                    "SELECT user_id, room_id FROM local_current_membership
-                     WHERE membership = 'join'",
-                    &[],
-                )
-                .await
-                .unwrap(),
-        );
+            &client,
+            "SELECT user_id, room_id FROM local_current_membership WHERE membership = 'join'",
+        )
+        .await;
         let users = client
             .query("SELECT name FROM users ORDER BY name", &[])
             .await
@@ -103,6 +86,12 @@ impl SourceSpaces {
             .cloned()
             .collect()
     }
+}
+
+/// The rows of a query of two text columns.
+async fn pairs(client: &tokio_postgres::Client, sql: &str) -> Vec<(String, String)> {
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// The room IDs of a list of a room-list answer (its one range).
@@ -305,12 +294,7 @@ async fn children_changed_while_down_are_answered_by_the_rule_after_a_restart() 
 
     // Restarted with the recalculation held back: the changed spaces are
     // queued and their members' lists come from the reads' fallback.
-    server
-        .options
-        .extra_args
-        .extend(["--source-recalculation-delay-ms".into(), "600000".into()]);
-    server.spawn().await;
-    let status = server.get("/v1/status").await.body;
+    let status = spawn_holding_recalculation(&mut server).await;
     let changed = BTreeSet::from([&space, &other_space]).len();
     assert_eq!(
         status["source"]["invalidated_at_start"], changed,
@@ -321,12 +305,9 @@ async fn children_changed_while_down_are_answered_by_the_rule_after_a_restart() 
         checked.fallback_users.contains(&member) && checked.fallback_users.contains(&other_member),
         "{checked:?}"
     );
-    server.stop().await;
 
     // Then recalculated: the same answers from the cache.
-    let delay = server.options.extra_args.len() - 2;
-    server.options.extra_args.truncate(delay);
-    server.spawn().await;
+    server.restart().await;
     wait_for_position(&server, 3032).await;
     let checked = assert_every_user(&server, &source, "after the recalculation").await;
     assert!(checked.fallback_users.is_empty(), "{checked:?}");

@@ -324,6 +324,20 @@ impl<'a> SourceOptions<'a> {
     }
 }
 
+/// Starts the stopped `server` with its recalculation held back (queued
+/// rooms stay queued, and the reads' fallback answers for them); its next
+/// start recalculates as usual. Returns its status.
+pub(crate) async fn spawn_holding_recalculation(server: &mut TestServer) -> Value {
+    let arguments = server.options.extra_args.len();
+    server
+        .options
+        .extra_args
+        .extend(["--source-recalculation-delay-ms".into(), "600000".into()]);
+    server.spawn().await;
+    server.options.extra_args.truncate(arguments);
+    server.get("/v1/status").await.body
+}
+
 /// Waits until the server's position reaches `position` with an empty queue.
 pub(crate) async fn wait_for_position(server: &TestServer, position: i64) -> Value {
     wait_for_writers(server, &["master"], position).await
