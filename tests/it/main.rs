@@ -25,4 +25,5 @@ mod source_health;
 mod source_redis;
 mod synapse_catalogue;
 mod synapse_oracle;
+mod synapse_spaces;
 mod synapse_workers_oracle;
