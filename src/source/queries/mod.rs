@@ -8,9 +8,11 @@
 
 mod forgets;
 mod positions;
+mod tables;
 
 pub(crate) use forgets::*;
 pub(crate) use positions::*;
+pub(crate) use tables::{SYNAPSE_SEQUENCES, SYNAPSE_TABLES, TABLE_ACCESS};
 
 /// A query against Synapse's schema.
 pub(crate) struct Query {

@@ -1,23 +1,11 @@
 //! The queries of stream positions in Synapse's database: what each
-//! stream's sequence has allocated, the writers' `stream_positions` rows,
+//! stream's sequence has allocated (`last_value`, or the one before it when
+//! `is_called` is false: then `last_value` is the next one), the writers' `stream_positions` rows,
 //! the events-stream positions in use and the highest ids in use, and the
 //! names of Synapse's processes. Part of [`super`]: every SQL string
 //! against Synapse's schema.
 
 use super::Query;
-
-/// The highest id a Postgres sequence has handed out (`last_value`, or the
-/// one before it when `is_called` is false: then `last_value` is the next
-/// one), as SQL over the sequence named by the macro's argument.
-macro_rules! allocated_from {
-    ($sequence:literal) => {
-        concat!(
-            "(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS allocated FROM ",
-            $sequence,
-            ")"
-        )
-    };
-}
 
 /// Reads the highest position Synapse has allocated on the events stream
 /// (its sequence `events_stream_seq`, shared by every event writer), then
@@ -29,11 +17,10 @@ macro_rules! allocated_from {
 /// persisted can be above the allocated maximum.
 pub(crate) const EVENTS_STREAM_WRITER_POSITIONS: Query = Query {
     name: "the events stream's allocated maximum (events_stream_seq) and writer positions",
-    sql: concat!(
-        "SELECT a.allocated, s.instance_name, s.stream_id FROM ",
-        allocated_from!("events_stream_seq"),
-        " a LEFT JOIN stream_positions s ON s.stream_name = 'events'"
-    ),
+    sql: "SELECT a.allocated, s.instance_name, s.stream_id
+          FROM (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS allocated
+                FROM events_stream_seq) a
+          LEFT JOIN stream_positions s ON s.stream_name = 'events'",
     columns: &[
         "events_stream_seq.last_value",
         "stream_positions.instance_name",
@@ -45,11 +32,8 @@ pub(crate) const EVENTS_STREAM_WRITER_POSITIONS: Query = Query {
 /// (`events_stream_seq`).
 pub(crate) const EVENTS_STREAM_ALLOCATED: Query = Query {
     name: "the events stream's allocated maximum (events_stream_seq)",
-    sql: concat!(
-        "SELECT allocated FROM ",
-        allocated_from!("events_stream_seq"),
-        " a"
-    ),
+    sql: "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+          FROM events_stream_seq",
     columns: &["events_stream_seq.last_value"],
 };
 
@@ -94,11 +78,10 @@ pub(crate) const HIGHEST_STREAM_ORDERING: Query = Query {
 pub(crate) const ACCOUNT_DATA_WRITER_POSITIONS: Query = Query {
     name:
         "the account-data stream's allocated maximum (account_data_sequence) and writer positions",
-    sql: concat!(
-        "SELECT a.allocated, s.instance_name, s.stream_id FROM ",
-        allocated_from!("account_data_sequence"),
-        " a LEFT JOIN stream_positions s ON s.stream_name = 'account_data'"
-    ),
+    sql: "SELECT a.allocated, s.instance_name, s.stream_id
+          FROM (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS allocated
+                FROM account_data_sequence) a
+          LEFT JOIN stream_positions s ON s.stream_name = 'account_data'",
     columns: &[
         "account_data_sequence.last_value",
         "stream_positions.instance_name",
@@ -125,13 +108,10 @@ pub(crate) const ACCOUNT_DATA_HIGHEST_ID: Query = Query {
 /// the rows, as [`EVENTS_STREAM_WRITER_POSITIONS`] does).
 pub(crate) const CACHES_STREAM_EXTENT: Query = Query {
     name: "the caches stream's extent and allocated maximum (cache_invalidation_stream_seq)",
-    sql: concat!(
-        "SELECT (SELECT MIN(stream_id) FROM cache_invalidation_stream_by_instance),
-                (SELECT MAX(stream_id) FROM cache_invalidation_stream_by_instance),
-                (SELECT allocated FROM ",
-        allocated_from!("cache_invalidation_stream_seq"),
-        " a)"
-    ),
+    sql: "SELECT (SELECT MIN(stream_id) FROM cache_invalidation_stream_by_instance),
+                 (SELECT MAX(stream_id) FROM cache_invalidation_stream_by_instance),
+                 (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                  FROM cache_invalidation_stream_seq)",
     columns: &[
         "MIN(cache_invalidation_stream_by_instance.stream_id)",
         "MAX(cache_invalidation_stream_by_instance.stream_id)",
