@@ -233,7 +233,8 @@ pub(super) async fn drain(shared: &Shared, job: &Recalculate) -> Result<(), Reca
 
 /// The deletions of the stored rows of `rooms` that the recomputed rows do
 /// not replace (a room the server has left since, a membership gone with
-/// a purge), so the recomputed rows are all the rooms have afterwards.
+/// a purge, space children gone), so the recomputed rows are all the rooms
+/// have afterwards.
 async fn replaced_rows(
     write_path: &WritePath,
     rooms: &[RoomId],
@@ -241,6 +242,7 @@ async fn replaced_rows(
 ) -> Result<Vec<RowChange>, StoreError> {
     let mut upserted_rooms = BTreeSet::new();
     let mut upserted_snapshots = BTreeSet::new();
+    let mut spaces = BTreeSet::new();
     for change in &recomputed.changes {
         match change {
             RowChange::UpsertJoinedRoom(row) => {
@@ -249,11 +251,23 @@ async fn replaced_rows(
             RowChange::UpsertSnapshot(row) => {
                 upserted_snapshots.insert((&row.room_id, &row.user_id));
             }
+            RowChange::SpaceChildren { space_room_id, .. } => {
+                spaces.insert(space_room_id);
+            }
             _ => {}
         }
     }
+    // A room computed from nothing lists its space children only when it
+    // has some.
+    let mut deletions: Vec<RowChange> = rooms
+        .iter()
+        .filter(|room| !spaces.contains(room))
+        .map(|room| RowChange::SpaceChildren {
+            space_room_id: room.clone(),
+            children: Vec::new(),
+        })
+        .collect();
     let stored = write_path.store().load_room_states(rooms).await?;
-    let mut deletions = Vec::new();
     for (room, state) in &stored {
         if state.joined.is_some() && !upserted_rooms.contains(room) {
             deletions.push(RowChange::DeleteJoinedRoom(room.clone()));
