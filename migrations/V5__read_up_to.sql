@@ -5,4 +5,4 @@
 -- which is where source mode's repair lowers a position found ahead of
 -- what Synapse has allocated (docs/synapse.md, "Positions Synapse never
 -- allocated").
-ALTER TABLE stream_positions ADD COLUMN read_up_to BIGINT;
+ALTER TABLE stream_positions ADD COLUMN IF NOT EXISTS read_up_to BIGINT;

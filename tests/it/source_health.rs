@@ -60,9 +60,9 @@ async fn a_missing_grant_is_refused_at_start_naming_the_grant() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "role {role} cannot read 1 of the 15 tables of Synapse's that roomcache reads: no \
-             SELECT privilege on room_account_data (as a superuser, in Synapse's database: GRANT \
-             SELECT ON room_account_data TO {role};)"
+            "role {role} cannot read 1 of the 15 tables and 3 sequences of Synapse's that \
+             roomcache reads: no SELECT privilege on room_account_data (as a superuser, in \
+             Synapse's database: GRANT SELECT ON room_account_data TO {role};)"
         )),
         "{stderr}"
     );
