@@ -182,6 +182,7 @@ def test_huge_lines_and_a_flood_leave_memory_and_idle_cpu_where_they_were(
     usage = Usage(redis_follower.process.pid)
     rss_before = usage.rss_mb()
     cpu_before = usage.idle_cpu()
+    sessions_before = redis_follower.metric("roomcache_source_redis_disconnects_total") or 0
     huge = "x" * (10 * 1024 * 1024)
     for n in range(5):
         publish(homeserver, f"RDATA junk {huge}{n} 2 []")
@@ -189,10 +190,17 @@ def test_huge_lines_and_a_flood_leave_memory_and_idle_cpu_where_they_were(
     started = time.monotonic()
     flood(homeserver, 100_000)
     flooded_in = time.monotonic() - started
+    # The subscription starts again at once after the first big line, and once
+    # more (at most one restart every 10 s) for the others, freeing the buffers
+    # they grew.
+    deadline = time.monotonic() + 180
+    while (redis_follower.metric("roomcache_source_redis_disconnects_total") or 0) < (
+        sessions_before + 2
+    ):
+        assert time.monotonic() < deadline, "the subscription did not start again"
+        time.sleep(0.5)
     time.sleep(2)
     cpu_after = usage.idle_cpu()
-    # By now the subscription started again once more, freeing the buffers
-    # the big lines grew (at most one restart every 10 s).
     rss_after = usage.rss_mb()
     lines = {
         dict(labels)["kind"]: value
