@@ -51,61 +51,39 @@ class RoomcacheModule:
                 ", ".join(sorted(SUPPORTED_SYNAPSE_VERSIONS)),
             )
             return
-        # The sliding-sync handler is reached through the homeserver object
-        # (no public accessor); it is the instance the servlet uses.
-        hs = api._hs
-        if not _serves_client_api(hs):
+        from .adapter import SynapseAdapter, missing_names
+
+        if _lacks_names(missing_names(api, seam=False)):
+            return
+        synapse = SynapseAdapter.from_module_api(api)
+        if not synapse.serves_client_api():
             logger.info("roomcache: this process has no client listener; nothing to do")
             return
-        room_lists = getattr(hs.get_sliding_sync_handler(), "room_lists", None)
-        missing = _missing_seam(room_lists)
-        if missing:
-            logger.error(
-                "roomcache: Synapse's sliding-sync handler lacks %s; Synapse is untouched",
-                ", ".join(missing),
-            )
+        if _lacks_names(missing_names(api)):
             return
         from .client import RoomcacheClient
         from .seam import RoomcacheRoomLists
 
         client = RoomcacheClient(
-            hs.get_reactor(),
+            synapse.reactor,
             config.socket_path,
             timeout_seconds=config.request_timeout_ms / 1000,
             max_connections=config.max_connections,
+            max_answer_bytes=config.max_answer_bytes,
         )
-        RoomcacheRoomLists(room_lists, hs, client, config).install()
+        RoomcacheRoomLists(synapse, client, config).install()
         self.installed = True
         logger.info(
             "roomcache: Sliding Sync room lists of %s come from roomcache at %s",
-            hs.get_instance_name(),
+            synapse.instance_name,
             config.socket_path,
         )
 
 
-_SEAM = (
-    "compute_interested_rooms",
-    "_get_newly_joined_and_left_rooms",
-    "_get_dm_rooms_for_user",
-    "_filter_relevant_rooms_to_send",
-)
-
-
-def _missing_seam(room_lists: Any) -> list[str]:
-    if room_lists is None:
-        return ["room_lists"]
-    return [name for name in _SEAM if not callable(getattr(room_lists, name, None))]
-
-
-def _serves_client_api(hs: Any) -> bool:
-    """True when one of this process's HTTP listeners serves `client`."""
-    config = hs.config
-    listeners = (
-        config.worker.worker_listeners if config.worker.worker_app else config.server.listeners
-    )
-    for listener in listeners:
-        http = getattr(listener, "http_options", None)
-        for resource in getattr(http, "resources", None) or ():
-            if "client" in resource.names:
-                return True
-    return False
+def _lacks_names(missing: list[str]) -> bool:
+    if missing:
+        logger.error(
+            "roomcache: this Synapse lacks %s, which the module needs; Synapse is untouched",
+            ", ".join(missing),
+        )
+    return bool(missing)

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ROOM_LISTS = Counter(
     "roomcache_synapse_room_lists",
@@ -44,4 +44,16 @@ UNAFFECTED = Counter(
     "roomcache_synapse_unaffected",
     "Answers roomcache gave before reaching the request's token, nothing that concerns "
     "the user having happened after its previous token (Synapse's stream change caches).",
+)
+
+CIRCUIT_OPEN = Gauge(
+    "roomcache_synapse_circuit_open",
+    "1 while the circuit breaker is open (roomcache timed out or was unavailable: requests "
+    "are computed Synapse's way without asking it), else 0.",
+)
+
+CIRCUIT_OPENINGS = Counter(
+    "roomcache_synapse_circuit_openings",
+    "Times the circuit breaker opened (after a run of timeouts or unavailability, or a "
+    "failed probe).",
 )

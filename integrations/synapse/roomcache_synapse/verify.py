@@ -4,10 +4,11 @@
 With `verify_fraction` set, that share of the requests answered from
 roomcache is also computed Synapse's way, and the two are compared: the
 lists (counts, ops; the rooms of a range Synapse does not sort as a set),
-the rooms shown and the memberships they are shown with, and the rooms to
-send. The rooms' configs are not compared: Synapse carries a room's config
-on to the next rooms of a list, so in a list it does not sort they depend
-on an order it leaves unspecified. `all_rooms` is not compared either: the
+the rooms shown, and the memberships of the rooms the module sends (the
+only ones Synapse's caller reads). The rooms' configs are not compared:
+Synapse carries a room's config on to the next rooms of a list, so in a
+list it does not sort they depend on an order it leaves unspecified.
+`all_rooms` is not compared either: the
 module names only the rooms out of range that Synapse then looks at. Nor
 are the rooms to send: Synapse picks them from the rooms with an event
 after the previous request's token up to now, not up to the token, so two
@@ -92,7 +93,13 @@ def differences(ours: Any, theirs: Any) -> list[str]:
         found.append(
             f"rooms shown {sorted(ours.relevant_room_map)} != {sorted(theirs.relevant_room_map)}"
         )
-    for room_id in sorted(set(ours.relevant_room_map) & set(theirs.relevant_room_map)):
+    # The module builds the memberships of the rooms it sends (the only
+    # ones Synapse's caller reads); each is compared with Synapse's.
+    without = set(ours.relevant_rooms_to_send_map) - set(ours.room_membership_for_user_map)
+    if without:
+        found.append(f"rooms to send without a membership: {sorted(without)}")
+    shown = set(ours.room_membership_for_user_map) & set(theirs.relevant_room_map)
+    for room_id in sorted(shown):
         mine = ours.room_membership_for_user_map.get(room_id)
         expected = theirs.room_membership_for_user_map.get(room_id)
         if mine is None or expected is None or _membership(mine) != _membership(expected):

@@ -13,6 +13,10 @@ from .roomcache import Roomcache
 # them with the same requests answered from roomcache.
 BYPASS_PREFIX = "synapse-only"
 
+# The circuit breaker's longest interval in the tests' module config: a
+# test that stops roomcache waits this long for the module to ask again.
+CIRCUIT_MAX_OPEN_MS = 2000
+
 
 @dataclass
 class ModuleDeployment:
@@ -54,6 +58,8 @@ def module_config(directory: Path, socket_path: Path) -> Path:
         # Every answer from roomcache is also computed Synapse's way at the
         # same token and compared (the tests check the counter).
         "      verify_fraction: 1.0\n"
+        "      circuit_open_ms: 500\n"
+        f"      circuit_max_open_ms: {CIRCUIT_MAX_OPEN_MS}\n"
     )
     return path
 
