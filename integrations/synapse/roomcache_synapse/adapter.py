@@ -21,13 +21,27 @@ import functools
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
+import attr
 from synapse.api.errors import SlidingSyncUnknownPosition
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
-from synapse.handlers.sliding_sync.room_lists import SlidingSyncInterestedRooms
+from synapse.handlers.sliding_sync.room_lists import (
+    MINIMUM_NOT_USED_AGE_EXPIRY,
+    NUM_ROOMS_THRESHOLD,
+    SlidingSyncInterestedRooms,
+)
 from synapse.storage.invite_rule import AllowAllInviteRulesConfig
 from synapse.storage.roommember import RoomsForUserSlidingSync
 from synapse.types import PersistedEventPosition, RoomStreamToken
-from synapse.types.handlers.sliding_sync import OperationType, RoomSyncConfig, SlidingSyncResult
+from synapse.types.handlers.sliding_sync import (
+    HaveSentRoomFlag,
+    OperationType,
+    PerConnectionState,
+    RoomStatusMap,
+    RoomSyncConfig,
+    SlidingSyncResult,
+)
+
+from .to_send import PreviousConnection, TooManyUpdates
 
 __all__ = [
     "KNOWN_ROOM_VERSIONS",
@@ -52,6 +66,7 @@ Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
 _PROCESS_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("api", "_hs", False),
     ("hs", "get_reactor", True),
+    ("hs", "get_clock", True),
     ("hs", "get_instance_name", True),
     ("hs", "is_mine_id", True),
     ("hs", "get_replication_notifier", True),
@@ -78,6 +93,7 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("store", "get_room_version_id.prefill", True),
     ("store", "db_pool.simple_select_many_batch", True),
     ("store", "get_room_max_token", True),
+    ("store", "get_rooms_that_have_updates_since_sliding_sync_table", True),
     ("store", "get_events_stream_id_generator", True),
     ("events_ids", "get_max_allocated_token", True),
     ("store", "_membership_stream_cache.has_entity_changed", True),
@@ -107,6 +123,18 @@ def _lookup(root: Any, path: str) -> Any:
     return value
 
 
+# The fields of Synapse's connection state the adapter reads (on objects
+# that exist only during a request: looked up on their classes).
+_FIELDS: tuple[tuple[type, str], ...] = (
+    (PerConnectionState, "rooms"),
+    (PerConnectionState, "room_configs"),
+    (PerConnectionState, "last_used_ts"),
+    (RoomStatusMap, "_statuses"),
+    (RoomSyncConfig, "timeline_limit"),
+    (RoomSyncConfig, "required_state_map"),
+)
+
+
 def missing_names(api: Any, *, seam: bool = True) -> list[str]:
     """The names the module needs that this Synapse lacks (empty when all
     are there), as `object.path`: those every process needs, and with
@@ -130,6 +158,12 @@ def missing_names(api: Any, *, seam: bool = True) -> list[str]:
         derived = _DERIVED.get((root_name, path))
         if derived is not None:
             roots[derived[0]] = derived[1](value)
+    if seam:
+        missing += [
+            f"{owner.__name__}.{field}"
+            for owner, field in _FIELDS
+            if field not in attr.fields_dict(owner)
+        ]
     return missing
 
 
@@ -226,7 +260,38 @@ class SynapseAdapter:
             previous_connection_state, from_token, relevant_room_map
         )
 
+    def previous_connection(self, state: Any, from_token: Any | None) -> PreviousConnection | None:
+        """What the connection sent before (None on a request without `pos`),
+        read from Synapse's `PerConnectionState`."""
+        if from_token is None:
+            return None
+        statuses: Mapping[str, Any] = state.rooms._statuses
+        previously = HaveSentRoomFlag.PREVIOUSLY
+        return PreviousConnection(
+            never_sent=lambda rooms: set(rooms - statuses.keys()),
+            previously=[room for room, sent in statuses.items() if sent.status is previously],
+            room_configs=state.room_configs,
+            last_used_ts=state.last_used_ts,
+        )
+
+    # Synapse's rule for connections unused for long with many updates.
+    connection_expiry = TooManyUpdates(
+        rooms=NUM_ROOMS_THRESHOLD, unused_ms=int(MINIMUM_NOT_USED_AGE_EXPIRY.as_millis())
+    )
+
+    def now_ms(self) -> int:
+        return self._hs.get_clock().time_msec()
+
     # --- the store ---------------------------------------------------------------
+
+    async def rooms_with_updates_since(self, room_ids: Collection[str], room_key: Any) -> set[str]:
+        """Of these rooms, those Synapse knows an event of after `room_key`
+        (its stream change cache, else its sliding-sync table)."""
+        return set(
+            await self._store.get_rooms_that_have_updates_since_sliding_sync_table(
+                room_ids, room_key
+            )
+        )
 
     async def sliding_sync_tables_ready(self) -> bool:
         return await self._store.have_finished_sliding_sync_background_jobs()

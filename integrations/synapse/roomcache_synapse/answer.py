@@ -122,8 +122,8 @@ class RoomListAnswer:
 
     def entry(self, room_id: str) -> RoomEntry:
         """The user's entry in a room the answer shows, checked (its
-        membership is at or before the request's token, since the answer
-        says no membership of the user is after it)."""
+        membership is at or before the request's token: asked only of an
+        answer that says no membership of the user is after it)."""
         parsed = self._parsed.get(room_id)
         if parsed is None:
             raw = self._raw_entries.get(room_id)
@@ -138,12 +138,16 @@ class RoomListAnswer:
 
 def _entry_at(raw: Any, at: StreamPosition) -> RoomEntry:
     entry = RoomEntry.parse(raw)
+    _check_at(entry, at)
+    return entry
+
+
+def _check_at(entry: RoomEntry, at: StreamPosition) -> None:
     if entry.event_stream_ordering > at.position(entry.event_instance_name):
         raise BadAnswer(
             f"the membership in {entry.room_id} at {entry.event_instance_name}/"
             f"{entry.event_stream_ordering} is after the token {at.text()}"
         )
-    return entry
 
 
 def parse_answer(
@@ -172,13 +176,19 @@ def parse_answer(
     after = raw.get("memberships_after_at")
     if after is None:
         raise BadAnswer("no memberships_after_at")
+    memberships_after_at = tuple(_room_ids(after, "memberships_after_at"))
+    if not memberships_after_at:
+        # No membership of the user is after the token: none shown may be.
+        for list_answer in lists:
+            for entry in list_answer.unsettled or ():
+                _check_at(entry, at)
     return RoomListAnswer(
         lists=tuple(lists),
         token=position,
         timed_out=_flag(raw, "timed_out"),
         fallback=_flag(raw, "fallback"),
         unaffected=_flag(raw, "unaffected"),
-        memberships_after_at=tuple(_room_ids(after, "memberships_after_at")),
+        memberships_after_at=memberships_after_at,
         other_rooms=frozenset(_room_ids(raw.get("other_rooms", []), "other_rooms")),
         subscribed=subscribed,
         account_data_position=_optional_position(raw.get("account_data_position")),
@@ -221,7 +231,7 @@ def _list(
         settled.append((recency, room_id))
     unsettled = []
     for raw_entry in unsettled_raw:
-        entry = _entry_at(raw_entry, at)
+        entry = RoomEntry.parse(raw_entry)
         entries.setdefault(entry.room_id, raw_entry)
         if entry.recency <= at.stream:
             raise BadAnswer(f"unsettled room {entry.room_id} sorts by {entry.recency}")

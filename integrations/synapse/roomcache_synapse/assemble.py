@@ -78,6 +78,8 @@ class Assembled:
         self.lists: dict[str, Any] = {}
         self.relevant: dict[str, Any] = {}
         self.all_rooms: set[str] = set()
+        # Subscribed rooms shown by no list's ranges.
+        self.subscribed_outside_ranges: set[str] = set()
 
     def add_room(self, room_id: str, config: Any) -> Any:
         """A room shown with `config` (a `RoomSyncConfig`): its config

@@ -45,12 +45,13 @@ from .assemble import (
     range_room_ids,
     unsettled_joined_rooms,
 )
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, Ticket
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
 from .metrics import ROOM_LISTS, SEAM_SECONDS, UNAFFECTED, UNSETTLED_ROOMS, VERIFIED
 from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body
+from .to_send import ConnectionExpired, rooms_to_send
 from .tokens import StreamPosition
 
 logger = logging.getLogger(__name__)
@@ -298,7 +299,17 @@ class RoomcacheRoomLists:
             wait_for_account_data=self._position.account_data_to_wait_for(user_id, to_token),
             unaffected=self._position.unaffected(user_id),
         )
-        raw = await self._call(user_id, body)
+        ticket = self._breaker.ticket()
+        if ticket is None:
+            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
+        try:
+            raw = await self._client.room_lists(user_id, body)
+        except RoomcacheFailure as failure:
+            raise self._failed(ticket, failure) from failure
+        except BaseException:
+            self._breaker.released(ticket)  # cancelled: the probe's place is free
+            raise
+        self._breaker.succeeded(ticket)
         at = StreamPosition.of(to_token.room_key)
         asked = [[(start, end) for start, end in config.ranges or ()] for config in lists.values()]
         try:
@@ -317,24 +328,15 @@ class RoomcacheRoomLists:
             raise Fallback("membership_after_token", f"{len(answer.memberships_after_at)} rooms")
         return answer
 
-    async def _call(self, user_id: str, body: JsonDict) -> JsonDict:
-        """One call to roomcache, through the circuit breaker."""
-        ticket = self._breaker.ticket()
-        if ticket is None:
-            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
-        try:
-            raw = await self._client.room_lists(user_id, body)
-        except RoomcacheFailure as failure:
-            if failure.reason in _BREAKER_REASONS:
-                self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
-            else:
-                self._breaker.succeeded(ticket)
-            raise Fallback(failure.reason, failure.detail) from failure
-        except BaseException:
-            self._breaker.released(ticket)
-            raise
-        self._breaker.succeeded(ticket)
-        return raw
+    def _failed(self, ticket: Ticket, failure: RoomcacheFailure) -> Fallback:
+        """The fallback for a failed call to roomcache, once the circuit
+        breaker has heard of it: timeouts and unavailability count towards
+        opening it, any other answer shows roomcache answers."""
+        if failure.reason in _BREAKER_REASONS:
+            self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
+        else:
+            self._breaker.succeeded(ticket)
+        return Fallback(failure.reason, failure.detail)
 
     async def _check_token(self, token: StreamPosition) -> None:
         """An answer's token is never beyond what Synapse has handed out. The
@@ -403,6 +405,8 @@ class RoomcacheRoomLists:
             if room_id not in assembled.relevant and room_id not in answer.subscribed:
                 continue
             assembled.all_rooms.add(room_id)
+            if room_id not in assembled.relevant:
+                assembled.subscribed_outside_ranges.add(room_id)
             config = RoomSyncConfig.from_room_config(subscription)
             if (
                 config.must_await_full_state(self._synapse.is_mine_id)
@@ -420,14 +424,34 @@ class RoomcacheRoomLists:
         facts: Facts,
         assembled: Assembled,
     ) -> SlidingSyncInterestedRooms:
-        relevant_to_send = await self._synapse.rooms_to_send(
-            previous_connection_state, from_token, assembled.relevant
-        )
+        relevant = assembled.relevant
+        previous = self._synapse.previous_connection(previous_connection_state, from_token)
+        updated: set[str] = set()
+        if previous is not None:
+            # roomcache names the lists' rooms with an event (or the user's
+            # membership) after `pos`; rooms shown only as subscriptions are
+            # Synapse's to judge (at most a few).
+            updated = set(answer.other_rooms)
+            subscribed_only = assembled.subscribed_outside_ranges - updated
+            if subscribed_only:
+                updated |= await self._synapse.rooms_with_updates_since(
+                    subscribed_only, from_token.room_key
+                )
+        try:
+            relevant_to_send = rooms_to_send(
+                relevant,
+                previous,
+                updated,
+                now_ms=self._synapse.now_ms(),
+                expiry=self._synapse.connection_expiry,
+            )
+        except ConnectionExpired:
+            raise SlidingSyncUnknownPosition() from None
         return SlidingSyncInterestedRooms(
             lists=assembled.lists,
-            relevant_room_map=assembled.relevant,
+            relevant_room_map=relevant,
             relevant_rooms_to_send_map=relevant_to_send,
-            all_rooms=assembled.all_rooms | assembled.relevant.keys(),
+            all_rooms=assembled.all_rooms | relevant.keys(),
             # Synapse's caller reads the memberships of the rooms it sends
             # only.
             room_membership_for_user_map=await self._memberships(answer, relevant_to_send),

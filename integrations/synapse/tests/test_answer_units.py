@@ -180,6 +180,13 @@ def unsettled_answer() -> dict[str, Any]:
     return raw
 
 
+def test_a_membership_after_the_token_is_reported_not_refused() -> None:
+    raw = unsettled_answer()
+    raw["lists"]["0"]["unsettled"][0].update(event_stream_ordering=21)
+    raw["memberships_after_at"] = ["!late:hs"]
+    assert parse(raw).memberships_after_at == ("!late:hs",)
+
+
 def test_settled_and_unsettled_rooms() -> None:
     parsed = parse(unsettled_answer())
     (only,) = parsed.lists
@@ -190,6 +197,8 @@ def test_settled_and_unsettled_rooms() -> None:
         lambda raw: raw["lists"]["0"]["settled"][0].update(recency=21),  # after the token
         lambda raw: raw["lists"]["0"]["unsettled"][0].update(recency=20),  # not after it
         lambda raw: raw["lists"]["0"]["unsettled"][0].update(membership="bogus"),
+        # No membership is said to be after the token, yet one is.
+        lambda raw: raw["lists"]["0"]["unsettled"][0].update(event_stream_ordering=21),
         lambda raw: raw["lists"]["0"].update(count=2),  # fewer than the rooms given
         lambda raw: raw["lists"]["0"].update(ranges=[{"range": [0, 1], "rooms": []}]),
     ):

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 from collections.abc import Callable
 from typing import Any
 from unittest.mock import AsyncMock, Mock
 
 import pytest
 from prometheus_client import REGISTRY
+from synapse.api.errors import SlidingSyncUnknownPosition
 from synapse.handlers.sliding_sync.room_lists import SlidingSyncRoomLists
 from synapse.server import HomeServer
 from synapse.storage.databases.main import DataStore
 from synapse.types import RoomStreamToken, UserID, create_requester
-from synapse.types.handlers.sliding_sync import SlidingSyncConfig
+from synapse.types.handlers.sliding_sync import (
+    HaveSentRoom,
+    PerConnectionState,
+    RoomStatusMap,
+    RoomSyncConfig,
+    SlidingSyncConfig,
+)
 
 from roomcache_synapse import RoomcacheModule
 from roomcache_synapse.adapter import SynapseAdapter, missing_names
@@ -27,6 +35,12 @@ from roomcache_synapse.breaker import CircuitBreaker
 from roomcache_synapse.client import RoomcacheClient, RoomcacheFailure
 from roomcache_synapse.config import parse_config
 from roomcache_synapse.seam import RoomcacheRoomLists
+from roomcache_synapse.to_send import (
+    ConnectionExpired,
+    PreviousConnection,
+    TooManyUpdates,
+    rooms_to_send,
+)
 
 from .test_answer_units import entry
 
@@ -58,6 +72,7 @@ def sync_config(conn_id: str = "conn", **lists: Any) -> SlidingSyncConfig:
 
 
 def token(stream: int, account_data: int = 5) -> Mock:
+    """A Synapse `StreamToken` (what the seam reads of it)."""
     return Mock(room_key=RoomStreamToken(stream=stream), account_data_key=account_data)
 
 
@@ -97,10 +112,17 @@ class Deployment:
         synapse.newly_joined_and_left.return_value = (set(), {})
         synapse.dm_rooms.return_value = frozenset()
         synapse.room_versions.side_effect = lambda room_ids: dict.fromkeys(room_ids, "10")
-        # Synapse's own choice of rooms to send: the first room shown only.
-        synapse.rooms_to_send.side_effect = lambda _state, _from, relevant: dict(
-            list(relevant.items())[:1]
+        # A connection that sent !b:hs before (and not !a:hs), nothing
+        # changed since.
+        synapse.previous_connection.return_value = PreviousConnection(
+            never_sent=lambda rooms: set(rooms) - {"!b:hs"},
+            previously=[],
+            room_configs={},
+            last_used_ts=None,
         )
+        synapse.connection_expiry = TooManyUpdates(rooms=100, unused_ms=3_600_000)
+        synapse.now_ms.return_value = 10**12
+        synapse.rooms_with_updates_since.return_value = set()
         synapse.membership_changed_since.return_value = False
         synapse.rooms_with_events_since.return_value = set()
         synapse.account_data_changed_since.return_value = True
@@ -446,3 +468,87 @@ def test_room_versions_come_from_the_cache_then_one_query() -> None:
         "!c:hs",
     ]
     store.get_room_version_id.prefill.assert_called_once_with(("!b:hs",), "9")
+
+
+# --- the rooms to send, against Synapse's own decision ------------------------------
+
+
+def _configs(rng: random.Random) -> list[RoomSyncConfig]:
+    """Configs as a request builds them (a few shared objects) and as
+    Synapse loads them from its database (one required-state map per
+    distinct required state)."""
+    name = {"m.room.name": {""}}
+    with_topic = {"m.room.name": {""}, "m.room.topic": {""}}
+    everything = {"*": {"*"}}
+    maps = [name, with_topic, everything, {"m.room.member": {"$LAZY", "$ME"}}]
+    return [
+        RoomSyncConfig(timeline_limit=rng.choice((0, 1, 20)), required_state_map=m) for m in maps
+    ]
+
+
+def test_rooms_to_send_are_synapse_s() -> None:
+    rng = random.Random(19)
+    adapter = SynapseAdapter(Mock())
+    synapse_lists = object.__new__(SlidingSyncRoomLists)
+    for case in range(400):
+        rooms = [f"!r{i}:hs" for i in range(rng.choice((5, 30, 150)))]
+        configs = _configs(rng)
+        relevant: dict[str, RoomSyncConfig] = {}
+        for room_id in rng.sample(rooms, rng.randrange(len(rooms) + 1)):
+            config = rng.choice(configs)
+            if rng.random() < 0.1:  # shown by two lists
+                config = config.combine_room_sync_config(rng.choice(configs))
+            relevant[room_id] = config
+        loaded = _configs(rng)  # the previous request's, as loaded
+        previous_configs = {
+            room_id: RoomSyncConfig(
+                timeline_limit=rng.choice((0, 1, 20)),
+                required_state_map=rng.choice(loaded).required_state_map,
+            )
+            for room_id in rooms
+            if rng.random() < 0.7
+        }
+        statuses = {
+            room_id: rng.choice((HaveSentRoom.live(), HaveSentRoom.previously("s1")))
+            for room_id in rooms
+            if rng.random() < 0.8
+        }
+        update_rate = rng.choice((0.05, 0.9))
+        updated = {room_id for room_id in rooms if rng.random() < update_rate}
+        now = 10**12
+        last_used = rng.choice((None, now - 1000, now - 2 * 3_600_000))
+        state = PerConnectionState(
+            last_used_ts=last_used,
+            rooms=RoomStatusMap(statuses),
+            room_configs=previous_configs,
+        )
+        from_token = Mock(room_key=RoomStreamToken(stream=1))
+        store = Mock()
+        store.get_rooms_that_have_updates_since_sliding_sync_table = AsyncMock(
+            side_effect=lambda room_ids, _key, updated=updated: [
+                r for r in room_ids if r in updated
+            ]
+        )
+        synapse_lists.store = store
+        synapse_lists._clock = Mock(time_msec=Mock(return_value=now))
+        try:
+            theirs = asyncio.run(
+                synapse_lists._filter_relevant_rooms_to_send(state, from_token, dict(relevant))
+            )
+        except SlidingSyncUnknownPosition:
+            theirs = None
+        try:
+            ours = rooms_to_send(
+                relevant,
+                adapter.previous_connection(state, from_token),
+                updated,
+                now_ms=now,
+                expiry=adapter.connection_expiry,
+            )
+        except ConnectionExpired:
+            ours = None
+        assert ours == theirs, f"case {case}"
+        assert (
+            rooms_to_send(relevant, None, updated, now_ms=now, expiry=adapter.connection_expiry)
+            is relevant
+        )
