@@ -56,6 +56,8 @@ pub(crate) struct Answer<T> {
     pub(crate) timed_out: bool,
     /// Some rows of the answer were computed by the fallback.
     pub(crate) fallback: bool,
+    /// How long the read waited for its token.
+    pub(crate) waited: Duration,
 }
 
 /// What reads share with source mode's follower.
@@ -73,6 +75,7 @@ impl<T, U> Answer<(T, U)> {
             token: self.token,
             timed_out: self.timed_out,
             fallback: self.fallback,
+            waited: self.waited,
         };
         (answer, extra)
     }
@@ -144,8 +147,19 @@ impl Reads {
 
     /// Source mode: the follower polls now rather than after its pause.
     fn poll_source_now(&self) {
-        if let Some(poll_now) = &self.poll_now {
-            poll_now.notify_one();
+        self.wake_source();
+    }
+
+    /// Source mode: the follower reads the source now rather than at its
+    /// next poll (a step already running is followed by another); false
+    /// in feed mode (nothing to wake).
+    pub(crate) fn wake_source(&self) -> bool {
+        match &self.poll_now {
+            Some(poll_now) => {
+                poll_now.notify_one();
+                true
+            }
+            None => false,
         }
     }
 
@@ -209,7 +223,9 @@ impl Reads {
     /// Waits, then reads the token and runs `read` as one snapshot: the
     /// value reflects exactly the rows at or below the token.
     async fn read_at_token<T>(&self, wait: &Wait, read: impl FnMut(&ReadIndex) -> T) -> Answer<T> {
+        let started = std::time::Instant::now();
         let timed_out = self.wait(wait).await;
+        let waited = started.elapsed();
         let mut read = read;
         let (token, value) = self
             .tracker
@@ -220,6 +236,7 @@ impl Reads {
             token,
             timed_out,
             fallback: false,
+            waited,
         }
     }
 
@@ -311,11 +328,15 @@ impl Reads {
         request: &RoomListRequest,
         wait: &Wait,
     ) -> Result<Answer<RoomLists>, ReadError> {
+        let started = std::time::Instant::now();
         let (wait, account_timed_out) = self
             .wait_for_account_data(request.wait_for_account_data, wait)
             .await;
+        let account_waited = started.elapsed();
         let account_data_position = self.account_data.as_ref().and_then(|p| p.get());
-        let unaffected = self.unaffected(user, request);
+        let moved = self.unaffected(user, request);
+        let unaffected = moved.is_some();
+        let moved = moved.unwrap_or_default();
         let wait = if unaffected { Wait::default() } else { wait };
         let fallback_rows = self.fallback.rows_of_user(user).await?;
         let max = self.settings.max_room_list_rooms;
@@ -325,6 +346,7 @@ impl Reads {
                     let budget = RoomBudget::new(max);
                     let mut options = request.options();
                     options.budget = Some(&budget);
+                    options.moved_rooms = &moved;
                     let lists = index.room_lists(user, &request.lists, options);
                     (lists, budget.exceeded())
                 })
@@ -334,7 +356,8 @@ impl Reads {
                 let (mut answer, exceeded) = self
                     .read_at_token(&wait, |index| {
                         let budget = RoomBudget::new(max);
-                        let lists = fallback::scan_room_lists(index, user, request, &budget, &rows);
+                        let lists =
+                            fallback::scan_room_lists(index, user, request, &budget, &rows, &moved);
                         (lists, budget.exceeded())
                     })
                     .await
@@ -349,26 +372,31 @@ impl Reads {
         answer.timed_out |= account_timed_out;
         answer.value.account_data_position = account_data_position;
         answer.value.unaffected = unaffected;
+        let waited = account_waited.saturating_add(answer.waited);
+        answer.value.waited_us = Some(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
         if unaffected {
             metrics::counter!("roomcache_room_lists_unaffected_total").increment(1);
         }
         Ok(answer)
     }
 
-    /// Whether a room-list request need not wait for its token: the cache
-    /// has reached `unaffected.since` but not `wait_for`, and none of the
-    /// rooms changed since is the user's or a space the lists filter on
-    /// (the caller vouches for the rest). Rows published meanwhile only
-    /// bring the answer nearer to `wait_for`.
-    fn unaffected(&self, user: &UserId, request: &RoomListRequest) -> bool {
+    /// Whether a room-list request need not wait for its token, and if so
+    /// the rooms whose recency it does not know: the cache has reached
+    /// `unaffected.since` but not `wait_for`, and none of the rooms changed
+    /// since is the user's or a space the lists filter on (the caller
+    /// vouches for the rest) — or, with `reorder_only`, those that are the
+    /// user's are joined rooms, whose entries only the recency may have
+    /// changed (they are returned). Rows published meanwhile only bring
+    /// the answer nearer to `wait_for`.
+    fn unaffected(&self, user: &UserId, request: &RoomListRequest) -> Option<Vec<RoomId>> {
         let (Some(unaffected), Some(wait_for)) = (&request.unaffected, &request.wait_for) else {
-            return false;
+            return None;
         };
         let (target, _) = self.tracker.clamp(wait_for);
         let (since, _) = self.tracker.clamp(&unaffected.since);
         let token = self.tracker.token();
         if target.is_before_or_eq(&token) || !since.is_before_or_eq(&token) {
-            return false;
+            return None;
         }
         let spaces: BTreeSet<&RoomId> = request
             .lists
@@ -376,7 +404,13 @@ impl Reads {
             .filter_map(|list| list.filters.spaces.as_ref())
             .flatten()
             .collect();
-        !self.index.touches(user, &unaffected.rooms, &spaces)
+        let touched = self.index.touched(user, &unaffected.rooms, &spaces);
+        let settled = !touched.space && !touched.other;
+        match (settled, touched.joined.is_empty(), unaffected.reorder_only) {
+            (true, true, _) => Some(Vec::new()),
+            (true, false, true) => Some(touched.joined),
+            _ => None,
+        }
     }
 
     /// Each configured writer's durable position and the token, as one snapshot.

@@ -87,6 +87,10 @@ pub struct RoomLists {
     /// the request's rooms being unaffected since `unaffected.since`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unaffected: bool,
+    /// How long the answer waited, in microseconds: for account data to
+    /// be followed and for the cache's token to cover `wait_for`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_us: Option<u64>,
 }
 
 impl RoomLists {
@@ -116,6 +120,7 @@ impl RoomLists {
             rooms: (!options.room_ids.is_empty()).then(BTreeMap::new),
             account_data_position: None,
             unaffected: false,
+            waited_us: None,
         }
     }
 }

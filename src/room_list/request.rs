@@ -83,11 +83,21 @@ pub struct RoomListRequest {
 /// membership or a space a list filters on, it answers at once, at its
 /// token, with `unaffected: true`: the lists are then the same as at
 /// `wait_for`.
+///
+/// With `reorder_only`, the caller also vouches that none of `rooms` had a
+/// change of its current state after `since` (only events that are not
+/// state, e.g. messages): the cache then answers at once even when some
+/// of them are the user's joined rooms. Such a room's entry is as of the
+/// cache's token except its recency, so every list sets it apart as
+/// unsettled (the caller places it by its position at `wait_for`), and
+/// `other_rooms` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unaffected {
     pub since: StreamToken,
     pub rooms: Vec<RoomId>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reorder_only: bool,
 }
 
 /// What a request asks of all its lists besides their filters and ranges.
@@ -100,6 +110,11 @@ pub struct ListOptions<'a> {
     pub ignored_inviters: &'a [UserId],
     pub other_rooms: OtherRooms,
     pub room_ids: &'a [RoomId],
+    /// Rooms whose recency is unknown to the cache although their entries
+    /// are not (the user's joined rooms with events after the cache's
+    /// token, see [`Unaffected::reorder_only`]): set apart as unsettled
+    /// in every list they match, and named by `other_rooms`.
+    pub moved_rooms: &'a [RoomId],
     /// Most rooms the answer may hold (`None`: no limit).
     pub budget: Option<&'a RoomBudget>,
 }
@@ -118,6 +133,11 @@ impl<'a> ListOptions<'a> {
     pub fn is_unsettled(&self, recency: i64) -> bool {
         self.at.is_some_and(|at| recency > at.stream)
     }
+
+    /// Whether a room is unsettled: it sorts after `at`, or it moved.
+    pub fn is_unsettled_room(&self, recency: i64, room: &RoomId) -> bool {
+        self.is_unsettled(recency) || self.moved_rooms.contains(room)
+    }
 }
 
 impl RoomListRequest {
@@ -130,6 +150,7 @@ impl RoomListRequest {
             ignored_inviters: &self.ignored_inviters,
             other_rooms: self.other_rooms,
             room_ids: &self.room_ids,
+            moved_rooms: &[],
             budget: None,
         }
     }

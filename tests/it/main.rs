@@ -21,6 +21,7 @@ mod scenarios;
 mod skeleton;
 mod socket;
 mod source_redis;
+mod source_wake;
 mod synapse_catalogue;
 mod synapse_oracle;
 mod synapse_workers_oracle;

@@ -347,3 +347,52 @@ async fn bad_room_list_requests_are_refused_with_4xx() {
     assert_eq!(answer.body["timed_out"], json!(true));
     assert_eq!(answer.body["lists"]["l"], json!({"count": 0, "ranges": []}));
 }
+
+/// `unaffected` with `reorder_only`: the caller vouches that the rooms
+/// changed after `since` had no change of state; the cache answers at once
+/// (before `wait_for`), setting alice's joined rooms among them apart as
+/// unsettled and naming them in `other_rooms`. Without the vouch, or when
+/// one of them is a room alice is not joined to, it waits.
+#[tokio::test]
+async fn an_early_answer_sets_rooms_that_only_moved_apart() {
+    let server = TestServer::start().await;
+    let (f, batches) = dataset();
+    for batch in &batches {
+        server.feed(batch).await;
+    }
+    let entries = expected_entries(&f);
+    let pick = |names: &[&str]| Value::Array(names.iter().map(|n| entries[n].clone()).collect());
+    let token = format!("s{}", f.next - 1);
+    let ahead = format!("s{}", f.next + 100);
+    let body = |rooms: &[&str], reorder_only: bool| {
+        json!({
+            "lists": {"l": {"ranges": [[0, 2]]}},
+            "wait_for": ahead, "at": ahead, "timeout_ms": 300,
+            "from_token": token, "other_rooms": "changed",
+            "unaffected": {"since": token, "rooms": rooms.iter().map(|n| room(n)).collect::<Vec<_>>(),
+                           "reorder_only": reorder_only},
+        })
+    };
+    let early = room_list(&server, ALICE, body(&["plain", "elsewhere"], true)).await;
+    assert_eq!(early["unaffected"], json!(true));
+    assert_eq!(early["timed_out"], json!(false));
+    assert_eq!(
+        early["lists"]["l"],
+        json!({"count": 8, "ranges": [],
+               "settled": pick(&["dm", "banned", "kicked"]), "unsettled": pick(&["plain"])})
+    );
+    assert_eq!(early["other_rooms"], json!([room("plain")]));
+    // No vouch, or a room alice is invited to: it waits for `wait_for`.
+    for (rooms, reorder_only) in [
+        (&["plain"][..], false),
+        (&["plain", "invited:remote"][..], true),
+    ] {
+        let waited = room_list(&server, ALICE, body(rooms, reorder_only)).await;
+        assert_eq!(waited["timed_out"], json!(true), "{rooms:?} {reorder_only}");
+        assert_eq!(waited.get("unaffected"), None);
+        assert_eq!(
+            waited["lists"]["l"],
+            json!({"count": 8, "ranges": [{"range": [0, 2], "rooms": pick(&["plain", "dm", "banned"])}]})
+        );
+    }
+}
