@@ -39,6 +39,7 @@ class RoomcacheModule:
     def __init__(self, config: RoomcacheConfig, api: Any) -> None:
         self.config = config
         self.installed = False
+        self.wakes = False
         version = installed_synapse_version()
         if not config.enabled:
             logger.info("roomcache: disabled in the module's config; Synapse is untouched")
@@ -56,28 +57,44 @@ class RoomcacheModule:
         if _lacks_names(missing_names(api, seam=False)):
             return
         synapse = SynapseAdapter.from_module_api(api)
+        self._client: Any = None
+        if config.wake_on_persist and synapse.persists_events():
+            from .waker import RoomcacheWaker
+
+            RoomcacheWaker(
+                synapse, self._roomcache(synapse), api.run_as_background_process
+            ).install()
+            self.wakes = True
+            logger.info("roomcache: events persisted by %s wake roomcache", synapse.instance_name)
         if not synapse.serves_client_api():
-            logger.info("roomcache: this process has no client listener; nothing to do")
+            logger.info("roomcache: this process has no client listener; no room lists to serve")
             return
         if _lacks_names(missing_names(api)):
             return
-        from .client import RoomcacheClient
         from .seam import RoomcacheRoomLists
 
-        client = RoomcacheClient(
-            synapse.reactor,
-            config.socket_path,
-            timeout_seconds=config.request_timeout_ms / 1000,
-            max_connections=config.max_connections,
-            max_answer_bytes=config.max_answer_bytes,
-        )
-        RoomcacheRoomLists(synapse, client, config).install()
+        RoomcacheRoomLists(synapse, self._roomcache(synapse), config).install()
         self.installed = True
         logger.info(
             "roomcache: Sliding Sync room lists of %s come from roomcache at %s",
             synapse.instance_name,
             config.socket_path,
         )
+
+    def _roomcache(self, synapse: Any) -> Any:
+        """The process's one client of roomcache."""
+        if self._client is None:
+            from .client import RoomcacheClient
+
+            config = self.config
+            self._client = RoomcacheClient(
+                synapse.reactor,
+                config.socket_path,
+                timeout_seconds=config.request_timeout_ms / 1000,
+                max_connections=config.max_connections,
+                max_answer_bytes=config.max_answer_bytes,
+            )
+        return self._client
 
 
 def _lacks_names(missing: list[str]) -> bool:

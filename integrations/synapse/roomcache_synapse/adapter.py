@@ -75,10 +75,12 @@ _PROCESS_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("hs", "config.worker.worker_app", False),
     ("hs", "config.worker.worker_listeners", False),
     ("hs", "config.worker.writers.events", False),
+    ("hs", "get_datastores", True),
+    ("store", "get_events_stream_id_generator", True),
+    ("events_ids", "get_current_token_for_writer", True),
 )
 _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("hs", "get_sliding_sync_handler", True),
-    ("hs", "get_datastores", True),
     ("room_lists", "compute_interested_rooms", True),
     ("room_lists", "_get_newly_joined_and_left_rooms", True),
     ("room_lists", "_get_dm_rooms_for_user", True),
@@ -94,11 +96,11 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("store", "db_pool.simple_select_many_batch", True),
     ("store", "get_room_max_token", True),
     ("store", "get_rooms_that_have_updates_since_sliding_sync_table", True),
-    ("store", "get_events_stream_id_generator", True),
     ("events_ids", "get_max_allocated_token", True),
     ("store", "_membership_stream_cache.has_entity_changed", True),
     ("store", "_events_stream_cache.get_all_entities_changed", True),
     ("store", "_account_data_stream_cache.has_entity_changed", True),
+    ("store", "_curr_state_delta_stream_cache.get_entities_changed", True),
 )
 
 
@@ -355,6 +357,20 @@ class SynapseAdapter:
         stream change cache does not reach back that far."""
         changed = self._store._events_stream_cache.get_all_entities_changed(stream)
         return set(changed.entities) if changed.hit else None
+
+    def rooms_with_state_changes_since(self, room_ids: Collection[str], stream: int) -> set[str]:
+        """Of these rooms, those whose current state may have changed after
+        `stream` (Synapse's stream change cache of state deltas: all of them
+        when it does not reach back that far)."""
+        return set(
+            self._store._curr_state_delta_stream_cache.get_entities_changed(room_ids, stream)
+        )
+
+    def events_position(self) -> int:
+        """This process's own position on the events stream (what it has
+        persisted)."""
+        generator = self._store.get_events_stream_id_generator()
+        return generator.get_current_token_for_writer(self.instance_name)
 
     def account_data_changed_since(self, user_id: str, position: int) -> bool:
         return self._store._account_data_stream_cache.has_entity_changed(user_id, position)

@@ -116,6 +116,8 @@ class RoomListAnswer:
     subscribed: frozenset[str]
     """The rooms of `room_ids` (subscriptions) the user has an entry in."""
     account_data_position: int | None
+    waited_us: int | None
+    """How long roomcache waited before answering (as it reports it)."""
     _at: StreamPosition
     _raw_entries: Mapping[str, JsonDict]
     _parsed: dict[str, RoomEntry] = attr.ib(factory=dict)
@@ -192,6 +194,7 @@ def parse_answer(
         other_rooms=frozenset(_room_ids(raw.get("other_rooms", []), "other_rooms")),
         subscribed=subscribed,
         account_data_position=_optional_position(raw.get("account_data_position")),
+        waited_us=_optional_position(raw.get("waited_us"), "waited_us"),
         at=at,
         raw_entries=entries,
     )
@@ -302,8 +305,8 @@ def _integer(value: Any, minimum: int, what: str) -> int:
     return value
 
 
-def _optional_position(value: Any) -> int | None:
-    return None if value is None else _integer(value, 0, "account_data_position")
+def _optional_position(value: Any, what: str = "account_data_position") -> int | None:
+    return None if value is None else _integer(value, 0, what)
 
 
 def _boolean(value: Any, what: str) -> bool:

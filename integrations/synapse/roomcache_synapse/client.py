@@ -202,8 +202,16 @@ class RoomcacheClient:
         A request on a kept-alive connection roomcache had closed is sent
         once more on a new one (reads change nothing)."""
         started = time.perf_counter()
+        answer = await self._post(f"/v1/users/{quote(user_id, safe='')}/room_list", body)
+        REQUEST_SECONDS.observe(time.perf_counter() - started)
+        return answer
+
+    async def wake(self) -> None:
+        """Source mode: roomcache's follower reads Synapse's database now."""
+        await self._post("/v1/source/wake", {})
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> JsonDict:
         data = json.dumps(body, separators=(",", ":")).encode()
-        path = f"/v1/users/{quote(user_id, safe='')}/room_list"
         head = (
             f"POST {path} HTTP/1.1\r\nHost: roomcache\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n"
@@ -215,9 +223,7 @@ class RoomcacheClient:
         except defer.TimeoutError as error:
             detail = f"no answer within {self._timeout_seconds} s"
             raise RoomcacheFailure("timeout", detail) from error
-        answer = _decode(status, raw)
-        REQUEST_SECONDS.observe(time.perf_counter() - started)
-        return answer
+        return _decode(status, raw)
 
     async def _exchange(self, head: bytes, data: bytes) -> tuple[int, bytes]:
         connection, reused = await self._connection()
@@ -271,7 +277,7 @@ def _decode(status: int, raw: bytes) -> JsonDict:
         raise RoomcacheFailure("bad_answer", f"HTTP {status}, not JSON") from error
     if not isinstance(answer, dict):
         raise RoomcacheFailure("bad_answer", f"HTTP {status}, not a JSON object")
-    if status != 200:
+    if status not in (200, 202):
         errcode = answer.get("errcode", "?")
         raise RoomcacheFailure("error", f"HTTP {status} {errcode}: {answer.get('error')}")
     return answer

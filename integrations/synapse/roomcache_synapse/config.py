@@ -60,6 +60,10 @@ class RoomcacheConfig:
     """This share of the requests answered from roomcache is also computed
     Synapse's way and compared; on a difference Synapse's answer is used,
     and the difference counted and logged."""
+    wake_on_persist: bool = True
+    """In a process that persists events (a monolith, an event persister):
+    wake roomcache's follower as soon as events are committed, so that it
+    has them before the next sync request asks."""
     enabled: bool = True
     """False: the module loads but leaves Synapse untouched."""
 
@@ -85,8 +89,10 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
     if prefix is not None and (not isinstance(prefix, str) or not prefix):
         raise ConfigError("roomcache: `bypass_conn_id_prefix` must be a non-empty string")
     enabled = config.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("roomcache: `enabled` must be true or false")
+    wake_on_persist = config.get("wake_on_persist", True)
+    for key, value in (("enabled", enabled), ("wake_on_persist", wake_on_persist)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"roomcache: `{key}` must be true or false")
     verify_fraction = config.get("verify_fraction", 0.0)
     if (
         not isinstance(verify_fraction, int | float)
@@ -109,5 +115,6 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         circuit_max_open_ms=circuit_max_open_ms,
         bypass_conn_id_prefix=prefix,
         verify_fraction=float(verify_fraction),
+        wake_on_persist=wake_on_persist,
         enabled=enabled,
     )

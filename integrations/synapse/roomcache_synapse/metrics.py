@@ -57,3 +57,17 @@ CIRCUIT_OPENINGS = Counter(
     "Times the circuit breaker opened (after a run of timeouts or unavailability, or a "
     "failed probe).",
 )
+
+ROOMCACHE_WAIT_SECONDS = Histogram(
+    "roomcache_synapse_roomcache_wait_seconds",
+    "How long roomcache's room-list answer waited (to follow account data and reach the "
+    "request's token), as roomcache reports it.",
+    buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+
+WAKES = Counter(
+    "roomcache_synapse_wakes",
+    "Wake-ups of roomcache's follower sent after this process persisted events, by outcome "
+    "(sent, or the reason it failed).",
+    ["outcome"],
+)

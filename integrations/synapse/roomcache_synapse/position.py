@@ -7,7 +7,10 @@ right after a write waits until roomcache has followed it. When nothing
 that concerns the user happened after a position roomcache has reached (no
 membership of theirs changed, and the rooms with an event since are not
 theirs: roomcache checks those), roomcache's answer at its own token is the
-answer at the request's, and it need not wait (`unaffected`). The same for
+answer at the request's, and it need not wait (`unaffected`); when those
+rooms only had events that are not state (messages), it need not wait even
+for the user's own rooms: it sets them apart, and the module places them
+by their position at the request's token (`reorder_only`). The same for
 account data: when the user's did not change after roomcache's last
 account-data position, roomcache need not follow other users' first.
 Synapse's stream change caches (in memory) tell what changed.
@@ -85,7 +88,10 @@ class RoomcachePosition:
     def unaffected(self, user_id: str) -> JsonDict | None:
         """What lets roomcache answer before it reaches the token: the rooms
         with an event after the remembered position, when no membership of
-        the user changed since (Synapse's stream change caches, in memory)."""
+        the user changed since, and whether none of them changed its current
+        state (`reorder_only`: then roomcache answers at once even for the
+        user's own rooms, whose recency alone may have moved). Synapse's
+        stream change caches, in memory, tell."""
         since = self._reached
         if since is None:
             return None
@@ -94,7 +100,10 @@ class RoomcachePosition:
         changed = self._synapse.rooms_with_events_since(since.stream)
         if changed is None or len(changed) > _MAX_UNAFFECTED_ROOMS:
             return None
-        return {"since": since.text(), "rooms": sorted(changed)}
+        unaffected: JsonDict = {"since": since.text(), "rooms": sorted(changed)}
+        if changed and not self._synapse.rooms_with_state_changes_since(changed, since.stream):
+            unaffected["reorder_only"] = True
+        return unaffected
 
     def account_data_to_wait_for(self, user_id: str, to_token: Any) -> int:
         """The request's account-data position, or roomcache's own when the

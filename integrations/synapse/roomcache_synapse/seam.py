@@ -48,7 +48,14 @@ from .assemble import (
 from .breaker import CircuitBreaker, Ticket
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import ROOM_LISTS, SEAM_SECONDS, UNAFFECTED, UNSETTLED_ROOMS, VERIFIED
+from .metrics import (
+    ROOM_LISTS,
+    ROOMCACHE_WAIT_SECONDS,
+    SEAM_SECONDS,
+    UNAFFECTED,
+    UNSETTLED_ROOMS,
+    VERIFIED,
+)
 from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body
 from .to_send import ConnectionExpired, rooms_to_send
@@ -318,6 +325,8 @@ class RoomcacheRoomLists:
             raise Fallback("bad_answer", str(error)) from error
         await self._check_token(answer.token)
         self._position.note(answer, to_token)
+        if answer.waited_us is not None:
+            ROOMCACHE_WAIT_SECONDS.observe(answer.waited_us / 1e6)
         if answer.unaffected:
             UNAFFECTED.inc()
         if answer.timed_out:

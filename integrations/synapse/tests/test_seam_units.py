@@ -41,6 +41,7 @@ from roomcache_synapse.to_send import (
     TooManyUpdates,
     rooms_to_send,
 )
+from roomcache_synapse.waker import RoomcacheWaker
 
 from .test_answer_units import entry
 
@@ -125,6 +126,7 @@ class Deployment:
         synapse.rooms_with_updates_since.return_value = set()
         synapse.membership_changed_since.return_value = False
         synapse.rooms_with_events_since.return_value = set()
+        synapse.rooms_with_state_changes_since.return_value = set()
         synapse.account_data_changed_since.return_value = True
         synapse.current_room_token.return_value = RoomStreamToken(stream=20)
         synapse.max_allocated_stream.return_value = 40
@@ -386,8 +388,16 @@ def test_the_remembered_position_never_runs_ahead_of_synapse() -> None:
     deployment.synapse.rooms_with_events_since.return_value = {"!elsewhere:hs"}
     deployment.client.room_lists.return_value = good_answer(token="s20", unaffected=True)
     assert deployment.sync(to_token=token(30))[1] == "roomcache"
-    assert deployment.last_body()["unaffected"] == {"since": "s20", "rooms": ["!elsewhere:hs"]}
+    assert deployment.last_body()["unaffected"] == {
+        "since": "s20",
+        "rooms": ["!elsewhere:hs"],
+        "reorder_only": True,
+    }
     deployment.synapse.rooms_with_events_since.assert_called_with(20)
+    # A change of state in one of them: no early answer for the user's rooms.
+    deployment.synapse.rooms_with_state_changes_since.return_value = {"!elsewhere:hs"}
+    assert deployment.sync(to_token=token(30))[1] == "roomcache"
+    assert "reorder_only" not in deployment.last_body()["unaffected"]
     # Account data: never beyond the request's own position.
     deployment.client.room_lists.return_value = good_answer(account_data_position=10**12)
     deployment.synapse.account_data_changed_since.return_value = False
@@ -413,13 +423,20 @@ def synapse_objects() -> tuple[Mock, Mock, Mock, Mock]:
     room_lists = Mock(spec=SlidingSyncRoomLists)
     # Synapse's cached methods cannot be read from the class: the names are.
     store = Mock(spec=dir(DataStore))
-    for cache in ("_membership_stream_cache", "_events_stream_cache", "_account_data_stream_cache"):
+    for cache in (
+        "_membership_stream_cache",
+        "_events_stream_cache",
+        "_account_data_stream_cache",
+        "_curr_state_delta_stream_cache",
+    ):
         setattr(store, cache, Mock())
     store.db_pool = Mock()
     hs = Mock(spec=HomeServer)
     hs.get_sliding_sync_handler.return_value = Mock(room_lists=room_lists)
     hs.get_datastores.return_value = Mock(main=store)
     hs.config = Mock()
+    hs.get_instance_name.return_value = "main"
+    hs.config.worker.writers.events = ["p1"]  # not this process: no wake-ups
     hs.config.worker.worker_app = None
     client_listener = Mock()
     client_listener.http_options.resources = [Mock(names=["client", "federation"])]
@@ -552,3 +569,38 @@ def test_rooms_to_send_are_synapse_s() -> None:
             rooms_to_send(relevant, None, updated, now_ms=now, expiry=adapter.connection_expiry)
             is relevant
         )
+
+
+# --- waking roomcache after events are persisted ------------------------------------
+
+
+def test_a_new_events_position_wakes_roomcache_once_at_a_time() -> None:
+    synapse = Mock(spec=SynapseAdapter)
+    synapse.events_position.return_value = 10
+    client = Mock(spec=RoomcacheClient)
+    started: list[Any] = []
+    waker = RoomcacheWaker(synapse, client, lambda _name, wake: started.append(wake))
+    waker.install()
+    synapse.on_new_stream_data.assert_called_once_with(waker.on_new_stream_data)
+    waker.on_new_stream_data()  # another stream: the events position is the same
+    assert started == []
+    synapse.events_position.return_value = 11
+    waker.on_new_stream_data()
+    synapse.events_position.return_value = 12
+    waker.on_new_stream_data()  # before the wake is sent: it covers both
+    assert len(started) == 1
+
+    async def persisted_meanwhile() -> None:
+        if client.wake.await_count == 1:
+            synapse.events_position.return_value = 13
+            waker.on_new_stream_data()  # while the wake is out: one more after it
+
+    client.wake.side_effect = persisted_meanwhile
+    asyncio.run(started[0]())
+    assert len(started) == 1
+    assert client.wake.await_count == 2
+    synapse.events_position.return_value = 14
+    client.wake.side_effect = RoomcacheFailure("unavailable", "refused")
+    waker.on_new_stream_data()
+    asyncio.run(started[1]())  # a failure is logged, never raised
+    assert client.wake.await_count == 3
