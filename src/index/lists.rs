@@ -297,6 +297,7 @@ impl IndexData {
             ranges: Vec::new(),
             settled: Some(entries(&top)),
             unsettled: Some(entries(&unsettled)),
+            entries_since: None,
         }
     }
 

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
+use crate::room_list::{Entries, RoomBudget, RoomListRequest, RoomLists};
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::AccountDataPosition;
@@ -368,6 +368,11 @@ impl Reads {
         };
         if let Some((asked, max)) = exceeded {
             return Err(ReadError::TooManyRooms { asked, max });
+        }
+        if let (Entries::Changed, Some(from_token)) = (request.entries, &request.from_token) {
+            for list in answer.value.lists.values_mut() {
+                list.entries_since = Some(from_token.stream);
+            }
         }
         answer.timed_out |= account_timed_out;
         answer.value.account_data_position = account_data_position;

@@ -73,6 +73,31 @@ pub struct RoomListRequest {
     /// When not to wait for `wait_for`: see [`Unaffected`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unaffected: Option<Unaffected>,
+    /// How much of each room of the lists' ranges (and settled rooms) the
+    /// answer gives: see [`Entries`].
+    #[serde(default, skip_serializing_if = "Entries::is_all")]
+    pub entries: Entries,
+}
+
+/// How much of each room of the lists' ranges and settled rooms an answer
+/// gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entries {
+    /// Every entry whole.
+    #[default]
+    All,
+    /// Whole only for the rooms whose entry may have changed after
+    /// `from_token` (its recency or the membership's position after
+    /// `from_token.stream`); the others as `{"room_id", "recency"}` (the
+    /// caller has seen them before). Unsettled rooms and `rooms` are whole.
+    Changed,
+}
+
+impl Entries {
+    pub fn is_all(&self) -> bool {
+        *self == Entries::All
+    }
 }
 
 /// The caller vouches that after `since` nothing happened that concerns
@@ -258,6 +283,8 @@ pub enum RoomListError {
     RequestRooms(&'static str),
     #[error("`other_rooms: changed` needs a `from_token`")]
     ChangedWithoutFromToken,
+    #[error("`entries: changed` needs a `from_token`")]
+    EntriesWithoutFromToken,
 }
 
 impl RoomListRequest {
@@ -282,6 +309,9 @@ impl RoomListRequest {
         }
         if self.other_rooms == OtherRooms::Changed && self.from_token.is_none() {
             return Err(RoomListError::ChangedWithoutFromToken);
+        }
+        if self.entries == Entries::Changed && self.from_token.is_none() {
+            return Err(RoomListError::EntriesWithoutFromToken);
         }
         for (name, list) in &self.lists {
             if name.is_empty() || name.len() > MAX_TEXT_LENGTH {

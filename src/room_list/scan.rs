@@ -171,6 +171,7 @@ fn cut(list: &ListRequest, rooms: Vec<Row>, options: ListOptions<'_>) -> ListAns
         ranges: Vec::new(),
         settled: Some(entries(settled)),
         unsettled: Some(entries(unsettled)),
+        entries_since: None,
     }
 }
 

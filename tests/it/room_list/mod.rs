@@ -396,3 +396,68 @@ async fn an_early_answer_sets_rooms_that_only_moved_apart() {
         );
     }
 }
+
+/// `entries: changed`: the rooms of the ranges and settled rooms whose
+/// entry did not change after `from_token` come as `{"room_id", "recency"}`;
+/// the others, and every unsettled room, whole. It needs a `from_token`.
+#[tokio::test]
+async fn entries_unchanged_since_from_token_come_short() {
+    let server = TestServer::start().await;
+    let (f, batches) = dataset();
+    for batch in &batches {
+        server.feed(batch).await;
+    }
+    let last = f.next - 1;
+    let short = |lists: &Value, since: i64| -> Value {
+        let mut lists = lists.clone();
+        let shorten = |entries: &mut Value| {
+            for entry in entries.as_array_mut().into_iter().flatten() {
+                let recency = entry["recency"].as_i64().unwrap();
+                let position = entry["event_stream_ordering"].as_i64().unwrap();
+                if recency <= since && position <= since {
+                    *entry = json!({"room_id": entry["room_id"], "recency": recency});
+                }
+            }
+        };
+        for list in lists.as_object_mut().unwrap().values_mut() {
+            for range in list["ranges"].as_array_mut().unwrap() {
+                shorten(&mut range["rooms"]);
+            }
+            if let Some(settled) = list.get_mut("settled") {
+                shorten(settled);
+            }
+        }
+        lists
+    };
+    for since in [0, last / 2, last] {
+        for at in [None, Some(last / 2 + 1)] {
+            let mut body = json!({
+                "lists": {"all": {"ranges": [[0, 99]]}, "top": {"ranges": [[0, 1], [4, 5]]}},
+                "from_token": format!("s{since}"),
+            });
+            if let Some(at) = at {
+                body["at"] = json!(format!("s{at}"));
+            }
+            let whole = room_list(&server, ALICE, body.clone()).await;
+            body["entries"] = json!("changed");
+            let answer = room_list(&server, ALICE, body).await;
+            assert_eq!(
+                answer["lists"],
+                short(&whole["lists"], since),
+                "since {since}, at {at:?}"
+            );
+            if at.is_none() {
+                let whole_entries = answer.to_string().contains("\"membership\"");
+                assert_eq!(whole_entries, since < last, "since {since}");
+            }
+        }
+    }
+    let refused = server
+        .post(
+            &format!("/v1/users/{ALICE}/room_list"),
+            &json!({"lists": {"l": {"ranges": [[0, 9]]}}, "entries": "changed"}),
+        )
+        .await;
+    assert_eq!(refused.status.as_u16(), 400);
+    assert_eq!(refused.body["errcode"], "M_INVALID_PARAM");
+}
