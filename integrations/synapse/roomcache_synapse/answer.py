@@ -18,7 +18,7 @@ seam compares positions with Synapse's tokens), the connection.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attr
@@ -119,8 +119,23 @@ class RoomListAnswer:
     waited_us: int | None
     """How long roomcache waited before answering (as it reports it)."""
     _at: StreamPosition
-    _raw_entries: Mapping[str, JsonDict]
+    _raw_entries: dict[str, JsonDict]
     _parsed: dict[str, RoomEntry] = attr.ib(factory=dict)
+
+    def lacking_entries(self, room_ids: Iterable[str]) -> list[str]:
+        """Those of the rooms the answer shows short (`entries: changed`:
+        unchanged since `from_token`) or not at all."""
+        raw = self._raw_entries
+        return [room_id for room_id in room_ids if "membership" not in raw.get(room_id, ())]
+
+    def add_entries(self, other: RoomListAnswer, room_ids: Iterable[str]) -> None:
+        """Takes the entries of `room_ids` from another answer (asked for them
+        in its `rooms`); `BadAnswer` when it lacks one."""
+        for room_id in room_ids:
+            if room_id not in other.subscribed:
+                raise BadAnswer(f"no entry for {room_id} in the answer that was asked for it")
+            self._raw_entries[room_id] = other._raw_entries[room_id]
+            self._parsed.pop(room_id, None)
 
     def entry(self, room_id: str) -> RoomEntry:
         """The user's entry in a room the answer shows, checked (its
@@ -223,8 +238,9 @@ def _list(
         raise BadAnswer("settled and unsettled rooms must come together, without ranges")
     if len(settled_raw) + len(unsettled_raw) > count:
         raise BadAnswer(f"{len(settled_raw) + len(unsettled_raw)} rooms in a list of {count}")
-    # Settled rooms sort by a position at or before the token, unsettled
-    # ones by a later one (docs/api.md "Answering at the caller's token").
+    # Settled rooms sort by a position at or before the token; unsettled
+    # ones are placed by the caller, whatever roomcache says they sort by
+    # (docs/api.md "Answering at the caller's token").
     settled = []
     for entry in settled_raw:
         room_id = _entry_room_id(entry, entries)
@@ -236,8 +252,6 @@ def _list(
     for raw_entry in unsettled_raw:
         entry = RoomEntry.parse(raw_entry)
         entries.setdefault(entry.room_id, raw_entry)
-        if entry.recency <= at.stream:
-            raise BadAnswer(f"unsettled room {entry.room_id} sorts by {entry.recency}")
         unsettled.append(entry)
     return ListAnswer(count=count, ranges=None, settled=tuple(settled), unsettled=tuple(unsettled))
 
@@ -267,13 +281,15 @@ def _entry_room_id(entry: Any, entries: dict[str, JsonDict]) -> str:
 
 
 def _subscribed(raw: Any, entries: dict[str, JsonDict]) -> frozenset[str]:
+    """The rooms of `rooms` (asked for by ID): always whole entries."""
     if raw is None:
         return frozenset()
     if type(raw) is not dict:
         raise BadAnswer("`rooms` is not an object")
     for room_id, entry in raw.items():
-        if _entry_room_id(entry, entries) != room_id:
+        if type(entry) is not dict or _room_id(entry.get("room_id")) != room_id:
             raise BadAnswer(f"`rooms` names {room_id} for another room's entry")
+        entries[room_id] = entry
     return frozenset(raw)
 
 

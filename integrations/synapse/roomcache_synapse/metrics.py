@@ -71,3 +71,9 @@ WAKES = Counter(
     "(sent, or the reason it failed).",
     ["outcome"],
 )
+
+ENTRIES_FETCHED = Counter(
+    "roomcache_synapse_entries_fetched",
+    "Rooms to send whose entries roomcache's answer gave short (unchanged since the "
+    "connection's previous position) and the module asked for again.",
+)

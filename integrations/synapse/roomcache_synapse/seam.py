@@ -19,10 +19,11 @@ answer becomes Synapse's result). May not touch: Synapse's private names
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from . import verify
@@ -45,10 +46,11 @@ from .assemble import (
     range_room_ids,
     unsettled_joined_rooms,
 )
-from .breaker import CircuitBreaker, Ticket
+from .breaker import CircuitBreaker
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
 from .metrics import (
+    ENTRIES_FETCHED,
     ROOM_LISTS,
     ROOMCACHE_WAIT_SECONDS,
     SEAM_SECONDS,
@@ -238,7 +240,7 @@ class RoomcacheRoomLists:
         assembled = await self._assemble(lists, configs, answer, to_token)
         self._add_subscriptions(sync_config, answer, facts, assembled)
         return await self._result(
-            user_id, previous_connection_state, from_token, answer, facts, assembled
+            user_id, previous_connection_state, from_token, to_token, answer, facts, assembled
         )
 
     async def _synapse_facts(self, user_id: str, to_token: Any, from_token: Any | None) -> Facts:
@@ -306,17 +308,8 @@ class RoomcacheRoomLists:
             wait_for_account_data=self._position.account_data_to_wait_for(user_id, to_token),
             unaffected=self._position.unaffected(user_id),
         )
-        ticket = self._breaker.ticket()
-        if ticket is None:
-            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
-        try:
+        with self._through_breaker():
             raw = await self._client.room_lists(user_id, body)
-        except RoomcacheFailure as failure:
-            raise self._failed(ticket, failure) from failure
-        except BaseException:
-            self._breaker.released(ticket)  # cancelled: the probe's place is free
-            raise
-        self._breaker.succeeded(ticket)
         at = StreamPosition.of(to_token.room_key)
         asked = [[(start, end) for start, end in config.ranges or ()] for config in lists.values()]
         try:
@@ -337,15 +330,27 @@ class RoomcacheRoomLists:
             raise Fallback("membership_after_token", f"{len(answer.memberships_after_at)} rooms")
         return answer
 
-    def _failed(self, ticket: Ticket, failure: RoomcacheFailure) -> Fallback:
-        """The fallback for a failed call to roomcache, once the circuit
-        breaker has heard of it: timeouts and unavailability count towards
-        opening it, any other answer shows roomcache answers."""
-        if failure.reason in _BREAKER_REASONS:
-            self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
-        else:
-            self._breaker.succeeded(ticket)
-        return Fallback(failure.reason, failure.detail)
+    @contextlib.contextmanager
+    def _through_breaker(self) -> Iterator[None]:
+        """Around one call to roomcache: `Fallback` when the circuit breaker
+        is open or the call fails; the breaker hears how it went (timeouts
+        and unavailability count towards opening it, any other answer shows
+        roomcache answers, a cancelled call frees a probe's place)."""
+        ticket = self._breaker.ticket()
+        if ticket is None:
+            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
+        try:
+            yield
+        except RoomcacheFailure as failure:
+            if failure.reason in _BREAKER_REASONS:
+                self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
+            else:
+                self._breaker.succeeded(ticket)
+            raise Fallback(failure.reason, failure.detail) from failure
+        except BaseException:
+            self._breaker.released(ticket)
+            raise
+        self._breaker.succeeded(ticket)
 
     async def _check_token(self, token: StreamPosition) -> None:
         """An answer's token is never beyond what Synapse has handed out. The
@@ -429,6 +434,7 @@ class RoomcacheRoomLists:
         user_id: str,
         previous_connection_state: Any,
         from_token: Any | None,
+        to_token: Any,
         answer: RoomListAnswer,
         facts: Facts,
         assembled: Assembled,
@@ -456,6 +462,9 @@ class RoomcacheRoomLists:
             )
         except ConnectionExpired:
             raise SlidingSyncUnknownPosition() from None
+        lacking = answer.lacking_entries(relevant_to_send)
+        if lacking:
+            await self._fetch_entries(user_id, answer, lacking, to_token, facts)
         return SlidingSyncInterestedRooms(
             lists=assembled.lists,
             relevant_room_map=relevant,
@@ -468,6 +477,44 @@ class RoomcacheRoomLists:
             newly_left_rooms=facts.newly_left,
             dm_room_ids=await self._synapse.dm_rooms(user_id),
         )
+
+    async def _fetch_entries(
+        self,
+        user_id: str,
+        answer: RoomListAnswer,
+        room_ids: list[str],
+        to_token: Any,
+        facts: Facts,
+    ) -> None:
+        """The whole entries of rooms to send that the answer showed short
+        (seen before on the connection, but not sent: rooms new in a range
+        that grew, a config that widened): one more request, at a token
+        roomcache has reached, checked for memberships after the request's
+        token like the first."""
+        body = room_list_body(
+            lists=[{}],
+            to_token=to_token,
+            from_token=None,
+            wait_timeout_ms=self._config.wait_timeout_ms,
+            forgotten_rooms=facts.forgotten,
+            ignored_inviters=facts.ignored,
+            other_rooms=None,
+            room_ids=room_ids,
+            wait_for_account_data=0,
+            wait_for=answer.token.text(),
+        )
+        with self._through_breaker():
+            raw = await self._client.room_lists(user_id, body)
+        try:
+            more = parse_answer(raw, [[]], StreamPosition.of(to_token.room_key))
+            if more.timed_out or more.fallback:
+                raise BadAnswer(f"entries asked at {answer.token.text()} came late or recomputed")
+            if more.memberships_after_at:
+                raise Fallback("membership_after_token", f"{len(more.memberships_after_at)} rooms")
+            answer.add_entries(more, room_ids)
+        except BadAnswer as error:
+            raise Fallback("bad_answer", str(error)) from error
+        ENTRIES_FETCHED.inc(len(room_ids))
 
     async def _memberships(
         self, answer: RoomListAnswer, room_ids: Collection[str]

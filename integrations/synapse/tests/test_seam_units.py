@@ -604,3 +604,51 @@ def test_a_new_events_position_wakes_roomcache_once_at_a_time() -> None:
     waker.on_new_stream_data()
     asyncio.run(started[1]())  # a failure is logged, never raised
     assert client.wake.await_count == 3
+
+
+# --- short entries (entries: changed) -------------------------------------------------
+
+
+def test_short_entries_of_rooms_to_send_are_asked_for() -> None:
+    deployment = Deployment()
+    first = good_answer()
+    # !a:hs unchanged since pos (short), but never sent on this connection.
+    first["lists"]["0"]["ranges"][0]["rooms"][0] = {"room_id": "!a:hs", "recency": 12}
+    second = good_answer(
+        lists={"0": {"count": 3, "ranges": []}},
+        rooms={"!a:hs": entry("!a:hs")},
+    )
+    deployment.client.room_lists.side_effect = [first, second]
+    from_token = Mock(room_key=RoomStreamToken(stream=15))
+    result, who = deployment.sync(from_token=from_token)
+    assert who == "roomcache"
+    assert deployment.client.room_lists.await_count == 2
+    asked = deployment.client.room_lists.call_args_list
+    assert asked[0].args[1]["entries"] == "changed"
+    assert (asked[1].args[1]["room_ids"], asked[1].args[1]["wait_for"]) == (["!a:hs"], "s20")
+    assert result.room_membership_for_user_map["!a:hs"].event_id == "$join"
+    # The second answer must hold it.
+    deployment.client.room_lists.side_effect = [first, good_answer(lists=second["lists"])]
+    assert deployment.sync(from_token=from_token)[1] == "bad_answer"
+
+
+def test_rooms_that_only_moved_are_placed_by_synapse() -> None:
+    deployment = Deployment()
+    # An early answer at s18 for a request at s20: !b:hs had a message at
+    # 19, roomcache sets it apart with its recency at s18.
+    deployment.client.room_lists.return_value = good_answer(
+        token="s18",
+        unaffected=True,
+        lists={
+            "0": {
+                "count": 3,
+                "ranges": [],
+                "settled": [entry("!a:hs", recency=12), entry("!c:hs", recency=5)],
+                "unsettled": [entry("!b:hs", recency=11)],
+            }
+        },
+    )
+    deployment.synapse.positions_at_token.return_value = {"!b:hs": 19}
+    result, who = deployment.sync()
+    assert who == "roomcache"
+    assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!a:hs"]
