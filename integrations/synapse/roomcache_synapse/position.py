@@ -26,6 +26,7 @@ Owns: the remembered positions. May not touch: roomcache (the seam asks).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .adapter import SynapseAdapter
@@ -41,22 +42,22 @@ _MAX_UNAFFECTED_ROOMS = 1000
 
 def lower(a: StreamPosition, b: StreamPosition) -> StreamPosition:
     """Writer by writer, the lower of two positions."""
-    stream = min(a.stream, b.stream)
-    ahead = {
-        writer: position
-        for writer in {*a.ahead, *b.ahead}
-        if (position := min(a.position(writer), b.position(writer))) > stream
-    }
-    return StreamPosition(stream, ahead)
+    return _writer_by_writer(min, a, b)
 
 
 def higher(a: StreamPosition, b: StreamPosition) -> StreamPosition:
     """Writer by writer, the higher of two positions."""
-    stream = max(a.stream, b.stream)
+    return _writer_by_writer(max, a, b)
+
+
+def _writer_by_writer(
+    pick: Callable[[int, int], int], a: StreamPosition, b: StreamPosition
+) -> StreamPosition:
+    stream = pick(a.stream, b.stream)
     ahead = {
         writer: position
         for writer in {*a.ahead, *b.ahead}
-        if (position := max(a.position(writer), b.position(writer))) > stream
+        if (position := pick(a.position(writer), b.position(writer))) > stream
     }
     return StreamPosition(stream, ahead)
 

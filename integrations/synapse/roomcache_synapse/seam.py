@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
@@ -56,7 +55,6 @@ from .metrics import (
     SEAM_SECONDS,
     UNAFFECTED,
     UNSETTLED_ROOMS,
-    VERIFIED,
 )
 from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body
@@ -129,8 +127,8 @@ class RoomcacheRoomLists:
         try:
             result = await self._from_roomcache(**arguments)
             path, reason = "roomcache", ""
-            if self._should_verify(sync_config):
-                result = await self._verified(result, arguments)
+            if verify.should_verify(self._config.verify_fraction, sync_config):
+                result = await verify.verified(result, self._original, arguments)
         except Fallback as fallback:
             path, reason = "synapse", fallback.reason
             self._log_fallback(sync_config, fallback)
@@ -144,56 +142,6 @@ class RoomcacheRoomLists:
         ROOM_LISTS.labels(path=path, reason=reason).inc()
         SEAM_SECONDS.labels(path=path).observe(time.perf_counter() - started)
         return result
-
-    def _should_verify(self, sync_config: Any) -> bool:
-        """Whether to check this answer: a share of them, never those Synapse
-        cannot compute (lists on `spaces` or `room_name_like`)."""
-        fraction = self._config.verify_fraction
-        if not fraction or random.random() >= fraction:
-            return False
-        for list_config in (sync_config.lists or {}).values():
-            filters = list_config.filters
-            if filters is not None and (
-                filters.spaces is not None or filters.room_name_like is not None
-            ):
-                return False
-        return True
-
-    async def _verified(
-        self, ours: SlidingSyncInterestedRooms, arguments: dict[str, Any]
-    ) -> SlidingSyncInterestedRooms:
-        """Synapse's own answer at the same token, compared with ours: ours
-        when they agree, Synapse's (and a warning) when they do not."""
-        try:
-            theirs = await self._original(**arguments)
-        except SlidingSyncUnknownPosition:
-            raise
-        except Exception:
-            logger.exception("roomcache: Synapse's own room lists failed; keeping roomcache's")
-            VERIFIED.labels(outcome="synapse_failed").inc()
-            return ours
-        ahead = verify.synapse_ahead(theirs, arguments["to_token"])
-        if ahead:
-            VERIFIED.labels(outcome="synapse_ahead").inc()
-            logger.info(
-                "roomcache: Synapse's own room lists of %s show memberships after %s in %s; "
-                "not compared",
-                arguments["sync_config"].user.to_string(),
-                arguments["to_token"].room_key,
-                ahead[:5],
-            )
-            return ours
-        found = verify.differences(ours, theirs)
-        VERIFIED.labels(outcome="different" if found else "equal").inc()
-        if not found:
-            return ours
-        logger.warning(
-            "roomcache: room lists of %s differ from Synapse's at %s (Synapse's are used): %s",
-            arguments["sync_config"].user.to_string(),
-            arguments["to_token"].room_key,
-            "; ".join(found[:10]),
-        )
-        return theirs
 
     def _log_fallback(self, sync_config: Any, fallback: Fallback) -> None:
         if fallback.reason in ("bypass", "no_lists"):

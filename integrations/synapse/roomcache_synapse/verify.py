@@ -18,7 +18,66 @@ with an update up to the token).
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .adapter import SlidingSyncUnknownPosition
+from .metrics import VERIFIED
+
+logger = logging.getLogger(__name__)
+
+
+def should_verify(fraction: float, sync_config: Any) -> bool:
+    """Whether to check this answer: a share of them, never those Synapse
+    cannot compute (lists on `spaces` or `room_name_like`)."""
+    if not fraction or random.random() >= fraction:
+        return False
+    for list_config in (sync_config.lists or {}).values():
+        filters = list_config.filters
+        if filters is not None and (
+            filters.spaces is not None or filters.room_name_like is not None
+        ):
+            return False
+    return True
+
+
+async def verified(
+    ours: Any, original: Callable[..., Awaitable[Any]], arguments: dict[str, Any]
+) -> Any:
+    """Synapse's own answer at the same token, compared with ours: ours
+    when they agree, Synapse's (and a warning) when they do not."""
+    try:
+        theirs = await original(**arguments)
+    except SlidingSyncUnknownPosition:
+        raise
+    except Exception:
+        logger.exception("roomcache: Synapse's own room lists failed; keeping roomcache's")
+        VERIFIED.labels(outcome="synapse_failed").inc()
+        return ours
+    ahead = synapse_ahead(theirs, arguments["to_token"])
+    if ahead:
+        VERIFIED.labels(outcome="synapse_ahead").inc()
+        logger.info(
+            "roomcache: Synapse's own room lists of %s show memberships after %s in %s; "
+            "not compared",
+            arguments["sync_config"].user.to_string(),
+            arguments["to_token"].room_key,
+            ahead[:5],
+        )
+        return ours
+    found = differences(ours, theirs)
+    VERIFIED.labels(outcome="different" if found else "equal").inc()
+    if not found:
+        return ours
+    logger.warning(
+        "roomcache: room lists of %s differ from Synapse's at %s (Synapse's are used): %s",
+        arguments["sync_config"].user.to_string(),
+        arguments["to_token"].room_key,
+        "; ".join(found[:10]),
+    )
+    return theirs
 
 
 def _unsorted(synapse_list: Any) -> bool:

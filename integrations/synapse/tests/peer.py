@@ -15,7 +15,6 @@ until the module gives up). The requests' bodies are kept (`requests`).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
 import socketserver
@@ -23,6 +22,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .roomcache import UnixConnection
 
 JsonDict = dict[str, Any]
 
@@ -135,17 +136,6 @@ def _stream_huge(connection: socket.socket) -> int:
     return sent
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("roomcache", timeout=60)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 class MisbehavingPeer:
     """See the module documentation."""
 
@@ -160,7 +150,7 @@ class MisbehavingPeer:
         self._thread: threading.Thread | None = None
 
     def forward(self, path: str, body: bytes) -> tuple[int, JsonDict]:
-        connection = _UnixConnection(str(self.roomcache_socket))
+        connection = UnixConnection(str(self.roomcache_socket), timeout=60)
         try:
             connection.request(
                 "POST", path, body=body, headers={"Content-Type": "application/json"}

@@ -43,7 +43,7 @@ from roomcache_synapse.to_send import (
 )
 from roomcache_synapse.waker import RoomcacheWaker
 
-from .test_answer_units import entry
+from .test_answer_units import answer, entry
 
 USER = "@u:hs"
 SYNAPSE_RESULT = Mock(name="Synapse's own result")
@@ -78,20 +78,11 @@ def token(stream: int, account_data: int = 5) -> Mock:
 
 
 def good_answer(**changes: Any) -> dict[str, Any]:
-    raw = {
-        "lists": {
-            "0": {
-                "count": 3,
-                "ranges": [
-                    {"range": [0, 1], "rooms": [entry("!a:hs"), entry("!b:hs", recency=11)]}
-                ],
-            }
-        },
-        "token": "s20",
-        "timed_out": False,
-        "memberships_after_at": [],
-        "account_data_position": 5,
-    }
+    """roomcache's answer for one list `[[0, 1]]` at `s20`."""
+    raw = answer()
+    raw.pop("other_rooms")
+    raw.pop("rooms")
+    raw["account_data_position"] = 5
     raw.update(changes)
     return raw
 
