@@ -9,10 +9,12 @@ homeserver.yaml:
         config:
           socket_path: /run/roomcache/roomcache.sock
 
-Loaded in every Synapse process; it acts only in those that serve the
-client API (a `client` listener), and only on the Synapse versions it
-supports (`versions.SUPPORTED_SYNAPSE_VERSIONS`): elsewhere it logs why and
-leaves Synapse untouched.
+Loaded in every Synapse process; it answers room lists in those that serve
+the client API (a `client` listener) and wakes roomcache in those that
+persist events, only on the Synapse versions it supports
+(`versions.SUPPORTED_SYNAPSE_VERSIONS`) and when every name it needs of
+Synapse is there (`adapter.missing_names`): else it logs why and leaves
+Synapse untouched.
 """
 
 from __future__ import annotations
