@@ -18,6 +18,8 @@ client), decisions (the seam).
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -268,10 +270,12 @@ class SynapseAdapter:
         if from_token is None:
             return None
         statuses: Mapping[str, Any] = state.rooms._statuses
-        previously = HaveSentRoomFlag.PREVIOUSLY
+        # The rooms sent PREVIOUSLY, in passes that run in C (10,000 rooms).
+        flags = map(_STATUS, statuses.values())
+        previously = itertools.compress(statuses.keys(), map(_PREVIOUSLY, flags))
         return PreviousConnection(
             never_sent=lambda rooms: set(rooms - statuses.keys()),
-            previously=[room for room, sent in statuses.items() if sent.status is previously],
+            previously=list(previously),
             room_configs=state.room_configs,
             last_used_ts=state.last_used_ts,
         )
@@ -383,6 +387,10 @@ class SynapseAdapter:
         """The highest events-stream position Synapse has handed out (one
         query): no event is at a position above it."""
         return await self._store.get_events_stream_id_generator().get_max_allocated_token()
+
+
+_STATUS = operator.attrgetter("status")
+_PREVIOUSLY = functools.partial(operator.is_, HaveSentRoomFlag.PREVIOUSLY)
 
 
 def write_now(transport: Any, data: bytes) -> None:

@@ -20,6 +20,7 @@ adapter hands over the connection's state as plain mappings).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -90,8 +91,20 @@ def _widened(relevant: dict[str, Any], previous_configs: Mapping[str, Any]) -> l
     """The rooms shown with a config wider than the one they were last sent
     with. A config's union with another depends on its timeline limit and
     required state only; Synapse shares one required-state map between the
-    configs loaded with the same required state, so each distinct (config
-    now, timeline limit, required-state map) is combined once."""
+    configs loaded with the same required state. So when no combination of
+    a config shown now with a (timeline limit, required-state map) loaded
+    is wider — the steady state: one list config, sent before — no room is
+    (found with a few passes that run in C); else each room is judged, each
+    distinct combination combined once."""
+    shown_now = list(relevant.values())
+    shown = dict(zip(map(id, shown_now), shown_now, strict=True))
+    loaded = list(previous_configs.values())
+    kinds = zip(map(_TIMELINE_LIMIT, loaded), map(id, map(_REQUIRED_STATE, loaded)), strict=True)
+    loaded_kinds = dict(zip(kinds, loaded, strict=True))
+    if len(shown) * len(loaded_kinds) <= _MAX_COMBINATIONS and not any(
+        _wider(before, config) for config in shown.values() for before in loaded_kinds.values()
+    ):
+        return []
     widened: list[str] = []
     known: dict[tuple[int, int, int], bool] = {}
     get_previous = previous_configs.get
@@ -102,7 +115,20 @@ def _widened(relevant: dict[str, Any], previous_configs: Mapping[str, Any]) -> l
         key = (id(config), before.timeline_limit, id(before.required_state_map))
         wider = known.get(key)
         if wider is None:
-            wider = known[key] = before.combine_room_sync_config(config) != before
+            wider = known[key] = _wider(before, config)
         if wider:
             widened.append(room_id)
     return widened
+
+
+def _wider(before: Any, config: Any) -> bool:
+    """Whether showing a room with `config` widens `before` (Synapse's
+    rule: their union is not `before`)."""
+    return before.combine_room_sync_config(config) != before
+
+
+_TIMELINE_LIMIT = operator.attrgetter("timeline_limit")
+_REQUIRED_STATE = operator.attrgetter("required_state_map")
+# Beyond this many (config now, config loaded) combinations, rooms are
+# judged one by one.
+_MAX_COMBINATIONS = 64
