@@ -14,6 +14,8 @@ Owns: placing and cutting. May not touch: Synapse, roomcache.
 
 from __future__ import annotations
 
+import bisect
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +45,8 @@ def range_room_ids(
     membership's position, which is at or before the token)."""
     if list_answer.ranges is not None:
         return list(list_answer.ranges)
+    # The settled rooms come in order; the few unsettled ones are put in
+    # their places (order: newest first, ties by room ID).
     placed: list[tuple[int, str]] = list(list_answer.settled or ())
     for entry in list_answer.unsettled or ():
         if entry.membership == "join":
@@ -51,13 +55,16 @@ def range_room_ids(
                 raise UnsettledRoomUnknown(entry.room_id)
         else:
             position = entry.event_stream_ordering
-        placed.append((position, entry.room_id))
-    placed.sort(key=lambda item: (-item[0], item[1]))
+        bisect.insort(placed, (position, entry.room_id), key=_order)
     count = list_answer.count
-    return [
-        tuple(room_id for _, room_id in placed[start : min(end + 1, count)])
-        for start, end in ranges
-    ]
+    return [tuple(map(_ROOM_ID, placed[start : min(end + 1, count)])) for start, end in ranges]
+
+
+def _order(item: tuple[int, str]) -> tuple[int, str]:
+    return (-item[0], item[1])
+
+
+_ROOM_ID = operator.itemgetter(1)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -80,6 +87,17 @@ class Assembled:
         self.all_rooms: set[str] = set()
         # Subscribed rooms shown by no list's ranges.
         self.subscribed_outside_ranges: set[str] = set()
+
+    def add_rooms(self, room_ids: Sequence[str], config: Any) -> Any:
+        """The rooms of one range, shown with `config` as `add_room` does
+        it, room after room; when none is shown yet, in one pass (the
+        config stays the same for all of them)."""
+        if self.relevant.keys().isdisjoint(room_ids):
+            self.relevant.update(dict.fromkeys(room_ids, config))
+            return config
+        for room_id in room_ids:
+            config = self.add_room(room_id, config)
+        return config
 
     def add_room(self, room_id: str, config: Any) -> Any:
         """A room shown with `config` (a `RoomSyncConfig`): its config

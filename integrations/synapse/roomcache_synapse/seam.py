@@ -345,8 +345,7 @@ class RoomcacheRoomLists:
             # list's next rooms; so does this.
             config = configs[name]
             for list_range, room_ids in zip(ranges, rooms_by_range, strict=True):
-                for room_id in room_ids:
-                    config = assembled.add_room(room_id, config)
+                config = assembled.add_rooms(room_ids, config)
                 ops.append(
                     SlidingSyncResult.SlidingWindowList.Operation(
                         op=OperationType.SYNC, range=list_range, room_ids=list(room_ids)
