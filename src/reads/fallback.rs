@@ -139,6 +139,7 @@ pub(crate) fn scan_room_lists(
     request: &RoomListRequest,
     budget: &RoomBudget,
     rows: &FallbackRows,
+    moved_rooms: &[RoomId],
 ) -> RoomLists {
     let snapshots = merge_snapshots(
         index.snapshots_of_user(user),
@@ -172,5 +173,6 @@ pub(crate) fn scan_room_lists(
     };
     let mut options = request.options();
     options.budget = Some(budget);
+    options.moved_rooms = moved_rooms;
     scan::scan_room_lists(&data, user, &request.lists, options)
 }

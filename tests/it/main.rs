@@ -24,6 +24,7 @@ mod socket;
 mod source_health;
 mod source_positions;
 mod source_redis;
+mod source_wake;
 mod synapse_catalogue;
 mod synapse_oracle;
 mod synapse_spaces;

@@ -160,7 +160,9 @@ def roomcache_binary() -> Path:
     return target / "debug" / "roomcache"
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix socket."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("roomcache", timeout=timeout)
         self._path = path
@@ -287,7 +289,7 @@ class Roomcache:
     # --- API ----------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        connection = _UnixConnection(str(self.socket_path), timeout=30)
+        connection = UnixConnection(str(self.socket_path), timeout=30)
         try:
             data = None if body is None else json.dumps(body).encode()
             headers = {"Content-Type": "application/json"} if data is not None else {}
