@@ -30,7 +30,8 @@ Phases:
   `other_events`;
 * inside the seam (`seam.*`): Synapse's own way (`snapshots`, `rewind`,
   `filter`, `sort`, `to_send`, `dm_rooms`) or the module's (`synapse_facts`,
-  `ask_roomcache`, of which `roomcache_call`, `assemble`, `result`); the
+  `ask_roomcache`, of which `roomcache_call`, `assemble`, `result`, of which
+  `to_send`, `dm_rooms` and `room_versions`, one call per room); the
   requests the module sent roomcache are kept (`roomcache_requests`);
 * database transactions (`db.<description>`), all of those the request ran
   (they run 5 or 10 at a time on the database pool's threads, so they overlap).
@@ -180,6 +181,8 @@ def _state_phase(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
 _TOP = frozenset({"current_sync_for_user"})
 _ROOM = frozenset({"get_room_sync_data"})
 _SYNAPSE_SEAM = frozenset({"_compute_interested_rooms_new_tables"})
+_MODULE_RESULT = frozenset({"_result"})
+_MODULE_MEMBERSHIP = frozenset({"_membership"})
 
 
 def instrument(hs: Any, recorder: Recorder) -> None:
@@ -304,8 +307,12 @@ def _instrument_synapse_seam(room_lists: Any, store: Any, recorder: Recorder) ->
         "_filter_relevant_rooms_to_send": (room_lists, "seam.to_send"),
         "_get_dm_rooms_for_user": (room_lists, "seam.dm_rooms"),
     }
+    # The roomcache module calls these two from its own result step.
+    shared = frozenset({"_filter_relevant_rooms_to_send", "_get_dm_rooms_for_user"})
     for name, (owner, phase) in steps.items():
-        _wrap(owner, name, recorder, phase, _SYNAPSE_SEAM)
+        callers = _SYNAPSE_SEAM | _MODULE_RESULT if name in shared else _SYNAPSE_SEAM
+        _wrap(owner, name, recorder, phase, callers)
+    _wrap(store, "get_room_version_id", recorder, "seam.room_versions", _MODULE_MEMBERSHIP)
 
 
 def _instrument_module_seam(seam: Any, recorder: Recorder) -> None:

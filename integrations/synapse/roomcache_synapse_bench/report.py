@@ -35,14 +35,15 @@ SEAM_PHASES = (
     ("seam.rewind", "Synapse: rewind to the token, newly joined/left"),
     ("seam.filter", "Synapse: filters"),
     ("seam.sort", "Synapse: sort"),
-    ("seam.to_send", "Synapse: rooms to send"),
-    ("seam.dm_rooms", "Synapse: DM rooms"),
+    ("seam.to_send", "rooms to send (Synapse's walk over the rooms in range; the module's too)"),
+    ("seam.dm_rooms", "DM rooms (Synapse's; the module's too)"),
     ("seam.synapse_facts", "module: Synapse's facts (forgotten, newly joined/left...)"),
     ("seam.ask_roomcache", "module: ask roomcache"),
     ("seam.roomcache_call", "module:   of which the call over the socket"),
     ("replay.roomcache_direct", "module:   the same call from a plain client, outside Synapse"),
     ("seam.assemble", "module: assemble lists"),
     ("seam.result", "module: memberships, rooms to send, DM rooms"),
+    ("seam.room_versions", "module:   of which room versions (one call per room in range)"),
 )
 LIST_RATIO_GOAL = 20.0
 FLAT_GOAL = 1.10
@@ -71,10 +72,10 @@ def _ms(samples: list[Sample], phase: str | None, fraction: float) -> float:
 def _mean_ms(samples: list[Sample], phase: str) -> float:
     if not samples:
         return math.nan
-    return sum(_phase_value(sample, phase) for sample in samples) / len(samples) * 1000
+    return sum(phase_value(sample, phase) for sample in samples) / len(samples) * 1000
 
 
-def _phase_value(sample: Sample, phase: str) -> float:
+def phase_value(sample: Sample, phase: str) -> float:
     if phase == "client":
         return sample.client_seconds
     if phase == "outside_handler":
