@@ -70,12 +70,16 @@ def _without_writes(answer: JsonDict, written_rooms: Collection[str]) -> JsonDic
 def timeline_problem(answer: JsonDict, room_id: str, written: list[str], limit: int) -> str | None:
     """Why `answer` does not show exactly the newest `limit` of `written`
     (the messages written to `room_id` since the connection's previous
-    request) as that room's timeline; None when it does."""
+    request) as that room's timeline (as its end, when the timeline was
+    expanded); None when it does."""
     room = (answer.get("rooms") or {}).get(room_id)
     if room is None:
         return f"the written room {room_id} was not sent"
     timeline = [event.get("event_id") for event in room.get("timeline") or ()]
     expected = written[-limit:]
+    if room.get("unstable_expanded_timeline"):
+        # The room's timeline limit grew (a subscription): older events too.
+        timeline = timeline[-len(expected) :]
     if timeline != expected:
         return f"timeline of the written room {room_id}: {timeline} != the writes {expected}"
     return None

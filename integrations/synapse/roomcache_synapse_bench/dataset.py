@@ -180,7 +180,6 @@ def room_options(index: int, creator: str, server_name: str, prefix: str) -> dic
         options["room_alias_name"] = f"{prefix}room{index}"
     if index % 5 == 2:
         options["power_level_content_override"] = {
-            "users": {creator: 100},
             "events": {"m.room.name": 50, "m.room.pinned_events": 50, CALL_MEMBER: 0},
         }
     if index % 4 == 3:

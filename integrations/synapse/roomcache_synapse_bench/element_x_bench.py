@@ -43,7 +43,7 @@ JsonDict = dict[str, Any]
 Pair = tuple[int, str]  # (size, side)
 
 STAGES = (
-    ("loading", "loading the list: [[0, 19]], then growing by 100 (timeout 0)"),
+    ("loading", "loading the list: [[0, 19]], then growing by the batch (timeout 0)"),
     ("steady_message", "steady: the full range after a message in one of the user's rooms"),
     (
         "steady_state_change",

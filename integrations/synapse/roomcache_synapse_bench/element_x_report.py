@@ -45,7 +45,7 @@ def _ms(samples: Sequence[Sample], phase: str, fraction: float) -> float:
 
 
 def _ratio(synapse: float, module: float) -> str:
-    if math.isnan(synapse) or math.isnan(module) or module <= 0:
+    if math.isnan(synapse) or math.isnan(module) or module <= 0 or synapse <= 0:
         return "-"
     return f"{synapse / module:.2f}x"
 
