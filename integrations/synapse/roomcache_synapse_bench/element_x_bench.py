@@ -8,10 +8,11 @@ For every user (size) and side (through the module on `conn_id
   to `[[0, count - 1]]`, each with the previous `pos`, `timeout=0`;
   `warmup_sequences` unmeasured sequences, then `sequences` measured ones,
   each on a fresh connection; step by step, every connection that still
-  loads makes its next request (the order rotating each step);
+  loads makes its next request (`_order`: the two sides of a size one
+  after the other, which goes first alternating);
 * **steady**, on the last sequence's connections: the full range with
   `pos`, long-polling (`timeout=30000`; the answer is immediate, there is
-  news), `warmup + requests` rounds (the order rotating each round) of
+  news), `warmup + requests` rounds (ordered as the loading steps) of
   - `steady_message`: a message (by `crowd1`) in the newest shared room
     before each request;
   - `steady_state_change`: a state change in `elsewhere`'s room (which
@@ -121,7 +122,7 @@ class ElementXRun:
         connections: dict[Pair, _Connection] = {}
         loads_before = loadavg()
         for number in range(options.warmup_sequences + options.sequences):
-            connections = self._loading(measured=number >= options.warmup_sequences)
+            connections = self._loading(number, measured=number >= options.warmup_sequences)
         self.result.loads["loading"] = (loads_before, loadavg())
         for stage, write in (
             ("steady_message", self._message),
@@ -140,8 +141,8 @@ class ElementXRun:
 
     # --- the two stages -------------------------------------------------------------
 
-    def _loading(self, *, measured: bool) -> dict[Pair, _Connection]:
-        """One loading sequence on fresh connections; returns them, loaded."""
+    def _loading(self, number: int, *, measured: bool) -> dict[Pair, _Connection]:
+        """Loading sequence `number` on fresh connections; returns them, loaded."""
         connections = {pair: self._connection(*pair) for pair in self.pairs}
         plans: dict[Pair, list[list[list[int]]]] = {}
         sequence: dict[Pair, list[Sample]] = {pair: [] for pair in self.pairs}
@@ -154,7 +155,7 @@ class ElementXRun:
             if not active:
                 break
             answered: dict[Pair, JsonDict] = {}
-            for pair in _rotated(active, step):
+            for pair in _order(active, number + step):
                 connection = connections[pair]
                 ranges = [element_x.FIRST_RANGE] if step == 0 else plans[pair][step - 1]
                 sample, answer = self._request(connection, ranges, timeout_ms=0)
@@ -179,7 +180,7 @@ class ElementXRun:
         print(f"  {self.case.name}: {stage} ...", file=sys.stderr, flush=True)
         for round_number in range(options.warmup + options.requests):
             answered: dict[Pair, JsonDict] = {}
-            for pair in _rotated(self.pairs, round_number):
+            for pair in _order(self.pairs, round_number):
                 connection = connections[pair]
                 write()
                 written = self.writes.since(connection.writes_seen, self.written_room)
@@ -217,6 +218,7 @@ class ElementXRun:
         user = bench.dataset.users[connection.size]
         path = f"{SLIDING_SYNC_PATH}?{urlencode(query)}"
         seconds, answer = bench.http.request("POST", path, body, user.access_token)
+        answer_bytes = bench.http.last_answer_bytes
         records = bench.take_phases()
         if len(records) != 1:
             raise RuntimeError(f"expected one phase record, got {len(records)}")
@@ -229,7 +231,7 @@ class ElementXRun:
         connection.pos = answer["pos"]
         connection.count = count
         sample = sample_of(seconds, records[0])
-        sample.answer_bytes = bench.http.last_answer_bytes
+        sample.answer_bytes = answer_bytes
         sample.phases["replay.roomcache_direct"] = bench.replay(records[0])
         return sample, answer
 
@@ -267,6 +269,18 @@ class ElementXRun:
             self.result.differences += [f"{step}, {size:,} rooms: {d}" for d in found[:20]]
 
 
-def _rotated(pairs: list[Pair], shift: int) -> list[Pair]:
-    shift %= len(pairs)
-    return pairs[shift:] + pairs[:shift]
+def _order(pairs: list[Pair], number: int) -> list[Pair]:
+    """The order of step or round `number`: the sizes rotated by `number`,
+    each size's two sides one after the other, the side that goes first
+    alternating with `number` (and from one size to the next), so that
+    neither side is the one that always finds Synapse's caches warmed by
+    the other."""
+    sizes = list(dict.fromkeys(size for size, _ in pairs))
+    shift = number % len(sizes)
+    order = []
+    for size in sizes[shift:] + sizes[:shift]:
+        sides = [side for each, side in pairs if each == size]
+        if (number + sizes.index(size)) % 2:
+            sides.reverse()
+        order += [(size, side) for side in sides]
+    return order
