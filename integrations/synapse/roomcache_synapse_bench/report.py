@@ -43,7 +43,6 @@ SEAM_PHASES = (
     ("replay.roomcache_direct", "module:   the same call from a plain client, outside Synapse"),
     ("seam.assemble", "module: assemble lists"),
     ("seam.result", "module: memberships, rooms to send, DM rooms"),
-    ("seam.room_versions", "module:   of which room versions (one call per room in range)"),
 )
 LIST_RATIO_GOAL = 20.0
 FLAT_GOAL = 1.10
