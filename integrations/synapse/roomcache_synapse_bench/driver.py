@@ -116,6 +116,14 @@ class Sample:
     rooms: int
     answer_bytes: int = 0
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client_seconds,
+            "rooms": self.rooms,
+            "bytes": self.answer_bytes,
+            "phases": self.phases,
+        }
+
 
 @dataclass
 class CaseResult:

@@ -234,15 +234,7 @@ def as_json(results: Sequence[ElementXResult]) -> list[dict[str, Any]]:
             "compared": result.compared,
             "differences": result.differences,
             "samples": {
-                f"{stage}/{size}/{side}": [
-                    {
-                        "client": s.client_seconds,
-                        "rooms": s.rooms,
-                        "bytes": s.answer_bytes,
-                        "phases": s.phases,
-                    }
-                    for s in samples
-                ]
+                f"{stage}/{size}/{side}": [sample.as_json() for sample in samples]
                 for (stage, size, side), samples in result.samples.items()
             },
         }

@@ -221,10 +221,7 @@ def as_json(results: list[CaseResult]) -> list[dict[str, Any]]:
             "load_after": result.load_after,
             "module_counts": result.module_counts,
             "samples": {
-                f"{size}/{side}": [
-                    {"client": s.client_seconds, "rooms": s.rooms, "phases": s.phases}
-                    for s in samples
-                ]
+                f"{size}/{side}": [sample.as_json() for sample in samples]
                 for (size, side), samples in result.samples.items()
             },
         }
