@@ -8,8 +8,8 @@ For every user (size) and side (through the module on `conn_id
   to `[[0, count - 1]]`, each with the previous `pos`, `timeout=0`;
   `warmup_sequences` unmeasured sequences, then `sequences` measured ones,
   each on a fresh connection; step by step, every connection that still
-  loads makes its next request (`_order`: the two sides of a size one
-  after the other, which goes first alternating);
+  loads makes its next request (`_order`: the order rotating one position
+  a step, and each sequence starting one position further);
 * **steady**, on the last sequence's connections: the full range with
   `pos`, long-polling (`timeout=30000`; the answer is immediate, there is
   news), `warmup + requests` rounds (ordered as the loading steps) of
@@ -270,17 +270,10 @@ class ElementXRun:
 
 
 def _order(pairs: list[Pair], number: int) -> list[Pair]:
-    """The order of step or round `number`: the sizes rotated by `number`,
-    each size's two sides one after the other, the side that goes first
-    alternating with `number` (and from one size to the next), so that
-    neither side is the one that always finds Synapse's caches warmed by
-    the other."""
-    sizes = list(dict.fromkeys(size for size, _ in pairs))
-    shift = number % len(sizes)
-    order = []
-    for size in sizes[shift:] + sizes[:shift]:
-        sides = [side for each, side in pairs if each == size]
-        if (number + sizes.index(size)) % 2:
-            sides.reverse()
-        order += [(size, side) for side in sides]
-    return order
+    """The order of step or round `number`: `pairs` rotated by `number`.
+    Every (size, side) takes every position equally often over as many
+    steps as there are pairs, so neither side is the one that always comes
+    first to rooms whose caches the others warm (the users' top rooms are
+    the same rooms)."""
+    shift = number % len(pairs)
+    return pairs[shift:] + pairs[:shift]
