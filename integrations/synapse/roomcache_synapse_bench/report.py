@@ -79,6 +79,10 @@ def phase_value(sample: Sample, phase: str) -> float:
         return sample.client_seconds
     if phase == "outside_handler":
         return sample.client_seconds - sample.phases.get("total", 0.0)
+    if phase == "result_rest":  # the module's result step besides Synapse's two helpers
+        return sample.phases.get("seam.result", 0.0) - sum(
+            sample.phases.get(name, 0.0) for name in ("seam.to_send", "seam.dm_rooms")
+        )
     if phase == "handler_other":
         return sample.phases.get("total", 0.0) - sum(
             sample.phases.get(name, 0.0) for name, _ in TOP_PHASES
