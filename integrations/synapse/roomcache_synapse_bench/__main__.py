@@ -251,7 +251,11 @@ def _run_element_x(bench: Bench, options: Options) -> list[ElementXResult]:
     for case in ELEMENT_X_CASES:
         if case.name in options.cases:
             print(f"case {case.name} ...", file=sys.stderr, flush=True)
-            results.append(ElementXRun(bench, case, options.element_x).run())
+            result = ElementXRun(bench, case, options.element_x).run()
+            # On stderr at once: a run stopped later still leaves these.
+            section = element_x_report.section(result, options.sizes)
+            print("\n".join(section), file=sys.stderr, flush=True)
+            results.append(result)
     return results
 
 

@@ -143,6 +143,8 @@ class ElementXRun:
 
     def _loading(self, number: int, *, measured: bool) -> dict[Pair, _Connection]:
         """Loading sequence `number` on fresh connections; returns them, loaded."""
+        what = "measured" if measured else "warm-up"
+        print(f"  {self.case.name}: loading sequence {number} ({what}) ...", file=sys.stderr)
         connections = {pair: self._connection(*pair) for pair in self.pairs}
         plans: dict[Pair, list[list[list[int]]]] = {}
         sequence: dict[Pair, list[Sample]] = {pair: [] for pair in self.pairs}
