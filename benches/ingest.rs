@@ -267,12 +267,7 @@ impl Server {
         let socket = dir.join("ingest.sock");
         let writer_names: Vec<String> = (0..writers).map(|w| format!("w{w}")).collect();
         let child = Command::new(binary)
-            .args([
-                "serve",
-                "--config",
-                "/nonexistent/roomcache.toml",
-                "--socket-path",
-            ])
+            .args(["serve", "--config", "/dev/null", "--socket-path"])
             .arg(&socket)
             .args(["--database-url", database_url, "--schema", schema])
             .args([

@@ -114,7 +114,7 @@ fn queries(sizes: Sizes) -> Vec<(&'static str, ListRequest)> {
         (
             "spaces [one space]",
             top(Filters {
-                spaces: Some(vec![room_id(sizes.rooms - 1)]),
+                spaces: Some(dataset::spaces(sizes).into_iter().take(1).collect()),
                 ..Filters::default()
             }),
         ),

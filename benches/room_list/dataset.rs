@@ -19,7 +19,7 @@ use serde_json::json;
 pub(crate) const SERVER: &str = "bench.example";
 pub(crate) const BIG_USER: &str = "@big:bench.example";
 /// Bumped whenever the generator changes, so an old stored dataset is not reused.
-const GENERATOR_VERSION: u32 = 3;
+const GENERATOR_VERSION: u32 = 4;
 
 /// Sizes of the generated dataset.
 #[derive(Clone, Copy)]
@@ -234,13 +234,27 @@ pub(crate) fn extras(sizes: Sizes) -> Vec<RowChange> {
             content: json!({"tags": { tag: {"order": 0.5} }}),
         }));
     }
-    for s in 0..50 {
+    for (s, space) in spaces(sizes).into_iter().enumerate() {
         changes.push(RowChange::SpaceChildren {
-            space_room_id: room_id(sizes.rooms - 1 - s),
+            space_room_id: space,
             children: (0..100).map(|c| user_room(s * 100 + c)).collect(),
         });
     }
     changes
+}
+
+/// The big user's 50 spaces: the last of its rooms it is joined to (a
+/// `spaces` filter counts only spaces the user is joined to).
+pub(crate) fn spaces(sizes: Sizes) -> Vec<RoomId> {
+    let step = sizes.rooms / sizes.user_rooms;
+    let modulus = sizes.snapshot_modulus();
+    (0..sizes.user_rooms.min(sizes.snapshots))
+        .rev()
+        .map(|n| (n, (n * step) % sizes.rooms))
+        .filter(|(n, room)| snapshot(*n, BIG_USER, *room, modulus).membership == Membership::Join)
+        .map(|(_, room)| room_id(room))
+        .take(50)
+        .collect()
 }
 
 fn text(value: &Option<String>) -> &str {

@@ -30,8 +30,7 @@ impl Server {
     ) -> Server {
         let socket = dir.join(format!("{schema}.sock"));
         let child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(dir.join("none.toml"))
+            .args(["serve", "--config", "/dev/null"])
             .arg("--socket-path")
             .arg(&socket)
             .args(["--database-url", url, "--schema", schema])

@@ -63,10 +63,13 @@ impl ResponseError for ApiError {
             info!(status = self.status.as_u16(), errcode = self.errcode, error = %self.message, "request refused");
         }
         metrics::counter!("roomcache_errors_total", "errcode" => self.errcode).increment(1);
-        HttpResponse::build(self.status).json(json!({
-            "errcode": self.errcode,
-            "error": self.message,
-        }))
+        super::json_answer(
+            self.status,
+            &json!({
+                "errcode": self.errcode,
+                "error": self.message,
+            }),
+        )
     }
 }
 
@@ -114,6 +117,9 @@ impl From<ReadError> for ApiError {
             ReadError::PageLimit { .. } => ApiError::bad_request("M_INVALID_PARAM", e.to_string()),
             ReadError::FallbackUnavailable(_) => {
                 ApiError::unavailable("ROOMCACHE_UNAVAILABLE", error_chain(&e))
+            }
+            ReadError::SourceDegraded(_) => {
+                ApiError::unavailable("ROOMCACHE_SOURCE_DEGRADED", e.to_string())
             }
         }
     }

@@ -47,10 +47,13 @@ pub(super) async fn post_feed(
         .await
         .map_err(BatchError::from)??;
     tracing::debug!(%writer, rows, position = ack.position, "feed batch committed");
-    Ok(HttpResponse::Ok().json(FeedAnswer {
-        writer,
-        position: ack.position,
-        applied_rows: ack.applied_rows,
-        token: state.reads.token(),
-    }))
+    Ok(super::json_answer(
+        StatusCode::OK,
+        &FeedAnswer {
+            writer,
+            position: ack.position,
+            applied_rows: ack.applied_rows,
+            token: state.reads.token(),
+        },
+    ))
 }

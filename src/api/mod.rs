@@ -18,13 +18,17 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::web;
+use actix_web::http::header::ContentType;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
 
 pub(crate) use error::ApiError;
 pub(crate) use limits::{limit_body_time, BodyTimeout};
 
 use crate::reads::Reads;
+use crate::source::health::SourceHealth;
 use crate::supervisor::{SourceProgress, Supervisor};
 
 /// Everything the handlers share.
@@ -34,8 +38,37 @@ pub(crate) struct ApiState {
     pub(crate) metrics: PrometheusHandle,
     /// Source mode's progress (`None` when roomcache is fed over the socket).
     pub(crate) source: Option<Arc<SourceProgress>>,
+    /// Source mode: whether the source can be read.
+    pub(crate) source_health: Option<Arc<SourceHealth>>,
     /// Start-up has finished.
     pub(crate) ready: AtomicBool,
+}
+
+/// An answer's JSON body, ending with a newline (so that answers read
+/// well on a terminal and split into lines).
+pub(crate) fn json_answer<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            HttpResponse::build(status)
+                .content_type(ContentType::json())
+                .body(body)
+        }
+        Err(error) => {
+            tracing::error!(%error, "an answer could not be encoded as JSON");
+            HttpResponse::InternalServerError()
+                .content_type(ContentType::json())
+                .body("{\"errcode\":\"M_UNKNOWN\",\"error\":\"the answer could not be encoded\"}\n")
+        }
+    }
+}
+
+/// Registers the routes of the metrics listener (`metrics_address`):
+/// `GET /metrics` and `GET /health` only.
+pub(crate) fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(ops::metrics_text))
+        .route("/health", web::get().to(ops::health))
+        .default_service(web::to(ops::unknown_endpoint));
 }
 
 /// Wraps every request in a `request` span (method, path) and logs its

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use roomcache_core::StreamToken;
 use serde::{Deserialize, Serialize};
@@ -53,12 +54,15 @@ struct ReadAnswer<T: Serialize> {
 }
 
 fn respond<T, V: Serialize>(answer: Answer<T>, name: impl FnOnce(T) -> V) -> HttpResponse {
-    HttpResponse::Ok().json(ReadAnswer {
-        value: name(answer.value),
-        token: answer.token,
-        timed_out: answer.timed_out,
-        fallback: answer.fallback,
-    })
+    super::json_answer(
+        StatusCode::OK,
+        &ReadAnswer {
+            value: name(answer.value),
+            token: answer.token,
+            timed_out: answer.timed_out,
+            fallback: answer.fallback,
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -190,8 +194,11 @@ pub(super) async fn post_room_list(
 /// ignored when sent again. A writer resumes by replaying from there.
 pub(super) async fn get_positions(state: web::Data<ApiState>) -> HttpResponse {
     let (positions, token) = state.reads.positions();
-    HttpResponse::Ok().json(serde_json::json!({
-        "positions": positions,
-        "token": token,
-    }))
+    super::json_answer(
+        StatusCode::OK,
+        &serde_json::json!({
+            "positions": positions,
+            "token": token,
+        }),
+    )
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, UserId};
 use crate::room_list::scan::UserAccountData;
-use crate::room_list::{Filters, NameNeedle, RoomListEntry};
+use crate::room_list::{rooms_in_spaces, Filters, NameNeedle, RoomListEntry};
 
 impl IndexData {
     fn room_id_of(&self, slot: RoomSlot) -> Option<RoomId> {
@@ -174,12 +174,18 @@ impl<'a> CompiledFilter<'a> {
             room_types: types(&filters.room_types),
             not_room_types: types(&filters.not_room_types),
             spaces: filters.spaces.as_ref().map(|spaces| {
-                spaces
-                    .iter()
-                    .filter_map(|s| data.room_slots.get(s))
-                    .filter_map(|s| data.rooms.get(*s as usize))
-                    .flat_map(|r| r.space_children.iter().copied())
-                    .collect()
+                let slot = |space: &RoomId| data.room_slots.get(space).copied();
+                let membership_in = |space: &RoomId| {
+                    let record = data.record(user, slot(space)?)?;
+                    Some(record.membership)
+                };
+                let children_of = |space: &RoomId| {
+                    slot(space)
+                        .and_then(|s| data.rooms.get(s as usize))
+                        .into_iter()
+                        .flat_map(|r| r.space_children.iter().copied())
+                };
+                rooms_in_spaces(spaces, membership_in, children_of)
             }),
             tagged: tagged(&filters.tags),
             not_tagged: tagged(&filters.not_tags),

@@ -23,6 +23,8 @@ pub(crate) struct FallbackRows {
     pub(crate) rooms: Vec<RoomId>,
     pub(crate) joined_rooms: Vec<JoinedRoomRow>,
     pub(crate) snapshots: Vec<MembershipSnapshot>,
+    /// The children of those of the rooms that are spaces with children.
+    pub(crate) space_children: Vec<(RoomId, Vec<RoomId>)>,
 }
 
 /// See the module documentation.
@@ -76,6 +78,10 @@ impl Fallback {
                 {
                     rows.snapshots.push(snapshot)
                 }
+                RowChange::SpaceChildren {
+                    space_room_id,
+                    children,
+                } => rows.space_children.push((space_room_id, children)),
                 _ => {}
             }
         }
@@ -146,18 +152,23 @@ pub(crate) fn scan_room_lists(
         .filter_map(|s| index.joined_room(&s.room_id))
         .chain(rows.joined_rooms.iter().cloned())
         .collect();
+    // Spaces among the queued rooms: their children as computed from the
+    // source (the index holds none for them: invalidation deleted them).
     let spaces: BTreeSet<RoomId> = request
         .lists
         .values()
         .filter_map(|list| list.filters.spaces.as_ref())
         .flatten()
+        .filter(|space| !replaced.contains(space))
         .cloned()
         .collect();
+    let mut space_children = index.space_children_of(&spaces);
+    space_children.extend(rows.space_children.iter().cloned());
     let data = ScanData {
         joined_rooms,
         snapshots,
         account: index.account_of(user),
-        space_children: index.space_children_of(&spaces),
+        space_children,
     };
     let mut options = request.options();
     options.budget = Some(budget);

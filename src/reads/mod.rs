@@ -21,6 +21,7 @@ use tracing::warn;
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
+use crate::source::health::SourceHealth;
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::AccountDataPosition;
@@ -36,6 +37,10 @@ pub(crate) enum ReadError {
     TooManyRooms { asked: usize, max: usize },
     #[error("`limit` must be between 1 and {max} (max_user_rooms_page)")]
     PageLimit { max: usize },
+    /// The token asked for is not reached and cannot be while the source
+    /// cannot be read (so the read is refused at once, not after waiting).
+    #[error("{0}; the requested token is not reached and cannot be until it can")]
+    SourceDegraded(String),
 }
 
 /// How long a read may wait for a token.
@@ -62,6 +67,7 @@ pub(crate) struct Answer<T> {
 pub(crate) struct SourceFollowing {
     pub(crate) account_data: Arc<AccountDataPosition>,
     pub(crate) poll_now: Arc<tokio::sync::Notify>,
+    pub(crate) health: Arc<SourceHealth>,
 }
 
 impl<T, U> Answer<(T, U)> {
@@ -116,6 +122,8 @@ pub(crate) struct Reads {
     account_data: Option<Arc<AccountDataPosition>>,
     /// Source mode: wakes the follower when a reader waits for more.
     poll_now: Option<Arc<tokio::sync::Notify>>,
+    /// Source mode: whether the follower can read the source.
+    health: Option<Arc<SourceHealth>>,
     settings: ReadSettings,
 }
 
@@ -128,9 +136,9 @@ impl Reads {
         source: Option<SourceFollowing>,
         settings: ReadSettings,
     ) -> Self {
-        let (account_data, poll_now) = match source {
-            Some(s) => (Some(s.account_data), Some(s.poll_now)),
-            None => (None, None),
+        let (account_data, poll_now, health) = match source {
+            Some(s) => (Some(s.account_data), Some(s.poll_now), Some(s.health)),
+            None => (None, None, None),
         };
         Reads {
             index,
@@ -138,7 +146,20 @@ impl Reads {
             fallback: Fallback::new(queue, upstream),
             account_data,
             poll_now,
+            health,
             settings,
+        }
+    }
+
+    /// A read that would have to wait while the source cannot be read is
+    /// refused at once.
+    fn refuse_when_degraded(&self) -> Result<(), ReadError> {
+        match self.health.as_ref().and_then(|h| h.degraded()) {
+            Some(degraded) => {
+                metrics::counter!("roomcache_reads_refused_degraded_total").increment(1);
+                Err(ReadError::SourceDegraded(degraded.describe()))
+            }
+            None => Ok(()),
         }
     }
 
@@ -159,13 +180,18 @@ impl Reads {
     /// (bounded like every wait); returns the wait that is left for the
     /// token and whether this one timed out. Without account data
     /// following (feed mode) there is nothing to wait for.
-    async fn wait_for_account_data(&self, target: Option<i64>, wait: &Wait) -> (Wait, bool) {
+    async fn wait_for_account_data(
+        &self,
+        target: Option<i64>,
+        wait: &Wait,
+    ) -> Result<(Wait, bool), ReadError> {
         let (Some(target), Some(position)) = (target, &self.account_data) else {
-            return (wait.clone(), false);
+            return Ok((wait.clone(), false));
         };
         let timeout = self.timeout(wait);
         let started = std::time::Instant::now();
         if position.get().is_none_or(|p| p < target) {
+            self.refuse_when_degraded()?;
             self.poll_source_now();
         }
         let timed_out = tokio::time::timeout(timeout, position.wait_for(target))
@@ -178,22 +204,24 @@ impl Reads {
             target: wait.target.clone(),
             timeout: Some(timeout.saturating_sub(started.elapsed())),
         };
-        (left, timed_out)
+        Ok((left, timed_out))
     }
 
     /// Waits until the cache's token covers `wait.target`, or the timeout
     /// (at most `max_wait_timeout`) passes. Entries of writers that are not
     /// configured are clamped away first (the cache could never reach
-    /// them). Returns true when the wait timed out.
-    async fn wait(&self, wait: &Wait) -> bool {
+    /// them). Returns true when the wait timed out; refuses at once when
+    /// the source cannot be read and the token is not reached.
+    async fn wait(&self, wait: &Wait) -> Result<bool, ReadError> {
         let Some(requested) = &wait.target else {
-            return false;
+            return Ok(false);
         };
         let (target, clamped) = self.tracker.clamp(requested);
         if clamped {
             warn!(wait_for = %requested, clamped = %target, "wait_for names writers that are not configured; ignoring them");
         }
         if !target.is_before_or_eq(&self.tracker.token()) {
+            self.refuse_when_degraded()?;
             self.poll_source_now();
         }
         let timeout = self.timeout(wait);
@@ -203,24 +231,28 @@ impl Reads {
         if timed_out {
             metrics::counter!("roomcache_wait_timeouts_total").increment(1);
         }
-        timed_out
+        Ok(timed_out)
     }
 
     /// Waits, then reads the token and runs `read` as one snapshot: the
     /// value reflects exactly the rows at or below the token.
-    async fn read_at_token<T>(&self, wait: &Wait, read: impl FnMut(&ReadIndex) -> T) -> Answer<T> {
-        let timed_out = self.wait(wait).await;
+    async fn read_at_token<T>(
+        &self,
+        wait: &Wait,
+        read: impl FnMut(&ReadIndex) -> T,
+    ) -> Result<Answer<T>, ReadError> {
+        let timed_out = self.wait(wait).await?;
         let mut read = read;
         let (token, value) = self
             .tracker
             .gate()
             .read(|| (self.tracker.token(), read(&self.index)));
-        Answer {
+        Ok(Answer {
             value,
             token,
             timed_out,
             fallback: false,
-        }
+        })
     }
 
     /// A room's joined-room row.
@@ -231,7 +263,7 @@ impl Reads {
     ) -> Result<Answer<Option<JoinedRoomRow>>, ReadError> {
         let mut answer = self
             .read_at_token(wait, |index| index.joined_room(room))
-            .await;
+            .await?;
         if let Some(rows) = self.fallback.rows(std::slice::from_ref(room), None).await? {
             answer.value = rows.joined_rooms.into_iter().next();
             answer.fallback = true;
@@ -248,7 +280,7 @@ impl Reads {
     ) -> Result<Answer<Option<MembershipSnapshot>>, ReadError> {
         let mut answer = self
             .read_at_token(wait, |index| index.snapshot(user, room))
-            .await;
+            .await?;
         if let Some(rows) = self
             .fallback
             .rows(std::slice::from_ref(room), Some(user))
@@ -283,7 +315,7 @@ impl Reads {
                     .flatten();
                 RoomsPage { rooms, next_from }
             })
-            .await;
+            .await?;
         if let Some(rows) = self.fallback.rows_of_user(user).await? {
             // The fallback's rows of queued rooms replace the cached ones
             // within this page's window of room IDs.
@@ -313,7 +345,7 @@ impl Reads {
     ) -> Result<Answer<RoomLists>, ReadError> {
         let (wait, account_timed_out) = self
             .wait_for_account_data(request.wait_for_account_data, wait)
-            .await;
+            .await?;
         let account_data_position = self.account_data.as_ref().and_then(|p| p.get());
         let unaffected = self.unaffected(user, request);
         let wait = if unaffected { Wait::default() } else { wait };
@@ -328,7 +360,7 @@ impl Reads {
                     let lists = index.room_lists(user, &request.lists, options);
                     (lists, budget.exceeded())
                 })
-                .await
+                .await?
                 .split(),
             Some(rows) => {
                 let (mut answer, exceeded) = self
@@ -337,7 +369,7 @@ impl Reads {
                         let lists = fallback::scan_room_lists(index, user, request, &budget, &rows);
                         (lists, budget.exceeded())
                     })
-                    .await
+                    .await?
                     .split();
                 answer.fallback = true;
                 (answer, exceeded)

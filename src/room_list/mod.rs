@@ -6,9 +6,9 @@
 //! of §6.9. May not touch: I/O, actors, SQL, locks — the read index
 //! ([`crate::index`]) runs the fast path over its own layout, under its own
 //! lock, with the helpers of this module. `request` is the request and its
-//! validation, `answer` the answer and its range rules, `scan` the plain
-//! scan over rows that the reads' fallback answers with and the index's
-//! tests hold the fast path to.
+//! validation, `answer` the answer and its range rules, `spaces` the
+//! `spaces` filter's rule (MSC4186), `scan` the plain scan over rows that the
+//! reads' fallback answers with and the index's tests hold the fast path to.
 
 use serde_json::Value;
 
@@ -17,9 +17,11 @@ use crate::model::RoomId;
 mod answer;
 mod request;
 pub(crate) mod scan;
+mod spaces;
 
 pub use answer::*;
 pub use request::*;
+pub(crate) use spaces::rooms_in_spaces;
 
 /// The lowercase form `room_name_like` compares with.
 #[derive(Debug, Clone)]

@@ -15,8 +15,8 @@ use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, UserId
 use roomcache_core::StreamToken;
 
 use super::{
-    answer_ranges, needed_prefix, within_budget, Filters, ListAnswer, ListOptions, ListRequest,
-    NameNeedle, OtherRooms, RoomListEntry, RoomLists,
+    answer_ranges, needed_prefix, rooms_in_spaces, within_budget, Filters, ListAnswer, ListOptions,
+    ListRequest, NameNeedle, OtherRooms, RoomListEntry, RoomLists,
 };
 
 /// Plain rows of one user, as the scan reads them.
@@ -27,7 +27,8 @@ pub(crate) struct ScanData {
     /// The user's snapshots (others are ignored).
     pub(crate) snapshots: Vec<MembershipSnapshot>,
     pub(crate) account: UserAccountData,
-    /// Children of (at least) the spaces the lists filter on.
+    /// Children of (at least) the spaces the lists filter on (the user's
+    /// membership in each is among `snapshots`).
     pub(crate) space_children: Vec<(RoomId, Vec<RoomId>)>,
 }
 
@@ -105,11 +106,19 @@ fn listed_rooms(
     let account = &data.account;
     let filters = &list.filters;
     let children: Option<BTreeSet<&RoomId>> = filters.spaces.as_ref().map(|spaces| {
-        data.space_children
-            .iter()
-            .filter(|(space, _)| spaces.contains(space))
-            .flat_map(|(_, children)| children.iter())
-            .collect()
+        let membership_in = |space: &RoomId| {
+            mine.iter()
+                .find(|s| &s.room_id == space)
+                .map(|s| s.membership)
+        };
+        let children_of = |space: &RoomId| {
+            data.space_children
+                .iter()
+                .filter(|(s, _)| s == space)
+                .flat_map(|(_, children)| children)
+                .collect::<Vec<&RoomId>>()
+        };
+        rooms_in_spaces(spaces, membership_in, children_of)
     });
     let needle = filters.room_name_like.as_deref().map(NameNeedle::new);
     let mut rooms: Vec<Row> = Vec::new();

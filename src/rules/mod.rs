@@ -142,6 +142,53 @@ pub fn apply_rows(
     Ok(working.finish(state))
 }
 
+/// The row of a room's space children when they differ between two of its
+/// memories (`None` when they are the same): the one place that turns the
+/// children the rules keep into their row, for the live feed ([`apply_rows`])
+/// and for rooms computed from their whole history
+/// ([`RoomState::rows_from_nothing`]).
+fn space_children_change(
+    room_id: &RoomId,
+    before: &RoomMemory,
+    after: &RoomMemory,
+) -> Option<RowChange> {
+    let children = after.space_children.keys();
+    (!children.clone().eq(before.space_children.keys())).then(|| RowChange::SpaceChildren {
+        space_room_id: room_id.clone(),
+        children: children.cloned().collect(),
+    })
+}
+
+impl RoomState {
+    /// Every row of a room computed from its whole history (the import, the
+    /// recalculation, the reads' fallback) as changes from nothing: its
+    /// joined row, its snapshots and its space children; and the rules'
+    /// memory to store (`None` when there is nothing to remember).
+    pub fn rows_from_nothing(self, room_id: &RoomId) -> (Vec<RowChange>, Option<RoomMemory>) {
+        let RoomState {
+            joined,
+            snapshots,
+            memory,
+        } = self;
+        let mut changes: Vec<RowChange> = joined
+            .map(RowChange::UpsertJoinedRoom)
+            .into_iter()
+            .collect();
+        changes.extend(
+            snapshots
+                .into_iter()
+                .map(|(_, s)| RowChange::UpsertSnapshot(s)),
+        );
+        changes.extend(space_children_change(
+            room_id,
+            &RoomMemory::default(),
+            &memory,
+        ));
+        let memory = (memory != RoomMemory::default()).then_some(memory);
+        (changes, memory)
+    }
+}
+
 /// One [`apply_rows`] call while its groups are applied: the room's state
 /// so far, the users whose snapshots may have changed, whether the memory
 /// changed and whether the room's queue entry goes.
@@ -252,13 +299,11 @@ impl Working<'_> {
         if self.dequeue {
             changes.push(RowChange::Dequeue(self.room_id.clone()));
         }
-        let children_before = before.memory.space_children.keys();
-        if !children_before.eq(self.state.memory.space_children.keys()) {
-            changes.push(RowChange::SpaceChildren {
-                space_room_id: self.room_id.clone(),
-                children: self.state.memory.space_children.keys().cloned().collect(),
-            });
-        }
+        changes.extend(space_children_change(
+            self.room_id,
+            &before.memory,
+            &self.state.memory,
+        ));
         let mut state = self.state;
         let follows = state.joined.as_ref().is_some_and(|joined| {
             state.memory.max_stream_ordering == Some(joined.event_stream_ordering)

@@ -407,6 +407,18 @@ fn space_children_follow_via_redaction_and_removal() {
     )
     .unwrap();
     assert_eq!(children(&first), Some(vec!["!a:hs".into(), "!c:hs".into()]));
+    // A room computed from its whole history (import, recalculation) has
+    // the same children row as the live path gave.
+    let space_rows = |changes: &[RowChange]| -> Vec<RowChange> {
+        changes
+            .iter()
+            .filter(|c| matches!(c, RowChange::SpaceChildren { .. }))
+            .cloned()
+            .collect()
+    };
+    let (from_nothing, memory) = first.state.clone().rows_from_nothing(&room());
+    assert_eq!(space_rows(&from_nothing), space_rows(&first.changes));
+    assert_eq!(memory.as_ref(), Some(&first.state.memory));
     // A redaction of a child event removes it; a removed key too.
     let second = apply_rows(
         &first.state,
@@ -419,6 +431,9 @@ fn space_children_follow_via_redaction_and_removal() {
     )
     .unwrap();
     assert_eq!(children(&second), Some(vec![]));
+    // Without children, a room computed from nothing has no children row.
+    let (from_nothing, _) = second.state.clone().rows_from_nothing(&room());
+    assert_eq!(space_rows(&from_nothing), vec![]);
     // Unchanged children emit nothing.
     let third = apply_rows(
         &second.state,

@@ -7,18 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::{Addr, AsyncContext};
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use roomcache_core::StreamToken;
-use tracing::{error, info};
+use tracing::info;
 
 use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
-use crate::config::Settings;
+use crate::config::{LogFormat, Settings};
 use crate::reads::{ReadSettings, Reads, SourceFollowing};
+use crate::source::access::check_tables;
 use crate::source::account_data::AccountDataFollower;
 use crate::source::follow::Follower;
+use crate::source::health::{SourceHealth, SourcePart};
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::redis::{Replication, Subscriber};
 use crate::source::{SourceDatabase, SynapseUpstream};
@@ -47,10 +49,60 @@ fn database_url(settings: &Settings) -> anyhow::Result<String> {
     }
 }
 
+/// Where a Postgres URL points, for error messages: host(s), port(s),
+/// database and user, never the password.
+pub(crate) fn describe_database(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "an unparsable URL".to_owned();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "host {}, port {}, database {}, user {}",
+        if hosts.is_empty() {
+            "localhost (default)".to_owned()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432 (default)".to_owned()
+        } else {
+            ports.join(",")
+        },
+        config
+            .get_dbname()
+            .unwrap_or("(the user's name, by default)"),
+        config
+            .get_user()
+            .unwrap_or("(the system user's name, by default)"),
+    )
+}
+
+/// Connects to Synapse's database and checks that every table roomcache
+/// reads is readable: a missing grant stops start-up, naming it.
 async fn connect_source(url: &str) -> anyhow::Result<Arc<SourceDatabase>> {
-    let source = SourceDatabase::connect(url)
+    let source = SourceDatabase::connect(url).await.with_context(|| {
+        format!(
+            "connecting to the Synapse database (source_database_url: {})",
+            describe_database(url)
+        )
+    })?;
+    let report = check_tables(&source)
         .await
-        .context("connecting to the Synapse database (source_database_url)")?;
+        .context("checking which of Synapse's tables roomcache's role can read")?;
+    if let Some(explanation) = report.explain() {
+        bail!(
+            "the Synapse database (source_database_url: {}): {explanation}",
+            describe_database(url)
+        );
+    }
     Ok(Arc::new(source))
 }
 
@@ -60,11 +112,9 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     let Some(source_url) = settings.source_database_url.clone() else {
         bail!("no source_database_url is configured: the import reads a Synapse database");
     };
-    let _lock = lock_schema(&settings).await?;
-    let store = Store::from_settings(&settings, &database_url(&settings)?)
-        .await
-        .context("connecting to Postgres and applying migrations")?;
     let source = connect_source(&source_url).await?;
+    let _lock = lock_schema(&settings).await?;
+    let store = open_store(&settings).await?;
     let write_path = startup::open(store, &settings.writers)
         .await
         .context("reading the stored positions")?;
@@ -89,28 +139,49 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
 
 /// Takes the schema's instance lock (one roomcache per schema).
 async fn lock_schema(settings: &Settings) -> anyhow::Result<InstanceLock> {
+    let url = database_url(settings)?;
     let lock = InstanceLock::acquire(
-        &database_url(settings)?,
+        &url,
         &settings.schema,
         Duration::from_millis(settings.instance_lock_wait_ms),
     )
-    .await?;
+    .await
+    .with_context(|| {
+        format!(
+            "roomcache's database (database_url: {})",
+            describe_database(&url)
+        )
+    })?;
     Ok(lock)
+}
+
+/// Connects the pool to roomcache's database and applies the migrations.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let url = database_url(settings)?;
+    Store::from_settings(settings, &url).await.with_context(|| {
+        format!(
+            "connecting to roomcache's database (database_url: {}) and applying migrations",
+            describe_database(&url)
+        )
+    })
 }
 
 /// Exits the process as soon as the instance lock is lost: another
 /// instance may take the schema then, and two writers would mix their rows.
 /// Every acknowledged batch is already committed, so exiting loses nothing.
-fn exit_when_lock_lost(mut lock: InstanceLock) {
+fn exit_when_lock_lost(mut lock: InstanceLock, log_format: LogFormat) {
     actix_rt::spawn(async move {
         let why = lock.lost().await;
-        error!(reason = %why, "the instance lock on the schema was lost; stopping at once so that no other instance's writes are mixed with ours");
-        eprintln!("roomcache: the instance lock on the schema was lost ({why}); exiting");
+        crate::cli::report_failure(
+            &format!("the instance lock on the schema was lost ({why}); exiting at once (status {EXIT_LOCK_LOST}) so that no other instance's writes are mixed with ours"),
+            log_format == LogFormat::Json,
+        );
         std::process::exit(EXIT_LOCK_LOST);
     });
 }
 
-/// The exit status after the instance lock was lost.
+/// The exit status after the instance lock was lost (systemd's
+/// `Restart=on-failure` starts roomcache again).
 const EXIT_LOCK_LOST: i32 = 3;
 
 /// Source mode's parts, once start-up has checked the source.
@@ -121,16 +192,16 @@ struct SourceMode {
     progress: Arc<SourceProgress>,
     account_data: Arc<AccountDataPosition>,
     poll_now: Arc<tokio::sync::Notify>,
+    health: Arc<SourceHealth>,
 }
 
 /// Source mode's start-up, before any row is loaded (so no stale row is
 /// ever served): the import on first start, then the §4 check.
 async fn start_source_mode(
     settings: &Settings,
-    url: &str,
+    source: Arc<SourceDatabase>,
     write_path: &WritePath,
 ) -> anyhow::Result<SourceMode> {
-    let source = connect_source(url).await?;
     if settings.source_import_on_start {
         run_import(write_path, &source, &import_options(settings, true))
             .await
@@ -162,38 +233,47 @@ async fn start_source_mode(
         progress,
         account_data,
         poll_now: Arc::new(tokio::sync::Notify::new()),
+        health: Arc::new(SourceHealth::new()),
     })
 }
 
 /// Source mode with `source_redis_url`: the subscription to Synapse's
-/// replication stream, running from now on (it reconnects by itself).
-fn spawn_subscriber(settings: &Settings) -> anyhow::Result<Option<Arc<Replication>>> {
+/// replication stream (started with the follower; it reconnects by itself).
+fn prepare_subscriber(
+    settings: &Settings,
+) -> anyhow::Result<Option<(Arc<Replication>, Subscriber)>> {
     let Some(url) = &settings.source_redis_url else {
         return Ok(None);
     };
     let replication = Arc::new(Replication::default());
     let subscriber = Subscriber::new(url, &settings.server_name, replication.clone())
         .context("reading source_redis_url")?;
-    actix_rt::spawn(subscriber.run());
-    Ok(Some(replication))
+    Ok(Some((replication, subscriber)))
 }
 
 /// Recomputes the queued rooms (after the configured delay), then follows
-/// Synapse until the process stops.
+/// Synapse until the process stops. A failed recalculation leaves the
+/// source degraded (reads use the fallback; restart to retry).
 fn spawn_following(
     settings: &Settings,
     source: SourceMode,
+    subscriber: Option<(Arc<Replication>, Subscriber)>,
     write_path: &WritePath,
     queue: &RecalculationQueue,
     supervisor: Addr<Supervisor>,
-) -> anyhow::Result<()> {
-    let replication = spawn_subscriber(settings)?;
+) {
+    let replication = subscriber.map(|(replication, subscriber)| {
+        actix_rt::spawn(subscriber.run());
+        replication
+    });
     let account_data = AccountDataFollower {
         source: source.source.clone(),
         supervisor: supervisor.clone(),
         position: source.account_data,
         batch_size: settings.source_batch_size,
     };
+    let health = source.health.clone();
+    let database = source.source.clone();
     let follower = Follower {
         account_data,
         poll_now: source.poll_now,
@@ -208,6 +288,7 @@ fn spawn_following(
         poll_interval: Duration::from_millis(settings.source_poll_interval_ms),
         batch_size: settings.source_batch_size,
         replication,
+        health: source.health,
     };
     let covered_nothing = source.invalidation.from == StreamToken::linear(0);
     let recalculate = (!covered_nothing || !queue.is_empty()).then(|| Recalculate {
@@ -226,32 +307,44 @@ fn spawn_following(
             match supervisor.send(recalculate).await {
                 Ok(Ok(())) => {}
                 // Logged by the supervisor; reads keep using the fallback.
-                Ok(Err(_)) | Err(_) => return,
+                Ok(Err(failure)) => {
+                    health
+                        .failed(SourcePart::Recalculation, &failure, &database)
+                        .await;
+                    return;
+                }
+                Err(_) => return,
             }
         }
         follower.run().await;
     });
-    Ok(())
 }
 
-/// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an actix system.
+/// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an
+/// actix system.
+///
+/// Everything that can fail does so before the supervisor actor starts
+/// (its address comes from a context that runs it only at the end): an
+/// actor dropped with the system after a start-up failure would start
+/// outside the runtime.
 pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
-    let url = database_url(&settings)?;
     claim_socket_path(&settings.socket_path)?;
+    let source_database = match &settings.source_database_url {
+        Some(url) => Some(connect_source(url).await?),
+        None => None,
+    };
     let lock = lock_schema(&settings).await?;
-    exit_when_lock_lost(lock);
-
-    let store = Store::from_settings(&settings, &url)
-        .await
-        .context("connecting to Postgres and applying migrations")?;
+    exit_when_lock_lost(lock, settings.log_format);
+    let store = open_store(&settings).await?;
     let write_path = startup::open(store, &settings.writers)
         .await
         .context("reading the stored positions")?;
-    let source = match &settings.source_database_url {
-        Some(url) => Some(start_source_mode(&settings, url, &write_path).await?),
+    let source = match source_database {
+        Some(database) => Some(start_source_mode(&settings, database, &write_path).await?),
         None => None,
     };
+    let subscriber = prepare_subscriber(&settings)?;
     let queue_position = source
         .as_ref()
         .map_or(StreamToken::linear(0), |s| s.invalidation.to.clone());
@@ -259,17 +352,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("loading the cached rows")?;
 
-    let supervisor = Supervisor::new(
-        write_path.clone(),
-        queue.clone(),
-        SupervisorSettings {
-            server_name: Arc::from(settings.server_name.as_str()),
-            batch_size: settings.commit_batch_size,
-            linger: Duration::from_millis(settings.commit_linger_ms),
-            idle_actor_timeout: Duration::from_millis(settings.room_actor_idle_ms),
-        },
-    )
-    .start();
+    let supervisor_context = actix::Context::<Supervisor>::new();
+    let supervisor_address = supervisor_context.address();
     let reads = Reads::new(
         write_path.index().clone(),
         write_path.tracker().clone(),
@@ -278,6 +362,7 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         source.as_ref().map(|s| SourceFollowing {
             account_data: s.account_data.clone(),
             poll_now: s.poll_now.clone(),
+            health: s.health.clone(),
         }),
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
@@ -286,22 +371,50 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_user_rooms_page: settings.max_user_rooms_page,
         },
     );
-    let progress = source.as_ref().map(|s| s.progress.clone());
-    if let Some(source) = source {
-        spawn_following(&settings, source, &write_path, &queue, supervisor.clone())?;
-    }
     let state = web::Data::new(ApiState {
-        supervisor,
+        supervisor: supervisor_address.clone(),
         reads,
         metrics,
-        source: progress,
+        source: source.as_ref().map(|s| s.progress.clone()),
+        source_health: source.as_ref().map(|s| s.health.clone()),
         ready: AtomicBool::new(false),
     });
-    run_http(&settings, state).await
+    let servers = bind_http(&settings, state.clone())?;
+
+    // Nothing fails from here on until serving.
+    supervisor_context.run(Supervisor::new(
+        write_path.clone(),
+        queue.clone(),
+        SupervisorSettings {
+            server_name: Arc::from(settings.server_name.as_str()),
+            batch_size: settings.commit_batch_size,
+            linger: Duration::from_millis(settings.commit_linger_ms),
+            idle_actor_timeout: Duration::from_millis(settings.room_actor_idle_ms),
+        },
+    ));
+    if let Some(source) = source {
+        spawn_following(
+            &settings,
+            source,
+            subscriber,
+            &write_path,
+            &queue,
+            supervisor_address,
+        );
+    }
+    run_http(&settings, servers, &state).await
 }
 
-/// Binds the socket, serves until SIGTERM/SIGINT, drains, removes the socket.
-async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Result<()> {
+/// The API's server bound to the socket, and the metrics listener's.
+struct BoundServers {
+    api: actix_web::dev::Server,
+    socket: super::socket::SocketFile,
+    metrics: Option<actix_web::dev::Server>,
+}
+
+/// Binds the socket (and `metrics_address`) and builds the servers; they
+/// run once polled.
+fn bind_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Result<BoundServers> {
     let body_limit = settings.request_body_limit;
     let app_state = state.clone();
     let (listener, socket) = bind_socket(&settings.socket_path)?;
@@ -313,7 +426,7 @@ async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Re
         0 => actix_web::http::KeepAlive::Disabled,
         ms => actix_web::http::KeepAlive::Timeout(Duration::from_millis(ms)),
     };
-    let server = HttpServer::new(move || {
+    let api = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(api::limit_body_time))
             .wrap(actix_web::middleware::from_fn(api::trace_request))
@@ -328,12 +441,54 @@ async fn run_http(settings: &Settings, state: web::Data<ApiState>) -> anyhow::Re
     .keep_alive(keep_alive)
     .shutdown_timeout(30)
     .listen_uds(listener)
-    .with_context(|| format!("serving on {}", socket.path().display()))?;
+    .with_context(|| format!("serving on {}", socket.path().display()))?
+    .run();
+    let metrics = match settings.metrics_address {
+        None => None,
+        Some(address) => Some(
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .configure(api::configure_metrics)
+            })
+            .workers(1)
+            .client_request_timeout(Duration::from_millis(settings.request_head_timeout_ms))
+            .shutdown_timeout(5)
+            .bind(address)
+            .with_context(|| format!("listening on metrics_address {address}"))?
+            .run(),
+        ),
+    };
+    Ok(BoundServers {
+        api,
+        socket,
+        metrics,
+    })
+}
+
+/// Serves until SIGTERM/SIGINT, drains, removes the socket.
+async fn run_http(
+    settings: &Settings,
+    servers: BoundServers,
+    state: &web::Data<ApiState>,
+) -> anyhow::Result<()> {
     actix_rt::spawn(crate::memory::release_when_asked());
+    let metrics = servers.metrics.map(|server| {
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        handle
+    });
     state.ready.store(true, Ordering::Release);
-    info!(socket = %settings.socket_path.display(), "roomcache is ready");
-    server.run().await.context("serving")?;
+    info!(
+        socket = %settings.socket_path.display(),
+        metrics_address = settings.metrics_address.map(|a| a.to_string()),
+        "roomcache is ready"
+    );
+    servers.api.await.context("serving")?;
+    if let Some(metrics) = metrics {
+        metrics.stop(true).await;
+    }
     info!("in-flight requests drained; shutting down");
-    drop(socket);
+    drop(servers.socket);
     Ok(())
 }

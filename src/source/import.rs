@@ -29,8 +29,8 @@ use super::{queries, SourceDatabase, SourceError};
 use roomcache_core::{StreamToken, WriterName};
 
 use crate::feed::FeedRow;
-use crate::model::{RoomId, RowChange};
-use crate::rules::{apply_rows, RoomMemory, RoomState, RulesContext};
+use crate::model::RoomId;
+use crate::rules::{apply_rows, RoomState, RulesContext};
 use crate::store::{CommitGroup, ImportProgress, Store};
 use crate::supervisor::commit::{CommitUnit, WritePath};
 use crate::supervisor::recalc::RecomputedRooms;
@@ -112,18 +112,11 @@ pub(crate) fn replay_rooms(read: ReadRooms, server_name: &str) -> RecomputedRoom
     for (room, rows) in read.by_room {
         match replay_room(&room, rows, server_name) {
             Ok(state) => {
-                if let Some(joined) = state.joined {
-                    computed.changes.push(RowChange::UpsertJoinedRoom(joined));
-                }
-                computed.changes.extend(
-                    state
-                        .snapshots
-                        .into_iter()
-                        .map(|(_, s)| RowChange::UpsertSnapshot(s)),
-                );
-                if state.memory != RoomMemory::default() {
-                    computed.memories.push((room, state.memory));
-                }
+                let (changes, memory) = state.rows_from_nothing(&room);
+                computed.changes.extend(changes);
+                computed
+                    .memories
+                    .extend(memory.map(|memory| (room, memory)));
             }
             Err(error) => {
                 warn!(room_id = %room, %error, "the rules refused this room's history; it is left without rows");
@@ -393,7 +386,7 @@ async fn import_batches(
                 progress.last_room_id = last.clone();
             }
             progress.rooms_done += rooms.len() as i64;
-            progress.rows_written += computed.changes.len() as i64;
+            progress.rows_written += computed.table_rows() as i64;
             committing = Some((batch_group(&computed, progress), progress.clone()));
         }
         reading = next?;

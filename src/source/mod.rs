@@ -10,16 +10,20 @@
 //! stream between vector tokens ([`range`]), the follower that tails new
 //! events, forgets and purges into the supervisor ([`follow`]), what it
 //! learns from Synapse's replication stream over Redis ([`redis`]) and the
-//! account data room lists read ([`account_data`]). May not touch: Synapse's
+//! account data room lists read ([`account_data`]), whether the role can
+//! read every table it needs ([`access`]) and whether following works
+//! ([`health`]). May not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
 //! tables except through the supervisor and the store's methods, the socket
 //! API.
 
+pub(crate) mod access;
 pub(crate) mod account_data;
 mod database;
 mod error;
 pub(crate) mod follow;
+pub(crate) mod health;
 pub(crate) mod import;
 mod queries;
 mod range;

@@ -323,8 +323,8 @@ async fn write_positions(
     Ok(())
 }
 
-/// Start-up invalidation (§4): deletes every row and the rules' memory of
-/// `rooms` and queues them in `sliding_sync_joined_rooms_to_recalculate`
+/// Start-up invalidation (§4): deletes every row (space children included)
+/// and the rules' memory of `rooms` and queues them in `sliding_sync_joined_rooms_to_recalculate`
 /// (the queue survives restarts).
 async fn invalidate_rooms(
     transaction: &deadpool_postgres::Transaction<'_>,
@@ -334,14 +334,15 @@ async fn invalidate_rooms(
         return Ok(());
     }
     let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
-    for table in [
-        "sliding_sync_joined_rooms",
-        "sliding_sync_membership_snapshots",
-        "room_rules_memory",
+    for (table, room_column) in [
+        ("sliding_sync_joined_rooms", "room_id"),
+        ("sliding_sync_membership_snapshots", "room_id"),
+        ("room_rules_memory", "room_id"),
+        ("space_children", "space_room_id"),
     ] {
         transaction
             .execute(
-                &format!("DELETE FROM {table} WHERE room_id = ANY($1)"),
+                &format!("DELETE FROM {table} WHERE {room_column} = ANY($1)"),
                 &[&ids],
             )
             .await?;

@@ -176,7 +176,8 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let mut config: tokio_postgres::Config =
             database_url.parse().map_err(StoreError::BadUrl)?;
-        let mut options = format!("-c search_path={schema}");
+        // NOTICEs ("already exists, skipping" at every start) are not news.
+        let mut options = format!("-c search_path={schema} -c client_min_messages=warning");
         if let Some(statement) = timeouts.statement {
             options.push_str(&format!(" -c statement_timeout={}", statement.as_millis()));
         }

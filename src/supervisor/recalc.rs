@@ -25,7 +25,8 @@ use crate::store::StoreError;
 /// Rows recomputed from the source for some rooms.
 #[derive(Debug, Default)]
 pub(crate) struct RecomputedRooms {
-    /// Row upserts (each room computed from nothing: only upserts).
+    /// Row upserts and space children (each room computed from nothing:
+    /// [`crate::rules::RoomState::rows_from_nothing`]).
     pub(crate) changes: Vec<RowChange>,
     /// The rules' memory of every room with any history.
     pub(crate) memories: Vec<(RoomId, RoomMemory)>,
@@ -34,6 +35,19 @@ pub(crate) struct RecomputedRooms {
 }
 
 impl RecomputedRooms {
+    /// The joined rows and snapshots among the changes.
+    pub(crate) fn table_rows(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|change| {
+                matches!(
+                    change,
+                    RowChange::UpsertJoinedRoom(_) | RowChange::UpsertSnapshot(_)
+                )
+            })
+            .count()
+    }
+
     /// Adds the rows and memories to a commit.
     pub(crate) fn add_to<'rows>(&'rows self, unit: &mut CommitUnit<'rows>) {
         unit.rows(&self.changes);

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::fake_synapse::{user, HS};
 use crate::support::server::{Answer, TestServer};
-use crate::support::synapse::wait_for_position;
+use crate::support::synapse::{spawn_holding_recalculation, wait_for_position};
 use crate::synapse_catalogue::{tables, Scenario, ROOM_NAME};
 
 /// A room list of every room of `user_id`, first ten.
@@ -45,12 +45,7 @@ async fn queued_rooms_are_served_by_the_fallback_until_recomputed_never_stale() 
     server.stop().await;
     s.fake.name(&r, &u1, ROOM_NAME).await;
     let join = s.fake.member(&r, &u2, &u2, "join").await;
-    server
-        .options
-        .extra_args
-        .extend(["--source-recalculation-delay-ms".into(), "600000".into()]);
-    server.spawn().await;
-    let status = server.get("/v1/status").await.body;
+    let status = spawn_holding_recalculation(&mut server).await;
     assert_eq!(status["recalculation_queue"], 1, "{status}");
     // In source mode the socket feed is closed.
     server
@@ -106,12 +101,7 @@ async fn queued_rooms_are_served_by_the_fallback_until_recomputed_never_stale() 
     assert_eq!(answer.body["lists"]["all"]["count"], 0);
 
     // Restarted without the delay, the queue (kept across the restart) drains.
-    server.stop().await;
-    server
-        .options
-        .extra_args
-        .truncate(server.options.extra_args.len() - 2);
-    server.spawn().await;
+    server.restart().await;
     let status = wait_for_position(&server, s.fake.next_position() - 1).await;
     assert_eq!(status["recalculation_queue"], 0);
     // The position had not moved: the same room is found changed again.

@@ -16,28 +16,18 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use crate::support::server::{database_url, ServerOptions, TestServer};
+use crate::support::server::{block_port, ServerOptions, TestServer};
 
 fn spare_port() -> u16 {
-    if let Ok(port) = std::env::var("ROOMCACHE_TEST_SPARE_PG_PORT") {
-        return port
-            .parse()
-            .expect("ROOMCACHE_TEST_SPARE_PG_PORT is a port");
-    }
-    let url = database_url();
-    let port: u16 = url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the test database URL names a port");
-    port + 4
+    block_port("ROOMCACHE_TEST_SPARE_PG_PORT", 4)
 }
 
 fn scripts_pg() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg")
 }
 
-/// A private cluster, stopped (by `scripts/pg stop`) when dropped.
+/// A private cluster, stopped and deleted (by `scripts/pg remove`: as root
+/// it lives in a directory of its own under $TMPDIR) when dropped.
 struct PrivateCluster {
     dir: PathBuf,
     _parent: tempfile::TempDir,
@@ -108,7 +98,7 @@ impl Drop for PrivateCluster {
     fn drop(&mut self) {
         self.signal_all(Signal::SIGCONT);
         let _ = Command::new(scripts_pg())
-            .arg("stop")
+            .arg("remove")
             .arg(&self.dir)
             .status();
     }

@@ -8,6 +8,7 @@ mod support;
 
 mod answer_limits;
 mod bad_input;
+mod cli;
 mod connections;
 mod crash;
 mod fallback;
@@ -20,7 +21,9 @@ mod room_list;
 mod scenarios;
 mod skeleton;
 mod socket;
+mod source_health;
 mod source_redis;
 mod synapse_catalogue;
 mod synapse_oracle;
+mod synapse_spaces;
 mod synapse_workers_oracle;

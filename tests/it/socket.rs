@@ -16,12 +16,7 @@ async fn socket_mode_stale_replacement_and_live_refusal() {
     // A second roomcache on the same socket is refused with a clear message,
     // and the first one keeps serving.
     let output = Command::new(env!("CARGO_BIN_EXE_roomcache"))
-        .args([
-            "serve",
-            "--config",
-            "/nonexistent/roomcache.toml",
-            "--socket-path",
-        ])
+        .args(["serve", "--config", "/dev/null", "--socket-path"])
         .arg(&server.socket)
         .args([
             "--database-url",
@@ -57,12 +52,7 @@ async fn a_file_that_is_not_a_socket_is_never_replaced() {
     let path = dir.path().join("roomcache.sock");
     std::fs::write(&path, "precious").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_roomcache"))
-        .args([
-            "serve",
-            "--config",
-            "/nonexistent/roomcache.toml",
-            "--socket-path",
-        ])
+        .args(["serve", "--config", "/dev/null", "--socket-path"])
         .arg(&path)
         .args(["--database-url", &database_url()])
         .output()
@@ -82,12 +72,7 @@ async fn one_instance_per_schema() {
     let other_socket = dir.path().join("other.sock");
     let stderr_path = dir.path().join("second.log");
     let mut second = Command::new(env!("CARGO_BIN_EXE_roomcache"))
-        .args([
-            "serve",
-            "--config",
-            "/nonexistent/roomcache.toml",
-            "--socket-path",
-        ])
+        .args(["serve", "--config", "/dev/null", "--socket-path"])
         .arg(&other_socket)
         .env("ROOMCACHE_INSTANCE_LOCK_WAIT_MS", "300")
         .args([

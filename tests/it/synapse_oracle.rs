@@ -6,10 +6,10 @@
 
 use crate::support::server::{database_url, unique_schema, TestServer};
 use crate::support::synapse::{
-    assert_no_differences, insert_event, source_options, text, wait_for_position, SynapseDatabase,
-    Tables, FIXTURE_POSITION, SERVER_NAME,
+    assert_no_differences, persist_event, source_event, source_options, text, wait_for_position,
+    SynapseDatabase, Tables, FIXTURE_POSITION, SERVER_NAME,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_fixture_from_position_zero_reproduces_synapses_live_tables() {
@@ -62,104 +62,6 @@ async fn importing_the_fixture_reproduces_synapses_live_tables_not_its_rebuild()
     let again = Tables::from_rows(&server.rows_in_postgres().await);
     assert_no_differences(&again, &live, "after a restart");
     server.stop().await;
-}
-
-/// An event for [`persist_event`], a builder:
-/// `source_event(room_id, sender, type).state_key("").content(..)`.
-struct SourceEvent {
-    room_id: String,
-    sender: String,
-    event_type: String,
-    state_key: Option<String>,
-    content: Value,
-}
-
-fn source_event(room_id: &str, sender: &str, event_type: &str) -> SourceEvent {
-    SourceEvent {
-        room_id: room_id.to_owned(),
-        sender: sender.to_owned(),
-        event_type: event_type.to_owned(),
-        state_key: None,
-        content: json!({}),
-    }
-}
-
-impl SourceEvent {
-    fn state_key(mut self, state_key: &str) -> Self {
-        self.state_key = Some(state_key.to_owned());
-        self
-    }
-
-    fn content(mut self, content: Value) -> Self {
-        self.content = content;
-        self
-    }
-}
-
-/// Inserts an event as Synapse persists one (events, event_json and, for
-/// state, the delta row and current state), at `stream_ordering`.
-async fn persist_event(
-    client: &tokio_postgres::Client,
-    stream_ordering: i64,
-    event: SourceEvent,
-) -> String {
-    let SourceEvent {
-        room_id,
-        sender,
-        event_type,
-        state_key,
-        content,
-    } = event;
-    let (room_id, sender, event_type) = (room_id.as_str(), sender.as_str(), event_type.as_str());
-    let state_key = state_key.as_deref();
-    let event_id = format!("$test{stream_ordering}");
-    let json = json!({
-        "event_id": event_id, "room_id": room_id, "type": event_type,
-        "sender": sender, "content": content, "state_key": state_key,
-        "origin_server_ts": 0, "unsigned": {},
-    });
-    insert_event(client, "master", stream_ordering, &json).await;
-    if let Some(state_key) = state_key {
-        client
-            .execute(
-                "INSERT INTO current_state_delta_stream
-                     (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
-                 SELECT $1, $2, $3, $4, $5,
-                     (SELECT event_id FROM current_state_events
-                      WHERE room_id = $2 AND type = $3 AND state_key = $4), 'master'",
-                &[
-                    &stream_ordering,
-                    &room_id,
-                    &event_type,
-                    &state_key,
-                    &event_id,
-                ],
-            )
-            .await
-            .unwrap();
-        client
-            .execute(
-                "UPDATE current_state_events SET event_id = $4, event_stream_ordering = $5
-                 WHERE room_id = $1 AND type = $2 AND state_key = $3",
-                &[
-                    &room_id,
-                    &event_type,
-                    &state_key,
-                    &event_id,
-                    &stream_ordering,
-                ],
-            )
-            .await
-            .unwrap();
-    }
-    client
-        .execute(
-            "UPDATE stream_positions SET stream_id = $1 WHERE stream_name = 'events'",
-            &[&stream_ordering],
-        )
-        .await
-        .unwrap();
-    event_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +143,7 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
 /// Runs `roomcache import` into `schema`; returns its standard output.
 fn run_import_command(synapse: &SynapseDatabase, schema: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_roomcache"))
-        .args(["import", "--config", "/nonexistent/roomcache.toml"])
+        .args(["import", "--config", "/dev/null"])
         .args(["--database-url", &database_url()])
         .args(["--schema", schema])
         .args(["--source-database-url", &synapse.url])
@@ -287,21 +189,22 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
         .unwrap()
         .get(0);
     let mut copied_rows = 0i64;
-    for table in [
-        "sliding_sync_joined_rooms",
-        "sliding_sync_membership_snapshots",
-        "room_rules_memory",
+    for (table, room_column) in [
+        ("sliding_sync_joined_rooms", "room_id"),
+        ("sliding_sync_membership_snapshots", "room_id"),
+        ("room_rules_memory", "room_id"),
+        ("space_children", "space_room_id"),
     ] {
         let copied = client
             .execute(
                 &format!(
-                    "INSERT INTO {interrupted}.{table} SELECT * FROM {complete}.{table} WHERE room_id <= $1"
+                    "INSERT INTO {interrupted}.{table} SELECT * FROM {complete}.{table} WHERE {room_column} <= $1"
                 ),
                 &[&thirtieth],
             )
             .await
             .unwrap();
-        if table != "room_rules_memory" {
+        if table.starts_with("sliding_sync") {
             copied_rows += copied as i64;
         }
     }
@@ -335,6 +238,14 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
         "{output}"
     );
     let rows = store.load_all().await.unwrap();
+    let complete_rows = roomcache::store::Store::connect(&database_url(), &complete, 1)
+        .await
+        .unwrap()
+        .load_all()
+        .await
+        .unwrap();
+    assert_eq!(rows.space_children, complete_rows.space_children);
+    assert_eq!(rows.space_children.len(), 7);
     let ours = Tables::from_rows(&rows);
     let differences = ours.differences(&live);
     assert_eq!(differences.len(), 1, "{differences:#?}");

@@ -240,5 +240,6 @@ def _decode(status: int, raw: bytes) -> JsonDict:
         raise RoomcacheFailure("bad_answer", f"HTTP {status}, not a JSON object")
     if status != 200:
         errcode = answer.get("errcode", "?")
-        raise RoomcacheFailure("error", f"HTTP {status} {errcode}: {answer.get('error')}")
+        reason = "source_degraded" if errcode == "ROOMCACHE_SOURCE_DEGRADED" else "error"
+        raise RoomcacheFailure(reason, f"HTTP {status} {errcode}: {answer.get('error')}")
     return answer

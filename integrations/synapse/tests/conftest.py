@@ -3,12 +3,17 @@ at the end of the session.
 
 Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the fifteen after it
 (test_bench_smoke.py: the two after those).
+
+Files: ROOMCACHE_SYNAPSE_TEST_DIR, else var/synapse-test (scripts/test.d/synapse
+passes a short symlink to it, so that the Unix sockets' paths in it stay within
+the 107 bytes a socket path may have however long the clone's path is).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +22,9 @@ from .harness import REPOSITORY, Homeserver
 from .roomcache import Roomcache
 
 PORT_BASE = int(os.environ.get("ROOMCACHE_SYNAPSE_TEST_PORT_BASE", "25440"))
-TEST_DIRECTORY = REPOSITORY / "var" / "synapse-test"
+TEST_DIRECTORY = Path(
+    os.environ.get("ROOMCACHE_SYNAPSE_TEST_DIR") or REPOSITORY / "var" / "synapse-test"
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """roomcache as a real process beside a test homeserver: built with cargo, run in
 source mode on the homeserver's Postgres (its own database `roomcache`, one
-schema per process), asked over its Unix socket, stopped or killed by its
-process id; its tables read from Postgres and compared with Synapse's live
-sliding-sync tables.
+schema per process, as the roles docs/synapse.md creates), asked over its Unix
+socket, stopped or killed by its process id; its tables read from Postgres and
+compared with Synapse's live sliding-sync tables.
 
     binary = build_roomcache()
     with Roomcache(binary, directory, homeserver, schema="follow") as cache:
@@ -26,6 +26,7 @@ from typing import Any
 import psycopg2
 
 from .harness import REPOSITORY, Homeserver
+from .roomcache import documented_roles
 
 JOINED_COLUMNS = (
     "room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted,"
@@ -67,20 +68,6 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def roomcache_database_url(homeserver: Homeserver) -> str:
-    """roomcache's own database on the homeserver's Postgres (created if missing)."""
-    synapse_url = homeserver.database_url
-    base = synapse_url.rsplit("/", 1)[0]
-    with psycopg2.connect(f"{base}/postgres") as connection:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'roomcache'")
-            if cursor.fetchone() is None:
-                cursor.execute("CREATE DATABASE roomcache")
-    connection.close()
-    return f"{base}/roomcache"
-
-
 def drop_schema(database_url: str, schema: str) -> None:
     """Drops a schema of roomcache's database (left by an earlier session)."""
     with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
@@ -110,12 +97,14 @@ class Roomcache:
         self.schema = schema
         self.socket = directory / "roomcache.sock"
         self.log_path = directory / "roomcache.log"
-        self.database_url = roomcache_database_url(homeserver)
+        # The roles and database docs/synapse.md creates (tests/roomcache.py).
+        roles = documented_roles(homeserver)
+        self.database_url = roles.database_url
         drop_schema(self.database_url, schema)
         self.arguments = [
             "serve",
             "--config",
-            "/nonexistent/roomcache.toml",
+            "/dev/null",
             "--server-name",
             homeserver.server_name,
             "--database-url",
@@ -127,7 +116,7 @@ class Roomcache:
             "--writers",
             ",".join(writers),
             "--source-database-url",
-            homeserver.database_url,
+            roles.source_url,
             *extra,
         ]
         if redis:

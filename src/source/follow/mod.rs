@@ -47,11 +47,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, Instrument};
 
 use roomcache_core::{PositionTracker, WriterName};
 
 use super::account_data::AccountDataFollower;
+use super::health::{SourceHealth, SourcePart};
 use super::read::forget_rows;
 use super::redis::Replication;
 use super::{queries, SourceDatabase, SourceError};
@@ -91,6 +92,8 @@ pub(crate) struct Follower {
     /// Ends a pause between steps at once (a reader waits for a position
     /// the follower has not reached).
     pub(crate) poll_now: Arc<tokio::sync::Notify>,
+    /// Told how each step went (and logs the failures).
+    pub(crate) health: Arc<SourceHealth>,
 }
 
 /// What the loop remembers between steps.
@@ -109,15 +112,31 @@ impl Follower {
         let mut state = FollowState::default();
         loop {
             let span = info_span!("source_step");
-            let account_data = self.account_data.step().await.unwrap_or_else(|error| {
-                warn!(error = %crate::error_chain(&error), "following the source's account data failed; retrying");
-                true
-            });
-            match self.step(&mut state).instrument(span).await {
-                Ok(caught_up) if caught_up && account_data => self.wait().await,
-                Ok(_) => {}
+            let account_data = match self.account_data.step().await {
+                Ok(caught_up) => {
+                    self.health.succeeded(SourcePart::AccountData);
+                    caught_up
+                }
                 Err(error) => {
-                    warn!(error = %crate::error_chain(&error), "following the source failed; retrying");
+                    let health = &self.health;
+                    health
+                        .failed(SourcePart::AccountData, &error, &self.source)
+                        .await;
+                    true
+                }
+            };
+            match self.step(&mut state).instrument(span).await {
+                Ok(caught_up) => {
+                    self.health.succeeded(SourcePart::Events);
+                    if caught_up && account_data {
+                        self.wait().await;
+                    }
+                }
+                Err(error) => {
+                    let health = &self.health;
+                    health
+                        .failed(SourcePart::Events, &error, &self.source)
+                        .await;
                     tokio::time::sleep(self.poll_interval).await;
                 }
             }

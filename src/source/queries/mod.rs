@@ -7,8 +7,10 @@
 //! connection is read-only besides).
 
 mod forgets;
+mod tables;
 
 pub(crate) use forgets::*;
+pub(crate) use tables::{SYNAPSE_TABLES, TABLE_ACCESS};
 
 /// A query against Synapse's schema.
 pub(crate) struct Query {

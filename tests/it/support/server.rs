@@ -26,6 +26,23 @@ pub(crate) fn database_url() -> String {
     })
 }
 
+/// A port of scripts/test's block: the environment variable `variable`
+/// when set, else the test database's port + `offset`.
+pub(crate) fn block_port(variable: &str, offset: u16) -> u16 {
+    if let Ok(port) = std::env::var(variable) {
+        return port
+            .parse()
+            .unwrap_or_else(|_| panic!("{variable} is not a port"));
+    }
+    let url = database_url();
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test database URL names a port");
+    port + offset
+}
+
 /// A fresh schema name, unique across processes and runs.
 pub(crate) fn unique_schema(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -157,7 +174,7 @@ pub(crate) struct TestServer {
     pub(crate) schema: String,
     pub(crate) database_url: String,
     pub(crate) log_path: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -178,7 +195,7 @@ impl TestServer {
             schema: unique_schema("t"),
             database_url: options.database_url.clone().unwrap_or_else(database_url),
             options,
-            dir,
+            _dir: dir,
         };
         server.spawn().await;
         server
@@ -189,7 +206,7 @@ impl TestServer {
         command
             .arg("serve")
             .arg("--config")
-            .arg(self.dir.path().join("no-config.toml"))
+            .arg("/dev/null")
             .arg("--socket-path")
             .arg(&self.socket)
             .arg("--database-url")

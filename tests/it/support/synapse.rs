@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use roomcache::store::LoadedRows;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_postgres::NoTls;
 
 use super::server::{self, unique_schema, ServerOptions, TestServer};
@@ -324,6 +324,20 @@ impl<'a> SourceOptions<'a> {
     }
 }
 
+/// Starts the stopped `server` with its recalculation held back (queued
+/// rooms stay queued, and the reads' fallback answers for them); its next
+/// start recalculates as usual. Returns its status.
+pub(crate) async fn spawn_holding_recalculation(server: &mut TestServer) -> Value {
+    let arguments = server.options.extra_args.len();
+    server
+        .options
+        .extra_args
+        .extend(["--source-recalculation-delay-ms".into(), "600000".into()]);
+    server.spawn().await;
+    server.options.extra_args.truncate(arguments);
+    server.get("/v1/status").await.body
+}
+
 /// Waits until the server's position reaches `position` with an empty queue.
 pub(crate) async fn wait_for_position(server: &TestServer, position: i64) -> Value {
     wait_for_writers(server, &["master"], position).await
@@ -422,4 +436,106 @@ pub(crate) async fn persist_message(
         "origin_server_ts": 0, "unsigned": {}});
     insert_event(&client, writer, position, &event).await;
     room_id
+}
+
+/// An event for [`persist_event`], a builder:
+/// `source_event(room_id, sender, type).state_key("").content(..)`.
+pub(crate) struct SourceEvent {
+    room_id: String,
+    sender: String,
+    event_type: String,
+    state_key: Option<String>,
+    content: Value,
+}
+
+pub(crate) fn source_event(room_id: &str, sender: &str, event_type: &str) -> SourceEvent {
+    SourceEvent {
+        room_id: room_id.to_owned(),
+        sender: sender.to_owned(),
+        event_type: event_type.to_owned(),
+        state_key: None,
+        content: json!({}),
+    }
+}
+
+impl SourceEvent {
+    pub(crate) fn state_key(mut self, state_key: &str) -> Self {
+        self.state_key = Some(state_key.to_owned());
+        self
+    }
+
+    pub(crate) fn content(mut self, content: Value) -> Self {
+        self.content = content;
+        self
+    }
+}
+
+/// Inserts an event as Synapse's one writer `master` persists one (events,
+/// event_json and, for state, the delta row and current state), at
+/// `stream_ordering`, and moves the events stream there; returns its ID.
+pub(crate) async fn persist_event(
+    client: &tokio_postgres::Client,
+    stream_ordering: i64,
+    event: SourceEvent,
+) -> String {
+    let SourceEvent {
+        room_id,
+        sender,
+        event_type,
+        state_key,
+        content,
+    } = event;
+    let (room_id, sender, event_type) = (room_id.as_str(), sender.as_str(), event_type.as_str());
+    let state_key = state_key.as_deref();
+    let event_id = format!("$test{stream_ordering}");
+    let json = json!({
+        "event_id": event_id, "room_id": room_id, "type": event_type,
+        "sender": sender, "content": content, "state_key": state_key,
+        "origin_server_ts": 0, "unsigned": {},
+    });
+    insert_event(client, "master", stream_ordering, &json).await;
+    if let Some(state_key) = state_key {
+        client
+            .execute(
+                "INSERT INTO current_state_delta_stream
+                     (stream_id, room_id, type, state_key, event_id, prev_event_id, instance_name)
+                 SELECT $1, $2, $3, $4, $5,
+                     (SELECT event_id FROM current_state_events
+                      WHERE room_id = $2 AND type = $3 AND state_key = $4), 'master'",
+                &[
+                    &stream_ordering,
+                    &room_id,
+                    &event_type,
+                    &state_key,
+                    &event_id,
+                ],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO current_state_events
+                     (room_id, type, state_key, event_id, event_stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (room_id, type, state_key)
+                 DO UPDATE SET event_id = $4, event_stream_ordering = $5",
+                &[
+                    &room_id,
+                    &event_type,
+                    &state_key,
+                    &event_id,
+                    &stream_ordering,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "UPDATE stream_positions SET stream_id = $1 WHERE stream_name = 'events'",
+            &[&stream_ordering],
+        )
+        .await
+        .unwrap();
+    event_id
 }

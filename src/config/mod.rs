@@ -1,19 +1,24 @@
 //! Settings: defaults, `config/roomcache.toml`, `ROOMCACHE_*` environment
 //! variables and command-line flags, in increasing order of precedence.
 //!
-//! Owns: the [`Settings`] struct and its validation. May not touch: anything
+//! Owns: the [`Settings`] struct and its validation, and (in [`print`]) the
+//! settings as a config file with passwords masked. May not touch: anything
 //! that runs; every other module receives a validated `Settings`.
 
+mod print;
+
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use roomcache_core::WriterName;
 
 /// Every setting of roomcache. Field names are the TOML keys; the
 /// environment variable of a key is `ROOMCACHE_` + the key in upper case.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Settings {
     /// The homeserver's server name: users of this server are local users.
@@ -71,6 +76,10 @@ pub(crate) struct Settings {
     pub(crate) log_level: String,
     /// Log format: `text` or `json`.
     pub(crate) log_format: LogFormat,
+    /// Address (`127.0.0.1:9477`) of a TCP listener serving only `GET
+    /// /metrics` and `GET /health`, for Prometheus (the socket's API is full
+    /// write access). Unset: metrics only on the socket.
+    pub(crate) metrics_address: Option<SocketAddr>,
     /// Source mode: Postgres URL of a Synapse database to import and follow
     /// (read-only). Unset: rows come from the socket feed.
     pub(crate) source_database_url: Option<String>,
@@ -93,7 +102,7 @@ pub(crate) struct Settings {
     pub(crate) source_recalculation_delay_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum LogFormat {
     Text,
@@ -126,6 +135,7 @@ impl Default for Settings {
             max_user_rooms_page: 1_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            metrics_address: None,
             source_database_url: None,
             source_poll_interval_ms: 200,
             source_redis_url: None,
@@ -137,9 +147,44 @@ impl Default for Settings {
     }
 }
 
+/// The config file read when none is named.
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/roomcache.toml";
+
+/// The longest socket path the kernel accepts, in bytes: `sun_path` holds
+/// 108 bytes, the terminating NUL included. A relative path counts as
+/// given (it is resolved from the working directory).
+pub(crate) const SOCKET_PATH_MAX: usize = 107;
+
+/// Refuses a socket path the kernel would not bind (too long, empty, a NUL
+/// byte, no file name), naming the path and the limit.
+pub(crate) fn check_socket_path(path: &Path) -> Result<(), String> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() > SOCKET_PATH_MAX {
+        return Err(format!(
+            "{} is {} bytes long; a Unix socket's path holds at most {SOCKET_PATH_MAX} bytes \
+             (sun_path: 108 with the terminating NUL): choose a shorter path (a relative path \
+             counts as written)",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(format!("{} contains a NUL byte", path.display()));
+    }
+    if path.file_name().is_none() {
+        return Err(format!(
+            "{:?} does not end in a file name",
+            path.as_os_str()
+        ));
+    }
+    Ok(())
+}
+
 /// Why the settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
+    #[error("config file {path} does not exist")]
+    Missing { path: PathBuf },
     #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
@@ -158,13 +203,11 @@ pub(crate) enum ConfigError {
 /// Every flag overrides the config file's key of the same name.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct SettingsArgs {
-    /// Config file (TOML); missing keys take their defaults.
-    #[arg(
-        long,
-        env = "ROOMCACHE_CONFIG",
-        default_value = "config/roomcache.toml"
-    )]
-    pub(crate) config: PathBuf,
+    /// Config file (TOML); missing keys take their defaults. A file named
+    /// here must exist. [default: config/roomcache.toml if it exists, else
+    /// every setting's default]
+    #[arg(long, env = "ROOMCACHE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// The homeserver's server name; its users are the local users.
     #[arg(long, env = "ROOMCACHE_SERVER_NAME")]
     pub(crate) server_name: Option<String>,
@@ -234,6 +277,9 @@ pub(crate) struct SettingsArgs {
     /// Log format.
     #[arg(long, env = "ROOMCACHE_LOG_FORMAT", value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// TCP address serving only GET /metrics and GET /health (empty: none).
+    #[arg(long, env = "ROOMCACHE_METRICS_ADDRESS")]
+    pub(crate) metrics_address: Option<String>,
     /// Source mode: Postgres URL of the Synapse database to follow (read-only).
     #[arg(long, env = "ROOMCACHE_SOURCE_DATABASE_URL")]
     pub(crate) source_database_url: Option<String>,
@@ -260,9 +306,16 @@ pub(crate) struct SettingsArgs {
 
 impl Settings {
     /// Reads the config file (a missing file at the default path means
-    /// "defaults"), applies the flags and validates the result.
+    /// "defaults"; a file named with `--config` or `ROOMCACHE_CONFIG` must
+    /// exist), applies the flags and validates the result.
     pub(crate) fn load(args: &SettingsArgs) -> Result<Settings, ConfigError> {
-        let mut settings = Self::from_file(&args.config)?;
+        let mut settings = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => match Self::from_file(Path::new(DEFAULT_CONFIG_PATH)) {
+                Err(ConfigError::Missing { .. }) => Settings::default(),
+                other => other?,
+            },
+        };
         macro_rules! override_with {
             ($($field:ident),*) => {
                 $(if let Some(value) = &args.$field {
@@ -308,6 +361,15 @@ impl Settings {
         if let Some(url) = &args.database_url {
             settings.database_url = Some(url.clone()).filter(|u| !u.is_empty());
         }
+        if let Some(address) = &args.metrics_address {
+            settings.metrics_address = match address.as_str() {
+                "" => None,
+                text => Some(text.parse().map_err(|e| ConfigError::Invalid {
+                    key: "metrics_address",
+                    reason: format!("{text:?} is not an address such as 127.0.0.1:9477 ({e})"),
+                })?),
+            };
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -315,7 +377,11 @@ impl Settings {
     fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing {
+                    path: path.to_owned(),
+                })
+            }
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
@@ -337,6 +403,19 @@ impl Settings {
                 reason: reason.to_owned(),
             })
         };
+        if let Err(reason) = check_socket_path(&self.socket_path) {
+            return invalid("socket_path", &reason);
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid(
+                "log_level",
+                &format!(
+                    "{:?} is not a log filter ({error}): a level (error, warn, info, debug, \
+                     trace) or directives such as roomcache=debug,actix_web=warn",
+                    self.log_level
+                ),
+            );
+        }
         if self.server_name.is_empty() || self.server_name.contains(char::is_whitespace) {
             return invalid("server_name", "must be a non-empty server name");
         }
@@ -416,7 +495,7 @@ mod tests {
     #[test]
     fn flags_override_the_file_and_are_validated() {
         let args = SettingsArgs {
-            config: PathBuf::from("/nonexistent/roomcache.toml"),
+            config: Some(PathBuf::from("/dev/null")),
             server_name: Some("example.org".into()),
             writers: Some(vec!["ep1".parse().unwrap(), "ep2".parse().unwrap()]),
             ..Default::default()
@@ -429,7 +508,7 @@ mod tests {
         );
 
         let bad = SettingsArgs {
-            config: PathBuf::from("/nonexistent/roomcache.toml"),
+            config: Some(PathBuf::from("/dev/null")),
             schema: Some("Bad-Schema".into()),
             ..Default::default()
         };
@@ -437,5 +516,45 @@ mod tests {
             Settings::load(&bad),
             Err(ConfigError::Invalid { key: "schema", .. })
         ));
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let args = SettingsArgs {
+            config: Some(PathBuf::from("/nonexistent/typo.toml")),
+            ..Default::default()
+        };
+        let error = Settings::load(&args).unwrap_err();
+        assert!(matches!(error, ConfigError::Missing { .. }));
+        assert_eq!(
+            error.to_string(),
+            "config file /nonexistent/typo.toml does not exist"
+        );
+    }
+
+    #[test]
+    fn an_invalid_log_directive_or_socket_path_is_refused() {
+        let args = SettingsArgs {
+            config: Some(PathBuf::from("/dev/null")),
+            log_level: Some("roomcache=verbose".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::load(&args),
+            Err(ConfigError::Invalid {
+                key: "log_level",
+                ..
+            })
+        ));
+        let args = SettingsArgs {
+            config: Some(PathBuf::from("/dev/null")),
+            socket_path: Some(PathBuf::from(format!("/{}", "s".repeat(107)))),
+            ..Default::default()
+        };
+        let error = Settings::load(&args).unwrap_err().to_string();
+        assert!(
+            error.contains("is 108 bytes long") && error.contains("at most 107 bytes"),
+            "{error}"
+        );
     }
 }
