@@ -14,7 +14,9 @@
 pub(crate) mod commit;
 mod pipeline;
 mod prepare;
+mod queued;
 pub(crate) mod recalc;
+mod room_actor;
 pub(crate) mod rooms;
 pub(crate) mod startup;
 
@@ -26,7 +28,8 @@ use roomcache_core::{PositionError, WriterName};
 use tracing::{error, info_span, Instrument};
 
 use self::commit::WritePath;
-use self::pipeline::{Pipeline, Queued};
+use self::pipeline::Pipeline;
+use self::queued::Queued;
 use self::recalc::{RecalculationError, RecalculationQueue, Upstream};
 use self::rooms::RoomRegistry;
 use crate::feed::FeedBatch;

@@ -13,11 +13,11 @@ use futures_util::future::join_all;
 use roomcache_core::{Claim, WriterName};
 use tracing::warn;
 
-use super::pipeline::{Queued, Submission};
+use super::queued::{Queued, Submission};
 use super::{BatchError, Shared};
 use crate::feed::{FeedBatch, FeedRow};
 use crate::model::{RoomId, RowChange};
-use crate::room::{Abort, BatchSeq, Prepare, PreparedRoom, RoomActor};
+use super::room_actor::{Abort, BatchSeq, Prepare, PreparedRoom, RoomActor};
 use crate::rules::RulesContext;
 
 /// One prepared batch waiting for the group's commit.

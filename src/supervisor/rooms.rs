@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use tracing::debug;
 
 use crate::model::RoomId;
-use crate::room::{holds_rows, RoomActor};
+use super::room_actor::{holds_rows, RoomActor};
 use crate::store::{Store, StoreError};
 
 /// One live actor and when it was last used (milliseconds since the
