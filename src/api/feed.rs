@@ -51,6 +51,6 @@ pub(super) async fn post_feed(
         writer,
         position: ack.position,
         applied_rows: ack.applied_rows,
-        token: state.reads.token(),
+        token: ack.token,
     }))
 }

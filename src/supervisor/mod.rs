@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use roomcache_core::{PositionError, WriterName};
+use roomcache_core::{PositionError, StreamToken, WriterName};
 use tracing::{error, info_span, Instrument};
 
 use self::commit::WritePath;
@@ -59,11 +59,14 @@ pub(crate) enum BatchError {
 }
 
 /// The answer to a batch: the writer's durable position once it committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BatchAck {
     pub(crate) position: i64,
     /// Rows applied (rows at or below the durable position are skipped).
     pub(crate) applied_rows: usize,
+    /// The token right after the publication that made the batch visible
+    /// (taken inside it: a later batch's publication cannot move it).
+    pub(crate) token: StreamToken,
 }
 
 /// A writer's validated batch.
@@ -255,7 +258,7 @@ impl Handler<ApplyAccountData> for Supervisor {
                 let mut unit = commit::CommitUnit::default();
                 unit.rows(&message.changes);
                 unit.account_data_position(message.position);
-                write_path.commit(unit).await
+                write_path.commit(unit).await.map(|_| ())
             }
             .instrument(span),
         )

@@ -215,7 +215,7 @@ async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Qu
     metrics::histogram!("roomcache_commit_seconds").record(started.elapsed().as_secs_f64());
     let last_seq = prepared.iter().map(|b| b.seq).max().unwrap_or(0);
     match result {
-        Ok(()) => {
+        Ok(token) => {
             for (address, room) in prepared.iter().flat_map(|b| &b.rooms) {
                 address.do_send(Commit { seq: last_seq });
                 shared.rooms.set_holds_rows(&room.room_id, room.holds_rows);
@@ -225,6 +225,7 @@ async fn commit_group(shared: &Shared, prepared: Vec<Prepared>) -> Option<Vec<Qu
                 let ack = BatchAck {
                     position: batch.position,
                     applied_rows: batch.applied_rows,
+                    token: token.clone(),
                 };
                 batch.queued.answer(Ok(ack));
             }
