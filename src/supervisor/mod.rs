@@ -2,9 +2,11 @@
 //!
 //! Owns (as the design brief's card says): the per-writer positions and the
 //! minimum token (through the [`PositionTracker`] it alone advances, in
-//! [`commit::WritePath`]), the feed pipeline ([`pipeline`]: claim a
-//! writer's range → prepare in room actors → commit in Postgres → publish
-//! and advance → answer), the registry of room actors ([`rooms`], with the
+//! [`commit::WritePath`]), the feed pipeline (queue → claim a writer's
+//! range → prepare in room actors → commit in Postgres → publish and
+//! advance → answer: [`pipeline`] decides, as a state machine,
+//! [`run_pipeline`] carries its actions out, [`prepare`] prepares a group),
+//! the room actors ([`room_actor`]) and their registry ([`rooms`], with the
 //! idle reaper), start-up (loading, and in source mode the invalidation of
 //! rooms that changed while roomcache was down: [`startup`]) and the
 //! recalculation queue and its drain ([`recalc`]). May not touch: SQL (the
@@ -18,6 +20,7 @@ mod queued;
 pub(crate) mod recalc;
 mod room_actor;
 pub(crate) mod rooms;
+mod run_pipeline;
 pub(crate) mod startup;
 
 use std::sync::Arc;
@@ -136,13 +139,13 @@ impl Supervisor {
         settings: SupervisorSettings,
     ) -> Self {
         Supervisor {
+            pipeline: Pipeline::new(settings.batch_size, settings.linger),
             shared: Shared {
                 write_path,
                 rooms: RoomRegistry::new(),
                 queue,
                 settings,
             },
-            pipeline: Pipeline::default(),
         }
     }
 
@@ -165,19 +168,6 @@ impl Supervisor {
     }
 }
 
-impl Supervisor {
-    /// Stops the actors of rooms without table rows once no group holds
-    /// pending states (see [`RoomRegistry::reap_rowless`]).
-    fn reap_rowless_when_idle(&mut self) {
-        if !self.pipeline.is_idle() {
-            return;
-        }
-        if self.shared.rooms.reap_rowless() >= LARGE_REAP {
-            crate::memory::ask_for_release();
-        }
-    }
-}
-
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
@@ -193,8 +183,8 @@ impl Handler<SubmitBatch> for Supervisor {
 
     fn handle(&mut self, message: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::new(message.0);
-        self.pipeline.queue.push_back(queued);
-        self.kick(ctx);
+        let actions = self.pipeline.submit(queued);
+        self.carry_out(actions, ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
     }
 }
@@ -204,8 +194,8 @@ impl Handler<SubmitInvalidations> for Supervisor {
 
     fn handle(&mut self, message: SubmitInvalidations, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::invalidations(message.0);
-        self.pipeline.queue.push_back(queued);
-        self.kick(ctx);
+        let actions = self.pipeline.submit(queued);
+        self.carry_out(actions, ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
     }
 }

@@ -14,10 +14,10 @@ use roomcache_core::{Claim, WriterName};
 use tracing::warn;
 
 use super::queued::{Queued, Submission};
+use super::room_actor::{Abort, BatchSeq, Prepare, PreparedRoom, RoomActor};
 use super::{BatchError, Shared};
 use crate::feed::{FeedBatch, FeedRow};
 use crate::model::{RoomId, RowChange};
-use super::room_actor::{Abort, BatchSeq, Prepare, PreparedRoom, RoomActor};
 use crate::rules::RulesContext;
 
 /// One prepared batch waiting for the group's commit.

@@ -63,7 +63,8 @@ impl Queued {
     /// Answers the batch (the writer may have gone: nothing to do then).
     pub(super) fn answer(self, outcome: Result<BatchAck, BatchError>) {
         let label = match &outcome {
-            Ok(_) => {
+            Ok(ack) => {
+                metrics::counter!("roomcache_feed_rows_total").increment(ack.applied_rows as u64);
                 metrics::histogram!("roomcache_batch_seconds")
                     .record(self.received.elapsed().as_secs_f64());
                 "committed"
