@@ -35,7 +35,7 @@ use self::pipeline::Pipeline;
 use self::queued::Queued;
 use self::recalc::{RecalculationError, RecalculationQueue, Upstream};
 use self::rooms::RoomRegistry;
-use crate::feed::FeedBatch;
+use crate::feed::{FeedBatch, FeedError, ValidBatch};
 use crate::rules::RuleError;
 use crate::store::StoreError;
 
@@ -45,6 +45,9 @@ const LARGE_REAP: usize = 1000;
 /// Why a batch was not applied. Nothing of it is visible anywhere.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BatchError {
+    /// Only for [`SubmitBatch`] (the API parses its batches itself).
+    #[error(transparent)]
+    Invalid(#[from] FeedError),
     #[error(transparent)]
     UnknownWriter(#[from] PositionError),
     #[error(transparent)]
@@ -72,7 +75,16 @@ pub(crate) struct BatchAck {
     pub(crate) token: StreamToken,
 }
 
-/// A writer's validated batch.
+/// A writer's batch, parsed (the API's).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BatchAck, BatchError>")]
+pub(crate) struct SubmitValidBatch(pub(crate) ValidBatch);
+
+/// Source mode's follower's batch: the follower checks it with
+/// [`FeedBatch::validate`] and sends the batch itself, so it is parsed into
+/// a [`ValidBatch`] here, on its way into the queue (refused:
+/// [`BatchError::Invalid`]). Goes once the follower parses its batches and
+/// sends [`SubmitValidBatch`] (the source-mode round of the renovation).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<BatchAck, BatchError>")]
 pub(crate) struct SubmitBatch(pub(crate) FeedBatch);
@@ -182,6 +194,17 @@ impl Handler<SubmitBatch> for Supervisor {
     type Result = ResponseFuture<Result<BatchAck, BatchError>>;
 
     fn handle(&mut self, message: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
+        match ValidBatch::parse(message.0) {
+            Ok(batch) => self.handle(SubmitValidBatch(batch), ctx),
+            Err(invalid) => Box::pin(std::future::ready(Err(BatchError::Invalid(invalid)))),
+        }
+    }
+}
+
+impl Handler<SubmitValidBatch> for Supervisor {
+    type Result = ResponseFuture<Result<BatchAck, BatchError>>;
+
+    fn handle(&mut self, message: SubmitValidBatch, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::new(message.0);
         let actions = self.pipeline.submit(queued);
         self.carry_out(actions, ctx);

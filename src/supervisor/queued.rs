@@ -10,13 +10,13 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::{BatchAck, BatchError, InvalidationBatch};
-use crate::feed::FeedBatch;
+use crate::feed::ValidBatch;
 
 /// What waits in the queue: a writer's batch, or (source mode) forgets and
 /// purges of the caches stream.
 #[derive(Debug)]
 pub(super) enum Submission {
-    Feed(FeedBatch),
+    Feed(ValidBatch),
     Invalidations(InvalidationBatch),
 }
 
@@ -33,7 +33,7 @@ type Answer = oneshot::Receiver<Result<BatchAck, BatchError>>;
 
 impl Queued {
     /// A batch to queue, and the receiver of its answer.
-    pub(super) fn new(batch: FeedBatch) -> (Queued, Answer) {
+    pub(super) fn new(batch: ValidBatch) -> (Queued, Answer) {
         Self::queue(Submission::Feed(batch))
     }
 
@@ -55,7 +55,7 @@ impl Queued {
     /// The writer whose batch this is (for logs).
     pub(super) fn writer(&self) -> &str {
         match &self.submission {
-            Submission::Feed(batch) => batch.writer.as_str(),
+            Submission::Feed(batch) => batch.writer().as_str(),
             Submission::Invalidations(_) => "(caches stream)",
         }
     }
