@@ -16,7 +16,7 @@ use tracing::{info_span, warn, Instrument};
 use super::commit::CommitUnit;
 use super::pipeline::{Action, CommitOutcome, Withdrawal};
 use super::prepare::{GroupPreparer, Prepared};
-use super::room_actor::{Abort, Commit};
+use super::room_actor::{Abort, Commit, MemoryChange};
 use super::{Shared, Supervisor, LARGE_REAP};
 
 impl Supervisor {
@@ -118,8 +118,12 @@ fn unit_of(prepared: &[Prepared]) -> CommitUnit<'_> {
     for batch in prepared {
         for (_, room) in &batch.rooms {
             unit.rows(&room.changes);
-            if let Some(memory) = &room.memory {
-                unit.memory(room.room_id.clone(), memory.clone());
+            match &room.memory {
+                MemoryChange::Unchanged => {}
+                MemoryChange::Write(memory) => {
+                    unit.memory(room.room_id.clone(), Some(memory.clone()))
+                }
+                MemoryChange::Delete => unit.memory(room.room_id.clone(), None),
             }
         }
         unit.rows(&batch.user_changes);
