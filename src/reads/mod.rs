@@ -457,10 +457,6 @@ impl Reads {
             .read(|| (self.tracker.positions(), self.tracker.token()))
     }
 
-    pub(crate) fn token(&self) -> StreamToken {
-        self.tracker.token()
-    }
-
     pub(crate) fn joined_room_count(&self) -> usize {
         self.index.joined_room_count()
     }

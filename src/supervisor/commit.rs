@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use roomcache_core::{Claim, PositionTracker, Publication, WriterName};
+use roomcache_core::{Claim, PositionTracker, Publication, StreamToken, WriterName};
 use tracing::instrument;
 
 use crate::index::ReadIndex;
@@ -135,12 +135,14 @@ impl WritePath {
     }
 
     /// Commits `unit` in one transaction; once it is durable, publishes its
-    /// rows and moves its positions as one step for readers. On error
-    /// nothing of it is visible anywhere (the caller abandons its claims).
+    /// rows and moves its positions as one step for readers, and returns
+    /// the token right after that publication (what a writer's answer
+    /// says its rows are visible at). On error nothing of it is visible
+    /// anywhere (the caller abandons its claims).
     #[instrument(name = "commit", skip_all, fields(rows = unit.row_count()))]
-    pub(crate) async fn commit(&self, unit: CommitUnit<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn commit(&self, unit: CommitUnit<'_>) -> Result<StreamToken, StoreError> {
         self.store.commit(&unit.group).await?;
-        self.tracker.gate().publish(|publication| {
+        let token = self.tracker.gate().publish(|publication| {
             for changes in &unit.visible {
                 self.index.publish(changes, publication);
             }
@@ -153,10 +155,11 @@ impl WritePath {
             for (writer, position) in &unit.lowered {
                 self.tracker.lower(writer, *position, publication);
             }
+            self.tracker.token()
         });
         metrics::gauge!("roomcache_joined_rooms").set(self.index.joined_room_count() as f64);
         metrics::gauge!("roomcache_snapshots").set(self.index.snapshot_count() as f64);
-        Ok(())
+        Ok(token)
     }
 
     /// Start-up only: shows snapshots that are already committed (loaded
