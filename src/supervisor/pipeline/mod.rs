@@ -229,7 +229,7 @@ impl Pipeline {
                 self.stage = Stage::CommittingWithNextReady(prepared);
             }
             Stage::PreparingWithdrawn { mut held_back } => {
-                held_back.extend(self.withdraw(prepared, &mut actions));
+                held_back.extend(withdraw(prepared, &mut actions));
                 self.requeue_front(held_back);
             }
             stage @ (Stage::Idle | Stage::Committing | Stage::CommittingWithNextReady(_)) => {
@@ -240,7 +240,7 @@ impl Pipeline {
                     "a prepared group arrived while none was being prepared"
                 );
                 self.stage = stage;
-                let batches = self.withdraw(prepared, &mut actions);
+                let batches = withdraw(prepared, &mut actions);
                 self.requeue_front(batches);
             }
         }
@@ -261,12 +261,12 @@ impl Pipeline {
                 None
             }
             CommitOutcome::RetryAlone => {
-                let batches = self.withdraw(group, &mut actions);
+                let batches = withdraw(group, &mut actions);
                 self.isolated = batches.len();
                 Some(batches)
             }
             CommitOutcome::Failed { failure, error } => {
-                let batches = self.withdraw(group, &mut actions);
+                let batches = withdraw(group, &mut actions);
                 let answers = batches
                     .into_iter()
                     .map(|queued| (queued, Err(failure.batch_error(&error))))
@@ -288,7 +288,7 @@ impl Pipeline {
                 self.stage = Stage::PreparingWithdrawn { held_back: retry };
             }
             (Stage::CommittingWithNextReady(next), Some(mut retry)) => {
-                retry.extend(self.withdraw(next, &mut actions));
+                retry.extend(withdraw(next, &mut actions));
                 self.requeue_front(retry);
             }
             (
@@ -325,30 +325,6 @@ impl Pipeline {
         actions.push(Action::Answer(answers));
     }
 
-    /// Withdraws prepared batches that will not be committed (the action
-    /// undoing their preparation is added) and returns them, to be
-    /// prepared again.
-    fn withdraw(&mut self, prepared: Vec<Prepared>, actions: &mut Vec<Action>) -> Vec<Queued> {
-        let Some(first_seq) = prepared.iter().map(|b| b.seq).min() else {
-            return Vec::new();
-        };
-        let mut withdrawal = Withdrawal {
-            first_seq,
-            claims: Vec::new(),
-            rooms: Vec::new(),
-        };
-        let mut batches = Vec::with_capacity(prepared.len());
-        for batch in prepared {
-            withdrawal.claims.extend(batch.claim);
-            withdrawal
-                .rooms
-                .extend(batch.rooms.into_iter().map(|(address, _)| address));
-            batches.push(batch.queued);
-        }
-        actions.push(Action::Withdraw(withdrawal));
-        batches
-    }
-
     /// Puts batches back at the front of the queue, in their order.
     fn requeue_front(&mut self, batches: Vec<Queued>) {
         for queued in batches.into_iter().rev() {
@@ -383,6 +359,30 @@ impl Pipeline {
             after: linger.then_some(self.linger),
         });
     }
+}
+
+/// Withdraws prepared batches that will not be committed (the action
+/// undoing their preparation is added) and returns them, to be
+/// prepared again.
+fn withdraw(prepared: Vec<Prepared>, actions: &mut Vec<Action>) -> Vec<Queued> {
+    let Some(first_seq) = prepared.iter().map(|b| b.seq).min() else {
+        return Vec::new();
+    };
+    let mut withdrawal = Withdrawal {
+        first_seq,
+        claims: Vec::new(),
+        rooms: Vec::new(),
+    };
+    let mut batches = Vec::with_capacity(prepared.len());
+    for batch in prepared {
+        withdrawal.claims.extend(batch.claim);
+        withdrawal
+            .rooms
+            .extend(batch.rooms.into_iter().map(|(address, _)| address));
+        batches.push(batch.queued);
+    }
+    actions.push(Action::Withdraw(withdrawal));
+    batches
 }
 
 #[cfg(test)]
