@@ -29,27 +29,39 @@
 //! makes the rows and the token one snapshot. Why one lock and not a
 //! concurrent map: see `docs/architecture.md`.
 //!
-//! Files: this one holds the lock and the methods callers use, each taking
-//! the lock once; `layout.rs` the data and its invariants; `write.rs`
-//! applying published changes; `query.rs` rows out and compiled filters;
-//! `lists.rs` room lists; `names.rs` the per-user copy of listed names
-//! that `room_name_like` reads;
-//! `tests.rs` the unit tests, which hold the fast path to the scan of
-//! `crate::room_list::scan`.
+//! Files, each depending only on those above it:
+//! * `slots.rs`: the dense ids and a listed room's attributes;
+//!   `event_id.rs`: membership event IDs as stored;
+//! * `names.rs`: the per-user copy of listed names that `room_name_like`
+//!   reads;
+//! * `records.rs`: the compact records of rooms, users and snapshots;
+//! * `data.rs`: [`IndexData`](data::IndexData), every record, and its
+//!   write side (applying published changes); `rows.rs`: its read side
+//!   (rows back out, list entries);
+//! * `query.rs`: [`ListQuery`](query::ListQuery), one room-list request
+//!   over the data; `filter.rs`: a list's compiled filters; `walks.rs`: the
+//!   walks that find a list's rooms; `lists.rs`: running a request's lists;
+//! * this file: the lock and the methods callers use, each taking the lock
+//!   once; `tests.rs`: the unit tests, which hold the fast path to the scan
+//!   of `crate::room_list::scan`.
 
+mod data;
 mod event_id;
-mod layout;
+mod filter;
 mod lists;
 mod names;
 mod query;
+mod records;
+mod rows;
+mod slots;
 mod walks;
-mod write;
-
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-use layout::{IndexData, RoomSlot};
 
 use std::collections::BTreeSet;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use data::IndexData;
+use query::ListQuery;
+use slots::RoomSlot;
 
 use roomcache_core::{Publication, StreamToken};
 
@@ -200,9 +212,8 @@ impl ReadIndex {
         options: ListOptions<'_>,
     ) -> RoomLists {
         let data = self.read();
-        let user = data.user_record(user_id);
-        match user {
-            Some(user) => data.run_lists(user, lists, options),
+        match data.user_record(user_id) {
+            Some(user) => ListQuery::new(&data, user, options).run_lists(lists),
             None => RoomLists::empty(lists, options),
         }
     }
@@ -265,7 +276,7 @@ impl ReadIndex {
     /// each copy holds exactly its user's listing.
     #[cfg(test)]
     fn check_listed_names(&self) -> Result<(), String> {
-        self.read().check_listed_names()
+        query::check_listed_names(&self.read())
     }
 
     /// One list, for in-process callers (benchmarks, tests).

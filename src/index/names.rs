@@ -10,15 +10,16 @@
 //! order, so that a change to one room (a message re-keys it) rewrites one
 //! entry instead of invalidating the copy.
 //!
-//! Owns: the copy ([`ListedNames`]), its updates and the match over it.
-//! Invariant: a copy's live entries are exactly the user's listing (key,
-//! room, attributes) with the names the list shows, lowercase: every change
-//! to a listed room's key, attributes or name goes through [`IndexData`]'s
-//! `unlist` (which calls [`unlisted`]) and `list` (which calls [`listed`]);
-//! a joined room's rename relists its joined members. May not touch: locks
-//! (a read builds the copy under the read lock, once, through a
-//! `OnceLock`; the writer updates it under the write lock), the database,
-//! actors.
+//! Owns: the copy ([`ListedNames`]), its updates and the search of its
+//! buffer. Invariant: a copy's live entries are exactly the user's listing
+//! (key, room, attributes) with the names the list shows, lowercase: every
+//! change to a listed room's key, attributes or name goes through the
+//! index's `unlist` (which calls [`unlisted`]) and `list` (which calls
+//! [`listed`]); a joined room's rename relists its joined members. May not
+//! touch: the rest of the index (it knows only slots and attributes: the
+//! caller hands it the names), locks (a read builds the copy under the read
+//! lock, once, through a `OnceLock`; the writer updates it under the write
+//! lock), the database, actors.
 
 use std::cmp::Reverse;
 use std::sync::OnceLock;
@@ -26,11 +27,7 @@ use std::sync::OnceLock;
 use memchr::memmem;
 use rustc_hash::FxHashMap;
 
-use super::layout::{Attributes, IndexData, RoomRecord, RoomSlot, SnapshotRecord, UserRecord};
-use super::query::CompiledFilter;
-use super::walks::Found;
-use crate::model::Membership;
-use crate::room_list::{ListOptions, NameNeedle};
+use super::slots::{Attributes, Listing, RoomSlot};
 
 /// Users with fewer listed rooms than this walk their listing instead (it
 /// is fast enough, and their copies would cost memory for little).
@@ -73,21 +70,6 @@ pub(super) struct ListedNames {
     live: usize,
 }
 
-/// The name a listed room's entry shows: the joined row's for a join (when
-/// the room has one), the snapshot's otherwise (as `IndexData::name_of`).
-pub(super) fn shown_name<'a>(
-    room: &'a RoomRecord,
-    snapshot: &'a SnapshotRecord,
-) -> Option<&'a str> {
-    let joined = (snapshot.membership == Membership::Join)
-        .then_some(room.joined.as_ref())
-        .flatten();
-    match joined {
-        Some(joined) => joined.room_name.as_deref(),
-        None => snapshot.room_name.as_deref(),
-    }
-}
-
 fn push_lowercase(names: &mut Vec<u8>, name: &str) {
     if name.is_ascii() {
         names.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
@@ -119,7 +101,7 @@ fn same_lowercase(lowercase: &[u8], name: &str) -> bool {
 
 /// A user's copy, as the user record holds it: not built, built as `None`
 /// (too few rooms), or built.
-type NameCopy = OnceLock<Option<Box<ListedNames>>>;
+pub(super) type NameCopy = OnceLock<Option<Box<ListedNames>>>;
 
 /// Keeps a user's copy in step with `room` being unlisted.
 pub(super) fn unlisted(copy: &mut NameCopy, room: RoomSlot) {
@@ -148,16 +130,10 @@ pub(super) fn listed(
 }
 
 impl ListedNames {
-    /// The copy of a user's listing; `None` when the names exceed the
-    /// offsets' range (4 GiB: then the walk answers).
-    pub(super) fn build(data: &IndexData, user: &UserRecord) -> Option<Self> {
-        // The names first, in a tight pass of independent loads (the
-        // processor overlaps their cache misses), then the copy.
-        let shown: Vec<Option<&str>> = user
-            .order
-            .iter()
-            .map(|((_, room), attributes)| data.name_of(user, *room, attributes.membership))
-            .collect();
+    /// The copy of a user's listing, whose rooms show the names `shown`
+    /// (in listing order); `None` when the names exceed the offsets' range
+    /// (4 GiB: then the walk answers).
+    pub(super) fn build(order: &Listing, shown: Vec<Option<&str>>) -> Option<Self> {
         let mut names = ListedNames {
             rooms: Vec::with_capacity(shown.len()),
             names: Vec::with_capacity(shown.iter().flatten().map(|n| n.len() + 1).sum()),
@@ -165,7 +141,7 @@ impl ListedNames {
             live: 0,
         };
         names.entries.reserve(shown.len());
-        for (((Reverse(key), room), attributes), name) in user.order.iter().zip(shown) {
+        for (((Reverse(key), room), attributes), name) in order.iter().zip(shown) {
             names.push(*key, *room, *attributes, name)?;
         }
         Some(names)
@@ -281,128 +257,79 @@ impl ListedNames {
         self.rooms = rooms;
         self.names = names;
     }
-}
 
-impl IndexData {
-    /// The user's copy of their listed names, built when missing; `None`
-    /// for users with few listed rooms.
-    pub(super) fn listed_names<'u>(&self, user: &'u UserRecord) -> Option<&'u ListedNames> {
-        user.listed_names
-            .get_or_init(|| {
-                (user.order.len() >= self.name_copy_min_rooms)
-                    .then(|| ListedNames::build(self, user))
-                    .flatten()
-                    .map(Box::new)
-            })
-            .as_deref()
-    }
-
-    /// `room_name_like` over the copy: the needle is searched for in the
-    /// whole buffer once; each live room holding it that also matches the
-    /// other filters is counted, and the first `need` of them by recency
-    /// (with ties) are kept.
-    pub(super) fn match_listed_names(
-        names: &ListedNames,
-        filter: &CompiledFilter,
-        needle: &NameNeedle,
-        need: usize,
-        options: &ListOptions<'_>,
-    ) -> Found {
-        let mut found = Found::default();
+    /// Calls `visit` with the key, room and attributes of every live entry
+    /// whose name holds `lowercase` (a lowercase needle), each once: the
+    /// needle is searched for in the whole buffer at once (every named
+    /// entry for the empty needle).
+    pub(super) fn each_holding(
+        &self,
+        lowercase: &[u8],
+        mut visit: impl FnMut(i64, RoomSlot, &Attributes),
+    ) {
         let mut consider = |entry: &NamedRoom| {
-            if entry.live
-                && filter.matches_attributes(&entry.attributes)
-                && filter.matches_sets(entry.room)
-            {
-                found.count += 1;
-                // Every match is kept here; the top ones are picked below.
-                Self::place(&mut found, usize::MAX, (entry.key, entry.room), options);
+            if entry.live {
+                visit(entry.key, entry.room, &entry.attributes);
             }
         };
-        let lowercase = needle.lowercase().as_bytes();
         if lowercase.is_empty() {
             // Every name holds the empty string.
-            names.rooms.iter().filter(|e| e.named).for_each(consider);
-        } else {
-            // Entries before `next` have been considered.
-            let mut next = 0;
-            for hit in memmem::find_iter(&names.names, lowercase) {
-                let rest = names.rooms.get(next..).unwrap_or_default();
-                // The entry holding the hit: the last whose name starts at or before it.
-                let after = next + rest.partition_point(|e| e.start as usize <= hit);
-                if after == next {
-                    continue; // a further hit in an entry already considered
-                }
-                next = after;
-                if let Some(entry) = names.rooms.get(after - 1) {
-                    debug_assert!(entry.named && hit + lowercase.len() <= entry.end as usize);
-                    consider(entry);
-                }
+            self.rooms.iter().filter(|e| e.named).for_each(consider);
+            return;
+        }
+        // Entries before `next` have been considered.
+        let mut next = 0;
+        for hit in memmem::find_iter(&self.names, lowercase) {
+            let rest = self.rooms.get(next..).unwrap_or_default();
+            // The entry holding the hit: the last whose name starts at or before it.
+            let after = next + rest.partition_point(|e| e.start as usize <= hit);
+            if after == next {
+                continue; // a further hit in an entry already considered
+            }
+            next = after;
+            if let Some(entry) = self.rooms.get(after - 1) {
+                debug_assert!(entry.named && hit + lowercase.len() <= entry.end as usize);
+                consider(entry);
             }
         }
-        keep_top(&mut found.top, need);
-        found
     }
 }
 
-/// Keeps in `top` the rows a walk newest first would keep: the first
-/// `need` by recency and those tied with the last of them (a partial sort
-/// of the matches).
-fn keep_top(top: &mut Vec<(i64, RoomSlot)>, need: usize) {
-    if top.len() <= need {
-        return;
-    }
-    let Some(last) = need.checked_sub(1) else {
-        top.clear();
-        return;
-    };
-    let (_, (least, _), _) = top.select_nth_unstable_by_key(last, |(key, _)| Reverse(*key));
-    let least = *least;
-    top.retain(|(key, _)| *key >= least);
-}
+/// A live entry of a copy, for tests: its listing key, attributes and
+/// lowercase name.
+#[cfg(test)]
+pub(super) type LiveEntry = ((Reverse<i64>, RoomSlot), Attributes, Option<String>);
 
 #[cfg(test)]
-impl IndexData {
-    /// Builds every user's copy that is missing, then checks that every
-    /// copy holds exactly its user's listing with the names it shows.
-    pub(super) fn check_listed_names(&self) -> Result<(), String> {
-        for user in &self.users {
-            let Some(names) = self.listed_names(user) else {
-                continue;
-            };
-            let mut held = Vec::new();
-            for (index, entry) in names.rooms.iter().enumerate() {
-                let span = names.names.get(entry.start as usize..entry.end as usize);
-                let span = span.ok_or("a name span past the buffer")?;
-                if entry.live && names.entries.get(&entry.room) != Some(&(index as u32)) {
-                    return Err(format!("live entry {index} is not its room's latest"));
-                }
-                if entry.live {
-                    let name = entry
-                        .named
-                        .then(|| String::from_utf8_lossy(span).into_owned());
-                    held.push(((Reverse(entry.key), entry.room), entry.attributes, name));
-                }
+impl ListedNames {
+    /// Checks the copy's own invariants and returns its live entries, in
+    /// listing order.
+    pub(super) fn live_entries(&self) -> Result<Vec<LiveEntry>, String> {
+        let mut held = Vec::new();
+        for (index, entry) in self.rooms.iter().enumerate() {
+            let span = self.names.get(entry.start as usize..entry.end as usize);
+            let span = span.ok_or("a name span past the buffer")?;
+            if entry.live && self.entries.get(&entry.room) != Some(&(index as u32)) {
+                return Err(format!("live entry {index} is not its room's latest"));
             }
-            let listing: Vec<_> = user
-                .order
-                .iter()
-                .map(|(key, attributes)| {
-                    let name = self.name_of(user, key.1, attributes.membership);
-                    (*key, *attributes, name.map(str::to_lowercase))
-                })
-                .collect();
-            held.sort_by_key(|(key, _, _)| *key);
-            if held != listing || names.live != held.len() {
-                return Err(format!(
-                    "{}: copy {held:?} listing {listing:?}",
-                    user.user_id
-                ));
-            }
-            if !names.rooms.windows(2).all(|w| w[0].start <= w[1].start) {
-                return Err("entries out of buffer order".into());
+            if entry.live {
+                let name = entry
+                    .named
+                    .then(|| String::from_utf8_lossy(span).into_owned());
+                held.push(((Reverse(entry.key), entry.room), entry.attributes, name));
             }
         }
-        Ok(())
+        held.sort_by_key(|(key, _, _)| *key);
+        if self.live != held.len() {
+            return Err(format!(
+                "{} live entries counted, {} held",
+                self.live,
+                held.len()
+            ));
+        }
+        if !self.rooms.windows(2).all(|w| w[0].start <= w[1].start) {
+            return Err("entries out of buffer order".into());
+        }
+        Ok(held)
     }
 }

@@ -1,30 +1,55 @@
-//! Applying published changes to the read index: upserts and deletes of
-//! joined rows and snapshots, space children and account data, each
-//! keeping the per-user listings (ordered map, attribute counts,
-//! self-leaves, DMs, tags) in step.
+//! The read index's data ([`IndexData`]: every record, the slots and
+//! interners, the per-user listings) and its write side: applying published
+//! changes — upserts and deletes of joined rows and snapshots, space
+//! children and account data — each keeping the per-user listings (ordered
+//! map, attribute counts, self-leaves, DMs, tags, copies of listed names)
+//! in step.
 //!
-//! Owns: the write side of [`IndexData`] and the rule that every change to
-//! a listing key's inputs unlists the room first and lists it again after.
-//! May not touch: locks (the caller holds the write lock), the database,
-//! actors; it reads rows Postgres has already committed and never refuses
-//! one.
+//! Owns: the data's invariants and the rule that every change to a listing
+//! key's inputs unlists the room first and lists it again after. May not
+//! touch: locks (the caller holds the write lock), the database, actors; it
+//! reads rows Postgres has already committed and never refuses one. Rows
+//! back out of the data are `rows.rs`'s; room lists read it through
+//! `query.rs`.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::event_id::StoredEventId;
-use super::layout::{
-    shared, shared_like, IndexData, JoinedRecord, RoomRecord, RoomSlot, SnapshotRecord, UserRecord,
-    UserSlot, SELF_SENT,
+use super::names::{self, NAME_COPY_MIN_ROOMS};
+use super::records::{
+    listing, shared, shared_like, shown_name, Interner, JoinedRecord, RoomRecord, SnapshotRecord,
+    UserRecord,
 };
-use super::names;
+use super::slots::{RoomSlot, TypeId, UserSlot, NO_TYPE, SELF_SENT};
 use crate::model::{
     AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::{direct_rooms, tag_names};
+
+/// Every record of the read index, organised for room-list reads.
+#[derive(Debug)]
+pub(super) struct IndexData {
+    pub(super) room_slots: FxHashMap<RoomId, RoomSlot>,
+    pub(super) rooms: Vec<RoomRecord>,
+    pub(super) user_slots: FxHashMap<UserId, UserSlot>,
+    pub(super) users: Vec<UserRecord>,
+    /// Every snapshot, densely (freed slots are reused).
+    pub(super) records: Vec<SnapshotRecord>,
+    pub(super) free_records: Vec<u32>,
+    pub(super) senders: Interner<UserId>,
+    pub(super) instances: Interner<String>,
+    /// Room types ([`TypeId`] `n` is entry `n - 1`).
+    pub(super) room_types: Interner<String>,
+    pub(super) joined_room_count: usize,
+    pub(super) snapshot_count: u64,
+    /// Users with at least this many listed rooms get a copy of their
+    /// listed names ([`NAME_COPY_MIN_ROOMS`]; tests change it).
+    pub(super) name_copy_min_rooms: usize,
+}
 
 /// A user's record, the room's record and the user's snapshot in the room,
 /// borrowed from the index's separate parts at once.
@@ -53,6 +78,68 @@ struct Slots {
 }
 
 impl IndexData {
+    /// An empty index.
+    pub(super) fn new() -> Self {
+        IndexData {
+            room_slots: FxHashMap::default(),
+            rooms: Vec::new(),
+            user_slots: FxHashMap::default(),
+            users: Vec::new(),
+            records: Vec::new(),
+            free_records: Vec::new(),
+            senders: Interner::new(),
+            instances: Interner::new(),
+            room_types: Interner::new(),
+            joined_room_count: 0,
+            snapshot_count: 0,
+            name_copy_min_rooms: NAME_COPY_MIN_ROOMS,
+        }
+    }
+
+    /// The slot of a room ID (checked by the caller: a model type or a
+    /// checked view), made when new.
+    pub(super) fn room_slot(&mut self, room_id: &str) -> RoomSlot {
+        if let Some(slot) = self.room_slots.get(room_id) {
+            return *slot;
+        }
+        let room_id = RoomId::from_checked(room_id);
+        let slot = self.rooms.len() as RoomSlot;
+        self.rooms.push(RoomRecord {
+            room_id: room_id.clone(),
+            joined: None,
+            joined_members: Vec::new(),
+            space_children: Box::new([]),
+        });
+        self.room_slots.insert(room_id, slot);
+        slot
+    }
+
+    /// The slot of a user ID (checked by the caller), made when new.
+    pub(super) fn user_slot(&mut self, user_id: &str) -> UserSlot {
+        if let Some(slot) = self.user_slots.get(user_id) {
+            return *slot;
+        }
+        let user_id = UserId::from_checked(user_id);
+        let slot = self.users.len() as UserSlot;
+        self.users.push(UserRecord::new(user_id.clone()));
+        self.user_slots.insert(user_id, slot);
+        slot
+    }
+
+    pub(super) fn type_id(&mut self, room_type: Option<&str>) -> TypeId {
+        match room_type {
+            None => NO_TYPE,
+            Some(t) => self.room_types.intern_str(t, str::to_owned) + 1,
+        }
+    }
+
+    /// The snapshot record of a user's room.
+    pub(super) fn record(&self, user: &UserRecord, room: RoomSlot) -> Option<&SnapshotRecord> {
+        user.snapshots
+            .get(&room)
+            .and_then(|i| self.records.get(*i as usize))
+    }
+
     /// Takes a user's room out of the listing structures.
     fn unlist(&mut self, user: UserSlot, room: RoomSlot) {
         let IndexData {
@@ -68,7 +155,7 @@ impl IndexData {
         names::unlisted(&mut record.listed_names, room);
         if std::mem::take(&mut snapshot.listed) {
             let is_dm = record.is_dm(room);
-            let (key, _) = Self::listing(room_record, snapshot, is_dm);
+            let (key, _) = listing(room_record, snapshot, is_dm);
             if let Some(attributes) = record.order.remove(&(Reverse(key), room)) {
                 record.count(attributes, -1);
             }
@@ -107,8 +194,8 @@ impl IndexData {
             return;
         }
         let is_dm = record.is_dm(room);
-        let (key, attributes) = Self::listing(room_record, snapshot, is_dm);
-        let name = names::shown_name(room_record, snapshot);
+        let (key, attributes) = listing(room_record, snapshot, is_dm);
+        let name = shown_name(room_record, snapshot);
         names::listed(&mut record.listed_names, key, room, attributes, name);
         record.order.insert((Reverse(key), room), attributes);
         record.count(attributes, 1);
