@@ -35,31 +35,31 @@
 //! * `names.rs`: the per-user copy of listed names that `room_name_like`
 //!   reads;
 //! * `records.rs`: the compact records of rooms, users and snapshots;
-//! * `data.rs`: [`IndexData`](data::IndexData), every record, and its
-//!   write side (applying published changes); `rows.rs`: its read side
-//!   (rows back out, list entries);
-//! * `query.rs`: [`ListQuery`](query::ListQuery), one room-list request
+//! * `indexed_rows.rs`: `IndexedRows`, the committed rows as records with
+//!   the per-user listings, and its write side (applying published
+//!   changes); `rows_out.rs`: its read side (rows back out, list entries);
+//! * `query.rs`: `ListQuery`, one room-list request
 //!   over the data; `filter.rs`: a list's compiled filters; `walks.rs`: the
 //!   walks that find a list's rooms; `lists.rs`: running a request's lists;
 //! * this file: the lock and the methods callers use, each taking the lock
 //!   once; `tests.rs`: the unit tests, which hold the fast path to the scan
 //!   of `crate::room_list::scan`.
 
-mod data;
 mod event_id;
 mod filter;
+mod indexed_rows;
 mod lists;
 mod names;
 mod query;
 mod records;
-mod rows;
+mod rows_out;
 mod slots;
 mod walks;
 
 use std::collections::BTreeSet;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use data::IndexData;
+use indexed_rows::IndexedRows;
 use query::ListQuery;
 use slots::RoomSlot;
 
@@ -72,23 +72,23 @@ use crate::room_list::{ListAnswer, ListOptions, ListRequest, RoomLists};
 /// Committed rows, organised for reads.
 #[derive(Debug)]
 pub struct ReadIndex {
-    data: RwLock<IndexData>,
+    data: RwLock<IndexedRows>,
 }
 
 impl Default for ReadIndex {
     fn default() -> Self {
         ReadIndex {
-            data: RwLock::new(IndexData::new()),
+            data: RwLock::new(IndexedRows::new()),
         }
     }
 }
 
 impl ReadIndex {
-    fn read(&self) -> RwLockReadGuard<'_, IndexData> {
+    fn read(&self) -> RwLockReadGuard<'_, IndexedRows> {
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, IndexData> {
+    fn write(&self) -> RwLockWriteGuard<'_, IndexedRows> {
         self.data.write().unwrap_or_else(|e| e.into_inner())
     }
 

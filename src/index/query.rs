@@ -15,7 +15,7 @@
 
 use rustc_hash::FxHashSet;
 
-use super::data::IndexData;
+use super::indexed_rows::IndexedRows;
 use super::names::ListedNames;
 use super::records::{listing, RoomRecord, SnapshotRecord, UserRecord};
 use super::slots::{Attributes, RoomSlot, SELF_SENT};
@@ -24,7 +24,7 @@ use crate::room_list::{ListOptions, RoomListEntry};
 
 /// See the module documentation.
 pub(super) struct ListQuery<'d, 'o> {
-    pub(super) data: &'d IndexData,
+    pub(super) data: &'d IndexedRows,
     pub(super) user: &'d UserRecord,
     pub(super) options: ListOptions<'o>,
     /// Rooms no list shows: forgotten per the caller, invites from ignored users.
@@ -40,7 +40,11 @@ pub(super) struct ListQuery<'d, 'o> {
 
 impl<'d, 'o> ListQuery<'d, 'o> {
     /// A request of `user` (a record of `data`), its options resolved.
-    pub(super) fn new(data: &'d IndexData, user: &'d UserRecord, options: ListOptions<'o>) -> Self {
+    pub(super) fn new(
+        data: &'d IndexedRows,
+        user: &'d UserRecord,
+        options: ListOptions<'o>,
+    ) -> Self {
         let forgotten = data.slots_of(options.forgotten_rooms);
         let extras = user.extras.as_ref();
         let revived: Vec<RoomSlot> = match (options.only_forgotten_rooms, extras) {
@@ -118,7 +122,7 @@ impl<'d, 'o> ListQuery<'d, 'o> {
     }
 }
 
-fn listed_names<'u>(data: &IndexData, user: &'u UserRecord) -> Option<&'u ListedNames> {
+fn listed_names<'u>(data: &IndexedRows, user: &'u UserRecord) -> Option<&'u ListedNames> {
     user.listed_names
         .get_or_init(|| {
             (user.order.len() >= data.name_copy_min_rooms)
@@ -145,7 +149,7 @@ fn listed_names<'u>(data: &IndexData, user: &'u UserRecord) -> Option<&'u Listed
 /// that every copy holds exactly its user's listing with the names it
 /// shows.
 #[cfg(test)]
-pub(super) fn check_listed_names(data: &IndexData) -> Result<(), String> {
+pub(super) fn check_listed_names(data: &IndexedRows) -> Result<(), String> {
     for user in &data.users {
         let Some(names) = listed_names(data, user) else {
             continue;

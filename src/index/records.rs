@@ -4,7 +4,7 @@
 //! name its list entry shows).
 //!
 //! Owns: the shape of each record and its invariants as documented on each
-//! field. May not touch: the index as a whole (`IndexData`, in `data.rs`,
+//! field. May not touch: the index as a whole (`IndexedRows`, in `indexed_rows.rs`,
 //! holds the records and keeps them consistent), locks, the database,
 //! actors.
 

@@ -1,5 +1,6 @@
-//! The read index's data ([`IndexData`]: every record, the slots and
-//! interners, the per-user listings) and its write side: applying published
+//! The read index's contents ([`IndexedRows`]: the committed rows as
+//! records, the slots and interners, the per-user listings built on them)
+//! and its write side: applying published
 //! changes — upserts and deletes of joined rows and snapshots, space
 //! children and account data — each keeping the per-user listings (ordered
 //! map, attribute counts, self-leaves, DMs, tags, copies of listed names)
@@ -9,7 +10,7 @@
 //! key's inputs unlists the room first and lists it again after. May not
 //! touch: locks (the caller holds the write lock), the database, actors; it
 //! reads rows Postgres has already committed and never refuses one. Rows
-//! back out of the data are `rows.rs`'s; room lists read it through
+//! back out of the data are `rows_out.rs`'s; room lists read it through
 //! `query.rs`.
 
 use std::cmp::Reverse;
@@ -30,9 +31,10 @@ use crate::model::{
 };
 use crate::room_list::{direct_rooms, tag_names};
 
-/// Every record of the read index, organised for room-list reads.
+/// The committed rows, as compact records with the per-user listings that
+/// room-list reads walk (see the module documentation of `index`).
 #[derive(Debug)]
-pub(super) struct IndexData {
+pub(super) struct IndexedRows {
     pub(super) room_slots: FxHashMap<RoomId, RoomSlot>,
     pub(super) rooms: Vec<RoomRecord>,
     pub(super) user_slots: FxHashMap<UserId, UserSlot>,
@@ -77,10 +79,10 @@ struct Slots {
     tombstone: Option<Arc<str>>,
 }
 
-impl IndexData {
+impl IndexedRows {
     /// An empty index.
     pub(super) fn new() -> Self {
-        IndexData {
+        IndexedRows {
             room_slots: FxHashMap::default(),
             rooms: Vec::new(),
             user_slots: FxHashMap::default(),
@@ -142,7 +144,7 @@ impl IndexData {
 
     /// Takes a user's room out of the listing structures.
     fn unlist(&mut self, user: UserSlot, room: RoomSlot) {
-        let IndexData {
+        let IndexedRows {
             users,
             rooms,
             records,
@@ -169,7 +171,7 @@ impl IndexData {
 
     /// Puts a user's room into the listing structures per its snapshot.
     fn list(&mut self, user: UserSlot, room: RoomSlot) {
-        let IndexData {
+        let IndexedRows {
             users,
             rooms,
             records,

@@ -1,24 +1,24 @@
-//! Reading the read index's data: rows back out of the compact records,
+//! Reading the read index's contents: rows back out of the compact records,
 //! a user's account data and the space children the reads need, and the
 //! parts of a room-list entry (the name a listed room shows, the entry
 //! itself).
 //!
-//! Owns: the read side of [`IndexData`] (its write side is `data.rs`'s).
-//! May not touch: locks (the caller holds the read lock), the database,
+//! Owns: the read side of [`IndexedRows`] (its write side is
+//! `indexed_rows.rs`'s). May not touch: locks (the caller holds the read lock), the database,
 //! actors; it never changes the data.
 
 use std::collections::BTreeSet;
 
 use rustc_hash::FxHashSet;
 
-use super::data::IndexData;
+use super::indexed_rows::IndexedRows;
 use super::records::{unboxed, RoomRecord, SnapshotRecord, UserRecord};
 use super::slots::{RoomSlot, TypeId, NO_TYPE, SELF_SENT};
 use crate::model::{JoinedRoomRow, Membership, MembershipSnapshot, RoomId, RoomMetadata, UserId};
 use crate::room_list::scan::UserAccountData;
 use crate::room_list::RoomListEntry;
 
-impl IndexData {
+impl IndexedRows {
     fn room_id_of(&self, slot: RoomSlot) -> Option<RoomId> {
         self.rooms.get(slot as usize).map(|r| r.room_id.clone())
     }
