@@ -2,12 +2,15 @@
 //! source mode the rooms that changed while roomcache was down are
 //! invalidated and queued (spec §4), before anything is served.
 //!
-//! Owns: the order "positions → (source mode: import hand-over, repair of
-//! positions ahead of the source, then invalidation) → load rows into the
-//! index → recalculation queue". Source
-//! mode only tells it what changed ([`Upstream::changed_rooms`]); it
-//! decides, deletes and queues, through the one write path. May not touch:
-//! SQL (the store's), Synapse's tables, HTTP.
+//! Owns: the steps — the write path over the stored positions ([`open`]),
+//! the repair of positions ahead of the source and the invalidation
+//! ([`invalidate_changed_rooms`]), loading rows into the index and reading
+//! the queue ([`load`]); `server/serve.rs` runs them in the order
+//! "positions → (source mode: import hand-over, repair of positions ahead
+//! of the source, then invalidation) → load". Source mode only tells it
+//! what changed ([`Upstream::changed_rooms`]); it decides, deletes and
+//! queues, through the one write path. May not touch: SQL (the store's),
+//! Synapse's tables, HTTP.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -21,10 +21,11 @@
 //! waits for at most one publication and never starves.
 //!
 //! Why the optimistic path is sound without fences: every datum a read
-//! closure looks at is behind a lock (dashmap shards, the tracker's mutex).
-//! If the read saw anything a publication wrote, the publication's first
-//! epoch increment happens-before that lock acquisition and so before the
-//! second epoch load, which then cannot return the first value.
+//! closure looks at is behind a lock (the read index's `RwLock`, the
+//! tracker's mutex). If the read saw anything a publication wrote, the
+//! publication's first epoch increment happens-before that lock
+//! acquisition and so before the second epoch load, which then cannot
+//! return the first value.
 
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
