@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::{info, warn};
 
 use super::range::StreamRange;
-use super::read::forget_rows;
+use super::read::{self, forget_rows};
 use super::{queries, SourceDatabase, SourceError};
 use roomcache_core::{StreamToken, WriterName};
 
@@ -74,10 +74,8 @@ pub(crate) async fn read_rooms(
     server_name: &str,
 ) -> Result<ReadRooms, SourceError> {
     let started = Instant::now();
-    let range = source
-        .read_range(&StreamRange::up_to(to), Some(rooms), server_name)
-        .await?;
-    let forgotten = source.forgotten_memberships(to, Some(rooms)).await?;
+    let range = read::read_range(source, &StreamRange::up_to(to), Some(rooms), server_name).await?;
+    let forgotten = read::forgotten_memberships(source, to, Some(rooms)).await?;
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
     for (writer, row) in range.rows {
         if let Some(room) = row.room_id() {

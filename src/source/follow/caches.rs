@@ -37,7 +37,7 @@ use tracing::{debug, error, info};
 use super::Follower;
 use crate::feed::{FeedRow, PurgeRow};
 use crate::model::RoomId;
-use crate::source::read::forget_rows;
+use crate::source::read::{self, forget_rows};
 use crate::source::redis::{Snapshot, CACHES};
 use crate::source::rejected::{self, Reason};
 use crate::source::{queries, SourceError};
@@ -347,7 +347,7 @@ impl CachesFollower {
             }
         }
         let members: Vec<(String, String)> = members.into_iter().collect();
-        let forgotten = follower.source.forgotten_among_members(&members).await?;
+        let forgotten = read::forgotten_among_members(&follower.source, &members).await?;
         let mut rows = forget_rows(1, &follower.forgets_not_applied(forgotten));
         for room in rooms {
             let exists: bool = follower

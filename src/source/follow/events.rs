@@ -19,8 +19,11 @@
 //! writer's durable position above it is repaired by the supervisor before
 //! anything is read. The gauges `roomcache_source_position{writer}` and
 //! `roomcache_source_distance_to_allocated{writer}` show each writer against
-//! it. Owns: the events part of a step. May not touch: SQL text,
-//! roomcache's tables, the rules.
+//! it.
+//!
+//! Owns: the events part of a step ([`step`] and its parts, functions over
+//! the [`Follower`]: the type and its methods are `mod.rs`'s). May not
+//! touch: SQL text, roomcache's tables, the rules.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -33,7 +36,7 @@ use tracing::debug;
 use super::Follower;
 use crate::feed::{FeedBatch, FeedRow, PositionRow};
 use crate::source::range::StreamRange;
-use crate::source::read::forget_rows;
+use crate::source::read::{self, forget_rows};
 use crate::source::redis::{Snapshot, EVENTS};
 use crate::source::rejected::{self, Reason};
 use crate::source::{SafeToken, SourceError};
@@ -100,198 +103,213 @@ pub(super) fn step_end(
         .collect()
 }
 
-impl Follower {
-    /// Reads and submits the events stream's next rows, up to
-    /// [`STEPS_PER_TURN`] steps, [`READS_IN_FLIGHT`] of them read while
-    /// the one before them is applied; true when every writer has reached
-    /// its target.
-    pub(super) async fn follow_events(&self, channel: &Snapshot) -> Result<bool, SourceError> {
-        let durable = self.tracker.token();
-        let safe = self.source.safe_token(&self.writers, &durable).await?;
-        self.show_positions(&durable, safe.allocated);
-        if self
-            .writers
-            .iter()
-            .any(|writer| durable.position(writer.as_str()) > safe.allocated)
+/// Reads and submits the events stream's next rows, up to
+/// [`STEPS_PER_TURN`] steps, [`READS_IN_FLIGHT`] of them read while
+/// the one before them is applied; true when every writer has reached
+/// its target.
+pub(super) async fn step(follower: &Follower, channel: &Snapshot) -> Result<bool, SourceError> {
+    let durable = follower.tracker.token();
+    let safe = follower
+        .source
+        .safe_token(&follower.writers, &durable)
+        .await?;
+    show_positions(follower, &durable, safe.allocated);
+    if follower
+        .writers
+        .iter()
+        .any(|writer| durable.position(writer.as_str()) > safe.allocated)
+    {
+        repair_positions(follower).await?;
+        return Ok(false);
+    }
+    let (targets, refused) = targets(
+        &follower.writers,
+        &safe,
+        &channel.announced.events,
+        &durable,
+    );
+    for (writer, position) in refused {
+        rejected::reject(EVENTS, Reason::BeyondAllocated, writer.as_str(), position);
+        if let Some(replication) = &follower.replication {
+            let instead = durable.position(writer.as_str());
+            replication.take_back(EVENTS, writer.as_str(), position, instead);
+        }
+    }
+    let target = StreamToken::of_writers(&targets);
+    follower.progress.set_source_position(target.stream);
+    metrics::gauge!("roomcache_source_lag").set((target.stream - durable.stream).max(0) as f64);
+    let mut next_from = durable;
+    let mut steps = 0;
+    let mut reads = FuturesOrdered::new();
+    let mut read_batches: Vec<(WriterName, Vec<FeedRow>)> = Vec::new();
+    loop {
+        while reads.len() < READS_IN_FLIGHT
+            && steps < STEPS_PER_TURN
+            && !target.is_before_or_eq(&next_from)
         {
-            self.repair_positions().await?;
-            return Ok(false);
+            let ends = step_end(&next_from, &targets, follower.batch_size);
+            let to = StreamToken::of_writers(&ends);
+            reads.push_back(read_step(
+                follower,
+                std::mem::replace(&mut next_from, to),
+                ends,
+            ));
+            steps += 1;
         }
-        let (targets, refused) = targets(&self.writers, &safe, &channel.announced.events, &durable);
-        for (writer, position) in refused {
-            rejected::reject(EVENTS, Reason::BeyondAllocated, writer.as_str(), position);
-            if let Some(replication) = &self.replication {
-                let instead = durable.position(writer.as_str());
-                replication.take_back(EVENTS, writer.as_str(), position, instead);
-            }
-        }
-        let target = StreamToken::of_writers(&targets);
-        self.progress.set_source_position(target.stream);
-        metrics::gauge!("roomcache_source_lag").set((target.stream - durable.stream).max(0) as f64);
-        let mut next_from = durable;
-        let mut steps = 0;
-        let mut reads = FuturesOrdered::new();
-        let mut read: Vec<(WriterName, Vec<FeedRow>)> = Vec::new();
-        loop {
-            while reads.len() < READS_IN_FLIGHT
-                && steps < STEPS_PER_TURN
-                && !target.is_before_or_eq(&next_from)
-            {
-                let ends = step_end(&next_from, &targets, self.batch_size);
-                let to = StreamToken::of_writers(&ends);
-                reads.push_back(self.read_step(std::mem::replace(&mut next_from, to), ends));
-                steps += 1;
-            }
-            let started = Instant::now();
-            let (next, applied) =
-                tokio::join!(reads.next(), self.submit_all(std::mem::take(&mut read)));
-            applied?;
-            let Some(next) = next else {
-                break;
-            };
-            let (batches, events) = next?;
-            debug!(
-                events,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "read a step of the events stream (while the one before was applied)"
-            );
-            metrics::counter!("roomcache_source_events_total").increment(events as u64);
-            read = batches;
-        }
-        let now = self.tracker.token();
-        metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
-        self.show_positions(&now, safe.allocated);
-        Ok(target.is_before_or_eq(&now))
-    }
-
-    /// Each writer's durable position and its distance from what Synapse
-    /// has allocated (negative: ahead, which the repair corrects).
-    fn show_positions(&self, durable: &StreamToken, allocated: i64) {
-        metrics::gauge!("roomcache_source_allocated", "stream" => EVENTS).set(allocated as f64);
-        for writer in &self.writers {
-            let position = durable.position(writer.as_str());
-            let label = writer.as_str().to_owned();
-            metrics::gauge!("roomcache_source_position", "writer" => label.clone())
-                .set(position as f64);
-            metrics::gauge!("roomcache_source_distance_to_allocated", "writer" => label)
-                .set((allocated - position) as f64);
-        }
-    }
-
-    /// Asks the supervisor to repair the positions found ahead of what
-    /// Synapse has allocated (nothing of this follower is in flight now).
-    async fn repair_positions(&self) -> Result<(), SourceError> {
-        let repair = RepairPositions(Recalculate {
-            upstream: self.upstream.clone(),
-            writers: self.writers.clone(),
-            batch_rooms: self.batch_rooms,
-        });
-        self.supervisor
-            .send(repair)
-            .await?
-            .map_err(|failure| SourceError::Repair(Box::new(failure)))?;
-        Ok(())
-    }
-
-    /// The feed batches of the step from `from` to `ends`: one per writer
-    /// that has rows or moves (ending with its position), and the rows of
-    /// writers that are not configured (refused when submitted, with their
-    /// name); and how many events it read.
-    async fn read_step(
-        &self,
-        from: StreamToken,
-        ends: BTreeMap<WriterName, i64>,
-    ) -> Result<(Vec<(WriterName, Vec<FeedRow>)>, usize), SourceError> {
-        let range = StreamRange {
-            from,
-            to: StreamToken::of_writers(&ends),
+        let started = Instant::now();
+        let (next, applied) = tokio::join!(
+            reads.next(),
+            submit_all(follower, std::mem::take(&mut read_batches))
+        );
+        applied?;
+        let Some(next) = next else {
+            break;
         };
-        let read = self
-            .source
-            .read_range(&range, None, &self.server_name)
-            .await?;
-        let events = read.events;
-        let mut by_writer: BTreeMap<WriterName, Vec<FeedRow>> = BTreeMap::new();
-        for (instance, rows) in read.by_writer() {
-            let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
-            by_writer.insert(writer, rows);
+        let (batches, events) = next?;
+        debug!(
+            events,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read a step of the events stream (while the one before was applied)"
+        );
+        metrics::counter!("roomcache_source_events_total").increment(events as u64);
+        read_batches = batches;
+    }
+    let now = follower.tracker.token();
+    metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
+    show_positions(follower, &now, safe.allocated);
+    Ok(target.is_before_or_eq(&now))
+}
+
+/// Each writer's durable position and its distance from what Synapse
+/// has allocated (negative: ahead, which the repair corrects).
+fn show_positions(follower: &Follower, durable: &StreamToken, allocated: i64) {
+    metrics::gauge!("roomcache_source_allocated", "stream" => EVENTS).set(allocated as f64);
+    for writer in &follower.writers {
+        let position = durable.position(writer.as_str());
+        let label = writer.as_str().to_owned();
+        metrics::gauge!("roomcache_source_position", "writer" => label.clone())
+            .set(position as f64);
+        metrics::gauge!("roomcache_source_distance_to_allocated", "writer" => label)
+            .set((allocated - position) as f64);
+    }
+}
+
+/// Asks the supervisor to repair the positions found ahead of what
+/// Synapse has allocated (nothing of this follower is in flight now).
+async fn repair_positions(follower: &Follower) -> Result<(), SourceError> {
+    let repair = RepairPositions(Recalculate {
+        upstream: follower.upstream.clone(),
+        writers: follower.writers.clone(),
+        batch_rooms: follower.batch_rooms,
+    });
+    follower
+        .supervisor
+        .send(repair)
+        .await?
+        .map_err(|failure| SourceError::Repair(Box::new(failure)))?;
+    Ok(())
+}
+
+/// The feed batches of the step from `from` to `ends`: one per writer
+/// that has rows or moves (ending with its position), and the rows of
+/// writers that are not configured (refused when submitted, with their
+/// name); and how many events it read.
+async fn read_step(
+    follower: &Follower,
+    from: StreamToken,
+    ends: BTreeMap<WriterName, i64>,
+) -> Result<(Vec<(WriterName, Vec<FeedRow>)>, usize), SourceError> {
+    let range = StreamRange {
+        from,
+        to: StreamToken::of_writers(&ends),
+    };
+    let range_rows =
+        read::read_range(&follower.source, &range, None, &follower.server_name).await?;
+    let events = range_rows.events;
+    let mut by_writer: BTreeMap<WriterName, Vec<FeedRow>> = BTreeMap::new();
+    for (instance, rows) in range_rows.by_writer() {
+        let writer = WriterName::parse(&instance).map_err(SourceError::WriterName)?;
+        by_writer.insert(writer, rows);
+    }
+    add_forgets(follower, &mut by_writer, &ends).await?;
+    let mut batches = Vec::with_capacity(by_writer.len() + ends.len());
+    for (writer, end) in ends {
+        let mut rows = by_writer.remove(&writer).unwrap_or_default();
+        if rows.is_empty() && end <= range.from.position(writer.as_str()) {
+            continue;
         }
-        self.add_forgets(&mut by_writer, &ends).await?;
-        let mut batches = Vec::with_capacity(by_writer.len() + ends.len());
-        for (writer, end) in ends {
-            let mut rows = by_writer.remove(&writer).unwrap_or_default();
-            if rows.is_empty() && end <= range.from.position(writer.as_str()) {
-                continue;
+        rows.push(FeedRow::Position(PositionRow { stream_id: end }));
+        batches.push((writer, rows));
+    }
+    batches.extend(by_writer);
+    Ok((batches, events))
+}
+
+/// Submits the batches in order, each once the one before is applied.
+async fn submit_all(
+    follower: &Follower,
+    batches: Vec<(WriterName, Vec<FeedRow>)>,
+) -> Result<(), SourceError> {
+    for (writer, rows) in batches {
+        submit(follower, writer, rows).await?;
+    }
+    Ok(())
+}
+
+/// A forget row, at the end of its writer's batch, for each membership
+/// of the rows that is forgotten already (its caches-stream row may have
+/// been read before this event was applied).
+async fn add_forgets(
+    follower: &Follower,
+    by_writer: &mut BTreeMap<WriterName, Vec<FeedRow>>,
+    ends: &BTreeMap<WriterName, i64>,
+) -> Result<(), SourceError> {
+    let local_suffix = format!(":{}", follower.server_name);
+    let memberships: Vec<&str> = by_writer
+        .values()
+        .flatten()
+        .filter_map(|row| match row {
+            FeedRow::Event(row)
+                if row.event.event_type == "m.room.member"
+                    && row
+                        .event
+                        .state_key
+                        .as_deref()
+                        .is_some_and(|key| key.ends_with(&local_suffix)) =>
+            {
+                Some(row.event.event_id.as_str())
             }
-            rows.push(FeedRow::Position(PositionRow { stream_id: end }));
-            batches.push((writer, rows));
-        }
-        batches.extend(by_writer);
-        Ok((batches, events))
+            _ => None,
+        })
+        .collect();
+    let forgotten = read::forgotten_among_events(&follower.source, &memberships).await?;
+    for membership in forgotten {
+        let Ok(writer) = WriterName::parse(&membership.writer) else {
+            continue;
+        };
+        let (Some(end), Some(rows)) = (ends.get(&writer), by_writer.get_mut(&writer)) else {
+            continue;
+        };
+        rows.extend(forget_rows(*end, &[membership]));
     }
+    Ok(())
+}
 
-    /// Submits the batches in order, each once the one before is applied.
-    async fn submit_all(
-        &self,
-        batches: Vec<(WriterName, Vec<FeedRow>)>,
-    ) -> Result<(), SourceError> {
-        for (writer, rows) in batches {
-            self.submit(writer, rows).await?;
-        }
-        Ok(())
-    }
-
-    /// A forget row, at the end of its writer's batch, for each membership
-    /// of the rows that is forgotten already (its caches-stream row may have
-    /// been read before this event was applied).
-    async fn add_forgets(
-        &self,
-        by_writer: &mut BTreeMap<WriterName, Vec<FeedRow>>,
-        ends: &BTreeMap<WriterName, i64>,
-    ) -> Result<(), SourceError> {
-        let local_suffix = format!(":{}", self.server_name);
-        let memberships: Vec<&str> = by_writer
-            .values()
-            .flatten()
-            .filter_map(|row| match row {
-                FeedRow::Event(row)
-                    if row.event.event_type == "m.room.member"
-                        && row
-                            .event
-                            .state_key
-                            .as_deref()
-                            .is_some_and(|key| key.ends_with(&local_suffix)) =>
-                {
-                    Some(row.event.event_id.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let forgotten = self.source.forgotten_among_events(&memberships).await?;
-        for membership in forgotten {
-            let Ok(writer) = WriterName::parse(&membership.writer) else {
-                continue;
-            };
-            let (Some(end), Some(rows)) = (ends.get(&writer), by_writer.get_mut(&writer)) else {
-                continue;
-            };
-            rows.extend(forget_rows(*end, &[membership]));
-        }
-        Ok(())
-    }
-
-    async fn submit(&self, writer: WriterName, rows: Vec<FeedRow>) -> Result<(), SourceError> {
-        let batch = FeedBatch { writer, rows };
-        batch.validate().map_err(|cause| SourceError::FeedBatch {
-            writer: batch.writer.clone(),
-            cause,
-        })?;
-        let rows = batch.rows.len();
-        let writer = batch.writer.clone();
-        let ack = self.supervisor.send(SubmitBatch(batch)).await??;
-        debug!(%writer, rows, position = ack.position, "source batch applied");
-        Ok(())
-    }
+async fn submit(
+    follower: &Follower,
+    writer: WriterName,
+    rows: Vec<FeedRow>,
+) -> Result<(), SourceError> {
+    let batch = FeedBatch { writer, rows };
+    batch.validate().map_err(|cause| SourceError::FeedBatch {
+        writer: batch.writer.clone(),
+        cause,
+    })?;
+    let rows = batch.rows.len();
+    let writer = batch.writer.clone();
+    let ack = follower.supervisor.send(SubmitBatch(batch)).await??;
+    debug!(%writer, rows, position = ack.position, "source batch applied");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ use roomcache_core::{PositionTracker, WriterName};
 
 use super::account_data::AccountDataFollower;
 use super::health::{SourceHealth, SourcePart};
-use super::read::forget_rows;
+use super::read::{self, forget_rows};
 use super::redis::Replication;
 use super::{queries, SourceDatabase, SourceError};
 use crate::feed::{FeedRow, PurgeRow};
@@ -185,7 +185,7 @@ impl Follower {
             .unwrap_or_default();
         let reconnected = channel.connections != state.connections;
         state.connections = channel.connections;
-        let events_caught_up = self.follow_events(&channel).await?;
+        let events_caught_up = events::step(self, &channel).await?;
         let caches = match &mut state.caches {
             Some(caches) => caches,
             None => state.caches.insert(CachesFollower::start(self).await?),
@@ -227,10 +227,8 @@ impl Follower {
     async fn full_check(&self) -> Result<(), SourceError> {
         let started = Instant::now();
         self.learn_processes().await?;
-        let forgotten = self
-            .source
-            .forgotten_memberships(&self.tracker.token(), None)
-            .await?;
+        let forgotten =
+            read::forgotten_memberships(&self.source, &self.tracker.token(), None).await?;
         let mut rows = forget_rows(1, &self.forgets_not_applied(forgotten));
         for room_id in self.purged_rooms().await? {
             rows.push(FeedRow::Purge(PurgeRow {

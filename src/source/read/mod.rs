@@ -2,7 +2,8 @@
 //! current-state deltas of a stream range become the same [`FeedRow`]s a
 //! writer would post to the socket.
 //!
-//! Owns: [`SourceDatabase::read_range`], which puts the parts together:
+//! Owns: [`read_range`] (a function over a [`SourceDatabase`], whose
+//! methods are all `database.rs`'s), which puts the parts together:
 //! reading the range's rows ([`fetch`]), their event rows ([`events`]),
 //! their state rows with a "no longer in room" wipe as the true delta of its
 //! persist batch ([`deltas`]), local members' events after a wipe
@@ -22,7 +23,9 @@ use std::collections::BTreeMap;
 use super::range::StreamRange;
 use super::{SourceDatabase, SourceError};
 use crate::feed::{Event, FeedRow, ForgetRow, StateRow};
-pub(crate) use fetch::ForgottenMembership;
+pub(crate) use fetch::{
+    forgotten_among_events, forgotten_among_members, forgotten_memberships, ForgottenMembership,
+};
 
 /// One event read from Synapse, with where and by whom it was stored.
 #[derive(Debug, Clone)]
@@ -97,60 +100,57 @@ fn is_local_member(event_type: &str, state_key: &str, server_name: &str) -> bool
     event_type == "m.room.member" && state_key.split_once(':').map(|(_, s)| s) == Some(server_name)
 }
 
-impl SourceDatabase {
-    /// Every row of the stream range (of the given rooms, or all), as the
-    /// writers' feeds would carry them. `server_name` decides which members
-    /// are local.
-    pub(crate) async fn read_range(
-        &self,
-        range: &StreamRange,
-        rooms: Option<&[String]>,
-        server_name: &str,
-    ) -> Result<RangeRows, SourceError> {
-        if range.is_empty() {
-            return Ok(RangeRows::default());
-        }
-        let events = self.events_in_range(range, rooms).await?;
-        let ex_outliers = self.ex_outliers_in_range(range, rooms).await?;
-        let delta_rows = self.deltas_in_range(range, rooms).await?;
-
-        let events::EventRows { mut rows, in_range } = events::event_rows(&events, ex_outliers);
-        let deltas = deltas::group(delta_rows);
-        let deltas::DeltaStateRows {
-            rows: mut state_rows,
-            in_wipe_batch,
-        } = deltas::state_rows(&deltas, &events);
-        let candidates = local_members::candidates(&events, &deltas, &in_wipe_batch, server_name);
-        for member in candidates {
-            let event = member.event;
-            if self
-                .room_was_left_before(event.event.room_id.as_str(), event.stream_ordering)
-                .await?
-            {
-                state_rows.push(member.state_row());
-            }
-        }
-
-        let inline = inline::InlineNeed {
-            in_range: &in_range,
-            server_name,
-        };
-        let missing = inline.missing_event_ids(&state_rows);
-        let found = self.events_by_id(&missing, range.highest()).await?;
-        rows.extend(
-            inline
-                .attach(state_rows, &found)
-                .into_iter()
-                .map(RangeRow::state),
-        );
-
-        // Stable: rows at one position and order keep the order above.
-        rows.sort_by_key(|row| (row.stream_id, row.order));
-        Ok(RangeRows {
-            rows: rows.into_iter().map(|row| (row.writer, row.row)).collect(),
-            events: events.len(),
-        })
+/// Every row of the stream range (of the given rooms, or all), as the
+/// writers' feeds would carry them. `server_name` decides which members
+/// are local.
+pub(crate) async fn read_range(
+    source: &SourceDatabase,
+    range: &StreamRange,
+    rooms: Option<&[String]>,
+    server_name: &str,
+) -> Result<RangeRows, SourceError> {
+    if range.is_empty() {
+        return Ok(RangeRows::default());
     }
+    let events = fetch::events_in_range(source, range, rooms).await?;
+    let ex_outliers = fetch::ex_outliers_in_range(source, range, rooms).await?;
+    let delta_rows = fetch::deltas_in_range(source, range, rooms).await?;
+
+    let events::EventRows { mut rows, in_range } = events::event_rows(&events, ex_outliers);
+    let deltas = deltas::group(delta_rows);
+    let deltas::DeltaStateRows {
+        rows: mut state_rows,
+        in_wipe_batch,
+    } = deltas::state_rows(&deltas, &events);
+    let candidates = local_members::candidates(&events, &deltas, &in_wipe_batch, server_name);
+    for member in candidates {
+        let event = member.event;
+        if fetch::room_was_left_before(source, event.event.room_id.as_str(), event.stream_ordering)
+            .await?
+        {
+            state_rows.push(member.state_row());
+        }
+    }
+
+    let inline = inline::InlineNeed {
+        in_range: &in_range,
+        server_name,
+    };
+    let missing = inline.missing_event_ids(&state_rows);
+    let found = fetch::events_by_id(source, &missing, range.highest()).await?;
+    rows.extend(
+        inline
+            .attach(state_rows, &found)
+            .into_iter()
+            .map(RangeRow::state),
+    );
+
+    // Stable: rows at one position and order keep the order above.
+    rows.sort_by_key(|row| (row.stream_id, row.order));
+    Ok(RangeRows {
+        rows: rows.into_iter().map(|row| (row.writer, row.row)).collect(),
+        events: events.len(),
+    })
 }
 
 /// Forget rows at `stream_id` for the given memberships.
