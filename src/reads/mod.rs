@@ -22,8 +22,7 @@ use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 use crate::room_list::{Entries, RoomBudget, RoomListRequest, RoomLists};
 use crate::source::health::SourceHealth;
-use crate::source::SourceError;
-use crate::supervisor::recalc::{RecalculationQueue, Upstream};
+use crate::supervisor::recalc::{RecalculationQueue, Upstream, UpstreamError};
 use crate::supervisor::AccountDataPosition;
 
 pub(crate) use fallback::Fallback;
@@ -32,7 +31,7 @@ pub(crate) use fallback::Fallback;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {
     #[error("rooms are being recomputed and the Synapse database cannot be read")]
-    FallbackUnavailable(#[source] SourceError),
+    FallbackUnavailable(#[source] UpstreamError),
     #[error("the answer would hold {asked} rooms (each range clamped to its list's count); at most {max} rooms are answered at once (max_room_list_rooms): ask for smaller ranges")]
     TooManyRooms { asked: usize, max: usize },
     #[error("`limit` must be between 1 and {max} (max_user_rooms_page)")]

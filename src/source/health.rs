@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use super::access::check_tables;
 use super::SourceDatabase;
+use crate::supervisor::recalc::UpstreamError;
 
 /// Failed steps in a row after which a part whose failures may heal by
 /// themselves (a connection lost, a query cancelled) counts as degraded.
@@ -202,7 +203,11 @@ impl SourceHealth {
 /// chain, if any.
 fn classify(failure: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut cause = Some(failure);
-    while let Some(error) = cause {
+    while let Some(mut error) = cause {
+        // Transparent: it reads as the source's error it holds.
+        if let Some(upstream) = error.downcast_ref::<UpstreamError>() {
+            error = upstream.cause();
+        }
         match error.downcast_ref::<super::SourceError>() {
             Some(super::SourceError::Connect(_) | super::SourceError::BadUrl(_)) => {
                 return "unreachable"
@@ -228,4 +233,32 @@ fn classify(failure: &(dyn std::error::Error + 'static)) -> &'static str {
         cause = error.source();
     }
     "query_failed"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classify;
+    use crate::source::SourceError;
+    use crate::supervisor::recalc::{RecalculationError, UpstreamError};
+
+    fn bad_url() -> SourceError {
+        let cause = "postgres://host:notaport/db"
+            .parse::<tokio_postgres::Config>()
+            .unwrap_err();
+        SourceError::BadUrl(cause)
+    }
+
+    #[test]
+    fn a_failure_through_the_upstream_is_classified_by_the_source_error_it_holds() {
+        assert_eq!(classify(&bad_url()), "unreachable");
+        let recalculation = RecalculationError::Source(UpstreamError::new(bad_url()));
+        assert_eq!(classify(&recalculation), "unreachable");
+        assert_eq!(
+            crate::error_chain(&recalculation),
+            format!(
+                "reading the source failed: {}",
+                crate::error_chain(&bad_url())
+            )
+        );
+    }
 }

@@ -20,7 +20,6 @@ use super::commit::{CommitUnit, WritePath};
 use super::{Recalculate, Shared};
 use crate::model::{RoomId, RowChange, UserId};
 use crate::rules::RoomMemory;
-use crate::source::SourceError;
 use crate::store::StoreError;
 
 /// Rows recomputed from the source for some rooms.
@@ -69,37 +68,69 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn safe_token<'a>(
         &'a self,
         floor: &'a StreamToken,
-    ) -> BoxFuture<'a, Result<StreamToken, SourceError>>;
+    ) -> BoxFuture<'a, Result<StreamToken, UpstreamError>>;
     /// The highest position the source has allocated on the events stream:
     /// no writer can truly be past it.
-    fn allocated(&self) -> BoxFuture<'_, Result<i64, SourceError>>;
+    fn allocated(&self) -> BoxFuture<'_, Result<i64, UpstreamError>>;
     /// Rooms with anything in the events stream after `from` and up to
     /// `to` (per writer).
     fn changed_rooms<'a>(
         &'a self,
         from: &'a StreamToken,
         to: &'a StreamToken,
-    ) -> BoxFuture<'a, Result<Vec<RoomId>, SourceError>>;
+    ) -> BoxFuture<'a, Result<Vec<RoomId>, UpstreamError>>;
     /// The rows of `rooms` as of `at` (each writer's rows up to its
     /// position in it).
     fn recompute<'a>(
         &'a self,
         rooms: &'a [RoomId],
         at: &'a StreamToken,
-    ) -> BoxFuture<'a, Result<RecomputedRooms, SourceError>>;
+    ) -> BoxFuture<'a, Result<RecomputedRooms, UpstreamError>>;
     /// Those of `rooms` where `user` has a current membership.
     fn rooms_of_user<'a>(
         &'a self,
         user: &'a UserId,
         rooms: &'a [RoomId],
-    ) -> BoxFuture<'a, Result<Vec<RoomId>, SourceError>>;
+    ) -> BoxFuture<'a, Result<Vec<RoomId>, UpstreamError>>;
+}
+
+/// Why the [`Upstream`] could not answer: the source's own error, kept
+/// whole (the supervisor needs no more than that it failed, and why, to
+/// log and answer). Transparent: it reads as that error, with that error's
+/// causes, so the chain is the source's; [`UpstreamError::cause`] gives the
+/// error itself to whoever tells failures apart by their type (the
+/// source's health).
+#[derive(Debug)]
+pub(crate) struct UpstreamError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl UpstreamError {
+    pub(crate) fn new(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        UpstreamError(Box::new(cause))
+    }
+
+    /// The source's error.
+    pub(crate) fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// Why recalculation failed (the queue is kept; a restart retries).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RecalculationError {
     #[error("reading the source failed")]
-    Source(#[from] SourceError),
+    Source(#[from] UpstreamError),
     #[error("committing recomputed rooms failed")]
     Store(#[from] StoreError),
     /// A repair while serving found rooms queued already.
