@@ -24,7 +24,7 @@ use crate::source::health::{SourceHealth, SourcePart};
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::redis::{Replication, Subscriber};
 use crate::source::{SourceDatabase, SynapseUpstream};
-use crate::store::{InstanceLock, Store};
+use crate::store::{InstanceLock, Store, StoreWriter};
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
@@ -114,8 +114,8 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     };
     let source = connect_source(&source_url).await?;
     let _lock = lock_schema(&settings).await?;
-    let store = open_store(&settings).await?;
-    let write_path = startup::open(store, &settings.writers)
+    let (store, writer) = open_store(&settings).await?;
+    let write_path = startup::open(store, writer, &settings.writers)
         .await
         .context("reading the stored positions")?;
     let started = std::time::Instant::now();
@@ -155,8 +155,9 @@ async fn lock_schema(settings: &Settings) -> anyhow::Result<InstanceLock> {
     Ok(lock)
 }
 
-/// Connects the pool to roomcache's database and applies the migrations.
-async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+/// Connects the pool to roomcache's database and applies the migrations:
+/// the store, and the one writer that commits to it (for the write path).
+async fn open_store(settings: &Settings) -> anyhow::Result<(Store, StoreWriter)> {
     let url = database_url(settings)?;
     Store::from_settings(settings, &url).await.with_context(|| {
         format!(
@@ -343,8 +344,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let lock = lock_schema(&settings).await?;
     exit_when_lock_lost(lock, settings.log_format);
-    let store = open_store(&settings).await?;
-    let write_path = startup::open(store, &settings.writers)
+    let (store, writer) = open_store(&settings).await?;
+    let write_path = startup::open(store, writer, &settings.writers)
         .await
         .context("reading the stored positions")?;
     let source = match source_database {

@@ -31,8 +31,8 @@ use roomcache_core::{StreamToken, WriterName};
 use crate::feed::FeedRow;
 use crate::model::RoomId;
 use crate::rules::{apply_rows, RoomState, RulesContext};
-use crate::store::{CommitGroup, ImportProgress, Store};
-use crate::supervisor::commit::{CommitUnit, WritePath};
+use crate::store::{ImportProgress, Store};
+use crate::supervisor::commit::{CommitUnit, UnpublishedUnit, WritePath};
 use crate::supervisor::recalc::RecomputedRooms;
 
 /// Replays one room's rows (all writers, stream order) from an empty state.
@@ -301,16 +301,16 @@ impl ImportReport {
     }
 }
 
-/// The commit group of one batch of rooms: their rows and rules memories,
-/// and `progress` (already counting the batch), in one transaction.
-fn batch_group(computed: &RecomputedRooms, progress: &ImportProgress) -> CommitGroup {
-    let mut group = CommitGroup::default();
-    group.add_changes(&computed.changes);
+/// The commit of one batch of rooms: their rows and rules memories, and
+/// `progress` (already counting the batch), in one transaction.
+fn batch_unit(computed: &RecomputedRooms, progress: &ImportProgress) -> UnpublishedUnit {
+    let mut unit = UnpublishedUnit::default();
+    unit.rows(&computed.changes);
     for (room, memory) in &computed.memories {
-        group.set_memory(room.clone(), Some(memory.clone()));
+        unit.memory(room.clone(), Some(memory.clone()));
     }
-    group.set_import_progress(progress.clone());
-    group
+    unit.import_progress(progress.clone());
+    unit
 }
 
 /// Replays a batch on a blocking thread, so the next batch is read from
@@ -330,7 +330,7 @@ fn spawn_replay(
 /// blocking thread, the one before that committed; memory holds at most
 /// those three.
 async fn import_batches(
-    store: &Store,
+    write_path: &WritePath,
     source: &SourceDatabase,
     options: &ImportOptions,
     progress: &mut ImportProgress,
@@ -353,7 +353,7 @@ async fn import_batches(
     let first = next_rooms(source, &progress.last_room_id, batch_rooms).await?;
     let mut reading = read(first).await?;
     let mut replaying: Option<tokio::task::JoinHandle<(Vec<String>, RecomputedRooms)>> = None;
-    let mut committing: Option<(CommitGroup, ImportProgress)> = None;
+    let mut committing: Option<(UnpublishedUnit, ImportProgress)> = None;
     while reading.is_some() || replaying.is_some() || committing.is_some() {
         let following = match reading.take() {
             Some((rooms, read, following)) => {
@@ -365,7 +365,10 @@ async fn import_batches(
         let (following, replayed) = following;
         let commit = async {
             match committing.take() {
-                Some((group, at)) => store.commit(&group).await.map(|()| Some(at)),
+                Some((unit, at)) => write_path
+                    .commit_unpublished(&unit)
+                    .await
+                    .map(|()| Some(at)),
                 None => Ok(None),
             }
         };
@@ -385,7 +388,7 @@ async fn import_batches(
             }
             progress.rooms_done += rooms.len() as i64;
             progress.rows_written += computed.table_rows() as i64;
-            committing = Some((batch_group(&computed, progress), progress.clone()));
+            committing = Some((batch_unit(&computed, progress), progress.clone()));
         }
         reading = next?;
     }
@@ -416,14 +419,13 @@ pub(crate) async fn run_import(
     source: &SourceDatabase,
     options: &ImportOptions,
 ) -> Result<ImportSummary, SourceError> {
-    let store = write_path.store();
-    let mut progress = match import_start(store, source, &options.writers).await? {
+    let mut progress = match import_start(write_path.store(), source, &options.writers).await? {
         ImportStart::Finished(summary) => return Ok(summary),
         ImportStart::From(progress) => progress,
     };
     let total: i64 = source.one_row(&queries::ROOM_COUNT, &[]).await?.column(0)?;
     let mut report = ImportReport::start(total, options.progress_bar, &progress);
-    import_batches(store, source, options, &mut progress, &mut report).await?;
+    import_batches(write_path, source, options, &mut progress, &mut report).await?;
     hand_over(write_path, &options.writers, &mut progress).await?;
     report.finished(&progress);
     Ok(ImportSummary {

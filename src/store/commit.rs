@@ -1,9 +1,10 @@
 //! The group commit: the final value of every key a group of batches
 //! touched, written in one transaction with the positions it makes durable.
 //!
-//! Owns: [`CommitGroup`] and the INSERT/UPDATE/DELETE statements of
-//! roomcache's schema. May not touch: the read index, positions in memory
-//! (the supervisor's write path moves them after [`Store::commit`]).
+//! Owns: [`CommitGroup`], [`StoreWriter`] (the one handle that commits)
+//! and the INSERT/UPDATE/DELETE statements of roomcache's schema. May not
+//! touch: the read index, positions in memory (the supervisor's write path
+//! moves them after [`StoreWriter::commit`]).
 
 use std::collections::BTreeMap;
 
@@ -162,17 +163,37 @@ impl CommitGroup {
     }
 }
 
-impl Store {
+/// The one handle that commits to the store. Only
+/// [`Store::from_settings`] makes one, beside the store the server runs
+/// on, and start-up hands it to the supervisor's write path, which keeps
+/// it; it is not `Clone`: no other code can commit.
+pub(crate) struct StoreWriter {
+    store: Store,
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter").finish_non_exhaustive()
+    }
+}
+
+impl StoreWriter {
+    pub(super) fn new(store: Store) -> Self {
+        StoreWriter { store }
+    }
+
     /// Writes a group in one transaction: invalidations, deletions, then
     /// upserts, then the positions. Nothing is visible to anyone until it
     /// commits.
     #[instrument(skip_all, fields(rows = group.row_count()))]
     pub(crate) async fn commit(&self, group: &CommitGroup) -> Result<(), StoreError> {
-        self.within_write_timeout(self.commit_now(group)).await
+        self.store
+            .within_write_timeout(self.commit_now(group))
+            .await
     }
 
     async fn commit_now(&self, group: &CommitGroup) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await?;
+        let mut client = self.store.pool.get().await?;
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;
         enqueue(&transaction, &group.queued).await?;

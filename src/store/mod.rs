@@ -5,7 +5,8 @@
 //! that a group's rows and its writers' positions commit in one transaction
 //! (so after any crash rows and positions agree). May not touch: actors,
 //! the read index, the position tracker; the supervisor's write path
-//! publishes after `Store::commit` returns.
+//! publishes after `StoreWriter::commit` returns (only the write path holds
+//! the one `StoreWriter`).
 //!
 //! `load` reads rows back (start-up, room actors), `commit` writes a
 //! `CommitGroup`, `rows` maps rows to and from the tables' columns.
@@ -26,7 +27,7 @@ use tracing::{info, instrument};
 use crate::config::Settings;
 use crate::model::IdError;
 
-pub(crate) use commit::{CommitGroup, ImportProgress};
+pub(crate) use commit::{CommitGroup, ImportProgress, StoreWriter};
 pub(crate) use instance_lock::InstanceLock;
 pub use load::LoadedRows;
 
@@ -229,14 +230,19 @@ impl Store {
         }
     }
 
-    /// Connects with the settings' database URL.
-    pub(crate) async fn from_settings(settings: &Settings, url: &str) -> Result<Store, StoreError> {
+    /// Connects with the settings' database URL: the store, and the one
+    /// [`StoreWriter`] that commits to it (for the write path only).
+    pub(crate) async fn from_settings(
+        settings: &Settings,
+        url: &str,
+    ) -> Result<(Store, StoreWriter), StoreError> {
         let timeouts = StoreTimeouts {
             statement: (settings.statement_timeout_ms > 0)
                 .then(|| Duration::from_millis(settings.statement_timeout_ms)),
             write: Duration::from_millis(settings.commit_timeout_ms),
         };
-        Self::connect_with(url, &settings.schema, settings.pool_size, timeouts).await
+        let store = Self::connect_with(url, &settings.schema, settings.pool_size, timeouts).await?;
+        Ok((store.clone(), StoreWriter::new(store)))
     }
 
     /// A pooled connection, for tools and tests that read the tables.

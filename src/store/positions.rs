@@ -4,7 +4,7 @@
 //!
 //! Owns: the statements on `stream_positions` and `source_import_progress`.
 //! May not touch: positions in memory (the supervisor's write path moves
-//! them after [`Store::commit`]).
+//! them after [`super::StoreWriter::commit`]).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,8 @@
 //! The one write path: every change that reaches Postgres, the read index
-//! and the positions goes through [`WritePath::commit`].
+//! and the positions goes through [`WritePath::commit`]; source mode's
+//! import batches, which nothing shows before start-up loads them and which
+//! move no position, through [`WritePath::commit_unpublished`]. The write
+//! path holds the one [`StoreWriter`], so no other code commits.
 //!
 //! Owns: the order "commit in Postgres → publish the rows to the read index
 //! and finish claims or advance positions, in one publication of the
@@ -16,7 +19,7 @@ use tracing::instrument;
 use crate::index::ReadIndex;
 use crate::model::{RoomId, RowChange, SnapshotView};
 use crate::rules::RoomMemory;
-use crate::store::{CommitGroup, ImportProgress, Store, StoreError};
+use crate::store::{CommitGroup, ImportProgress, Store, StoreError, StoreWriter};
 
 /// What one commit makes durable, then visible.
 #[derive(Debug, Default)]
@@ -77,7 +80,8 @@ impl<'rows> CommitUnit<'rows> {
         self.group.invalidate(rooms);
     }
 
-    /// Source mode: the import's progress, written with this commit.
+    /// Source mode: the import's progress, written with this commit (the
+    /// hand-over, which marks it finished).
     pub(crate) fn import_progress(&mut self, progress: ImportProgress) {
         self.group.set_import_progress(progress);
     }
@@ -105,18 +109,52 @@ impl<'rows> CommitUnit<'rows> {
     }
 }
 
+/// What an unpublished commit makes durable: one batch of source mode's
+/// import (rows, the rules' memories and the import's progress), which
+/// moves no position and which nothing shows until start-up loads the rows
+/// into the read index.
+#[derive(Debug, Default)]
+pub(crate) struct UnpublishedUnit {
+    group: CommitGroup,
+}
+
+impl UnpublishedUnit {
+    /// Row changes to write.
+    pub(crate) fn rows(&mut self, changes: &[RowChange]) {
+        self.group.add_changes(changes);
+    }
+
+    /// The rules' memory of a room (`None`: forget it).
+    pub(crate) fn memory(&mut self, room: RoomId, memory: Option<RoomMemory>) {
+        self.group.set_memory(room, memory);
+    }
+
+    /// The import's progress, written with this commit.
+    pub(crate) fn import_progress(&mut self, progress: ImportProgress) {
+        self.group.set_import_progress(progress);
+    }
+}
+
 /// The store, the read index and the tracker, used only in this order.
 #[derive(Debug, Clone)]
 pub(crate) struct WritePath {
     store: Store,
+    /// The one handle that commits (shared by the write path's clones).
+    writer: Arc<StoreWriter>,
     index: Arc<ReadIndex>,
     tracker: Arc<PositionTracker>,
 }
 
 impl WritePath {
-    pub(crate) fn new(store: Store, index: Arc<ReadIndex>, tracker: Arc<PositionTracker>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        writer: StoreWriter,
+        index: Arc<ReadIndex>,
+        tracker: Arc<PositionTracker>,
+    ) -> Self {
         WritePath {
             store,
+            writer: Arc::new(writer),
             index,
             tracker,
         }
@@ -141,7 +179,7 @@ impl WritePath {
     /// anywhere (the caller abandons its claims).
     #[instrument(name = "commit", skip_all, fields(rows = unit.row_count()))]
     pub(crate) async fn commit(&self, unit: CommitUnit<'_>) -> Result<StreamToken, StoreError> {
-        self.store.commit(&unit.group).await?;
+        self.writer.commit(&unit.group).await?;
         let token = self.tracker.gate().publish(|publication| {
             for changes in &unit.visible {
                 self.index.publish(changes, publication);
@@ -160,6 +198,18 @@ impl WritePath {
         metrics::gauge!("roomcache_joined_rooms").set(self.index.joined_room_count() as f64);
         metrics::gauge!("roomcache_snapshots").set(self.index.snapshot_count() as f64);
         Ok(token)
+    }
+
+    /// Source mode's import: commits one batch in one transaction, and
+    /// neither publishes it nor moves a position (the import runs before
+    /// start-up loads the rows, and its hand-over moves the positions
+    /// through [`WritePath::commit`]).
+    #[instrument(name = "commit_unpublished", skip_all)]
+    pub(crate) async fn commit_unpublished(
+        &self,
+        unit: &UnpublishedUnit,
+    ) -> Result<(), StoreError> {
+        self.writer.commit(&unit.group).await
     }
 
     /// Start-up only: shows snapshots that are already committed (loaded

@@ -22,18 +22,23 @@ use super::commit::{CommitUnit, WritePath};
 use super::recalc::{RecalculationError, RecalculationQueue, Upstream};
 use crate::index::ReadIndex;
 use crate::model::{RoomId, RowChange};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreWriter};
 
 /// Rooms deleted and queued per transaction at start-up.
 const INVALIDATION_CHUNK: usize = 1000;
 
 /// The write path over an empty read index and the stored positions: what
 /// the rest of start-up works with.
-pub(crate) async fn open(store: Store, writers: &[WriterName]) -> Result<WritePath, StoreError> {
+pub(crate) async fn open(
+    store: Store,
+    writer: StoreWriter,
+    writers: &[WriterName],
+) -> Result<WritePath, StoreError> {
     let positions = store.positions().await?;
     let tracker = Arc::new(PositionTracker::new(writers, &positions));
     Ok(WritePath::new(
         store,
+        writer,
         Arc::new(ReadIndex::default()),
         tracker,
     ))
