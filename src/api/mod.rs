@@ -30,7 +30,8 @@ pub(crate) use limits::{limit_body_time, BodyTimeout};
 
 use crate::reads::Reads;
 use crate::source::health::SourceHealth;
-use crate::supervisor::{SourceProgress, Supervisor};
+use crate::source::SourceProgress;
+use crate::supervisor::Supervisor;
 
 /// Everything the handlers share.
 pub(crate) struct ApiState {

@@ -22,8 +22,8 @@ use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 use crate::room_list::{Entries, RoomBudget, RoomListRequest, RoomLists};
 use crate::source::health::SourceHealth;
+use crate::source::AccountDataPosition;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream, UpstreamError};
-use crate::supervisor::AccountDataPosition;
 
 pub(crate) use fallback::Fallback;
 

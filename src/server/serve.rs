@@ -23,14 +23,12 @@ use crate::source::follow::Follower;
 use crate::source::health::{SourceHealth, SourcePart};
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::redis::{Replication, Subscriber};
-use crate::source::{SourceDatabase, SynapseUpstream};
+use crate::source::{AccountDataPosition, SourceDatabase, SourceProgress, SynapseUpstream};
 use crate::store::{InstanceLock, Store, StoreWriter};
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
-use crate::supervisor::{
-    AccountDataPosition, Recalculate, SourceProgress, Supervisor, SupervisorSettings,
-};
+use crate::supervisor::{Recalculate, Supervisor, SupervisorSettings};
 
 /// The import's settings from roomcache's settings.
 fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {

@@ -16,7 +16,9 @@
 //! position above it (found ahead) is logged as an error and every current
 //! value read again, as the first time.
 //!
-//! Owns: the SQL on those tables and the follower's step. May not touch:
+//! Owns: the SQL on those tables, the follower's step and how far the
+//! stream is applied ([`AccountDataPosition`], which reads wait on). May
+//! not touch:
 //! Synapse's tables (read-only), roomcache's tables except through the
 //! supervisor, the room-list semantics of the content (the read index's).
 
@@ -31,7 +33,61 @@ use super::database::{SourceRow, WriterRows};
 use super::redis::ACCOUNT_DATA;
 use super::{queries, SourceDatabase, SourceError};
 use crate::model::{AccountData, RoomId, RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA};
-use crate::supervisor::{AccountDataPosition, ApplyAccountData, Supervisor};
+use crate::supervisor::{ApplyAccountData, Supervisor};
+
+/// Source mode: how far Synapse's account-data stream is applied (`None`
+/// until known, and always in feed mode). The follower moves it once the
+/// supervisor has published the account data up to it; reads wait on it.
+#[derive(Debug)]
+pub(crate) struct AccountDataPosition {
+    position: tokio::sync::watch::Sender<Option<i64>>,
+}
+
+impl Default for AccountDataPosition {
+    fn default() -> Self {
+        AccountDataPosition {
+            position: tokio::sync::watch::Sender::new(None),
+        }
+    }
+}
+
+impl AccountDataPosition {
+    pub(crate) fn get(&self) -> Option<i64> {
+        *self.position.borrow()
+    }
+
+    /// Moves the position forward (never back).
+    pub(crate) fn advance(&self, position: i64) {
+        self.position.send_if_modified(|current| {
+            let moved = current.is_none_or(|c| c < position);
+            if moved {
+                *current = Some(position);
+            }
+            moved
+        });
+        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
+    }
+
+    /// Sets the position, lower too: after every current value was read
+    /// again because the applied position was ahead of Synapse's
+    /// allocated maximum (otherwise the same as [`Self::advance`]).
+    pub(crate) fn set(&self, position: i64) {
+        self.position.send_if_modified(|current| {
+            let changed = *current != Some(position);
+            *current = Some(position);
+            changed
+        });
+        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
+    }
+
+    /// Waits until the position is at least `target` (forever when account
+    /// data is not followed).
+    pub(crate) async fn wait_for(&self, target: i64) {
+        let mut receiver = self.position.subscribe();
+        // The sender lives as long as `self`, so this only ends when reached.
+        let _ = receiver.wait_for(|p| p.is_some_and(|p| p >= target)).await;
+    }
+}
 
 /// Follows Synapse's account-data stream into the supervisor.
 pub(crate) struct AccountDataFollower {

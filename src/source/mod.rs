@@ -10,7 +10,8 @@
 //! stream between vector tokens ([`range`]), the follower that tails new
 //! events, forgets and purges into the supervisor ([`follow`]), what it
 //! learns from Synapse's replication stream over Redis ([`redis`]) and the
-//! account data room lists read ([`account_data`]), whether the role can
+//! account data room lists read ([`account_data`]), source mode's progress
+//! for the status ([`progress`]), whether the role can
 //! read every table it needs ([`access`]), whether following works
 //! ([`health`]) and the positions it refuses to believe ([`rejected`]). May
 //! not touch: Synapse's
@@ -26,6 +27,7 @@ mod error;
 pub(crate) mod follow;
 pub(crate) mod health;
 pub(crate) mod import;
+mod progress;
 mod queries;
 mod range;
 mod read;
@@ -33,6 +35,8 @@ pub(crate) mod redis;
 mod rejected;
 mod upstream;
 
+pub(crate) use account_data::AccountDataPosition;
 pub(crate) use database::{SafeToken, SourceDatabase};
 pub(crate) use error::SourceError;
+pub(crate) use progress::SourceProgress;
 pub(crate) use upstream::SynapseUpstream;

@@ -10,7 +10,9 @@
 //! idle reaper), start-up (loading, and in source mode the invalidation of
 //! rooms that changed while roomcache was down: [`startup`]), the
 //! recalculation queue and its drain ([`recalc`]) and the repair of
-//! positions found ahead of the source ([`repair`]). May not touch: SQL (the
+//! positions found ahead of the source ([`repair`]); the messages source
+//! mode sends it are [`source_messages`]'s, their handlers this file's.
+//! May not touch: SQL (the
 //! store's), the rules (the room actors'), HTTP (the API's), Synapse's
 //! tables (source mode implements [`recalc::Upstream`] for it).
 
@@ -23,23 +25,29 @@ pub(crate) mod repair;
 mod room_actor;
 pub(crate) mod rooms;
 mod run_pipeline;
+mod source_messages;
 pub(crate) mod startup;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use roomcache_core::{PositionError, StreamToken, WriterName};
+use roomcache_core::{PositionError, StreamToken};
 use tracing::{error, info_span, Instrument};
 
 use self::commit::WritePath;
 use self::pipeline::Pipeline;
 use self::queued::Queued;
-use self::recalc::{RecalculationError, RecalculationQueue, Upstream};
+use self::recalc::{RecalculationError, RecalculationQueue};
 use self::rooms::RoomRegistry;
-use crate::feed::{FeedBatch, FeedError, ValidBatch};
+use crate::feed::{FeedError, ValidBatch};
 use crate::rules::RuleError;
 use crate::store::StoreError;
+
+pub(crate) use source_messages::{
+    ApplyAccountData, InvalidationBatch, Recalculate, RepairPositions, SubmitBatch,
+    SubmitInvalidations,
+};
 
 /// Stopped actors above which their freed memory is handed back at once.
 const LARGE_REAP: usize = 1000;
@@ -81,52 +89,6 @@ pub(crate) struct BatchAck {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<BatchAck, BatchError>")]
 pub(crate) struct SubmitValidBatch(pub(crate) ValidBatch);
-
-/// Source mode's follower's batch: the follower checks it with
-/// [`FeedBatch::validate`] and sends the batch itself, so it is parsed into
-/// a [`ValidBatch`] here, on its way into the queue (refused:
-/// [`BatchError::Invalid`]). Goes once the follower parses its batches and
-/// sends [`SubmitValidBatch`] (the source-mode round of the renovation).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<BatchAck, BatchError>")]
-pub(crate) struct SubmitBatch(pub(crate) FeedBatch);
-
-/// Source mode: forgets and purges learnt from Synapse's caches stream.
-/// They have no events-stream position: their rows are applied in their
-/// rooms like a batch's (in queue order, on top of what is prepared) and
-/// committed with the caches stream's new positions; no writer's position
-/// moves. Answered with position 0.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<BatchAck, BatchError>")]
-pub(crate) struct SubmitInvalidations(pub(crate) InvalidationBatch);
-
-/// See [`SubmitInvalidations`].
-#[derive(Debug, Clone, Default)]
-pub(crate) struct InvalidationBatch {
-    /// Forget and purge rows (their stream ids only order them).
-    pub(crate) rows: Vec<crate::feed::FeedRow>,
-    /// The caches stream's new position per Synapse process.
-    pub(crate) caches_positions: std::collections::BTreeMap<String, i64>,
-}
-
-/// Source mode: recompute every queued room, then move `writers` to the
-/// queue's position (answered once done).
-#[derive(Message)]
-#[rtype(result = "Result<(), RecalculationError>")]
-pub(crate) struct Recalculate {
-    pub(crate) upstream: Arc<dyn Upstream>,
-    pub(crate) writers: Vec<WriterName>,
-    pub(crate) batch_rooms: usize,
-}
-
-/// Source mode: repair the positions found ahead of what the source has
-/// allocated (recomputing the rooms changed since where they are lowered
-/// to, with the recalculation's settings), answered once done; `None` when
-/// none was. Refused while a batch is being applied (the follower asks
-/// between its steps).
-#[derive(Message)]
-#[rtype(result = "Result<Option<repair::Repair>, RecalculationError>")]
-pub(crate) struct RepairPositions(pub(crate) Recalculate);
 
 /// The supervisor's settings.
 #[derive(Debug, Clone)]
@@ -268,16 +230,6 @@ impl Handler<RepairPositions> for Supervisor {
     }
 }
 
-/// Source mode: account data (`m.direct`, `m.tag`) read from Synapse up to
-/// `position` of its account-data stream. Committed with the position,
-/// then published; answered once visible.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub(crate) struct ApplyAccountData {
-    pub(crate) changes: Vec<crate::model::RowChange>,
-    pub(crate) position: i64,
-}
-
 impl Handler<ApplyAccountData> for Supervisor {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
@@ -306,89 +258,5 @@ impl Handler<LiveRoomActors> for Supervisor {
 
     fn handle(&mut self, _: LiveRoomActors, _: &mut Context<Self>) -> usize {
         self.shared.rooms.len()
-    }
-}
-
-/// Source mode: how far Synapse's account-data stream is applied (`None`
-/// until known, and always in feed mode). The follower moves it once the
-/// supervisor has published the account data up to it; reads wait on it.
-#[derive(Debug)]
-pub(crate) struct AccountDataPosition {
-    position: tokio::sync::watch::Sender<Option<i64>>,
-}
-
-impl Default for AccountDataPosition {
-    fn default() -> Self {
-        AccountDataPosition {
-            position: tokio::sync::watch::Sender::new(None),
-        }
-    }
-}
-
-impl AccountDataPosition {
-    pub(crate) fn get(&self) -> Option<i64> {
-        *self.position.borrow()
-    }
-
-    /// Moves the position forward (never back).
-    pub(crate) fn advance(&self, position: i64) {
-        self.position.send_if_modified(|current| {
-            let moved = current.is_none_or(|c| c < position);
-            if moved {
-                *current = Some(position);
-            }
-            moved
-        });
-        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
-    }
-
-    /// Sets the position, lower too: after every current value was read
-    /// again because the applied position was ahead of Synapse's
-    /// allocated maximum (otherwise the same as [`Self::advance`]).
-    pub(crate) fn set(&self, position: i64) {
-        self.position.send_if_modified(|current| {
-            let changed = *current != Some(position);
-            *current = Some(position);
-            changed
-        });
-        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
-    }
-
-    /// Waits until the position is at least `target` (forever when account
-    /// data is not followed).
-    pub(crate) async fn wait_for(&self, target: i64) {
-        let mut receiver = self.position.subscribe();
-        // The sender lives as long as `self`, so this only ends when reached.
-        let _ = receiver.wait_for(|p| p.is_some_and(|p| p >= target)).await;
-    }
-}
-
-/// Source mode's progress, for `GET /v1/status`: the follower reports the
-/// source's position, start-up the rooms it invalidated.
-#[derive(Debug, Default)]
-pub(crate) struct SourceProgress {
-    source_position: std::sync::atomic::AtomicI64,
-    invalidated_at_start: std::sync::atomic::AtomicUsize,
-}
-
-impl SourceProgress {
-    pub(crate) fn set_source_position(&self, position: i64) {
-        self.source_position
-            .store(position, std::sync::atomic::Ordering::Release);
-    }
-
-    pub(crate) fn source_position(&self) -> i64 {
-        self.source_position
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    pub(crate) fn set_invalidated_at_start(&self, rooms: usize) {
-        self.invalidated_at_start
-            .store(rooms, std::sync::atomic::Ordering::Release);
-    }
-
-    pub(crate) fn invalidated_at_start(&self) -> usize {
-        self.invalidated_at_start
-            .load(std::sync::atomic::Ordering::Acquire)
     }
 }

@@ -60,13 +60,13 @@ use super::account_data::AccountDataFollower;
 use super::health::{SourceHealth, SourcePart};
 use super::read::{self, forget_rows};
 use super::redis::Replication;
-use super::{queries, SourceDatabase, SourceError};
+use super::{queries, SourceDatabase, SourceError, SourceProgress};
 use crate::feed::{FeedRow, PurgeRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
 use crate::store::Store;
 use crate::supervisor::recalc::Upstream;
-use crate::supervisor::{InvalidationBatch, SourceProgress, SubmitInvalidations, Supervisor};
+use crate::supervisor::{InvalidationBatch, SubmitInvalidations, Supervisor};
 
 use caches::CachesFollower;
 
