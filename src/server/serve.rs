@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, AsyncContext};
+use actix::AsyncContext;
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context as _};
 use roomcache_core::StreamToken;
@@ -16,29 +16,13 @@ use tracing::info;
 use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::{LogFormat, Settings};
-use crate::reads::{ReadSettings, Reads, SourceFollowing};
+use crate::reads::{ReadSettings, Reads};
 use crate::source::access::check_tables;
-use crate::source::account_data::AccountDataFollower;
-use crate::source::follow::Follower;
-use crate::source::health::{SourceHealth, SourcePart};
 use crate::source::import::{run_import, ImportOptions};
-use crate::source::redis::{Replication, Subscriber};
-use crate::source::{AccountDataPosition, SourceDatabase, SourceProgress, SynapseUpstream};
+use crate::source::{self, SourceDatabase, SourceHandle};
 use crate::store::{InstanceLock, Store, StoreWriter};
-use crate::supervisor::commit::WritePath;
-use crate::supervisor::recalc::{RecalculationQueue, Upstream};
-use crate::supervisor::startup::{self, Invalidation};
-use crate::supervisor::{Recalculate, Supervisor, SupervisorSettings};
-
-/// The import's settings from roomcache's settings.
-fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {
-    ImportOptions {
-        server_name: settings.server_name.clone(),
-        writers: settings.writers.clone(),
-        batch_rooms: settings.source_import_batch_rooms,
-        progress_bar,
-    }
-}
+use crate::supervisor::startup;
+use crate::supervisor::{Supervisor, SupervisorSettings};
 
 fn database_url(settings: &Settings) -> anyhow::Result<String> {
     match &settings.database_url {
@@ -117,7 +101,7 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("reading the stored positions")?;
     let started = std::time::Instant::now();
-    let summary = run_import(&write_path, &source, &import_options(&settings, true))
+    let summary = run_import(&write_path, &source, &ImportOptions::of(&settings, true))
         .await
         .context("importing from the Synapse database")?;
     let seconds = started.elapsed().as_secs_f64();
@@ -183,149 +167,6 @@ fn exit_when_lock_lost(mut lock: InstanceLock, log_format: LogFormat) {
 /// `Restart=on-failure` starts roomcache again).
 const EXIT_LOCK_LOST: i32 = 3;
 
-/// Source mode's parts, once start-up has checked the source.
-struct SourceMode {
-    source: Arc<SourceDatabase>,
-    upstream: Arc<dyn Upstream>,
-    invalidation: Invalidation,
-    progress: Arc<SourceProgress>,
-    account_data: Arc<AccountDataPosition>,
-    poll_now: Arc<tokio::sync::Notify>,
-    health: Arc<SourceHealth>,
-}
-
-/// Source mode's start-up, before any row is loaded (so no stale row is
-/// ever served): the import on first start, then the §4 check.
-async fn start_source_mode(
-    settings: &Settings,
-    source: Arc<SourceDatabase>,
-    write_path: &WritePath,
-) -> anyhow::Result<SourceMode> {
-    if settings.source_import_on_start {
-        run_import(write_path, &source, &import_options(settings, true))
-            .await
-            .context("importing from the Synapse database")?;
-    }
-    let upstream: Arc<dyn Upstream> = Arc::new(SynapseUpstream::new(
-        source.clone(),
-        &settings.server_name,
-        &settings.writers,
-    ));
-    let invalidation = startup::invalidate_changed_rooms(write_path, upstream.as_ref())
-        .await
-        .context("checking for rooms changed in Synapse while roomcache was down")?;
-    let progress = Arc::new(SourceProgress::default());
-    progress.set_invalidated_at_start(invalidation.queued.len());
-    let account_data = Arc::new(AccountDataPosition::default());
-    if let Some(position) = write_path
-        .store()
-        .account_data_position()
-        .await
-        .context("reading the stored account-data position")?
-    {
-        account_data.advance(position);
-    }
-    Ok(SourceMode {
-        source,
-        upstream,
-        invalidation,
-        progress,
-        account_data,
-        poll_now: Arc::new(tokio::sync::Notify::new()),
-        health: Arc::new(SourceHealth::new()),
-    })
-}
-
-/// Source mode with `source_redis_url`: the subscription to Synapse's
-/// replication stream (started with the follower; it reconnects by itself).
-fn prepare_subscriber(
-    settings: &Settings,
-) -> anyhow::Result<Option<(Arc<Replication>, Subscriber)>> {
-    let Some(url) = &settings.source_redis_url else {
-        return Ok(None);
-    };
-    let replication = Arc::new(Replication::new(&settings.writers));
-    let subscriber = Subscriber::new(
-        url,
-        &settings.server_name,
-        replication.clone(),
-        settings.source_redis_max_line_bytes,
-    )
-    .context("reading source_redis_url")?;
-    Ok(Some((replication, subscriber)))
-}
-
-/// Recomputes the queued rooms (after the configured delay), then follows
-/// Synapse until the process stops. A failed recalculation leaves the
-/// source degraded (reads use the fallback; restart to retry).
-fn spawn_following(
-    settings: &Settings,
-    source: SourceMode,
-    subscriber: Option<(Arc<Replication>, Subscriber)>,
-    write_path: &WritePath,
-    queue: &RecalculationQueue,
-    supervisor: Addr<Supervisor>,
-) {
-    let replication = subscriber.map(|(replication, subscriber)| {
-        actix_rt::spawn(subscriber.run());
-        replication
-    });
-    let account_data = AccountDataFollower {
-        source: source.source.clone(),
-        supervisor: supervisor.clone(),
-        position: source.account_data,
-        batch_size: settings.source_batch_size,
-    };
-    let health = source.health.clone();
-    let database = source.source.clone();
-    let follower = Follower {
-        account_data,
-        poll_now: source.poll_now,
-        upstream: source.upstream.clone(),
-        batch_rooms: settings.source_import_batch_rooms,
-        source: source.source,
-        store: write_path.store().clone(),
-        supervisor: supervisor.clone(),
-        tracker: write_path.tracker().clone(),
-        index: write_path.index().clone(),
-        progress: source.progress,
-        server_name: settings.server_name.clone(),
-        writers: settings.writers.clone(),
-        poll_interval: Duration::from_millis(settings.source_poll_interval_ms),
-        batch_size: settings.source_batch_size,
-        replication,
-        health: source.health,
-    };
-    let covered_nothing = source.invalidation.from == StreamToken::linear(0);
-    let recalculate = (!covered_nothing || !queue.is_empty()).then(|| Recalculate {
-        upstream: source.upstream,
-        writers: settings.writers.clone(),
-        batch_rooms: settings.source_import_batch_rooms,
-    });
-    let delay = if queue.is_empty() {
-        Duration::ZERO
-    } else {
-        Duration::from_millis(settings.source_recalculation_delay_ms)
-    };
-    actix_rt::spawn(async move {
-        if let Some(recalculate) = recalculate {
-            tokio::time::sleep(delay).await;
-            match supervisor.send(recalculate).await {
-                Ok(Ok(())) => {}
-                // Logged by the supervisor; reads keep using the fallback.
-                Ok(Err(failure)) => {
-                    health
-                        .failed(SourcePart::Recalculation, &failure, &database)
-                        .await;
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-        follower.run().await;
-    });
-}
-
 /// Runs `roomcache serve` until SIGTERM/SIGINT. Must be called inside an
 /// actix system.
 ///
@@ -347,13 +188,16 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("reading the stored positions")?;
     let source = match source_database {
-        Some(database) => Some(start_source_mode(&settings, database, &write_path).await?),
-        None => None,
+        Some(database) => Some(source::start(&settings, database, &write_path).await?),
+        None => {
+            // Checked in feed mode too (it is not used there).
+            source::prepare_subscriber(&settings)?;
+            None
+        }
     };
-    let subscriber = prepare_subscriber(&settings)?;
     let queue_position = source
         .as_ref()
-        .map_or(StreamToken::linear(0), |s| s.invalidation.to.clone());
+        .map_or(StreamToken::linear(0), SourceHandle::queue_position);
     let queue = startup::load(&write_path, queue_position)
         .await
         .context("loading the cached rows")?;
@@ -364,12 +208,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         write_path.index().clone(),
         write_path.tracker().clone(),
         queue.clone(),
-        source.as_ref().map(|s| s.upstream.clone()),
-        source.as_ref().map(|s| SourceFollowing {
-            account_data: s.account_data.clone(),
-            poll_now: s.poll_now.clone(),
-            health: s.health.clone(),
-        }),
+        source.as_ref().map(SourceHandle::upstream),
+        source.as_ref().map(SourceHandle::following),
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
@@ -381,8 +221,8 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         supervisor: supervisor_address.clone(),
         reads,
         metrics,
-        source: source.as_ref().map(|s| s.progress.clone()),
-        source_health: source.as_ref().map(|s| s.health.clone()),
+        source: source.as_ref().map(SourceHandle::progress),
+        source_health: source.as_ref().map(SourceHandle::health),
         ready: AtomicBool::new(false),
     });
     let servers = bind_http(&settings, state.clone())?;
@@ -399,14 +239,7 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
     ));
     if let Some(source) = source {
-        spawn_following(
-            &settings,
-            source,
-            subscriber,
-            &write_path,
-            &queue,
-            supervisor_address,
-        );
+        source.follow(&settings, &write_path, &queue, supervisor_address);
     }
     run_http(&settings, servers, &state).await
 }

@@ -28,6 +28,7 @@ use super::read::{self, forget_rows};
 use super::{queries, SourceDatabase, SourceError};
 use roomcache_core::{StreamToken, WriterName};
 
+use crate::config::Settings;
 use crate::feed::FeedRow;
 use crate::model::RoomId;
 use crate::rules::{apply_rows, RoomState, RulesContext};
@@ -173,6 +174,18 @@ pub(crate) struct ImportOptions {
     pub(crate) batch_rooms: usize,
     /// Show a progress bar when stderr is a terminal.
     pub(crate) progress_bar: bool,
+}
+
+impl ImportOptions {
+    /// The import's settings from roomcache's settings.
+    pub(crate) fn of(settings: &Settings, progress_bar: bool) -> ImportOptions {
+        ImportOptions {
+            server_name: settings.server_name.clone(),
+            writers: settings.writers.clone(),
+            batch_rooms: settings.source_import_batch_rooms,
+            progress_bar,
+        }
+    }
 }
 
 /// Where a run of the import starts.

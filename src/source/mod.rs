@@ -13,7 +13,8 @@
 //! account data room lists read ([`account_data`]), source mode's progress
 //! for the status ([`progress`]), whether the role can
 //! read every table it needs ([`access`]), whether following works
-//! ([`health`]) and the positions it refuses to believe ([`rejected`]). May
+//! ([`health`]), the positions it refuses to believe ([`rejected`]) and
+//! the door `roomcache serve` starts it through ([`start`]). May
 //! not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
@@ -33,10 +34,12 @@ mod range;
 mod read;
 pub(crate) mod redis;
 mod rejected;
+mod start;
 mod upstream;
 
 pub(crate) use account_data::AccountDataPosition;
 pub(crate) use database::{SafeToken, SourceDatabase};
 pub(crate) use error::SourceError;
 pub(crate) use progress::SourceProgress;
+pub(crate) use start::{prepare_subscriber, start, SourceHandle};
 pub(crate) use upstream::SynapseUpstream;
