@@ -5,7 +5,8 @@
 //! Owns: the steps — the write path over the stored positions ([`open`]),
 //! the repair of positions ahead of the source and the invalidation
 //! ([`invalidate_changed_rooms`]), loading rows into the index and reading
-//! the queue ([`load`]); `server/serve.rs` runs them in the order
+//! the queue ([`load`]); `server/serve.rs` runs them (source mode's
+//! through `source::start`) in the order
 //! "positions → (source mode: import hand-over, repair of positions ahead
 //! of the source, then invalidation) → load". Source mode only tells it
 //! what changed ([`Upstream::changed_rooms`]); it decides, deletes and
