@@ -403,6 +403,7 @@ impl IndexData {
                 children,
             } => self.set_space_children(space_room_id, children),
             RowChange::AccountData(data) => self.set_account_data(data),
+            RowChange::CurrentState { .. } => {}
         }
     }
 }

@@ -18,6 +18,7 @@
 //! * `events`: new events, bumps, redactions;
 //! * `tests`: the unit tests.
 
+mod current_state;
 mod delta;
 mod events;
 mod membership;
@@ -34,6 +35,7 @@ use crate::model::{EventId, RoomId, RowChange, UserId};
 use delta::KnownEvent;
 use state::same_stored_memory;
 pub(crate) use state::RelevantKey;
+pub use current_state::{CurrentStateIds, HeldStateTypes};
 pub use state::{RoomMemory, RoomState};
 
 /// Below this many events in a group, duplicates are found by scanning.
@@ -169,6 +171,7 @@ impl RoomState {
             joined,
             snapshots,
             memory,
+            current_state,
         } = self;
         let mut changes: Vec<RowChange> = joined
             .map(RowChange::UpsertJoinedRoom)
@@ -184,6 +187,12 @@ impl RoomState {
             &RoomMemory::default(),
             &memory,
         ));
+        if !current_state.is_empty() {
+            changes.push(RowChange::CurrentState {
+                room_id: room_id.clone(),
+                state: current_state,
+            });
+        }
         let memory = (memory != RoomMemory::default()).then_some(memory);
         (changes, memory)
     }
