@@ -41,6 +41,7 @@ mod event_id;
 mod layout;
 mod lists;
 mod names;
+mod room_data;
 mod query;
 mod walks;
 mod write;
