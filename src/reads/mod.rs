@@ -10,6 +10,7 @@
 //! SQL, HTTP (the API maps its answers and errors).
 
 mod fallback;
+mod room_data;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::AccountDataPosition;
 
 pub(crate) use fallback::Fallback;
+pub(crate) use room_data::{HeldStateSettings, RoomData};
 
 /// Why a read could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,8 @@ pub(crate) struct ReadSettings {
     pub(crate) max_room_list_rooms: usize,
     /// Most snapshots in one page of a user's rooms.
     pub(crate) max_user_rooms_page: usize,
+    /// The rooms' data: the types held and whether the stored state is theirs.
+    pub(crate) held_state: HeldStateSettings,
 }
 
 /// Which page of a user's rooms to read.

@@ -1,0 +1,287 @@
+//! The rooms' data (`POST /v1/rooms/data`) against real Synapse databases:
+//! each room's held current state (the default held types: Element X's)
+//! must be exactly Synapse's `current_state_events` of those types, for
+//! every room, whether roomcache followed the database from position 0,
+//! imported it, or recomputed rooms changed while it was stopped; with one
+//! writer and with two.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::support::server::TestServer;
+use crate::support::synapse::{
+    persist_event, source_event, source_options, wait_for_position, wait_for_writers,
+    SynapseDatabase, FIXTURE_POSITION, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME,
+    WORKERS_WRITERS,
+};
+
+/// The held types by default (config/roomcache.toml).
+const TYPES: [&str; 12] = [
+    "m.room.name",
+    "m.room.encryption",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.power_levels",
+    "m.room.join_rules",
+    "m.room.tombstone",
+    "m.room.create",
+    "m.room.history_visibility",
+    "m.member_hints",
+    "m.room.pinned_events",
+];
+const WILDCARD_TYPES: [&str; 4] = [
+    "org.matrix.msc3401.call.member",
+    "m.space.parent",
+    "m.space.child",
+    "m.beacon_info",
+];
+
+/// (type, state key, event ID) of a room, in that order.
+type HeldState = Vec<(String, String, String)>;
+
+/// Every room of Synapse's database with its held current state (rooms
+/// with none included, empty).
+async fn synapse_held_state(synapse: &SynapseDatabase) -> BTreeMap<String, HeldState> {
+    let client = synapse.client().await;
+    let mut rooms: BTreeMap<String, HeldState> = client
+        .query("SELECT room_id FROM rooms", &[])
+        .await
+        .expect("rooms")
+        .iter()
+        .map(|row| (row.get::<_, String>(0), Vec::new()))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT room_id, type, state_key, event_id FROM current_state_events
+             WHERE (state_key = '' AND type = ANY($1)) OR type = ANY($2)
+             ORDER BY room_id, type, state_key",
+            &[&TYPES.as_slice(), &WILDCARD_TYPES.as_slice()],
+        )
+        .await
+        .expect("current_state_events");
+    for row in rows {
+        rooms
+            .entry(row.get(0))
+            .or_default()
+            .push((row.get(1), row.get(2), row.get(3)));
+    }
+    rooms
+}
+
+/// roomcache's answer for `rooms`: each room's held state, or why unknown.
+async fn served_held_state(
+    server: &TestServer,
+    rooms: impl IntoIterator<Item = &String>,
+) -> BTreeMap<String, Result<HeldState, String>> {
+    let rooms: Vec<&String> = rooms.into_iter().collect();
+    let answer = server.post("/v1/rooms/data", &json!({ "rooms": rooms })).await;
+    assert!(answer.status.is_success(), "{}", answer.text);
+    let served = answer.body["rooms"].as_object().expect("rooms").clone();
+    assert_eq!(served.len(), rooms.len(), "one entry per room asked");
+    served
+        .into_iter()
+        .map(|(room, data)| {
+            let state = match data["state"].as_array() {
+                Some(keys) => Ok(keys
+                    .iter()
+                    .map(|key| {
+                        let text = |i: usize| key[i].as_str().expect("text").to_owned();
+                        (text(0), text(1), text(2))
+                    })
+                    .collect()),
+                None => Err(data["unknown"].as_str().unwrap_or("?").to_owned()),
+            };
+            (room, state)
+        })
+        .collect()
+}
+
+/// Asserts roomcache holds exactly Synapse's current state of the held
+/// types for every room; returns how many rooms hold some.
+async fn assert_held_state_is_synapses(
+    server: &TestServer,
+    synapse: &SynapseDatabase,
+    what: &str,
+) -> usize {
+    let expected = synapse_held_state(synapse).await;
+    let served = served_held_state(server, expected.keys()).await;
+    let mut differences = Vec::new();
+    for (room, state) in &expected {
+        match served.get(room) {
+            Some(Ok(ours)) if ours == state => {}
+            other => differences.push(format!("{room}: Synapse {state:?}, roomcache {other:?}")),
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{what}: {} of {} rooms differ:\n{}",
+        differences.len(),
+        expected.len(),
+        differences.join("\n")
+    );
+    expected.values().filter(|s| !s.is_empty()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_state_is_synapses_current_state_followed_imported_and_recomputed() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut followed = TestServer::start_with(source_options(&synapse).build()).await;
+    let mut imported =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
+    wait_for_position(&followed, FIXTURE_POSITION).await;
+    wait_for_position(&imported, FIXTURE_POSITION).await;
+    let with_state = assert_held_state_is_synapses(&followed, &synapse, "followed from 0").await;
+    // Rooms the server left hold nothing, as in Synapse; the rest do.
+    assert_eq!(with_state, 63, "rooms with held state");
+    assert_held_state_is_synapses(&imported, &synapse, "imported").await;
+    followed.stop().await;
+
+    // While the importer is stopped: a call member joins, the room gets a
+    // topic, a space child is removed (state key kept, content emptied).
+    imported.stop().await;
+    let client = synapse.client().await;
+    let (room, sender): (String, String) = {
+        let row = client
+            .query_one(
+                "SELECT c.room_id, c.state_key FROM current_state_events AS c
+                 JOIN current_state_events AS n ON n.room_id = c.room_id
+                     AND n.type = 'm.room.name' AND n.state_key = ''
+                 WHERE c.type = 'm.room.member' AND c.membership = 'join'
+                 ORDER BY c.room_id, c.state_key LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("a named room with a member");
+        (row.get(0), row.get(1))
+    };
+    let call = source_event(&room, &sender, "org.matrix.msc3401.call.member")
+        .state_key(&format!("_{sender}_DEVICE"))
+        .content(json!({"application": "m.call"}));
+    persist_event(&client, 3030, call).await;
+    let topic = source_event(&room, &sender, "m.room.topic")
+        .state_key("")
+        .content(json!({"topic": "while you were away"}));
+    persist_event(&client, 3031, topic).await;
+    imported.spawn().await;
+    let status = wait_for_position(&imported, 3031).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 1, "{status}");
+    assert_eq!(status["recalculation_queue"], 0);
+    assert_held_state_is_synapses(&imported, &synapse, "recomputed after a restart").await;
+    let served = served_held_state(&imported, [&room]).await;
+    let keys = served[&room].as_ref().expect("known");
+    assert!(keys
+        .iter()
+        .any(|(t, k, _)| t == "org.matrix.msc3401.call.member" && k.ends_with("_DEVICE")));
+    // Postgres holds what is served: a restart serves the same.
+    imported.restart().await;
+    wait_for_position(&imported, 3031).await;
+    assert_held_state_is_synapses(&imported, &synapse, "after a restart").await;
+    imported.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_state_is_synapses_with_two_event_persisters() {
+    let synapse = SynapseDatabase::load("workers.sql.gz").await;
+    for import_on_start in [false, true] {
+        let mut server = TestServer::start_with(
+            source_options(&synapse)
+                .server_name(WORKERS_SERVER_NAME)
+                .writers(&WORKERS_WRITERS)
+                .import_on_start(import_on_start)
+                .build(),
+        )
+        .await;
+        wait_for_writers(&server, &[("p1", WORKERS_FIXTURE_POSITION), ("p2", 412)]).await;
+        let what = if import_on_start {
+            "imported"
+        } else {
+            "followed"
+        };
+        assert!(assert_held_state_is_synapses(&server, &synapse, what).await > 0);
+        server.stop().await;
+    }
+}
+
+/// Feed mode: held keys only; rejected events and outliers change nothing;
+/// a state reset back to an older event and a removal apply; the state is
+/// emptied when the server leaves; bad requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_keeps_held_state_through_rejections_outliers_resets_and_leaving() {
+    let mut server = TestServer::start().await;
+    let room = "!r:localhost";
+    let alice = "@alice:localhost";
+    let event = |id: &str, stream: i64, event_type: &str, key: &str, content: Value| {
+        json!({"kind": "event", "stream_id": stream, "event": {"event_id": id, "room_id": room,
+            "type": event_type, "state_key": key, "sender": alice, "content": content}})
+    };
+    let state = |stream: i64, event_type: &str, key: &str, id: Option<&str>| {
+        json!({"kind": "state", "stream_id": stream, "room_id": room, "type": event_type,
+            "state_key": key, "event_id": id})
+    };
+    let mut rejected = event("$rejected", 6, "m.room.name", "", json!({"name": "no"}));
+    rejected["rejected"] = json!(true);
+    let mut outlier = event("$outlier", 7, "m.room.topic", "", json!({"topic": "no"}));
+    outlier["outlier"] = json!(true);
+    server
+        .feed(&json!({"writer": "master", "rows": [
+            event("$create", 1, "m.room.create", "", json!({"room_version": "10"})),
+            state(1, "m.room.create", "", Some("$create")),
+            event("$join", 2, "m.room.member", alice, json!({"membership": "join"})),
+            state(2, "m.room.member", alice, Some("$join")),
+            event("$name1", 3, "m.room.name", "", json!({"name": "one"})),
+            state(3, "m.room.name", "", Some("$name1")),
+            event("$name2", 4, "m.room.name", "", json!({"name": "two"})),
+            state(4, "m.room.name", "", Some("$name2")),
+            event("$call", 5, "org.matrix.msc3401.call.member", "_@alice:localhost_D", json!({})),
+            state(5, "org.matrix.msc3401.call.member", "_@alice:localhost_D", Some("$call")),
+            event("$not_held", 5, "m.room.third_party_invite", "x", json!({})),
+            state(5, "m.room.third_party_invite", "x", Some("$not_held")),
+            rejected,
+            outlier,
+            // A state reset back to the first name; the call ends.
+            state(8, "m.room.name", "", Some("$name1")),
+            state(8, "org.matrix.msc3401.call.member", "_@alice:localhost_D", None),
+        ]}))
+        .await;
+    let held = |answer: &Value| answer["rooms"][room].clone();
+    let answer = server
+        .post("/v1/rooms/data", &json!({"rooms": [room, "!unknown:localhost"], "wait_for": "s8"}))
+        .await;
+    assert!(answer.status.is_success(), "{}", answer.text);
+    assert_eq!(
+        held(&answer.body),
+        json!({"state": [["m.room.create", "", "$create"], ["m.room.name", "", "$name1"]]})
+    );
+    assert_eq!(answer.body["rooms"]["!unknown:localhost"], json!({"state": []}));
+    assert_eq!(answer.body["token"], "s8");
+    assert_eq!(answer.body["held"]["wildcard_types"], json!(WILDCARD_TYPES));
+
+    // The only local member leaves: the server is no longer in the room.
+    server
+        .feed(&json!({"writer": "master", "rows": [
+            event("$leave", 9, "m.room.member", alice, json!({"membership": "leave"})),
+            state(9, "m.room.member", alice, Some("$leave")),
+        ]}))
+        .await;
+    let answer = server
+        .post("/v1/rooms/data", &json!({"rooms": [room], "wait_for": "s9"}))
+        .await;
+    assert_eq!(held(&answer.body), json!({"state": []}));
+    server.restart().await;
+    let answer = server.post("/v1/rooms/data", &json!({"rooms": [room]})).await;
+    assert_eq!(held(&answer.body), json!({"state": []}));
+
+    for (body, errcode) in [
+        (json!({"rooms": ["not a room"]}), "M_INVALID_PARAM"),
+        (json!({"rooms": "!r:localhost"}), "M_BAD_JSON"),
+        (json!({"rooms": [], "extra": 1}), "M_BAD_JSON"),
+    ] {
+        server
+            .post("/v1/rooms/data", &body)
+            .await
+            .assert_error(400, errcode);
+    }
+    server.stop().await;
+}
