@@ -318,7 +318,11 @@ pub(crate) struct SettingsArgs {
     #[arg(long, env = "ROOMCACHE_ROOM_STATE_TYPES", value_delimiter = ',')]
     pub(crate) room_state_types: Option<Vec<String>>,
     /// State types whose every key each room holds, comma-separated.
-    #[arg(long, env = "ROOMCACHE_ROOM_STATE_WILDCARD_TYPES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ROOMCACHE_ROOM_STATE_WILDCARD_TYPES",
+        value_delimiter = ','
+    )]
     pub(crate) room_state_wildcard_types: Option<Vec<String>>,
     /// Most state keys a room holds.
     #[arg(long, env = "ROOMCACHE_MAX_ROOM_STATE_KEYS")]

@@ -45,7 +45,10 @@ pub(super) fn default_types() -> Vec<String> {
 }
 
 pub(super) fn default_wildcard_types() -> Vec<String> {
-    DEFAULT_WILDCARD_TYPES.iter().map(|t| (*t).to_owned()).collect()
+    DEFAULT_WILDCARD_TYPES
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect()
 }
 
 impl Settings {

@@ -17,6 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::event_id::StoredEventId;
 use super::names::{ListedNames, NAME_COPY_MIN_ROOMS};
+use super::room_data::{HeldStateRecord, HeldTypeNames};
 use crate::model::{Membership, RoomId, UserId};
 
 /// A room's slot in the index.
@@ -98,6 +99,8 @@ pub(super) struct RoomRecord {
     pub(super) joined_members: Vec<UserSlot>,
     /// The room's children as a space.
     pub(super) space_children: Box<[RoomSlot]>,
+    /// The room's held current state (the rooms' data); `None`: none held.
+    pub(super) held_state: Option<HeldStateRecord>,
 }
 
 /// A membership snapshot, compact.
@@ -241,6 +244,11 @@ pub(super) struct IndexData {
     /// Users with at least this many listed rooms get a copy of their
     /// listed names ([`NAME_COPY_MIN_ROOMS`]; tests change it).
     pub(super) name_copy_min_rooms: usize,
+    /// The held state types seen, numbered for [`RoomRecord::held_state`].
+    pub(super) held_types: HeldTypeNames,
+    /// Rooms with a held state record, and the heap bytes of those records.
+    pub(super) held_state_rooms: usize,
+    pub(super) held_state_bytes: usize,
 }
 
 pub(super) fn shared(value: Option<&str>) -> Option<Arc<str>> {
@@ -274,6 +282,9 @@ impl IndexData {
             room_types: Interner::new(),
             joined_room_count: 0,
             snapshot_count: 0,
+            held_types: HeldTypeNames::default(),
+            held_state_rooms: 0,
+            held_state_bytes: 0,
             name_copy_min_rooms: NAME_COPY_MIN_ROOMS,
         }
     }
@@ -291,6 +302,7 @@ impl IndexData {
             joined: None,
             joined_members: Vec::new(),
             space_children: Box::new([]),
+            held_state: None,
         });
         self.room_slots.insert(room_id, slot);
         slot

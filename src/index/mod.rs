@@ -41,14 +41,16 @@ mod event_id;
 mod layout;
 mod lists;
 mod names;
-mod room_data;
 mod query;
+mod room_data;
 mod walks;
 mod write;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use layout::{IndexData, RoomSlot};
+
+pub(crate) use room_data::HeldKey;
 
 use std::collections::BTreeSet;
 
@@ -113,6 +115,27 @@ impl ReadIndex {
         for change in changes {
             data.apply(change);
         }
+    }
+
+    /// The held current state of each of `rooms`, in their order: its
+    /// keys (none for a room holding none), or `None` for a room that went
+    /// over `max_room_state_keys`.
+    pub(crate) fn held_states(&self, rooms: &[RoomId]) -> Vec<Option<Vec<HeldKey>>> {
+        let data = self.read();
+        rooms
+            .iter()
+            .map(|room| {
+                let record = data
+                    .room_slots
+                    .get(room)
+                    .and_then(|slot| data.rooms.get(*slot as usize))
+                    .and_then(|record| record.held_state.as_ref());
+                match record {
+                    None => Some(Vec::new()),
+                    Some(record) => record.keys(&data.held_types),
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
@@ -191,6 +214,15 @@ impl ReadIndex {
 
     pub(crate) fn snapshot_count(&self) -> u64 {
         self.read().snapshot_count
+    }
+
+    /// The rooms' data in memory: rooms holding some state, and the bytes
+    /// their records take (records and their heap; each room's record slot
+    /// besides).
+    pub(crate) fn held_state_memory(&self) -> (usize, usize) {
+        let data = self.read();
+        let slots = data.rooms.len() * std::mem::size_of::<Option<room_data::HeldStateRecord>>();
+        (data.held_state_rooms, data.held_state_bytes + slots)
     }
 
     /// Computes room lists for a user, from one consistent view of the index.

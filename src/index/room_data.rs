@@ -152,7 +152,11 @@ mod tests {
             read,
             [
                 ("m.room.name".into(), String::new(), hash.into()),
-                ("m.space.child".into(), "!child:hs".into(), "$opaque:hs".into()),
+                (
+                    "m.space.child".into(),
+                    "!child:hs".into(),
+                    "$opaque:hs".into()
+                ),
             ]
         );
         let HeldStateRecord::Held(entries) = &record else {

@@ -20,11 +20,13 @@ use super::layout::{
     UserSlot, SELF_SENT,
 };
 use super::names;
+use super::room_data::HeldStateRecord;
 use crate::model::{
     AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::{direct_rooms, tag_names};
+use crate::rules::CurrentStateIds;
 
 /// A user's record, the room's record and the user's snapshot in the room,
 /// borrowed from the index's separate parts at once.
@@ -327,6 +329,26 @@ impl IndexData {
         }
     }
 
+    fn set_held_state(&mut self, room: &RoomId, state: &CurrentStateIds) {
+        let record = HeldStateRecord::new(state, &mut self.held_types);
+        if record.is_none() && !self.room_slots.contains_key(room) {
+            return;
+        }
+        let slot = self.room_slot(room.as_str());
+        let Some(room) = self.rooms.get_mut(slot as usize) else {
+            return;
+        };
+        if let Some(old) = &room.held_state {
+            self.held_state_rooms -= 1;
+            self.held_state_bytes -= old.heap_bytes();
+        }
+        if let Some(new) = &record {
+            self.held_state_rooms += 1;
+            self.held_state_bytes += new.heap_bytes();
+        }
+        room.held_state = record;
+    }
+
     fn set_account_data(&mut self, data: &AccountData) {
         let user = self.user_slot(data.user_id.as_str());
         match (&data.room_id, data.data_type.as_str()) {
@@ -403,7 +425,7 @@ impl IndexData {
                 children,
             } => self.set_space_children(space_room_id, children),
             RowChange::AccountData(data) => self.set_account_data(data),
-            RowChange::CurrentState { .. } => {}
+            RowChange::CurrentState { room_id, state } => self.set_held_state(room_id, state),
         }
     }
 }

@@ -434,6 +434,11 @@ impl Reads {
         self.index.snapshot_count()
     }
 
+    /// Rooms holding state, and the bytes of their held state records.
+    pub(crate) fn held_state_memory(&self) -> (usize, usize) {
+        self.index.held_state_memory()
+    }
+
     /// Rooms waiting for recalculation.
     pub(crate) fn recalculation_queue_length(&self) -> usize {
         self.fallback.queue_length()

@@ -213,7 +213,10 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            [("m.room.name", "", "$n2"), ("m.space.child", "!b:hs", "$c2")]
+            [
+                ("m.room.name", "", "$n2"),
+                ("m.space.child", "!b:hs", "$c2")
+            ]
         );
         let stored = serde_json::to_value(&state).unwrap();
         assert_eq!(

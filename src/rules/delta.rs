@@ -182,6 +182,12 @@ impl Working<'_> {
     ) -> Result<CollapsedDelta, RuleError> {
         let mut collapsed = CollapsedDelta::default();
         for row in delta {
+            self.state.current_state.set(
+                &self.context.held_state,
+                &row.event_type,
+                &row.state_key,
+                row.event_id.as_ref(),
+            );
             if let Some(key) = RelevantKey::of(&row.event_type, &row.state_key) {
                 match &row.event_id {
                     None => {
@@ -352,7 +358,7 @@ impl Working<'_> {
     }
 
     /// The room's current state after the delta: emptied, with its space
-    /// children, when the server left (§2.6).
+    /// children and its held state, when the server left (§2.6).
     fn replace_current_state(
         &mut self,
         state_after: BTreeMap<RelevantKey, RelevantEvent>,
@@ -363,6 +369,9 @@ impl Working<'_> {
         } else {
             state_after
         };
+        if no_longer_in_room {
+            self.state.current_state.server_left();
+        }
         if no_longer_in_room && !self.state.memory.space_children.is_empty() {
             self.state.memory.space_children.clear();
             self.memory_changed = true;

@@ -32,10 +32,10 @@ use std::collections::{BTreeSet, HashMap};
 use crate::feed::{EventRow, FeedRow, StateRow};
 use crate::model::{EventId, RoomId, RowChange, UserId};
 
+pub use current_state::{CurrentStateIds, HeldStateTypes};
 use delta::KnownEvent;
 use state::same_stored_memory;
 pub(crate) use state::RelevantKey;
-pub use current_state::{CurrentStateIds, HeldStateTypes};
 pub use state::{RoomMemory, RoomState};
 
 /// Below this many events in a group, duplicates are found by scanning.
@@ -48,6 +48,8 @@ pub struct RulesContext {
     pub server_name: String,
     /// The writer (instance name) whose rows are being applied.
     pub writer: String,
+    /// The current state each room holds (the rooms' data).
+    pub held_state: std::sync::Arc<HeldStateTypes>,
 }
 
 impl RulesContext {
@@ -313,6 +315,12 @@ impl Working<'_> {
             &before.memory,
             &self.state.memory,
         ));
+        if !self.state.current_state.same_as(&before.current_state) {
+            changes.push(RowChange::CurrentState {
+                room_id: self.room_id.clone(),
+                state: self.state.current_state.clone(),
+            });
+        }
         let mut state = self.state;
         let follows = state.joined.as_ref().is_some_and(|joined| {
             state.memory.max_stream_ordering == Some(joined.event_stream_ordering)

@@ -16,12 +16,13 @@ use tracing::info;
 use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::{LogFormat, Settings};
-use crate::reads::{ReadSettings, Reads, SourceFollowing};
+use crate::reads::{HeldStateSettings, ReadSettings, Reads, SourceFollowing};
+use crate::rules::HeldStateTypes;
 use crate::source::access::check_tables;
 use crate::source::account_data::AccountDataFollower;
 use crate::source::follow::Follower;
 use crate::source::health::{SourceHealth, SourcePart};
-use crate::source::import::{run_import, ImportOptions};
+use crate::source::import::{run_import, ImportOptions, RulesSettings};
 use crate::source::redis::{Replication, Subscriber};
 use crate::source::{SourceDatabase, SynapseUpstream};
 use crate::store::{InstanceLock, Store};
@@ -32,10 +33,27 @@ use crate::supervisor::{
     AccountDataPosition, Recalculate, SourceProgress, Supervisor, SupervisorSettings,
 };
 
+/// The current state each room holds, from the settings.
+fn held_state_types(settings: &Settings) -> Arc<HeldStateTypes> {
+    Arc::new(HeldStateTypes::new(
+        settings.room_state_types.iter().cloned(),
+        settings.room_state_wildcard_types.iter().cloned(),
+        settings.max_room_state_keys,
+    ))
+}
+
+/// What the rules need of the deployment, from the settings.
+fn rules_settings(settings: &Settings) -> RulesSettings {
+    RulesSettings {
+        server_name: settings.server_name.clone(),
+        held_state: held_state_types(settings),
+    }
+}
+
 /// The import's settings from roomcache's settings.
 fn import_options(settings: &Settings, progress_bar: bool) -> ImportOptions {
     ImportOptions {
-        server_name: settings.server_name.clone(),
+        rules: rules_settings(settings),
         writers: settings.writers.clone(),
         batch_rooms: settings.source_import_batch_rooms,
         progress_bar,
@@ -118,6 +136,9 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     let write_path = startup::open(store, &settings.writers)
         .await
         .context("reading the stored positions")?;
+    startup::check_held_state_types(&write_path, &held_state_types(&settings), true)
+        .await
+        .context("checking the held state's types")?;
     let started = std::time::Instant::now();
     let summary = run_import(&write_path, &source, &import_options(&settings, true))
         .await
@@ -209,7 +230,7 @@ async fn start_source_mode(
     }
     let upstream: Arc<dyn Upstream> = Arc::new(SynapseUpstream::new(
         source.clone(),
-        &settings.server_name,
+        rules_settings(settings),
         &settings.writers,
     ));
     let invalidation = startup::invalidate_changed_rooms(write_path, upstream.as_ref())
@@ -340,6 +361,13 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let write_path = startup::open(store, &settings.writers)
         .await
         .context("reading the stored positions")?;
+    let held_state_complete = startup::check_held_state_types(
+        &write_path,
+        &held_state_types(&settings),
+        source_database.is_some(),
+    )
+    .await
+    .context("checking the held state's types")?;
     let source = match source_database {
         Some(database) => Some(start_source_mode(&settings, database, &write_path).await?),
         None => None,
@@ -369,6 +397,10 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
             max_room_list_rooms: settings.max_room_list_rooms,
             max_user_rooms_page: settings.max_user_rooms_page,
+            held_state: HeldStateSettings {
+                types: held_state_types(&settings),
+                complete: held_state_complete,
+            },
         },
     );
     let state = web::Data::new(ApiState {
@@ -387,6 +419,7 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         queue.clone(),
         SupervisorSettings {
             server_name: Arc::from(settings.server_name.as_str()),
+            held_state: held_state_types(&settings),
             batch_size: settings.commit_batch_size,
             linger: Duration::from_millis(settings.commit_linger_ms),
             idle_actor_timeout: Duration::from_millis(settings.room_actor_idle_ms),

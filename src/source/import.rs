@@ -35,11 +35,18 @@ use crate::store::{CommitGroup, ImportProgress, Store};
 use crate::supervisor::commit::{CommitUnit, WritePath};
 use crate::supervisor::recalc::RecomputedRooms;
 
+/// What the rules need of the deployment to replay rooms.
+#[derive(Debug, Clone)]
+pub(crate) struct RulesSettings {
+    pub(crate) server_name: String,
+    pub(crate) held_state: std::sync::Arc<crate::rules::HeldStateTypes>,
+}
+
 /// Replays one room's rows (all writers, stream order) from an empty state.
 fn replay_room(
     room_id: &RoomId,
     rows: Vec<(String, FeedRow)>,
-    server_name: &str,
+    rules: &RulesSettings,
 ) -> Result<RoomState, crate::rules::RuleError> {
     let mut state = RoomState::default();
     let mut rows = rows.into_iter().peekable();
@@ -50,8 +57,9 @@ fn replay_room(
             feed.push(row);
         }
         let context = RulesContext {
-            server_name: server_name.to_owned(),
+            server_name: rules.server_name.clone(),
             writer,
+            held_state: rules.held_state.clone(),
         };
         state = apply_rows(&state, room_id, &feed, &context)?.state;
     }
@@ -105,12 +113,12 @@ pub(crate) async fn read_rooms(
 }
 
 /// Replays every room of a batch read by [`read_rooms`] (pure: no I/O).
-pub(crate) fn replay_rooms(read: ReadRooms, server_name: &str) -> RecomputedRooms {
+pub(crate) fn replay_rooms(read: ReadRooms, rules: &RulesSettings) -> RecomputedRooms {
     let started = Instant::now();
     let rooms = read.by_room.len();
     let mut computed = RecomputedRooms::default();
     for (room, rows) in read.by_room {
-        match replay_room(&room, rows, server_name) {
+        match replay_room(&room, rows, rules) {
             Ok(state) => {
                 let (changes, memory) = state.rows_from_nothing(&room);
                 computed.changes.extend(changes);
@@ -139,10 +147,10 @@ pub(crate) async fn compute_rooms(
     source: &SourceDatabase,
     rooms: &[String],
     to: &StreamToken,
-    server_name: &str,
+    rules: &RulesSettings,
 ) -> Result<RecomputedRooms, SourceError> {
-    let read = read_rooms(source, rooms, to, server_name).await?;
-    Ok(replay_rooms(read, server_name))
+    let read = read_rooms(source, rooms, to, &rules.server_name).await?;
+    Ok(replay_rooms(read, rules))
 }
 
 /// The next rooms to import, in `room_id` order after `after`.
@@ -168,7 +176,8 @@ pub(crate) struct ImportSummary {
 /// The import's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ImportOptions {
-    pub(crate) server_name: String,
+    /// The server name and the held state types the rules replay with.
+    pub(crate) rules: RulesSettings,
     /// Writers whose positions become the import's position when it ends.
     pub(crate) writers: Vec<WriterName>,
     /// Rooms per batch (one read, one transaction).
@@ -320,10 +329,10 @@ fn batch_group(computed: &RecomputedRooms, progress: &ImportProgress) -> CommitG
 fn spawn_replay(
     rooms: Vec<String>,
     read: ReadRooms,
-    server_name: &str,
+    rules: &RulesSettings,
 ) -> tokio::task::JoinHandle<(Vec<String>, RecomputedRooms)> {
-    let server_name = server_name.to_owned();
-    tokio::task::spawn_blocking(move || (rooms, replay_rooms(read, &server_name)))
+    let rules = rules.clone();
+    tokio::task::spawn_blocking(move || (rooms, replay_rooms(read, &rules)))
 }
 
 /// Imports the rooms after `progress.last_room_id`, batch by batch, each
@@ -340,7 +349,8 @@ async fn import_batches(
 ) -> Result<(), SourceError> {
     let batch_rooms = options.batch_rooms.max(1) as i64;
     let target = progress.target_position;
-    let server_name = options.server_name.as_str();
+    let rules = &options.rules;
+    let server_name = rules.server_name.as_str();
     let read = |rooms: Vec<String>| async move {
         if rooms.is_empty() {
             return Ok::<_, SourceError>(None);
@@ -359,7 +369,7 @@ async fn import_batches(
     while reading.is_some() || replaying.is_some() || committing.is_some() {
         let following = match reading.take() {
             Some((rooms, read, following)) => {
-                let previous = replaying.replace(spawn_replay(rooms, read, server_name));
+                let previous = replaying.replace(spawn_replay(rooms, read, rules));
                 (following, previous)
             }
             None => (Vec::new(), replaying.take()),

@@ -41,9 +41,16 @@ const WILDCARD_TYPES: [&str; 4] = [
 /// (type, state key, event ID) of a room, in that order.
 type HeldState = Vec<(String, String, String)>;
 
+/// Which state is held: types at key `""`, and wildcard types.
+type Held<'a> = (&'a [&'a str], &'a [&'a str]);
+const DEFAULT_HELD: Held<'static> = (&TYPES, &WILDCARD_TYPES);
+
 /// Every room of Synapse's database with its held current state (rooms
 /// with none included, empty).
-async fn synapse_held_state(synapse: &SynapseDatabase) -> BTreeMap<String, HeldState> {
+async fn synapse_held_state(
+    synapse: &SynapseDatabase,
+    held: Held<'_>,
+) -> BTreeMap<String, HeldState> {
     let client = synapse.client().await;
     let mut rooms: BTreeMap<String, HeldState> = client
         .query("SELECT room_id FROM rooms", &[])
@@ -57,7 +64,7 @@ async fn synapse_held_state(synapse: &SynapseDatabase) -> BTreeMap<String, HeldS
             "SELECT room_id, type, state_key, event_id FROM current_state_events
              WHERE (state_key = '' AND type = ANY($1)) OR type = ANY($2)
              ORDER BY room_id, type, state_key",
-            &[&TYPES.as_slice(), &WILDCARD_TYPES.as_slice()],
+            &[&held.0, &held.1],
         )
         .await
         .expect("current_state_events");
@@ -76,7 +83,9 @@ async fn served_held_state(
     rooms: impl IntoIterator<Item = &String>,
 ) -> BTreeMap<String, Result<HeldState, String>> {
     let rooms: Vec<&String> = rooms.into_iter().collect();
-    let answer = server.post("/v1/rooms/data", &json!({ "rooms": rooms })).await;
+    let answer = server
+        .post("/v1/rooms/data", &json!({ "rooms": rooms }))
+        .await;
     assert!(answer.status.is_success(), "{}", answer.text);
     let served = answer.body["rooms"].as_object().expect("rooms").clone();
     assert_eq!(served.len(), rooms.len(), "one entry per room asked");
@@ -105,7 +114,16 @@ async fn assert_held_state_is_synapses(
     synapse: &SynapseDatabase,
     what: &str,
 ) -> usize {
-    let expected = synapse_held_state(synapse).await;
+    assert_held_is_synapses(server, synapse, DEFAULT_HELD, what).await
+}
+
+async fn assert_held_is_synapses(
+    server: &TestServer,
+    synapse: &SynapseDatabase,
+    held: Held<'_>,
+    what: &str,
+) -> usize {
+    let expected = synapse_held_state(synapse, held).await;
     let served = served_held_state(server, expected.keys()).await;
     let mut differences = Vec::new();
     for (room, state) in &expected {
@@ -135,6 +153,14 @@ async fn the_held_state_is_synapses_current_state_followed_imported_and_recomput
     let with_state = assert_held_state_is_synapses(&followed, &synapse, "followed from 0").await;
     // Rooms the server left hold nothing, as in Synapse; the rest do.
     assert_eq!(with_state, 63, "rooms with held state");
+    let status = followed.get("/v1/status").await.body;
+    assert_eq!(status["room_data"]["rooms"], 63, "{status}");
+    let bytes = status["room_data"]["bytes"].as_u64().expect("bytes");
+    eprintln!(
+        "held state: {bytes} bytes for 63 rooms ({} per room)",
+        bytes / 63
+    );
+    assert!(bytes > 63 * 32 && bytes < 63 * 4096, "{bytes}");
     assert_held_state_is_synapses(&imported, &synapse, "imported").await;
     followed.stop().await;
 
@@ -193,7 +219,7 @@ async fn the_held_state_is_synapses_with_two_event_persisters() {
                 .build(),
         )
         .await;
-        wait_for_writers(&server, &[("p1", WORKERS_FIXTURE_POSITION), ("p2", 412)]).await;
+        wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
         let what = if import_on_start {
             "imported"
         } else {
@@ -210,8 +236,8 @@ async fn the_held_state_is_synapses_with_two_event_persisters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_keeps_held_state_through_rejections_outliers_resets_and_leaving() {
     let mut server = TestServer::start().await;
-    let room = "!r:localhost";
-    let alice = "@alice:localhost";
+    let room = "!r:example.org";
+    let alice = "@alice:example.org";
     let event = |id: &str, stream: i64, event_type: &str, key: &str, content: Value| {
         json!({"kind": "event", "stream_id": stream, "event": {"event_id": id, "room_id": room,
             "type": event_type, "state_key": key, "sender": alice, "content": content}})
@@ -234,29 +260,37 @@ async fn the_feed_keeps_held_state_through_rejections_outliers_resets_and_leavin
             state(3, "m.room.name", "", Some("$name1")),
             event("$name2", 4, "m.room.name", "", json!({"name": "two"})),
             state(4, "m.room.name", "", Some("$name2")),
-            event("$call", 5, "org.matrix.msc3401.call.member", "_@alice:localhost_D", json!({})),
-            state(5, "org.matrix.msc3401.call.member", "_@alice:localhost_D", Some("$call")),
+            event("$call", 5, "org.matrix.msc3401.call.member", "_@alice:example.org_D", json!({})),
+            state(5, "org.matrix.msc3401.call.member", "_@alice:example.org_D", Some("$call")),
             event("$not_held", 5, "m.room.third_party_invite", "x", json!({})),
             state(5, "m.room.third_party_invite", "x", Some("$not_held")),
             rejected,
             outlier,
             // A state reset back to the first name; the call ends.
             state(8, "m.room.name", "", Some("$name1")),
-            state(8, "org.matrix.msc3401.call.member", "_@alice:localhost_D", None),
+            state(8, "org.matrix.msc3401.call.member", "_@alice:example.org_D", None),
         ]}))
         .await;
     let held = |answer: &Value| answer["rooms"][room].clone();
     let answer = server
-        .post("/v1/rooms/data", &json!({"rooms": [room, "!unknown:localhost"], "wait_for": "s8"}))
+        .post(
+            "/v1/rooms/data",
+            &json!({"rooms": [room, "!unknown:example.org"], "wait_for": "s8"}),
+        )
         .await;
     assert!(answer.status.is_success(), "{}", answer.text);
     assert_eq!(
         held(&answer.body),
         json!({"state": [["m.room.create", "", "$create"], ["m.room.name", "", "$name1"]]})
     );
-    assert_eq!(answer.body["rooms"]["!unknown:localhost"], json!({"state": []}));
+    assert_eq!(
+        answer.body["rooms"]["!unknown:example.org"],
+        json!({"state": []})
+    );
     assert_eq!(answer.body["token"], "s8");
-    assert_eq!(answer.body["held"]["wildcard_types"], json!(WILDCARD_TYPES));
+    let mut wildcard_types = WILDCARD_TYPES.to_vec();
+    wildcard_types.sort_unstable();
+    assert_eq!(answer.body["held"]["wildcard_types"], json!(wildcard_types));
 
     // The only local member leaves: the server is no longer in the room.
     server
@@ -266,16 +300,21 @@ async fn the_feed_keeps_held_state_through_rejections_outliers_resets_and_leavin
         ]}))
         .await;
     let answer = server
-        .post("/v1/rooms/data", &json!({"rooms": [room], "wait_for": "s9"}))
+        .post(
+            "/v1/rooms/data",
+            &json!({"rooms": [room], "wait_for": "s9"}),
+        )
         .await;
     assert_eq!(held(&answer.body), json!({"state": []}));
     server.restart().await;
-    let answer = server.post("/v1/rooms/data", &json!({"rooms": [room]})).await;
+    let answer = server
+        .post("/v1/rooms/data", &json!({"rooms": [room]}))
+        .await;
     assert_eq!(held(&answer.body), json!({"state": []}));
 
     for (body, errcode) in [
         (json!({"rooms": ["not a room"]}), "M_INVALID_PARAM"),
-        (json!({"rooms": "!r:localhost"}), "M_BAD_JSON"),
+        (json!({"rooms": "!r:example.org"}), "M_BAD_JSON"),
         (json!({"rooms": [], "extra": 1}), "M_BAD_JSON"),
     ] {
         server
@@ -284,4 +323,64 @@ async fn the_feed_keeps_held_state_through_rejections_outliers_resets_and_leavin
             .assert_error(400, errcode);
     }
     server.stop().await;
+}
+
+/// Other held types at a restart: source mode recomputes every room for
+/// them (the rooms queued meanwhile are unknown); feed mode answers every
+/// room as unknown, since it cannot recompute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_held_types_at_a_restart_recompute_every_room_or_make_them_unknown() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    assert_held_state_is_synapses(&server, &synapse, "imported").await;
+    server.stop().await;
+    let other: Held<'_> = (
+        &["m.room.topic", "m.room.name"],
+        &["m.room.third_party_invite"],
+    );
+    server.options.extra_args.extend([
+        "--room-state-types".into(),
+        "m.room.topic,m.room.name".into(),
+        "--room-state-wildcard-types".into(),
+        "m.room.third_party_invite".into(),
+    ]);
+    server.spawn().await;
+    let status = wait_for_position(&server, FIXTURE_POSITION).await;
+    assert_eq!(status["source"]["invalidated_at_start"], 0, "{status}");
+    let with_state = assert_held_is_synapses(&server, &synapse, other, "other types").await;
+    assert!(with_state > 0);
+    // Restarted with the same types: nothing is recomputed.
+    server.restart().await;
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    assert_eq!(server.log().matches("every room was queued").count(), 1);
+    assert_held_is_synapses(&server, &synapse, other, "restarted").await;
+    server.stop().await;
+
+    let mut fed = TestServer::start().await;
+    fed.feed(&json!({"writer": "master", "rows": [
+        {"kind": "event", "stream_id": 1, "event": {"event_id": "$c", "room_id": "!f:example.org",
+            "type": "m.room.create", "state_key": "", "sender": "@a:example.org", "content": {}}},
+        {"kind": "state", "stream_id": 1, "room_id": "!f:example.org", "type": "m.room.create",
+            "state_key": "", "event_id": "$c"},
+    ]}))
+    .await;
+    let ask = json!({"rooms": ["!f:example.org"]});
+    let answer = fed.post("/v1/rooms/data", &ask).await;
+    assert_eq!(
+        answer.body["rooms"]["!f:example.org"],
+        json!({"state": [["m.room.create", "", "$c"]]})
+    );
+    fed.stop().await;
+    fed.options
+        .extra_args
+        .extend(["--room-state-types".into(), "m.room.name".into()]);
+    fed.spawn().await;
+    let answer = fed.post("/v1/rooms/data", &ask).await;
+    assert_eq!(
+        answer.body["rooms"]["!f:example.org"],
+        json!({"unknown": "held_types_changed"})
+    );
+    fed.stop().await;
 }

@@ -201,13 +201,14 @@ async fn an_import_answers_spaces_lists_by_the_msc_rule_also_after_restarts() {
     assert_every_user(&server, &source, "restarted after the import").await;
 
     // A schema imported before the import wrote space children (the table
-    // empty, the rules' memory holding them) is repaired by its migration.
+    // empty, the rules' memory holding them) is repaired by its migration
+    // (the migrations from V4 on run again; V5 finds its tables).
     server.stop().await;
     let client = server.store().await.client().await.unwrap();
     client
         .batch_execute(
             "DELETE FROM space_children;
-             DELETE FROM roomcache_migrations WHERE version = 4;",
+             DELETE FROM roomcache_migrations WHERE version >= 4;",
         )
         .await
         .unwrap();
