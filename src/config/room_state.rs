@@ -6,31 +6,7 @@
 //! Owns: those defaults and checks. May not touch: anything that runs.
 
 use super::{ConfigError, Settings};
-
-/// The types Element X asks for at state key `""` (its room list and its
-/// room subscriptions, which add `m.room.pinned_events`).
-const DEFAULT_TYPES: [&str; 12] = [
-    "m.room.name",
-    "m.room.encryption",
-    "m.room.topic",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.power_levels",
-    "m.room.join_rules",
-    "m.room.tombstone",
-    "m.room.create",
-    "m.room.history_visibility",
-    "m.member_hints",
-    "m.room.pinned_events",
-];
-
-/// The types Element X asks for with every state key (`*`).
-const DEFAULT_WILDCARD_TYPES: [&str; 4] = [
-    "org.matrix.msc3401.call.member",
-    "m.space.parent",
-    "m.space.child",
-    "m.beacon_info",
-];
+use crate::rules::{ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES};
 
 pub(super) const DEFAULT_MAX_KEYS: usize = 1000;
 
@@ -41,11 +17,11 @@ const MAX_TYPES: usize = 255;
 const MAX_TYPE_BYTES: usize = 255;
 
 pub(super) fn default_types() -> Vec<String> {
-    DEFAULT_TYPES.iter().map(|t| (*t).to_owned()).collect()
+    ELEMENT_X_TYPES.iter().map(|t| (*t).to_owned()).collect()
 }
 
 pub(super) fn default_wildcard_types() -> Vec<String> {
-    DEFAULT_WILDCARD_TYPES
+    ELEMENT_X_WILDCARD_TYPES
         .iter()
         .map(|t| (*t).to_owned())
         .collect()

@@ -17,6 +17,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::EventId;
 
+/// The types Element X asks for at state key `""` (its room list and its
+/// room subscriptions, which add `m.room.pinned_events`).
+pub const ELEMENT_X_TYPES: [&str; 12] = [
+    "m.room.name",
+    "m.room.encryption",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.power_levels",
+    "m.room.join_rules",
+    "m.room.tombstone",
+    "m.room.create",
+    "m.room.history_visibility",
+    "m.member_hints",
+    "m.room.pinned_events",
+];
+
+/// The types Element X asks for with every state key (`*`).
+pub const ELEMENT_X_WILDCARD_TYPES: [&str; 4] = [
+    "org.matrix.msc3401.call.member",
+    "m.space.parent",
+    "m.space.child",
+    "m.beacon_info",
+];
+
 /// Which current state each room holds: the key `""` of `types`, every key
 /// of `wildcard_types`; at most `max_keys` keys per room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +62,15 @@ impl HeldStateTypes {
             wildcard_types: wildcard_types.into_iter().collect(),
             max_keys,
         }
+    }
+
+    /// Element X's types (the settings' defaults), at most `max_keys` keys.
+    pub fn element_x(max_keys: usize) -> Self {
+        HeldStateTypes::new(
+            ELEMENT_X_TYPES.iter().map(|t| (*t).to_owned()),
+            ELEMENT_X_WILDCARD_TYPES.iter().map(|t| (*t).to_owned()),
+            max_keys,
+        )
     }
 
     /// Whether rooms hold the current event of `(event_type, state_key)`.

@@ -32,7 +32,9 @@ use std::collections::{BTreeSet, HashMap};
 use crate::feed::{EventRow, FeedRow, StateRow};
 use crate::model::{EventId, RoomId, RowChange, UserId};
 
-pub use current_state::{CurrentStateIds, HeldStateTypes};
+pub use current_state::{
+    CurrentStateIds, HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
+};
 use delta::KnownEvent;
 use state::same_stored_memory;
 pub(crate) use state::RelevantKey;
