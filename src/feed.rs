@@ -3,8 +3,10 @@
 //!
 //! Owns: the JSON shape of feed rows and every check that can be made on a
 //! batch without knowing any room's state (identifiers, NUL bytes, stream
-//! order, field consistency). May not touch: room state, positions, the
-//! database. Everything after this module receives only validated batches.
+//! order, field consistency), and [`ValidBatch`], the batch that passed
+//! them. May not touch: room state, positions, the database. Everything
+//! after this module receives only a `ValidBatch`, which nothing but the
+//! checks can make.
 
 use std::sync::Arc;
 
@@ -334,8 +336,9 @@ fn check_event(index: usize, event: &Event) -> Result<(), FeedError> {
 }
 
 impl FeedBatch {
-    /// Every check that needs no room state. On success the rows are in
-    /// non-decreasing stream order and internally consistent.
+    /// Every check that needs no room state ([`ValidBatch::parse`] runs
+    /// them). On success the rows are in non-decreasing stream order and
+    /// internally consistent.
     pub fn validate(&self) -> Result<(), FeedError> {
         let mut previous = 0i64;
         for (index, row) in self.rows.iter().enumerate() {
@@ -428,6 +431,37 @@ impl FeedBatch {
     }
 }
 
+/// A writer's batch that passed every check needing no room state: its
+/// rows are in non-decreasing stream order and internally consistent. Only
+/// [`ValidBatch::parse`] makes one, so what takes a `ValidBatch` (the
+/// supervisor's queue, the preparation in room actors) need not check again.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidBatch {
+    batch: FeedBatch,
+}
+
+impl ValidBatch {
+    /// The batch, once [`FeedBatch::validate`]'s checks passed.
+    pub(crate) fn parse(batch: FeedBatch) -> Result<ValidBatch, FeedError> {
+        batch.validate()?;
+        Ok(ValidBatch { batch })
+    }
+
+    pub(crate) fn writer(&self) -> &WriterName {
+        &self.batch.writer
+    }
+
+    /// The rows, in stream order.
+    pub(crate) fn rows(&self) -> &[FeedRow] {
+        &self.batch.rows
+    }
+
+    /// The highest stream id of the batch, if it has rows.
+    pub(crate) fn last_stream_id(&self) -> Option<i64> {
+        self.batch.last_stream_id()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +487,9 @@ mod tests {
         .unwrap();
         assert_eq!(batch.validate(), Ok(()));
         assert_eq!(batch.last_stream_id(), Some(9));
+        let valid = ValidBatch::parse(batch).unwrap();
+        assert_eq!((valid.writer().as_str(), valid.rows().len()), ("master", 3));
+        assert_eq!(valid.last_stream_id(), Some(9));
     }
 
     #[test]
@@ -486,6 +523,10 @@ mod tests {
                 stream_id: 4,
                 previous: 5
             })
+        ));
+        assert!(matches!(
+            ValidBatch::parse(batch),
+            Err(FeedError::OutOfOrder { index: 1, .. })
         ));
     }
 

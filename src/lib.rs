@@ -4,7 +4,7 @@
 //! Data flows one way, and the modules follow it:
 //!
 //! ```text
-//! feed / source → supervisor → room (actor) → rules → store → index → reads → api
+//! feed / source → supervisor → room actor → rules → store → index → reads → api
 //! ```
 //!
 //! * [`feed`]: the rows writers push, and their validation; `source`: the
@@ -13,8 +13,8 @@
 //!   registry, start-up and the recalculation queue, and the one write path
 //!   (commit → publish → advance, through the publish gate of
 //!   [`roomcache_core`], the loom-checked positions and tokens);
-//! * `room`: one actor per room, a thin shell around [`rules`], the update
-//!   rules of the spec as pure functions;
+//! * `supervisor::room_actor`: one actor per room, a thin shell around
+//!   [`rules`], the update rules of the spec as pure functions;
 //! * [`store`]: Postgres (migrations, loading, write-through);
 //! * [`index`]: the committed rows, as queries read them; [`room_list`]: room
 //!   lists' requests, filters and ranges;
@@ -35,7 +35,6 @@ pub mod index;
 mod memory;
 pub mod model;
 mod reads;
-mod room;
 pub mod room_list;
 pub mod rules;
 mod server;

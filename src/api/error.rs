@@ -90,6 +90,7 @@ impl From<BatchError> for ApiError {
     fn from(e: BatchError) -> Self {
         let message = error_chain(&e);
         match e {
+            BatchError::Invalid(invalid) => ApiError::from(invalid),
             BatchError::UnknownWriter(_) => {
                 ApiError::bad_request("ROOMCACHE_UNKNOWN_WRITER", message)
             }

@@ -9,8 +9,8 @@ use roomcache_core::{StreamToken, WriterName};
 use serde::Serialize;
 
 use super::{ApiError, ApiState};
-use crate::feed::{FeedBatch, WireBatch};
-use crate::supervisor::{BatchError, SubmitBatch};
+use crate::feed::{FeedBatch, ValidBatch, WireBatch};
+use crate::supervisor::{BatchError, SubmitValidBatch};
 
 /// The answer to `POST /v1/feed`.
 #[derive(Debug, Serialize)]
@@ -37,13 +37,12 @@ pub(super) async fn post_feed(
             "roomcache follows a Synapse database (source_database_url); the feed is closed",
         ));
     }
-    let batch = FeedBatch::from_wire(batch.into_inner())?;
-    batch.validate()?;
-    let writer = batch.writer.clone();
-    let rows = batch.rows.len();
+    let batch = ValidBatch::parse(FeedBatch::from_wire(batch.into_inner())?)?;
+    let writer = batch.writer().clone();
+    let rows = batch.rows().len();
     let ack = state
         .supervisor
-        .send(SubmitBatch(batch))
+        .send(SubmitValidBatch(batch))
         .await
         .map_err(BatchError::from)??;
     tracing::debug!(%writer, rows, position = ack.position, "feed batch committed");
@@ -53,7 +52,7 @@ pub(super) async fn post_feed(
             writer,
             position: ack.position,
             applied_rows: ack.applied_rows,
-            token: state.reads.token(),
+            token: ack.token,
         },
     ))
 }

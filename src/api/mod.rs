@@ -4,7 +4,7 @@
 //! every error to a status and a Matrix-style `errcode` ([`error`]). Feed
 //! batches go to the supervisor ([`feed`]); reads go through the one read
 //! path, [`Reads`] ([`reads`]); operations (health, status, metrics) are in
-//! [`ops`]. May not touch: the rules, SQL, room actors, the read index or
+//! [`ops`]; source mode's wake-up is [`source`]. May not touch: the rules, SQL, room actors, the read index or
 //! the tracker directly — it imports only the reads service, the
 //! supervisor's messages and the model.
 
@@ -14,6 +14,7 @@ mod limits;
 mod ops;
 mod reads;
 mod room_data;
+mod source;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -116,6 +117,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
         web::post().to(reads::post_room_list),
     )
     .route("/v1/feed", web::post().to(feed::post_feed))
+    .route("/v1/source/wake", web::post().to(source::wake))
     .route("/v1/positions", web::get().to(reads::get_positions))
     .route("/v1/rooms/data", web::post().to(room_data::post_room_data))
     .route("/v1/rooms/{room_id}", web::get().to(reads::get_room))

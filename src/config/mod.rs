@@ -91,6 +91,9 @@ pub(crate) struct Settings {
     /// stream and reads new rows as soon as they are announced. Unset:
     /// polling only.
     pub(crate) source_redis_url: Option<String>,
+    /// Source mode: longest line of Synapse's replication stream read, in
+    /// bytes; longer ones are dropped once read (and counted).
+    pub(crate) source_redis_max_line_bytes: usize,
     /// Source mode: most events-stream positions read per follow step.
     pub(crate) source_batch_size: i64,
     /// Source mode: rooms per import (and recalculation) batch.
@@ -148,6 +151,7 @@ impl Default for Settings {
             source_database_url: None,
             source_poll_interval_ms: 200,
             source_redis_url: None,
+            source_redis_max_line_bytes: 65_536,
             source_batch_size: 10_000,
             source_import_batch_rooms: 100,
             source_import_on_start: true,
@@ -302,6 +306,9 @@ pub(crate) struct SettingsArgs {
     /// (empty: polling only).
     #[arg(long, env = "ROOMCACHE_SOURCE_REDIS_URL")]
     pub(crate) source_redis_url: Option<String>,
+    /// Source mode: longest line of the replication stream read, in bytes.
+    #[arg(long, env = "ROOMCACHE_SOURCE_REDIS_MAX_LINE_BYTES")]
+    pub(crate) source_redis_max_line_bytes: Option<usize>,
     /// Source mode: most stream positions read per follow step.
     #[arg(long, env = "ROOMCACHE_SOURCE_BATCH_SIZE")]
     pub(crate) source_batch_size: Option<i64>,
@@ -372,6 +379,7 @@ impl Settings {
             log_level,
             log_format,
             source_poll_interval_ms,
+            source_redis_max_line_bytes,
             source_batch_size,
             source_import_batch_rooms,
             source_import_on_start,
@@ -489,6 +497,9 @@ impl Settings {
         }
         if self.source_poll_interval_ms == 0 {
             return invalid("source_poll_interval_ms", "must be at least 1");
+        }
+        if self.source_redis_max_line_bytes < 1024 {
+            return invalid("source_redis_max_line_bytes", "must be at least 1024 bytes");
         }
         if self.source_batch_size < 1 {
             return invalid("source_batch_size", "must be at least 1");

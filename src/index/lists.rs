@@ -34,6 +34,8 @@ struct Resolved<'a> {
     /// With `only_forgotten_rooms`: rooms forgotten in the cache but not
     /// for the caller, listed as if not forgotten.
     revived: Vec<RoomSlot>,
+    /// Rooms whose recency is unknown (`ListOptions::moved_rooms`).
+    moved: FxHashSet<RoomSlot>,
 }
 
 impl IndexData {
@@ -78,6 +80,7 @@ impl IndexData {
             dropped,
             forgotten,
             revived,
+            moved: self.slots_of(options.moved_rooms),
         }
     }
 
@@ -107,6 +110,7 @@ impl IndexData {
             rooms: (!options.room_ids.is_empty()).then(|| self.entries_of(user, &resolved)),
             account_data_position: None,
             unaffected: false,
+            waited_us: None,
         }
     }
 
@@ -183,30 +187,42 @@ impl IndexData {
             filter.excluded = Some(excluded);
         }
         let need = needed_prefix(&list.ranges);
+        // Moved rooms found by the walk are set apart below: the walk keeps
+        // as many more rows.
+        let walk_need = need.saturating_add(resolved.moved.len().min(need));
         let mut found = if let Some(candidates) = filter.candidates() {
             self.match_candidates(user, &filter, candidates, options)
         } else if list.filters.attributes_only() {
-            self.match_by_attributes(user, &filter, need, options)
+            self.match_by_attributes(user, &filter, walk_need, options)
         } else if let Some(needle) = &filter.name {
             match self.listed_names(user) {
-                Some(names) => Self::match_listed_names(names, &filter, needle, need, options),
-                None => self.match_names(user, &filter, needle, need, options),
+                Some(names) => Self::match_listed_names(names, &filter, needle, walk_need, options),
+                None => self.match_names(user, &filter, needle, walk_need, options),
             }
         } else {
-            self.match_in_order(user, &filter, need, options)
+            self.match_in_order(user, &filter, walk_need, options)
         };
+        let moved = self.set_apart_moved(user, &filter, &resolved.moved, &mut found);
         // §6.3/§6.4: self-leaves after `from_token` are newly left and listed.
         let mut newly_left = self.newly_left(user, &filter, options);
         let revived = self.revived(user, &filter, &resolved.revived, options);
         for item in newly_left.iter().chain(&revived) {
             found.count += 1;
-            if options.is_unsettled(item.0) {
+            if options.is_unsettled(item.0) || resolved.moved.contains(&item.1) {
                 found.unsettled.push(*item);
             } else {
                 found.top.push(*item);
             }
         }
         newly_left.extend(revived);
+        if !options.other_rooms.is_none() {
+            other.extend(
+                moved
+                    .iter()
+                    .chain(&newly_left)
+                    .filter_map(|(_, room)| resolved.moved.contains(room).then_some(*room)),
+            );
+        }
         match options.other_rooms {
             OtherRooms::None => {}
             OtherRooms::All => {
@@ -281,7 +297,43 @@ impl IndexData {
             ranges: Vec::new(),
             settled: Some(entries(&top)),
             unsettled: Some(entries(&unsettled)),
+            entries_since: None,
         }
+    }
+
+    /// Sets the moved rooms (`ListOptions::moved_rooms`) that the list
+    /// shows apart as unsettled, wherever the walk put them; returns those
+    /// it placed.
+    fn set_apart_moved(
+        &self,
+        user: &UserRecord,
+        filter: &CompiledFilter,
+        moved: &FxHashSet<RoomSlot>,
+        found: &mut Found,
+    ) -> Vec<Listed> {
+        if moved.is_empty() {
+            return Vec::new();
+        }
+        found.top.retain(|(_, room)| !moved.contains(room));
+        found.unsettled.retain(|(_, room)| !moved.contains(room));
+        let mut placed = Vec::new();
+        for room in moved {
+            let (Some(snapshot), Some(room_record)) =
+                (self.record(user, *room), self.rooms.get(*room as usize))
+            else {
+                continue;
+            };
+            let (key, attributes) = Self::listing(room_record, snapshot, user.is_dm(*room));
+            if snapshot.listed
+                && !filter.is_excluded(*room)
+                && filter.matches_attributes(&attributes)
+                && filter.matches_rest(*room, self, user, attributes.membership)
+            {
+                placed.push((key, *room));
+            }
+        }
+        found.unsettled.extend(&placed);
+        placed
     }
 
     /// The listed rooms that match the filter (without newly-left rooms):

@@ -240,24 +240,38 @@ impl ReadIndex {
         }
     }
 
-    /// Whether any of `rooms` is a room where the user has a membership
-    /// snapshot, or one of `spaces`.
-    pub(crate) fn touches(
+    /// Which of `rooms` concern the user: whether one is among `spaces`,
+    /// and those where the user has a membership snapshot (joined, and
+    /// not).
+    pub(crate) fn touched(
         &self,
         user_id: &UserId,
         rooms: &[RoomId],
         spaces: &BTreeSet<&RoomId>,
-    ) -> bool {
+    ) -> Touched {
         let data = self.read();
-        let user = data.user_record(user_id);
-        rooms.iter().any(|room| {
-            spaces.contains(room)
-                || user.is_some_and(|user| {
-                    data.room_slots
-                        .get(room)
-                        .is_some_and(|slot| user.snapshots.contains_key(slot))
-                })
-        })
+        let mut touched = Touched {
+            space: rooms.iter().any(|room| spaces.contains(room)),
+            ..Touched::default()
+        };
+        let Some(user) = data.user_record(user_id) else {
+            return touched;
+        };
+        for room in rooms {
+            let Some(snapshot) = data
+                .room_slots
+                .get(room)
+                .and_then(|slot| data.record(user, *slot))
+            else {
+                continue;
+            };
+            if snapshot.membership == crate::model::Membership::Join {
+                touched.joined.push(room.clone());
+            } else {
+                touched.other = true;
+            }
+        }
+        touched
     }
 
     /// A user's DM rooms and room tags.
@@ -305,3 +319,14 @@ impl ReadIndex {
 
 #[cfg(test)]
 mod tests;
+
+/// What [`ReadIndex::touched`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Touched {
+    /// One of the rooms is a space the caller named.
+    pub(crate) space: bool,
+    /// The rooms where the user's membership is a join.
+    pub(crate) joined: Vec<RoomId>,
+    /// One of the rooms has another membership of the user.
+    pub(crate) other: bool,
+}

@@ -325,15 +325,14 @@ fn lists_match_the_reference(
     for (lists, from_token, at, bits) in requests {
         let request = request(lists, *from_token, *at, *bits);
         prop_assert_eq!(request.validate(), Ok(()));
+        // Rooms whose recency the cache does not know (an early answer).
+        let moved = rooms_of((bits >> 32) as u32 & 0x2b5);
+        let mut options = request.options();
+        options.moved_rooms = &moved;
         for user_name in USERS.iter().chain(["@nobody:hs"].iter()) {
             let user = UserId::parse(user_name).unwrap();
-            let fast = index.room_lists(&user, &request.lists, request.options());
-            let naive = scan_room_lists(
-                &data.scan_data(&user),
-                &user,
-                &request.lists,
-                request.options(),
-            );
+            let fast = index.room_lists(&user, &request.lists, options);
+            let naive = scan_room_lists(&data.scan_data(&user), &user, &request.lists, options);
             prop_assert_eq!(fast, naive, "user {} request {:?}", user_name, request);
         }
     }

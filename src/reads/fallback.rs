@@ -68,7 +68,7 @@ impl Fallback {
             return Ok(None);
         }
         let recomputed = upstream
-            .recompute(&queued, self.queue.position())
+            .recompute(&queued, &self.queue.position())
             .await
             .map_err(ReadError::FallbackUnavailable)?;
         let mut rows = FallbackRows {
@@ -144,6 +144,7 @@ pub(crate) fn scan_room_lists(
     request: &RoomListRequest,
     budget: &RoomBudget,
     rows: &FallbackRows,
+    moved_rooms: &[RoomId],
 ) -> RoomLists {
     let snapshots = merge_snapshots(
         index.snapshots_of_user(user),
@@ -177,5 +178,6 @@ pub(crate) fn scan_room_lists(
     };
     let mut options = request.options();
     options.budget = Some(budget);
+    options.moved_rooms = moved_rooms;
     scan::scan_room_lists(&data, user, &request.lists, options)
 }

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{RoomBudget, RoomListRequest, RoomLists};
+use crate::room_list::{Entries, RoomBudget, RoomListRequest, RoomLists};
 use crate::source::health::SourceHealth;
 use crate::source::SourceError;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
@@ -63,6 +63,8 @@ pub(crate) struct Answer<T> {
     pub(crate) timed_out: bool,
     /// Some rows of the answer were computed by the fallback.
     pub(crate) fallback: bool,
+    /// How long the read waited for its token.
+    pub(crate) waited: Duration,
 }
 
 /// What reads share with source mode's follower.
@@ -81,6 +83,7 @@ impl<T, U> Answer<(T, U)> {
             token: self.token,
             timed_out: self.timed_out,
             fallback: self.fallback,
+            waited: self.waited,
         };
         (answer, extra)
     }
@@ -169,8 +172,19 @@ impl Reads {
 
     /// Source mode: the follower polls now rather than after its pause.
     fn poll_source_now(&self) {
-        if let Some(poll_now) = &self.poll_now {
-            poll_now.notify_one();
+        self.wake_source();
+    }
+
+    /// Source mode: the follower reads the source now rather than at its
+    /// next poll (a step already running is followed by another); false
+    /// in feed mode (nothing to wake).
+    pub(crate) fn wake_source(&self) -> bool {
+        match &self.poll_now {
+            Some(poll_now) => {
+                poll_now.notify_one();
+                true
+            }
+            None => false,
         }
     }
 
@@ -245,7 +259,9 @@ impl Reads {
         wait: &Wait,
         read: impl FnMut(&ReadIndex) -> T,
     ) -> Result<Answer<T>, ReadError> {
+        let started = std::time::Instant::now();
         let timed_out = self.wait(wait).await?;
+        let waited = started.elapsed();
         let mut read = read;
         let (token, value) = self
             .tracker
@@ -256,6 +272,7 @@ impl Reads {
             token,
             timed_out,
             fallback: false,
+            waited,
         })
     }
 
@@ -347,11 +364,15 @@ impl Reads {
         request: &RoomListRequest,
         wait: &Wait,
     ) -> Result<Answer<RoomLists>, ReadError> {
+        let started = std::time::Instant::now();
         let (wait, account_timed_out) = self
             .wait_for_account_data(request.wait_for_account_data, wait)
             .await?;
+        let account_waited = started.elapsed();
         let account_data_position = self.account_data.as_ref().and_then(|p| p.get());
-        let unaffected = self.unaffected(user, request);
+        let moved = self.unaffected(user, request);
+        let unaffected = moved.is_some();
+        let moved = moved.unwrap_or_default();
         let wait = if unaffected { Wait::default() } else { wait };
         let fallback_rows = self.fallback.rows_of_user(user).await?;
         let max = self.settings.max_room_list_rooms;
@@ -361,6 +382,7 @@ impl Reads {
                     let budget = RoomBudget::new(max);
                     let mut options = request.options();
                     options.budget = Some(&budget);
+                    options.moved_rooms = &moved;
                     let lists = index.room_lists(user, &request.lists, options);
                     (lists, budget.exceeded())
                 })
@@ -370,7 +392,8 @@ impl Reads {
                 let (mut answer, exceeded) = self
                     .read_at_token(&wait, |index| {
                         let budget = RoomBudget::new(max);
-                        let lists = fallback::scan_room_lists(index, user, request, &budget, &rows);
+                        let lists =
+                            fallback::scan_room_lists(index, user, request, &budget, &rows, &moved);
                         (lists, budget.exceeded())
                     })
                     .await?
@@ -382,29 +405,39 @@ impl Reads {
         if let Some((asked, max)) = exceeded {
             return Err(ReadError::TooManyRooms { asked, max });
         }
+        if let (Entries::Changed, Some(from_token)) = (request.entries, &request.from_token) {
+            for list in answer.value.lists.values_mut() {
+                list.entries_since = Some(from_token.stream);
+            }
+        }
         answer.timed_out |= account_timed_out;
         answer.value.account_data_position = account_data_position;
         answer.value.unaffected = unaffected;
+        let waited = account_waited.saturating_add(answer.waited);
+        answer.value.waited_us = Some(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
         if unaffected {
             metrics::counter!("roomcache_room_lists_unaffected_total").increment(1);
         }
         Ok(answer)
     }
 
-    /// Whether a room-list request need not wait for its token: the cache
-    /// has reached `unaffected.since` but not `wait_for`, and none of the
-    /// rooms changed since is the user's or a space the lists filter on
-    /// (the caller vouches for the rest). Rows published meanwhile only
-    /// bring the answer nearer to `wait_for`.
-    fn unaffected(&self, user: &UserId, request: &RoomListRequest) -> bool {
+    /// Whether a room-list request need not wait for its token, and if so
+    /// the rooms whose recency it does not know: the cache has reached
+    /// `unaffected.since` but not `wait_for`, and none of the rooms changed
+    /// since is the user's or a space the lists filter on (the caller
+    /// vouches for the rest) — or, with `reorder_only`, those that are the
+    /// user's are joined rooms, whose entries only the recency may have
+    /// changed (they are returned). Rows published meanwhile only bring
+    /// the answer nearer to `wait_for`.
+    fn unaffected(&self, user: &UserId, request: &RoomListRequest) -> Option<Vec<RoomId>> {
         let (Some(unaffected), Some(wait_for)) = (&request.unaffected, &request.wait_for) else {
-            return false;
+            return None;
         };
         let (target, _) = self.tracker.clamp(wait_for);
         let (since, _) = self.tracker.clamp(&unaffected.since);
         let token = self.tracker.token();
         if target.is_before_or_eq(&token) || !since.is_before_or_eq(&token) {
-            return false;
+            return None;
         }
         let spaces: BTreeSet<&RoomId> = request
             .lists
@@ -412,7 +445,13 @@ impl Reads {
             .filter_map(|list| list.filters.spaces.as_ref())
             .flatten()
             .collect();
-        !self.index.touches(user, &unaffected.rooms, &spaces)
+        let touched = self.index.touched(user, &unaffected.rooms, &spaces);
+        let settled = !touched.space && !touched.other;
+        match (settled, touched.joined.is_empty(), unaffected.reorder_only) {
+            (true, true, _) => Some(Vec::new()),
+            (true, false, true) => Some(touched.joined),
+            _ => None,
+        }
     }
 
     /// Each configured writer's durable position and the token, as one snapshot.
@@ -420,10 +459,6 @@ impl Reads {
         self.tracker
             .gate()
             .read(|| (self.tracker.positions(), self.tracker.token()))
-    }
-
-    pub(crate) fn token(&self) -> StreamToken {
-        self.tracker.token()
     }
 
     pub(crate) fn joined_room_count(&self) -> usize {

@@ -87,6 +87,7 @@ impl Reads {
             token: answer.token,
             timed_out: answer.timed_out,
             fallback: false,
+            waited: answer.waited,
         })
     }
 

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{ListOptions, ListRequest};
 
@@ -46,7 +47,7 @@ pub struct RangeAnswer {
 }
 
 /// The answer for one list.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ListAnswer {
     /// Rooms in the list after filters, independent of the ranges.
     pub count: usize,
@@ -58,10 +59,77 @@ pub struct ListAnswer {
     /// first rooms of the list without them, in order, as many as the
     /// ranges reach (`settled`), and those rooms (`unsettled`, newest
     /// first). The caller places them and cuts the ranges itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub settled: Option<Vec<RoomListEntry>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub unsettled: Option<Vec<RoomListEntry>>,
+    /// With `entries: changed`: the rooms of `ranges` and `settled` whose
+    /// entry may not have changed after this position (recency and the
+    /// membership's position at or before it) are written as
+    /// `{"room_id", "recency"}` only.
+    #[serde(skip)]
+    pub entries_since: Option<i64>,
+}
+
+impl Serialize for ListAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields =
+            2 + usize::from(self.settled.is_some()) + usize::from(self.unsettled.is_some());
+        let mut list = serializer.serialize_struct("ListAnswer", fields)?;
+        list.serialize_field("count", &self.count)?;
+        let since = self.entries_since;
+        let ranges: Vec<RangeView<'_>> = self
+            .ranges
+            .iter()
+            .map(|range| RangeView {
+                range: range.range,
+                rooms: EntriesView(&range.rooms, since),
+            })
+            .collect();
+        list.serialize_field("ranges", &ranges)?;
+        if let Some(settled) = &self.settled {
+            list.serialize_field("settled", &EntriesView(settled, since))?;
+        }
+        if let Some(unsettled) = &self.unsettled {
+            list.serialize_field("unsettled", unsettled)?;
+        }
+        list.end()
+    }
+}
+
+/// A range as the answer writes it.
+#[derive(Serialize)]
+struct RangeView<'a> {
+    range: (u64, u64),
+    rooms: EntriesView<'a>,
+}
+
+/// Entries, those unchanged after the position (when given) written short.
+struct EntriesView<'a>(&'a [RoomListEntry], Option<i64>);
+
+impl Serialize for EntriesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entries = serializer.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0 {
+            match self.1 {
+                Some(since) if entry.recency <= since && entry.event_stream_ordering <= since => {
+                    entries.serialize_element(&ShortEntry {
+                        room_id: &entry.room_id,
+                        recency: entry.recency,
+                    })?;
+                }
+                _ => entries.serialize_element(entry)?,
+            }
+        }
+        entries.end()
+    }
+}
+
+/// An entry the caller has seen before: its room and where it sorts.
+#[derive(Serialize)]
+struct ShortEntry<'a> {
+    room_id: &'a RoomId,
+    recency: i64,
 }
 
 /// Everything a room-list request answers, besides the token.
@@ -87,6 +155,10 @@ pub struct RoomLists {
     /// the request's rooms being unaffected since `unaffected.since`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unaffected: bool,
+    /// How long the answer waited, in microseconds: for account data to
+    /// be followed and for the cache's token to cover `wait_for`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_us: Option<u64>,
 }
 
 impl RoomLists {
@@ -116,6 +188,7 @@ impl RoomLists {
             rooms: (!options.room_ids.is_empty()).then(BTreeMap::new),
             account_data_position: None,
             unaffected: false,
+            waited_us: None,
         }
     }
 }

@@ -73,6 +73,31 @@ pub struct RoomListRequest {
     /// When not to wait for `wait_for`: see [`Unaffected`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unaffected: Option<Unaffected>,
+    /// How much of each room of the lists' ranges (and settled rooms) the
+    /// answer gives: see [`Entries`].
+    #[serde(default, skip_serializing_if = "Entries::is_all")]
+    pub entries: Entries,
+}
+
+/// How much of each room of the lists' ranges and settled rooms an answer
+/// gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entries {
+    /// Every entry whole.
+    #[default]
+    All,
+    /// Whole only for the rooms whose entry may have changed after
+    /// `from_token` (its recency or the membership's position after
+    /// `from_token.stream`); the others as `{"room_id", "recency"}` (the
+    /// caller has seen them before). Unsettled rooms and `rooms` are whole.
+    Changed,
+}
+
+impl Entries {
+    pub fn is_all(&self) -> bool {
+        *self == Entries::All
+    }
 }
 
 /// The caller vouches that after `since` nothing happened that concerns
@@ -83,11 +108,21 @@ pub struct RoomListRequest {
 /// membership or a space a list filters on, it answers at once, at its
 /// token, with `unaffected: true`: the lists are then the same as at
 /// `wait_for`.
+///
+/// With `reorder_only`, the caller also vouches that none of `rooms` had a
+/// change of its current state after `since` (only events that are not
+/// state, e.g. messages): the cache then answers at once even when some
+/// of them are the user's joined rooms. Such a room's entry is as of the
+/// cache's token except its recency, so every list sets it apart as
+/// unsettled (the caller places it by its position at `wait_for`), and
+/// `other_rooms` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unaffected {
     pub since: StreamToken,
     pub rooms: Vec<RoomId>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reorder_only: bool,
 }
 
 /// What a request asks of all its lists besides their filters and ranges.
@@ -100,6 +135,11 @@ pub struct ListOptions<'a> {
     pub ignored_inviters: &'a [UserId],
     pub other_rooms: OtherRooms,
     pub room_ids: &'a [RoomId],
+    /// Rooms whose recency is unknown to the cache although their entries
+    /// are not (the user's joined rooms with events after the cache's
+    /// token, see [`Unaffected::reorder_only`]): set apart as unsettled
+    /// in every list they match, and named by `other_rooms`.
+    pub moved_rooms: &'a [RoomId],
     /// Most rooms the answer may hold (`None`: no limit).
     pub budget: Option<&'a RoomBudget>,
 }
@@ -118,6 +158,11 @@ impl<'a> ListOptions<'a> {
     pub fn is_unsettled(&self, recency: i64) -> bool {
         self.at.is_some_and(|at| recency > at.stream)
     }
+
+    /// Whether a room is unsettled: it sorts after `at`, or it moved.
+    pub fn is_unsettled_room(&self, recency: i64, room: &RoomId) -> bool {
+        self.is_unsettled(recency) || self.moved_rooms.contains(room)
+    }
 }
 
 impl RoomListRequest {
@@ -130,6 +175,7 @@ impl RoomListRequest {
             ignored_inviters: &self.ignored_inviters,
             other_rooms: self.other_rooms,
             room_ids: &self.room_ids,
+            moved_rooms: &[],
             budget: None,
         }
     }
@@ -237,6 +283,8 @@ pub enum RoomListError {
     RequestRooms(&'static str),
     #[error("`other_rooms: changed` needs a `from_token`")]
     ChangedWithoutFromToken,
+    #[error("`entries: changed` needs a `from_token`")]
+    EntriesWithoutFromToken,
 }
 
 impl RoomListRequest {
@@ -261,6 +309,9 @@ impl RoomListRequest {
         }
         if self.other_rooms == OtherRooms::Changed && self.from_token.is_none() {
             return Err(RoomListError::ChangedWithoutFromToken);
+        }
+        if self.entries == Entries::Changed && self.from_token.is_none() {
+            return Err(RoomListError::EntriesWithoutFromToken);
         }
         for (name, list) in &self.lists {
             if name.is_empty() || name.len() > MAX_TEXT_LENGTH {

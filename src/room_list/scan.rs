@@ -88,6 +88,7 @@ pub(crate) fn scan_room_lists<'l>(
         rooms,
         account_data_position: None,
         unaffected: false,
+        waited_us: None,
     }
 }
 
@@ -148,7 +149,7 @@ fn cut(list: &ListRequest, rooms: Vec<Row>, options: ListOptions<'_>) -> ListAns
     let need = needed_prefix(&list.ranges);
     let (unsettled, settled): (Vec<Row>, Vec<Row>) = rooms
         .into_iter()
-        .partition(|(position, _, _)| options.is_unsettled(*position));
+        .partition(|(position, _, entry)| options.is_unsettled_room(*position, &entry.room_id));
     if need == 0 || unsettled.is_empty() {
         let ranges = answer_ranges(
             &list.ranges,
@@ -179,6 +180,7 @@ fn cut(list: &ListRequest, rooms: Vec<Row>, options: ListOptions<'_>) -> ListAns
         ranges: Vec::new(),
         settled: Some(entries(settled)),
         unsettled: Some(entries(unsettled)),
+        entries_since: None,
     }
 }
 
@@ -199,7 +201,10 @@ fn other_rooms(data: &ScanData, rooms: &[Row], options: ListOptions<'_>) -> Vec<
     rooms
         .iter()
         .filter(|(position, newly_left, entry)| {
-            *newly_left || *position > since || room_changed(&entry.room_id)
+            *newly_left
+                || *position > since
+                || room_changed(&entry.room_id)
+                || options.moved_rooms.contains(&entry.room_id)
         })
         .map(|(_, _, entry)| entry.room_id.clone())
         .collect()

@@ -15,17 +15,19 @@ use crate::model::{MembershipSnapshot, RoomMetadata};
 
 use super::state::{RelevantEvent, RelevantKey};
 
-/// A column value computed from an event: write it, or leave the column as it is.
-pub(super) type Column<T> = Option<T>;
+/// What a computed update does to one column: `Some(value)` writes the
+/// value (which may itself be `None`, NULL), `None` leaves the column as it
+/// is.
+pub(super) type ColumnWrite<T> = Option<T>;
 
 /// Partial metadata: only the columns that were computed are written.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct MetadataUpdate {
-    pub(super) room_type: Column<Option<String>>,
-    pub(super) room_name: Column<Option<String>>,
-    pub(super) is_encrypted: Column<bool>,
-    pub(super) tombstone: Column<Option<String>>,
-    pub(super) has_known_state: Column<bool>,
+    pub(super) room_type: ColumnWrite<Option<String>>,
+    pub(super) room_name: ColumnWrite<Option<String>>,
+    pub(super) is_encrypted: ColumnWrite<bool>,
+    pub(super) tombstone: ColumnWrite<Option<String>>,
+    pub(super) has_known_state: ColumnWrite<bool>,
 }
 
 impl MetadataUpdate {
@@ -58,7 +60,7 @@ impl MetadataUpdate {
 
 /// A text column's value from a JSON field (§2.1): absent or null → NULL; a
 /// string without NUL → the string; anything else → not written.
-pub(super) fn text_column(value: Option<&Value>) -> Column<Option<String>> {
+pub(super) fn text_column(value: Option<&Value>) -> ColumnWrite<Option<String>> {
     match value {
         None | Some(Value::Null) => Some(None),
         Some(Value::String(s)) if !s.contains('\0') => Some(Some(s.clone())),

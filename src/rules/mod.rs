@@ -118,7 +118,7 @@ pub fn apply_rows(
     rows: &[FeedRow],
     context: &RulesContext,
 ) -> Result<RoomOutcome, RuleError> {
-    let mut working = Working {
+    let mut update = RoomUpdate {
         room_id,
         context,
         state: state.clone(),
@@ -143,9 +143,9 @@ pub fn apply_rows(
         }
     }
     for group in rows.chunk_by(|a, b| a.stream_id() == b.stream_id()) {
-        working.apply_group(group, &request_events)?;
+        update.apply_group(group, &request_events)?;
     }
-    Ok(working.finish(state))
+    Ok(update.finish(state))
 }
 
 /// The row of a room's space children when they differ between two of its
@@ -202,10 +202,13 @@ impl RoomState {
     }
 }
 
-/// One [`apply_rows`] call while its groups are applied: the room's state
-/// so far, the users whose snapshots may have changed, whether the memory
-/// changed and whether the room's queue entry goes.
-struct Working<'a> {
+/// A room being updated by one [`apply_rows`] call, while its groups are
+/// applied: the room's state so far, the users whose snapshots may have
+/// changed, whether the memory changed and whether the room's queue entry
+/// goes. Its own methods (here) apply a group, purge and finish; the rules
+/// of each part of the spec are functions over it in `membership`, `delta`
+/// and `events`.
+struct RoomUpdate<'a> {
     room_id: &'a RoomId,
     context: &'a RulesContext,
     state: RoomState,
@@ -214,7 +217,7 @@ struct Working<'a> {
     dequeue: bool,
 }
 
-impl Working<'_> {
+impl RoomUpdate<'_> {
     fn apply_group(
         &mut self,
         group: &[FeedRow],
@@ -266,16 +269,16 @@ impl Working<'_> {
                 FeedRow::Position(_) | FeedRow::AccountData(_) => {}
             }
         }
-        self.remember_events(&events);
+        events::remember_events(self, &events);
         for row in &events {
-            self.apply_out_of_band_membership(row)?;
+            membership::apply_out_of_band_membership(self, row)?;
         }
         if !delta.is_empty() {
-            self.apply_delta(&delta, request_events)?;
+            delta::apply_delta(self, &delta, request_events)?;
         }
-        self.bump(&events);
+        events::bump(self, &events);
         for user_id in forgets {
-            self.forget(user_id);
+            membership::forget(self, user_id);
         }
         self.state.memory.prune();
         Ok(())

@@ -266,9 +266,14 @@ fn prepare_subscriber(
     let Some(url) = &settings.source_redis_url else {
         return Ok(None);
     };
-    let replication = Arc::new(Replication::default());
-    let subscriber = Subscriber::new(url, &settings.server_name, replication.clone())
-        .context("reading source_redis_url")?;
+    let replication = Arc::new(Replication::new(&settings.writers));
+    let subscriber = Subscriber::new(
+        url,
+        &settings.server_name,
+        replication.clone(),
+        settings.source_redis_max_line_bytes,
+    )
+    .context("reading source_redis_url")?;
     Ok(Some((replication, subscriber)))
 }
 
@@ -298,6 +303,8 @@ fn spawn_following(
     let follower = Follower {
         account_data,
         poll_now: source.poll_now,
+        upstream: source.upstream.clone(),
+        batch_rooms: settings.source_import_batch_rooms,
         source: source.source,
         store: write_path.store().clone(),
         supervisor: supervisor.clone(),

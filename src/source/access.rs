@@ -1,5 +1,6 @@
 //! Whether roomcache's role can read every table of Synapse's it reads
-//! ([`super::queries::SYNAPSE_TABLES`]), and the `GRANT` that is missing
+//! ([`super::queries::SYNAPSE_TABLES`]) and every sequence
+//! ([`super::queries::SYNAPSE_SEQUENCES`]), and the `GRANT` that is missing
 //! when not.
 //!
 //! Owns: the check at start-up (source mode refuses to start without every
@@ -7,7 +8,7 @@
 //! refused. May not touch: Synapse's tables beyond asking Postgres about
 //! privileges.
 
-use super::queries::{SYNAPSE_TABLES, TABLE_ACCESS};
+use super::queries::{SYNAPSE_SEQUENCES, SYNAPSE_TABLES, TABLE_ACCESS};
 use super::{SourceDatabase, SourceError};
 
 /// A table roomcache reads and its role cannot.
@@ -26,10 +27,14 @@ pub(crate) struct AccessReport {
     pub(crate) unreadable: Vec<Unreadable>,
 }
 
-/// Asks Postgres which of the tables roomcache reads the session's role
-/// cannot read.
+/// Asks Postgres which of the tables and sequences roomcache reads the
+/// session's role cannot read.
 pub(crate) async fn check_tables(source: &SourceDatabase) -> Result<AccessReport, SourceError> {
-    let tables: Vec<&str> = SYNAPSE_TABLES.to_vec();
+    let tables: Vec<&str> = SYNAPSE_TABLES
+        .iter()
+        .chain(&SYNAPSE_SEQUENCES)
+        .copied()
+        .collect();
     let rows = source.rows(&TABLE_ACCESS, &[&tables]).await?;
     let mut report = AccessReport {
         role: String::new(),
@@ -64,13 +69,18 @@ impl AccessReport {
                 .collect()
         };
         let (denied, not_found) = (names(false), names(true));
+        let (sequences, tables): (Vec<&str>, Vec<&str>) = denied
+            .into_iter()
+            .partition(|name| SYNAPSE_SEQUENCES.contains(name));
         let mut parts = Vec::new();
-        if !denied.is_empty() {
-            parts.push(format!(
-                "no SELECT privilege on {} (as a superuser, in Synapse's database: GRANT SELECT ON {} TO {role};)",
-                denied.join(", "),
-                denied.join(", ")
-            ));
+        for (names, kind) in [(tables, ""), (sequences, "SEQUENCE ")] {
+            if !names.is_empty() {
+                parts.push(format!(
+                    "no SELECT privilege on {} (as a superuser, in Synapse's database: GRANT SELECT ON {kind}{} TO {role};)",
+                    names.join(", "),
+                    names.join(", ")
+                ));
+            }
         }
         if !not_found.is_empty() {
             parts.push(format!(
@@ -81,9 +91,11 @@ impl AccessReport {
             ));
         }
         Some(format!(
-            "role {role} cannot read {} of the {} tables of Synapse's that roomcache reads: {}",
+            "role {role} cannot read {} of the {} tables and {} sequences of Synapse's that \
+             roomcache reads: {}",
             self.unreadable.len(),
             SYNAPSE_TABLES.len(),
+            SYNAPSE_SEQUENCES.len(),
             parts.join("; ")
         ))
     }
@@ -127,13 +139,19 @@ mod tests {
                     table: "ex_outlier_stream".into(),
                     not_found: true,
                 },
+                Unreadable {
+                    table: "events_stream_seq".into(),
+                    not_found: false,
+                },
             ],
         };
         assert_eq!(
             report.explain().unwrap(),
-            "role roomcache_reader cannot read 3 of the 15 tables of Synapse's that roomcache \
-             reads: no SELECT privilege on room_account_data, room_tags (as a superuser, in \
-             Synapse's database: GRANT SELECT ON room_account_data, room_tags TO \
+            "role roomcache_reader cannot read 4 of the 15 tables and 3 sequences of Synapse's \
+             that roomcache reads: no SELECT privilege on room_account_data, room_tags (as a \
+             superuser, in Synapse's database: GRANT SELECT ON room_account_data, room_tags TO \
+             roomcache_reader;); no SELECT privilege on events_stream_seq (as a superuser, in \
+             Synapse's database: GRANT SELECT ON SEQUENCE events_stream_seq TO \
              roomcache_reader;); ex_outlier_stream not found: not Synapse's database, a Synapse \
              version without it, or no USAGE on Synapse's schema (GRANT USAGE ON SCHEMA public \
              TO roomcache_reader;)"

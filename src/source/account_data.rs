@@ -10,6 +10,12 @@
 //! Each step reads the changes of (applied, safe], or every current value
 //! the first time, and hands them to the supervisor with the position.
 //!
+//! A `stream_positions` row above what Synapse has allocated on the stream
+//! (`account_data_sequence`) cannot be true: it is refused (counted,
+//! logged), and while no row can be believed the stream waits. An applied
+//! position above it (found ahead) is logged as an error and every current
+//! value read again, as the first time.
+//!
 //! Owns: the SQL on those tables and the follower's step. May not touch:
 //! Synapse's tables (read-only), roomcache's tables except through the
 //! supervisor, the room-list semantics of the content (the read index's).
@@ -19,9 +25,10 @@ use std::sync::Arc;
 
 use actix::Addr;
 use serde_json::{Map, Value};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
-use super::database::SourceRow;
+use super::database::{SourceRow, WriterRows};
+use super::redis::ACCOUNT_DATA;
 use super::{queries, SourceDatabase, SourceError};
 use crate::model::{AccountData, RoomId, RowChange, UserId, DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA};
 use crate::supervisor::{AccountDataPosition, ApplyAccountData, Supervisor};
@@ -39,10 +46,27 @@ pub(crate) struct AccountDataFollower {
 
 impl AccountDataFollower {
     /// One step: reads what changed since the applied position (everything
-    /// the first time) and applies it. Returns true when caught up.
+    /// the first time, or when the applied position is ahead of what
+    /// Synapse has allocated) and applies it. Returns true when caught up.
     pub(crate) async fn step(&self) -> Result<bool, SourceError> {
-        let target = safe_position(&self.source).await?;
-        let applied = self.position.get();
+        let (target, allocated) = safe_position(&self.source).await?;
+        let Some(target) = target else {
+            return Ok(true);
+        };
+        let applied = self.position.get().filter(|applied| {
+            let ahead = *applied > allocated;
+            if ahead {
+                error!(
+                    position = applied,
+                    allocated,
+                    "the account-data position is ahead of what Synapse has allocated; \
+                     reading every current value again"
+                );
+                metrics::counter!("roomcache_source_positions_repaired_total", "stream" => ACCOUNT_DATA)
+                    .increment(1);
+            }
+            !ahead
+        });
         let (changes, to) = match applied {
             Some(from) if from >= target => return Ok(true),
             Some(from) => {
@@ -59,26 +83,37 @@ impl AccountDataFollower {
             })
             .await?
             .map_err(SourceError::Store)?;
-        self.position.advance(to);
+        self.position.set(to);
         debug!(rows, position = to, "source account data applied");
         Ok(to >= target)
     }
 }
 
-/// The account-data stream's safe position: the minimum over its writers'
-/// `stream_positions` rows, or (without rows) the highest id in use and at
-/// least 1, as Synapse counts it (its first id is 1 and taken as persisted).
-async fn safe_position(source: &SourceDatabase) -> Result<i64, SourceError> {
-    let row = source
-        .one_row(&queries::ACCOUNT_DATA_MINIMUM_POSITION, &[])
+/// The account-data stream's safe position and what Synapse has allocated
+/// on it: the minimum over its writers' `stream_positions` rows at or
+/// below the allocated maximum (rows above it are refused), or, without
+/// rows, the highest id in use and at least 1, as Synapse counts it (its
+/// first id is 1 and taken as persisted). `None` when there are rows but
+/// every one is refused.
+async fn safe_position(source: &SourceDatabase) -> Result<(Option<i64>, i64), SourceError> {
+    let rows = source
+        .rows(&queries::ACCOUNT_DATA_WRITER_POSITIONS, &[])
         .await?;
-    if let Some(position) = row.column::<Option<i64>>(0)? {
-        return Ok(position.max(0));
+    let WriterRows {
+        allocated,
+        believed,
+        refused,
+    } = WriterRows::of(&rows)?;
+    let writers = believed.keys().chain(refused.keys()).map(String::as_str);
+    source.report_refused_rows(ACCOUNT_DATA, writers, &refused);
+    if !believed.is_empty() || !refused.is_empty() {
+        return Ok((believed.values().copied().min(), allocated));
     }
     let row = source
         .one_row(&queries::ACCOUNT_DATA_HIGHEST_ID, &[])
         .await?;
-    Ok(row.column::<Option<i64>>(0)?.unwrap_or(1).max(1))
+    let highest = row.column::<Option<i64>>(0)?.unwrap_or(1).max(1);
+    Ok((Some(highest.min(allocated.max(1))), allocated))
 }
 
 /// Every user's current `m.direct` and room tags.

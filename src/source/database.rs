@@ -2,7 +2,8 @@
 //! [`super::queries`] on it.
 //!
 //! Owns: [`SourceDatabase`] (connecting with read-only transactions, running
-//! a query into [`SourceRow`]s, the events stream's safe position) and
+//! a query into [`SourceRow`]s, the events stream's safe position and
+//! allocated maximum: [`SafeToken`]) and
 //! [`SourceRow`] (reading a column with `try_get` into
 //! [`SourceError::Column`]). May not touch: SQL text (the queries module's),
 //! Synapse's tables beyond reading, roomcache's own tables.
@@ -18,6 +19,8 @@ use tracing::{info, warn};
 
 use super::queries::{self, Query, RangeQuery, RoomsQuery};
 use super::range::StreamRange;
+use super::redis::EVENTS;
+use super::rejected::{self, Reason};
 use super::SourceError;
 
 /// The events stream's first position: Synapse's sequences start past it
@@ -43,6 +46,20 @@ pub(crate) struct SourceDatabase {
     /// has reached (every row at or below it is committed, for good): the
     /// next walk starts there.
     walked: AtomicI64,
+    /// The `stream_positions` rows last refused, per stream and writer
+    /// (each refusal is counted once, not once per step).
+    refused_rows: std::sync::Mutex<BTreeMap<(&'static str, String), i64>>,
+}
+
+/// The events stream's safe token, and what Synapse has allocated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SafeToken {
+    /// Every row at or below it, of each writer, is committed.
+    pub(crate) token: StreamToken,
+    /// The highest position Synapse has allocated on the events stream
+    /// (its sequence, shared by every event writer): no row, and no true
+    /// position of any writer, is above it.
+    pub(crate) allocated: i64,
 }
 
 /// One row a query against Synapse's schema returned. Its columns are read
@@ -78,6 +95,7 @@ impl SourceDatabase {
             config,
             client: RwLock::new(client),
             walked: AtomicI64::new(0),
+            refused_rows: std::sync::Mutex::default(),
         })
     }
 
@@ -220,42 +238,74 @@ impl SourceDatabase {
             .collect())
     }
 
-    /// The events stream's safe token for the configured `writers`: every
-    /// row at or below it, of each writer, is committed.
+    /// The events stream's safe token for the configured `writers` (every
+    /// row at or below it, of each writer, is committed), and the highest
+    /// position Synapse has allocated on it, which no position of the token
+    /// passes.
     ///
     /// Each writer's position is its `stream_positions` row (an idle
-    /// writer's does not move). The linear part starts at the lowest of the
-    /// writers' rows — a writer without a row counts as position 1, which
-    /// Synapse's sequences never hand out: its first row may still be in
-    /// flight below the others' — (or where the last walk ended, if higher)
-    /// and walks on through consecutive positions in use. Each of those is a
-    /// committed row: only committed rows feed the walk, never a bare
-    /// announced position (option S1 of the positions spec, A.13). A
-    /// database with no rows at all and a single configured writer (an old
-    /// monolith that never wrote one) is taken to be at the highest stream
-    /// ordering in use.
+    /// writer's does not move), unless the row is above the allocated
+    /// maximum: a position Synapse never handed out cannot have been
+    /// persisted, so such a row (Synapse adopts a bogus announcement and
+    /// writes it there) is refused, counted and logged, and the writer
+    /// counts as being at `floor`'s position for it (roomcache's durable
+    /// position: every row of the writer up to it is committed) when that
+    /// is below the allocated maximum. The linear part starts at the lowest
+    /// of the writers' positions — a writer without a row counts as
+    /// position 1, which Synapse's sequences never hand out: its first row
+    /// may still be in flight below the others' — (or where the last walk
+    /// ended, if higher) and walks on through consecutive positions in use.
+    /// Each of those is a committed row: only committed rows feed the walk,
+    /// never a bare announced position (option S1 of the positions spec,
+    /// A.13). A database with no rows at all and a single configured writer
+    /// (an old monolith that never wrote one) is taken to be at the highest
+    /// stream ordering in use.
     pub(crate) async fn safe_token(
         &self,
         writers: &[WriterName],
-    ) -> Result<StreamToken, SourceError> {
+        floor: &StreamToken,
+    ) -> Result<SafeToken, SourceError> {
         let rows = self
             .rows(&queries::EVENTS_STREAM_WRITER_POSITIONS, &[])
             .await?;
-        let mut positions: BTreeMap<String, i64> = BTreeMap::new();
-        for row in &rows {
-            positions.insert(row.column(0)?, row.column::<i64>(1)?.max(0));
-        }
-        if positions.is_empty() && writers.len() <= 1 {
+        let WriterRows {
+            allocated,
+            believed: positions,
+            refused,
+        } = WriterRows::of(&rows)?;
+        self.report_refused_rows(EVENTS, writers.iter().map(WriterName::as_str), &refused);
+        if positions.is_empty() && refused.is_empty() && writers.len() <= 1 {
             let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
             let highest = row.column::<Option<i64>>(0)?.unwrap_or(0).max(0);
-            return Ok(StreamToken::linear(highest));
+            return Ok(SafeToken {
+                token: StreamToken::linear(highest.min(allocated)),
+                allocated,
+            });
         }
+        let committed_through = |writer: &WriterName| match positions.get(writer.as_str()) {
+            Some(&position) => position,
+            None if refused.contains_key(writer.as_str()) => {
+                let durable = floor.position(writer.as_str());
+                if durable <= allocated {
+                    durable.max(FIRST_POSITION)
+                } else {
+                    FIRST_POSITION
+                }
+            }
+            None => FIRST_POSITION,
+        };
         let lowest = writers
             .iter()
-            .map(|w| positions.get(w.as_str()).copied().unwrap_or(FIRST_POSITION))
+            .map(committed_through)
             .min()
             .unwrap_or(FIRST_POSITION);
-        let start = lowest.max(self.walked.load(Ordering::Acquire));
+        // A walk past what is allocated now walked through rows that are
+        // gone (a database restored from a backup): it starts again.
+        let walked = self.walked.load(Ordering::Acquire);
+        if walked > allocated {
+            self.walked.store(0, Ordering::Release);
+        }
+        let start = lowest.max(if walked > allocated { 0 } else { walked });
         let in_use: Vec<i64> = self
             .rows(
                 &queries::EVENTS_STREAM_POSITIONS_IN_USE,
@@ -265,7 +315,9 @@ impl SourceDatabase {
             .iter()
             .map(|row| row.column(0))
             .collect::<Result<_, _>>()?;
-        let stream = walk_consecutive(start, &in_use);
+        // Rows committed after the sequence was read may be walked through:
+        // still never past what was allocated then.
+        let stream = walk_consecutive(start, &in_use).min(allocated);
         self.walked.fetch_max(stream, Ordering::AcqRel);
         let mut token = StreamToken::linear(stream);
         for writer in writers {
@@ -276,13 +328,93 @@ impl SourceDatabase {
                 _ => {}
             }
         }
-        Ok(token)
+        Ok(SafeToken { token, allocated })
+    }
+
+    /// Counts and logs the `stream_positions` rows of `stream` refused for
+    /// being above its allocated maximum, once per value (a row stays until
+    /// Synapse writes another: not once per step); `writers` are the
+    /// writers whose rows were looked at.
+    pub(crate) fn report_refused_rows<'a>(
+        &self,
+        stream: &'static str,
+        writers: impl IntoIterator<Item = &'a str>,
+        refused: &BTreeMap<String, i64>,
+    ) {
+        let mut reported = self
+            .refused_rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in writers {
+            let key = (stream, name.to_owned());
+            let row = refused.get(name).copied();
+            if reported.get(&key).copied() == row {
+                continue;
+            }
+            match row {
+                Some(position) => {
+                    rejected::reject(stream, Reason::StoredBeyondAllocated, name, position);
+                    reported.insert(key, position);
+                }
+                None => {
+                    reported.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The highest position Synapse has allocated on the events stream.
+    pub(crate) async fn allocated(&self) -> Result<i64, SourceError> {
+        let row = self.one_row(&queries::EVENTS_STREAM_ALLOCATED, &[]).await?;
+        Ok(row.column::<i64>(0)?.max(0))
     }
 
     /// The events stream's safe linear position ([`Self::safe_token`]'s
-    /// `stream`): every row of every writer at or below it is committed.
+    /// `stream`, for a roomcache that has applied nothing): every row of
+    /// every writer at or below it is committed.
     pub(crate) async fn safe_position(&self, writers: &[WriterName]) -> Result<i64, SourceError> {
-        Ok(self.safe_token(writers).await?.stream)
+        Ok(self
+            .safe_token(writers, &StreamToken::linear(0))
+            .await?
+            .token
+            .stream)
+    }
+}
+
+/// A stream's `stream_positions` rows, judged against what its sequence has
+/// allocated (the rows of [`queries::EVENTS_STREAM_WRITER_POSITIONS`] and
+/// [`queries::ACCOUNT_DATA_WRITER_POSITIONS`]: the allocated maximum, then
+/// writer and position, NULL when there is no row).
+pub(crate) struct WriterRows {
+    pub(crate) allocated: i64,
+    /// Rows at or below the allocated maximum, per writer.
+    pub(crate) believed: BTreeMap<String, i64>,
+    /// Rows above it (they cannot be true), per writer.
+    pub(crate) refused: BTreeMap<String, i64>,
+}
+
+impl WriterRows {
+    pub(crate) fn of(rows: &[SourceRow]) -> Result<WriterRows, SourceError> {
+        let mut judged = WriterRows {
+            allocated: 0,
+            believed: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        };
+        for row in rows {
+            judged.allocated = row.column::<i64>(0)?.max(0);
+            let (Some(name), Some(position)) = (
+                row.column::<Option<String>>(1)?,
+                row.column::<Option<i64>>(2)?,
+            ) else {
+                continue;
+            };
+            if position > judged.allocated {
+                judged.refused.insert(name, position);
+            } else {
+                judged.believed.insert(name, position.max(0));
+            }
+        }
+        Ok(judged)
     }
 }
 

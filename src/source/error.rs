@@ -50,6 +50,9 @@ pub(crate) enum SourceError {
     /// The supervisor refused a feed batch.
     #[error("the supervisor refused a batch")]
     Batch(#[from] crate::supervisor::BatchError),
+    /// Repairing positions found ahead of what Synapse has allocated failed.
+    #[error("repairing the positions ahead of what Synapse has allocated failed")]
+    Repair(#[source] Box<crate::supervisor::recalc::RecalculationError>),
     /// The supervisor's mailbox is closed.
     #[error("the supervisor is not running")]
     Mailbox(#[from] actix::MailboxError),

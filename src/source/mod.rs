@@ -11,8 +11,9 @@
 //! events, forgets and purges into the supervisor ([`follow`]), what it
 //! learns from Synapse's replication stream over Redis ([`redis`]) and the
 //! account data room lists read ([`account_data`]), whether the role can
-//! read every table it needs ([`access`]) and whether following works
-//! ([`health`]). May not touch: Synapse's
+//! read every table it needs ([`access`]), whether following works
+//! ([`health`]) and the positions it refuses to believe ([`rejected`]). May
+//! not touch: Synapse's
 //! tables (never written: every transaction is read-only), the rules'
 //! internals (only [`crate::rules::apply_rows`] is called), roomcache's own
 //! tables except through the supervisor and the store's methods, the socket
@@ -29,8 +30,9 @@ mod queries;
 mod range;
 mod read;
 pub(crate) mod redis;
+mod rejected;
 mod upstream;
 
-pub(crate) use database::SourceDatabase;
+pub(crate) use database::{SafeToken, SourceDatabase};
 pub(crate) use error::SourceError;
 pub(crate) use upstream::SynapseUpstream;

@@ -53,8 +53,15 @@ fn room_ids(rows: &[SourceRow]) -> Result<Vec<RoomId>, SourceError> {
 }
 
 impl Upstream for SynapseUpstream {
-    fn safe_token(&self) -> BoxFuture<'_, Result<StreamToken, SourceError>> {
-        self.source.safe_token(&self.writers).boxed()
+    fn safe_token<'a>(
+        &'a self,
+        floor: &'a StreamToken,
+    ) -> BoxFuture<'a, Result<StreamToken, SourceError>> {
+        async move { Ok(self.source.safe_token(&self.writers, floor).await?.token) }.boxed()
+    }
+
+    fn allocated(&self) -> BoxFuture<'_, Result<i64, SourceError>> {
+        self.source.allocated().boxed()
     }
 
     fn changed_rooms<'a>(

@@ -11,10 +11,9 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
+use super::positions::write_positions;
 use super::room_state::{write_current_states, write_held_types};
-use super::{
-    Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM, EVENTS_STREAM,
-};
+use super::{Store, StoreError};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::rules::{CurrentStateIds, HeldStateTypes, RoomMemory};
 
@@ -29,9 +28,9 @@ pub(crate) struct CommitGroup {
     dequeued: Vec<RoomId>,
     /// Rooms whose every row is deleted and which are queued for recalculation.
     invalidated: Vec<RoomId>,
-    positions: BTreeMap<WriterName, i64>,
+    pub(super) positions: BTreeMap<WriterName, i64>,
     /// Source mode: positions of Synapse's caches stream, per process.
-    caches_positions: BTreeMap<String, i64>,
+    pub(super) caches_positions: BTreeMap<String, i64>,
     /// Final content per (user, room or "", type).
     account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
     /// Final children per space.
@@ -42,9 +41,15 @@ pub(crate) struct CommitGroup {
     /// with this group.
     held_state_types: Option<HeldStateTypes>,
     /// Source mode: the import's progress, written with the group's rows.
-    import_progress: Option<ImportProgress>,
+    pub(super) import_progress: Option<ImportProgress>,
     /// Source mode: how far Synapse's account-data stream is applied.
-    account_data_position: Option<i64>,
+    pub(super) account_data_position: Option<i64>,
+    /// Source mode's repair: positions set lower than they are, per
+    /// (stream, instance) (see [`CommitGroup::lower`]).
+    pub(super) lowered: BTreeMap<(&'static str, String), i64>,
+    /// Rooms queued for recalculation with their rows kept (a repair while
+    /// serving: the recomputed rows replace them).
+    queued: Vec<RoomId>,
 }
 
 /// Source mode: how far the import from Synapse's tables has come
@@ -137,6 +142,19 @@ impl CommitGroup {
         self.invalidated.extend_from_slice(rooms);
     }
 
+    /// Source mode's repair: sets the position of `instance` on `stream`
+    /// (and what it was read up to) to `position` where it is higher. The
+    /// only statement that lowers a position.
+    pub(crate) fn lower(&mut self, stream: &'static str, instance: &str, position: i64) {
+        self.lowered.insert((stream, instance.to_owned()), position);
+    }
+
+    /// Queues `rooms` for recalculation, keeping their rows until the
+    /// recomputed ones replace them.
+    pub(crate) fn enqueue(&mut self, rooms: &[RoomId]) {
+        self.queued.extend_from_slice(rooms);
+    }
+
     /// Records the import's progress with this group (source mode).
     pub(crate) fn set_import_progress(&mut self, progress: ImportProgress) {
         self.import_progress = Some(progress);
@@ -171,6 +189,7 @@ impl Store {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;
+        enqueue(&transaction, &group.queued).await?;
         if let Some(types) = &group.held_state_types {
             write_held_types(&transaction, types).await?;
         }
@@ -190,19 +209,43 @@ impl Store {
     }
 }
 
+/// Queues rooms for recalculation (their rows stay).
+async fn enqueue(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    rooms: &[RoomId],
+) -> Result<(), StoreError> {
+    of_rooms(
+        transaction,
+        "INSERT INTO sliding_sync_joined_rooms_to_recalculate (room_id)
+         SELECT UNNEST($1::text[]) ON CONFLICT DO NOTHING",
+        rooms,
+    )
+    .await
+}
+
 /// Takes recomputed rooms out of the recalculation queue.
 async fn dequeue(
     transaction: &deadpool_postgres::Transaction<'_>,
     rooms: &[RoomId],
 ) -> Result<(), StoreError> {
+    of_rooms(
+        transaction,
+        "DELETE FROM sliding_sync_joined_rooms_to_recalculate WHERE room_id = ANY($1)",
+        rooms,
+    )
+    .await
+}
+
+/// Runs `statement` with the IDs of `rooms` as `$1` (not at all without
+/// rooms).
+async fn of_rooms(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    statement: &str,
+    rooms: &[RoomId],
+) -> Result<(), StoreError> {
     if !rooms.is_empty() {
         let ids: Vec<&str> = rooms.iter().map(RoomId::as_str).collect();
-        transaction
-            .execute(
-                "DELETE FROM sliding_sync_joined_rooms_to_recalculate WHERE room_id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
+        transaction.execute(statement, &[&ids]).await?;
     }
     Ok(())
 }
@@ -272,75 +315,6 @@ async fn write_rows(
     Ok(())
 }
 
-/// The writers' positions and the import's progress of a group.
-async fn write_positions(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    group: &CommitGroup,
-) -> Result<(), StoreError> {
-    let streams = [
-        (
-            EVENTS_STREAM,
-            group.positions.keys().map(WriterName::as_str).collect(),
-            group.positions.values().copied().collect(),
-        ),
-        (
-            CACHES_STREAM,
-            group.caches_positions.keys().map(String::as_str).collect(),
-            group.caches_positions.values().copied().collect(),
-        ),
-    ];
-    for (stream, writers, positions) in streams {
-        let (writers, positions): (Vec<&str>, Vec<i64>) = (writers, positions);
-        if writers.is_empty() {
-            continue;
-        }
-        transaction
-            .execute(
-                "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
-                 SELECT $1, w, p FROM UNNEST($2::text[], $3::bigint[]) AS t(w, p)
-                 ON CONFLICT (stream_name, instance_name) DO UPDATE
-                 SET stream_id = EXCLUDED.stream_id
-                 WHERE stream_positions.stream_id < EXCLUDED.stream_id",
-                &[&stream, &writers, &positions],
-            )
-            .await?;
-    }
-    if let Some(progress) = &group.import_progress {
-        transaction
-            .execute(
-                "INSERT INTO source_import_progress
-                     (singleton, target_position, last_room_id, rooms_done, rows_written, finished)
-                 VALUES (TRUE, $1, $2, $3, $4, $5)
-                 ON CONFLICT (singleton) DO UPDATE SET
-                     target_position = EXCLUDED.target_position,
-                     last_room_id = EXCLUDED.last_room_id,
-                     rooms_done = EXCLUDED.rooms_done,
-                     rows_written = EXCLUDED.rows_written,
-                     finished = EXCLUDED.finished",
-                &[
-                    &progress.target_position,
-                    &progress.last_room_id,
-                    &progress.rooms_done,
-                    &progress.rows_written,
-                    &progress.finished,
-                ],
-            )
-            .await?;
-    }
-    if let Some(position) = group.account_data_position {
-        transaction
-            .execute(
-                "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
-                 VALUES ($1, $2, $3)
-                 ON CONFLICT (stream_name, instance_name) DO UPDATE
-                 SET stream_id = EXCLUDED.stream_id",
-                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE, &position],
-            )
-            .await?;
-    }
-    Ok(())
-}
-
 /// Start-up invalidation (§4): deletes every row (space children and current state included)
 /// and the rules' memory of `rooms` and queues them in `sliding_sync_joined_rooms_to_recalculate`
 /// (the queue survives restarts).
@@ -366,14 +340,7 @@ async fn invalidate_rooms(
             )
             .await?;
     }
-    transaction
-        .execute(
-            "INSERT INTO sliding_sync_joined_rooms_to_recalculate (room_id)
-             SELECT UNNEST($1::text[]) ON CONFLICT DO NOTHING",
-            &[&ids],
-        )
-        .await?;
-    Ok(())
+    enqueue(transaction, rooms).await
 }
 
 async fn upsert_joined_rooms(

@@ -8,17 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures_util::TryStreamExt;
 use roomcache_core::WriterName;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::commit::ImportProgress;
+use super::positions::stored_positions;
 use super::rows::{
     column, joined_from_row, room_id, snapshot_from_row, snapshot_view, user_id, JOINED_COLUMNS,
     JOINED_TABLE, SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
-use super::{
-    CorruptRow, Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM,
-    EVENTS_STREAM,
-};
+use super::{CorruptRow, Store, StoreError};
 use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId, SnapshotView};
 use crate::rules::{CurrentStateIds, RoomMemory, RoomState};
 
@@ -212,43 +210,30 @@ impl Store {
         Ok(states)
     }
 
-    /// The durable positions of the events stream, per writer. A stored
-    /// name that is not a valid writer name is skipped with a warning (no
-    /// writer could ever claim it).
-    pub(crate) async fn positions(&self) -> Result<BTreeMap<WriterName, i64>, StoreError> {
-        stored_positions(&*self.pool.get().await?).await
-    }
-
-    /// Source mode: the durable positions of Synapse's caches stream, per
-    /// Synapse process.
-    pub(crate) async fn caches_positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
-        let table = "stream_positions";
+    /// Rooms with a row, or remembered state, from a stream position above
+    /// `position` (the rules' memory keeps the highest stream ordering of
+    /// each room's events): what a source that has allocated no further
+    /// cannot have told (a database restored behind roomcache).
+    pub(crate) async fn rooms_with_rows_after(
+        &self,
+        position: i64,
+    ) -> Result<Vec<RoomId>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
-                &[&CACHES_STREAM],
+                "SELECT room_id FROM room_rules_memory
+                     WHERE (memory->>'max_stream_ordering')::bigint > $1
+                 UNION SELECT room_id FROM sliding_sync_joined_rooms
+                     WHERE event_stream_ordering > $1
+                 UNION SELECT room_id FROM sliding_sync_membership_snapshots
+                     WHERE event_stream_ordering > $1
+                 ORDER BY 1",
+                &[&position],
             )
             .await?;
         rows.iter()
-            .map(|row| Ok((column(row, table, 0)?, column(row, table, 1)?)))
+            .map(|row| room_id(row, "room_rules_memory", 0))
             .collect()
-    }
-
-    /// Source mode: how far Synapse's account-data stream is applied, if
-    /// it ever was.
-    pub(crate) async fn account_data_position(&self) -> Result<Option<i64>, StoreError> {
-        let table = "stream_positions";
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT stream_id FROM {table} WHERE stream_name = $1 AND instance_name = $2"
-                ),
-                &[&ACCOUNT_DATA_STREAM, &ACCOUNT_DATA_SOURCE],
-            )
-            .await?;
-        row.map(|row| column(&row, table, 0)).transpose()
     }
 
     /// Every room with a cached row or remembered state.
@@ -292,28 +277,4 @@ impl Store {
         })
         .transpose()
     }
-}
-
-/// The durable positions of the events stream on `client` (see [`Store::positions`]).
-async fn stored_positions(
-    client: &tokio_postgres::Client,
-) -> Result<BTreeMap<WriterName, i64>, StoreError> {
-    let table = "stream_positions";
-    let rows = client
-        .query(
-            &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
-            &[&EVENTS_STREAM],
-        )
-        .await?;
-    let mut positions = BTreeMap::new();
-    for row in &rows {
-        let name: &str = column(row, table, 0)?;
-        match WriterName::parse(name) {
-            Ok(writer) => {
-                positions.insert(writer, column(row, table, 1)?);
-            }
-            Err(error) => warn!(%error, "ignoring a stored position"),
-        }
-    }
-    Ok(positions)
 }

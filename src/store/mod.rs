@@ -13,6 +13,7 @@
 mod commit;
 mod instance_lock;
 mod load;
+mod positions;
 mod room_state;
 mod rows;
 

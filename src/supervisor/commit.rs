@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use roomcache_core::{Claim, PositionTracker, Publication, WriterName};
+use roomcache_core::{Claim, PositionTracker, Publication, StreamToken, WriterName};
 use tracing::instrument;
 
 use crate::index::ReadIndex;
@@ -25,6 +25,7 @@ pub(crate) struct CommitUnit<'rows> {
     visible: Vec<&'rows [RowChange]>,
     claims: Vec<&'rows Claim>,
     advances: Vec<(WriterName, i64)>,
+    lowered: Vec<(WriterName, i64)>,
 }
 
 impl<'rows> CommitUnit<'rows> {
@@ -50,6 +51,23 @@ impl<'rows> CommitUnit<'rows> {
     pub(crate) fn advance(&mut self, writer: &WriterName, position: i64) {
         self.group.advance(writer, position);
         self.advances.push((writer.clone(), position));
+    }
+
+    /// Source mode's repair: moves `writer` back to `position` (a position
+    /// found ahead of what the source has allocated). The tracker follows
+    /// only when the writer has no claim open; the repair lowers only while
+    /// nothing is being applied.
+    pub(crate) fn lower(&mut self, writer: &WriterName, position: i64) {
+        self.group
+            .lower(crate::store::EVENTS_STREAM, writer.as_str(), position);
+        self.lowered.push((writer.clone(), position));
+    }
+
+    /// Queues `rooms` for recalculation while their rows stay visible
+    /// (reads use the fallback for queued rooms; the drain replaces the
+    /// rows).
+    pub(crate) fn enqueue(&mut self, rooms: &[RoomId]) {
+        self.group.enqueue(rooms);
     }
 
     /// Start-up invalidation: deletes every row of `rooms` and queues them
@@ -122,12 +140,14 @@ impl WritePath {
     }
 
     /// Commits `unit` in one transaction; once it is durable, publishes its
-    /// rows and moves its positions as one step for readers. On error
-    /// nothing of it is visible anywhere (the caller abandons its claims).
+    /// rows and moves its positions as one step for readers, and returns
+    /// the token right after that publication (what a writer's answer
+    /// says its rows are visible at). On error nothing of it is visible
+    /// anywhere (the caller abandons its claims).
     #[instrument(name = "commit", skip_all, fields(rows = unit.row_count()))]
-    pub(crate) async fn commit(&self, unit: CommitUnit<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn commit(&self, unit: CommitUnit<'_>) -> Result<StreamToken, StoreError> {
         self.store.commit(&unit.group).await?;
-        self.tracker.gate().publish(|publication| {
+        let token = self.tracker.gate().publish(|publication| {
             for changes in &unit.visible {
                 self.index.publish(changes, publication);
             }
@@ -137,10 +157,14 @@ impl WritePath {
             for (writer, position) in &unit.advances {
                 self.tracker.advance(writer, *position, publication);
             }
+            for (writer, position) in &unit.lowered {
+                self.tracker.lower(writer, *position, publication);
+            }
+            self.tracker.token()
         });
         metrics::gauge!("roomcache_joined_rooms").set(self.index.joined_room_count() as f64);
         metrics::gauge!("roomcache_snapshots").set(self.index.snapshot_count() as f64);
-        Ok(())
+        Ok(token)
     }
 
     /// Start-up only: shows snapshots that are already committed (loaded

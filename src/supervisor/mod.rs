@@ -2,34 +2,42 @@
 //!
 //! Owns (as the design brief's card says): the per-writer positions and the
 //! minimum token (through the [`PositionTracker`] it alone advances, in
-//! [`commit::WritePath`]), the feed pipeline ([`pipeline`]: claim a
-//! writer's range → prepare in room actors → commit in Postgres → publish
-//! and advance → answer), the registry of room actors ([`rooms`], with the
+//! [`commit::WritePath`]), the feed pipeline (queue → claim a writer's
+//! range → prepare in room actors → commit in Postgres → publish and
+//! advance → answer: [`pipeline`] decides, as a state machine,
+//! [`run_pipeline`] carries its actions out, [`prepare`] prepares a group),
+//! the room actors ([`room_actor`]) and their registry ([`rooms`], with the
 //! idle reaper), start-up (loading, and in source mode the invalidation of
-//! rooms that changed while roomcache was down: [`startup`]) and the
-//! recalculation queue and its drain ([`recalc`]). May not touch: SQL (the
+//! rooms that changed while roomcache was down: [`startup`]), the
+//! recalculation queue and its drain ([`recalc`]) and the repair of
+//! positions found ahead of the source ([`repair`]). May not touch: SQL (the
 //! store's), the rules (the room actors'), HTTP (the API's), Synapse's
 //! tables (source mode implements [`recalc::Upstream`] for it).
 
 pub(crate) mod commit;
 mod pipeline;
 mod prepare;
+mod queued;
 pub(crate) mod recalc;
+pub(crate) mod repair;
+mod room_actor;
 pub(crate) mod rooms;
+mod run_pipeline;
 pub(crate) mod startup;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use roomcache_core::{PositionError, WriterName};
+use roomcache_core::{PositionError, StreamToken, WriterName};
 use tracing::{error, info_span, Instrument};
 
 use self::commit::WritePath;
-use self::pipeline::{Pipeline, Queued};
+use self::pipeline::Pipeline;
+use self::queued::Queued;
 use self::recalc::{RecalculationError, RecalculationQueue, Upstream};
 use self::rooms::RoomRegistry;
-use crate::feed::FeedBatch;
+use crate::feed::{FeedBatch, FeedError, ValidBatch};
 use crate::rules::RuleError;
 use crate::store::StoreError;
 
@@ -39,6 +47,9 @@ const LARGE_REAP: usize = 1000;
 /// Why a batch was not applied. Nothing of it is visible anywhere.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BatchError {
+    /// Only for [`SubmitBatch`] (the API parses its batches itself).
+    #[error(transparent)]
+    Invalid(#[from] FeedError),
     #[error(transparent)]
     UnknownWriter(#[from] PositionError),
     #[error(transparent)]
@@ -56,14 +67,26 @@ pub(crate) enum BatchError {
 }
 
 /// The answer to a batch: the writer's durable position once it committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BatchAck {
     pub(crate) position: i64,
     /// Rows applied (rows at or below the durable position are skipped).
     pub(crate) applied_rows: usize,
+    /// The token right after the publication that made the batch visible
+    /// (taken inside it: a later batch's publication cannot move it).
+    pub(crate) token: StreamToken,
 }
 
-/// A writer's validated batch.
+/// A writer's batch, parsed (the API's).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BatchAck, BatchError>")]
+pub(crate) struct SubmitValidBatch(pub(crate) ValidBatch);
+
+/// Source mode's follower's batch: the follower checks it with
+/// [`FeedBatch::validate`] and sends the batch itself, so it is parsed into
+/// a [`ValidBatch`] here, on its way into the queue (refused:
+/// [`BatchError::Invalid`]). Goes once the follower parses its batches and
+/// sends [`SubmitValidBatch`] (the source-mode round of the renovation).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<BatchAck, BatchError>")]
 pub(crate) struct SubmitBatch(pub(crate) FeedBatch);
@@ -95,6 +118,15 @@ pub(crate) struct Recalculate {
     pub(crate) writers: Vec<WriterName>,
     pub(crate) batch_rooms: usize,
 }
+
+/// Source mode: repair the positions found ahead of what the source has
+/// allocated (recomputing the rooms changed since where they are lowered
+/// to, with the recalculation's settings), answered once done; `None` when
+/// none was. Refused while a batch is being applied (the follower asks
+/// between its steps).
+#[derive(Message)]
+#[rtype(result = "Result<Option<repair::Repair>, RecalculationError>")]
+pub(crate) struct RepairPositions(pub(crate) Recalculate);
 
 /// The supervisor's settings.
 #[derive(Debug, Clone)]
@@ -132,13 +164,13 @@ impl Supervisor {
         settings: SupervisorSettings,
     ) -> Self {
         Supervisor {
+            pipeline: Pipeline::new(settings.batch_size, settings.linger),
             shared: Shared {
                 write_path,
                 rooms: RoomRegistry::new(),
                 queue,
                 settings,
             },
-            pipeline: Pipeline::default(),
         }
     }
 
@@ -161,19 +193,6 @@ impl Supervisor {
     }
 }
 
-impl Supervisor {
-    /// Stops the actors of rooms without table rows once no group holds
-    /// pending states (see [`RoomRegistry::reap_rowless`]).
-    fn reap_rowless_when_idle(&mut self) {
-        if !self.pipeline.is_idle() {
-            return;
-        }
-        if self.shared.rooms.reap_rowless() >= LARGE_REAP {
-            crate::memory::ask_for_release();
-        }
-    }
-}
-
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
@@ -188,9 +207,20 @@ impl Handler<SubmitBatch> for Supervisor {
     type Result = ResponseFuture<Result<BatchAck, BatchError>>;
 
     fn handle(&mut self, message: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
+        match ValidBatch::parse(message.0) {
+            Ok(batch) => self.handle(SubmitValidBatch(batch), ctx),
+            Err(invalid) => Box::pin(std::future::ready(Err(BatchError::Invalid(invalid)))),
+        }
+    }
+}
+
+impl Handler<SubmitValidBatch> for Supervisor {
+    type Result = ResponseFuture<Result<BatchAck, BatchError>>;
+
+    fn handle(&mut self, message: SubmitValidBatch, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::new(message.0);
-        self.pipeline.queue.push_back(queued);
-        self.kick(ctx);
+        let actions = self.pipeline.submit(queued);
+        self.carry_out(actions, ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
     }
 }
@@ -200,8 +230,8 @@ impl Handler<SubmitInvalidations> for Supervisor {
 
     fn handle(&mut self, message: SubmitInvalidations, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::invalidations(message.0);
-        self.pipeline.queue.push_back(queued);
-        self.kick(ctx);
+        let actions = self.pipeline.submit(queued);
+        self.carry_out(actions, ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
     }
 }
@@ -214,21 +244,28 @@ impl Handler<Recalculate> for Supervisor {
         let span = info_span!("recalculation_drain", rooms = shared.queue.len());
         Box::pin(
             async move {
-                let drained = recalc::drain(
-                    &shared.write_path,
-                    message.upstream.as_ref(),
-                    &shared.queue,
-                    &shared.rooms,
-                    &message.writers,
-                    message.batch_rooms,
-                )
-                .await;
+                let drained = recalc::drain(&shared, &message).await;
                 if let Err(failure) = &drained {
                     error!(error = %crate::error_chain(failure), "recomputing the queued rooms failed; restart to retry (the queue is kept)");
                 }
                 drained
             }
             .instrument(span),
+        )
+    }
+}
+
+impl Handler<RepairPositions> for Supervisor {
+    type Result = ResponseFuture<Result<Option<repair::Repair>, RecalculationError>>;
+
+    fn handle(&mut self, message: RepairPositions, _: &mut Context<Self>) -> Self::Result {
+        if !self.pipeline.is_idle() {
+            return Box::pin(async { Err(RecalculationError::Busy) });
+        }
+        let shared = self.shared.clone();
+        Box::pin(
+            async move { repair::while_serving(&shared, &message.0).await }
+                .instrument(info_span!("repair_positions")),
         )
     }
 }
@@ -254,7 +291,7 @@ impl Handler<ApplyAccountData> for Supervisor {
                 let mut unit = commit::CommitUnit::default();
                 unit.rows(&message.changes);
                 unit.account_data_position(message.position);
-                write_path.commit(unit).await
+                write_path.commit(unit).await.map(|_| ())
             }
             .instrument(span),
         )
@@ -303,6 +340,18 @@ impl AccountDataPosition {
                 *current = Some(position);
             }
             moved
+        });
+        metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
+    }
+
+    /// Sets the position, lower too: after every current value was read
+    /// again because the applied position was ahead of Synapse's
+    /// allocated maximum (otherwise the same as [`Self::advance`]).
+    pub(crate) fn set(&self, position: i64) {
+        self.position.send_if_modified(|current| {
+            let changed = *current != Some(position);
+            *current = Some(position);
+            changed
         });
         metrics::gauge!("roomcache_source_account_data_position").set(position as f64);
     }

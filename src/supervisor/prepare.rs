@@ -13,11 +13,11 @@ use futures_util::future::join_all;
 use roomcache_core::{Claim, WriterName};
 use tracing::warn;
 
-use super::pipeline::{Queued, Submission};
+use super::queued::{Queued, Submission};
+use super::room_actor::{Abort, BatchSeq, Prepare, PreparedRoom, RoomActor};
 use super::{BatchError, Shared};
-use crate::feed::{FeedBatch, FeedRow};
+use crate::feed::{FeedRow, ValidBatch};
 use crate::model::{RoomId, RowChange};
-use crate::room::{Abort, BatchSeq, Prepare, PreparedRoom, RoomActor};
 use crate::rules::RulesContext;
 
 /// One prepared batch waiting for the group's commit.
@@ -98,14 +98,14 @@ impl GroupPreparer {
     async fn prepare(
         &self,
         seq: BatchSeq,
-        batch: &FeedBatch,
+        batch: &ValidBatch,
     ) -> Result<(Option<Claim>, Applied), BatchError> {
         // Rows at or below the end of the writer's last claim (durable, or
         // claimed by an earlier batch of this group) are skipped.
         let tracker = self.shared.write_path.tracker();
-        let claim = tracker.claim(&batch.writer, batch.last_stream_id().unwrap_or(i64::MIN))?;
-        let rows = batch.rows.iter().filter(|r| claim.covers(r.stream_id()));
-        match self.apply(seq, batch.writer.as_str(), rows).await {
+        let claim = tracker.claim(batch.writer(), batch.last_stream_id().unwrap_or(i64::MIN))?;
+        let rows = batch.rows().iter().filter(|r| claim.covers(r.stream_id()));
+        match self.apply(seq, batch.writer().as_str(), rows).await {
             Ok(applied) => Ok((Some(claim), applied)),
             Err(error) => {
                 tracker.abandon(&claim);

@@ -8,17 +8,18 @@
 //! store's and the source's), the read index (only through
 //! [`WritePath`]), HTTP.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use dashmap::DashSet;
 use futures_util::future::BoxFuture;
-use roomcache_core::{StreamToken, WriterName};
+use roomcache_core::StreamToken;
 use tracing::{info, info_span, Instrument};
 
 use super::commit::{CommitUnit, WritePath};
-use super::rooms::RoomRegistry;
+use super::{Recalculate, Shared};
 use crate::model::{RoomId, RowChange, UserId};
-use crate::rules::RoomMemory;
+use crate::rules::{CurrentStateIds, RoomMemory};
 use crate::source::SourceError;
 use crate::store::StoreError;
 
@@ -62,8 +63,16 @@ impl RecomputedRooms {
 /// reads' fallback needs to answer for a queued room.
 pub(crate) trait Upstream: Send + Sync + 'static {
     /// The token up to which everything is persisted in the source, per
-    /// writer.
-    fn safe_token(&self) -> BoxFuture<'_, Result<StreamToken, SourceError>>;
+    /// writer; `floor` is roomcache's durable token (every row up to it is
+    /// committed in the source), used for a writer whose own record in the
+    /// source cannot be believed.
+    fn safe_token<'a>(
+        &'a self,
+        floor: &'a StreamToken,
+    ) -> BoxFuture<'a, Result<StreamToken, SourceError>>;
+    /// The highest position the source has allocated on the events stream:
+    /// no writer can truly be past it.
+    fn allocated(&self) -> BoxFuture<'_, Result<i64, SourceError>>;
     /// Rooms with anything in the events stream after `from` and up to
     /// `to` (per writer).
     fn changed_rooms<'a>(
@@ -93,21 +102,30 @@ pub(crate) enum RecalculationError {
     Source(#[from] SourceError),
     #[error("committing recomputed rooms failed")]
     Store(#[from] StoreError),
+    /// A repair while serving found rooms queued already.
+    #[error(
+        "rooms are queued for recalculation already; the repair waits until they are recomputed"
+    )]
+    QueueBusy,
+    /// A repair while serving found a batch being applied.
+    #[error("a batch is being applied; the repair waits for the next step")]
+    Busy,
 }
 
 /// The rooms waiting for recalculation, shared with the reads' fallback.
 #[derive(Debug, Default)]
 pub(crate) struct RecalculationQueue {
     rooms: DashSet<RoomId>,
-    /// The source token queued rooms are recomputed at.
-    position: StreamToken,
+    /// The source token queued rooms are recomputed at (set again only
+    /// when the queue is empty: [`RecalculationQueue::requeue`]).
+    position: RwLock<StreamToken>,
 }
 
 impl RecalculationQueue {
     pub(crate) fn new(rooms: impl IntoIterator<Item = RoomId>, position: StreamToken) -> Arc<Self> {
         let queue = RecalculationQueue {
             rooms: rooms.into_iter().collect(),
-            position,
+            position: RwLock::new(position),
         };
         metrics::gauge!("roomcache_recalculation_queue").set(queue.len() as f64);
         Arc::new(queue)
@@ -126,8 +144,30 @@ impl RecalculationQueue {
     }
 
     /// The source token queued rooms are recomputed at.
-    pub(crate) fn position(&self) -> &StreamToken {
-        &self.position
+    pub(crate) fn position(&self) -> StreamToken {
+        self.position
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Queues `rooms`, to be recomputed at `position`: only when the queue
+    /// is empty (one position for every queued room); false otherwise,
+    /// and nothing changes. The position is set before any room shows.
+    pub(crate) fn requeue(&self, rooms: &[RoomId], position: StreamToken) -> bool {
+        let mut current = self
+            .position
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !self.rooms.is_empty() {
+            return false;
+        }
+        *current = position;
+        for room in rooms {
+            self.rooms.insert(room.clone());
+        }
+        metrics::gauge!("roomcache_recalculation_queue").set(self.len() as f64);
+        true
     }
 
     /// Every queued room, sorted.
@@ -137,7 +177,7 @@ impl RecalculationQueue {
         rooms
     }
 
-    fn remove(&self, rooms: &[RoomId]) {
+    pub(super) fn remove(&self, rooms: &[RoomId]) {
         for room in rooms {
             self.rooms.remove(room);
         }
@@ -146,35 +186,38 @@ impl RecalculationQueue {
 }
 
 /// Recomputes every queued room, `batch_rooms` at a time, each batch
-/// committed with its dequeue and published; then moves `writers` to the
-/// queue's position through the same write path.
-pub(crate) async fn drain(
-    write_path: &WritePath,
-    upstream: &dyn Upstream,
-    queue: &RecalculationQueue,
-    rooms: &RoomRegistry,
-    writers: &[WriterName],
-    batch_rooms: usize,
-) -> Result<(), RecalculationError> {
+/// committed with its dequeue and published (replacing whatever rows the
+/// rooms still have: none after start-up's invalidation, the served ones
+/// after a repair while serving); then moves `writers` to the queue's
+/// position through the same write path.
+pub(super) async fn drain(shared: &Shared, job: &Recalculate) -> Result<(), RecalculationError> {
+    let (write_path, queue, upstream) = (&shared.write_path, &shared.queue, job.upstream.as_ref());
     let at = queue.position();
     let queued = queue.rooms();
-    for batch in queued.chunks(batch_rooms.max(1)) {
+    for batch in queued.chunks(job.batch_rooms.max(1)) {
         let span = info_span!("recalculate", rooms = batch.len(), at = %at);
         async {
-            let recomputed = upstream.recompute(batch, at).await?;
+            let recomputed = upstream.recompute(batch, &at).await?;
+            let replaced = replaced_rows(write_path, batch, &recomputed).await?;
             let mut unit = CommitUnit::default();
+            unit.rows(&replaced);
             recomputed.add_to(&mut unit);
+            let remembered: BTreeSet<&RoomId> =
+                recomputed.memories.iter().map(|(room, _)| room).collect();
+            for room in batch.iter().filter(|room| !remembered.contains(room)) {
+                unit.memory(room.clone(), None);
+            }
             unit.dequeue(batch);
             write_path.commit(unit).await?;
             queue.remove(batch);
-            rooms.forget(batch);
+            shared.rooms.forget(batch);
             Ok::<_, RecalculationError>(())
         }
         .instrument(span)
         .await?;
     }
     let mut unit = CommitUnit::default();
-    for writer in writers {
+    for writer in &job.writers {
         unit.advance(writer, at.position(writer.as_str()));
     }
     write_path.commit(unit).await?;
@@ -186,4 +229,67 @@ pub(crate) async fn drain(
         );
     }
     Ok(())
+}
+
+/// The deletions of the stored rows of `rooms` that the recomputed rows do
+/// not replace (a room the server has left since, a membership gone with
+/// a purge, space children or held state gone), so the recomputed rows are all the rooms
+/// have afterwards.
+async fn replaced_rows(
+    write_path: &WritePath,
+    rooms: &[RoomId],
+    recomputed: &RecomputedRooms,
+) -> Result<Vec<RowChange>, StoreError> {
+    let mut upserted_rooms = BTreeSet::new();
+    let mut upserted_snapshots = BTreeSet::new();
+    let mut spaces = BTreeSet::new();
+    let mut held_states = BTreeSet::new();
+    for change in &recomputed.changes {
+        match change {
+            RowChange::UpsertJoinedRoom(row) => {
+                upserted_rooms.insert(&row.room_id);
+            }
+            RowChange::UpsertSnapshot(row) => {
+                upserted_snapshots.insert((&row.room_id, &row.user_id));
+            }
+            RowChange::SpaceChildren { space_room_id, .. } => {
+                spaces.insert(space_room_id);
+            }
+            RowChange::CurrentState { room_id, .. } => {
+                held_states.insert(room_id);
+            }
+            _ => {}
+        }
+    }
+    // A room computed from nothing lists its space children and its held
+    // state only when it has some.
+    let mut deletions: Vec<RowChange> = rooms
+        .iter()
+        .filter(|room| !spaces.contains(room))
+        .map(|room| RowChange::SpaceChildren {
+            space_room_id: room.clone(),
+            children: Vec::new(),
+        })
+        .collect();
+    deletions.extend(
+        rooms
+            .iter()
+            .filter(|room| !held_states.contains(room))
+            .map(|room| RowChange::CurrentState {
+                room_id: room.clone(),
+                state: CurrentStateIds::default(),
+            }),
+    );
+    let stored = write_path.store().load_room_states(rooms).await?;
+    for (room, state) in &stored {
+        if state.joined.is_some() && !upserted_rooms.contains(room) {
+            deletions.push(RowChange::DeleteJoinedRoom(room.clone()));
+        }
+        for user in state.snapshots.keys() {
+            if !upserted_snapshots.contains(&(room, user)) {
+                deletions.push(RowChange::DeleteSnapshot(room.clone(), user.clone()));
+            }
+        }
+    }
+    Ok(deletions)
 }

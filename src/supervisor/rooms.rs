@@ -16,8 +16,8 @@ use actix::{Actor, Addr};
 use dashmap::DashMap;
 use tracing::debug;
 
+use super::room_actor::{holds_rows, RoomActor};
 use crate::model::RoomId;
-use crate::room::{holds_rows, RoomActor};
 use crate::store::{Store, StoreError};
 
 /// One live actor and when it was last used (milliseconds since the

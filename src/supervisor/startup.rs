@@ -2,8 +2,9 @@
 //! source mode the rooms that changed while roomcache was down are
 //! invalidated and queued (spec §4), before anything is served.
 //!
-//! Owns: the order "positions → (source mode: import hand-over, then
-//! invalidation) → load rows into the index → recalculation queue". Source
+//! Owns: the order "positions → (source mode: import hand-over, repair of
+//! positions ahead of the source, then invalidation) → load rows into the
+//! index → recalculation queue". Source
 //! mode only tells it what changed ([`Upstream::changed_rooms`]); it
 //! decides, deletes and queues, through the one write path. May not touch:
 //! SQL (the store's), Synapse's tables, HTTP.
@@ -51,13 +52,17 @@ pub(crate) struct Invalidation {
 
 /// §4: deletes the rows of every room that changed in the source since
 /// roomcache's durable token and queues them. Does nothing when roomcache
-/// covers nothing yet (every position 0: following from the start).
+/// covers nothing yet (every position 0: following from the start). First,
+/// a writer whose durable position is ahead of what the source has
+/// allocated is repaired ([`super::repair::at_start`]): the check then runs
+/// from where it is lowered to.
 pub(crate) async fn invalidate_changed_rooms(
     write_path: &WritePath,
     upstream: &dyn Upstream,
 ) -> Result<Invalidation, RecalculationError> {
+    super::repair::at_start(write_path, upstream).await?;
     let from = write_path.tracker().token();
-    let to = upstream.safe_token().await?.copy_and_advance(&from);
+    let to = upstream.safe_token(&from).await?.copy_and_advance(&from);
     if from == StreamToken::linear(0) {
         return Ok(Invalidation {
             from,

@@ -13,15 +13,16 @@ use serde_json::json;
 use crate::support::server::{unique_schema, TestServer};
 use crate::support::synapse::{source_options, url_for_database, SynapseDatabase};
 
-/// A login role of the test cluster with `SELECT` on every table of
-/// `synapse` but `unreadable`.
+/// A login role of the test cluster with `SELECT` on every table and
+/// sequence of `synapse` but `unreadable`.
 async fn reader_role(synapse: &SynapseDatabase, unreadable: &[&str]) -> String {
     let role = unique_schema("reader");
     let client = synapse.client().await;
     let mut sql = format!(
         "CREATE ROLE {role} LOGIN;
          GRANT USAGE ON SCHEMA public TO {role};
-         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};"
     );
     for table in unreadable {
         sql.push_str(&format!("REVOKE SELECT ON {table} FROM {role};"));
@@ -59,9 +60,9 @@ async fn a_missing_grant_is_refused_at_start_naming_the_grant() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "role {role} cannot read 1 of the 15 tables of Synapse's that roomcache reads: no \
-             SELECT privilege on room_account_data (as a superuser, in Synapse's database: GRANT \
-             SELECT ON room_account_data TO {role};)"
+            "role {role} cannot read 1 of the 15 tables and 3 sequences of Synapse's that \
+             roomcache reads: no SELECT privilege on room_account_data (as a superuser, in \
+             Synapse's database: GRANT SELECT ON room_account_data TO {role};)"
         )),
         "{stderr}"
     );

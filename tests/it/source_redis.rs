@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::redis::RedisServer;
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    persist_message, source_options, wait_for_writers, SynapseDatabase, WORKERS_FIXTURE_POSITION,
-    WORKERS_SERVER_NAME, WORKERS_WRITERS,
+    allocate_stream_ordering, persist_message, source_options, wait_for_writers, SynapseDatabase,
+    WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
 };
 
 /// The replication channel: Synapse's server name.
@@ -40,25 +40,6 @@ async fn wait_for_status(
     }
 }
 
-/// The value of an unlabelled metric, or one with the given labels.
-async fn metric(server: &TestServer, series: &str) -> Option<f64> {
-    let text = server.get("/metrics").await.text;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn wait_for_metric(server: &TestServer, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(server, series).await != Some(value) {
-        assert!(
-            Instant::now() < deadline,
-            "{series} never became {value}:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
@@ -72,7 +53,9 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
         .build();
     let mut server = TestServer::start_with(options).await;
     wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
-    wait_for_metric(&server, "roomcache_source_redis_connected", 1.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 1.0)
+        .await;
 
     // p1 persists a message at 441 (440 is still missing, so the walk
     // through consecutive positions stops at 439); its stream_positions row
@@ -91,8 +74,10 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
         (441, Some(441))
     );
 
-    // The idle p2 announces that it has nothing up to 442: it moves there
+    // p1 takes 442 and 443 from the sequence (events still in flight);
+    // the idle p2 announces that it has nothing up to 442: it moves there
     // without rows, and the minimum over writers with it.
+    allocate_stream_ordering(&synapse.client().await, 443).await;
     redis.publish(CHANNEL, "POSITION events p2 439 442");
     let status = wait_for_status(&server, "p2 at 442", |s| s["positions"]["p2"] == 442).await;
     assert_eq!(status["token"], "m441~p2.442");
@@ -112,11 +97,11 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     let status = wait_for_status(&server, "p1 at 443", |s| s["positions"]["p1"] == 443).await;
     assert_eq!(status["token"], "m442~p1.443");
     let lines = |kind: &str| format!(r#"roomcache_source_redis_lines_total{{kind="{kind}"}}"#);
-    assert_eq!(metric(&server, &lines("unknown")).await, Some(1.0));
-    assert_eq!(metric(&server, &lines("malformed")).await, Some(3.0));
+    assert_eq!(server.metric(&lines("unknown")).await, Some(1.0));
+    assert_eq!(server.metric(&lines("malformed")).await, Some(3.0));
     // LOCK_RELEASED, and roomcache's own REPLICATE coming back to it.
-    assert_eq!(metric(&server, &lines("other")).await, Some(2.0));
-    assert_eq!(metric(&server, &lines("rdata")).await, Some(1.0));
+    assert_eq!(server.metric(&lines("other")).await, Some(2.0));
+    assert_eq!(server.metric(&lines("rdata")).await, Some(1.0));
     server.assert_postgres_matches_served().await;
     server.stop().await;
 }
@@ -134,7 +119,9 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
     let mut server = TestServer::start_with(options).await;
     // Redis down at start: a warning, the metric at 0, and polling.
     wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
-    wait_for_metric(&server, "roomcache_source_redis_connected", 0.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 0.0)
+        .await;
     let warning = "Synapse's replication stream over Redis is unavailable; following by polling until it is back";
     assert_eq!(server.log().matches(warning).count(), 1);
     let room_id = persist_message(&synapse, "p1", 440).await;
@@ -162,19 +149,25 @@ async fn redis_down_at_start_and_mid_run_leaves_roomcache_polling() {
 
     // Redis comes up: roomcache subscribes (retrying every 5 s at most).
     redis.start();
-    wait_for_metric(&server, "roomcache_source_redis_connected", 1.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 1.0)
+        .await;
     assert!(server
         .log()
         .contains("Synapse's replication stream over Redis is back; following it again"));
+    allocate_stream_ordering(&synapse.client().await, 445).await;
     redis.publish(CHANNEL, "POSITION events p2 439 445");
     wait_for_status(&server, "p2 at 445", |s| s["positions"]["p2"] == 445).await;
 
     // Down mid-run: one more warning, polling again.
     redis.stop();
-    wait_for_metric(&server, "roomcache_source_redis_connected", 0.0).await;
+    server
+        .wait_for_metric("roomcache_source_redis_connected", 0.0)
+        .await;
     assert_eq!(server.log().matches(warning).count(), 2);
     assert_eq!(
-        metric(&server, "roomcache_source_redis_disconnects_total")
+        server
+            .metric("roomcache_source_redis_disconnects_total")
             .await
             .map(|v| v >= 2.0),
         Some(true)

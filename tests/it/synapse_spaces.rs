@@ -202,7 +202,7 @@ async fn an_import_answers_spaces_lists_by_the_msc_rule_also_after_restarts() {
 
     // A schema imported before the import wrote space children (the table
     // empty, the rules' memory holding them) is repaired by its migration
-    // (the migrations from V4 on run again; V5 finds its tables).
+    // (and the later ones run again: each may).
     server.stop().await;
     let client = server.store().await.client().await.unwrap();
     client

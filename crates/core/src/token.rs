@@ -33,6 +33,20 @@ impl StreamToken {
         }
     }
 
+    /// The token of writers at `positions`: `stream` is their minimum
+    /// (0 without writers), the map holds the writers above it.
+    pub fn of_writers(positions: &BTreeMap<WriterName, i64>) -> Self {
+        let stream = positions.values().copied().min().unwrap_or(0);
+        Self {
+            stream,
+            instance_map: positions
+                .iter()
+                .filter(|(_, position)| **position > stream)
+                .map(|(writer, position)| (writer.clone(), *position))
+                .collect(),
+        }
+    }
+
     /// The position of `writer` in this token.
     pub fn position(&self, writer: &str) -> i64 {
         self.instance_map

@@ -352,6 +352,40 @@ impl PositionTracker {
         }
     }
 
+    /// Moves `writer` back to `position`, below its durable position: the
+    /// repair of a position that ran ahead of its source (it claimed rows
+    /// the source never allocated), by the one write path once the lower
+    /// position is durable. The only way a position ever goes down; tokens
+    /// handed out before may be ahead of the tracker's afterwards.
+    ///
+    /// Refused (false, nothing changes) while the writer has a claim open:
+    /// the caller lowers only while no batch is being applied. Also false
+    /// when `position` is not below the durable position.
+    pub fn lower(&self, writer: &WriterName, position: i64, publication: &Publication<'_>) -> bool {
+        debug_assert!(
+            publication.is_of(&self.gate),
+            "a publication of another gate"
+        );
+        let mut state = lock(&self.state);
+        let Some(progress) = state.writers.get_mut(writer) else {
+            return false;
+        };
+        if !progress.in_flight.is_empty() || position >= progress.durable {
+            return false;
+        }
+        progress.durable = position;
+        progress.finished.clear();
+        true
+    }
+
+    /// True when `writer` has no claim open (nothing of it is being applied).
+    pub fn is_idle(&self, writer: &str) -> bool {
+        lock(&self.state)
+            .writers
+            .get(writer)
+            .is_none_or(|w| w.in_flight.is_empty())
+    }
+
     /// `target` without the entries of writers that are not configured:
     /// the cache can never reach them, so a wait for them could only time
     /// out (the reader's form of future-token clamping, spec A.6 item 7).
@@ -477,6 +511,27 @@ mod tests {
         let t = tracker(&["a", "b", "c"], &[("a", 3), ("b", 5), ("gone", 1)]);
         assert_eq!(t.position("c"), Some(0));
         assert!(!t.is_configured("gone"));
+    }
+
+    #[test]
+    fn a_position_is_lowered_only_when_nothing_of_the_writer_is_in_flight() {
+        let t = tracker(&["a", "b"], &[("a", 9_999), ("b", 5)]);
+        let lower = |writer: &str, position| {
+            t.gate()
+                .publish(|publication| t.lower(&name(writer), position, publication))
+        };
+        let claim = t.claim(&name("a"), 10_000).unwrap();
+        assert!(!t.is_idle("a"));
+        assert!(!lower("a", 7), "a claim is open");
+        t.abandon(&claim);
+        assert!(t.is_idle("a"));
+        assert!(lower("a", 7));
+        assert_eq!(t.token().to_string(), "m5~a.7");
+        assert!(!lower("a", 8), "not a lowering");
+        assert!(!lower("gone", 1));
+        // It moves on from there as before.
+        assert!(advance(&t, "a", 8));
+        assert_eq!(t.position("a"), Some(8));
     }
 
     #[test]

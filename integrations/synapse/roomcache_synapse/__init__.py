@@ -9,10 +9,12 @@ homeserver.yaml:
         config:
           socket_path: /run/roomcache/roomcache.sock
 
-Loaded in every Synapse process; it acts only in those that serve the
-client API (a `client` listener), and only on the Synapse versions it
-supports (`versions.SUPPORTED_SYNAPSE_VERSIONS`): elsewhere it logs why and
-leaves Synapse untouched.
+Loaded in every Synapse process; it answers room lists in those that serve
+the client API (a `client` listener) and wakes roomcache in those that
+persist events, only on the Synapse versions it supports
+(`versions.SUPPORTED_SYNAPSE_VERSIONS`) and when every name it needs of
+Synapse is there (`adapter.missing_names`): else it logs why and leaves
+Synapse untouched.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RoomcacheModule:
     def __init__(self, config: RoomcacheConfig, api: Any) -> None:
         self.config = config
         self.installed = False
+        self.wakes = False
         version = installed_synapse_version()
         if not config.enabled:
             logger.info("roomcache: disabled in the module's config; Synapse is untouched")
@@ -51,61 +54,55 @@ class RoomcacheModule:
                 ", ".join(sorted(SUPPORTED_SYNAPSE_VERSIONS)),
             )
             return
-        # The sliding-sync handler is reached through the homeserver object
-        # (no public accessor); it is the instance the servlet uses.
-        hs = api._hs
-        if not _serves_client_api(hs):
-            logger.info("roomcache: this process has no client listener; nothing to do")
+        from .adapter import SynapseAdapter, missing_names
+
+        if _lacks_names(missing_names(api, seam=False)):
             return
-        room_lists = getattr(hs.get_sliding_sync_handler(), "room_lists", None)
-        missing = _missing_seam(room_lists)
-        if missing:
-            logger.error(
-                "roomcache: Synapse's sliding-sync handler lacks %s; Synapse is untouched",
-                ", ".join(missing),
-            )
+        synapse = SynapseAdapter.from_module_api(api)
+        self._client: Any = None
+        if config.wake_on_persist and synapse.persists_events():
+            from .waker import RoomcacheWaker
+
+            RoomcacheWaker(
+                synapse, self._roomcache(synapse), api.run_as_background_process
+            ).install()
+            self.wakes = True
+            logger.info("roomcache: events persisted by %s wake roomcache", synapse.instance_name)
+        if not synapse.serves_client_api():
+            logger.info("roomcache: this process has no client listener; no room lists to serve")
             return
-        from .client import RoomcacheClient
+        if _lacks_names(missing_names(api)):
+            return
         from .seam import RoomcacheRoomLists
 
-        client = RoomcacheClient(
-            hs.get_reactor(),
-            config.socket_path,
-            timeout_seconds=config.request_timeout_ms / 1000,
-            max_connections=config.max_connections,
-        )
-        RoomcacheRoomLists(room_lists, hs, client, config).install()
+        RoomcacheRoomLists(synapse, self._roomcache(synapse), config).install()
         self.installed = True
         logger.info(
             "roomcache: Sliding Sync room lists of %s come from roomcache at %s",
-            hs.get_instance_name(),
+            synapse.instance_name,
             config.socket_path,
         )
 
+    def _roomcache(self, synapse: Any) -> Any:
+        """The process's one client of roomcache."""
+        if self._client is None:
+            from .client import RoomcacheClient
 
-_SEAM = (
-    "compute_interested_rooms",
-    "_get_newly_joined_and_left_rooms",
-    "_get_dm_rooms_for_user",
-    "_filter_relevant_rooms_to_send",
-)
+            config = self.config
+            self._client = RoomcacheClient(
+                synapse.reactor,
+                config.socket_path,
+                timeout_seconds=config.request_timeout_ms / 1000,
+                max_connections=config.max_connections,
+                max_answer_bytes=config.max_answer_bytes,
+            )
+        return self._client
 
 
-def _missing_seam(room_lists: Any) -> list[str]:
-    if room_lists is None:
-        return ["room_lists"]
-    return [name for name in _SEAM if not callable(getattr(room_lists, name, None))]
-
-
-def _serves_client_api(hs: Any) -> bool:
-    """True when one of this process's HTTP listeners serves `client`."""
-    config = hs.config
-    listeners = (
-        config.worker.worker_listeners if config.worker.worker_app else config.server.listeners
-    )
-    for listener in listeners:
-        http = getattr(listener, "http_options", None)
-        for resource in getattr(http, "resources", None) or ():
-            if "client" in resource.names:
-                return True
-    return False
+def _lacks_names(missing: list[str]) -> bool:
+    if missing:
+        logger.error(
+            "roomcache: this Synapse lacks %s, which the module needs; Synapse is untouched",
+            ", ".join(missing),
+        )
+    return bool(missing)

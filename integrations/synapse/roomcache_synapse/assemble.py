@@ -8,98 +8,103 @@ order them as of the token) a `settled` prefix in order and the
 which the caller gets from Synapse, and the ranges are cut here. `Facts`
 holds what the request takes from Synapse, `Assembled` the lists and rooms
 as they are built.
+
+Owns: placing and cutting. May not touch: Synapse, roomcache.
 """
 
 from __future__ import annotations
 
+import bisect
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from synapse.types.handlers.sliding_sync import RoomSyncConfig, SlidingSyncResult
+import attr
 
-JsonDict = dict[str, Any]
+from .answer import ListAnswer
 
 
 class UnsettledRoomUnknown(Exception):
     """A room roomcache set apart has no known position as of the token."""
 
 
-def unsettled_joined_rooms(list_answer: JsonDict) -> list[str]:
+def unsettled_joined_rooms(list_answer: ListAnswer) -> list[str]:
     """The joined rooms whose position as of the token the caller must find."""
-    return [
-        entry["room_id"]
-        for entry in list_answer.get("unsettled") or ()
-        if entry["membership"] == "join"
-    ]
+    return [entry.room_id for entry in list_answer.unsettled or () if entry.membership == "join"]
 
 
-def range_entries(
-    list_answer: JsonDict,
+def range_room_ids(
+    list_answer: ListAnswer,
     ranges: Sequence[tuple[int, int]],
     positions_at_token: Mapping[str, int],
-) -> list[list[JsonDict]]:
-    """The entries of each range, in range order.
+) -> list[tuple[str, ...]]:
+    """The room IDs of each range, in range order.
 
     `positions_at_token`: for each unsettled joined room, the stream
     position of its last event at or before the token (others sort by their
     membership's position, which is at or before the token)."""
-    unsettled = list_answer.get("unsettled")
-    if unsettled is None:
-        answered = list_answer["ranges"]
-        if len(answered) != len(ranges):
-            raise ValueError(f"{len(answered)} ranges answered for {len(ranges)} asked")
-        return [answer["rooms"] for answer in answered]
-    placed: list[tuple[int, str, JsonDict]] = [
-        (entry["recency"], entry["room_id"], entry) for entry in list_answer["settled"]
-    ]
-    for entry in unsettled:
-        if entry["membership"] == "join":
-            position = positions_at_token.get(entry["room_id"])
+    if list_answer.ranges is not None:
+        return list(list_answer.ranges)
+    # The settled rooms come in order; the few unsettled ones are put in
+    # their places (order: newest first, ties by room ID).
+    placed: list[tuple[int, str]] = list(list_answer.settled or ())
+    for entry in list_answer.unsettled or ():
+        if entry.membership == "join":
+            position = positions_at_token.get(entry.room_id)
             if position is None:
-                raise UnsettledRoomUnknown(entry["room_id"])
+                raise UnsettledRoomUnknown(entry.room_id)
         else:
-            position = entry["event_stream_ordering"]
-        placed.append((position, entry["room_id"], entry))
-    placed.sort(key=lambda item: (-item[0], item[1]))
-    count = list_answer["count"]
-    return [[item[2] for item in placed[start : min(end + 1, count)]] for start, end in ranges]
+            position = entry.event_stream_ordering
+        bisect.insort(placed, (position, entry.room_id), key=_order)
+    count = list_answer.count
+    return [tuple(map(_ROOM_ID, placed[start : min(end + 1, count)])) for start, end in ranges]
 
 
+def _order(item: tuple[int, str]) -> tuple[int, str]:
+    return (-item[0], item[1])
+
+
+_ROOM_ID = operator.itemgetter(1)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
 class Facts:
     """What the request needs from Synapse besides roomcache's answer."""
 
-    def __init__(
-        self,
-        *,
-        ignored: frozenset[str],
-        forgotten: frozenset[str],
-        partial_state: frozenset[str],
-        newly_joined: frozenset[str],
-        newly_left: frozenset[str],
-    ) -> None:
-        self.ignored = ignored
-        self.forgotten = forgotten
-        self.partial_state = partial_state
-        self.newly_joined = newly_joined
-        self.newly_left = newly_left
+    ignored: frozenset[str]
+    forgotten: frozenset[str]
+    partial_state: frozenset[str]
+    newly_joined: frozenset[str]
+    newly_left: frozenset[str]
 
 
 class Assembled:
     """The lists and the rooms they show, as they are built."""
 
     def __init__(self) -> None:
-        self.lists: dict[str, SlidingSyncResult.SlidingWindowList] = {}
-        self.relevant: dict[str, RoomSyncConfig] = {}
-        self.entries: dict[str, JsonDict] = {}
+        self.lists: dict[str, Any] = {}
+        self.relevant: dict[str, Any] = {}
         self.all_rooms: set[str] = set()
+        # Subscribed rooms shown by no list's ranges.
+        self.subscribed_outside_ranges: set[str] = set()
 
-    def add_room(self, entry: JsonDict, config: RoomSyncConfig) -> RoomSyncConfig:
-        """A room shown with `config`: its config becomes the union of every
-        config it is shown with, which is returned."""
-        room_id = entry["room_id"]
+    def add_rooms(self, room_ids: Sequence[str], config: Any) -> Any:
+        """The rooms of one range, shown with `config` as `add_room` does
+        it, room after room; when none is shown yet, in one pass (the
+        config stays the same for all of them)."""
+        if self.relevant.keys().isdisjoint(room_ids):
+            self.relevant.update(dict.fromkeys(room_ids, config))
+            return config
+        for room_id in room_ids:
+            config = self.add_room(room_id, config)
+        return config
+
+    def add_room(self, room_id: str, config: Any) -> Any:
+        """A room shown with `config` (a `RoomSyncConfig`): its config
+        becomes the union of every config it is shown with, which is
+        returned."""
         existing = self.relevant.get(room_id)
-        if existing is not None:
+        if existing is not None and existing is not config:
             config = existing.combine_room_sync_config(config)
         self.relevant[room_id] = config
-        self.entries.setdefault(room_id, entry)
         return config

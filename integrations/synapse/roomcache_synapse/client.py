@@ -7,23 +7,27 @@ one request and reads one answer with a `Content-Length` (what roomcache
 sends). It never blocks the reactor, and costs a fraction of Twisted's
 general-purpose `Agent` (measured: ~0.1 ms a call instead of ~0.8 ms).
 Every failure is raised as `RoomcacheFailure` with a short reason that the
-caller counts.
+caller counts. An answer is read as it streams in and never past
+`max_answer_bytes`: a longer one is refused at its head.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from synapse.logging.context import make_deferred_yieldable
+import attr
+from synapse.module_api import make_deferred_yieldable
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from .adapter import write_now
 from .metrics import REQUEST_SECONDS
 
 JsonDict = dict[str, Any]
@@ -50,14 +54,83 @@ class _Closed(Exception):
         self.received_nothing = received_nothing
 
 
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class _Head:
+    status: int
+    length: int
+    keep_alive: bool
+
+
+def parse_head(head: bytes, max_answer_bytes: int) -> _Head:
+    """An answer's status line and headers (without the blank line):
+    `RoomcacheFailure` when they are not HTTP/1.x with a `Content-Length`
+    (what roomcache sends), or announce more than `max_answer_bytes`."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_digits(parts[1]):
+        raise RoomcacheFailure("bad_answer", f"not an HTTP answer: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length_text = headers.get("content-length")
+    if length_text is None or not _is_digits(length_text):
+        raise RoomcacheFailure("bad_answer", "answer without a Content-Length")
+    length = int(length_text)
+    if length > max_answer_bytes:
+        raise RoomcacheFailure(
+            "answer_too_large",
+            f"an answer of {length} bytes (max_answer_bytes is {max_answer_bytes})",
+        )
+    keep_alive = headers.get("connection", "").lower() != "close"
+    return _Head(int(parts[1]), length, keep_alive)
+
+
+def _is_digits(text: str) -> bool:
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit()
+
+
+class AnswerReader:
+    """One answer as its bytes arrive: the head (at most 16 KiB), then
+    exactly `Content-Length` bytes of body, never more than
+    `max_answer_bytes` (announced longer: refused at the head)."""
+
+    def __init__(self, max_answer_bytes: int) -> None:
+        self._max = max_answer_bytes
+        self._buffer = bytearray()
+        self._head: _Head | None = None
+        self.received_anything = False
+
+    def feed(self, data: bytes) -> tuple[int, bytes, bool] | None:
+        """The whole answer (status, body, keep-alive) once it is in, else
+        None; `RoomcacheFailure` when it cannot be one."""
+        self.received_anything = self.received_anything or bool(data)
+        self._buffer += data
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > _MAX_HEAD_BYTES:
+                    raise RoomcacheFailure("bad_answer", "answer head too long")
+                return None
+            self._head = parse_head(bytes(self._buffer[:end]), self._max)
+            del self._buffer[: end + 4]
+        head = self._head
+        if len(self._buffer) < head.length:
+            return None
+        if len(self._buffer) > head.length:
+            raise RoomcacheFailure("bad_answer", "more bytes than the answer's Content-Length")
+        return head.status, bytes(self._buffer), head.keep_alive
+
+
 class _Connection(Protocol):
     """One kept-alive connection: one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_answer_bytes: int) -> None:
         self.open = False
         self.reusable = True
         self.last_used = 0.0
-        self._buffer = bytearray()
+        self._max_answer_bytes = max_answer_bytes
+        self._reader = AnswerReader(max_answer_bytes)
         self._answer: defer.Deferred[tuple[int, bytes]] | None = None
 
     def connectionMade(self) -> None:  # Twisted's name
@@ -67,13 +140,13 @@ class _Connection(Protocol):
         self.open = False
         answer, self._answer = self._answer, None
         if answer is not None:
-            answer.errback(_Closed(received_nothing=not self._buffer))
+            answer.errback(_Closed(received_nothing=not self._reader.received_anything))
 
     def request(self, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
-        self._buffer.clear()
+        self._reader = AnswerReader(self._max_answer_bytes)
         self._answer = defer.Deferred(canceller=self._cancel)
         assert self.transport is not None
-        _write_now(self.transport, head + body)
+        write_now(self.transport, head + body)
         return self._answer
 
     def _cancel(self, _: defer.Deferred[tuple[int, bytes]]) -> None:
@@ -86,91 +159,59 @@ class _Connection(Protocol):
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:  # Twisted's name
-        self._buffer += data
         if self._answer is None:
             self.abort()  # nothing was asked
             return
         try:
-            parsed = _parse(self._buffer)
-        except ValueError as error:
+            whole = self._reader.feed(data)
+        except RoomcacheFailure as failure:
             answer, self._answer = self._answer, None
             self.abort()
-            answer.errback(RoomcacheFailure("bad_answer", str(error)))
+            answer.errback(failure)
             return
-        if parsed is None:
+        if whole is None:
             return
-        status, body, keep_alive = parsed
+        status, body, keep_alive = whole
         self.reusable = keep_alive
         answer, self._answer = self._answer, None
         answer.callback((status, body))
-
-
-def _write_now(transport: Any, data: bytes) -> None:
-    """Writes `data`, sending what the socket takes at once rather than at
-    the reactor's next turn (in a busy Synapse a turn takes a few tenths of
-    a millisecond). Only when nothing else is buffered on the transport;
-    the rest goes through the transport as usual."""
-    sock = getattr(transport, "socket", None)
-    idle = not getattr(transport, "dataBuffer", b"") and not getattr(
-        transport, "_tempDataBuffer", ()
-    )
-    if sock is not None and idle:
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            sent = 0  # the transport reports the error itself
-        data = data[sent:]
-    if data:
-        transport.write(data)
-
-
-def _parse(buffer: bytearray) -> tuple[int, bytes, bool] | None:
-    """A whole answer in `buffer` (status, body, keep-alive), or None when
-    more is to come."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buffer) > _MAX_HEAD_BYTES:
-            raise ValueError("answer head too long")
-        return None
-    lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "content-length" not in headers:
-        raise ValueError("answer without Content-Length")
-    length = int(headers["content-length"])
-    if len(buffer) < end + 4 + length:
-        return None
-    body = bytes(buffer[end + 4 : end + 4 + length])
-    keep_alive = headers.get("connection", "").lower() != "close"
-    return int(parts[1]), body, keep_alive
 
 
 class RoomcacheClient:
     """POST /v1/users/{user_id}/room_list on roomcache's socket."""
 
     def __init__(
-        self, reactor: Any, socket_path: str, *, timeout_seconds: float, max_connections: int
+        self,
+        reactor: Any,
+        socket_path: str,
+        *,
+        timeout_seconds: float,
+        max_connections: int,
+        max_answer_bytes: int,
     ) -> None:
         self._reactor = reactor
         self._endpoint = UNIXClientEndpoint(reactor, socket_path, timeout=5)
         self._timeout_seconds = timeout_seconds
         self._max_idle = max_connections
         self._idle: list[_Connection] = []
+        self._factory = Factory()
+        self._factory.protocol = functools.partial(_Connection, max_answer_bytes)  # type: ignore[assignment]
 
     async def room_lists(self, user_id: str, body: Mapping[str, Any]) -> JsonDict:
         """One room-list request; its decoded answer, or `RoomcacheFailure`.
         A request on a kept-alive connection roomcache had closed is sent
         once more on a new one (reads change nothing)."""
         started = time.perf_counter()
+        answer = await self._post(f"/v1/users/{quote(user_id, safe='')}/room_list", body)
+        REQUEST_SECONDS.observe(time.perf_counter() - started)
+        return answer
+
+    async def wake(self) -> None:
+        """Source mode: roomcache's follower reads Synapse's database now."""
+        await self._post("/v1/source/wake", {})
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> JsonDict:
         data = json.dumps(body, separators=(",", ":")).encode()
-        path = f"/v1/users/{quote(user_id, safe='')}/room_list"
         head = (
             f"POST {path} HTTP/1.1\r\nHost: roomcache\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n"
@@ -182,9 +223,7 @@ class RoomcacheClient:
         except defer.TimeoutError as error:
             detail = f"no answer within {self._timeout_seconds} s"
             raise RoomcacheFailure("timeout", detail) from error
-        answer = _decode(status, raw)
-        REQUEST_SECONDS.observe(time.perf_counter() - started)
-        return answer
+        return _decode(status, raw)
 
     async def _exchange(self, head: bytes, data: bytes) -> tuple[int, bytes]:
         connection, reused = await self._connection()
@@ -213,7 +252,7 @@ class RoomcacheClient:
                 return connection, True
             connection.abort()
         try:
-            protocol = await self._endpoint.connect(Factory.forProtocol(_Connection))
+            protocol = await self._endpoint.connect(self._factory)
         except Exception as error:
             raise RoomcacheFailure("unavailable", repr(error)) from error
         return protocol, False
@@ -238,7 +277,7 @@ def _decode(status: int, raw: bytes) -> JsonDict:
         raise RoomcacheFailure("bad_answer", f"HTTP {status}, not JSON") from error
     if not isinstance(answer, dict):
         raise RoomcacheFailure("bad_answer", f"HTTP {status}, not a JSON object")
-    if status != 200:
+    if status not in (200, 202):
         errcode = answer.get("errcode", "?")
         reason = "source_degraded" if errcode == "ROOMCACHE_SOURCE_DEGRADED" else "error"
         raise RoomcacheFailure(reason, f"HTTP {status} {errcode}: {answer.get('error')}")

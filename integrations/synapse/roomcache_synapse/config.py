@@ -7,6 +7,10 @@ modules:
       socket_path: /run/roomcache/roomcache.sock
       wait_timeout_ms: 500
       request_timeout_ms: 2000
+      max_answer_bytes: 16777216
+      circuit_failures: 1
+      circuit_open_ms: 1000
+      circuit_max_open_ms: 30000
 """
 
 from __future__ import annotations
@@ -36,6 +40,19 @@ class RoomcacheConfig:
     waiting, answering) before computing the request Synapse's way."""
     max_connections: int = 16
     """Kept-alive connections to roomcache per Synapse process."""
+    max_answer_bytes: int = 16 * 1024 * 1024
+    """The largest answer read from roomcache: a longer one is refused as
+    soon as its head announces it (nothing past the limit is read), and the
+    request is computed Synapse's way (`answer_too_large`). An answer for
+    10,000 rooms in range is about 4.5 MB."""
+    circuit_failures: int = 1
+    """Timeouts or unavailable answers in a row after which the module stops
+    asking roomcache for a while (the circuit breaker opens)."""
+    circuit_open_ms: int = 1000
+    """How long the breaker stays open at first; then one request probes,
+    and each failed probe doubles the interval."""
+    circuit_max_open_ms: int = 30000
+    """The longest the breaker stays open before the next probe."""
     bypass_conn_id_prefix: str | None = None
     """Requests whose `conn_id` starts with this are computed Synapse's way
     (for side-by-side comparisons and benchmarks; off by default)."""
@@ -43,6 +60,10 @@ class RoomcacheConfig:
     """This share of the requests answered from roomcache is also computed
     Synapse's way and compared; on a difference Synapse's answer is used,
     and the difference counted and logged."""
+    wake_on_persist: bool = True
+    """In a process that persists events (a monolith, an event persister):
+    wake roomcache's follower as soon as events are committed, so that it
+    has them before the next sync request asks."""
     enabled: bool = True
     """False: the module loads but leaves Synapse untouched."""
 
@@ -68,8 +89,10 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
     if prefix is not None and (not isinstance(prefix, str) or not prefix):
         raise ConfigError("roomcache: `bypass_conn_id_prefix` must be a non-empty string")
     enabled = config.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError("roomcache: `enabled` must be true or false")
+    wake_on_persist = config.get("wake_on_persist", True)
+    for key, value in (("enabled", enabled), ("wake_on_persist", wake_on_persist)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"roomcache: `{key}` must be true or false")
     verify_fraction = config.get("verify_fraction", 0.0)
     if (
         not isinstance(verify_fraction, int | float)
@@ -77,12 +100,21 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         or not 0 <= verify_fraction <= 1
     ):
         raise ConfigError("roomcache: `verify_fraction` must be a number from 0 to 1")
+    circuit_open_ms = _integer(config, "circuit_open_ms", 1000, 1)
+    circuit_max_open_ms = _integer(config, "circuit_max_open_ms", 30000, 1)
+    if circuit_max_open_ms < circuit_open_ms:
+        raise ConfigError("roomcache: `circuit_max_open_ms` must be at least `circuit_open_ms`")
     return RoomcacheConfig(
         socket_path=socket_path,
         wait_timeout_ms=_integer(config, "wait_timeout_ms", 500, 0),
         request_timeout_ms=_integer(config, "request_timeout_ms", 2000, 1),
         max_connections=_integer(config, "max_connections", 16, 1),
+        max_answer_bytes=_integer(config, "max_answer_bytes", 16 * 1024 * 1024, 1024),
+        circuit_failures=_integer(config, "circuit_failures", 1, 1),
+        circuit_open_ms=circuit_open_ms,
+        circuit_max_open_ms=circuit_max_open_ms,
         bypass_conn_id_prefix=prefix,
         verify_fraction=float(verify_fraction),
+        wake_on_persist=wake_on_persist,
         enabled=enabled,
     )

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ROOM_LISTS = Counter(
     "roomcache_synapse_room_lists",
@@ -44,4 +44,36 @@ UNAFFECTED = Counter(
     "roomcache_synapse_unaffected",
     "Answers roomcache gave before reaching the request's token, nothing that concerns "
     "the user having happened after its previous token (Synapse's stream change caches).",
+)
+
+CIRCUIT_OPEN = Gauge(
+    "roomcache_synapse_circuit_open",
+    "1 while the circuit breaker is open (roomcache timed out or was unavailable: requests "
+    "are computed Synapse's way without asking it), else 0.",
+)
+
+CIRCUIT_OPENINGS = Counter(
+    "roomcache_synapse_circuit_openings",
+    "Times the circuit breaker opened (after a run of timeouts or unavailability, or a "
+    "failed probe).",
+)
+
+ROOMCACHE_WAIT_SECONDS = Histogram(
+    "roomcache_synapse_roomcache_wait_seconds",
+    "How long roomcache's room-list answer waited (to follow account data and reach the "
+    "request's token), as roomcache reports it.",
+    buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+
+WAKES = Counter(
+    "roomcache_synapse_wakes",
+    "Wake-ups of roomcache's follower sent after this process persisted events, by outcome "
+    "(sent, or the reason it failed).",
+    ["outcome"],
+)
+
+ENTRIES_FETCHED = Counter(
+    "roomcache_synapse_entries_fetched",
+    "Rooms to send whose entries roomcache's answer gave short (unchanged since the "
+    "connection's previous position) and the module asked for again.",
 )

@@ -70,13 +70,15 @@ def room_list_body(
     room_ids: Iterable[str],
     wait_for_account_data: int,
     unaffected: JsonDict | None = None,
+    wait_for: str | None = None,
 ) -> JsonDict:
     """The whole roomcache request: answer at Synapse's `to_token` (wait for
-    it, and report what lies after it), newly left after `from_token`."""
+    it, or for `wait_for`, and report what lies after it), newly left after
+    `from_token`."""
     at = stream_token_text(to_token.room_key)
     body: JsonDict = {
         "lists": {str(i): list_body_ for i, list_body_ in enumerate(lists)},
-        "wait_for": at,
+        "wait_for": wait_for or at,
         "at": at,
         "timeout_ms": wait_timeout_ms,
         "wait_for_account_data": wait_for_account_data,
@@ -86,6 +88,9 @@ def room_list_body(
     }
     if from_token is not None:
         body["from_token"] = stream_token_text(from_token.room_key)
+        # Entries seen before (not changed since `from_token`) come short:
+        # the answer grows with what changed, not with the ranges.
+        body["entries"] = "changed"
     optional = {
         "forgotten_rooms": sorted(forgotten_rooms),
         "ignored_inviters": sorted(ignored_inviters),

@@ -7,46 +7,68 @@ Synapse computes a Sliding Sync request's room lists in that one method
 membership of the user, rewinds them to the request's token, filters, sorts
 and cuts each list. This wrapper asks roomcache for the lists instead, and
 keeps Synapse's own code for everything roomcache does not hold: newly
-joined and left rooms (`_get_newly_joined_and_left_rooms`), DM rooms
-(`_get_dm_rooms_for_user`), which rooms need sending on this connection
-(`_filter_relevant_rooms_to_send`), room versions, and the position as of
-the token of rooms that had an event after it. Whenever roomcache cannot
-give Synapse's exact answer at the token, the original method runs.
+joined and left rooms, DM rooms, which rooms need sending on this
+connection, room versions, and the position as of the token of rooms that
+had an event after it. Whenever roomcache cannot give Synapse's exact
+answer at the token, the original method runs.
+
+Owns: the decisions (when to ask roomcache, when to fall back, how the
+answer becomes Synapse's result). May not touch: Synapse's private names
+(they are the adapter's), the wire (the client's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from synapse.api.errors import SlidingSyncUnknownPosition
-from synapse.handlers.sliding_sync.room_lists import SlidingSyncInterestedRooms
-from synapse.storage.invite_rule import AllowAllInviteRulesConfig
-from synapse.storage.roommember import RoomsForUserSlidingSync
-from synapse.types import PersistedEventPosition
-from synapse.types.handlers.sliding_sync import OperationType, RoomSyncConfig, SlidingSyncResult
-
 from . import verify
+from .adapter import (
+    KNOWN_ROOM_VERSIONS,
+    OperationType,
+    PersistedEventPosition,
+    RoomsForUserSlidingSync,
+    RoomSyncConfig,
+    SlidingSyncInterestedRooms,
+    SlidingSyncResult,
+    SlidingSyncUnknownPosition,
+    SynapseAdapter,
+)
+from .answer import BadAnswer, RoomListAnswer, parse_answer
 from .assemble import (
     Assembled,
     Facts,
     UnsettledRoomUnknown,
-    range_entries,
+    range_room_ids,
     unsettled_joined_rooms,
 )
+from .breaker import CircuitBreaker
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import ROOM_LISTS, SEAM_SECONDS, UNAFFECTED, UNSETTLED_ROOMS, VERIFIED
+from .metrics import (
+    ENTRIES_FETCHED,
+    ROOM_LISTS,
+    ROOMCACHE_WAIT_SECONDS,
+    SEAM_SECONDS,
+    UNAFFECTED,
+    UNSETTLED_ROOMS,
+)
 from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body
+from .to_send import ConnectionExpired, rooms_to_send
+from .tokens import StreamPosition
 
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
-Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
+
+# Fallbacks logged at most every 10 s (as warnings): they come in runs.
+_QUIET_REASONS = frozenset({"unavailable", "timeout", "circuit_open", "answer_too_large"})
+# Failures of roomcache itself: they count towards opening the breaker.
+_BREAKER_REASONS = frozenset({"unavailable", "timeout"})
 
 
 class Fallback(Exception):
@@ -62,23 +84,31 @@ class RoomcacheRoomLists:
     """Replaces `compute_interested_rooms` on one `SlidingSyncRoomLists`."""
 
     def __init__(
-        self, room_lists: Any, hs: Any, client: RoomcacheClient, config: RoomcacheConfig
+        self,
+        synapse: SynapseAdapter,
+        client: RoomcacheClient,
+        config: RoomcacheConfig,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        self._room_lists = room_lists
-        self._original: Compute = room_lists.compute_interested_rooms
-        self._store = hs.get_datastores().main
-        self._is_mine_id = hs.is_mine_id
-        self._excluded_globally: frozenset[str] = frozenset(
-            hs.config.server.rooms_to_exclude_from_sync
-        )
+        self._synapse = synapse
+        self._original = synapse.original_compute_interested_rooms
+        self._excluded_globally = synapse.rooms_excluded_from_sync
         self._client = client
         self._config = config
-        self._last_unavailable_log = 0.0
-        self._position = RoomcachePosition(self._store)
+        self._breaker = breaker or CircuitBreaker(
+            failures=config.circuit_failures,
+            open_seconds=config.circuit_open_ms / 1000,
+            max_open_seconds=config.circuit_max_open_ms / 1000,
+        )
+        self._last_quiet_log = 0.0
+        self._position = RoomcachePosition(synapse)
+        # The highest events-stream position Synapse has handed out, as last
+        # read (an answer's token may not be beyond it).
+        self._allocated = 0
 
     def install(self) -> None:
         """Puts the wrapper in place of the handler's method."""
-        self._room_lists.compute_interested_rooms = self.compute_interested_rooms
+        self._synapse.replace_compute_interested_rooms(self.compute_interested_rooms)
 
     async def compute_interested_rooms(
         self,
@@ -97,8 +127,8 @@ class RoomcacheRoomLists:
         try:
             result = await self._from_roomcache(**arguments)
             path, reason = "roomcache", ""
-            if self._should_verify(sync_config):
-                result = await self._verified(result, arguments)
+            if verify.should_verify(self._config.verify_fraction, sync_config):
+                result = await verify.verified(result, self._original, arguments)
         except Fallback as fallback:
             path, reason = "synapse", fallback.reason
             self._log_fallback(sync_config, fallback)
@@ -113,65 +143,14 @@ class RoomcacheRoomLists:
         SEAM_SECONDS.labels(path=path).observe(time.perf_counter() - started)
         return result
 
-    def _should_verify(self, sync_config: Any) -> bool:
-        """Whether to check this answer: a share of them, never those Synapse
-        cannot compute (lists on `spaces` or `room_name_like`)."""
-        fraction = self._config.verify_fraction
-        if not fraction or random.random() >= fraction:
-            return False
-        for list_config in (sync_config.lists or {}).values():
-            filters = list_config.filters
-            if filters is not None and (
-                filters.spaces is not None or filters.room_name_like is not None
-            ):
-                return False
-        return True
-
-    async def _verified(
-        self, ours: SlidingSyncInterestedRooms, arguments: dict[str, Any]
-    ) -> SlidingSyncInterestedRooms:
-        """Synapse's own answer at the same token, compared with ours: ours
-        when they agree, Synapse's (and a warning) when they do not."""
-        try:
-            theirs = await self._original(**arguments)
-        except SlidingSyncUnknownPosition:
-            raise
-        except Exception:
-            logger.exception("roomcache: Synapse's own room lists failed; keeping roomcache's")
-            VERIFIED.labels(outcome="synapse_failed").inc()
-            return ours
-        ahead = verify.synapse_ahead(theirs, arguments["to_token"])
-        if ahead:
-            VERIFIED.labels(outcome="synapse_ahead").inc()
-            logger.info(
-                "roomcache: Synapse's own room lists of %s show memberships after %s in %s; "
-                "not compared",
-                arguments["sync_config"].user.to_string(),
-                arguments["to_token"].room_key,
-                ahead[:5],
-            )
-            return ours
-        found = verify.differences(ours, theirs)
-        VERIFIED.labels(outcome="different" if found else "equal").inc()
-        if not found:
-            return ours
-        logger.warning(
-            "roomcache: room lists of %s differ from Synapse's at %s (Synapse's are used): %s",
-            arguments["sync_config"].user.to_string(),
-            arguments["to_token"].room_key,
-            "; ".join(found[:10]),
-        )
-        return theirs
-
     def _log_fallback(self, sync_config: Any, fallback: Fallback) -> None:
         if fallback.reason in ("bypass", "no_lists"):
             return
-        user = sync_config.user.to_string()
-        if fallback.reason in ("unavailable", "timeout"):
+        if fallback.reason in _QUIET_REASONS:
             now = time.monotonic()
-            if now - self._last_unavailable_log < 10:
+            if now - self._last_quiet_log < 10:
                 return
-            self._last_unavailable_log = now
+            self._last_quiet_log = now
             logger.warning(
                 "roomcache: %s (%s); computing room lists Synapse's way (logged at most "
                 "every 10 s)",
@@ -181,7 +160,7 @@ class RoomcacheRoomLists:
             return
         logger.info(
             "roomcache: room lists of %s computed Synapse's way: %s %s",
-            user,
+            sync_config.user.to_string(),
             fallback.reason,
             fallback.detail,
         )
@@ -200,29 +179,27 @@ class RoomcacheRoomLists:
         lists: Mapping[str, Any] = sync_config.lists or {}
         if not lists:
             raise Fallback("no_lists")
-        if not await self._store.have_finished_sliding_sync_background_jobs():
+        if not await self._synapse.sliding_sync_tables_ready():
             raise Fallback("synapse_tables_not_ready")
         user_id = sync_config.user.to_string()
         facts = await self._synapse_facts(user_id, to_token, from_token)
         configs = {name: RoomSyncConfig.from_room_config(config) for name, config in lists.items()}
         answer = await self._ask(sync_config, lists, configs, to_token, from_token, facts)
         assembled = await self._assemble(lists, configs, answer, to_token)
-        await self._add_subscriptions(sync_config, answer, facts, assembled)
+        self._add_subscriptions(sync_config, answer, facts, assembled)
         return await self._result(
-            user_id, previous_connection_state, from_token, answer, facts, assembled
+            user_id, previous_connection_state, from_token, to_token, answer, facts, assembled
         )
 
     async def _synapse_facts(self, user_id: str, to_token: Any, from_token: Any | None) -> Facts:
         """What Synapse holds cheaply (cached) and roomcache does not."""
-        store = self._store
-        ignored = await store.ignored_users(user_id)
-        if ignored:
-            invite_config = await store.get_invite_config_for_user(user_id)
-            if not isinstance(invite_config, AllowAllInviteRulesConfig):
-                raise Fallback("invite_rules", "ignored users and invite rules")
-        forgotten = await store.get_forgotten_rooms_for_user(user_id)
-        newly_joined, newly_left = await self._room_lists._get_newly_joined_and_left_rooms(
-            user_id, to_token=to_token, from_token=from_token
+        synapse = self._synapse
+        ignored = await synapse.ignored_users(user_id)
+        if ignored and not await synapse.accepts_all_invites(user_id):
+            raise Fallback("invite_rules", "ignored users and invite rules")
+        forgotten = await synapse.forgotten_rooms(user_id)
+        newly_joined, newly_left = await synapse.newly_joined_and_left(
+            user_id, to_token, from_token
         )
         forgotten_left = [room_id for room_id in newly_left if room_id in forgotten]
         if forgotten_left:
@@ -233,9 +210,9 @@ class RoomcacheRoomLists:
         if without_event:
             raise Fallback("left_without_event", f"{len(without_event)} rooms")
         return Facts(
-            ignored=frozenset(ignored),
-            forgotten=frozenset(forgotten),
-            partial_state=frozenset(await store.get_partial_rooms()),
+            ignored=ignored,
+            forgotten=forgotten,
+            partial_state=await synapse.partial_state_rooms(),
             newly_joined=frozenset(newly_joined),
             newly_left=frozenset(newly_left),
         )
@@ -248,11 +225,13 @@ class RoomcacheRoomLists:
         to_token: Any,
         from_token: Any | None,
         facts: Facts,
-    ) -> JsonDict:
+    ) -> RoomListAnswer:
+        """roomcache's answer at the request's token, checked; `Fallback`
+        when there is none to use."""
         bodies = []
         for name, list_config in lists.items():
             exclude = set(self._excluded_globally)
-            if configs[name].must_await_full_state(self._is_mine_id):
+            if configs[name].must_await_full_state(self._synapse.is_mine_id):
                 exclude |= facts.partial_state
             try:
                 bodies.append(list_body(list_config, exclude))
@@ -264,7 +243,6 @@ class RoomcacheRoomLists:
             other_rooms = "all"
         else:
             other_rooms = None
-        subscriptions = list(sync_config.room_subscriptions or ())
         user_id = sync_config.user.to_string()
         body = room_list_body(
             lists=bodies,
@@ -274,136 +252,247 @@ class RoomcacheRoomLists:
             forgotten_rooms=facts.forgotten,
             ignored_inviters=facts.ignored,
             other_rooms=other_rooms,
-            room_ids=subscriptions,
+            room_ids=list(sync_config.room_subscriptions or ()),
             wait_for_account_data=self._position.account_data_to_wait_for(user_id, to_token),
             unaffected=self._position.unaffected(user_id),
         )
+        with self._through_breaker():
+            raw = await self._client.room_lists(user_id, body)
+        at = StreamPosition.of(to_token.room_key)
+        asked = [[(start, end) for start, end in config.ranges or ()] for config in lists.values()]
         try:
-            answer = await self._client.room_lists(user_id, body)
-        except RoomcacheFailure as failure:
-            raise Fallback(failure.reason, failure.detail) from failure
-        self._position.note(answer)
-        if answer.get("unaffected"):
+            answer = parse_answer(raw, asked, at)
+        except BadAnswer as error:
+            raise Fallback("bad_answer", str(error)) from error
+        await self._check_token(answer.token)
+        self._position.note(answer, to_token)
+        if answer.waited_us is not None:
+            ROOMCACHE_WAIT_SECONDS.observe(answer.waited_us / 1e6)
+        if answer.unaffected:
             UNAFFECTED.inc()
-        if answer.get("timed_out"):
-            raise Fallback("not_caught_up", f"roomcache at {answer.get('token')}")
-        if answer.get("fallback"):
+        if answer.timed_out:
+            raise Fallback("not_caught_up", f"roomcache at {answer.token.text()}")
+        if answer.fallback:
             raise Fallback("recalculating", "roomcache is recomputing some of the user's rooms")
-        after = answer.get("memberships_after_at")
-        if after is None:
-            raise Fallback("bad_answer", "no memberships_after_at")
-        if after:
-            raise Fallback("membership_after_token", f"{len(after)} rooms")
+        if answer.memberships_after_at:
+            raise Fallback("membership_after_token", f"{len(answer.memberships_after_at)} rooms")
         return answer
+
+    @contextlib.contextmanager
+    def _through_breaker(self) -> Iterator[None]:
+        """Around one call to roomcache: `Fallback` when the circuit breaker
+        is open or the call fails; the breaker hears how it went (timeouts
+        and unavailability count towards opening it, any other answer shows
+        roomcache answers, a cancelled call frees a probe's place)."""
+        ticket = self._breaker.ticket()
+        if ticket is None:
+            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
+        try:
+            yield
+        except RoomcacheFailure as failure:
+            if failure.reason in _BREAKER_REASONS:
+                self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
+            else:
+                self._breaker.succeeded(ticket)
+            raise Fallback(failure.reason, failure.detail) from failure
+        except BaseException:
+            self._breaker.released(ticket)
+            raise
+        self._breaker.succeeded(ticket)
+
+    async def _check_token(self, token: StreamPosition) -> None:
+        """An answer's token is never beyond what Synapse has handed out. The
+        process's own position first (it may lag roomcache by a moment), then
+        Synapse's allocation (one query, and only then)."""
+        highest = token.highest()
+        if highest <= self._allocated:
+            return
+        known = StreamPosition.of(self._synapse.current_room_token()).highest()
+        if highest > known:
+            known = max(known, await self._synapse.max_allocated_stream())
+        self._allocated = max(self._allocated, known)
+        if highest > known:
+            raise Fallback(
+                "bad_answer",
+                f"token {token.text()} is ahead of Synapse's highest position {known}",
+            )
 
     async def _assemble(
         self,
         lists: Mapping[str, Any],
         configs: Mapping[str, RoomSyncConfig],
-        answer: JsonDict,
+        answer: RoomListAnswer,
         to_token: Any,
     ) -> Assembled:
         """Each list's count and ops, and the rooms in its ranges, as
         Synapse's own method builds them."""
-        answered = answer["lists"]
         unsettled: set[str] = set()
-        for index in range(len(lists)):
-            unsettled.update(unsettled_joined_rooms(answered[str(index)]))
+        for list_answer in answer.lists:
+            unsettled.update(unsettled_joined_rooms(list_answer))
         positions: Mapping[str, int] = {}
         if unsettled:
             UNSETTLED_ROOMS.inc(len(unsettled))
-            positions = await self._store.bulk_get_last_event_pos_in_room_before_stream_ordering(
-                unsettled, to_token.room_key
-            )
+            positions = await self._synapse.positions_at_token(unsettled, to_token.room_key)
         assembled = Assembled()
-        for index, (name, list_config) in enumerate(lists.items()):
-            list_answer = answered[str(index)]
+        for (name, list_config), list_answer in zip(lists.items(), answer.lists, strict=True):
             ranges = list(list_config.ranges or [])
             try:
-                rooms_by_range = range_entries(list_answer, ranges, positions)
+                rooms_by_range = range_room_ids(list_answer, ranges, positions)
             except UnsettledRoomUnknown as error:
                 raise Fallback("unsettled_room_unknown", str(error)) from error
             ops = []
             # Synapse carries the config a room ends up with on to the
             # list's next rooms; so does this.
             config = configs[name]
-            for list_range, entries in zip(ranges, rooms_by_range, strict=True):
-                for entry in entries:
-                    config = assembled.add_room(entry, config)
+            for list_range, room_ids in zip(ranges, rooms_by_range, strict=True):
+                config = assembled.add_rooms(room_ids, config)
                 ops.append(
                     SlidingSyncResult.SlidingWindowList.Operation(
-                        op=OperationType.SYNC,
-                        range=list_range,
-                        room_ids=[entry["room_id"] for entry in entries],
+                        op=OperationType.SYNC, range=list_range, room_ids=list(room_ids)
                     )
                 )
             assembled.lists[name] = SlidingSyncResult.SlidingWindowList(
-                count=list_answer["count"], ops=ops
+                count=list_answer.count, ops=ops
             )
-        assembled.all_rooms.update(answer.get("other_rooms") or ())
+        assembled.all_rooms.update(answer.other_rooms)
         return assembled
 
-    async def _add_subscriptions(
-        self, sync_config: Any, answer: JsonDict, facts: Facts, assembled: Assembled
+    def _add_subscriptions(
+        self, sync_config: Any, answer: RoomListAnswer, facts: Facts, assembled: Assembled
     ) -> None:
         """Room subscriptions, as Synapse adds them after the lists."""
         subscriptions = sync_config.room_subscriptions or {}
-        known: Mapping[str, JsonDict] = answer.get("rooms") or {}
         for room_id, subscription in subscriptions.items():
-            entry = assembled.entries.get(room_id) or known.get(room_id)
-            if entry is None:
+            if room_id not in assembled.relevant and room_id not in answer.subscribed:
                 continue
             assembled.all_rooms.add(room_id)
+            if room_id not in assembled.relevant:
+                assembled.subscribed_outside_ranges.add(room_id)
             config = RoomSyncConfig.from_room_config(subscription)
-            if config.must_await_full_state(self._is_mine_id) and room_id in facts.partial_state:
+            if (
+                config.must_await_full_state(self._synapse.is_mine_id)
+                and room_id in facts.partial_state
+            ):
                 continue
-            assembled.add_room(entry, config)
+            assembled.add_room(room_id, config)
 
     async def _result(
         self,
         user_id: str,
         previous_connection_state: Any,
         from_token: Any | None,
-        answer: JsonDict,
+        to_token: Any,
+        answer: RoomListAnswer,
         facts: Facts,
         assembled: Assembled,
     ) -> SlidingSyncInterestedRooms:
-        memberships: dict[str, RoomsForUserSlidingSync] = {}
-        for room_id, entry in assembled.entries.items():
-            memberships[room_id] = await self._membership(entry)
-        relevant_to_send = await self._room_lists._filter_relevant_rooms_to_send(
-            previous_connection_state, from_token, assembled.relevant
-        )
+        relevant = assembled.relevant
+        previous = self._synapse.previous_connection(previous_connection_state, from_token)
+        updated: set[str] = set()
+        if previous is not None:
+            # roomcache names the lists' rooms with an event (or the user's
+            # membership) after `pos`; rooms shown only as subscriptions are
+            # Synapse's to judge (at most a few).
+            updated = set(answer.other_rooms)
+            subscribed_only = assembled.subscribed_outside_ranges - updated
+            if subscribed_only:
+                updated |= await self._synapse.rooms_with_updates_since(
+                    subscribed_only, from_token.room_key
+                )
+        try:
+            relevant_to_send = rooms_to_send(
+                relevant,
+                previous,
+                updated,
+                now_ms=self._synapse.now_ms(),
+                expiry=self._synapse.connection_expiry,
+            )
+        except ConnectionExpired:
+            raise SlidingSyncUnknownPosition() from None
+        lacking = answer.lacking_entries(relevant_to_send)
+        if lacking:
+            await self._fetch_entries(user_id, answer, lacking, to_token, facts)
         return SlidingSyncInterestedRooms(
             lists=assembled.lists,
-            relevant_room_map=assembled.relevant,
+            relevant_room_map=relevant,
             relevant_rooms_to_send_map=relevant_to_send,
-            all_rooms=assembled.all_rooms | assembled.relevant.keys(),
-            room_membership_for_user_map=memberships,
+            all_rooms=assembled.all_rooms | relevant.keys(),
+            # Synapse's caller reads the memberships of the rooms it sends
+            # only.
+            room_membership_for_user_map=await self._memberships(answer, relevant_to_send),
             newly_joined_rooms=facts.newly_joined,
             newly_left_rooms=facts.newly_left,
-            dm_room_ids=await self._room_lists._get_dm_rooms_for_user(user_id),
+            dm_room_ids=await self._synapse.dm_rooms(user_id),
         )
 
-    async def _membership(self, entry: JsonDict) -> RoomsForUserSlidingSync:
-        room_id = entry["room_id"]
-        try:
-            room_version_id = await self._store.get_room_version_id(room_id)
-        except Exception as error:  # an unknown room version: Synapse leaves the room out
-            raise Fallback("room_version", f"{room_id}: {error}") from error
-        return RoomsForUserSlidingSync(
-            room_id=room_id,
-            sender=entry["sender"],
-            membership=entry["membership"],
-            event_id=entry["membership_event_id"],
-            event_pos=PersistedEventPosition(
-                entry["event_instance_name"], entry["event_stream_ordering"]
-            ),
-            room_version_id=room_version_id,
-            has_known_state=entry["has_known_state"],
-            room_type=entry["room_type"],
-            is_encrypted=entry["is_encrypted"],
+    async def _fetch_entries(
+        self,
+        user_id: str,
+        answer: RoomListAnswer,
+        room_ids: list[str],
+        to_token: Any,
+        facts: Facts,
+    ) -> None:
+        """The whole entries of rooms to send that the answer showed short
+        (seen before on the connection, but not sent: rooms new in a range
+        that grew, a config that widened): one more request, at a token
+        roomcache has reached, checked for memberships after the request's
+        token like the first."""
+        body = room_list_body(
+            lists=[{}],
+            to_token=to_token,
+            from_token=None,
+            wait_timeout_ms=self._config.wait_timeout_ms,
+            forgotten_rooms=facts.forgotten,
+            ignored_inviters=facts.ignored,
+            other_rooms=None,
+            room_ids=room_ids,
+            wait_for_account_data=0,
+            wait_for=answer.token.text(),
         )
+        with self._through_breaker():
+            raw = await self._client.room_lists(user_id, body)
+        try:
+            more = parse_answer(raw, [[]], StreamPosition.of(to_token.room_key))
+            if more.timed_out or more.fallback:
+                raise BadAnswer(f"entries asked at {answer.token.text()} came late or recomputed")
+            if more.memberships_after_at:
+                raise Fallback("membership_after_token", f"{len(more.memberships_after_at)} rooms")
+            answer.add_entries(more, room_ids)
+        except BadAnswer as error:
+            raise Fallback("bad_answer", str(error)) from error
+        ENTRIES_FETCHED.inc(len(room_ids))
+
+    async def _memberships(
+        self, answer: RoomListAnswer, room_ids: Collection[str]
+    ) -> dict[str, RoomsForUserSlidingSync]:
+        """The user's membership in each room, as of the token, with the
+        room's version (one lookup for all of them)."""
+        try:
+            entries = [answer.entry(room_id) for room_id in room_ids]
+        except BadAnswer as error:
+            raise Fallback("bad_answer", str(error)) from error
+        versions = await self._synapse.room_versions(room_ids)
+        memberships = {}
+        for entry in entries:
+            version = versions.get(entry.room_id)
+            if version not in KNOWN_ROOM_VERSIONS:
+                # Synapse leaves rooms of unknown versions out of its lists.
+                raise Fallback("room_version", f"{entry.room_id}: {version!r}")
+            memberships[entry.room_id] = RoomsForUserSlidingSync(
+                room_id=entry.room_id,
+                sender=entry.sender,
+                membership=entry.membership,
+                event_id=entry.membership_event_id,
+                event_pos=PersistedEventPosition(
+                    entry.event_instance_name, entry.event_stream_ordering
+                ),
+                room_version_id=version,
+                has_known_state=entry.has_known_state,
+                room_type=entry.room_type,
+                is_encrypted=entry.is_encrypted,
+            )
+        return memberships
 
 
 def _sticky_events_enabled(sync_config: Any) -> bool:

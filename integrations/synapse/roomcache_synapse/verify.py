@@ -4,10 +4,11 @@
 With `verify_fraction` set, that share of the requests answered from
 roomcache is also computed Synapse's way, and the two are compared: the
 lists (counts, ops; the rooms of a range Synapse does not sort as a set),
-the rooms shown and the memberships they are shown with, and the rooms to
-send. The rooms' configs are not compared: Synapse carries a room's config
-on to the next rooms of a list, so in a list it does not sort they depend
-on an order it leaves unspecified. `all_rooms` is not compared either: the
+the rooms shown, and the memberships of the rooms the module sends (the
+only ones Synapse's caller reads). The rooms' configs are not compared:
+Synapse carries a room's config on to the next rooms of a list, so in a
+list it does not sort they depend on an order it leaves unspecified.
+`all_rooms` is not compared either: the
 module names only the rooms out of range that Synapse then looks at. Nor
 are the rooms to send: Synapse picks them from the rooms with an event
 after the previous request's token up to now, not up to the token, so two
@@ -17,7 +18,66 @@ with an update up to the token).
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .adapter import SlidingSyncUnknownPosition
+from .metrics import VERIFIED
+
+logger = logging.getLogger(__name__)
+
+
+def should_verify(fraction: float, sync_config: Any) -> bool:
+    """Whether to check this answer: a share of them, never those Synapse
+    cannot compute (lists on `spaces` or `room_name_like`)."""
+    if not fraction or random.random() >= fraction:
+        return False
+    for list_config in (sync_config.lists or {}).values():
+        filters = list_config.filters
+        if filters is not None and (
+            filters.spaces is not None or filters.room_name_like is not None
+        ):
+            return False
+    return True
+
+
+async def verified(
+    ours: Any, original: Callable[..., Awaitable[Any]], arguments: dict[str, Any]
+) -> Any:
+    """Synapse's own answer at the same token, compared with ours: ours
+    when they agree, Synapse's (and a warning) when they do not."""
+    try:
+        theirs = await original(**arguments)
+    except SlidingSyncUnknownPosition:
+        raise
+    except Exception:
+        logger.exception("roomcache: Synapse's own room lists failed; keeping roomcache's")
+        VERIFIED.labels(outcome="synapse_failed").inc()
+        return ours
+    ahead = synapse_ahead(theirs, arguments["to_token"])
+    if ahead:
+        VERIFIED.labels(outcome="synapse_ahead").inc()
+        logger.info(
+            "roomcache: Synapse's own room lists of %s show memberships after %s in %s; "
+            "not compared",
+            arguments["sync_config"].user.to_string(),
+            arguments["to_token"].room_key,
+            ahead[:5],
+        )
+        return ours
+    found = differences(ours, theirs)
+    VERIFIED.labels(outcome="different" if found else "equal").inc()
+    if not found:
+        return ours
+    logger.warning(
+        "roomcache: room lists of %s differ from Synapse's at %s (Synapse's are used): %s",
+        arguments["sync_config"].user.to_string(),
+        arguments["to_token"].room_key,
+        "; ".join(found[:10]),
+    )
+    return theirs
 
 
 def _unsorted(synapse_list: Any) -> bool:
@@ -92,7 +152,13 @@ def differences(ours: Any, theirs: Any) -> list[str]:
         found.append(
             f"rooms shown {sorted(ours.relevant_room_map)} != {sorted(theirs.relevant_room_map)}"
         )
-    for room_id in sorted(set(ours.relevant_room_map) & set(theirs.relevant_room_map)):
+    # The module builds the memberships of the rooms it sends (the only
+    # ones Synapse's caller reads); each is compared with Synapse's.
+    without = set(ours.relevant_rooms_to_send_map) - set(ours.room_membership_for_user_map)
+    if without:
+        found.append(f"rooms to send without a membership: {sorted(without)}")
+    shown = set(ours.room_membership_for_user_map) & set(theirs.relevant_room_map)
+    for room_id in sorted(shown):
         mine = ours.room_membership_for_user_map.get(room_id)
         expected = theirs.room_membership_for_user_map.get(room_id)
         if mine is None or expected is None or _membership(mine) != _membership(expected):

@@ -6,10 +6,13 @@ the module, for users in 100, 1,000 and 10,000 rooms.
 
 Builds the dataset once (dataset.py; reused while its spec is the same),
 starts Synapse 1.163.2 with the module and the phase timer, roomcache
-(`ROOMCACHE_BIN`) in source mode on its database, then runs every case
-(driver.py) and prints the tables (report.py). Ports: the base
-(`--port-base`, env ROOMCACHE_BENCH_SYNAPSE_PORT_BASE, default 25470) for
-Postgres and the next one for Synapse's client API.
+(`ROOMCACHE_BIN`) in source mode on its database, then runs every case:
+the simple ones (driver.py: one 20-room window, one state key), then
+Element X's (element_x_bench.py: the list loading and the steady state,
+without and with room subscriptions), and prints the tables (report.py,
+element_x_report.py). Ports: the base (`--port-base`, env
+ROOMCACHE_BENCH_SYNAPSE_PORT_BASE, default 25470) for Postgres and the
+next one for Synapse's client API.
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness import REPOSITORY, Homeserver
 from tests.roomcache import Roomcache, roomcache_binary
 
 from . import dataset as datasets
-from . import report
+from . import element_x_report, report
 from .driver import BYPASS_PREFIX, CASES, SNAPSHOT_CACHE, Bench, CaseResult
+from .element_x_bench import CASES as ELEMENT_X_CASES
+from .element_x_bench import ElementXOptions, ElementXResult, ElementXRun
 
 
 @dataclass
@@ -43,11 +48,14 @@ class Options:
     poll_interval_ms: int | None
     attribution_requests: int
     default_caches: bool = False
+    element_x: ElementXOptions = field(default_factory=ElementXOptions)
+    build_concurrency: int = 6
 
 
 @dataclass
 class Outcome:
     results: list[CaseResult]
+    element_x: list[ElementXResult]
     synapse_errors: list[str]
     lines: list[str]
 
@@ -82,7 +90,33 @@ def parse(arguments: Sequence[str]) -> Options:
         help="keep Synapse's default cache sizes (its membership snapshot cache then "
         "cannot hold a user in 10,000 rooms)",
     )
-    parser.add_argument("--cases", default=",".join(case.name for case in CASES))
+    parser.add_argument(
+        "--cases", default=",".join(case.name for case in (*CASES, *ELEMENT_X_CASES))
+    )
+    parser.add_argument(
+        "--sequences",
+        type=int,
+        default=3,
+        help="Element X: measured loading sequences per size and side",
+    )
+    parser.add_argument(
+        "--warmup-sequences",
+        type=int,
+        default=1,
+        help="Element X: unmeasured loading sequences first",
+    )
+    parser.add_argument(
+        "--steady-requests",
+        type=int,
+        default=50,
+        help="Element X: measured steady requests per stage, size and side",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=100, help="Element X: the list grows by this many rooms"
+    )
+    parser.add_argument(
+        "--build-concurrency", type=int, default=6, help="requests at once building the dataset"
+    )
     parser.add_argument(
         "--poll-interval-ms",
         type=int,
@@ -90,7 +124,7 @@ def parse(arguments: Sequence[str]) -> Options:
         help="roomcache's source poll interval (default: roomcache's own)",
     )
     parsed = parser.parse_args(arguments)
-    known = {case.name for case in CASES}
+    known = {case.name for case in (*CASES, *ELEMENT_X_CASES)}
     cases = tuple(parsed.cases.split(","))
     if not set(cases) <= known:
         parser.error(f"cases: {', '.join(sorted(known))}")
@@ -104,6 +138,14 @@ def parse(arguments: Sequence[str]) -> Options:
         poll_interval_ms=parsed.poll_interval_ms,
         attribution_requests=parsed.attribution_requests,
         default_caches=parsed.synapse_default_caches,
+        element_x=ElementXOptions(
+            sequences=parsed.sequences,
+            warmup_sequences=parsed.warmup_sequences,
+            requests=parsed.steady_requests,
+            warmup=parsed.warmup,
+            batch=parsed.batch,
+        ),
+        build_concurrency=parsed.build_concurrency,
     )
 
 
@@ -156,7 +198,7 @@ def run(options: Options) -> Outcome:
     with homeserver:
         dataset = existing
         if dataset is None:
-            dataset = datasets.build(homeserver, spec)
+            dataset = datasets.build(homeserver, spec, concurrency=options.build_concurrency)
             record_path.write_text(json.dumps(dataset.to_json(), indent=1))
         log_offset = _log_size(homeserver)
         roomcache = Roomcache(
@@ -169,15 +211,22 @@ def run(options: Options) -> Outcome:
             print("\n".join(lines), flush=True)
             bench = Bench(homeserver, dataset, roomcache.socket_path)
             results = _run_cases(bench, options)
+            element_x = _run_element_x(bench, options)
             bench.close()
         errors = _log_errors(homeserver, log_offset)
-    lines = _report(options, results, errors)
+    lines = _report(options, results, element_x, errors)
     print("\n".join(lines), flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (options.directory / f"results-{stamp}.json").write_text(
-        json.dumps({"sizes": options.sizes, "cases": report.as_json(results)})
+        json.dumps(
+            {
+                "sizes": options.sizes,
+                "cases": report.as_json(results),
+                "element_x": element_x_report.as_json(element_x),
+            }
+        )
     )
-    return Outcome(results, errors, lines)
+    return Outcome(results, element_x, errors, lines)
 
 
 def _run_cases(bench: Bench, options: Options) -> list[CaseResult]:
@@ -197,6 +246,19 @@ def _run_cases(bench: Bench, options: Options) -> list[CaseResult]:
     return results
 
 
+def _run_element_x(bench: Bench, options: Options) -> list[ElementXResult]:
+    results = []
+    for case in ELEMENT_X_CASES:
+        if case.name in options.cases:
+            print(f"case {case.name} ...", file=sys.stderr, flush=True)
+            result = ElementXRun(bench, case, options.element_x).run()
+            # On stderr at once: a run stopped later still leaves these.
+            section = element_x_report.section(result, options.sizes)
+            print("\n".join(section), file=sys.stderr, flush=True)
+            results.append(result)
+    return results
+
+
 def _header(options: Options, roomcache: Roomcache, startup_seconds: float) -> list[str]:
     import synapse
 
@@ -208,16 +270,40 @@ def _header(options: Options, roomcache: Roomcache, startup_seconds: float) -> l
         f"{roomcache_binary()}; Python {platform.python_version()}",
         f"users in {', '.join(f'{size:,}' for size in options.sizes)} rooms; "
         f"{options.requests} measured requests per case, size and side "
-        f"({options.warmup} rounds of warm-up)",
+        f"({options.warmup} rounds of warm-up); Element X: "
+        f"{options.element_x.warmup_sequences} + {options.element_x.sequences} loading "
+        f"sequences (the list growing by {options.element_x.batch}), then "
+        f"{options.element_x.requests} steady requests per stage, size and side",
         f"roomcache: started (import + catch-up) in {startup_seconds:.1f} s, RSS {rss}",
         f"load average at start: {Path('/proc/loadavg').read_text().strip()}",
     ]
 
 
-def _report(options: Options, results: list[CaseResult], errors: list[str]) -> list[str]:
+def _report(
+    options: Options,
+    results: list[CaseResult],
+    element_x: list[ElementXResult],
+    errors: list[str],
+) -> list[str]:
+    lines = _simple_report(options, results)
+    for result in element_x:
+        lines += element_x_report.section(result, options.sizes)
+    lines += ["", "## Goals", "", *report.goals(main_results(results), options.sizes)]
+    lines += [*element_x_report.goals(element_x, options.sizes), ""]
+    lines.append(f"errors in Synapse's log during the run: {len(errors)}")
+    lines += [f"  {line}" for line in errors[:10]]
+    return lines
+
+
+def main_results(results: list[CaseResult]) -> list[CaseResult]:
+    return [result for result in results if not result.sequential_rooms]
+
+
+def _simple_report(options: Options, results: list[CaseResult]) -> list[str]:
+    if not results:
+        return []
     lines = ["", "## Whole request (client) and room-list part (the seam), ms, p50 / p99", ""]
-    main = [result for result in results if not result.sequential_rooms]
-    lines += report.summary_table(main, options.sizes)
+    lines += report.summary_table(main_results(results), options.sizes)
     titles = {case.name: case.title for case in CASES}
     for result in results:
         how = ", rooms one at a time (attribution)" if result.sequential_rooms else ""
@@ -232,9 +318,6 @@ def _report(options: Options, results: list[CaseResult], errors: list[str]) -> l
             f"module's counters over the case: {counts}",
             f"load average: {result.load_before} before, {result.load_after} after",
         ]
-    lines += ["", "## Goals", "", *report.goals(main, options.sizes), ""]
-    lines.append(f"errors in Synapse's log during the run: {len(errors)}")
-    lines += [f"  {line}" for line in errors[:10]]
     return lines
 
 
@@ -265,7 +348,8 @@ def _rss_mib(pid: int | None) -> str:
 
 def main(arguments: Sequence[str]) -> int:
     outcome = run(parse(arguments))
-    return 1 if outcome.synapse_errors else 0
+    different = any(result.differences for result in outcome.element_x)
+    return 1 if outcome.synapse_errors or different else 0
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class KeepAlive:
         self._port = parts.port or 80
         self._socket_path = socket_path
         self._connection: http.client.HTTPConnection | None = None
+        self.last_answer_bytes = 0
 
     def request(
         self, method: str, path: str, body: Any = None, token: str | None = None
@@ -88,6 +89,7 @@ class KeepAlive:
                 continue
             if response.status != 200:
                 raise RuntimeError(f"{method} {path}: HTTP {response.status} {raw[:500]!r}")
+            self.last_answer_bytes = len(raw)
             return seconds, json.loads(raw)
         raise AssertionError("unreachable")
 
@@ -112,6 +114,15 @@ class Sample:
     phases: dict[str, float]
     calls: dict[str, int]
     rooms: int
+    answer_bytes: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client_seconds,
+            "rooms": self.rooms,
+            "bytes": self.answer_bytes,
+            "phases": self.phases,
+        }
 
 
 @dataclass
@@ -199,7 +210,7 @@ class Bench:
     def _run_case(
         self, case: Case, requests: int, warmup: int, sequential_rooms: bool
     ) -> CaseResult:
-        result = CaseResult(case.name, sequential_rooms, load_before=_loadavg())
+        result = CaseResult(case.name, sequential_rooms, load_before=loadavg())
         counts_before = self.module_counts()
         pairs = [(size, side) for size in self.dataset.spec.sizes for side in SIDES]
         positions: dict[tuple[int, str], str | None] = dict.fromkeys(pairs)
@@ -220,8 +231,8 @@ class Bench:
                 if len(records) != 1:
                     raise RuntimeError(f"expected one phase record, got {len(records)}")
                 if round_number >= warmup:
-                    sample = _sample(seconds, records[0])
-                    sample.phases["replay.roomcache_direct"] = self._replay(records[0])
+                    sample = sample_of(seconds, records[0])
+                    sample.phases["replay.roomcache_direct"] = self.replay(records[0])
                     result.samples.setdefault((size, side), []).append(sample)
         after = self.module_counts()
         result.module_counts = {
@@ -229,10 +240,10 @@ class Bench:
             for key, value in after.items()
             if value - counts_before.get(key, 0.0)
         }
-        result.load_after = _loadavg()
+        result.load_after = loadavg()
         return result
 
-    def _replay(self, record: dict[str, Any]) -> float:
+    def replay(self, record: dict[str, Any]) -> float:
         """The requests the module sent roomcache, sent again from here (a
         plain client outside Synapse, on a kept-alive connection): seconds."""
         total = 0.0
@@ -280,7 +291,7 @@ def _check_answer(answer: Any, size: int, side: str, case: Case) -> None:
         )
 
 
-def _sample(seconds: float, record: dict[str, Any]) -> Sample:
+def sample_of(seconds: float, record: dict[str, Any]) -> Sample:
     return Sample(
         client_seconds=seconds,
         phases={name: float(value) for name, value in record["phases"].items()},
@@ -289,7 +300,7 @@ def _sample(seconds: float, record: dict[str, Any]) -> Sample:
     )
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:

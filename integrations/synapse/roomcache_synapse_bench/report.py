@@ -35,8 +35,8 @@ SEAM_PHASES = (
     ("seam.rewind", "Synapse: rewind to the token, newly joined/left"),
     ("seam.filter", "Synapse: filters"),
     ("seam.sort", "Synapse: sort"),
-    ("seam.to_send", "Synapse: rooms to send"),
-    ("seam.dm_rooms", "Synapse: DM rooms"),
+    ("seam.to_send", "rooms to send (Synapse's walk over the rooms in range; the module's too)"),
+    ("seam.dm_rooms", "DM rooms (Synapse's; the module's too)"),
     ("seam.synapse_facts", "module: Synapse's facts (forgotten, newly joined/left...)"),
     ("seam.ask_roomcache", "module: ask roomcache"),
     ("seam.roomcache_call", "module:   of which the call over the socket"),
@@ -71,14 +71,18 @@ def _ms(samples: list[Sample], phase: str | None, fraction: float) -> float:
 def _mean_ms(samples: list[Sample], phase: str) -> float:
     if not samples:
         return math.nan
-    return sum(_phase_value(sample, phase) for sample in samples) / len(samples) * 1000
+    return sum(phase_value(sample, phase) for sample in samples) / len(samples) * 1000
 
 
-def _phase_value(sample: Sample, phase: str) -> float:
+def phase_value(sample: Sample, phase: str) -> float:
     if phase == "client":
         return sample.client_seconds
     if phase == "outside_handler":
         return sample.client_seconds - sample.phases.get("total", 0.0)
+    if phase == "result_rest":  # the module's result step besides Synapse's two helpers
+        return sample.phases.get("seam.result", 0.0) - sum(
+            sample.phases.get(name, 0.0) for name in ("seam.to_send", "seam.dm_rooms")
+        )
     if phase == "handler_other":
         return sample.phases.get("total", 0.0) - sum(
             sample.phases.get(name, 0.0) for name, _ in TOP_PHASES
@@ -221,10 +225,7 @@ def as_json(results: list[CaseResult]) -> list[dict[str, Any]]:
             "load_after": result.load_after,
             "module_counts": result.module_counts,
             "samples": {
-                f"{size}/{side}": [
-                    {"client": s.client_seconds, "rooms": s.rooms, "phases": s.phases}
-                    for s in samples
-                ]
+                f"{size}/{side}": [sample.as_json() for sample in samples]
                 for (size, side), samples in result.samples.items()
             },
         }

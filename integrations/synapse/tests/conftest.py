@@ -2,7 +2,8 @@
 at the end of the session.
 
 Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE (default 25440) and the fifteen after it
-(test_bench_smoke.py: the two after those).
+(test_bench_smoke.py: the two after those; test_follow_hostile.py: the six after
+those; with_module_via_peer: base + 24, + 25).
 
 Files: ROOMCACHE_SYNAPSE_TEST_DIR, else var/synapse-test (scripts/test.d/synapse
 passes a short symlink to it, so that the Unix sockets' paths in it stay within
@@ -19,6 +20,7 @@ import pytest
 
 from .deployment import ModuleDeployment, module_config
 from .harness import REPOSITORY, Homeserver
+from .peer import MisbehavingPeer
 from .roomcache import Roomcache
 
 PORT_BASE = int(os.environ.get("ROOMCACHE_SYNAPSE_TEST_PORT_BASE", "25440"))
@@ -88,3 +90,41 @@ def with_module_workers() -> Iterator[ModuleDeployment]:
     with homeserver, roomcache:
         roomcache.wait_until_caught_up()
         yield ModuleDeployment(homeserver, roomcache)
+
+
+# The module's settings with the misbehaving peer: short timeouts (a hang
+# costs this much), a small answer limit, and no verification (the default:
+# nothing but the module's own checks stands between the peer and clients).
+PEER_REQUEST_TIMEOUT_MS = 1500
+PEER_CIRCUIT_OPEN_MS = 5000
+PEER_MAX_ANSWER_BYTES = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def with_module_via_peer() -> Iterator[ModuleDeployment]:
+    """One Synapse process with the module (ports: base + 24, base + 25),
+    which asks a misbehaving peer (tests/peer.py) on its own socket; the
+    peer passes requests on to a real roomcache in source mode, caught up."""
+    directory = TEST_DIRECTORY / "module-peer"
+    modules = module_config(
+        directory,
+        directory / "peer.sock",
+        wait_timeout_ms=1000,
+        request_timeout_ms=PEER_REQUEST_TIMEOUT_MS,
+        verify_fraction=0,
+        max_answer_bytes=PEER_MAX_ANSWER_BYTES,
+        circuit_open_ms=PEER_CIRCUIT_OPEN_MS,
+        circuit_max_open_ms=PEER_CIRCUIT_OPEN_MS * 2,
+    )
+    homeserver = Homeserver(
+        directory / "synapse",
+        pg_port=PORT_BASE + 24,
+        http_port=PORT_BASE + 25,
+        extra_config=[modules],
+        metrics=True,
+    )
+    roomcache = Roomcache(directory / "roomcache", homeserver)
+    peer = MisbehavingPeer(directory / "peer.sock", roomcache.socket_path)
+    with homeserver, roomcache, peer:
+        roomcache.wait_until_caught_up()
+        yield ModuleDeployment(homeserver, roomcache, peer)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .harness import Homeserver
+from .peer import MisbehavingPeer
 from .roomcache import Roomcache
 
 # Requests on connections whose conn_id starts with this are computed
 # Synapse's way (the module's `bypass_conn_id_prefix`): the tests compare
 # them with the same requests answered from roomcache.
 BYPASS_PREFIX = "synapse-only"
+
+# The circuit breaker's longest interval in the tests' module config: a
+# test that stops roomcache waits this long for the module to ask again.
+CIRCUIT_MAX_OPEN_MS = 2000
 
 
 @dataclass
@@ -20,6 +26,8 @@ class ModuleDeployment:
 
     homeserver: Homeserver
     roomcache: Roomcache
+    peer: MisbehavingPeer | None = None
+    """Between the module and roomcache, when the module asks a peer."""
 
     def room_list_counts(self) -> dict[tuple[str, str], float]:
         """The module's counters: room-list computations by (path, reason),
@@ -39,22 +47,26 @@ class ModuleDeployment:
         return counts
 
 
-def module_config(directory: Path, socket_path: Path) -> Path:
-    """homeserver.yaml's `modules:` for the module, written into `directory`."""
+def module_config(directory: Path, socket_path: Path, **settings: Any) -> Path:
+    """homeserver.yaml's `modules:` for the module, written into `directory`;
+    `settings` replace the tests' defaults."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "modules.yaml"
-    path.write_text(
-        "modules:\n"
-        "  - module: roomcache_synapse.RoomcacheModule\n"
-        "    config:\n"
-        f"      socket_path: {socket_path}\n"
-        "      wait_timeout_ms: 5000\n"
-        "      request_timeout_ms: 10000\n"
-        f"      bypass_conn_id_prefix: {BYPASS_PREFIX}\n"
+    config = {
+        "socket_path": socket_path,
+        "wait_timeout_ms": 5000,
+        "request_timeout_ms": 10000,
+        "bypass_conn_id_prefix": BYPASS_PREFIX,
         # Every answer from roomcache is also computed Synapse's way at the
         # same token and compared (the tests check the counter).
-        "      verify_fraction: 1.0\n"
-    )
+        "verify_fraction": 1.0,
+        "circuit_open_ms": 500,
+        "circuit_max_open_ms": CIRCUIT_MAX_OPEN_MS,
+        **settings,
+    }
+    path = directory / "modules.yaml"
+    lines = ["modules:", "  - module: roomcache_synapse.RoomcacheModule", "    config:"]
+    lines += [f"      {key}: {value}" for key, value in config.items()]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

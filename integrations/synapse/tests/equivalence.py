@@ -182,3 +182,31 @@ class Observer:
         synapse = self._sync("synapse", lists)
         self.requests += 1
         return [f"{self.client.user_id}: {d}" for d in answer_differences(module, synapse)]
+
+
+# Requests the module may leave to Synapse in the equivalence workloads, and
+# why: a room left and forgotten within the request's range; a room the
+# server left (its last local member left) within it; the user's own
+# membership changed after the request's token (roomcache follows fast
+# enough that it can be ahead of it).
+ALLOWED_FALLBACKS = {"forgotten_newly_left", "left_without_event", "membership_after_token"}
+
+
+def assert_answered_from_roomcache(counts: dict[tuple[str, str], int], requests: int) -> None:
+    """The module's counters over `requests` compared requests (each sent
+    once through the module and once bypassing it): at least 90 % answered
+    by roomcache, the rest computed Synapse's way for an allowed reason,
+    and every answer from roomcache also computed Synapse's way and equal
+    (`verify_fraction: 1.0`)."""
+    counts = dict(counts)
+    assert counts.pop(("synapse", "bypass")) == requests
+    assert counts.pop(("verified", "different"), 0) == 0
+    verified = counts.pop(("verified", "equal"), 0)
+    counts.pop(("unsettled", ""), None)
+    counts.pop(("unaffected", ""), None)
+    from_roomcache = counts.pop(("roomcache", ""), 0)
+    fallbacks = {reason: n for (_, reason), n in counts.items()}
+    assert from_roomcache + sum(fallbacks.values()) == requests
+    assert set(fallbacks) <= ALLOWED_FALLBACKS, fallbacks
+    assert from_roomcache >= 0.9 * requests
+    assert verified == from_roomcache

@@ -115,6 +115,16 @@ class Homeserver:
             text = response.read().decode()
         return parse_prometheus(text)
 
+    def pid(self, process: str = "main") -> int:
+        """The process id of one Synapse process (`main`, `p1`, `p2`)."""
+        return int((self.directory / "run" / f"{process}.pid").read_text())
+
+    def rss_bytes(self, process: str = "main") -> int:
+        """One Synapse process's resident memory."""
+        status = Path(f"/proc/{self.pid(process)}/status").read_text()
+        kilobytes = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kilobytes.split()[1]) * 1024
+
     def log_path(self, process: str = "main") -> Path:
         return Path(self.info["logs"]) / f"{process}.log"
 

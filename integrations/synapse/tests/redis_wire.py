@@ -78,6 +78,10 @@ class RedisConnection:
     def send(self, *args: str | bytes) -> None:
         self._socket.sendall(encode_command(*args))
 
+    def send_encoded(self, commands: bytes) -> None:
+        """Sends commands already encoded (`encode_command`), e.g. a pipeline."""
+        self._socket.sendall(commands)
+
     def command(self, *args: str | bytes, timeout: float = 10) -> Reply:
         """Sends one command and returns its reply (raises an error reply)."""
         self.send(*args)

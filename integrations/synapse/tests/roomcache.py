@@ -160,10 +160,12 @@ def roomcache_binary() -> Path:
     return target / "debug" / "roomcache"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix socket."""
+
+    def __init__(self, path: str | Path, timeout: float) -> None:
         super().__init__("roomcache", timeout=timeout)
-        self._path = path
+        self._path = str(path)
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -287,7 +289,7 @@ class Roomcache:
     # --- API ----------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        connection = _UnixConnection(str(self.socket_path), timeout=30)
+        connection = UnixConnection(str(self.socket_path), timeout=30)
         try:
             data = None if body is None else json.dumps(body).encode()
             headers = {"Content-Type": "application/json"} if data is not None else {}

@@ -1,6 +1,6 @@
 """The module's parts that need no server: tokens, settings, versions,
-placing rooms roomcache could not order at the token, and installing the
-package with pip."""
+reading and checking answers, the circuit breaker, placing rooms roomcache
+could not order at the token, and installing the package with pip."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from roomcache_synapse.assemble import UnsettledRoomUnknown, range_entries
-from roomcache_synapse.client import _parse
+from roomcache_synapse.answer import ListAnswer, RoomEntry
+from roomcache_synapse.assemble import UnsettledRoomUnknown, range_room_ids
+from roomcache_synapse.client import AnswerReader, RoomcacheFailure
 from roomcache_synapse.config import ConfigError, parse_config
-from roomcache_synapse.tokens import room_token
+from roomcache_synapse.tokens import StreamPosition, room_token
 from roomcache_synapse.versions import is_supported
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -23,6 +24,37 @@ PACKAGE = Path(__file__).resolve().parents[1]
 def test_tokens_in_roomcache_text_form() -> None:
     assert room_token(5, {}) == "s5"
     assert room_token(5, {"p2": 9, "p1": 7, "p3": 5}) == "m5~p1.7~p2.9"
+    parsed = StreamPosition.parse("m5~event.persister-1.7~p2.9")
+    assert (parsed.stream, dict(parsed.ahead)) == (5, {"event.persister-1": 7, "p2": 9})
+    assert parsed.text() == "m5~event.persister-1.7~p2.9"
+    assert (parsed.position("p2"), parsed.position("other"), parsed.highest()) == (9, 5, 9)
+    assert StreamPosition.parse("s0") == StreamPosition(0)
+    for bad in (
+        None,
+        5,
+        "",
+        "s",
+        "s-1",
+        "t5",
+        "s5 ",
+        "s99999999999999999999",
+        "s9223372036854775808",
+        "m5",
+        "m5~p1.5",  # a writer listed must be ahead of the minimum
+        "m5~p1.7~p1.8",
+        "m5~.7",
+        "m5~p1",
+    ):
+        with pytest.raises(ValueError):
+            StreamPosition.parse(bad)
+
+
+def test_positions_compare_writer_by_writer() -> None:
+    low = StreamPosition.parse("m5~p1.7")
+    assert low.is_before_or_eq(StreamPosition.parse("s7"))
+    assert low.is_before_or_eq(StreamPosition.parse("m6~p1.7"))
+    assert not low.is_before_or_eq(StreamPosition.parse("s6"))
+    assert not StreamPosition.parse("s6").is_before_or_eq(low)
 
 
 def test_versions() -> None:
@@ -40,6 +72,12 @@ def test_settings() -> None:
         500,
         0.5,
     )
+    assert (
+        config.max_answer_bytes,
+        config.circuit_failures,
+        config.circuit_open_ms,
+        config.circuit_max_open_ms,
+    ) == (16 * 1024 * 1024, 1, 1000, 30000)
     for bad in (
         {},
         {"socket_path": ""},
@@ -47,41 +85,49 @@ def test_settings() -> None:
         {"socket_path": "/s", "wait_timeout_ms": True},
         {"socket_path": "/s", "verify_fraction": 2},
         {"socket_path": "/s", "unknown": 1},
+        {"socket_path": "/s", "max_answer_bytes": 10},
+        {"socket_path": "/s", "circuit_failures": 0},
+        {"socket_path": "/s", "circuit_open_ms": 5000, "circuit_max_open_ms": 1000},
     ):
         with pytest.raises(ConfigError):
             parse_config(bad)
 
 
-def _entry(room_id: str, recency: int, membership: str = "join", position: int = 1) -> dict:  # type: ignore[type-arg]
-    return {
-        "room_id": room_id,
-        "recency": recency,
-        "membership": membership,
-        "event_stream_ordering": position,
-    }
+def _entry(room_id: str, recency: int, membership: str = "join", position: int = 1) -> RoomEntry:
+    return RoomEntry(
+        room_id=room_id,
+        membership=membership,
+        sender="@u:hs",
+        membership_event_id="$e",
+        event_stream_ordering=position,
+        event_instance_name="master",
+        bump_stamp=position,
+        room_type=None,
+        room_name=None,
+        is_encrypted=False,
+        tombstone_successor_room_id=None,
+        has_known_state=True,
+        recency=recency,
+    )
 
 
 def test_unsettled_rooms_are_placed_by_their_position_at_the_token() -> None:
-    answer = {
-        "count": 5,
-        "ranges": [],
-        "settled": [_entry("!a", 9), _entry("!b", 7), _entry("!c", 3)],
-        "unsettled": [
-            _entry("!late", 30),
-            _entry("!invite", 12, membership="invite", position=8),
-        ],
-    }
+    answer = ListAnswer(
+        count=5,
+        ranges=None,
+        settled=((9, "!a"), (7, "!b"), (3, "!c")),
+        unsettled=(_entry("!late", 30), _entry("!invite", 12, membership="invite", position=8)),
+    )
     ranges = [(0, 1), (2, 4), (4, 9)]
-    placed = range_entries(answer, ranges, {"!late": 5})
-    ids = [[e["room_id"] for e in rooms] for rooms in placed]
-    assert ids == [["!a", "!invite"], ["!b", "!late", "!c"], ["!c"]]
+    placed = range_room_ids(answer, ranges, {"!late": 5})
+    assert placed == [("!a", "!invite"), ("!b", "!late", "!c"), ("!c",)]
     with pytest.raises(UnsettledRoomUnknown):
-        range_entries(answer, ranges, {})
+        range_room_ids(answer, ranges, {})
 
 
 def test_ranges_cut_by_roomcache_are_used_as_they_are() -> None:
-    answer = {"count": 1, "ranges": [{"range": [0, 0], "rooms": [_entry("!a", 1)]}]}
-    assert range_entries(answer, [(0, 0)], {}) == [[_entry("!a", 1)]]
+    answer = ListAnswer(count=1, ranges=(("!a",),))
+    assert range_room_ids(answer, [(0, 0)], {}) == [("!a",)]
 
 
 def test_the_package_installs_with_pip(tmp_path: Path) -> None:
@@ -117,15 +163,43 @@ def test_the_package_installs_with_pip(tmp_path: Path) -> None:
     assert "License-Expression: Apache-2.0" in metadata.read_text()
 
 
+def _read(reader: AnswerReader, *chunks: bytes) -> tuple[int, bytes, bool] | None:
+    whole = None
+    for chunk in chunks:
+        whole = reader.feed(chunk)
+    return whole
+
+
 def test_answers_are_read_whole_with_their_content_length() -> None:
     head = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\ncontent-type: application/json\r\n\r\n"
-    assert _parse(bytearray(head + b'{"a":')) is None
-    assert _parse(bytearray(head + b'{"a":1}')) == (200, b'{"a":1}', True)
+    assert _read(AnswerReader(1024), head + b'{"a":') is None
+    assert _read(AnswerReader(1024), head[:10], head[10:] + b'{"a":', b"1}") == (
+        200,
+        b'{"a":1}',
+        True,
+    )
     closing = (
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
     )
-    assert _parse(bytearray(closing)) == (503, b"{}", False)
-    with pytest.raises(ValueError):
-        _parse(bytearray(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"))
-    with pytest.raises(ValueError):
-        _parse(bytearray(b"SSH-2.0-OpenSSH\r\n\r\n"))
+    assert _read(AnswerReader(1024), closing) == (503, b"{}", False)
+    for bad in (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}{}",  # more than announced
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 4000,  # a head without end
+    ):
+        with pytest.raises(RoomcacheFailure) as failure:
+            _read(AnswerReader(1024), bad)
+        assert failure.value.reason == "bad_answer"
+
+
+def test_answers_over_the_limit_are_refused_at_their_head() -> None:
+    reader = AnswerReader(1024)
+    with pytest.raises(RoomcacheFailure) as failure:
+        reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n" + b"x" * 100)
+    assert failure.value.reason == "answer_too_large"
+    # Exactly at the limit is read.
+    body = b"x" * 1024
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n"
+    assert _read(AnswerReader(1024), head, body[:500], body[500:]) == (200, body, True)

@@ -17,7 +17,12 @@
 //! caches`): exact, as the process publishes only what it has committed.
 //! Otherwise (polling, or a process that has announced nothing) up to the
 //! highest position present when the step starts; a row committed later
-//! below it is found by the full check. Positions are kept durable (table
+//! below it is found by the full check. An announcement above what Synapse
+//! has allocated on the stream (`cache_invalidation_stream_seq`) is refused
+//! and taken back; a durable position above it, found at start, is lowered
+//! with a full check (which finds everything the stream could have shown).
+//! The processes whose rows are read become processes whose announcements
+//! are kept. Positions are kept durable (table
 //! `stream_positions`, stream `caches`) when rows are applied, and at
 //! least every [`DURABLE_EVERY`] while they move; re-reading rows after a
 //! restart is harmless (both kinds are idempotent). Owns: the caches part
@@ -27,13 +32,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use super::Follower;
 use crate::feed::{FeedRow, PurgeRow};
 use crate::model::RoomId;
 use crate::source::read::forget_rows;
-use crate::source::redis::{Announced, CACHES};
+use crate::source::redis::{Snapshot, CACHES};
+use crate::source::rejected::{self, Reason};
 use crate::source::{queries, SourceError};
 use crate::supervisor::InvalidationBatch;
 
@@ -62,26 +68,54 @@ impl CachesPositions {
 
 /// How far this step reads: per process up to `bound(process)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct StepBounds {
+pub(super) struct StepBounds<'a> {
     /// The highest position present when the step started (or the last one
     /// read, when the step read its most rows).
     pub(super) highest: i64,
-    /// Processes bounded by what they announced on Redis.
-    pub(super) announced: BTreeMap<String, i64>,
+    /// Processes bounded by what they announced on Redis (those above
+    /// `allocated` are not: their announcement is refused).
+    pub(super) announcements: Option<&'a BTreeMap<String, i64>>,
+    /// The highest position Synapse has allocated on the caches stream.
+    pub(super) allocated: i64,
 }
 
-impl StepBounds {
-    pub(super) fn bound(&self, instance: &str) -> i64 {
-        self.announced
+impl StepBounds<'_> {
+    /// What `instance` announced, if it is believed.
+    fn announced(&self, instance: &str) -> Option<i64> {
+        self.announcements?
             .get(instance)
-            .map_or(self.highest, |a| (*a).min(self.highest))
+            .copied()
+            .filter(|position| *position <= self.allocated)
+    }
+
+    /// The announcing processes whose announcement is believed.
+    fn announcing(&self) -> impl Iterator<Item = &String> {
+        self.announcements
+            .into_iter()
+            .flatten()
+            .filter(|(_, position)| **position <= self.allocated)
+            .map(|(instance, _)| instance)
+    }
+
+    /// The announcements refused for being above what was allocated.
+    fn refused(&self) -> impl Iterator<Item = (&String, i64)> {
+        self.announcements
+            .into_iter()
+            .flatten()
+            .filter(|(_, position)| **position > self.allocated)
+            .map(|(instance, position)| (instance, *position))
+    }
+
+    pub(super) fn bound(&self, instance: &str) -> i64 {
+        self.announced(instance)
+            .map_or(self.highest, |a| a.min(self.highest))
     }
 
     /// The positions once every row up to the bounds is read.
     pub(super) fn advance(&self, positions: &CachesPositions) -> CachesPositions {
         let mut next = positions.clone();
         next.floor = next.floor.max(self.highest);
-        for instance in self.announced.keys() {
+        for instance in self.announcing() {
             next.instances
                 .entry(instance.clone())
                 .or_insert(positions.floor);
@@ -110,17 +144,35 @@ pub(super) struct CachesFollower {
 }
 
 impl CachesFollower {
-    /// From the durable positions; on a first start (none) or when Synapse
-    /// has deleted rows past them, from the highest position present, with
-    /// a full check due.
+    /// From the durable positions; on a first start (none), when Synapse
+    /// has deleted rows past them, or when one is above what Synapse has
+    /// allocated (then lowered: logged as an error), from the highest
+    /// position present, with a full check due.
     pub(super) async fn start(follower: &Follower) -> Result<CachesFollower, SourceError> {
-        let durable = follower.store.caches_positions().await?;
+        let mut durable = follower.store.caches_positions().await?;
         let extent = follower
             .source
             .one_row(&queries::CACHES_STREAM_EXTENT, &[])
             .await?;
         let (lowest, highest): (Option<i64>, Option<i64>) = (extent.column(0)?, extent.column(1)?);
-        let floor = durable.values().copied().min();
+        let allocated: i64 = extent.column(2)?;
+        let ahead = durable.len();
+        durable.retain(|_, position| *position <= allocated);
+        let lowered = ahead - durable.len();
+        if lowered > 0 {
+            error!(
+                processes = lowered,
+                allocated,
+                "caches-stream positions are ahead of what Synapse has allocated; \
+                 following from the highest position present, with a full check"
+            );
+            metrics::counter!("roomcache_source_positions_repaired_total", "stream" => CACHES)
+                .increment(lowered as u64);
+        }
+        if let Some(replication) = &follower.replication {
+            replication.learn_processes(durable.keys().map(String::as_str));
+        }
+        let floor = durable.values().copied().min().filter(|_| lowered == 0);
         let (positions, full_check_due) = match floor {
             Some(floor) => (
                 CachesPositions {
@@ -131,7 +183,7 @@ impl CachesFollower {
             ),
             None => (
                 CachesPositions {
-                    floor: highest.unwrap_or(0),
+                    floor: highest.unwrap_or(0).min(allocated),
                     instances: BTreeMap::new(),
                 },
                 true,
@@ -160,25 +212,33 @@ impl CachesFollower {
     pub(super) async fn step(
         &mut self,
         follower: &Follower,
-        announced: &Announced,
+        channel: &Snapshot,
     ) -> Result<bool, SourceError> {
         let extent = follower
             .source
             .one_row(&queries::CACHES_STREAM_EXTENT, &[])
             .await?;
         let highest: i64 = extent.column::<Option<i64>>(1)?.unwrap_or(0);
+        let allocated: i64 = extent.column(2)?;
         let mut bounds = StepBounds {
             highest,
-            announced: if announced.connected {
-                announced.stream(CACHES)
-            } else {
-                BTreeMap::new()
-            },
+            announcements: channel.connected.then_some(&channel.announced.caches),
+            allocated,
         };
+        for (instance, position) in bounds.refused() {
+            rejected::reject(CACHES, Reason::BeyondAllocated, instance, position);
+            if let Some(replication) = &follower.replication {
+                let instead = self.positions.position(instance);
+                replication.take_back(CACHES, instance, position, instead);
+            }
+        }
         if bounds.advance(&self.positions) == self.positions {
             return Ok(true);
         }
         let read = self.read(follower, &bounds).await?;
+        if let Some(replication) = &follower.replication {
+            replication.learn_processes(read.iter().map(|row| row.instance.as_str()));
+        }
         let complete = read.len() < ROWS_PER_STEP as usize;
         if let (false, Some(last)) = (complete, read.last()) {
             bounds.highest = last.stream_id;
@@ -216,13 +276,13 @@ impl CachesFollower {
     async fn read(
         &self,
         follower: &Follower,
-        bounds: &StepBounds,
+        bounds: &StepBounds<'_>,
     ) -> Result<Vec<Invalidation>, SourceError> {
         let known: BTreeSet<&String> = self
             .positions
             .instances
             .keys()
-            .chain(bounds.announced.keys())
+            .chain(bounds.announcing())
             .collect();
         let instances: Vec<&str> = known.iter().map(|i| i.as_str()).collect();
         let after: Vec<i64> = instances
@@ -316,14 +376,26 @@ mod tests {
             floor: 10,
             instances: BTreeMap::from([("master".to_owned(), 12), ("p1".to_owned(), 11)]),
         };
+        let announced = BTreeMap::from([
+            ("p1".to_owned(), 25),
+            ("p2".to_owned(), 40),
+            ("bogus".to_owned(), 9_999_999_999),
+        ]);
         let bounds = StepBounds {
             highest: 30,
-            announced: BTreeMap::from([("p1".to_owned(), 25), ("p2".to_owned(), 40)]),
+            announcements: Some(&announced),
+            allocated: 45,
         };
         assert_eq!(bounds.bound("p1"), 25);
         assert_eq!(bounds.bound("p2"), 30);
         assert_eq!(bounds.bound("master"), 30);
         assert_eq!(bounds.bound("p3"), 30);
+        // Above what was allocated: refused, as if nothing was announced.
+        assert_eq!(bounds.bound("bogus"), 30);
+        assert_eq!(
+            bounds.refused().collect::<Vec<_>>(),
+            vec![(&"bogus".to_owned(), 9_999_999_999)]
+        );
         let next = bounds.advance(&positions);
         assert_eq!(next.floor, 30);
         assert_eq!(
@@ -338,7 +410,8 @@ mod tests {
         // Positions never move back.
         let lower = StepBounds {
             highest: 5,
-            announced: BTreeMap::new(),
+            announcements: None,
+            allocated: 45,
         };
         assert_eq!(lower.advance(&next), next);
     }

@@ -10,8 +10,17 @@
 //! committed; an idle writer's `POSITION` moves it without rows). Writers
 //! move independently: a reader waiting for one writer's event does not
 //! wait for the others (the vector token), and the minimum over writers
-//! does not stall while a writer is idle. Owns: the events part of a step.
-//! May not touch: SQL text, roomcache's tables, the rules.
+//! does not stall while a writer is idle.
+//!
+//! None of them passes what Synapse has allocated on the events stream (its
+//! sequence, read each step after the announcements were taken): a
+//! `stream_positions` row above it is refused (the database module), an
+//! announcement above it refused and taken back, counted and logged; a
+//! writer's durable position above it is repaired by the supervisor before
+//! anything is read. The gauges `roomcache_source_position{writer}` and
+//! `roomcache_source_distance_to_allocated{writer}` show each writer against
+//! it. Owns: the events part of a step. May not touch: SQL text,
+//! roomcache's tables, the rules.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -25,9 +34,10 @@ use super::Follower;
 use crate::feed::{FeedBatch, FeedRow, PositionRow};
 use crate::source::range::StreamRange;
 use crate::source::read::forget_rows;
-use crate::source::redis::{Announced, EVENTS};
-use crate::source::SourceError;
-use crate::supervisor::SubmitBatch;
+use crate::source::redis::{Snapshot, EVENTS};
+use crate::source::rejected::{self, Reason};
+use crate::source::{SafeToken, SourceError};
+use crate::supervisor::{Recalculate, RepairPositions, SubmitBatch};
 
 /// Most steps of the events stream in one turn of the follower's loop
 /// (then the caches stream and the account data have theirs).
@@ -37,38 +47,38 @@ const STEPS_PER_TURN: usize = 8;
 /// connection to Synapse's database).
 const READS_IN_FLIGHT: usize = 2;
 
-/// A token of the configured writers' positions.
-pub(super) fn token_of(positions: &BTreeMap<WriterName, i64>) -> StreamToken {
-    let stream = positions.values().copied().min().unwrap_or(0);
-    StreamToken {
-        stream,
-        instance_map: positions
-            .iter()
-            .filter(|(_, p)| **p > stream)
-            .map(|(w, p)| (w.clone(), *p))
-            .collect(),
-    }
-}
-
 /// Each configured writer's target: the highest of its safe position in
-/// the database, its announced position and its durable position.
+/// the database, its announced position and its durable position, never
+/// past what Synapse has allocated; and the announcements refused for
+/// being past it.
 pub(super) fn targets(
     writers: &[WriterName],
-    safe: &StreamToken,
-    announced: &BTreeMap<String, i64>,
+    safe: &SafeToken,
+    announced: &BTreeMap<WriterName, i64>,
     durable: &StreamToken,
-) -> BTreeMap<WriterName, i64> {
-    writers
+) -> (BTreeMap<WriterName, i64>, Vec<(WriterName, i64)>) {
+    let mut refused = Vec::new();
+    let targets = writers
         .iter()
         .map(|writer| {
             let name = writer.as_str();
+            let announced = match announced.get(name).copied() {
+                Some(position) if position > safe.allocated => {
+                    refused.push((writer.clone(), position));
+                    0
+                }
+                position => position.unwrap_or(0),
+            };
             let target = safe
+                .token
                 .position(name)
-                .max(announced.get(name).copied().unwrap_or(0))
-                .max(durable.position(name));
+                .max(announced)
+                .max(durable.position(name))
+                .min(safe.allocated);
             (writer.clone(), target)
         })
-        .collect()
+        .collect();
+    (targets, refused)
 }
 
 /// The next step's end: each writer's target, at most `batch_size`
@@ -95,11 +105,27 @@ impl Follower {
     /// [`STEPS_PER_TURN`] steps, [`READS_IN_FLIGHT`] of them read while
     /// the one before them is applied; true when every writer has reached
     /// its target.
-    pub(super) async fn follow_events(&self, announced: &Announced) -> Result<bool, SourceError> {
-        let safe = self.source.safe_token(&self.writers).await?;
+    pub(super) async fn follow_events(&self, channel: &Snapshot) -> Result<bool, SourceError> {
         let durable = self.tracker.token();
-        let targets = targets(&self.writers, &safe, &announced.stream(EVENTS), &durable);
-        let target = token_of(&targets);
+        let safe = self.source.safe_token(&self.writers, &durable).await?;
+        self.show_positions(&durable, safe.allocated);
+        if self
+            .writers
+            .iter()
+            .any(|writer| durable.position(writer.as_str()) > safe.allocated)
+        {
+            self.repair_positions().await?;
+            return Ok(false);
+        }
+        let (targets, refused) = targets(&self.writers, &safe, &channel.announced.events, &durable);
+        for (writer, position) in refused {
+            rejected::reject(EVENTS, Reason::BeyondAllocated, writer.as_str(), position);
+            if let Some(replication) = &self.replication {
+                let instead = durable.position(writer.as_str());
+                replication.take_back(EVENTS, writer.as_str(), position, instead);
+            }
+        }
+        let target = StreamToken::of_writers(&targets);
         self.progress.set_source_position(target.stream);
         metrics::gauge!("roomcache_source_lag").set((target.stream - durable.stream).max(0) as f64);
         let mut next_from = durable;
@@ -112,7 +138,7 @@ impl Follower {
                 && !target.is_before_or_eq(&next_from)
             {
                 let ends = step_end(&next_from, &targets, self.batch_size);
-                let to = token_of(&ends);
+                let to = StreamToken::of_writers(&ends);
                 reads.push_back(self.read_step(std::mem::replace(&mut next_from, to), ends));
                 steps += 1;
             }
@@ -134,7 +160,37 @@ impl Follower {
         }
         let now = self.tracker.token();
         metrics::gauge!("roomcache_source_lag").set((target.stream - now.stream).max(0) as f64);
+        self.show_positions(&now, safe.allocated);
         Ok(target.is_before_or_eq(&now))
+    }
+
+    /// Each writer's durable position and its distance from what Synapse
+    /// has allocated (negative: ahead, which the repair corrects).
+    fn show_positions(&self, durable: &StreamToken, allocated: i64) {
+        metrics::gauge!("roomcache_source_allocated", "stream" => EVENTS).set(allocated as f64);
+        for writer in &self.writers {
+            let position = durable.position(writer.as_str());
+            let label = writer.as_str().to_owned();
+            metrics::gauge!("roomcache_source_position", "writer" => label.clone())
+                .set(position as f64);
+            metrics::gauge!("roomcache_source_distance_to_allocated", "writer" => label)
+                .set((allocated - position) as f64);
+        }
+    }
+
+    /// Asks the supervisor to repair the positions found ahead of what
+    /// Synapse has allocated (nothing of this follower is in flight now).
+    async fn repair_positions(&self) -> Result<(), SourceError> {
+        let repair = RepairPositions(Recalculate {
+            upstream: self.upstream.clone(),
+            writers: self.writers.clone(),
+            batch_rooms: self.batch_rooms,
+        });
+        self.supervisor
+            .send(repair)
+            .await?
+            .map_err(|failure| SourceError::Repair(Box::new(failure)))?;
+        Ok(())
     }
 
     /// The feed batches of the step from `from` to `ends`: one per writer
@@ -148,7 +204,7 @@ impl Follower {
     ) -> Result<(Vec<(WriterName, Vec<FeedRow>)>, usize), SourceError> {
         let range = StreamRange {
             from,
-            to: token_of(&ends),
+            to: StreamToken::of_writers(&ends),
         };
         let read = self
             .source
@@ -250,26 +306,49 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn safe(token: &str, allocated: i64) -> SafeToken {
+        SafeToken {
+            token: token.parse().unwrap(),
+            allocated,
+        }
+    }
+
     #[test]
     fn an_idle_writer_follows_the_walk_and_its_announcements() {
         let writers = [name("p1"), name("p2")];
         // Synapse's rows: p1 at 20, p2 (idle) at 12; consecutive positions
         // walk on to 15. p2 announced 18 on Redis.
-        let safe = token("m15~p1.20");
-        let announced = BTreeMap::from([("p2".to_owned(), 18), ("other".to_owned(), 99)]);
+        let safe = safe("m15~p1.20", 30);
+        let announced = BTreeMap::from([(name("p2"), 18)]);
         let durable = token("m10~p1.14");
-        let targets = targets(&writers, &safe, &announced, &durable);
+        let (targets, refused) = targets(&writers, &safe, &announced, &durable);
         assert_eq!(
             targets,
             BTreeMap::from([(name("p1"), 20), (name("p2"), 18)])
         );
-        assert_eq!(token_of(&targets).to_string(), "m18~p1.20");
+        assert!(refused.is_empty());
+        assert_eq!(StreamToken::of_writers(&targets).to_string(), "m18~p1.20");
         // Without Redis the idle writer is at the walk's end.
-        let targets_polling = super::targets(&writers, &safe, &BTreeMap::new(), &durable);
-        assert_eq!(token_of(&targets_polling).to_string(), "m15~p1.20");
+        let (polling, _) = super::targets(&writers, &safe, &BTreeMap::new(), &durable);
+        assert_eq!(StreamToken::of_writers(&polling).to_string(), "m15~p1.20");
         // A target never goes below the durable position.
-        let behind = super::targets(&writers, &token("s5"), &BTreeMap::new(), &durable);
-        assert_eq!(token_of(&behind), durable);
+        let (behind, _) =
+            super::targets(&writers, &self::safe("s5", 30), &BTreeMap::new(), &durable);
+        assert_eq!(StreamToken::of_writers(&behind), durable);
+    }
+
+    #[test]
+    fn an_announcement_past_what_synapse_allocated_moves_nothing() {
+        let writers = [name("p1"), name("p2")];
+        let safe = safe("m15~p1.20", 21);
+        let announced = BTreeMap::from([(name("p1"), 21), (name("p2"), 9_999_999_999)]);
+        let durable = token("m10~p1.14");
+        let (targets, refused) = targets(&writers, &safe, &announced, &durable);
+        assert_eq!(
+            targets,
+            BTreeMap::from([(name("p1"), 21), (name("p2"), 15)])
+        );
+        assert_eq!(refused, vec![(name("p2"), 9_999_999_999)]);
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! 1. the events stream ([`events`]): every configured writer's rows from its
 //!    durable position up to its safe position (Synapse's `stream_positions`,
 //!    the run of consecutive committed positions above the lowest of them,
-//!    and what the writer announced on Redis), one feed batch per writer,
+//!    and what the writer announced on Redis, never past what Synapse has
+//!    allocated; a durable position past it is repaired by the supervisor
+//!    first), one feed batch per writer,
 //!    with a forget row for each of the range's memberships that is
 //!    forgotten already; while behind, up to eight ranges of
 //!    `source_batch_size` positions, two of them read while the one before
@@ -30,7 +32,10 @@
 //!    to Redis, once a minute, a full check: every forgotten membership not
 //!    yet applied and every cached room that no longer exists in Synapse
 //!    (what the caches stream may not show: rows older than Synapse keeps,
-//!    invalidations committed out of order while polling).
+//!    invalidations committed out of order while polling), and Synapse's
+//!    processes looked for in its database (also at most every ten seconds
+//!    after Redis named one not known yet), whose caches and account-data
+//!    announcements are kept from then on.
 //!
 //! Beside each step, the account data room lists read is followed
 //! ([`super::account_data`]); a line of Redis's `account_data` stream wakes
@@ -60,6 +65,7 @@ use crate::feed::{FeedRow, PurgeRow};
 use crate::index::ReadIndex;
 use crate::model::RoomId;
 use crate::store::Store;
+use crate::supervisor::recalc::Upstream;
 use crate::supervisor::{InvalidationBatch, SourceProgress, SubmitInvalidations, Supervisor};
 
 use caches::CachesFollower;
@@ -68,9 +74,18 @@ use caches::CachesFollower;
 /// start and on each connection).
 const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Synapse's processes are looked for anew at most this often when Redis
+/// names one not known yet (a new worker; or junk, which costs no more).
+const PROCESS_LOOKUP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The follower's parts and settings.
 pub(crate) struct Follower {
     pub(crate) source: Arc<SourceDatabase>,
+    /// Synapse's database as the supervisor asks it (repairs of positions
+    /// found ahead of what Synapse has allocated).
+    pub(crate) upstream: Arc<dyn Upstream>,
+    /// Rooms per recalculation batch of such a repair.
+    pub(crate) batch_rooms: usize,
     /// Read-only: which rooms are cached (purge detection), the caches
     /// stream's durable positions.
     pub(crate) store: Store,
@@ -103,6 +118,8 @@ struct FollowState {
     last_full_check: Option<Instant>,
     /// Redis subscriptions seen (a new one calls for a full check).
     connections: u64,
+    /// When Synapse's processes were last looked for.
+    last_process_lookup: Option<Instant>,
 }
 
 impl Follower {
@@ -161,22 +178,22 @@ impl Follower {
 
     /// One step; true when caught up with the source.
     async fn step(&self, state: &mut FollowState) -> Result<bool, SourceError> {
-        let announced = self
+        let channel = self
             .replication
             .as_ref()
-            .map(|r| r.announced())
+            .map(|r| r.snapshot())
             .unwrap_or_default();
-        let reconnected = announced.connections != state.connections;
-        state.connections = announced.connections;
-        let events_caught_up = self.follow_events(&announced).await?;
+        let reconnected = channel.connections != state.connections;
+        state.connections = channel.connections;
+        let events_caught_up = self.follow_events(&channel).await?;
         let caches = match &mut state.caches {
             Some(caches) => caches,
             None => state.caches.insert(CachesFollower::start(self).await?),
         };
-        let caches_caught_up = caches.step(self, &announced).await?;
+        let caches_caught_up = caches.step(self, &channel).await?;
         // With Redis the caches stream is exact: the periodic check is for
         // polling (and a start or a reconnection, which may have missed some).
-        let periodic = !announced.connected
+        let periodic = !channel.connected
             && state
                 .last_full_check
                 .is_none_or(|t| t.elapsed() >= FULL_CHECK_INTERVAL);
@@ -187,14 +204,29 @@ impl Follower {
         if full_check_due {
             self.full_check().await?;
             state.last_full_check = Some(Instant::now());
+            state.last_process_lookup = state.last_full_check;
+        }
+        let lookup_due = state
+            .last_process_lookup
+            .is_none_or(|t| t.elapsed() >= PROCESS_LOOKUP_INTERVAL);
+        if lookup_due
+            && self
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.take_unknown_process_seen())
+        {
+            self.learn_processes().await?;
+            state.last_process_lookup = Some(Instant::now());
         }
         Ok(events_caught_up && caches_caught_up)
     }
 
     /// Forgets not yet applied and purged rooms, checked against the whole
-    /// of Synapse's tables.
+    /// of Synapse's tables; and Synapse's processes learnt anew from its
+    /// database (their announcements on Redis are kept from then on).
     async fn full_check(&self) -> Result<(), SourceError> {
         let started = Instant::now();
+        self.learn_processes().await?;
         let forgotten = self
             .source
             .forgotten_memberships(&self.tracker.token(), None)
@@ -216,6 +248,21 @@ impl Follower {
             ..InvalidationBatch::default()
         })
         .await
+    }
+
+    /// Tells the replication stream Synapse's processes as its database
+    /// names them (the writers of its streams).
+    async fn learn_processes(&self) -> Result<(), SourceError> {
+        let Some(replication) = &self.replication else {
+            return Ok(());
+        };
+        let rows = self.source.rows(&queries::SYNAPSE_PROCESSES, &[]).await?;
+        let names = rows
+            .iter()
+            .map(|row| row.column::<&str>(0))
+            .collect::<Result<Vec<&str>, _>>()?;
+        replication.learn_processes(names);
+        Ok(())
     }
 
     /// The memberships whose forget the read index does not show yet; those

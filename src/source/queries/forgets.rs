@@ -92,18 +92,6 @@ pub(crate) const CACHE_INVALIDATIONS: Query = Query {
     ],
 };
 
-/// Reads the lowest and the highest stream ID of the caches stream still
-/// in `cache_invalidation_stream_by_instance` (NULLs when it is empty;
-/// Synapse deletes rows older than a week).
-pub(crate) const CACHES_STREAM_EXTENT: Query = Query {
-    name: "the caches stream's extent",
-    sql: "SELECT MIN(stream_id), MAX(stream_id) FROM cache_invalidation_stream_by_instance",
-    columns: &[
-        "MIN(cache_invalidation_stream_by_instance.stream_id)",
-        "MAX(cache_invalidation_stream_by_instance.stream_id)",
-    ],
-};
-
 /// Reads whether the room `$1` still exists in `rooms` or
 /// `local_current_membership` (a deleted room exists in neither).
 pub(crate) const ROOM_EXISTS: Query = Query {

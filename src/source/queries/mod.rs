@@ -7,10 +7,12 @@
 //! connection is read-only besides).
 
 mod forgets;
+mod positions;
 mod tables;
 
 pub(crate) use forgets::*;
-pub(crate) use tables::{SYNAPSE_TABLES, TABLE_ACCESS};
+pub(crate) use positions::*;
+pub(crate) use tables::{SYNAPSE_SEQUENCES, SYNAPSE_TABLES, TABLE_ACCESS};
 
 /// A query against Synapse's schema.
 pub(crate) struct Query {
@@ -174,52 +176,6 @@ const fn around_event_columns<const N: usize>(
     }
     names
 }
-
-/// Reads each writer's position in the events stream as recorded in
-/// `stream_positions` (written by each writer after its own commits; an
-/// idle writer's row does not move).
-pub(crate) const EVENTS_STREAM_WRITER_POSITIONS: Query = Query {
-    name: "the events stream's writer positions",
-    sql: "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = 'events'",
-    columns: &[
-        "stream_positions.instance_name",
-        "stream_positions.stream_id",
-    ],
-};
-
-/// Reads the first `$3` events-stream positions in use in `($1, $2]`
-/// (stream orderings of `events`, `current_state_delta_stream` and
-/// positions of `ex_outlier_stream`; a purged room's events are gone but its
-/// deltas stay), in order: each is a committed row, so a run of consecutive
-/// ones after a safe position is safe too. Each table is read for its first
-/// `$3` only, along its index.
-pub(crate) const EVENTS_STREAM_POSITIONS_IN_USE: Query = Query {
-    name: "events-stream positions in use",
-    sql: "SELECT id FROM (
-                 (SELECT stream_ordering AS id FROM events
-                  WHERE stream_ordering > $1 AND stream_ordering <= $2
-                  ORDER BY stream_ordering LIMIT $3)
-                 UNION (SELECT stream_id FROM current_state_delta_stream
-                  WHERE stream_id > $1 AND stream_id <= $2
-                  ORDER BY stream_id LIMIT $3)
-                 UNION (SELECT event_stream_ordering FROM ex_outlier_stream
-                  WHERE event_stream_ordering > $1 AND event_stream_ordering <= $2
-                  ORDER BY event_stream_ordering LIMIT $3)
-             ) ids ORDER BY id LIMIT $3",
-    columns: &["events.stream_ordering | current_state_delta_stream.stream_id | ex_outlier_stream.event_stream_ordering"],
-};
-
-/// Reads the highest stream ordering in use in `events`,
-/// `current_state_delta_stream` and `ex_outlier_stream` (NULL when all are
-/// empty).
-pub(crate) const HIGHEST_STREAM_ORDERING: Query = Query {
-    name: "the highest stream ordering in use",
-    sql: "SELECT GREATEST(
-                    (SELECT MAX(stream_ordering) FROM events),
-                    (SELECT MAX(stream_id) FROM current_state_delta_stream),
-                    (SELECT MAX(event_stream_ordering) FROM ex_outlier_stream))",
-    columns: &["GREATEST(MAX(events.stream_ordering), MAX(current_state_delta_stream.stream_id), MAX(ex_outlier_stream.event_stream_ordering))"],
-};
 
 /// The writer of an `events` row (NULL, from before multi-writer support:
 /// `master`).
@@ -442,25 +398,6 @@ pub(crate) const ROOMS_OF_USER: Query = Query {
     sql: "SELECT room_id FROM local_current_membership
                      WHERE user_id = $1 AND room_id = ANY($2)",
     columns: &["local_current_membership.room_id"],
-};
-
-/// Reads the account-data stream's lowest writer position.
-pub(crate) const ACCOUNT_DATA_MINIMUM_POSITION: Query = Query {
-    name: "the account-data stream's lowest writer position",
-    sql: "SELECT MIN(stream_id) FROM stream_positions WHERE stream_name = 'account_data'",
-    columns: &["MIN(stream_positions.stream_id)"],
-};
-
-/// Reads the highest id in use on the account-data stream (NULL when none).
-pub(crate) const ACCOUNT_DATA_HIGHEST_ID: Query = Query {
-    name: "the account-data stream's highest id",
-    sql: "SELECT GREATEST(
-              (SELECT MAX(stream_id) FROM account_data),
-              (SELECT MAX(stream_id) FROM room_account_data),
-              (SELECT MAX(stream_id) FROM room_tags_revisions))",
-    columns: &[
-        "MAX(account_data.stream_id, room_account_data.stream_id, room_tags_revisions.stream_id)",
-    ],
 };
 
 /// Reads every user's global account data of type `$1` (`m.direct`).

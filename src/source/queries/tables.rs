@@ -26,7 +26,17 @@ pub(crate) const SYNAPSE_TABLES: [&str; 15] = [
     "stream_positions",
 ];
 
-/// Reads, for each table named in `$1`, the session's role, whether the
+/// Every sequence of Synapse's schema a query of this module reads (the
+/// highest position each followed stream has allocated), alphabetically:
+/// roomcache's role needs `SELECT` on them too, checked and documented as
+/// the tables are.
+pub(crate) const SYNAPSE_SEQUENCES: [&str; 3] = [
+    "account_data_sequence",
+    "cache_invalidation_stream_seq",
+    "events_stream_seq",
+];
+
+/// Reads, for each table (or sequence) named in `$1`, the session's role, whether the
 /// table is found in the search path (a missing table, or a schema the role
 /// has no `USAGE` on, is not) and whether the role may `SELECT` from it.
 pub(crate) const TABLE_ACCESS: Query = Query {
@@ -46,12 +56,14 @@ pub(crate) const TABLE_ACCESS: Query = Query {
 mod tests {
     use super::*;
 
-    /// The tables this module's SQL reads rows of (its source before the
-    /// tests).
-    fn tables_in_queries() -> std::collections::BTreeSet<String> {
+    /// The relations this module's SQL reads rows of (its source before
+    /// the tests; names a query defines itself, `WITH [RECURSIVE] name`,
+    /// left out).
+    fn relations_in_queries() -> std::collections::BTreeSet<String> {
         let source = [
             include_str!("mod.rs"),
             include_str!("forgets.rs"),
+            include_str!("positions.rs"),
             include_str!("tables.rs"),
         ]
         .map(|text| text.split("#[cfg(test)]").next().unwrap_or_default())
@@ -60,23 +72,35 @@ mod tests {
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| !w.is_empty())
             .collect();
+        let defined: std::collections::BTreeSet<&str> = words
+            .windows(2)
+            .filter(|pair| pair[0] == "WITH" || pair[0] == "RECURSIVE")
+            .map(|pair| pair[1])
+            .collect();
         words
             .windows(2)
             .filter(|pair| pair[0] == "FROM" || pair[0] == "JOIN")
             .map(|pair| pair[1])
             .filter(|word| word.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .filter(|word| !defined.contains(word))
             .map(str::to_owned)
             .collect()
     }
 
     #[test]
-    fn the_table_list_is_exactly_what_the_queries_read() {
-        let listed: std::collections::BTreeSet<String> =
-            SYNAPSE_TABLES.iter().map(|t| t.to_string()).collect();
-        assert_eq!(tables_in_queries(), listed);
+    fn the_table_and_sequence_lists_are_exactly_what_the_queries_read() {
+        let listed: std::collections::BTreeSet<String> = SYNAPSE_TABLES
+            .iter()
+            .chain(&SYNAPSE_SEQUENCES)
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(relations_in_queries(), listed);
         let mut sorted = SYNAPSE_TABLES;
         sorted.sort_unstable();
         assert_eq!(sorted, SYNAPSE_TABLES);
+        let mut sorted = SYNAPSE_SEQUENCES;
+        sorted.sort_unstable();
+        assert_eq!(sorted, SYNAPSE_SEQUENCES);
     }
 
     /// docs/synapse.md's read-only role (section B.1) grants `SELECT` on
@@ -98,5 +122,15 @@ mod tests {
             "These {} tables are all roomcache reads",
             SYNAPSE_TABLES.len()
         )));
+        let sequences = doc
+            .split("GRANT SELECT ON SEQUENCE")
+            .nth(1)
+            .and_then(|rest| rest.split("TO roomcache_reader").next())
+            .expect("docs/synapse.md grants SELECT ON SEQUENCE ... TO roomcache_reader");
+        let documented: std::collections::BTreeSet<String> =
+            sequences.split(',').map(|t| t.trim().to_owned()).collect();
+        let listed: std::collections::BTreeSet<String> =
+            SYNAPSE_SEQUENCES.iter().map(|t| t.to_string()).collect();
+        assert_eq!(documented, listed);
     }
 }

@@ -14,17 +14,22 @@
 //!   process's answer to `REPLICATE`).
 //!
 //! Every other command Synapse sends is recognised and ignored; anything
-//! else is an [`WireError`]. Owns: that parsing. May not touch: the network,
-//! positions, anything async.
+//! else is an [`WireError`]. An RDATA line's row is kept as text: whether it
+//! parses as Synapse parses rows of its stream is [`super::rows`]' question,
+//! asked only of the streams roomcache follows. Owns: that parsing. May not
+//! touch: the network, positions, anything async.
 
 /// A command of the replication channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Command<'line> {
-    /// A row; its JSON is not read (the database is the source of values).
+    /// A row; its values are not used (the database is the source of
+    /// values), but it must parse as Synapse parses its stream's rows.
     Rdata {
         stream: &'line str,
         instance: &'line str,
         token: RowToken,
+        /// The row's JSON, as sent.
+        row: &'line str,
     },
     Position {
         stream: &'line str,
@@ -98,7 +103,7 @@ pub(crate) fn parse(message: &[u8]) -> Result<Command<'_>, WireError> {
 }
 
 /// At most 64 bytes of `text` (for error messages of hostile input).
-fn truncated(text: &str) -> String {
+pub(crate) fn truncated(text: &str) -> String {
     let mut end = text.len().min(64);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -151,6 +156,7 @@ fn rdata(mut rest: &str) -> Result<Command<'_>, WireError> {
         stream,
         instance,
         token,
+        row: rest,
     })
 }
 
@@ -196,7 +202,8 @@ mod tests {
             Ok(Command::Rdata {
                 stream: "events",
                 instance: "p2",
-                token: RowToken::Batch
+                token: RowToken::Batch,
+                row: r#"["ev",["$a","!r:hs","m.room.create","",null,null,null,false,false]]"#,
             })
         );
         let line = br#"RDATA events p2 2 ["state",["!r:hs","m.room.create","","$a"]]"#;
@@ -205,7 +212,8 @@ mod tests {
             Ok(Command::Rdata {
                 stream: "events",
                 instance: "p2",
-                token: RowToken::Position(2)
+                token: RowToken::Position(2),
+                row: r#"["state",["!r:hs","m.room.create","","$a"]]"#,
             })
         );
         // The JSON row may hold spaces: only the first three split.
@@ -215,7 +223,8 @@ mod tests {
             Ok(Command::Rdata {
                 stream: "caches",
                 instance: "master",
-                token: RowToken::Position(17)
+                token: RowToken::Position(17),
+                row: r#"["did_forget", ["@bob:hs", "!r:hs"], 1795791238583]"#,
             })
         );
     }

@@ -347,3 +347,117 @@ async fn bad_room_list_requests_are_refused_with_4xx() {
     assert_eq!(answer.body["timed_out"], json!(true));
     assert_eq!(answer.body["lists"]["l"], json!({"count": 0, "ranges": []}));
 }
+
+/// `unaffected` with `reorder_only`: the caller vouches that the rooms
+/// changed after `since` had no change of state; the cache answers at once
+/// (before `wait_for`), setting alice's joined rooms among them apart as
+/// unsettled and naming them in `other_rooms`. Without the vouch, or when
+/// one of them is a room alice is not joined to, it waits.
+#[tokio::test]
+async fn an_early_answer_sets_rooms_that_only_moved_apart() {
+    let server = TestServer::start().await;
+    let (f, batches) = dataset();
+    for batch in &batches {
+        server.feed(batch).await;
+    }
+    let entries = expected_entries(&f);
+    let pick = |names: &[&str]| Value::Array(names.iter().map(|n| entries[n].clone()).collect());
+    let token = format!("s{}", f.next - 1);
+    let ahead = format!("s{}", f.next + 100);
+    let body = |rooms: &[&str], reorder_only: bool| {
+        json!({
+            "lists": {"l": {"ranges": [[0, 2]]}},
+            "wait_for": ahead, "at": ahead, "timeout_ms": 300,
+            "from_token": token, "other_rooms": "changed",
+            "unaffected": {"since": token, "rooms": rooms.iter().map(|n| room(n)).collect::<Vec<_>>(),
+                           "reorder_only": reorder_only},
+        })
+    };
+    let early = room_list(&server, ALICE, body(&["plain", "elsewhere"], true)).await;
+    assert_eq!(early["unaffected"], json!(true));
+    assert_eq!(early["timed_out"], json!(false));
+    assert_eq!(
+        early["lists"]["l"],
+        json!({"count": 8, "ranges": [],
+               "settled": pick(&["dm", "banned", "kicked"]), "unsettled": pick(&["plain"])})
+    );
+    assert_eq!(early["other_rooms"], json!([room("plain")]));
+    // No vouch, or a room alice is invited to: it waits for `wait_for`.
+    for (rooms, reorder_only) in [
+        (&["plain"][..], false),
+        (&["plain", "invited:remote"][..], true),
+    ] {
+        let waited = room_list(&server, ALICE, body(rooms, reorder_only)).await;
+        assert_eq!(waited["timed_out"], json!(true), "{rooms:?} {reorder_only}");
+        assert_eq!(waited.get("unaffected"), None);
+        assert_eq!(
+            waited["lists"]["l"],
+            json!({"count": 8, "ranges": [{"range": [0, 2], "rooms": pick(&["plain", "dm", "banned"])}]})
+        );
+    }
+}
+
+/// `entries: changed`: the rooms of the ranges and settled rooms whose
+/// entry did not change after `from_token` come as `{"room_id", "recency"}`;
+/// the others, and every unsettled room, whole. It needs a `from_token`.
+#[tokio::test]
+async fn entries_unchanged_since_from_token_come_short() {
+    let server = TestServer::start().await;
+    let (f, batches) = dataset();
+    for batch in &batches {
+        server.feed(batch).await;
+    }
+    let last = f.next - 1;
+    let short = |lists: &Value, since: i64| -> Value {
+        let mut lists = lists.clone();
+        let shorten = |entries: &mut Value| {
+            for entry in entries.as_array_mut().into_iter().flatten() {
+                let recency = entry["recency"].as_i64().unwrap();
+                let position = entry["event_stream_ordering"].as_i64().unwrap();
+                if recency <= since && position <= since {
+                    *entry = json!({"room_id": entry["room_id"], "recency": recency});
+                }
+            }
+        };
+        for list in lists.as_object_mut().unwrap().values_mut() {
+            for range in list["ranges"].as_array_mut().unwrap() {
+                shorten(&mut range["rooms"]);
+            }
+            if let Some(settled) = list.get_mut("settled") {
+                shorten(settled);
+            }
+        }
+        lists
+    };
+    for since in [0, last / 2, last] {
+        for at in [None, Some(last / 2 + 1)] {
+            let mut body = json!({
+                "lists": {"all": {"ranges": [[0, 99]]}, "top": {"ranges": [[0, 1], [4, 5]]}},
+                "from_token": format!("s{since}"),
+            });
+            if let Some(at) = at {
+                body["at"] = json!(format!("s{at}"));
+            }
+            let whole = room_list(&server, ALICE, body.clone()).await;
+            body["entries"] = json!("changed");
+            let answer = room_list(&server, ALICE, body).await;
+            assert_eq!(
+                answer["lists"],
+                short(&whole["lists"], since),
+                "since {since}, at {at:?}"
+            );
+            if at.is_none() {
+                let whole_entries = answer.to_string().contains("\"membership\"");
+                assert_eq!(whole_entries, since < last, "since {since}");
+            }
+        }
+    }
+    let refused = server
+        .post(
+            &format!("/v1/users/{ALICE}/room_list"),
+            &json!({"lists": {"l": {"ranges": [[0, 9]]}}, "entries": "changed"}),
+        )
+        .await;
+    assert_eq!(refused.status.as_u16(), 400);
+    assert_eq!(refused.body["errcode"], "M_INVALID_PARAM");
+}

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::synapse::SynapseDatabase;
+use super::synapse::{allocate_stream_ordering, SynapseDatabase};
 
 /// A state key and what is current for it: the event and, for members, the membership.
 type StateMap = BTreeMap<(String, String), (String, Option<String>)>;
@@ -165,6 +165,7 @@ impl FakeSynapse {
         } else {
             json!({})
         };
+        allocate_stream_ordering(&self.client, stream_ordering).await;
         self.client
             .execute(
                 "INSERT INTO events (topological_ordering, event_id, type, room_id, processed,

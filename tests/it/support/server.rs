@@ -375,6 +375,27 @@ impl TestServer {
         answer.body
     }
 
+    /// The value of a series of `/metrics`: its name, with its labels as
+    /// the text shows them (`name{label="value"}`) when it has any.
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.text;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits (up to 30 s) until a series of `/metrics` reads `value`.
+    pub(crate) async fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metric(series).await != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "{series} never became {value}:\n{}",
+                self.get("/metrics").await.text
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A store on the server's schema, to read what Postgres holds.
     pub(crate) async fn store(&self) -> Store {
         Store::connect(&self.database_url, &self.schema, 1)

@@ -380,9 +380,27 @@ pub(crate) fn assert_no_differences(ours: &Tables, expected: &Tables, what: &str
     );
 }
 
+/// Takes `stream_ordering` from the events stream's sequence, as Synapse
+/// allocates every position it persists (the sequence moves up to it, never
+/// down).
+pub(crate) async fn allocate_stream_ordering(
+    client: &tokio_postgres::Client,
+    stream_ordering: i64,
+) {
+    client
+        .execute(
+            "SELECT setval('events_stream_seq',
+                 GREATEST($1, (SELECT last_value FROM events_stream_seq)))",
+            &[&stream_ordering],
+        )
+        .await
+        .unwrap();
+}
+
 /// Writes `event` (its JSON, with `event_id`, `room_id`, `type`, `sender`
-/// and, for state, `state_key`) as `writer` persists it at `stream_ordering`:
-/// its `events` and `event_json` rows, nothing else.
+/// and, for state, `state_key`) as `writer` persists it at `stream_ordering`
+/// (allocated from the sequence): its `events` and `event_json` rows,
+/// nothing else.
 pub(crate) async fn insert_event(
     client: &tokio_postgres::Client,
     writer: &str,
@@ -391,6 +409,7 @@ pub(crate) async fn insert_event(
 ) {
     let text = |key: &str| event[key].as_str().map(str::to_owned);
     let (event_id, room_id) = (text("event_id"), text("room_id"));
+    allocate_stream_ordering(client, stream_ordering).await;
     client
         .execute(
             "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier,

@@ -34,13 +34,23 @@ pub(crate) struct Prepare {
 pub(crate) struct PreparedRoom {
     pub(crate) room_id: RoomId,
     pub(crate) changes: Vec<RowChange>,
-    /// The rules' memory to persist: `Some(Some(memory))` to write,
-    /// `Some(None)` to delete (a purged room), `None` when unchanged.
-    pub(crate) memory: Option<Option<RoomMemory>>,
+    /// What to do with the room's stored rules' memory.
+    pub(crate) memory: MemoryChange,
     /// The room's state after the batch holds a table row (a joined row or
     /// a snapshot); an actor of a room without rows is stopped once the
     /// pipeline is idle (its memory is in Postgres).
     pub(crate) holds_rows: bool,
+}
+
+/// What a batch does to a room's stored rules' memory.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MemoryChange {
+    /// Nothing to write.
+    Unchanged,
+    /// Store this memory.
+    Write(RoomMemory),
+    /// Delete the stored memory (a purged room: nothing left to remember).
+    Delete,
 }
 
 /// The batch is durable: its state becomes the committed state.
@@ -73,7 +83,9 @@ impl RoomActor {
         }
     }
 
-    fn tip(&self) -> &RoomState {
+    /// The state the next batch applies to: the last pending one, or the
+    /// committed one when nothing is pending.
+    fn latest_state(&self) -> &RoomState {
         self.pending
             .back()
             .map(|(_, state)| state)
@@ -94,11 +106,15 @@ impl Handler<Prepare> for RoomActor {
     type Result = Result<PreparedRoom, RuleError>;
 
     fn handle(&mut self, msg: Prepare, _: &mut Context<Self>) -> Self::Result {
-        let outcome = apply_rows(self.tip(), &self.room_id, &msg.rows, &msg.context)?;
+        let outcome = apply_rows(self.latest_state(), &self.room_id, &msg.rows, &msg.context)?;
         debug!(room_id = %self.room_id, seq = msg.seq, changes = outcome.changes.len(), "prepared");
-        let memory = outcome.memory_changed.then(|| {
-            (outcome.state.memory != RoomMemory::default()).then(|| outcome.state.memory.clone())
-        });
+        let memory = if !outcome.memory_changed {
+            MemoryChange::Unchanged
+        } else if outcome.state.memory != RoomMemory::default() {
+            MemoryChange::Write(outcome.state.memory.clone())
+        } else {
+            MemoryChange::Delete
+        };
         let holds_rows = holds_rows(&outcome.state);
         self.pending.push_back((msg.seq, outcome.state));
         Ok(PreparedRoom {

@@ -1,0 +1,413 @@
+# Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
+"""Everything the module reaches in Synapse beyond its public module API,
+in one place.
+
+Synapse has no module hook for Sliding Sync room lists, so the module uses
+names Synapse does not promise to keep: the homeserver behind the
+`ModuleApi` (`api._hs`), private methods of the sliding-sync handler, store
+methods and their caches, and one detail of Twisted's transports. Each is
+named here once, and `missing_names` looks up every one of them at install:
+when one is missing, the module logs an error and leaves Synapse untouched.
+The rest of the module talks to `SynapseAdapter` only (its tests use
+`Mock(spec=SynapseAdapter)`), and imports Synapse's types from here.
+
+Owns: the names above and their meaning. May not touch: roomcache (the
+client), decisions (the seam).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from typing import Any
+
+import attr
+from synapse.api.errors import SlidingSyncUnknownPosition
+from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.handlers.sliding_sync.room_lists import (
+    MINIMUM_NOT_USED_AGE_EXPIRY,
+    NUM_ROOMS_THRESHOLD,
+    SlidingSyncInterestedRooms,
+)
+from synapse.storage.invite_rule import AllowAllInviteRulesConfig
+from synapse.storage.roommember import RoomsForUserSlidingSync
+from synapse.types import PersistedEventPosition, RoomStreamToken
+from synapse.types.handlers.sliding_sync import (
+    HaveSentRoomFlag,
+    OperationType,
+    PerConnectionState,
+    RoomStatusMap,
+    RoomSyncConfig,
+    SlidingSyncResult,
+)
+
+from .to_send import PreviousConnection, TooManyUpdates
+
+__all__ = [
+    "KNOWN_ROOM_VERSIONS",
+    "OperationType",
+    "PersistedEventPosition",
+    "RoomStreamToken",
+    "RoomSyncConfig",
+    "RoomsForUserSlidingSync",
+    "SlidingSyncInterestedRooms",
+    "SlidingSyncResult",
+    "SlidingSyncUnknownPosition",
+    "SynapseAdapter",
+    "missing_names",
+    "write_now",
+]
+
+Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
+
+# (object, dotted path, must be callable): every name the adapter uses,
+# looked up at install. The objects: the module API, then what `_DERIVED`
+# reaches from it. First what every process needs, then the seam's.
+_PROCESS_NAMES: tuple[tuple[str, str, bool], ...] = (
+    ("api", "_hs", False),
+    ("hs", "get_reactor", True),
+    ("hs", "get_clock", True),
+    ("hs", "get_instance_name", True),
+    ("hs", "is_mine_id", True),
+    ("hs", "get_replication_notifier", True),
+    ("hs", "config.server.rooms_to_exclude_from_sync", False),
+    ("hs", "config.server.listeners", False),
+    ("hs", "config.worker.worker_app", False),
+    ("hs", "config.worker.worker_listeners", False),
+    ("hs", "config.worker.writers.events", False),
+    ("hs", "get_datastores", True),
+    ("store", "get_events_stream_id_generator", True),
+    ("events_ids", "get_current_token_for_writer", True),
+)
+_SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
+    ("hs", "get_sliding_sync_handler", True),
+    ("room_lists", "compute_interested_rooms", True),
+    ("room_lists", "_get_newly_joined_and_left_rooms", True),
+    ("room_lists", "_get_dm_rooms_for_user", True),
+    ("room_lists", "_filter_relevant_rooms_to_send", True),
+    ("store", "have_finished_sliding_sync_background_jobs", True),
+    ("store", "ignored_users", True),
+    ("store", "get_invite_config_for_user", True),
+    ("store", "get_forgotten_rooms_for_user", True),
+    ("store", "get_partial_rooms", True),
+    ("store", "bulk_get_last_event_pos_in_room_before_stream_ordering", True),
+    ("store", "get_room_version_id.cache.get_immediate", True),
+    ("store", "get_room_version_id.prefill", True),
+    ("store", "db_pool.simple_select_many_batch", True),
+    ("store", "get_room_max_token", True),
+    ("store", "get_rooms_that_have_updates_since_sliding_sync_table", True),
+    ("events_ids", "get_max_allocated_token", True),
+    ("store", "_membership_stream_cache.has_entity_changed", True),
+    ("store", "_events_stream_cache.get_all_entities_changed", True),
+    ("store", "_account_data_stream_cache.has_entity_changed", True),
+    ("store", "_curr_state_delta_stream_cache.get_entities_changed", True),
+)
+
+
+# The objects reached from a name once it is found: (object, path) → (the
+# new object's name, how to get it from the name's value).
+_DERIVED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
+    ("api", "_hs"): ("hs", lambda hs: hs),
+    ("hs", "get_sliding_sync_handler"): (
+        "room_lists",
+        lambda get: getattr(get(), "room_lists", None),
+    ),
+    ("hs", "get_datastores"): ("store", lambda get: getattr(get(), "main", None)),
+    ("store", "get_events_stream_id_generator"): ("events_ids", lambda get: get()),
+}
+
+
+def _lookup(root: Any, path: str) -> Any:
+    """`root.a.b.c` for path "a.b.c"; AttributeError when a step is missing."""
+    value = root
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+# The fields of Synapse's connection state the adapter reads (on objects
+# that exist only during a request: looked up on their classes).
+_FIELDS: tuple[tuple[type, str], ...] = (
+    (PerConnectionState, "rooms"),
+    (PerConnectionState, "room_configs"),
+    (PerConnectionState, "last_used_ts"),
+    (RoomStatusMap, "_statuses"),
+    (RoomSyncConfig, "timeline_limit"),
+    (RoomSyncConfig, "required_state_map"),
+)
+
+
+def missing_names(api: Any, *, seam: bool = True) -> list[str]:
+    """The names the module needs that this Synapse lacks (empty when all
+    are there), as `object.path`: those every process needs, and with
+    `seam` those of the sliding-sync seam (looking them up builds the
+    sliding-sync handler: only in processes that serve it)."""
+    roots: dict[str, Any] = {"api": api}
+    missing: list[str] = []
+    for root_name, path, must_call in _PROCESS_NAMES + (_SEAM_NAMES if seam else ()):
+        root = roots.get(root_name)
+        if root is None:
+            missing.append(f"{root_name}.{path}")
+            continue
+        try:
+            value = _lookup(root, path)
+        except AttributeError:
+            missing.append(f"{root_name}.{path}")
+            continue
+        if must_call and not callable(value):
+            missing.append(f"{root_name}.{path}")
+            continue
+        derived = _DERIVED.get((root_name, path))
+        if derived is not None:
+            roots[derived[0]] = derived[1](value)
+    if seam:
+        missing += [
+            f"{owner.__name__}.{field}"
+            for owner, field in _FIELDS
+            if field not in attr.fields_dict(owner)
+        ]
+    return missing
+
+
+class SynapseAdapter:
+    """One Synapse process, as the module sees it."""
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+
+    @functools.cached_property
+    def _room_lists(self) -> Any:
+        return self._hs.get_sliding_sync_handler().room_lists
+
+    @functools.cached_property
+    def _store(self) -> Any:
+        return self._hs.get_datastores().main
+
+    @functools.cached_property
+    def original_compute_interested_rooms(self) -> Compute:
+        """Synapse's own method (as it was before `replace_compute_interested_rooms`)."""
+        return self._room_lists.compute_interested_rooms
+
+    @classmethod
+    def from_module_api(cls, api: Any) -> SynapseAdapter:
+        # The homeserver behind the module API: there is no public accessor.
+        return cls(api._hs)
+
+    # --- the process ------------------------------------------------------------
+
+    @property
+    def reactor(self) -> Any:
+        return self._hs.get_reactor()
+
+    @property
+    def instance_name(self) -> str:
+        return self._hs.get_instance_name()
+
+    def is_mine_id(self, user_id: str) -> bool:
+        return self._hs.is_mine_id(user_id)
+
+    @property
+    def rooms_excluded_from_sync(self) -> frozenset[str]:
+        return frozenset(self._hs.config.server.rooms_to_exclude_from_sync)
+
+    def serves_client_api(self) -> bool:
+        """True when one of this process's HTTP listeners serves `client`."""
+        config = self._hs.config
+        listeners = (
+            config.worker.worker_listeners if config.worker.worker_app else config.server.listeners
+        )
+        for listener in listeners:
+            http = getattr(listener, "http_options", None)
+            for resource in getattr(http, "resources", None) or ():
+                if "client" in resource.names:
+                    return True
+        return False
+
+    def persists_events(self) -> bool:
+        """True when this process writes the events stream."""
+        return self.instance_name in self._hs.config.worker.writers.events
+
+    def on_new_stream_data(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` (synchronously, no arguments) whenever this
+        process has persisted something on one of its streams."""
+        self._hs.get_replication_notifier().add_replication_callback(callback)
+
+    # --- the seam: SlidingSyncRoomLists -----------------------------------------
+
+    def replace_compute_interested_rooms(self, replacement: Compute) -> None:
+        """Puts `replacement` in place of the handler's method (on the one
+        instance the servlet uses)."""
+        self._room_lists.compute_interested_rooms = replacement
+
+    async def newly_joined_and_left(
+        self, user_id: str, to_token: Any, from_token: Any | None
+    ) -> tuple[Collection[str], Mapping[str, Any]]:
+        """Synapse's rooms newly joined and left in (`from_token`, `to_token`]."""
+        return await self._room_lists._get_newly_joined_and_left_rooms(
+            user_id, to_token=to_token, from_token=from_token
+        )
+
+    async def dm_rooms(self, user_id: str) -> Collection[str]:
+        """The user's DM rooms (`m.direct`), as Synapse reads them."""
+        return await self._room_lists._get_dm_rooms_for_user(user_id)
+
+    async def rooms_to_send(
+        self,
+        previous_connection_state: Any,
+        from_token: Any | None,
+        relevant_room_map: dict[str, RoomSyncConfig],
+    ) -> dict[str, RoomSyncConfig]:
+        """Synapse's own choice of the rooms to send on this connection."""
+        return await self._room_lists._filter_relevant_rooms_to_send(
+            previous_connection_state, from_token, relevant_room_map
+        )
+
+    def previous_connection(self, state: Any, from_token: Any | None) -> PreviousConnection | None:
+        """What the connection sent before (None on a request without `pos`),
+        read from Synapse's `PerConnectionState`."""
+        if from_token is None:
+            return None
+        statuses: Mapping[str, Any] = state.rooms._statuses
+        # The rooms sent PREVIOUSLY, in passes that run in C (10,000 rooms).
+        flags = map(_STATUS, statuses.values())
+        previously = itertools.compress(statuses.keys(), map(_PREVIOUSLY, flags))
+        return PreviousConnection(
+            never_sent=lambda rooms: set(rooms - statuses.keys()),
+            previously=list(previously),
+            room_configs=state.room_configs,
+            last_used_ts=state.last_used_ts,
+        )
+
+    # Synapse's rule for connections unused for long with many updates.
+    connection_expiry = TooManyUpdates(
+        rooms=NUM_ROOMS_THRESHOLD, unused_ms=int(MINIMUM_NOT_USED_AGE_EXPIRY.as_millis())
+    )
+
+    def now_ms(self) -> int:
+        return self._hs.get_clock().time_msec()
+
+    # --- the store ---------------------------------------------------------------
+
+    async def rooms_with_updates_since(self, room_ids: Collection[str], room_key: Any) -> set[str]:
+        """Of these rooms, those Synapse knows an event of after `room_key`
+        (its stream change cache, else its sliding-sync table)."""
+        return set(
+            await self._store.get_rooms_that_have_updates_since_sliding_sync_table(
+                room_ids, room_key
+            )
+        )
+
+    async def sliding_sync_tables_ready(self) -> bool:
+        return await self._store.have_finished_sliding_sync_background_jobs()
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        return frozenset(await self._store.ignored_users(user_id))
+
+    async def accepts_all_invites(self, user_id: str) -> bool:
+        """False when the user has invite rules (MSC4155/4380)."""
+        config = await self._store.get_invite_config_for_user(user_id)
+        return isinstance(config, AllowAllInviteRulesConfig)
+
+    async def forgotten_rooms(self, user_id: str) -> frozenset[str]:
+        return frozenset(await self._store.get_forgotten_rooms_for_user(user_id))
+
+    async def partial_state_rooms(self) -> frozenset[str]:
+        return frozenset(await self._store.get_partial_rooms())
+
+    async def positions_at_token(self, room_ids: Collection[str], room_key: Any) -> dict[str, int]:
+        """Each room's last event position at or before `room_key` (rooms
+        Synapse knows no event of are absent)."""
+        return await self._store.bulk_get_last_event_pos_in_room_before_stream_ordering(
+            room_ids, room_key
+        )
+
+    async def room_versions(self, room_ids: Iterable[str]) -> dict[str, str]:
+        """The room version of each room (absent: not in Synapse's `rooms`
+        table): Synapse's cache first, then one query for the rest, which
+        fills the cache."""
+        cache = self._store.get_room_version_id.cache
+        versions: dict[str, str] = {}
+        missing: list[str] = []
+        for room_id in room_ids:
+            version = cache.get_immediate(room_id, None, update_metrics=False)
+            if version is None:
+                missing.append(room_id)
+            else:
+                versions[room_id] = version
+        if missing:
+            rows = await self._store.db_pool.simple_select_many_batch(
+                table="rooms",
+                column="room_id",
+                iterable=missing,
+                retcols=("room_id", "room_version"),
+                desc="roomcache_room_versions",
+                batch_size=1000,
+            )
+            for room_id, version in rows:
+                if version is not None:
+                    versions[room_id] = version
+                    self._store.get_room_version_id.prefill((room_id,), version)
+        return versions
+
+    def membership_changed_since(self, user_id: str, stream: int) -> bool:
+        """Whether a membership of the user may have changed after `stream`
+        (Synapse's stream change cache, in memory)."""
+        return self._store._membership_stream_cache.has_entity_changed(user_id, stream)
+
+    def rooms_with_events_since(self, stream: int) -> set[str] | None:
+        """The rooms with an event after `stream`, or None when Synapse's
+        stream change cache does not reach back that far."""
+        changed = self._store._events_stream_cache.get_all_entities_changed(stream)
+        return set(changed.entities) if changed.hit else None
+
+    def rooms_with_state_changes_since(self, room_ids: Collection[str], stream: int) -> set[str]:
+        """Of these rooms, those whose current state may have changed after
+        `stream` (Synapse's stream change cache of state deltas: all of them
+        when it does not reach back that far)."""
+        return set(
+            self._store._curr_state_delta_stream_cache.get_entities_changed(room_ids, stream)
+        )
+
+    def events_position(self) -> int:
+        """This process's own position on the events stream (what it has
+        persisted)."""
+        generator = self._store.get_events_stream_id_generator()
+        return generator.get_current_token_for_writer(self.instance_name)
+
+    def account_data_changed_since(self, user_id: str, position: int) -> bool:
+        return self._store._account_data_stream_cache.has_entity_changed(user_id, position)
+
+    def current_room_token(self) -> RoomStreamToken:
+        """The events stream's position this process knows to be persisted."""
+        return self._store.get_room_max_token()
+
+    async def max_allocated_stream(self) -> int:
+        """The highest events-stream position Synapse has handed out (one
+        query): no event is at a position above it."""
+        return await self._store.get_events_stream_id_generator().get_max_allocated_token()
+
+
+_STATUS = operator.attrgetter("status")
+_PREVIOUSLY = functools.partial(operator.is_, HaveSentRoomFlag.PREVIOUSLY)
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """Writes `data` on a Twisted transport, sending what the socket takes at
+    once rather than at the reactor's next turn (in a busy Synapse a turn
+    takes a few tenths of a millisecond). Reads Twisted's private write
+    buffers (`dataBuffer`, `_tempDataBuffer`) to do so only when nothing
+    else is waiting; when they are absent or busy, or the socket does not
+    take everything, the transport writes (the rest) as usual."""
+    sock = getattr(transport, "socket", None)
+    buffered = getattr(transport, "dataBuffer", None)
+    pending = getattr(transport, "_tempDataBuffer", None)
+    if sock is not None and buffered == b"" and pending == []:
+        try:
+            sent = sock.send(data)
+        except OSError:
+            sent = 0  # would block, interrupted, or an error the transport reports itself
+        data = data[sent:]
+    if data:
+        transport.write(data)

@@ -1,0 +1,22 @@
+//! Source mode's nudge: `POST /v1/source/wake` makes the follower read
+//! Synapse's database now rather than at its next poll (the Synapse module
+//! sends it from the process that has just persisted events).
+//!
+//! Owns: that endpoint. May not touch: rows, positions — a wake moves
+//! nothing itself: the follower reads the positions Synapse has committed,
+//! as it does on every poll, so a wake from anyone is harmless.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::ApiState;
+
+#[tracing::instrument(name = "wake_source", skip_all)]
+pub(super) async fn wake(state: web::Data<ApiState>) -> HttpResponse {
+    metrics::counter!("roomcache_source_wakes_total").increment(1);
+    if state.reads.wake_source() {
+        HttpResponse::Accepted().json(json!({"woken": true}))
+    } else {
+        HttpResponse::Ok().json(json!({"woken": false}))
+    }
+}
