@@ -2,8 +2,8 @@
 //! each room's held current state (the default held types: Element X's)
 //! must be exactly Synapse's `current_state_events` of those types, for
 //! every room, whether roomcache followed the database from position 0,
-//! imported it, or recomputed rooms changed while it was stopped; with one
-//! writer and with two.
+//! imported it, or recomputed rooms changed while it was stopped or by a
+//! repair while serving; with one writer and with two.
 
 use std::collections::BTreeMap;
 
@@ -383,4 +383,68 @@ async fn other_held_types_at_a_restart_recompute_every_room_or_make_them_unknown
         json!({"unknown": "held_types_changed"})
     );
     fed.stop().await;
+}
+
+/// A repair while serving (Synapse's database restored behind roomcache)
+/// recomputes the rooms changed since: a room whose held state is gone
+/// after the restore holds none afterwards, in memory and in Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_while_serving_drops_held_state_the_restored_database_does_not_have() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    let client = synapse.client().await;
+    let room = "!restored-away:oracle.test".to_owned();
+    let position = FIXTURE_POSITION + 1;
+    let pinned = source_event(&room, "@u0001:oracle.test", "m.room.pinned_events")
+        .state_key("")
+        .content(json!({"pinned": []}));
+    let event_id = persist_event(&client, position, pinned).await;
+    wait_for_position(&server, position).await;
+    let served = served_held_state(&server, [&room]).await;
+    let expected = vec![("m.room.pinned_events".to_owned(), String::new(), event_id)];
+    assert_eq!(served[&room], Ok(expected));
+
+    // Synapse's database is restored to a backup taken before the event.
+    client
+        .execute(
+            "DELETE FROM current_state_events WHERE room_id = $1",
+            &[&room],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "DELETE FROM current_state_delta_stream WHERE stream_id = {position};
+             DELETE FROM event_json WHERE event_id = '$test{position}';
+             DELETE FROM events WHERE event_id = '$test{position}';
+             SELECT setval('events_stream_seq', {FIXTURE_POSITION});
+             UPDATE stream_positions SET stream_id = {FIXTURE_POSITION}
+             WHERE stream_name = 'events';"
+        ))
+        .await
+        .unwrap();
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    assert!(server
+        .log()
+        .contains("positions repaired and the rooms changed since recomputed"));
+    let served = served_held_state(&server, [&room]).await;
+    assert_eq!(served[&room], Ok(Vec::new()), "{}", server.log());
+    let stored: i64 = server
+        .store()
+        .await
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM room_current_state WHERE room_id = $1",
+            &[&room],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+    assert_held_state_is_synapses(&server, &synapse, "after the repair").await;
+    server.stop().await;
 }
