@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use roomcache::rules::{ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES};
 use serde_json::{json, Value};
 
 use crate::support::server::TestServer;
@@ -16,34 +17,13 @@ use crate::support::synapse::{
     WORKERS_WRITERS,
 };
 
-/// The held types by default (config/roomcache.toml).
-const TYPES: [&str; 12] = [
-    "m.room.name",
-    "m.room.encryption",
-    "m.room.topic",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.power_levels",
-    "m.room.join_rules",
-    "m.room.tombstone",
-    "m.room.create",
-    "m.room.history_visibility",
-    "m.member_hints",
-    "m.room.pinned_events",
-];
-const WILDCARD_TYPES: [&str; 4] = [
-    "org.matrix.msc3401.call.member",
-    "m.space.parent",
-    "m.space.child",
-    "m.beacon_info",
-];
-
 /// (type, state key, event ID) of a room, in that order.
 type HeldState = Vec<(String, String, String)>;
 
 /// Which state is held: types at key `""`, and wildcard types.
 type Held<'a> = (&'a [&'a str], &'a [&'a str]);
-const DEFAULT_HELD: Held<'static> = (&TYPES, &WILDCARD_TYPES);
+/// The held types by default (Element X's: config/roomcache.toml).
+const DEFAULT_HELD: Held<'static> = (&ELEMENT_X_TYPES, &ELEMENT_X_WILDCARD_TYPES);
 
 /// Every room of Synapse's database with its held current state (rooms
 /// with none included, empty).
@@ -288,7 +268,7 @@ async fn the_feed_keeps_held_state_through_rejections_outliers_resets_and_leavin
         json!({"state": []})
     );
     assert_eq!(answer.body["token"], "s8");
-    let mut wildcard_types = WILDCARD_TYPES.to_vec();
+    let mut wildcard_types = ELEMENT_X_WILDCARD_TYPES.to_vec();
     wildcard_types.sort_unstable();
     assert_eq!(answer.body["held"]["wildcard_types"], json!(wildcard_types));
 
