@@ -200,16 +200,7 @@ class Roomcache:
 
     def metric(self, name: str) -> float | None:
         """The value of an unlabelled metric of /metrics (None when absent)."""
-        connection = UnixConnection(self.socket, 30)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        for line in text.splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
-        return None
+        return self.samples().get((name, ()))
 
     def wait_until_caught_up(self, timeout: float = 120) -> dict[str, Any]:
         """Waits until every writer's position covers the homeserver's rows of that
