@@ -406,9 +406,9 @@ async fn a_repair_while_serving_drops_held_state_the_restored_database_does_not_
         .await
         .unwrap();
     wait_for_position(&server, FIXTURE_POSITION).await;
-    assert!(server
-        .log()
-        .contains("positions repaired and the rooms changed since recomputed"));
+    server
+        .wait_for_log("positions repaired and the rooms changed since recomputed")
+        .await;
     let served = served_held_state(&server, [&room]).await;
     assert_eq!(served[&room], Ok(Vec::new()), "{}", server.log());
     let stored: i64 = server
