@@ -24,7 +24,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use roomcache::feed::{FeedBatch, FeedRow};
 use roomcache::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange};
-use roomcache::rules::{apply_rows, RoomState, RulesContext};
+use roomcache::rules::{apply_rows, HeldStateTypes, RoomState, RulesContext};
 use serde_json::{json, Value};
 use tokio::net::UnixStream;
 
@@ -222,6 +222,7 @@ fn rows_per_batch(batches: &[Vec<FeedBatch>]) -> Vec<Vec<RawBatch>> {
                     let context = RulesContext {
                         server_name: SERVER_NAME.into(),
                         writer: batch.writer.to_string(),
+                        held_state: std::sync::Arc::new(HeldStateTypes::element_x(1000)),
                     };
                     let mut by_room: BTreeMap<RoomId, Vec<FeedRow>> = BTreeMap::new();
                     for row in &batch.rows {

@@ -28,6 +28,7 @@ fn context() -> RulesContext {
     RulesContext {
         server_name: "example.org".into(),
         writer: "master".into(),
+        held_state: std::sync::Arc::new(roomcache::rules::HeldStateTypes::element_x(1000)),
     }
 }
 

@@ -337,6 +337,12 @@ pub enum RowChange {
     },
     /// A user's account data that room lists read (`m.direct`, `m.tag`).
     AccountData(AccountData),
+    /// The room's current state event IDs of the held types (the rooms'
+    /// data), replacing the previous.
+    CurrentState {
+        room_id: RoomId,
+        state: crate::rules::CurrentStateIds,
+    },
 }
 
 /// One piece of a local user's account data: global (`room_id` none, e.g.

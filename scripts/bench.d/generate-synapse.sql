@@ -81,6 +81,9 @@ BEGIN
     END LOOP;
     UPDATE stream_positions SET stream_id = (SELECT MAX(stream_ordering) FROM events)
     WHERE stream_name = 'events';
+    -- Allocated, as Synapse allocates every position it persists: roomcache
+    -- refuses positions beyond the sequence (docs/synapse.md section 9).
+    PERFORM setval('events_stream_seq', (SELECT MAX(stream_ordering) FROM events));
 END
 $$;
 ANALYZE;

@@ -13,6 +13,7 @@ mod feed;
 mod limits;
 mod ops;
 mod reads;
+mod room_data;
 mod source;
 
 use std::sync::atomic::AtomicBool;
@@ -119,6 +120,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .route("/v1/feed", web::post().to(feed::post_feed))
     .route("/v1/source/wake", web::post().to(source::wake))
     .route("/v1/positions", web::get().to(reads::get_positions))
+    .route("/v1/rooms/data", web::post().to(room_data::post_room_data))
     .route("/v1/rooms/{room_id}", web::get().to(reads::get_room))
     .route(
         "/v1/users/{user_id}/rooms",

@@ -39,6 +39,7 @@ pub(super) async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
     let (positions, token) = reads.positions();
     let room_actors = state.supervisor.send(LiveRoomActors).await.ok();
     let (status, degraded) = readiness(&state);
+    let (held_rooms, held_bytes) = reads.held_state_memory();
     json_answer(
         StatusCode::OK,
         &json!({
@@ -46,6 +47,10 @@ pub(super) async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
             "status": status,
             "joined_rooms": reads.joined_room_count(),
             "snapshots": reads.snapshot_count(),
+            "room_data": {
+                "rooms": held_rooms,
+                "bytes": held_bytes,
+            },
             "room_actors": room_actors,
             "positions": positions,
             "token": token,

@@ -6,6 +6,7 @@
 //! that runs; every other module receives a validated `Settings`.
 
 mod print;
+mod room_state;
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -103,6 +104,14 @@ pub(crate) struct Settings {
     /// Source mode: milliseconds to wait at start before recomputing the
     /// queued rooms (reads use the fallback meanwhile).
     pub(crate) source_recalculation_delay_ms: u64,
+    /// State types whose current event at state key `""` each room holds
+    /// (the rooms' data, `POST /v1/rooms/data`).
+    pub(crate) room_state_types: Vec<String>,
+    /// State types whose current events at every state key each room holds.
+    pub(crate) room_state_wildcard_types: Vec<String>,
+    /// Most state keys a room holds; a room that goes over it is answered as
+    /// unknown (the homeserver computes its data) until it is recomputed.
+    pub(crate) max_room_state_keys: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -147,6 +156,9 @@ impl Default for Settings {
             source_import_batch_rooms: 100,
             source_import_on_start: true,
             source_recalculation_delay_ms: 0,
+            room_state_types: room_state::default_types(),
+            room_state_wildcard_types: room_state::default_wildcard_types(),
+            max_room_state_keys: room_state::DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -309,6 +321,19 @@ pub(crate) struct SettingsArgs {
     /// Source mode: milliseconds to wait before recomputing queued rooms.
     #[arg(long, env = "ROOMCACHE_SOURCE_RECALCULATION_DELAY_MS")]
     pub(crate) source_recalculation_delay_ms: Option<u64>,
+    /// State types whose key "" each room holds, comma-separated.
+    #[arg(long, env = "ROOMCACHE_ROOM_STATE_TYPES", value_delimiter = ',')]
+    pub(crate) room_state_types: Option<Vec<String>>,
+    /// State types whose every key each room holds, comma-separated.
+    #[arg(
+        long,
+        env = "ROOMCACHE_ROOM_STATE_WILDCARD_TYPES",
+        value_delimiter = ','
+    )]
+    pub(crate) room_state_wildcard_types: Option<Vec<String>>,
+    /// Most state keys a room holds.
+    #[arg(long, env = "ROOMCACHE_MAX_ROOM_STATE_KEYS")]
+    pub(crate) max_room_state_keys: Option<usize>,
 }
 
 impl Settings {
@@ -358,7 +383,10 @@ impl Settings {
             source_batch_size,
             source_import_batch_rooms,
             source_import_on_start,
-            source_recalculation_delay_ms
+            source_recalculation_delay_ms,
+            room_state_types,
+            room_state_wildcard_types,
+            max_room_state_keys
         );
         if let Some(url) = &args.source_redis_url {
             settings.source_redis_url = Some(url.clone()).filter(|u| !u.is_empty());
@@ -488,7 +516,7 @@ impl Settings {
         if self.max_wait_timeout_ms < self.wait_timeout_ms {
             return invalid("max_wait_timeout_ms", "must be at least wait_timeout_ms");
         }
-        Ok(())
+        self.validate_room_state()
     }
 }
 

@@ -24,12 +24,14 @@ use super::records::{
     listing, shared, shared_like, shown_name, Interner, JoinedRecord, RoomRecord, SnapshotRecord,
     UserRecord,
 };
+use super::room_data::{HeldStateRecord, HeldTypeNames};
 use super::slots::{RoomSlot, TypeId, UserSlot, NO_TYPE, SELF_SENT};
 use crate::model::{
     AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::{direct_rooms, tag_names};
+use crate::rules::CurrentStateIds;
 
 /// The committed rows, as compact records with the per-user listings that
 /// room-list reads walk (see the module documentation of `index`).
@@ -51,6 +53,11 @@ pub(super) struct IndexedRows {
     /// Users with at least this many listed rooms get a copy of their
     /// listed names ([`NAME_COPY_MIN_ROOMS`]; tests change it).
     pub(super) name_copy_min_rooms: usize,
+    /// The held state types seen, numbered for [`RoomRecord::held_state`].
+    pub(super) held_types: HeldTypeNames,
+    /// Rooms with a held state record, and the heap bytes of those records.
+    pub(super) held_state_rooms: usize,
+    pub(super) held_state_bytes: usize,
 }
 
 /// A user's record, the room's record and the user's snapshot in the room,
@@ -94,6 +101,9 @@ impl IndexedRows {
             room_types: Interner::new(),
             joined_room_count: 0,
             snapshot_count: 0,
+            held_types: HeldTypeNames::default(),
+            held_state_rooms: 0,
+            held_state_bytes: 0,
             name_copy_min_rooms: NAME_COPY_MIN_ROOMS,
         }
     }
@@ -111,6 +121,7 @@ impl IndexedRows {
             joined: None,
             joined_members: Vec::new(),
             space_children: Box::new([]),
+            held_state: None,
         });
         self.room_slots.insert(room_id, slot);
         slot
@@ -416,6 +427,26 @@ impl IndexedRows {
         }
     }
 
+    fn set_held_state(&mut self, room: &RoomId, state: &CurrentStateIds) {
+        let record = HeldStateRecord::new(state, &mut self.held_types);
+        if record.is_none() && !self.room_slots.contains_key(room) {
+            return;
+        }
+        let slot = self.room_slot(room.as_str());
+        let Some(room) = self.rooms.get_mut(slot as usize) else {
+            return;
+        };
+        if let Some(old) = &room.held_state {
+            self.held_state_rooms -= 1;
+            self.held_state_bytes -= old.heap_bytes();
+        }
+        if let Some(new) = &record {
+            self.held_state_rooms += 1;
+            self.held_state_bytes += new.heap_bytes();
+        }
+        room.held_state = record;
+    }
+
     fn set_account_data(&mut self, data: &AccountData) {
         let user = self.user_slot(data.user_id.as_str());
         match (&data.room_id, data.data_type.as_str()) {
@@ -492,6 +523,7 @@ impl IndexedRows {
                 children,
             } => self.set_space_children(space_room_id, children),
             RowChange::AccountData(data) => self.set_account_data(data),
+            RowChange::CurrentState { room_id, state } => self.set_held_state(room_id, state),
         }
     }
 }

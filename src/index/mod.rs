@@ -33,7 +33,8 @@
 //! * `slots.rs`: the dense ids and a listed room's attributes;
 //!   `event_id.rs`: membership event IDs as stored;
 //! * `names.rs`: the per-user copy of listed names that `room_name_like`
-//!   reads;
+//!   reads; `room_data.rs`: a room's held current state, compact (the
+//!   rooms' data);
 //! * `records.rs`: the compact records of rooms, users and snapshots;
 //! * `indexed_rows.rs`: `IndexedRows`, the committed rows as records with
 //!   the per-user listings, and its write side (applying published
@@ -52,9 +53,12 @@ mod lists;
 mod names;
 mod query;
 mod records;
+mod room_data;
 mod rows_out;
 mod slots;
 mod walks;
+
+pub(crate) use room_data::HeldKey;
 
 use std::collections::BTreeSet;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -124,6 +128,27 @@ impl ReadIndex {
         for change in changes {
             data.apply(change);
         }
+    }
+
+    /// The held current state of each of `rooms`, in their order: its
+    /// keys (none for a room holding none), or `None` for a room that went
+    /// over `max_room_state_keys`.
+    pub(crate) fn held_states(&self, rooms: &[RoomId]) -> Vec<Option<Vec<HeldKey>>> {
+        let data = self.read();
+        rooms
+            .iter()
+            .map(|room| {
+                let record = data
+                    .room_slots
+                    .get(room)
+                    .and_then(|slot| data.rooms.get(*slot as usize))
+                    .and_then(|record| record.held_state.as_ref());
+                match record {
+                    None => Some(Vec::new()),
+                    Some(record) => record.keys(&data.held_types),
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn joined_room(&self, room_id: &RoomId) -> Option<JoinedRoomRow> {
@@ -202,6 +227,15 @@ impl ReadIndex {
 
     pub(crate) fn snapshot_count(&self) -> u64 {
         self.read().snapshot_count
+    }
+
+    /// The rooms' data in memory: rooms holding some state, and the bytes
+    /// their records take (records and their heap; each room's record slot
+    /// besides).
+    pub(crate) fn held_state_memory(&self) -> (usize, usize) {
+        let data = self.read();
+        let slots = data.rooms.len() * std::mem::size_of::<Option<room_data::HeldStateRecord>>();
+        (data.held_state_rooms, data.held_state_bytes + slots)
     }
 
     /// Computes room lists for a user, from one consistent view of the index.

@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::event_id::StoredEventId;
 use super::names::NameCopy;
+use super::room_data::HeldStateRecord;
 use super::slots::{Attributes, Listing, RoomSlot, TypeId, UserSlot, NO_TYPE};
 use crate::model::{Membership, RoomId, UserId};
 
@@ -84,6 +85,8 @@ pub(super) struct RoomRecord {
     pub(super) joined_members: Vec<UserSlot>,
     /// The room's children as a space.
     pub(super) space_children: Box<[RoomSlot]>,
+    /// The room's held current state (the rooms' data); `None`: none held.
+    pub(super) held_state: Option<HeldStateRecord>,
 }
 
 /// A membership snapshot, compact.

@@ -198,7 +198,7 @@ fn model(changes: &[RowChange]) -> Model {
                     data.clone(),
                 );
             }
-            RowChange::Dequeue(_) => {}
+            RowChange::Dequeue(_) | RowChange::CurrentState { .. } => {}
         }
     }
     Model {

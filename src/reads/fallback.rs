@@ -44,6 +44,11 @@ impl Fallback {
         self.queue.len()
     }
 
+    /// Whether `room` is queued for recalculation.
+    pub(crate) fn is_queued(&self, room: &RoomId) -> bool {
+        self.queue.contains(room)
+    }
+
     /// The rows of the queued rooms among `rooms` (only `user`'s snapshots
     /// when given); `None` when none of them is queued.
     pub(crate) async fn rows(

@@ -10,6 +10,7 @@
 //! SQL, HTTP (the API maps its answers and errors).
 
 mod fallback;
+mod room_data;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::source::AccountDataPosition;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream, UpstreamError};
 
 pub(crate) use fallback::Fallback;
+pub(crate) use room_data::{HeldStateSettings, RoomData};
 
 /// Why a read could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,8 @@ pub(crate) struct ReadSettings {
     pub(crate) max_room_list_rooms: usize,
     /// Most snapshots in one page of a user's rooms.
     pub(crate) max_user_rooms_page: usize,
+    /// The rooms' data: the types held and whether the stored state is theirs.
+    pub(crate) held_state: HeldStateSettings,
 }
 
 /// Which page of a user's rooms to read.
@@ -462,6 +466,11 @@ impl Reads {
 
     pub(crate) fn snapshot_count(&self) -> u64 {
         self.index.snapshot_count()
+    }
+
+    /// Rooms holding state, and the bytes of their held state records.
+    pub(crate) fn held_state_memory(&self) -> (usize, usize) {
+        self.index.held_state_memory()
     }
 
     /// Rooms waiting for recalculation.

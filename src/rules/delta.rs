@@ -183,6 +183,12 @@ fn collapse_delta(
 ) -> Result<CollapsedDelta, RuleError> {
     let mut collapsed = CollapsedDelta::default();
     for row in delta {
+        room.state.current_state.set(
+            &room.context.held_state,
+            &row.event_type,
+            &row.state_key,
+            row.event_id.as_ref(),
+        );
         if let Some(key) = RelevantKey::of(&row.event_type, &row.state_key) {
             match &row.event_id {
                 None => {
@@ -345,7 +351,7 @@ fn update_joined_row(
 }
 
 /// The room's current state after the delta: emptied, with its space
-/// children, when the server left (§2.6).
+/// children and its held state, when the server left (§2.6).
 fn replace_current_state(
     room: &mut RoomUpdate<'_>,
     state_after: BTreeMap<RelevantKey, RelevantEvent>,
@@ -356,6 +362,9 @@ fn replace_current_state(
     } else {
         state_after
     };
+    if no_longer_in_room {
+        room.state.current_state.server_left();
+    }
     if no_longer_in_room && !room.state.memory.space_children.is_empty() {
         room.state.memory.space_children.clear();
         room.memory_changed = true;

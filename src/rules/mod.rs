@@ -18,6 +18,7 @@
 //! * `events`: new events, bumps, redactions;
 //! * `tests`: the unit tests.
 
+mod current_state;
 mod delta;
 mod events;
 mod membership;
@@ -31,6 +32,9 @@ use std::collections::{BTreeSet, HashMap};
 use crate::feed::{EventRow, FeedRow, StateRow};
 use crate::model::{EventId, RoomId, RowChange, UserId};
 
+pub use current_state::{
+    CurrentStateIds, HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
+};
 use delta::KnownEvent;
 use state::same_stored_memory;
 pub(crate) use state::RelevantKey;
@@ -46,6 +50,8 @@ pub struct RulesContext {
     pub server_name: String,
     /// The writer (instance name) whose rows are being applied.
     pub writer: String,
+    /// The current state each room holds (the rooms' data).
+    pub held_state: std::sync::Arc<HeldStateTypes>,
 }
 
 impl RulesContext {
@@ -169,6 +175,7 @@ impl RoomState {
             joined,
             snapshots,
             memory,
+            current_state,
         } = self;
         let mut changes: Vec<RowChange> = joined
             .map(RowChange::UpsertJoinedRoom)
@@ -184,6 +191,12 @@ impl RoomState {
             &RoomMemory::default(),
             &memory,
         ));
+        if !current_state.is_empty() {
+            changes.push(RowChange::CurrentState {
+                room_id: room_id.clone(),
+                state: current_state,
+            });
+        }
         let memory = (memory != RoomMemory::default()).then_some(memory);
         (changes, memory)
     }
@@ -307,6 +320,12 @@ impl RoomUpdate<'_> {
             &before.memory,
             &self.state.memory,
         ));
+        if !self.state.current_state.same_as(&before.current_state) {
+            changes.push(RowChange::CurrentState {
+                room_id: self.room_id.clone(),
+                state: self.state.current_state.clone(),
+            });
+        }
         let mut state = self.state;
         let follows = state.joined.as_ref().is_some_and(|joined| {
             state.memory.max_stream_ordering == Some(joined.event_stream_ordering)

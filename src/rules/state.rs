@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::current_state::CurrentStateIds;
 use crate::feed::Event;
 use crate::model::{EventId, JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 
@@ -333,6 +334,8 @@ pub struct RoomState {
     pub joined: Option<JoinedRoomRow>,
     pub snapshots: imbl::OrdMap<UserId, MembershipSnapshot>,
     pub memory: RoomMemory,
+    /// The current state event IDs of the held types (the rooms' data).
+    pub current_state: CurrentStateIds,
 }
 
 impl RoomState {

@@ -1,5 +1,7 @@
 //! Unit tests of the rules: column values, stripped state, refusals, and the
-//! bounds and persistence of a room's memory.
+//! bounds and persistence of a room's memory; the held state in `held_state`.
+
+mod held_state;
 
 use std::collections::BTreeSet;
 
@@ -10,7 +12,7 @@ use crate::model::{EventId, Membership, RoomId, RowChange, UserId};
 
 use super::metadata::{encrypted, metadata_from_stripped_state, text_column};
 use super::state::{MAX_PENDING_REDACTIONS, MAX_REMEMBERED_RELEVANT_EVENTS};
-use super::{apply_rows, RoomOutcome, RoomState, RuleError, RulesContext};
+use super::{apply_rows, HeldStateTypes, RoomOutcome, RoomState, RuleError, RulesContext};
 
 #[test]
 fn text_columns_follow_section_2_1() {
@@ -61,6 +63,11 @@ fn context() -> RulesContext {
     RulesContext {
         server_name: "hs".into(),
         writer: "master".into(),
+        held_state: std::sync::Arc::new(HeldStateTypes::new(
+            ["m.room.create".into(), "m.room.name".into()],
+            ["m.space.child".into()],
+            3,
+        )),
     }
 }
 
@@ -283,6 +290,7 @@ fn messages_do_not_rewrite_the_stored_memory_and_loading_restores_it() {
         joined: message.state.joined.clone(),
         snapshots: message.state.snapshots.clone(),
         memory: serde_json::from_value(stored).unwrap(),
+        current_state: message.state.current_state.clone(),
     };
     assert_eq!(reloaded.memory.max_stream_ordering, Some(2));
     reloaded.restore_counters();

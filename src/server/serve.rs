@@ -16,7 +16,7 @@ use tracing::info;
 use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::{LogFormat, Settings};
-use crate::reads::{ReadSettings, Reads};
+use crate::reads::{HeldStateSettings, ReadSettings, Reads};
 use crate::source::access::check_tables;
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::{self, SourceDatabase, SourceHandle};
@@ -100,6 +100,9 @@ pub(crate) async fn import(settings: Settings) -> anyhow::Result<()> {
     let write_path = startup::open(store, writer, &settings.writers)
         .await
         .context("reading the stored positions")?;
+    startup::check_held_state_types(&write_path, &settings.held_state_types(), true)
+        .await
+        .context("checking the held state's types")?;
     let started = std::time::Instant::now();
     let summary = run_import(&write_path, &source, &ImportOptions::of(&settings, true))
         .await
@@ -187,6 +190,13 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let write_path = startup::open(store, writer, &settings.writers)
         .await
         .context("reading the stored positions")?;
+    let held_state_complete = startup::check_held_state_types(
+        &write_path,
+        &settings.held_state_types(),
+        source_database.is_some(),
+    )
+    .await
+    .context("checking the held state's types")?;
     let source = match source_database {
         Some(database) => Some(source::start(&settings, database, &write_path).await?),
         None => {
@@ -215,6 +225,10 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),
             max_room_list_rooms: settings.max_room_list_rooms,
             max_user_rooms_page: settings.max_user_rooms_page,
+            held_state: HeldStateSettings {
+                types: settings.held_state_types(),
+                complete: held_state_complete,
+            },
         },
     );
     let state = web::Data::new(ApiState {
@@ -233,6 +247,7 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         queue.clone(),
         SupervisorSettings {
             server_name: Arc::from(settings.server_name.as_str()),
+            held_state: settings.held_state_types(),
             batch_size: settings.commit_batch_size,
             linger: Duration::from_millis(settings.commit_linger_ms),
             idle_actor_timeout: Duration::from_millis(settings.room_actor_idle_ms),

@@ -36,11 +36,28 @@ use crate::store::{ImportProgress, Store};
 use crate::supervisor::commit::{CommitUnit, UnpublishedUnit, WritePath};
 use crate::supervisor::recalc::RecomputedRooms;
 
+/// What the rules need of the deployment to replay rooms.
+#[derive(Debug, Clone)]
+pub(crate) struct RulesSettings {
+    pub(crate) server_name: String,
+    pub(crate) held_state: std::sync::Arc<crate::rules::HeldStateTypes>,
+}
+
+impl RulesSettings {
+    /// What the rules need of the deployment, from the settings.
+    pub(crate) fn of(settings: &Settings) -> RulesSettings {
+        RulesSettings {
+            server_name: settings.server_name.clone(),
+            held_state: settings.held_state_types(),
+        }
+    }
+}
+
 /// Replays one room's rows (all writers, stream order) from an empty state.
 fn replay_room(
     room_id: &RoomId,
     rows: Vec<(String, FeedRow)>,
-    server_name: &str,
+    rules: &RulesSettings,
 ) -> Result<RoomState, crate::rules::RuleError> {
     let mut state = RoomState::default();
     let mut rows = rows.into_iter().peekable();
@@ -51,8 +68,9 @@ fn replay_room(
             feed.push(row);
         }
         let context = RulesContext {
-            server_name: server_name.to_owned(),
+            server_name: rules.server_name.clone(),
             writer,
+            held_state: rules.held_state.clone(),
         };
         state = apply_rows(&state, room_id, &feed, &context)?.state;
     }
@@ -104,12 +122,12 @@ pub(crate) async fn read_rooms(
 }
 
 /// Replays every room of a batch read by [`read_rooms`] (pure: no I/O).
-pub(crate) fn replay_rooms(read: ReadRooms, server_name: &str) -> RecomputedRooms {
+pub(crate) fn replay_rooms(read: ReadRooms, rules: &RulesSettings) -> RecomputedRooms {
     let started = Instant::now();
     let rooms = read.by_room.len();
     let mut computed = RecomputedRooms::default();
     for (room, rows) in read.by_room {
-        match replay_room(&room, rows, server_name) {
+        match replay_room(&room, rows, rules) {
             Ok(state) => {
                 let (changes, memory) = state.rows_from_nothing(&room);
                 computed.changes.extend(changes);
@@ -138,10 +156,10 @@ pub(crate) async fn compute_rooms(
     source: &SourceDatabase,
     rooms: &[String],
     to: &StreamToken,
-    server_name: &str,
+    rules: &RulesSettings,
 ) -> Result<RecomputedRooms, SourceError> {
-    let read = read_rooms(source, rooms, to, server_name).await?;
-    Ok(replay_rooms(read, server_name))
+    let read = read_rooms(source, rooms, to, &rules.server_name).await?;
+    Ok(replay_rooms(read, rules))
 }
 
 /// The next rooms to import, in `room_id` order after `after`.
@@ -167,7 +185,8 @@ pub(crate) struct ImportSummary {
 /// The import's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ImportOptions {
-    pub(crate) server_name: String,
+    /// The server name and the held state types the rules replay with.
+    pub(crate) rules: RulesSettings,
     /// Writers whose positions become the import's position when it ends.
     pub(crate) writers: Vec<WriterName>,
     /// Rooms per batch (one read, one transaction).
@@ -180,7 +199,7 @@ impl ImportOptions {
     /// The import's settings from roomcache's settings.
     pub(crate) fn of(settings: &Settings, progress_bar: bool) -> ImportOptions {
         ImportOptions {
-            server_name: settings.server_name.clone(),
+            rules: RulesSettings::of(settings),
             writers: settings.writers.clone(),
             batch_rooms: settings.source_import_batch_rooms,
             progress_bar,
@@ -331,10 +350,10 @@ fn batch_unit(computed: &RecomputedRooms, progress: &ImportProgress) -> Unpublis
 fn spawn_replay(
     rooms: Vec<String>,
     read: ReadRooms,
-    server_name: &str,
+    rules: &RulesSettings,
 ) -> tokio::task::JoinHandle<(Vec<String>, RecomputedRooms)> {
-    let server_name = server_name.to_owned();
-    tokio::task::spawn_blocking(move || (rooms, replay_rooms(read, &server_name)))
+    let rules = rules.clone();
+    tokio::task::spawn_blocking(move || (rooms, replay_rooms(read, &rules)))
 }
 
 /// Imports the rooms after `progress.last_room_id`, batch by batch, each
@@ -351,7 +370,8 @@ async fn import_batches(
 ) -> Result<(), SourceError> {
     let batch_rooms = options.batch_rooms.max(1) as i64;
     let target = progress.target_position;
-    let server_name = options.server_name.as_str();
+    let rules = &options.rules;
+    let server_name = rules.server_name.as_str();
     let read = |rooms: Vec<String>| async move {
         if rooms.is_empty() {
             return Ok::<_, SourceError>(None);
@@ -370,7 +390,7 @@ async fn import_batches(
     while reading.is_some() || replaying.is_some() || committing.is_some() {
         let following = match reading.take() {
             Some((rooms, read, following)) => {
-                let previous = replaying.replace(spawn_replay(rooms, read, server_name));
+                let previous = replaying.replace(spawn_replay(rooms, read, rules));
                 (following, previous)
             }
             None => (Vec::new(), replaying.take()),

@@ -25,7 +25,7 @@ use roomcache_core::StreamToken;
 use super::account_data::{AccountDataFollower, AccountDataPosition};
 use super::follow::Follower;
 use super::health::{SourceHealth, SourcePart};
-use super::import::{run_import, ImportOptions};
+use super::import::{run_import, ImportOptions, RulesSettings};
 use super::redis::{Replication, Subscriber};
 use super::{SourceDatabase, SourceProgress, SynapseUpstream};
 use crate::config::Settings;
@@ -76,7 +76,7 @@ async fn start_up(
     }
     let upstream: Arc<dyn Upstream> = Arc::new(SynapseUpstream::new(
         source.clone(),
-        &settings.server_name,
+        RulesSettings::of(settings),
         &settings.writers,
     ));
     let invalidation = startup::invalidate_changed_rooms(write_path, upstream.as_ref())

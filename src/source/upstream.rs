@@ -15,6 +15,7 @@ use futures_util::{FutureExt, TryFutureExt};
 use roomcache_core::{StreamToken, WriterName};
 
 use super::database::SourceRow;
+use super::import::RulesSettings;
 use super::range::StreamRange;
 use super::{import, queries, SourceDatabase, SourceError};
 use crate::model::{RoomId, UserId};
@@ -23,7 +24,7 @@ use crate::supervisor::recalc::{RecomputedRooms, Upstream, UpstreamError};
 /// Synapse's database, as the supervisor's source of truth.
 pub(crate) struct SynapseUpstream {
     source: Arc<SourceDatabase>,
-    server_name: String,
+    rules: RulesSettings,
     /// The configured event writers (their safe positions make the token).
     writers: Vec<WriterName>,
 }
@@ -31,12 +32,12 @@ pub(crate) struct SynapseUpstream {
 impl SynapseUpstream {
     pub(crate) fn new(
         source: Arc<SourceDatabase>,
-        server_name: &str,
+        rules: RulesSettings,
         writers: &[WriterName],
     ) -> Self {
         SynapseUpstream {
             source,
-            server_name: server_name.to_owned(),
+            rules,
             writers: writers.to_vec(),
         }
     }
@@ -80,7 +81,7 @@ impl SynapseUpstream {
         at: &StreamToken,
     ) -> Result<RecomputedRooms, SourceError> {
         let ids: Vec<String> = rooms.iter().map(|r| r.as_str().to_owned()).collect();
-        import::compute_rooms(&self.source, &ids, at, &self.server_name).await
+        import::compute_rooms(&self.source, &ids, at, &self.rules).await
     }
 
     async fn read_rooms_of_user(

@@ -13,9 +13,10 @@ use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
 use super::positions::write_positions;
+use super::room_state::{write_current_states, write_held_types};
 use super::{Store, StoreError};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
-use crate::rules::RoomMemory;
+use crate::rules::{CurrentStateIds, HeldStateTypes, RoomMemory};
 
 /// The final value of every key touched by a group of batches, and the
 /// positions the group makes durable. Later changes to a key replace
@@ -35,6 +36,11 @@ pub(crate) struct CommitGroup {
     account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
     /// Final children per space.
     space_children: BTreeMap<RoomId, Vec<RoomId>>,
+    /// Final current state per room (the rooms' data).
+    current_states: BTreeMap<RoomId, CurrentStateIds>,
+    /// The types the rooms' current state is computed for, when recorded
+    /// with this group.
+    held_state_types: Option<HeldStateTypes>,
     /// Source mode: the import's progress, written with the group's rows.
     pub(super) import_progress: Option<ImportProgress>,
     /// Source mode: how far Synapse's account-data stream is applied.
@@ -85,6 +91,9 @@ impl CommitGroup {
                 } => {
                     self.space_children
                         .insert(space_room_id.clone(), children.clone());
+                }
+                RowChange::CurrentState { room_id, state } => {
+                    self.current_states.insert(room_id.clone(), state.clone());
                 }
                 RowChange::AccountData(data) => {
                     let room = data
@@ -152,6 +161,11 @@ impl CommitGroup {
         self.import_progress = Some(progress);
     }
 
+    /// Records the types the rooms' current state is computed for.
+    pub(crate) fn set_held_state_types(&mut self, types: HeldStateTypes) {
+        self.held_state_types = Some(types);
+    }
+
     /// Records how far Synapse's account-data stream is applied (source mode).
     pub(crate) fn set_account_data_position(&mut self, position: i64) {
         self.account_data_position = Some(position);
@@ -197,6 +211,9 @@ impl StoreWriter {
         let transaction = client.transaction().await?;
         invalidate_rooms(&transaction, &group.invalidated).await?;
         enqueue(&transaction, &group.queued).await?;
+        if let Some(types) = &group.held_state_types {
+            write_held_types(&transaction, types).await?;
+        }
         // The rest touches distinct tables (and distinct keys within one):
         // its statements go out together, pipelined on the connection, so
         // the group costs a few round trips instead of two per statement.
@@ -204,6 +221,7 @@ impl StoreWriter {
             write_rows(&transaction, group),
             write_memories(&transaction, &group.memories),
             write_room_list_data(&transaction, group),
+            write_current_states(&transaction, &group.current_states),
             dequeue(&transaction, &group.dequeued),
             write_positions(&transaction, group),
         )?;
@@ -318,7 +336,7 @@ async fn write_rows(
     Ok(())
 }
 
-/// Start-up invalidation (§4): deletes every row (space children included)
+/// Start-up invalidation (§4): deletes every row (space children and current state included)
 /// and the rules' memory of `rooms` and queues them in `sliding_sync_joined_rooms_to_recalculate`
 /// (the queue survives restarts).
 async fn invalidate_rooms(
@@ -334,6 +352,7 @@ async fn invalidate_rooms(
         ("sliding_sync_membership_snapshots", "room_id"),
         ("room_rules_memory", "room_id"),
         ("space_children", "space_room_id"),
+        ("room_current_state", "room_id"),
     ] {
         transaction
             .execute(

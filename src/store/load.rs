@@ -18,7 +18,7 @@ use super::rows::{
 };
 use super::{CorruptRow, Store, StoreError};
 use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId, SnapshotView};
-use crate::rules::{RoomMemory, RoomState};
+use crate::rules::{CurrentStateIds, RoomMemory, RoomState};
 
 /// Snapshots handed over per chunk while streaming them at start-up.
 const SNAPSHOT_CHUNK: usize = 8192;
@@ -34,6 +34,8 @@ pub struct LoadedRows {
     pub account_data: Vec<AccountData>,
     /// Each space's children (spaces without children are absent).
     pub space_children: Vec<(RoomId, Vec<RoomId>)>,
+    /// Each room's current state of the held types (rooms holding none are absent).
+    pub current_states: Vec<(RoomId, CurrentStateIds)>,
 }
 
 impl Store {
@@ -108,6 +110,7 @@ impl Store {
             recalculation_queue,
             account_data: self.account_data(&client).await?,
             space_children: self.space_children(&client).await?,
+            current_states: self.current_states(&client).await?,
         })
     }
 
@@ -202,6 +205,8 @@ impl Store {
                 state.restore_counters();
             }
         }
+        self.load_current_states_into(&client, &ids, &mut states)
+            .await?;
         Ok(states)
     }
 
@@ -237,6 +242,7 @@ impl Store {
         let rows = client
             .query(
                 "SELECT room_id FROM room_rules_memory
+                 UNION SELECT room_id FROM room_current_state
                  UNION SELECT room_id FROM sliding_sync_joined_rooms
                  UNION SELECT room_id FROM sliding_sync_membership_snapshots",
                 &[],

@@ -15,6 +15,7 @@ mod commit;
 mod instance_lock;
 mod load;
 mod positions;
+mod room_state;
 mod rows;
 
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub enum CorruptRow {
     Membership(String),
     #[error("the rules' memory cannot be read")]
     Memory(#[source] serde_json::Error),
+    #[error("a room's current state cannot be read")]
+    CurrentState(#[source] serde_json::Error),
 }
 
 impl StoreError {

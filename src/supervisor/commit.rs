@@ -18,7 +18,7 @@ use tracing::instrument;
 
 use crate::index::ReadIndex;
 use crate::model::{RoomId, RowChange, SnapshotView};
-use crate::rules::RoomMemory;
+use crate::rules::{HeldStateTypes, RoomMemory};
 use crate::store::{CommitGroup, ImportProgress, Store, StoreError, StoreWriter};
 
 /// What one commit makes durable, then visible.
@@ -90,6 +90,11 @@ impl<'rows> CommitUnit<'rows> {
     /// `position` with this commit.
     pub(crate) fn account_data_position(&mut self, position: i64) {
         self.group.set_account_data_position(position);
+    }
+
+    /// Records the types the rooms' held state is computed for.
+    pub(crate) fn held_state_types(&mut self, types: HeldStateTypes) {
+        self.group.set_held_state_types(types);
     }
 
     /// Takes recomputed rooms off the recalculation queue.

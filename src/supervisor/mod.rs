@@ -94,6 +94,8 @@ pub(crate) struct SubmitValidBatch(pub(crate) ValidBatch);
 #[derive(Debug, Clone)]
 pub(crate) struct SupervisorSettings {
     pub(crate) server_name: Arc<str>,
+    /// The current state each room holds (the rooms' data).
+    pub(crate) held_state: Arc<crate::rules::HeldStateTypes>,
     /// Batches per group commit.
     pub(crate) batch_size: usize,
     /// How long to wait for more batches before preparing a group.

@@ -144,6 +144,7 @@ impl GroupPreparer {
         let context = Arc::new(RulesContext {
             server_name: self.shared.settings.server_name.to_string(),
             writer: writer.to_owned(),
+            held_state: self.shared.settings.held_state.clone(),
         });
         let sends = by_room
             .into_values()

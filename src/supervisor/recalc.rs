@@ -19,7 +19,7 @@ use tracing::{info, info_span, Instrument};
 use super::commit::{CommitUnit, WritePath};
 use super::{Recalculate, Shared};
 use crate::model::{RoomId, RowChange, UserId};
-use crate::rules::RoomMemory;
+use crate::rules::{CurrentStateIds, RoomMemory};
 use crate::store::StoreError;
 
 /// Rows recomputed from the source for some rooms.
@@ -264,7 +264,7 @@ pub(super) async fn drain(shared: &Shared, job: &Recalculate) -> Result<(), Reca
 
 /// The deletions of the stored rows of `rooms` that the recomputed rows do
 /// not replace (a room the server has left since, a membership gone with
-/// a purge, space children gone), so the recomputed rows are all the rooms
+/// a purge, space children or held state gone), so the recomputed rows are all the rooms
 /// have afterwards.
 async fn replaced_rows(
     write_path: &WritePath,
@@ -274,6 +274,7 @@ async fn replaced_rows(
     let mut upserted_rooms = BTreeSet::new();
     let mut upserted_snapshots = BTreeSet::new();
     let mut spaces = BTreeSet::new();
+    let mut held_states = BTreeSet::new();
     for change in &recomputed.changes {
         match change {
             RowChange::UpsertJoinedRoom(row) => {
@@ -285,11 +286,14 @@ async fn replaced_rows(
             RowChange::SpaceChildren { space_room_id, .. } => {
                 spaces.insert(space_room_id);
             }
+            RowChange::CurrentState { room_id, .. } => {
+                held_states.insert(room_id);
+            }
             _ => {}
         }
     }
-    // A room computed from nothing lists its space children only when it
-    // has some.
+    // A room computed from nothing lists its space children and its held
+    // state only when it has some.
     let mut deletions: Vec<RowChange> = rooms
         .iter()
         .filter(|room| !spaces.contains(room))
@@ -298,6 +302,15 @@ async fn replaced_rows(
             children: Vec::new(),
         })
         .collect();
+    deletions.extend(
+        rooms
+            .iter()
+            .filter(|room| !held_states.contains(room))
+            .map(|room| RowChange::CurrentState {
+                room_id: room.clone(),
+                state: CurrentStateIds::default(),
+            }),
+    );
     let stored = write_path.store().load_room_states(rooms).await?;
     for (room, state) in &stored {
         if state.joined.is_some() && !upserted_rooms.contains(room) {

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use roomcache_core::{PositionTracker, StreamToken, WriterName};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::commit::{CommitUnit, WritePath};
 use super::recalc::{RecalculationError, RecalculationQueue, Upstream};
 use crate::index::ReadIndex;
 use crate::model::{RoomId, RowChange};
+use crate::rules::HeldStateTypes;
 use crate::store::{Store, StoreError, StoreWriter};
 
 /// Rooms deleted and queued per transaction at start-up.
@@ -93,6 +94,56 @@ pub(crate) async fn invalidate_changed_rooms(
     Ok(Invalidation { from, to, queued })
 }
 
+/// The rooms' data: whether the stored held state is of the configured
+/// types. A schema without rooms records them; a schema whose rooms were
+/// computed for other types (or before the held state existed) has every
+/// room invalidated and queued when `recompute` (source mode: the queue
+/// recomputes them, and reads treat queued rooms as unknown meanwhile), and
+/// is left incomplete otherwise (feed mode: every room unknown). Returns
+/// whether the held state is complete.
+pub(crate) async fn check_held_state_types(
+    write_path: &WritePath,
+    types: &HeldStateTypes,
+    recompute: bool,
+) -> Result<bool, StoreError> {
+    let store = write_path.store();
+    let stored = store.held_state_types().await?;
+    if stored.as_ref().is_some_and(|s| s.same_types(types)) {
+        return Ok(true);
+    }
+    let rooms = store.cached_room_ids().await?;
+    if !rooms.is_empty() && !recompute {
+        warn!(
+            rooms = rooms.len(),
+            "the rooms' held state was computed for other state types than room_state_types \
+             and room_state_wildcard_types name (or before roomcache held it); every room's \
+             data is answered as unknown: restore the setting, or start from an empty schema"
+        );
+        return Ok(false);
+    }
+    let mut chunks = rooms.chunks(INVALIDATION_CHUNK).peekable();
+    loop {
+        let mut unit = CommitUnit::default();
+        if let Some(chunk) = chunks.next() {
+            unit.invalidate(chunk);
+        }
+        if chunks.peek().is_none() {
+            unit.held_state_types(types.clone());
+            write_path.commit(unit).await?;
+            break;
+        }
+        write_path.commit(unit).await?;
+    }
+    if !rooms.is_empty() {
+        info!(
+            rooms = rooms.len(),
+            "the held state types changed (or the held state is new): every room was queued \
+             to be recomputed"
+        );
+    }
+    Ok(true)
+}
+
 /// Loads every committed row into the read index (snapshots streamed in
 /// chunks, so the rows as read never all sit beside the index) and returns
 /// the recalculation queue, recomputed at `queue_position`.
@@ -121,6 +172,12 @@ pub(crate) async fn load(
             children,
         })
         .chain(loaded.account_data.into_iter().map(RowChange::AccountData))
+        .chain(
+            loaded
+                .current_states
+                .into_iter()
+                .map(|(room_id, state)| RowChange::CurrentState { room_id, state }),
+        )
         .collect();
     write_path.publish_loaded(&room_list_data);
     drop(room_list_data);

@@ -17,6 +17,7 @@ mod hostile_properties;
 mod hung_postgres;
 mod positions;
 mod properties;
+mod room_data;
 mod room_list;
 mod scenarios;
 mod skeleton;

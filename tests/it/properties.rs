@@ -285,6 +285,11 @@ fn context() -> RulesContext {
     RulesContext {
         server_name: "example.org".into(),
         writer: "master".into(),
+        held_state: std::sync::Arc::new(roomcache::rules::HeldStateTypes::new(
+            ["m.room.name".into()],
+            ["m.space.child".into()],
+            1000,
+        )),
     }
 }
 

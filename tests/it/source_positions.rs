@@ -293,9 +293,9 @@ async fn a_position_found_ahead_while_serving_is_repaired_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_for_writers(&server, &WORKERS_WRITERS, 439).await;
-    assert!(server
-        .log()
-        .contains("positions repaired and the rooms changed since recomputed"));
+    server
+        .wait_for_log("positions repaired and the rooms changed since recomputed")
+        .await;
     let ours = Tables::from_rows(&server.rows_in_postgres().await);
     assert_no_differences(&ours, &truth_at_439, "after the repair while serving");
     server.assert_postgres_matches_served().await;

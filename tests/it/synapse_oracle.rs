@@ -194,6 +194,7 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
         ("sliding_sync_membership_snapshots", "room_id"),
         ("room_rules_memory", "room_id"),
         ("space_children", "space_room_id"),
+        ("room_current_state", "room_id"),
     ] {
         let copied = client
             .execute(
@@ -208,6 +209,14 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
             copied_rows += copied as i64;
         }
     }
+    // The held state's types, recorded at the start of the first run.
+    client
+        .execute(
+            &format!("INSERT INTO {interrupted}.room_state_types SELECT * FROM {complete}.room_state_types"),
+            &[],
+        )
+        .await
+        .unwrap();
     // A marker proves the resumed import does not redo committed rooms.
     let marked = client
         .execute(
@@ -245,6 +254,8 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
         .await
         .unwrap();
     assert_eq!(rows.space_children, complete_rows.space_children);
+    assert_eq!(rows.current_states, complete_rows.current_states);
+    assert_eq!(rows.current_states.len(), 63);
     assert_eq!(rows.space_children.len(), 7);
     let ours = Tables::from_rows(&rows);
     let differences = ours.differences(&live);

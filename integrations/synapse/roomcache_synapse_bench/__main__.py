@@ -4,7 +4,8 @@ the module, for users in 100, 1,000 and 10,000 rooms.
 
     python -m roomcache_synapse_bench [--sizes 100,1000,10000] [--requests 100]
 
-Builds the dataset once (dataset.py; reused while its spec is the same),
+Builds the dataset once (dataset.py; reused while its spec is the same; a
+directory holding one for other sizes is refused unless `--rebuild`),
 starts Synapse 1.163.2 with the module and the phase timer, roomcache
 (`ROOMCACHE_BIN`) in source mode on its database, then runs every case:
 the simple ones (driver.py: one 20-room window, one state key), then
@@ -50,6 +51,12 @@ class Options:
     default_caches: bool = False
     element_x: ElementXOptions = field(default_factory=ElementXOptions)
     build_concurrency: int = 6
+    rebuild: bool = False
+
+
+class DatasetMismatch(Exception):
+    """The directory holds a dataset built for other sizes (building anew
+    takes up to an hour: only with `--rebuild`)."""
 
 
 @dataclass
@@ -118,6 +125,11 @@ def parse(arguments: Sequence[str]) -> Options:
         "--build-concurrency", type=int, default=6, help="requests at once building the dataset"
     )
     parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build the dataset anew when the directory holds one for other sizes",
+    )
+    parser.add_argument(
         "--poll-interval-ms",
         type=int,
         default=None,
@@ -146,6 +158,7 @@ def parse(arguments: Sequence[str]) -> Options:
             batch=parsed.batch,
         ),
         build_concurrency=parsed.build_concurrency,
+        rebuild=parsed.rebuild,
     )
 
 
@@ -174,6 +187,12 @@ def run(options: Options) -> Outcome:
     spec = datasets.DatasetSpec(sizes=options.sizes)
     record_path = options.directory / "dataset.json"
     existing = datasets.recorded(record_path, spec)
+    if existing is None and record_path.exists() and not options.rebuild:
+        built_for = json.loads(record_path.read_text()).get("spec")
+        raise DatasetMismatch(
+            f"{options.directory} holds a dataset built for {built_for}, not for {spec.to_json()}: "
+            "ask for its sizes, use another --directory, or --rebuild to replace it"
+        )
     homeserver_directory = options.directory / "synapse"
     if existing is not None and not (homeserver_directory / "postgres").exists():
         existing = None
@@ -347,7 +366,11 @@ def _rss_mib(pid: int | None) -> str:
 
 
 def main(arguments: Sequence[str]) -> int:
-    outcome = run(parse(arguments))
+    try:
+        outcome = run(parse(arguments))
+    except DatasetMismatch as mismatch:
+        print(f"scripts/bench synapse: {mismatch}", file=sys.stderr)
+        return 2
     different = any(result.differences for result in outcome.element_x)
     return 1 if outcome.synapse_errors or different else 0
 

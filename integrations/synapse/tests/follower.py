@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import Any
 import psycopg2
 
 from .harness import REPOSITORY, Homeserver, parse_prometheus
-from .roomcache import documented_roles
+from .roomcache import UnixConnection, documented_roles
 
 JOINED_COLUMNS = (
     "room_id, event_stream_ordering, bump_stamp, room_type, room_name, is_encrypted,"
@@ -53,19 +52,6 @@ def build_roomcache(profile: str = "debug") -> Path:
         arguments.append("--release")
     subprocess.run(arguments, cwd=REPOSITORY, check=True, stdin=subprocess.DEVNULL)
     return REPOSITORY / "target" / profile / "roomcache"
-
-
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 def drop_schema(database_url: str, schema: str) -> None:
@@ -214,16 +200,7 @@ class Roomcache:
 
     def metric(self, name: str) -> float | None:
         """The value of an unlabelled metric of /metrics (None when absent)."""
-        connection = UnixConnection(self.socket, 30)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        for line in text.splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
-        return None
+        return self.samples().get((name, ()))
 
     def wait_until_caught_up(self, timeout: float = 120) -> dict[str, Any]:
         """Waits until every writer's position covers the homeserver's rows of that

@@ -163,9 +163,9 @@ def roomcache_binary() -> Path:
 class UnixConnection(http.client.HTTPConnection):
     """HTTP/1.1 over a Unix socket."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str | Path, timeout: float) -> None:
         super().__init__("roomcache", timeout=timeout)
-        self._path = path
+        self._path = str(path)
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

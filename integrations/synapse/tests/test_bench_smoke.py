@@ -8,9 +8,14 @@ Ports: ROOMCACHE_SYNAPSE_TEST_PORT_BASE + 16 (Postgres) and + 17 (Synapse).
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
-from roomcache_synapse_bench.__main__ import Options, Outcome, run
+import pytest
+
+from roomcache_synapse_bench.__main__ import DatasetMismatch, Options, Outcome, run
+from roomcache_synapse_bench.dataset import DatasetSpec
 from roomcache_synapse_bench.driver import CASES, SIDES
 from roomcache_synapse_bench.element_x_bench import CASES as ELEMENT_X_CASES
 from roomcache_synapse_bench.element_x_bench import STAGES, ElementXOptions
@@ -26,10 +31,8 @@ ELEMENT_X = ElementXOptions(sequences=1, warmup_sequences=1, requests=2, warmup=
 LOADING_STEPS = {6: 1, 35: 3}
 
 
-def test_benchmark_runs_every_case_on_both_sides() -> None:
-    directory = TEST_DIRECTORY / "bench"
-    shutil.rmtree(directory, ignore_errors=True)  # a dataset of its own, every time
-    options = Options(
+def _options(directory: Path) -> Options:
+    return Options(
         directory=directory,
         sizes=SIZES,
         requests=REQUESTS,
@@ -41,11 +44,31 @@ def test_benchmark_runs_every_case_on_both_sides() -> None:
         element_x=ELEMENT_X,
         build_concurrency=4,
     )
-    outcome = run(options)
+
+
+def test_benchmark_runs_every_case_on_both_sides() -> None:
+    directory = TEST_DIRECTORY / "bench"
+    shutil.rmtree(directory, ignore_errors=True)  # a dataset of its own, every time
+    outcome = run(_options(directory))
     assert outcome.synapse_errors == []
     _check_simple_cases(outcome)
     _check_element_x(outcome)
     assert any(line.startswith("## Goals") for line in outcome.lines)
+
+
+def test_a_dataset_built_for_other_sizes_is_kept_unless_rebuild_is_asked() -> None:
+    """Asking for other sizes than the directory's dataset was built for
+    refuses before starting anything (building anew takes up to an hour)."""
+    directory = TEST_DIRECTORY / "bench-other-sizes"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    record = directory / "dataset.json"
+    other = {"spec": DatasetSpec(sizes=(6, 36)).to_json(), "users": {}}
+    record.write_text(json.dumps(other))
+    with pytest.raises(DatasetMismatch, match="built for"):
+        run(_options(directory))
+    assert json.loads(record.read_text()) == other
+    assert sorted(path.name for path in directory.iterdir()) == ["dataset.json"]
 
 
 def _check_simple_cases(outcome: Outcome) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from .deployment import ModuleDeployment, counts_since
 from .harness import REPOSITORY
-from .roomcache import DOCS, OWN_ROLE, READER_ROLE, _UnixConnection, documented_password
+from .roomcache import DOCS, OWN_ROLE, READER_ROLE, UnixConnection, documented_password
 
 DASHBOARD = REPOSITORY / "contrib" / "grafana" / "roomcache.json"
 ALERTS = REPOSITORY / "contrib" / "prometheus" / "roomcache-alerts.yml"
@@ -44,7 +44,7 @@ def test_roomcache_runs_as_the_documented_roles(with_module: ModuleDeployment) -
 
 
 def _raw(socket_path: str, method: str, path: str, body: Any = None) -> tuple[int, str]:
-    connection = _UnixConnection(socket_path, timeout=30)
+    connection = UnixConnection(socket_path, timeout=30)
     try:
         data = None if body is None else json.dumps(body).encode()
         connection.request(method, path, body=data, headers={"Content-Type": "application/json"})

@@ -272,6 +272,20 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits (up to 30 s) until the server's log contains `text` (a line
+    /// logged after what a test waited for, e.g. after a drain's last commit).
+    pub(crate) async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "never logged {text:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends `signal` and waits for the process to exit; returns its exit status.
     pub(crate) async fn stop_with(
         &mut self,

@@ -490,8 +490,10 @@ impl SourceEvent {
 }
 
 /// Inserts an event as Synapse's one writer `master` persists one (events,
-/// event_json and, for state, the delta row and current state), at
-/// `stream_ordering`, and moves the events stream there; returns its ID.
+/// event_json and, for state, the delta row and current state, in one
+/// transaction: a server following the database never sees the event
+/// without its delta row), at `stream_ordering`, and moves the events
+/// stream there; returns its ID.
 pub(crate) async fn persist_event(
     client: &tokio_postgres::Client,
     stream_ordering: i64,
@@ -507,6 +509,7 @@ pub(crate) async fn persist_event(
     let (room_id, sender, event_type) = (room_id.as_str(), sender.as_str(), event_type.as_str());
     let state_key = state_key.as_deref();
     let event_id = format!("$test{stream_ordering}");
+    client.batch_execute("BEGIN").await.unwrap();
     let json = json!({
         "event_id": event_id, "room_id": room_id, "type": event_type,
         "sender": sender, "content": content, "state_key": state_key,
@@ -556,5 +559,6 @@ pub(crate) async fn persist_event(
         )
         .await
         .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
     event_id
 }
