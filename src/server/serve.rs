@@ -16,7 +16,7 @@ use tracing::info;
 use super::{bind_socket, claim_socket_path, install_metrics};
 use crate::api::{self, ApiState};
 use crate::config::{LogFormat, Settings};
-use crate::reads::{HeldStateSettings, ReadSettings, Reads};
+use crate::reads::{HeldStateSettings, ReadSettings, Reads, SourceFollowing};
 use crate::source::access::check_tables;
 use crate::source::import::{run_import, ImportOptions};
 use crate::source::{self, SourceDatabase, SourceHandle};
@@ -219,7 +219,11 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
         write_path.tracker().clone(),
         queue.clone(),
         source.as_ref().map(SourceHandle::upstream),
-        source.as_ref().map(SourceHandle::following),
+        source.as_ref().map(|s| SourceFollowing {
+            account_data: s.account_data(),
+            poll_now: s.poll_now(),
+            health: s.health(),
+        }),
         ReadSettings {
             wait_timeout: Duration::from_millis(settings.wait_timeout_ms),
             max_wait_timeout: Duration::from_millis(settings.max_wait_timeout_ms),

@@ -29,7 +29,6 @@ use super::import::{run_import, ImportOptions, RulesSettings};
 use super::redis::{Replication, Subscriber};
 use super::{SourceDatabase, SourceProgress, SynapseUpstream};
 use crate::config::Settings;
-use crate::reads::SourceFollowing;
 use crate::supervisor::commit::WritePath;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream};
 use crate::supervisor::startup::{self, Invalidation};
@@ -135,13 +134,15 @@ impl SourceHandle {
         self.upstream.clone()
     }
 
-    /// What the reads need of the follower.
-    pub(crate) fn following(&self) -> SourceFollowing {
-        SourceFollowing {
-            account_data: self.account_data.clone(),
-            poll_now: self.poll_now.clone(),
-            health: self.health.clone(),
-        }
+    /// How far account data is applied (reads wait on it).
+    pub(crate) fn account_data(&self) -> Arc<AccountDataPosition> {
+        self.account_data.clone()
+    }
+
+    /// Wakes the follower at once (a reader waits for a position it has
+    /// not reached).
+    pub(crate) fn poll_now(&self) -> Arc<tokio::sync::Notify> {
+        self.poll_now.clone()
     }
 
     /// The progress `GET /v1/status` shows.
