@@ -120,19 +120,9 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            report_failure(&format!("{error:#}"), json_logs);
+            crate::report_failure(&format!("{error:#}"), json_logs);
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Reports why roomcache stops, once: a log line for log collectors when
-/// logging JSON, else `roomcache: <why>` on stderr.
-pub(crate) fn report_failure(why: &str, json_logs: bool) {
-    if json_logs {
-        tracing::error!(error = %why, "roomcache stopped");
-    } else {
-        eprintln!("roomcache: {why}");
     }
 }
 

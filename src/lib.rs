@@ -57,3 +57,13 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// Reports why roomcache stops, once: a log line for log collectors when
+/// logging JSON, else `roomcache: <why>` on stderr.
+pub(crate) fn report_failure(why: &str, json_logs: bool) {
+    if json_logs {
+        tracing::error!(error = %why, "roomcache stopped");
+    } else {
+        eprintln!("roomcache: {why}");
+    }
+}

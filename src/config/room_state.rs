@@ -8,7 +8,7 @@
 use super::{ConfigError, Settings};
 use std::sync::Arc;
 
-use crate::rules::{HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES};
+use crate::model::{HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES};
 
 pub(super) const DEFAULT_MAX_KEYS: usize = 1000;
 

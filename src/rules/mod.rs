@@ -18,7 +18,6 @@
 //! * `events`: new events, bumps, redactions;
 //! * `tests`: the unit tests.
 
-mod current_state;
 mod delta;
 mod events;
 mod membership;
@@ -32,7 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::feed::{EventRow, FeedRow, StateRow};
 use crate::model::{EventId, RoomId, RowChange, UserId};
 
-pub use current_state::{
+pub use crate::model::{
     CurrentStateIds, HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
 };
 use delta::KnownEvent;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::current_state::CurrentStateIds;
 use crate::feed::Event;
+use crate::model::CurrentStateIds;
 use crate::model::{EventId, JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 
 /// The four state keys (all with state key `""`) whose events feed the tables.

@@ -158,7 +158,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<(Store, StoreWriter)>
 fn exit_when_lock_lost(mut lock: InstanceLock, log_format: LogFormat) {
     actix_rt::spawn(async move {
         let why = lock.lost().await;
-        crate::cli::report_failure(
+        crate::report_failure(
             &format!("the instance lock on the schema was lost ({why}); exiting at once (status {EXIT_LOCK_LOST}) so that no other instance's writes are mixed with ours"),
             log_format == LogFormat::Json,
         );

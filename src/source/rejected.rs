@@ -8,7 +8,8 @@
 //! out cannot have been persisted). Nothing refused moves anything.
 //!
 //! Owns: the metric `roomcache_source_rejected_positions_total{stream,
-//! reason}` and its rate-limited warnings. May not touch: positions
+//! reason}`, its rate-limited warnings and how much of hostile text a
+//! warning or error shows ([`truncated`]). May not touch: positions
 //! (whoever refuses decides what happens instead).
 
 use std::collections::HashMap;
@@ -16,6 +17,15 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
+
+/// At most 64 bytes of `text` (for error messages of hostile input).
+pub(crate) fn truncated(text: &str) -> String {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
 
 /// Warnings for one stream and reason come at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -86,7 +96,7 @@ pub(crate) fn reject(stream: &'static str, reason: Reason, instance: &str, posit
     let Some(left_out) = may_log((stream, reason.label())) else {
         return;
     };
-    let instance = super::redis::wire::truncated(instance);
+    let instance = truncated(instance);
     warn!(
         stream,
         reason = reason.label(),

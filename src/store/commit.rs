@@ -12,7 +12,7 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
-use super::positions::write_positions;
+use super::positions::{write_positions, ImportProgress, PositionWrites};
 use super::room_state::{write_current_states, write_held_types};
 use super::{Store, StoreError};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
@@ -29,9 +29,6 @@ pub(crate) struct CommitGroup {
     dequeued: Vec<RoomId>,
     /// Rooms whose every row is deleted and which are queued for recalculation.
     invalidated: Vec<RoomId>,
-    pub(super) positions: BTreeMap<WriterName, i64>,
-    /// Source mode: positions of Synapse's caches stream, per process.
-    pub(super) caches_positions: BTreeMap<String, i64>,
     /// Final content per (user, room or "", type).
     account_data: BTreeMap<(UserId, String, String), serde_json::Value>,
     /// Final children per space.
@@ -41,29 +38,11 @@ pub(crate) struct CommitGroup {
     /// The types the rooms' current state is computed for, when recorded
     /// with this group.
     held_state_types: Option<HeldStateTypes>,
-    /// Source mode: the import's progress, written with the group's rows.
-    pub(super) import_progress: Option<ImportProgress>,
-    /// Source mode: how far Synapse's account-data stream is applied.
-    pub(super) account_data_position: Option<i64>,
-    /// Source mode's repair: positions set lower than they are, per
-    /// (stream, instance) (see [`CommitGroup::lower`]).
-    pub(super) lowered: BTreeMap<(&'static str, String), i64>,
     /// Rooms queued for recalculation with their rows kept (a repair while
     /// serving: the recomputed rows replace them).
     queued: Vec<RoomId>,
-}
-
-/// Source mode: how far the import from Synapse's tables has come
-/// (table `source_import_progress`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ImportProgress {
-    /// The events-stream position every room is computed at.
-    pub(crate) target_position: i64,
-    /// Rooms are imported in `room_id` order; the last one done.
-    pub(crate) last_room_id: String,
-    pub(crate) rooms_done: i64,
-    pub(crate) rows_written: i64,
-    pub(crate) finished: bool,
+    /// The positions the group makes durable.
+    pub(super) positions: PositionWrites,
 }
 
 impl CommitGroup {
@@ -117,7 +96,11 @@ impl CommitGroup {
 
     /// Makes `writer`'s position `position` durable with this group.
     pub(crate) fn advance(&mut self, writer: &WriterName, position: i64) {
-        let entry = self.positions.entry(writer.clone()).or_insert(position);
+        let entry = self
+            .positions
+            .events
+            .entry(writer.clone())
+            .or_insert(position);
         *entry = (*entry).max(position);
     }
 
@@ -130,7 +113,8 @@ impl CommitGroup {
     /// `instance` durable with this group.
     pub(crate) fn advance_caches(&mut self, instance: &str, position: i64) {
         let entry = self
-            .caches_positions
+            .positions
+            .caches
             .entry(instance.to_owned())
             .or_insert(position);
         *entry = (*entry).max(position);
@@ -147,7 +131,9 @@ impl CommitGroup {
     /// (and what it was read up to) to `position` where it is higher. The
     /// only statement that lowers a position.
     pub(crate) fn lower(&mut self, stream: &'static str, instance: &str, position: i64) {
-        self.lowered.insert((stream, instance.to_owned()), position);
+        self.positions
+            .lowered
+            .insert((stream, instance.to_owned()), position);
     }
 
     /// Queues `rooms` for recalculation, keeping their rows until the
@@ -158,7 +144,7 @@ impl CommitGroup {
 
     /// Records the import's progress with this group (source mode).
     pub(crate) fn set_import_progress(&mut self, progress: ImportProgress) {
-        self.import_progress = Some(progress);
+        self.positions.import_progress = Some(progress);
     }
 
     /// Records the types the rooms' current state is computed for.
@@ -168,7 +154,7 @@ impl CommitGroup {
 
     /// Records how far Synapse's account-data stream is applied (source mode).
     pub(crate) fn set_account_data_position(&mut self, position: i64) {
-        self.account_data_position = Some(position);
+        self.positions.account_data = Some(position);
     }
 
     /// Number of table rows written or deleted.
@@ -223,7 +209,7 @@ impl StoreWriter {
             write_room_list_data(&transaction, group),
             write_current_states(&transaction, &group.current_states),
             dequeue(&transaction, &group.dequeued),
-            write_positions(&transaction, group),
+            write_positions(&transaction, &group.positions),
         )?;
         transaction.commit().await?;
         Ok(())

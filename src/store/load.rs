@@ -10,8 +10,8 @@ use futures_util::TryStreamExt;
 use roomcache_core::WriterName;
 use tracing::instrument;
 
-use super::commit::ImportProgress;
 use super::positions::stored_positions;
+use super::positions::ImportProgress;
 use super::rows::{
     column, joined_from_row, room_id, snapshot_from_row, snapshot_view, user_id, JOINED_COLUMNS,
     JOINED_TABLE, SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,

@@ -28,9 +28,10 @@ use tracing::{info, instrument};
 use crate::config::Settings;
 use crate::model::IdError;
 
-pub(crate) use commit::{CommitGroup, ImportProgress, StoreWriter};
+pub(crate) use commit::{CommitGroup, StoreWriter};
 pub(crate) use instance_lock::InstanceLock;
 pub use load::LoadedRows;
+pub(crate) use positions::ImportProgress;
 
 /// The name of the events stream in `stream_positions`.
 pub(crate) const EVENTS_STREAM: &str = "events";

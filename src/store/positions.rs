@@ -11,11 +11,40 @@ use std::collections::BTreeMap;
 use roomcache_core::WriterName;
 use tracing::warn;
 
-use super::commit::CommitGroup;
 use super::rows::column;
 use super::{
     Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM, EVENTS_STREAM,
 };
+
+/// Source mode: how far the import from Synapse's tables has come
+/// (table `source_import_progress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImportProgress {
+    /// The events-stream position every room is computed at.
+    pub(crate) target_position: i64,
+    /// Rooms are imported in `room_id` order; the last one done.
+    pub(crate) last_room_id: String,
+    pub(crate) rooms_done: i64,
+    pub(crate) rows_written: i64,
+    pub(crate) finished: bool,
+}
+
+/// The positions a commit group makes durable, written in its transaction
+/// by [`write_positions`].
+#[derive(Debug, Default)]
+pub(super) struct PositionWrites {
+    /// The events stream's, per writer.
+    pub(super) events: BTreeMap<WriterName, i64>,
+    /// Source mode: Synapse's caches stream's, per process.
+    pub(super) caches: BTreeMap<String, i64>,
+    /// Source mode: the import's progress.
+    pub(super) import_progress: Option<ImportProgress>,
+    /// Source mode: how far Synapse's account-data stream is applied.
+    pub(super) account_data: Option<i64>,
+    /// Source mode's repair: positions set lower than they are, per
+    /// (stream, instance).
+    pub(super) lowered: BTreeMap<(&'static str, String), i64>,
+}
 
 impl Store {
     /// The durable positions of the events stream, per writer. A stored
@@ -106,18 +135,18 @@ pub(super) async fn stored_positions(
 /// The writers' positions and the import's progress of a group.
 pub(super) async fn write_positions(
     transaction: &deadpool_postgres::Transaction<'_>,
-    group: &CommitGroup,
+    group: &PositionWrites,
 ) -> Result<(), StoreError> {
     let streams = [
         (
             EVENTS_STREAM,
-            group.positions.keys().map(WriterName::as_str).collect(),
-            group.positions.values().copied().collect(),
+            group.events.keys().map(WriterName::as_str).collect(),
+            group.events.values().copied().collect(),
         ),
         (
             CACHES_STREAM,
-            group.caches_positions.keys().map(String::as_str).collect(),
-            group.caches_positions.values().copied().collect(),
+            group.caches.keys().map(String::as_str).collect(),
+            group.caches.values().copied().collect(),
         ),
     ];
     for (stream, writers, positions) in streams {
@@ -167,7 +196,7 @@ pub(super) async fn write_positions(
             )
             .await?;
     }
-    if let Some(position) = group.account_data_position {
+    if let Some(position) = group.account_data {
         transaction
             .execute(
                 "INSERT INTO stream_positions (stream_name, instance_name, stream_id, read_up_to)

@@ -19,8 +19,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::wire::truncated;
 use super::{ACCOUNT_DATA, CACHES, EVENTS};
+use crate::source::rejected::truncated;
 
 /// An `ev` row's data (values unused: only their types are checked).
 type EventRow = (

@@ -19,6 +19,8 @@
 //! asked only of the streams roomcache follows. Owns: that parsing. May not
 //! touch: the network, positions, anything async.
 
+use crate::source::rejected::truncated;
+
 /// A command of the replication channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Command<'line> {
@@ -100,15 +102,6 @@ pub(crate) fn parse(message: &[u8]) -> Result<Command<'_>, WireError> {
         other if OTHER_COMMANDS.contains(&other) => Ok(Command::Other(other)),
         other => Err(WireError::UnknownCommand(truncated(other))),
     }
-}
-
-/// At most 64 bytes of `text` (for error messages of hostile input).
-pub(crate) fn truncated(text: &str) -> String {
-    let mut end = text.len().min(64);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 /// The next space-separated field of `rest`, or `Missing`.

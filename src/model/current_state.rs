@@ -1,21 +1,20 @@
-//! The rooms' data: each room's current state event IDs of the held types
-//! ([`HeldStateTypes`], a setting), kept by the rules as a pure function of
-//! the room's state rows: a state row of a held (type, state key) sets or
-//! removes that key; nothing else changes current state (rejected events,
-//! outliers and backfilled events never reach a state row); the state is
-//! emptied when the server leaves the room, as Synapse empties
-//! `current_state_events`.
+//! The rooms' data as plain values: each room's current state event IDs of
+//! the held types ([`HeldStateTypes`], a setting). The rules keep it as a
+//! pure function of the room's state rows (`rules/delta.rs` calls
+//! [`CurrentStateIds::set`], `rules/membership.rs`
+//! [`CurrentStateIds::server_left`]); a row change carries it to the store
+//! and the index, which is why it lives in the shared vocabulary.
 //!
 //! Owns: [`CurrentStateIds`], its bound and its stored (JSON) form. May not
-//! touch: the rows' rules (the siblings call [`CurrentStateIds::set`] and
-//! [`CurrentStateIds::server_left`]), actors, the database.
+//! touch: when a row sets or removes a key (the rules'), actors, the
+//! database.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::EventId;
+use super::EventId;
 
 /// The types Element X asks for at state key `""` (its room list and its
 /// room subscriptions, which add `m.room.pinned_events`).
@@ -107,7 +106,7 @@ impl CurrentStateIds {
 
     /// Applies one state row: `event_id` becomes current at the key
     /// (`None`: the key is removed). Keys not held are ignored.
-    pub(super) fn set(
+    pub(crate) fn set(
         &mut self,
         types: &HeldStateTypes,
         event_type: &str,
@@ -137,7 +136,7 @@ impl CurrentStateIds {
     }
 
     /// The server left the room: its current state is empty (known again).
-    pub(super) fn server_left(&mut self) {
+    pub(crate) fn server_left(&mut self) {
         if self.overflowed || !self.keys.is_empty() {
             *self = CurrentStateIds::default();
         }

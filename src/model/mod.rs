@@ -10,6 +10,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod current_state;
+
+pub use current_state::{
+    CurrentStateIds, HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
+};
+
 /// Longest identifier accepted, in bytes (the Matrix limit for room, user and event IDs).
 pub const MAX_ID_LENGTH: usize = 255;
 
@@ -341,7 +347,7 @@ pub enum RowChange {
     /// data), replacing the previous.
     CurrentState {
         room_id: RoomId,
-        state: crate::rules::CurrentStateIds,
+        state: CurrentStateIds,
     },
 }
 
