@@ -2,7 +2,9 @@
 //! (`stream_positions`: the position and what it was read up to), read back
 //! at start-up and by source mode.
 //!
-//! Owns: the statements on `stream_positions` and `source_import_progress`.
+//! Owns: what a commit group makes durable besides rows
+//! ([`PositionWrites`], with the import's [`ImportProgress`]) and the
+//! statements on `stream_positions` and `source_import_progress`.
 //! May not touch: positions in memory (the supervisor's write path moves
 //! them after [`super::StoreWriter::commit`]).
 
