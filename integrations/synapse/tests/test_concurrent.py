@@ -94,10 +94,17 @@ def test_answers_stay_exact_under_concurrent_writes(
         ),
     )
     # Then only writes that do not concern the watcher: roomcache, behind the
-    # request's token, answers without waiting for it.
-    _sync_while_writing(
-        observer, [message_elsewhere], lambda: counted().get(("unaffected", ""), 0) > 0
-    )
+    # request's token, answers without waiting for it. Only in a monolith:
+    # with event persisters, each persister wakes roomcache as soon as it has
+    # persisted, before the main process (which answers the sync) learns
+    # the position over replication, so roomcache is seldom behind the
+    # request's token and an early answer is a matter of luck (1,200
+    # requests in 90 s without one were seen on a quiet machine).
+    early_answers = deployment == "with_module"
+    if early_answers:
+        _sync_while_writing(
+            observer, [message_elsewhere], lambda: counted().get(("unaffected", ""), 0) > 0
+        )
     counts = counted()
     print(f"{observer.requests} requests; counted: {counts}")
     assert counts.get(("verified", "different"), 0) == 0
@@ -109,4 +116,5 @@ def test_answers_stay_exact_under_concurrent_writes(
     assert counts.get(("verified", "equal"), 0) > 0
     assert counts.get(("unsettled", ""), 0) >= 5, "no room was ahead of a token"
     assert counts.get(("synapse", "membership_after_token"), 0) > 0
-    assert counts.get(("unaffected", ""), 0) > 0, "roomcache never answered before the token"
+    if early_answers:
+        assert counts.get(("unaffected", ""), 0) > 0, "roomcache never answered before the token"
