@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from tests.client import SLIDING_SYNC_PATH
 from tests.harness import Homeserver
+from tests.roomcache import UnixConnection
 
 from .dataset import Dataset
 from .phases import PATH as PHASES_PATH
@@ -41,17 +41,6 @@ SIDES = ("synapse", "module")
 # The request the issue names: one list, the top 20 rooms, the last event
 # of each and its name.
 LISTS = {"all": {"ranges": [[0, 19]], "timeline_limit": 1, "required_state": [["m.room.name", ""]]}}
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("roomcache", timeout=120)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(str(self._path))
 
 
 class KeepAlive:
@@ -95,7 +84,7 @@ class KeepAlive:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is None and self._socket_path is not None:
-            self._connection = _UnixConnection(self._socket_path)
+            self._connection = UnixConnection(self._socket_path, timeout=120)
         elif self._connection is None:
             self._connection = http.client.HTTPConnection(self._host, self._port, timeout=120)
         return self._connection
