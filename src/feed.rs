@@ -103,6 +103,11 @@ pub struct EventRow {
     /// an outlier and now de-outliered. Such events never bump a room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_ordering: Option<i64>,
+    /// The event's topological ordering (`events.topological_ordering`,
+    /// its depth): where the initial timeline places it. An event that is
+    /// not an outlier without it makes its room's timeline unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topological_ordering: Option<i64>,
     #[serde(default)]
     pub outlier: bool,
     #[serde(default)]

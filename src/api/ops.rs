@@ -40,6 +40,7 @@ pub(super) async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
     let room_actors = state.supervisor.send(LiveRoomActors).await.ok();
     let (status, degraded) = readiness(&state);
     let (held_rooms, held_bytes) = reads.held_state_memory();
+    let (timeline_rooms, timeline_bytes) = reads.latest_events_memory();
     json_answer(
         StatusCode::OK,
         &json!({
@@ -50,6 +51,7 @@ pub(super) async fn get_status(state: web::Data<ApiState>) -> HttpResponse {
             "room_data": {
                 "rooms": held_rooms,
                 "bytes": held_bytes,
+                "latest_events": {"rooms": timeline_rooms, "bytes": timeline_bytes},
             },
             "room_actors": room_actors,
             "positions": positions,

@@ -1,5 +1,6 @@
-//! `POST /v1/rooms/data`: the rooms' data (each room's held current state)
-//! for a homeserver's per-room answers, at a token.
+//! `POST /v1/rooms/data`: the rooms' data (each room's held current state,
+//! and its initial timeline when asked) for a homeserver's per-room
+//! answers, at a token.
 //!
 //! Owns: the request's JSON and the answer's. May not touch: anything but
 //! [`Reads`](crate::reads::Reads).
@@ -15,15 +16,28 @@ use serde_json::{Map, Value};
 
 use super::{ApiError, ApiState};
 use crate::model::RoomId;
-use crate::reads::{RoomData, Wait};
+use crate::reads::{RoomData, TimelineData, TimelineRequest, Wait};
 
-/// The request: the rooms, and the token to wait for.
+/// The most events a timeline may ask (Synapse's own clients ask up to a
+/// few hundred; the cache holds far fewer).
+const MAX_TIMELINE_LIMIT: usize = 1000;
+
+/// The request: the rooms, the token to wait for, the timeline asked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RoomDataRequest {
     rooms: Vec<String>,
     wait_for: Option<StreamToken>,
     timeout_ms: Option<u64>,
+    timeline: Option<TimelineAsked>,
+}
+
+/// `timeline`: `limit` events (1 to 1000) at `at` (default `wait_for`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineAsked {
+    limit: usize,
+    at: Option<StreamToken>,
 }
 
 /// The types held, as answered.
@@ -41,8 +55,8 @@ struct RoomDataAnswer<'a> {
     timed_out: bool,
 }
 
-fn room_json(data: RoomData) -> Value {
-    match data {
+fn room_json(data: RoomData, timeline: Option<TimelineData>) -> Value {
+    let mut room = match data {
         RoomData::State(keys) => {
             let keys: Vec<[&str; 3]> = keys
                 .iter()
@@ -51,6 +65,35 @@ fn room_json(data: RoomData) -> Value {
             serde_json::json!({ "state": keys })
         }
         RoomData::Unknown(reason) => serde_json::json!({ "unknown": reason }),
+    };
+    if let Some(timeline) = timeline {
+        room["timeline"] = timeline_json(timeline);
+    }
+    room
+}
+
+/// A timeline as answered: its events newest first as [event ID,
+/// topological ordering, stream ordering, instance name, rejected], and
+/// `limited`; or `{"unknown": reason}`.
+fn timeline_json(timeline: TimelineData) -> Value {
+    match timeline {
+        TimelineData::Timeline(timeline) => {
+            let events: Vec<Value> = timeline
+                .events
+                .iter()
+                .map(|e| {
+                    serde_json::json!([
+                        e.event_id.as_str(),
+                        e.topological_ordering,
+                        e.stream_ordering,
+                        &*e.instance_name,
+                        e.rejected
+                    ])
+                })
+                .collect();
+            serde_json::json!({ "events": events, "limited": timeline.limited })
+        }
+        TimelineData::Unknown(reason) => serde_json::json!({ "unknown": reason }),
     }
 }
 
@@ -73,13 +116,31 @@ pub(super) async fn post_room_data(
         target: request.wait_for,
         timeout: request.timeout_ms.map(Duration::from_millis),
     };
-    let answer = state.reads.room_data(&rooms, &wait).await?;
+    let timeline = request
+        .timeline
+        .map(|asked| {
+            if asked.limit == 0 || asked.limit > MAX_TIMELINE_LIMIT {
+                return Err(ApiError::bad_request(
+                    "M_INVALID_PARAM",
+                    format!("timeline.limit: 1 to {MAX_TIMELINE_LIMIT}"),
+                ));
+            }
+            Ok(TimelineRequest {
+                limit: asked.limit,
+                at: asked.at,
+            })
+        })
+        .transpose()?;
+    let answer = state
+        .reads
+        .room_data(&rooms, &wait, timeline.as_ref())
+        .await?;
     let held = state.reads.held_state_types();
     let body = RoomDataAnswer {
         rooms: rooms
             .iter()
             .zip(answer.value)
-            .map(|(room, data)| (room.as_str().to_owned(), room_json(data)))
+            .map(|(room, (data, timeline))| (room.as_str().to_owned(), room_json(data, timeline)))
             .collect(),
         held: Held {
             types: &held.types,

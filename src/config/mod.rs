@@ -112,6 +112,9 @@ pub(crate) struct Settings {
     /// Most state keys a room holds; a room that goes over it is answered as
     /// unknown (the homeserver computes its data) until it is recomputed.
     pub(crate) max_room_state_keys: usize,
+    /// Latest events each room holds for the initial timeline (the rooms'
+    /// data); a timeline needing more is answered as unknown.
+    pub(crate) room_timeline_events: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -159,6 +162,7 @@ impl Default for Settings {
             room_state_types: room_state::default_types(),
             room_state_wildcard_types: room_state::default_wildcard_types(),
             max_room_state_keys: room_state::DEFAULT_MAX_KEYS,
+            room_timeline_events: crate::model::DEFAULT_TIMELINE_EVENTS,
         }
     }
 }
@@ -334,6 +338,9 @@ pub(crate) struct SettingsArgs {
     /// Most state keys a room holds.
     #[arg(long, env = "ROOMCACHE_MAX_ROOM_STATE_KEYS")]
     pub(crate) max_room_state_keys: Option<usize>,
+    /// Latest events each room holds for the initial timeline.
+    #[arg(long, env = "ROOMCACHE_ROOM_TIMELINE_EVENTS")]
+    pub(crate) room_timeline_events: Option<usize>,
 }
 
 impl Settings {
@@ -386,7 +393,8 @@ impl Settings {
             source_recalculation_delay_ms,
             room_state_types,
             room_state_wildcard_types,
-            max_room_state_keys
+            max_room_state_keys,
+            room_timeline_events
         );
         if let Some(url) = &args.source_redis_url {
             settings.source_redis_url = Some(url.clone()).filter(|u| !u.is_empty());

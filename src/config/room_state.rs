@@ -1,6 +1,7 @@
 //! The settings of the rooms' data: which current state each room holds
 //! (`room_state_types`, `room_state_wildcard_types`) and its bound
-//! (`max_room_state_keys`), with their defaults (what Element X's room
+//! (`max_room_state_keys`), how many latest events it holds
+//! (`room_timeline_events`), with their defaults (what Element X's room
 //! list and room subscriptions ask for) and their validation.
 //!
 //! Owns: those defaults and checks. May not touch: anything that runs.
@@ -14,6 +15,9 @@ pub(super) const DEFAULT_MAX_KEYS: usize = 1000;
 
 /// Most types both lists may name together (the index numbers them).
 const MAX_TYPES: usize = 255;
+
+/// Most latest events a room may hold (each takes 64 bytes in the index).
+const MAX_TIMELINE_EVENTS: usize = 1000;
 
 /// The longest event type Matrix allows, in bytes.
 const MAX_TYPE_BYTES: usize = 255;
@@ -32,11 +36,14 @@ pub(super) fn default_wildcard_types() -> Vec<String> {
 impl Settings {
     /// The current state each room holds, from these settings.
     pub(crate) fn held_state_types(&self) -> Arc<HeldStateTypes> {
-        Arc::new(HeldStateTypes::new(
-            self.room_state_types.iter().cloned(),
-            self.room_state_wildcard_types.iter().cloned(),
-            self.max_room_state_keys,
-        ))
+        Arc::new(
+            HeldStateTypes::new(
+                self.room_state_types.iter().cloned(),
+                self.room_state_wildcard_types.iter().cloned(),
+                self.max_room_state_keys,
+            )
+            .with_timeline_events(self.room_timeline_events),
+        )
     }
 
     pub(super) fn validate_room_state(&self) -> Result<(), ConfigError> {
@@ -57,6 +64,12 @@ impl Settings {
                     "room_state_types and room_state_wildcard_types name at most {MAX_TYPES} \
                      types together"
                 ),
+            });
+        }
+        if self.room_timeline_events > MAX_TIMELINE_EVENTS {
+            return Err(ConfigError::Invalid {
+                key: "room_timeline_events",
+                reason: format!("at most {MAX_TIMELINE_EVENTS}"),
             });
         }
         if self.max_room_state_keys == 0 {

@@ -26,12 +26,13 @@ use super::records::{
 };
 use super::room_data::{HeldStateRecord, HeldTypeNames};
 use super::slots::{RoomSlot, TypeId, UserSlot, NO_TYPE, SELF_SENT};
+use super::timeline::LatestEventsRecord;
 use crate::model::{
     AccountData, JoinedRoomRow, Membership, RoomId, RowChange, SnapshotView, UserId,
     DIRECT_ACCOUNT_DATA, TAG_ACCOUNT_DATA,
 };
 use crate::room_list::{direct_rooms, tag_names};
-use crate::rules::CurrentStateIds;
+use crate::rules::{CurrentStateIds, LatestEvents};
 
 /// The committed rows, as compact records with the per-user listings that
 /// room-list reads walk (see the module documentation of `index`).
@@ -58,6 +59,9 @@ pub(super) struct IndexedRows {
     /// Rooms with a held state record, and the heap bytes of those records.
     pub(super) held_state_rooms: usize,
     pub(super) held_state_bytes: usize,
+    /// Rooms with latest events held, and the heap bytes of their records.
+    pub(super) latest_events_rooms: usize,
+    pub(super) latest_events_bytes: usize,
 }
 
 /// A user's record, the room's record and the user's snapshot in the room,
@@ -104,6 +108,8 @@ impl IndexedRows {
             held_types: HeldTypeNames::default(),
             held_state_rooms: 0,
             held_state_bytes: 0,
+            latest_events_rooms: 0,
+            latest_events_bytes: 0,
             name_copy_min_rooms: NAME_COPY_MIN_ROOMS,
         }
     }
@@ -122,6 +128,7 @@ impl IndexedRows {
             joined_members: Vec::new(),
             space_children: Box::new([]),
             held_state: None,
+            latest_events: None,
         });
         self.room_slots.insert(room_id, slot);
         slot
@@ -447,6 +454,26 @@ impl IndexedRows {
         room.held_state = record;
     }
 
+    fn set_latest_events(&mut self, room: &RoomId, window: &LatestEvents) {
+        let record = LatestEventsRecord::new(window, &mut self.instances);
+        if record.is_none() && !self.room_slots.contains_key(room) {
+            return;
+        }
+        let slot = self.room_slot(room.as_str());
+        let Some(room) = self.rooms.get_mut(slot as usize) else {
+            return;
+        };
+        if let Some(old) = &room.latest_events {
+            self.latest_events_rooms -= 1;
+            self.latest_events_bytes -= old.heap_bytes();
+        }
+        if let Some(new) = &record {
+            self.latest_events_rooms += 1;
+            self.latest_events_bytes += new.heap_bytes();
+        }
+        room.latest_events = record;
+    }
+
     fn set_account_data(&mut self, data: &AccountData) {
         let user = self.user_slot(data.user_id.as_str());
         match (&data.room_id, data.data_type.as_str()) {
@@ -524,6 +551,7 @@ impl IndexedRows {
             } => self.set_space_children(space_room_id, children),
             RowChange::AccountData(data) => self.set_account_data(data),
             RowChange::CurrentState { room_id, state } => self.set_held_state(room_id, state),
+            RowChange::LatestEvents { room_id, events } => self.set_latest_events(room_id, events),
         }
     }
 }

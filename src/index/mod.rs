@@ -56,6 +56,7 @@ mod records;
 mod room_data;
 mod rows_out;
 mod slots;
+mod timeline;
 mod walks;
 
 pub(crate) use room_data::HeldKey;
@@ -69,7 +70,9 @@ use slots::RoomSlot;
 
 use roomcache_core::{Publication, StreamToken};
 
-use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, SnapshotView, UserId};
+use crate::model::{
+    JoinedRoomRow, LatestEvents, MembershipSnapshot, RoomId, RowChange, SnapshotView, UserId,
+};
 use crate::room_list::scan::UserAccountData;
 use crate::room_list::{ListAnswer, ListOptions, ListRequest, RoomLists};
 
@@ -147,6 +150,24 @@ impl ReadIndex {
                     None => Some(Vec::new()),
                     Some(record) => record.keys(&data.held_types),
                 }
+            })
+            .collect()
+    }
+
+    /// The latest events of each of `rooms`, in their order (an empty,
+    /// complete window for a room holding none).
+    pub(crate) fn latest_events(&self, rooms: &[RoomId]) -> Vec<LatestEvents> {
+        let data = self.read();
+        rooms
+            .iter()
+            .map(|room| {
+                data.room_slots
+                    .get(room)
+                    .and_then(|slot| data.rooms.get(*slot as usize))
+                    .and_then(|record| record.latest_events.as_ref())
+                    .map_or_else(LatestEvents::default, |record| {
+                        record.window(&data.instances)
+                    })
             })
             .collect()
     }
@@ -236,6 +257,15 @@ impl ReadIndex {
         let data = self.read();
         let slots = data.rooms.len() * std::mem::size_of::<Option<room_data::HeldStateRecord>>();
         (data.held_state_rooms, data.held_state_bytes + slots)
+    }
+
+    /// The latest events in memory: rooms holding some, and the bytes
+    /// their records take (records and their heap; each room's record slot
+    /// besides).
+    pub(crate) fn latest_events_memory(&self) -> (usize, usize) {
+        let data = self.read();
+        let slots = data.rooms.len() * std::mem::size_of::<Option<timeline::LatestEventsRecord>>();
+        (data.latest_events_rooms, data.latest_events_bytes + slots)
     }
 
     /// Computes room lists for a user, from one consistent view of the index.

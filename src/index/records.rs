@@ -18,6 +18,7 @@ use super::event_id::StoredEventId;
 use super::names::NameCopy;
 use super::room_data::HeldStateRecord;
 use super::slots::{Attributes, Listing, RoomSlot, TypeId, UserSlot, NO_TYPE};
+use super::timeline::LatestEventsRecord;
 use crate::model::{Membership, RoomId, UserId};
 
 /// Values interned to dense ids (never freed: room types, writer names and
@@ -87,6 +88,8 @@ pub(super) struct RoomRecord {
     pub(super) space_children: Box<[RoomSlot]>,
     /// The room's held current state (the rooms' data); `None`: none held.
     pub(super) held_state: Option<HeldStateRecord>,
+    /// The room's latest events (the rooms' data); `None`: none held.
+    pub(super) latest_events: Option<LatestEventsRecord>,
 }
 
 /// A membership snapshot, compact.

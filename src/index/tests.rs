@@ -198,7 +198,9 @@ fn model(changes: &[RowChange]) -> Model {
                     data.clone(),
                 );
             }
-            RowChange::Dequeue(_) | RowChange::CurrentState { .. } => {}
+            RowChange::Dequeue(_)
+            | RowChange::CurrentState { .. }
+            | RowChange::LatestEvents { .. } => {}
         }
     }
     Model {

@@ -42,12 +42,17 @@ pub const ELEMENT_X_WILDCARD_TYPES: [&str; 4] = [
 ];
 
 /// Which current state each room holds: the key `""` of `types`, every key
-/// of `wildcard_types`; at most `max_keys` keys per room.
+/// of `wildcard_types`; at most `max_keys` keys per room. And how many of
+/// its latest events each room holds for the initial timeline
+/// (`timeline_events`; see `latest_events.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldStateTypes {
     pub types: BTreeSet<String>,
     pub wildcard_types: BTreeSet<String>,
     pub max_keys: usize,
+    /// Stored before the latest events were held: 0 (none kept).
+    #[serde(default)]
+    pub timeline_events: usize,
 }
 
 impl HeldStateTypes {
@@ -60,7 +65,14 @@ impl HeldStateTypes {
             types: types.into_iter().collect(),
             wildcard_types: wildcard_types.into_iter().collect(),
             max_keys,
+            timeline_events: super::DEFAULT_TIMELINE_EVENTS,
         }
+    }
+
+    /// The same, holding `events` latest events per room.
+    pub fn with_timeline_events(mut self, events: usize) -> Self {
+        self.timeline_events = events;
+        self
     }
 
     /// Element X's types (the settings' defaults), at most `max_keys` keys.
@@ -78,10 +90,14 @@ impl HeldStateTypes {
             || (state_key.is_empty() && self.types.contains(event_type))
     }
 
-    /// Whether the types held are the same as `other`'s (the bound may
-    /// differ: a room over a lower bound is simply unknown).
+    /// Whether the types held are the same as `other`'s, and latest events
+    /// are kept by both or by neither (the bounds may differ: a room over a
+    /// lower bound is simply unknown, and a window says itself whether it
+    /// holds all of its room's events).
     pub fn same_types(&self, other: &HeldStateTypes) -> bool {
-        self.types == other.types && self.wildcard_types == other.wildcard_types
+        self.types == other.types
+            && self.wildcard_types == other.wildcard_types
+            && (self.timeline_events == 0) == (other.timeline_events == 0)
     }
 }
 

@@ -11,9 +11,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod current_state;
+mod latest_events;
 
 pub use current_state::{
     CurrentStateIds, HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
+};
+pub use latest_events::{
+    InitialTimeline, LatestEvents, TimelineEvent, TimelineUnknown, DEFAULT_TIMELINE_EVENTS,
 };
 
 /// Longest identifier accepted, in bytes (the Matrix limit for room, user and event IDs).
@@ -348,6 +352,12 @@ pub enum RowChange {
     CurrentState {
         room_id: RoomId,
         state: CurrentStateIds,
+    },
+    /// The room's latest events for the initial timeline (the rooms'
+    /// data), replacing the previous.
+    LatestEvents {
+        room_id: RoomId,
+        events: LatestEvents,
     },
 }
 

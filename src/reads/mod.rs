@@ -27,7 +27,7 @@ use crate::source::AccountDataPosition;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream, UpstreamError};
 
 pub(crate) use fallback::Fallback;
-pub(crate) use room_data::{HeldStateSettings, RoomData};
+pub(crate) use room_data::{HeldStateSettings, RoomData, TimelineData, TimelineRequest};
 
 /// Why a read could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -471,6 +471,11 @@ impl Reads {
     /// Rooms holding state, and the bytes of their held state records.
     pub(crate) fn held_state_memory(&self) -> (usize, usize) {
         self.index.held_state_memory()
+    }
+
+    /// The rooms' latest events in memory: rooms holding some, bytes.
+    pub(crate) fn latest_events_memory(&self) -> (usize, usize) {
+        self.index.latest_events_memory()
     }
 
     /// Rooms waiting for recalculation.

@@ -16,6 +16,7 @@
 //! * `membership`: snapshots from membership events, forgets;
 //! * `delta`: a current-state delta, state resets, space children;
 //! * `events`: new events, bumps, redactions;
+//! * `timeline`: the latest events for the initial timeline;
 //! * `tests`: the unit tests.
 
 mod delta;
@@ -25,6 +26,7 @@ mod metadata;
 mod state;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -32,7 +34,7 @@ use crate::feed::{EventRow, FeedRow, StateRow};
 use crate::model::{EventId, RoomId, RowChange, UserId};
 
 pub use crate::model::{
-    CurrentStateIds, HeldStateTypes, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
+    CurrentStateIds, HeldStateTypes, LatestEvents, ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES,
 };
 use delta::KnownEvent;
 use state::same_stored_memory;
@@ -175,6 +177,7 @@ impl RoomState {
             snapshots,
             memory,
             current_state,
+            latest_events,
         } = self;
         let mut changes: Vec<RowChange> = joined
             .map(RowChange::UpsertJoinedRoom)
@@ -194,6 +197,12 @@ impl RoomState {
             changes.push(RowChange::CurrentState {
                 room_id: room_id.clone(),
                 state: current_state,
+            });
+        }
+        if !latest_events.is_empty() {
+            changes.push(RowChange::LatestEvents {
+                room_id: room_id.clone(),
+                events: latest_events,
             });
         }
         let memory = (memory != RoomMemory::default()).then_some(memory);
@@ -269,6 +278,7 @@ impl RoomUpdate<'_> {
             }
         }
         events::remember_events(self, &events);
+        timeline::hold_latest(self, &events);
         for row in &events {
             membership::apply_out_of_band_membership(self, row)?;
         }
@@ -323,6 +333,12 @@ impl RoomUpdate<'_> {
             changes.push(RowChange::CurrentState {
                 room_id: self.room_id.clone(),
                 state: self.state.current_state.clone(),
+            });
+        }
+        if !self.state.latest_events.same_as(&before.latest_events) {
+            changes.push(RowChange::LatestEvents {
+                room_id: self.room_id.clone(),
+                events: self.state.latest_events.clone(),
             });
         }
         let mut state = self.state;

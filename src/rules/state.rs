@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::feed::Event;
-use crate::model::CurrentStateIds;
+use crate::model::{CurrentStateIds, LatestEvents};
 use crate::model::{EventId, JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
 
 /// The four state keys (all with state key `""`) whose events feed the tables.
@@ -336,6 +336,8 @@ pub struct RoomState {
     pub memory: RoomMemory,
     /// The current state event IDs of the held types (the rooms' data).
     pub current_state: CurrentStateIds,
+    /// The latest events for the initial timeline (the rooms' data).
+    pub latest_events: LatestEvents,
 }
 
 impl RoomState {

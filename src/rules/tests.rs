@@ -291,6 +291,7 @@ fn messages_do_not_rewrite_the_stored_memory_and_loading_restores_it() {
         snapshots: message.state.snapshots.clone(),
         memory: serde_json::from_value(stored).unwrap(),
         current_state: message.state.current_state.clone(),
+        latest_events: message.state.latest_events.clone(),
     };
     assert_eq!(reloaded.memory.max_stream_ordering, Some(2));
     reloaded.restore_counters();

@@ -232,6 +232,7 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
             held_state: HeldStateSettings {
                 types: settings.held_state_types(),
                 complete: held_state_complete,
+                every_event_seen: source.is_none(),
             },
         },
     );

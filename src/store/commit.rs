@@ -12,11 +12,12 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
+use super::latest_events::write_latest_events;
 use super::positions::{write_positions, ImportProgress, PositionWrites};
 use super::room_state::{write_current_states, write_held_types};
 use super::{Store, StoreError};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
-use crate::rules::{CurrentStateIds, HeldStateTypes, RoomMemory};
+use crate::rules::{CurrentStateIds, HeldStateTypes, LatestEvents, RoomMemory};
 
 /// The final value of every key touched by a group of batches, and the
 /// positions the group makes durable. Later changes to a key replace
@@ -35,6 +36,8 @@ pub(crate) struct CommitGroup {
     space_children: BTreeMap<RoomId, Vec<RoomId>>,
     /// Final current state per room (the rooms' data).
     current_states: BTreeMap<RoomId, CurrentStateIds>,
+    /// Final latest events per room (the rooms' data).
+    latest_events: BTreeMap<RoomId, LatestEvents>,
     /// The types the rooms' current state is computed for, when recorded
     /// with this group.
     held_state_types: Option<HeldStateTypes>,
@@ -73,6 +76,9 @@ impl CommitGroup {
                 }
                 RowChange::CurrentState { room_id, state } => {
                     self.current_states.insert(room_id.clone(), state.clone());
+                }
+                RowChange::LatestEvents { room_id, events } => {
+                    self.latest_events.insert(room_id.clone(), events.clone());
                 }
                 RowChange::AccountData(data) => {
                     let room = data
@@ -208,6 +214,7 @@ impl StoreWriter {
             write_memories(&transaction, &group.memories),
             write_room_list_data(&transaction, group),
             write_current_states(&transaction, &group.current_states),
+            write_latest_events(&transaction, &group.latest_events),
             dequeue(&transaction, &group.dequeued),
             write_positions(&transaction, &group.positions),
         )?;
@@ -339,6 +346,7 @@ async fn invalidate_rooms(
         ("room_rules_memory", "room_id"),
         ("space_children", "space_room_id"),
         ("room_current_state", "room_id"),
+        ("room_latest_events", "room_id"),
     ] {
         transaction
             .execute(

@@ -17,7 +17,9 @@ use super::rows::{
     JOINED_TABLE, SNAPSHOTS_TABLE, SNAPSHOT_COLUMNS,
 };
 use super::{CorruptRow, Store, StoreError};
-use crate::model::{AccountData, JoinedRoomRow, MembershipSnapshot, RoomId, SnapshotView};
+use crate::model::{
+    AccountData, JoinedRoomRow, LatestEvents, MembershipSnapshot, RoomId, SnapshotView,
+};
 use crate::rules::{CurrentStateIds, RoomMemory, RoomState};
 
 /// Snapshots handed over per chunk while streaming them at start-up.
@@ -36,6 +38,8 @@ pub struct LoadedRows {
     pub space_children: Vec<(RoomId, Vec<RoomId>)>,
     /// Each room's current state of the held types (rooms holding none are absent).
     pub current_states: Vec<(RoomId, CurrentStateIds)>,
+    /// Each room's latest events (rooms holding none are absent).
+    pub latest_events: Vec<(RoomId, LatestEvents)>,
 }
 
 impl Store {
@@ -111,6 +115,7 @@ impl Store {
             account_data: self.account_data(&client).await?,
             space_children: self.space_children(&client).await?,
             current_states: self.current_states(&client).await?,
+            latest_events: self.latest_events(&client).await?,
         })
     }
 
@@ -207,6 +212,8 @@ impl Store {
         }
         self.load_current_states_into(&client, &ids, &mut states)
             .await?;
+        self.load_latest_events_into(&client, &ids, &mut states)
+            .await?;
         Ok(states)
     }
 
@@ -243,6 +250,7 @@ impl Store {
             .query(
                 "SELECT room_id FROM room_rules_memory
                  UNION SELECT room_id FROM room_current_state
+                 UNION SELECT room_id FROM room_latest_events
                  UNION SELECT room_id FROM sliding_sync_joined_rooms
                  UNION SELECT room_id FROM sliding_sync_membership_snapshots",
                 &[],

@@ -13,6 +13,7 @@
 
 mod commit;
 mod instance_lock;
+mod latest_events;
 mod load;
 mod positions;
 mod room_state;
@@ -109,6 +110,8 @@ pub enum CorruptRow {
     Memory(#[source] serde_json::Error),
     #[error("a room's current state cannot be read")]
     CurrentState(#[source] serde_json::Error),
+    #[error("a room's latest events cannot be read")]
+    LatestEvents(#[source] serde_json::Error),
 }
 
 impl StoreError {

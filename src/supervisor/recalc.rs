@@ -19,7 +19,7 @@ use tracing::{info, info_span, Instrument};
 use super::commit::{CommitUnit, WritePath};
 use super::{Recalculate, Shared};
 use crate::model::{RoomId, RowChange, UserId};
-use crate::rules::{CurrentStateIds, RoomMemory};
+use crate::rules::{CurrentStateIds, LatestEvents, RoomMemory};
 use crate::store::StoreError;
 
 /// Rows recomputed from the source for some rooms.
@@ -275,6 +275,7 @@ async fn replaced_rows(
     let mut upserted_snapshots = BTreeSet::new();
     let mut spaces = BTreeSet::new();
     let mut held_states = BTreeSet::new();
+    let mut held_timelines = BTreeSet::new();
     for change in &recomputed.changes {
         match change {
             RowChange::UpsertJoinedRoom(row) => {
@@ -289,11 +290,14 @@ async fn replaced_rows(
             RowChange::CurrentState { room_id, .. } => {
                 held_states.insert(room_id);
             }
+            RowChange::LatestEvents { room_id, .. } => {
+                held_timelines.insert(room_id);
+            }
             _ => {}
         }
     }
-    // A room computed from nothing lists its space children and its held
-    // state only when it has some.
+    // A room computed from nothing lists its space children, its held
+    // state and its latest events only when it has some.
     let mut deletions: Vec<RowChange> = rooms
         .iter()
         .filter(|room| !spaces.contains(room))
@@ -309,6 +313,15 @@ async fn replaced_rows(
             .map(|room| RowChange::CurrentState {
                 room_id: room.clone(),
                 state: CurrentStateIds::default(),
+            }),
+    );
+    deletions.extend(
+        rooms
+            .iter()
+            .filter(|room| !held_timelines.contains(room))
+            .map(|room| RowChange::LatestEvents {
+                room_id: room.clone(),
+                events: LatestEvents::default(),
             }),
     );
     let stored = write_path.store().load_room_states(rooms).await?;

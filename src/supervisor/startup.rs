@@ -178,6 +178,12 @@ pub(crate) async fn load(
                 .into_iter()
                 .map(|(room_id, state)| RowChange::CurrentState { room_id, state }),
         )
+        .chain(
+            loaded
+                .latest_events
+                .into_iter()
+                .map(|(room_id, events)| RowChange::LatestEvents { room_id, events }),
+        )
         .collect();
     write_path.publish_loaded(&room_list_data);
     drop(room_list_data);

@@ -128,12 +128,13 @@ macro_rules! event_columns {
      CASE WHEN e.state_key IS NOT NULL OR e.type = 'm.room.redaction' \
           THEN (SELECT j.json FROM event_json j WHERE j.event_id = e.event_id) END, \
      CASE WHEN e.type = 'm.room.member' \
-          THEN (SELECT j.internal_metadata FROM event_json j WHERE j.event_id = e.event_id) END"
+          THEN (SELECT j.internal_metadata FROM event_json j WHERE j.event_id = e.event_id) END, \
+     e.topological_ordering"
     };
 }
 
 /// How many columns `event_columns!` selects.
-pub(crate) const EVENT_COLUMN_COUNT: usize = 11;
+pub(crate) const EVENT_COLUMN_COUNT: usize = 12;
 
 /// Where each of `event_columns!` comes from.
 const EVENT_COLUMN_NAMES: [&str; EVENT_COLUMN_COUNT] = [
@@ -148,6 +149,7 @@ const EVENT_COLUMN_NAMES: [&str; EVENT_COLUMN_COUNT] = [
     "rejected (events.rejection_reason, rejections)",
     "event_json.json",
     "event_json.internal_metadata",
+    "events.topological_ordering",
 ];
 
 /// `before`, the event columns' names, then `after` (`N` is their total).
@@ -493,7 +495,7 @@ mod tests {
 
     #[test]
     fn column_names_follow_the_event_columns_where_they_sit() {
-        assert_eq!(EX_OUTLIERS_IN_RANGE.query().columns.len(), 13);
+        assert_eq!(EX_OUTLIERS_IN_RANGE.query().columns.len(), 14);
         assert_eq!(
             EX_OUTLIERS_IN_RANGE.query().column_name(1),
             "ex_outlier_stream.instance_name"
@@ -502,7 +504,7 @@ mod tests {
             EX_OUTLIERS_IN_RANGE.query().column_name(2),
             "events.stream_ordering"
         );
-        assert_eq!(EVENTS_BY_ID.columns.len(), 12);
+        assert_eq!(EVENTS_BY_ID.columns.len(), 13);
         assert_eq!(
             EVENTS_BY_ID.column_name(EVENT_COLUMN_COUNT),
             "redacted (redactions)"

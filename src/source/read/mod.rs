@@ -31,6 +31,7 @@ pub(crate) use fetch::{
 #[derive(Debug, Clone)]
 struct SourceEvent {
     stream_ordering: i64,
+    topological_ordering: Option<i64>,
     writer: String,
     event: Event,
     outlier: bool,

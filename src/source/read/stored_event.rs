@@ -115,6 +115,7 @@ pub(super) fn event_from_row(
     let rejected: bool = row.column(offset + 8)?;
     let json: Option<String> = row.column(offset + 9)?;
     let internal_metadata: Option<String> = row.column(offset + 10)?;
+    let topological_ordering: Option<i64> = row.column(offset + 11)?;
 
     let fields = json_fields(json.as_deref());
     let sender = sender.or(fields.sender);
@@ -137,6 +138,7 @@ pub(super) fn event_from_row(
     };
     Ok(Some(SourceEvent {
         stream_ordering,
+        topological_ordering,
         writer,
         event: Event {
             event_id,
