@@ -19,6 +19,7 @@ mod positions;
 mod properties;
 mod room_data;
 mod room_list;
+mod room_timeline;
 mod scenarios;
 mod skeleton;
 mod socket;

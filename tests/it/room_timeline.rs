@@ -1,0 +1,502 @@
+//! The rooms' latest events (`POST /v1/rooms/data` with `timeline`)
+//! against real Synapse databases: each room's initial timeline must be
+//! exactly what Synapse 1.163.2's query on its `events` table gives
+//! (`paginate_room_events_by_topological_ordering` backwards from the
+//! token: events that are not outliers at or below the token's highest
+//! position, by topological then stream ordering descending, twice the
+//! limit fetched, then each writer's position applied), or "not held";
+//! followed from position 0, imported, after a restart, with one writer and
+//! two; and in feed mode through rejections, outliers, backfill,
+//! de-outliering, redactions and purges.
+
+use std::str::FromStr;
+
+use roomcache_core::StreamToken;
+use serde_json::{json, Value};
+
+use crate::support::server::TestServer;
+use crate::support::synapse::{
+    insert_event, source_options, wait_for_position, wait_for_writers, SynapseDatabase,
+    FIXTURE_POSITION, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
+};
+
+/// Latest events a room holds by default (setting `room_timeline_events`).
+const HELD: i64 = 8;
+
+/// A timeline's event as answered: (event ID, topological ordering,
+/// stream ordering, instance name, rejected).
+type Row = (String, i64, i64, String, bool);
+
+/// Events of `room` that are not outliers, at most `limit`, at or below
+/// `highest`, newest first in the query's order.
+async fn synapse_events(
+    client: &tokio_postgres::Client,
+    room: &str,
+    highest: i64,
+    limit: i64,
+) -> Vec<Row> {
+    client
+        .query(
+            "SELECT e.event_id, e.topological_ordering, e.stream_ordering,
+                    COALESCE(e.instance_name, 'master'),
+                    (e.rejection_reason IS NOT NULL
+                     OR EXISTS (SELECT 1 FROM rejections r WHERE r.event_id = e.event_id))
+             FROM events e
+             WHERE e.outlier = FALSE AND e.room_id = $1 AND e.stream_ordering <= $2
+             ORDER BY e.topological_ordering DESC, e.stream_ordering DESC LIMIT $3",
+            &[&room, &highest, &limit],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect()
+}
+
+/// Synapse's initial timeline of `room` at `token`: the rows its query
+/// keeps (rejected ones included, as the query selects them) and `limited`.
+async fn synapse_timeline(
+    client: &tokio_postgres::Client,
+    room: &str,
+    limit: usize,
+    token: &StreamToken,
+) -> (Vec<Row>, bool) {
+    let fetched = synapse_events(client, room, token.max_position(), (limit * 2) as i64).await;
+    let count = fetched.len();
+    let kept: Vec<Row> = fetched
+        .into_iter()
+        .filter(|row| row.2 <= token.position(&row.3))
+        .collect();
+    let limited = count >= limit * 2 || kept.len() > limit;
+    (kept.into_iter().take(limit).collect(), limited)
+}
+
+/// Whether the cache can answer `room`'s timeline at `token` in source
+/// mode (where it cannot know it holds all of a room's events): the events
+/// it holds (the room's top [`HELD`] at the cache's position `cached`)
+/// that the query selects must be all it fetches, or keep more than asked.
+async fn decidable(
+    client: &tokio_postgres::Client,
+    room: &str,
+    limit: usize,
+    token: &StreamToken,
+    cached: i64,
+) -> bool {
+    let held = synapse_events(client, room, cached, HELD).await;
+    let selectable: Vec<&Row> = held
+        .iter()
+        .filter(|row| row.2 <= token.max_position())
+        .collect();
+    let kept = selectable
+        .iter()
+        .filter(|row| row.2 <= token.position(&row.3))
+        .count();
+    selectable.len() >= limit * 2 || kept > limit
+}
+
+/// A served timeline: its rows and `limited`, or why unknown.
+fn served_timeline(data: &Value) -> Result<(Vec<Row>, bool), String> {
+    let timeline = &data["timeline"];
+    let Some(events) = timeline["events"].as_array() else {
+        return Err(timeline["unknown"].as_str().unwrap_or("?").to_owned());
+    };
+    let rows = events
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_str().expect("id").to_owned(),
+                e[1].as_i64().expect("topological"),
+                e[2].as_i64().expect("stream"),
+                e[3].as_str().expect("instance").to_owned(),
+                e[4].as_bool().expect("rejected"),
+            )
+        })
+        .collect();
+    Ok((rows, timeline["limited"].as_bool().expect("limited")))
+}
+
+/// Asks every room of Synapse's database for its timeline with `limit` and
+/// asserts each answer is Synapse's, or "not held" only where the cache
+/// cannot know ([`decidable`]). Returns the rooms answered.
+async fn assert_timelines_are_synapses(
+    server: &TestServer,
+    synapse: &SynapseDatabase,
+    limit: usize,
+    what: &str,
+) -> usize {
+    assert_timelines_at(server, synapse, limit, None, what).await
+}
+
+/// [`assert_timelines_are_synapses`] at the token `at` (default: the
+/// answer's).
+async fn assert_timelines_at(
+    server: &TestServer,
+    synapse: &SynapseDatabase,
+    limit: usize,
+    at: Option<&str>,
+    what: &str,
+) -> usize {
+    let client = synapse.client().await;
+    let rooms: Vec<String> = client
+        .query("SELECT room_id FROM rooms ORDER BY room_id", &[])
+        .await
+        .expect("rooms")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let answer = server
+        .post(
+            "/v1/rooms/data",
+            &json!({"rooms": rooms, "timeline": {"limit": limit, "at": at}}),
+        )
+        .await;
+    assert!(answer.status.is_success(), "{}", answer.text);
+    let cached = StreamToken::from_str(answer.body["token"].as_str().expect("token")).unwrap();
+    let token = at.map_or_else(|| cached.clone(), |at| StreamToken::from_str(at).unwrap());
+    let mut differences = Vec::new();
+    let mut answered = 0;
+    for room in &rooms {
+        let expected = synapse_timeline(&client, room, limit, &token).await;
+        match served_timeline(&answer.body["rooms"][room]) {
+            Ok(ours) if ours == expected => answered += 1,
+            Err(reason)
+                if reason == "not_held"
+                    && !decidable(&client, room, limit, &token, cached.max_position()).await => {}
+            other => differences.push(format!("{room}: Synapse {expected:?}, roomcache {other:?}")),
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{what}, limit {limit}: {} of {} rooms differ:\n{}",
+        differences.len(),
+        rooms.len(),
+        differences.join("\n")
+    );
+    answered
+}
+
+/// Writes an event into Synapse's tables as a writer persists it, with its
+/// own topological ordering, outlier and rejected flags, and moves the
+/// events stream's position.
+async fn persist_flagged(
+    client: &tokio_postgres::Client,
+    stream_ordering: i64,
+    event: &Value,
+    topological_ordering: i64,
+    outlier: bool,
+    rejected: bool,
+) {
+    client.batch_execute("BEGIN").await.unwrap();
+    insert_event(client, "master", stream_ordering, event).await;
+    let reason: Option<&str> = rejected.then_some("auth_error");
+    client
+        .execute(
+            "UPDATE events SET topological_ordering = $2, depth = $2, outlier = $3,
+                 rejection_reason = $4
+             WHERE stream_ordering = $1",
+            &[&stream_ordering, &topological_ordering, &outlier, &reason],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE stream_positions SET stream_id = $1 WHERE stream_name = 'events'",
+            &[&stream_ordering],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let mut followed = TestServer::start_with(source_options(&synapse).build()).await;
+    let mut imported =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
+    wait_for_position(&followed, FIXTURE_POSITION).await;
+    wait_for_position(&imported, FIXTURE_POSITION).await;
+    for limit in [1, 3, 20] {
+        let answered = assert_timelines_are_synapses(&followed, &synapse, limit, "followed").await;
+        let imported_answered =
+            assert_timelines_are_synapses(&imported, &synapse, limit, "imported").await;
+        assert_eq!(answered, imported_answered);
+        eprintln!("limit {limit}: {answered} rooms answered");
+        if limit == 1 {
+            assert!(answered >= 60, "{answered}");
+        }
+    }
+    let status = imported.get("/v1/status").await.body;
+    let latest = &status["room_data"]["latest_events"];
+    let (rooms, bytes) = (
+        latest["rooms"].as_u64().expect("rooms"),
+        latest["bytes"].as_u64().expect("bytes"),
+    );
+    let state_bytes = status["room_data"]["bytes"].as_u64().expect("bytes");
+    eprintln!(
+        "latest events: {bytes} bytes for {rooms} rooms ({} per room); held state {state_bytes} \
+         bytes; both {} per room",
+        bytes / rooms,
+        (bytes + state_bytes) / rooms
+    );
+    // Eight events of 64 bytes, and each room's record slot.
+    assert!(bytes / rooms <= 8 * 64 + 32, "{status}");
+    assert!((bytes + state_bytes) / rooms <= 1024, "{status}");
+    followed.stop().await;
+
+    // While the importer is stopped, and then while it follows: messages
+    // (one rejected), an outlier, a redaction, an event arriving late with
+    // a low topological ordering.
+    imported.stop().await;
+    let client = synapse.client().await;
+    let room: String = client
+        .query_one(
+            "SELECT room_id FROM events GROUP BY room_id ORDER BY count(*) DESC, room_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let sender: String = client
+        .query_one(
+            "SELECT sender FROM events WHERE room_id = $1 AND type = 'm.room.create'",
+            &[&room],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let top: i64 = client
+        .query_one(
+            "SELECT max(topological_ordering) FROM events WHERE room_id = $1",
+            &[&room],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let event = |n: i64, event_type: &str, content: Value| {
+        json!({"event_id": format!("$timeline{n}"), "room_id": room, "type": event_type,
+            "sender": sender, "content": content, "origin_server_ts": 0, "unsigned": {}})
+    };
+    let message = |n: i64| {
+        event(
+            n,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
+    };
+    let position = FIXTURE_POSITION;
+    persist_flagged(&client, position + 1, &message(1), top + 1, false, false).await;
+    persist_flagged(&client, position + 2, &message(2), top + 2, false, true).await;
+    imported.spawn().await;
+    wait_for_position(&imported, position + 2).await;
+    persist_flagged(&client, position + 3, &message(3), top + 3, true, false).await;
+    let redaction = event(4, "m.room.redaction", json!({"redacts": "$timeline1"}));
+    persist_flagged(&client, position + 4, &redaction, top + 3, false, false).await;
+    persist_flagged(&client, position + 5, &message(5), top - 1, false, false).await;
+    wait_for_position(&imported, position + 5).await;
+    for limit in [1, 2, 3] {
+        assert_timelines_are_synapses(&imported, &synapse, limit, "followed on").await;
+    }
+    let answer = imported
+        .post(
+            "/v1/rooms/data",
+            &json!({"rooms": [room], "timeline": {"limit": 3}}),
+        )
+        .await;
+    let (rows, limited) = served_timeline(&answer.body["rooms"][&room]).expect("answered");
+    let ids: Vec<(&str, bool)> = rows.iter().map(|r| (r.0.as_str(), r.4)).collect();
+    assert_eq!(
+        ids,
+        [
+            ("$timeline4", false),
+            ("$timeline2", true),
+            ("$timeline1", false)
+        ]
+    );
+    assert!(limited);
+    // Postgres holds what is served: a restart answers the same.
+    imported.restart().await;
+    wait_for_position(&imported, position + 5).await;
+    for limit in [1, 3] {
+        assert_timelines_are_synapses(&imported, &synapse, limit, "after a restart").await;
+    }
+    imported.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelines_are_synapses_with_two_event_persisters() {
+    let synapse = SynapseDatabase::load("workers.sql.gz").await;
+    for import_on_start in [false, true] {
+        let mut server = TestServer::start_with(
+            source_options(&synapse)
+                .server_name(WORKERS_SERVER_NAME)
+                .writers(&WORKERS_WRITERS)
+                .import_on_start(import_on_start)
+                .build(),
+        )
+        .await;
+        wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
+        for limit in [1, 4] {
+            let answered =
+                assert_timelines_are_synapses(&server, &synapse, limit, "two writers").await;
+            assert!(answered > 0);
+            // Tokens with a writer behind the other: its events between
+            // are fetched by the query, then dropped.
+            for at in ["m400~p1.439", "m420~p2.430"] {
+                assert_timelines_at(&server, &synapse, limit, Some(at), at).await;
+            }
+        }
+        server.stop().await;
+    }
+}
+
+/// Feed mode (every event seen: a room holding all of its events answers
+/// any limit): rejected events are kept and flagged, outliers are not held
+/// until de-outliered (at their own stream ordering), backfilled events
+/// take their place by topological ordering, a redaction keeps its target;
+/// the answer at an earlier token leaves out later events; a restart
+/// answers the same; a purge empties the room; bad requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_keeps_latest_events_through_rejections_outliers_backfill_and_purges() {
+    let mut server = TestServer::start().await;
+    let room = "!t:example.org";
+    let event = |id: &str, stream: i64, topological: i64, extra: Value| {
+        let mut row = json!({"kind": "event", "stream_id": stream,
+            "topological_ordering": topological,
+            "event": {"event_id": id, "room_id": room, "type": "m.room.message",
+                "sender": "@alice:example.org", "content": {"body": id}}});
+        for (key, value) in extra.as_object().expect("object") {
+            row[key] = value.clone();
+        }
+        row
+    };
+    let mut redaction = event("$redact", 8, 7, json!({}));
+    redaction["event"]["type"] = json!("m.room.redaction");
+    redaction["event"]["content"] = json!({"redacts": "$m3"});
+    server
+        .feed(&json!({"writer": "master", "rows": [
+            event("$m1", 1, 1, json!({})),
+            event("$m2", 2, 2, json!({})),
+            event("$m3", 3, 3, json!({})),
+            event("$rejected", 4, 4, json!({"rejected": true})),
+            event("$outlier", 5, 9, json!({"outlier": true})),
+            // Backfilled: negative stream orderings, below everything.
+            event("$b1", 6, 0, json!({"stream_ordering": -1})),
+            event("$b2", 7, 0, json!({"stream_ordering": -2})),
+            redaction,
+        ]}))
+        .await;
+    let ask = |limit: usize, at: Option<&str>| {
+        let mut body = json!({"rooms": [room], "wait_for": "s8", "timeline": {"limit": limit}});
+        if let Some(at) = at {
+            body["timeline"]["at"] = json!(at);
+        }
+        body
+    };
+    let timeline = |answer: &Value| -> (Vec<String>, bool) {
+        let (rows, limited) = served_timeline(&answer["rooms"][room]).expect("answered");
+        (rows.into_iter().map(|r| r.0).collect(), limited)
+    };
+    let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let answer = server.post("/v1/rooms/data", &ask(3, None)).await;
+    assert!(answer.status.is_success(), "{}", answer.text);
+    assert_eq!(
+        timeline(&answer.body),
+        (ids(&["$redact", "$rejected", "$m3"]), true)
+    );
+    let rows = served_timeline(&answer.body["rooms"][room]).unwrap().0;
+    assert_eq!(rows[1], ("$rejected".into(), 4, 4, "master".into(), true));
+    // Everything: the backfilled ones last (topological 0), newest first.
+    let answer = server.post("/v1/rooms/data", &ask(10, None)).await;
+    assert_eq!(
+        timeline(&answer.body),
+        (
+            ids(&["$redact", "$rejected", "$m3", "$m2", "$m1", "$b1", "$b2"]),
+            false
+        )
+    );
+    // At an earlier token the redaction is not there yet.
+    let answer = server.post("/v1/rooms/data", &ask(2, Some("s4"))).await;
+    assert_eq!(timeline(&answer.body), (ids(&["$rejected", "$m3"]), true));
+    // Beyond what the cache has reached: unknown.
+    let answer = server.post("/v1/rooms/data", &ask(2, Some("s9"))).await;
+    assert_eq!(
+        answer.body["rooms"][room]["timeline"],
+        json!({"unknown": "behind_token"})
+    );
+
+    // The outlier is de-outliered (at its own stream ordering, 5).
+    server
+        .feed(&json!({"writer": "master", "rows": [
+            event("$outlier", 9, 9, json!({"stream_ordering": 5})),
+        ]}))
+        .await;
+    let mut ask_now = ask(2, None);
+    ask_now["wait_for"] = json!("s9");
+    let answer = server.post("/v1/rooms/data", &ask_now).await;
+    assert_eq!(
+        timeline(&answer.body),
+        (ids(&["$outlier", "$redact"]), true)
+    );
+    server.restart().await;
+    let answer = server.post("/v1/rooms/data", &ask_now).await;
+    assert_eq!(
+        timeline(&answer.body),
+        (ids(&["$outlier", "$redact"]), true)
+    );
+
+    // More events than the window holds (8): what it cannot decide is not held.
+    let more: Vec<Value> = (10..16)
+        .map(|n| event(&format!("$n{n}"), n, n, json!({})))
+        .collect();
+    server
+        .feed(&json!({"writer": "master", "rows": more}))
+        .await;
+    let mut ask_more = ask(8, None);
+    ask_more["wait_for"] = json!("s15");
+    let answer = server.post("/v1/rooms/data", &ask_more).await;
+    assert_eq!(
+        answer.body["rooms"][room]["timeline"],
+        json!({"unknown": "not_held"})
+    );
+    ask_more["timeline"]["limit"] = json!(7);
+    let answer = server.post("/v1/rooms/data", &ask_more).await;
+    let (list, limited) = timeline(&answer.body);
+    assert_eq!(list.first().map(String::as_str), Some("$n15"));
+    assert_eq!((list.len(), limited), (7, true));
+
+    server
+        .feed(&json!({"writer": "master", "rows": [
+            {"kind": "purge", "stream_id": 16, "room_id": room},
+        ]}))
+        .await;
+    ask_more["wait_for"] = json!("s16");
+    let answer = server.post("/v1/rooms/data", &ask_more).await;
+    assert_eq!(timeline(&answer.body), (Vec::new(), false));
+    // An event without its topological ordering: the room's order is unknown.
+    let mut unordered = event("$u", 17, 0, json!({}));
+    unordered
+        .as_object_mut()
+        .unwrap()
+        .remove("topological_ordering");
+    server
+        .feed(&json!({"writer": "master", "rows": [unordered]}))
+        .await;
+    ask_more["wait_for"] = json!("s17");
+    let answer = server.post("/v1/rooms/data", &ask_more).await;
+    assert_eq!(
+        answer.body["rooms"][room]["timeline"],
+        json!({"unknown": "unordered"})
+    );
+
+    for timeline in [
+        json!({"limit": 0}),
+        json!({"limit": 1001}),
+        json!({"limit": 1, "x": 1}),
+    ] {
+        let body = json!({"rooms": [room], "timeline": timeline});
+        let answer = server.post("/v1/rooms/data", &body).await;
+        assert_eq!(answer.status.as_u16(), 400, "{timeline}: {}", answer.text);
+    }
+    server.stop().await;
+}
