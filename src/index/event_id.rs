@@ -98,6 +98,15 @@ impl StoredEventId {
         }
     }
 
+    /// Heap bytes beside the value itself (an ID kept as text: its bytes
+    /// and the shared string's counts).
+    pub(super) fn heap_bytes(&self) -> usize {
+        match self {
+            StoredEventId::Hash(_) => 0,
+            StoredEventId::Other(id) => id.as_str().len() + 16,
+        }
+    }
+
     #[cfg(test)]
     fn is(&self, value: &str) -> bool {
         match self {

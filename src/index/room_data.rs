@@ -112,11 +112,7 @@ impl HeldStateRecord {
                     + entries
                         .iter()
                         .map(|e| {
-                            e.state_key.as_ref().map_or(0, |k| k.len())
-                                + match &e.event_id {
-                                    StoredEventId::Hash(_) => 0,
-                                    StoredEventId::Other(id) => id.as_str().len() + 16,
-                                }
+                            e.state_key.as_ref().map_or(0, |k| k.len()) + e.event_id.heap_bytes()
                         })
                         .sum::<usize>()
             }

@@ -79,10 +79,7 @@ impl LatestEventsRecord {
             + self
                 .events
                 .iter()
-                .map(|e| match &e.event_id {
-                    StoredEventId::Hash(_) => 0,
-                    StoredEventId::Other(id) => id.as_str().len() + 16,
-                })
+                .map(|e| e.event_id.heap_bytes())
                 .sum::<usize>()
     }
 }

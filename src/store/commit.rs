@@ -12,9 +12,8 @@ use roomcache_core::WriterName;
 use tokio_postgres::types::{Json, ToSql};
 use tracing::instrument;
 
-use super::latest_events::write_latest_events;
 use super::positions::{write_positions, ImportProgress, PositionWrites};
-use super::room_state::{write_current_states, write_held_types};
+use super::room_state::{write_current_states, write_held_types, write_latest_events};
 use super::{Store, StoreError};
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, RowChange, UserId};
 use crate::rules::{CurrentStateIds, HeldStateTypes, LatestEvents, RoomMemory};

@@ -210,10 +210,7 @@ impl Store {
                 state.restore_counters();
             }
         }
-        self.load_current_states_into(&client, &ids, &mut states)
-            .await?;
-        self.load_latest_events_into(&client, &ids, &mut states)
-            .await?;
+        self.load_room_data_into(&client, &ids, &mut states).await?;
         Ok(states)
     }
 

@@ -13,7 +13,6 @@
 
 mod commit;
 mod instance_lock;
-mod latest_events;
 mod load;
 mod positions;
 mod room_state;

@@ -1,53 +1,134 @@
 //! The rooms' data in Postgres: each room's current state event IDs of the
-//! held types (table `room_current_state`) and the types they were
-//! computed for (table `room_state_types`).
+//! held types (table `room_current_state`), the types they were computed
+//! for (table `room_state_types`), and each room's latest events for the
+//! initial timeline (table `room_latest_events`, V7).
 //!
-//! Owns: those tables' statements. May not touch: the rules that compute
-//! the state, the read index.
+//! Owns: those tables' statements: a room's value is one JSON column
+//! ([`RoomJsonTable`]), a value with nothing to store is no row. May not
+//! touch: the rules that compute the values, the read index.
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio_postgres::types::Json;
 
 use super::rows::{column, room_id};
 use super::{CorruptRow, Store, StoreError};
-use crate::model::RoomId;
+use crate::model::{LatestEvents, RoomId};
 use crate::rules::{CurrentStateIds, HeldStateTypes, RoomState};
 
-const TABLE: &str = "room_current_state";
 const TYPES_TABLE: &str = "room_state_types";
 
-/// Writes the final current state of each room of a group (an empty one
-/// deletes the room's row).
+/// A table of one JSON value per room.
+struct RoomJsonTable {
+    table: &'static str,
+    column: &'static str,
+    /// What a value that does not parse is.
+    corrupt: fn(serde_json::Error) -> CorruptRow,
+}
+
+const CURRENT_STATE: RoomJsonTable = RoomJsonTable {
+    table: "room_current_state",
+    column: "state",
+    corrupt: CorruptRow::CurrentState,
+};
+
+const LATEST_EVENTS: RoomJsonTable = RoomJsonTable {
+    table: "room_latest_events",
+    column: "events",
+    corrupt: CorruptRow::LatestEvents,
+};
+
+impl RoomJsonTable {
+    /// Writes each room's final value (an empty one deletes the room's row).
+    async fn write<T: Serialize + Sync + std::fmt::Debug>(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+        values: &BTreeMap<RoomId, T>,
+        is_empty: impl Fn(&T) -> bool,
+    ) -> Result<(), StoreError> {
+        let RoomJsonTable { table, column, .. } = self;
+        let (empty, held): (Vec<_>, Vec<_>) = values.iter().partition(|(_, v)| is_empty(v));
+        if !empty.is_empty() {
+            let ids: Vec<&str> = empty.iter().map(|(r, _)| r.as_str()).collect();
+            transaction
+                .execute(
+                    &format!("DELETE FROM {table} WHERE room_id = ANY($1)"),
+                    &[&ids],
+                )
+                .await?;
+        }
+        if !held.is_empty() {
+            let ids: Vec<&str> = held.iter().map(|(r, _)| r.as_str()).collect();
+            let values: Vec<Json<&T>> = held.iter().map(|(_, v)| Json(*v)).collect();
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (room_id, {column})
+                         SELECT * FROM UNNEST($1::text[], $2::jsonb[])
+                         ON CONFLICT (room_id) DO UPDATE SET {column} = EXCLUDED.{column}"
+                    ),
+                    &[&ids, &values],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn parse<T: DeserializeOwned>(&self, row: &tokio_postgres::Row) -> Result<T, StoreError> {
+        serde_json::from_value(column(row, self.table, 1)?)
+            .map_err(|e| StoreError::corrupt(self.table, (self.corrupt)(e)))
+    }
+
+    /// Every room's value (rooms without a row are absent).
+    async fn all<T: DeserializeOwned>(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<Vec<(RoomId, T)>, StoreError> {
+        let RoomJsonTable { table, column, .. } = self;
+        client
+            .query(&format!("SELECT room_id, {column} FROM {table}"), &[])
+            .await?
+            .iter()
+            .map(|row| Ok((room_id(row, table, 0)?, self.parse(row)?)))
+            .collect()
+    }
+
+    /// The values of `ids`, each handed to `place`.
+    async fn of_rooms<T: DeserializeOwned>(
+        &self,
+        client: &deadpool_postgres::Object,
+        ids: &[&str],
+        mut place: impl FnMut(RoomId, T),
+    ) -> Result<(), StoreError> {
+        let RoomJsonTable { table, column, .. } = self;
+        let query = format!("SELECT room_id, {column} FROM {table} WHERE room_id = ANY($1)");
+        for row in &client.query(&query, &[&ids]).await? {
+            place(room_id(row, table, 0)?, self.parse(row)?);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the final current state of each room of a group.
 pub(super) async fn write_current_states(
     transaction: &deadpool_postgres::Transaction<'_>,
     states: &BTreeMap<RoomId, CurrentStateIds>,
 ) -> Result<(), StoreError> {
-    let (empty, held): (Vec<_>, Vec<_>) = states.iter().partition(|(_, s)| s.is_empty());
-    if !empty.is_empty() {
-        let ids: Vec<&str> = empty.iter().map(|(r, _)| r.as_str()).collect();
-        transaction
-            .execute(
-                &format!("DELETE FROM {TABLE} WHERE room_id = ANY($1)"),
-                &[&ids],
-            )
-            .await?;
-    }
-    if !held.is_empty() {
-        let ids: Vec<&str> = held.iter().map(|(r, _)| r.as_str()).collect();
-        let values: Vec<Json<&CurrentStateIds>> = held.iter().map(|(_, s)| Json(*s)).collect();
-        transaction
-            .execute(
-                &format!(
-                    "INSERT INTO {TABLE} (room_id, state)
-                     SELECT * FROM UNNEST($1::text[], $2::jsonb[])
-                     ON CONFLICT (room_id) DO UPDATE SET state = EXCLUDED.state"
-                ),
-                &[&ids, &values],
-            )
-            .await?;
-    }
-    Ok(())
+    CURRENT_STATE
+        .write(transaction, states, CurrentStateIds::is_empty)
+        .await
+}
+
+/// Writes the final latest events of each room of a group.
+pub(super) async fn write_latest_events(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    windows: &BTreeMap<RoomId, LatestEvents>,
+) -> Result<(), StoreError> {
+    LATEST_EVENTS
+        .write(transaction, windows, LatestEvents::is_empty)
+        .await
 }
 
 /// Records which types the rooms' state is computed for.
@@ -67,41 +148,47 @@ pub(super) async fn write_held_types(
     Ok(())
 }
 
-fn parse_state(row: &tokio_postgres::Row, index: usize) -> Result<CurrentStateIds, StoreError> {
-    serde_json::from_value(column(row, TABLE, index)?)
-        .map_err(|e| StoreError::corrupt(TABLE, CorruptRow::CurrentState(e)))
-}
-
 impl Store {
     /// Every room's current state (rooms holding none are absent).
     pub(super) async fn current_states(
         &self,
         client: &deadpool_postgres::Object,
     ) -> Result<Vec<(RoomId, CurrentStateIds)>, StoreError> {
-        let query = format!("SELECT room_id, state FROM {TABLE}");
-        client
-            .query(&query, &[])
-            .await?
-            .iter()
-            .map(|row| Ok((room_id(row, TABLE, 0)?, parse_state(row, 1)?)))
-            .collect()
+        CURRENT_STATE.all(client).await
     }
 
-    /// Adds the stored current state of `rooms` to their loaded states.
-    pub(super) async fn load_current_states_into(
+    /// Every room's latest events (rooms holding none are absent; a window
+    /// stored under a larger setting keeps its events until its room's
+    /// next one).
+    pub(super) async fn latest_events(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<Vec<(RoomId, LatestEvents)>, StoreError> {
+        LATEST_EVENTS.all(client).await
+    }
+
+    /// Adds the stored current state and latest events of `rooms` to their
+    /// loaded states.
+    pub(super) async fn load_room_data_into(
         &self,
         client: &deadpool_postgres::Object,
         ids: &[&str],
         states: &mut HashMap<RoomId, RoomState>,
     ) -> Result<(), StoreError> {
-        let query = format!("SELECT room_id, state FROM {TABLE} WHERE room_id = ANY($1)");
-        for row in &client.query(&query, &[&ids]).await? {
-            let room = room_id(row, TABLE, 0)?;
-            if let Some(state) = states.get_mut(&room) {
-                state.current_state = parse_state(row, 1)?;
-            }
-        }
-        Ok(())
+        CURRENT_STATE
+            .of_rooms(client, ids, |room, value| {
+                if let Some(state) = states.get_mut(&room) {
+                    state.current_state = value;
+                }
+            })
+            .await?;
+        LATEST_EVENTS
+            .of_rooms(client, ids, |room, value| {
+                if let Some(state) = states.get_mut(&room) {
+                    state.latest_events = value;
+                }
+            })
+            .await
     }
 
     /// The types the stored rooms' state was computed for, if recorded.

@@ -12,9 +12,8 @@ use serde_json::{json, Value};
 
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    persist_event, source_event, source_options, wait_for_position, wait_for_writers,
-    SynapseDatabase, FIXTURE_POSITION, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME,
-    WORKERS_WRITERS,
+    assert_rooms_agree, persist_event, source_event, source_options, start_followed_and_imported,
+    start_on_workers, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
 };
 
 /// (type, state key, event ID) of a room, in that order.
@@ -112,24 +111,14 @@ async fn assert_held_is_synapses(
             other => differences.push(format!("{room}: Synapse {state:?}, roomcache {other:?}")),
         }
     }
-    assert!(
-        differences.is_empty(),
-        "{what}: {} of {} rooms differ:\n{}",
-        differences.len(),
-        expected.len(),
-        differences.join("\n")
-    );
+    assert_rooms_agree(&differences, expected.len(), what);
     expected.values().filter(|s| !s.is_empty()).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_held_state_is_synapses_current_state_followed_imported_and_recomputed() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut followed = TestServer::start_with(source_options(&synapse).build()).await;
-    let mut imported =
-        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
-    wait_for_position(&followed, FIXTURE_POSITION).await;
-    wait_for_position(&imported, FIXTURE_POSITION).await;
+    let (mut followed, mut imported) = start_followed_and_imported(&synapse).await;
     let with_state = assert_held_state_is_synapses(&followed, &synapse, "followed from 0").await;
     // Rooms the server left hold nothing, as in Synapse; the rest do.
     assert_eq!(with_state, 63, "rooms with held state");
@@ -191,15 +180,7 @@ async fn the_held_state_is_synapses_current_state_followed_imported_and_recomput
 async fn the_held_state_is_synapses_with_two_event_persisters() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
     for import_on_start in [false, true] {
-        let mut server = TestServer::start_with(
-            source_options(&synapse)
-                .server_name(WORKERS_SERVER_NAME)
-                .writers(&WORKERS_WRITERS)
-                .import_on_start(import_on_start)
-                .build(),
-        )
-        .await;
-        wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
+        let mut server = start_on_workers(&synapse, import_on_start).await;
         let what = if import_on_start {
             "imported"
         } else {

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    insert_event, source_options, wait_for_position, wait_for_writers, SynapseDatabase,
-    FIXTURE_POSITION, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
+    assert_rooms_agree, insert_event, move_events_position, start_followed_and_imported,
+    start_on_workers, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
 };
 
 /// Latest events a room holds by default (setting `room_timeline_events`).
@@ -165,13 +165,7 @@ async fn assert_timelines_at(
             other => differences.push(format!("{room}: Synapse {expected:?}, roomcache {other:?}")),
         }
     }
-    assert!(
-        differences.is_empty(),
-        "{what}, limit {limit}: {} of {} rooms differ:\n{}",
-        differences.len(),
-        rooms.len(),
-        differences.join("\n")
-    );
+    assert_rooms_agree(&differences, rooms.len(), &format!("{what}, limit {limit}"));
     answered
 }
 
@@ -198,24 +192,14 @@ async fn persist_flagged(
         )
         .await
         .unwrap();
-    client
-        .execute(
-            "UPDATE stream_positions SET stream_id = $1 WHERE stream_name = 'events'",
-            &[&stream_ordering],
-        )
-        .await
-        .unwrap();
+    move_events_position(client, stream_ordering).await;
     client.batch_execute("COMMIT").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let mut followed = TestServer::start_with(source_options(&synapse).build()).await;
-    let mut imported =
-        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
-    wait_for_position(&followed, FIXTURE_POSITION).await;
-    wait_for_position(&imported, FIXTURE_POSITION).await;
+    let (mut followed, mut imported) = start_followed_and_imported(&synapse).await;
     for limit in [1, 3, 20] {
         let answered = assert_timelines_are_synapses(&followed, &synapse, limit, "followed").await;
         let imported_answered =
@@ -327,15 +311,7 @@ async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
 async fn timelines_are_synapses_with_two_event_persisters() {
     let synapse = SynapseDatabase::load("workers.sql.gz").await;
     for import_on_start in [false, true] {
-        let mut server = TestServer::start_with(
-            source_options(&synapse)
-                .server_name(WORKERS_SERVER_NAME)
-                .writers(&WORKERS_WRITERS)
-                .import_on_start(import_on_start)
-                .build(),
-        )
-        .await;
-        wait_for_writers(&server, &WORKERS_WRITERS, WORKERS_FIXTURE_POSITION).await;
+        let mut server = start_on_workers(&synapse, import_on_start).await;
         for limit in [1, 4] {
             let answered =
                 assert_timelines_are_synapses(&server, &synapse, limit, "two writers").await;
