@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 use roomcache::rules::{ELEMENT_X_TYPES, ELEMENT_X_WILDCARD_TYPES};
 use serde_json::{json, Value};
 
+use crate::support::fixture_servers::{
+    assert_rooms_agree, start_followed_and_imported, start_on_workers,
+};
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    assert_rooms_agree, persist_event, source_event, source_options, start_followed_and_imported,
-    start_on_workers, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
+    persist_event, source_event, source_options, wait_for_position, SynapseDatabase,
+    FIXTURE_POSITION,
 };
 
 /// (type, state key, event ID) of a room, in that order.

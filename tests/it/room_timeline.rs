@@ -14,10 +14,12 @@ use std::str::FromStr;
 use roomcache_core::StreamToken;
 use serde_json::{json, Value};
 
+use crate::support::fixture_servers::{
+    assert_rooms_agree, start_followed_and_imported, start_on_workers,
+};
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    assert_rooms_agree, insert_event, move_events_position, start_followed_and_imported,
-    start_on_workers, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
+    insert_event, move_events_position, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
 };
 
 /// Latest events a room holds by default (setting `room_timeline_events`).

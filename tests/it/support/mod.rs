@@ -6,11 +6,14 @@
 //! * `rows`: builders of the expected table rows;
 //! * `synapse`: a private copy of a Synapse fixture database, its CSV form and
 //!   source-mode server options;
+//! * `fixture_servers`: source-mode servers on the fixtures, caught up, and
+//!   the rooms' agreement with Synapse;
 //! * `fake_synapse`: writes scenarios into an empty Synapse database the way
 //!   Synapse persists them;
 //! * `redis`: a real redis-server on a Unix socket, and `PUBLISH`.
 
 pub(crate) mod fake_synapse;
+pub(crate) mod fixture_servers;
 pub(crate) mod homeserver;
 pub(crate) mod redis;
 pub(crate) mod rows;
