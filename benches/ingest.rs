@@ -63,7 +63,9 @@ impl Workload {
         if let Some(key) = state_key {
             event["state_key"] = json!(key);
         }
-        self.writers[writer].push(json!({"kind": "event", "stream_id": stream_id, "event": event}));
+        self.writers[writer].push(
+            json!({"kind": "event", "stream_id": stream_id, "topological_ordering": stream_id, "event": event}),
+        );
         if let Some(key) = state_key {
             self.writers[writer].push(
                 json!({"kind": "state", "stream_id": stream_id, "room_id": room,
