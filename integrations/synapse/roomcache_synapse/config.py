@@ -64,6 +64,11 @@ class RoomcacheConfig:
     """In a process that persists events (a monolith, an event persister):
     wake roomcache's follower as soon as events are committed, so that it
     has them before the next sync request asks."""
+    held_order_rooms: int = 200_000
+    """Rooms of the connections' whole lists held in memory (about 200
+    bytes a room), so that a connection asking its whole list again gets
+    from roomcache only the rooms that moved; least recently used
+    connections are dropped first. 0 turns it off."""
     enabled: bool = True
     """False: the module loads but leaves Synapse untouched."""
 
@@ -116,5 +121,6 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         bypass_conn_id_prefix=prefix,
         verify_fraction=float(verify_fraction),
         wake_on_persist=wake_on_persist,
+        held_order_rooms=_integer(config, "held_order_rooms", 200_000, 0),
         enabled=enabled,
     )

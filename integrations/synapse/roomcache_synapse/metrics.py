@@ -77,3 +77,10 @@ ENTRIES_FETCHED = Counter(
     "Rooms to send whose entries roomcache's answer gave short (unchanged since the "
     "connection's previous position) and the module asked for again.",
 )
+
+HELD_LISTS = Counter(
+    "roomcache_synapse_held_lists",
+    "Requests with a pos: whether the connection's whole lists were held, so that roomcache "
+    "sent only the rooms that moved (used=true), or not (used=false).",
+    ["used"],
+)
