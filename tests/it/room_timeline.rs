@@ -198,41 +198,14 @@ async fn persist_flagged(
     client.batch_execute("COMMIT").await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
-    let synapse = SynapseDatabase::load("small.sql.gz").await;
-    let (mut followed, mut imported) = start_followed_and_imported(&synapse).await;
-    for limit in [1, 3, 20] {
-        let answered = assert_timelines_are_synapses(&followed, &synapse, limit, "followed").await;
-        let imported_answered =
-            assert_timelines_are_synapses(&imported, &synapse, limit, "imported").await;
-        assert_eq!(answered, imported_answered);
-        eprintln!("limit {limit}: {answered} rooms answered");
-        if limit == 1 {
-            assert!(answered >= 60, "{answered}");
-        }
-    }
-    let status = imported.get("/v1/status").await.body;
-    let latest = &status["room_data"]["latest_events"];
-    let (rooms, bytes) = (
-        latest["rooms"].as_u64().expect("rooms"),
-        latest["bytes"].as_u64().expect("bytes"),
-    );
-    let state_bytes = status["room_data"]["bytes"].as_u64().expect("bytes");
-    eprintln!(
-        "latest events: {bytes} bytes for {rooms} rooms ({} per room); held state {state_bytes} \
-         bytes; both {} per room",
-        bytes / rooms,
-        (bytes + state_bytes) / rooms
-    );
-    // Eight events of 64 bytes, and each room's record slot.
-    assert!(bytes / rooms <= 8 * 64 + 32, "{status}");
-    assert!((bytes + state_bytes) / rooms <= 1024, "{status}");
-    followed.stop().await;
-
-    // While the importer is stopped, and then while it follows: messages
-    // (one rejected), an outlier, a redaction, an event arriving late with
-    // a low topological ordering.
+/// While `imported` is stopped, and then while it follows: messages (one
+/// rejected), an outlier, a redaction, an event arriving late with a low
+/// topological ordering, in the room with the most events; every room's
+/// timeline is then Synapse's. Returns the last position written.
+async fn follow_on_through_flagged_events(
+    imported: &mut TestServer,
+    synapse: &SynapseDatabase,
+) -> i64 {
     imported.stop().await;
     let client = synapse.client().await;
     let room: String = client
@@ -274,14 +247,14 @@ async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
     persist_flagged(&client, position + 1, &message(1), top + 1, false, false).await;
     persist_flagged(&client, position + 2, &message(2), top + 2, false, true).await;
     imported.spawn().await;
-    wait_for_position(&imported, position + 2).await;
+    wait_for_position(imported, position + 2).await;
     persist_flagged(&client, position + 3, &message(3), top + 3, true, false).await;
     let redaction = event(4, "m.room.redaction", json!({"redacts": "$timeline1"}));
     persist_flagged(&client, position + 4, &redaction, top + 3, false, false).await;
     persist_flagged(&client, position + 5, &message(5), top - 1, false, false).await;
-    wait_for_position(&imported, position + 5).await;
+    wait_for_position(imported, position + 5).await;
     for limit in [1, 2, 3] {
-        assert_timelines_are_synapses(&imported, &synapse, limit, "followed on").await;
+        assert_timelines_are_synapses(imported, synapse, limit, "followed on").await;
     }
     let answer = imported
         .post(
@@ -300,9 +273,45 @@ async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
         ]
     );
     assert!(limited);
+    position + 5
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timelines_are_synapses_followed_imported_and_after_a_restart() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let (mut followed, mut imported) = start_followed_and_imported(&synapse).await;
+    for limit in [1, 3, 20] {
+        let answered = assert_timelines_are_synapses(&followed, &synapse, limit, "followed").await;
+        let imported_answered =
+            assert_timelines_are_synapses(&imported, &synapse, limit, "imported").await;
+        assert_eq!(answered, imported_answered);
+        eprintln!("limit {limit}: {answered} rooms answered");
+        if limit == 1 {
+            assert!(answered >= 60, "{answered}");
+        }
+    }
+    let status = imported.get("/v1/status").await.body;
+    let latest = &status["room_data"]["latest_events"];
+    let (rooms, bytes) = (
+        latest["rooms"].as_u64().expect("rooms"),
+        latest["bytes"].as_u64().expect("bytes"),
+    );
+    let state_bytes = status["room_data"]["bytes"].as_u64().expect("bytes");
+    eprintln!(
+        "latest events: {bytes} bytes for {rooms} rooms ({} per room); held state {state_bytes} \
+         bytes; both {} per room",
+        bytes / rooms,
+        (bytes + state_bytes) / rooms
+    );
+    // Eight events of 64 bytes, and each room's record slot.
+    assert!(bytes / rooms <= 8 * 64 + 32, "{status}");
+    assert!((bytes + state_bytes) / rooms <= 1024, "{status}");
+    followed.stop().await;
+
+    let position = follow_on_through_flagged_events(&mut imported, &synapse).await;
     // Postgres holds what is served: a restart answers the same.
     imported.restart().await;
-    wait_for_position(&imported, position + 5).await;
+    wait_for_position(&imported, position).await;
     for limit in [1, 3] {
         assert_timelines_are_synapses(&imported, &synapse, limit, "after a restart").await;
     }
@@ -328,151 +337,160 @@ async fn timelines_are_synapses_with_two_event_persisters() {
     }
 }
 
+/// The room of the feed tests.
+const FEED_ROOM: &str = "!t:example.org";
+
+/// A message of the feed tests' room at `stream` with its topological
+/// ordering, and any other fields of the row (`extra`).
+fn feed_event(id: &str, stream: i64, topological: i64, extra: Value) -> Value {
+    let mut row = json!({"kind": "event", "stream_id": stream,
+        "topological_ordering": topological,
+        "event": {"event_id": id, "room_id": FEED_ROOM, "type": "m.room.message",
+            "sender": "@alice:example.org", "content": {"body": id}}});
+    for (key, value) in extra.as_object().expect("object") {
+        row[key] = value.clone();
+    }
+    row
+}
+
+/// The feed tests' room's timeline with `limit`, once the cache has reached
+/// `wait_for`, at `at` (default `wait_for`): its event IDs and `limited`,
+/// or why unknown.
+async fn feed_timeline(
+    server: &TestServer,
+    limit: usize,
+    wait_for: &str,
+    at: Option<&str>,
+) -> Result<(Vec<String>, bool), String> {
+    let body = json!({"rooms": [FEED_ROOM], "wait_for": wait_for,
+        "timeline": {"limit": limit, "at": at}});
+    let answer = server.post("/v1/rooms/data", &body).await;
+    assert!(answer.status.is_success(), "{}", answer.text);
+    served_timeline(&answer.body["rooms"][FEED_ROOM])
+        .map(|(rows, limited)| (rows.into_iter().map(|r| r.0).collect(), limited))
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// Feed mode (every event seen: a room holding all of its events answers
 /// any limit): rejected events are kept and flagged, outliers are not held
 /// until de-outliered (at their own stream ordering), backfilled events
 /// take their place by topological ordering, a redaction keeps its target;
-/// the answer at an earlier token leaves out later events; a restart
-/// answers the same; a purge empties the room; bad requests are refused.
+/// the answer at an earlier token leaves out later events, one beyond the
+/// cache is unknown; a restart answers the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_feed_keeps_latest_events_through_rejections_outliers_backfill_and_purges() {
+async fn the_feed_keeps_latest_events_through_rejections_outliers_and_backfill() {
     let mut server = TestServer::start().await;
-    let room = "!t:example.org";
-    let event = |id: &str, stream: i64, topological: i64, extra: Value| {
-        let mut row = json!({"kind": "event", "stream_id": stream,
-            "topological_ordering": topological,
-            "event": {"event_id": id, "room_id": room, "type": "m.room.message",
-                "sender": "@alice:example.org", "content": {"body": id}}});
-        for (key, value) in extra.as_object().expect("object") {
-            row[key] = value.clone();
-        }
-        row
-    };
-    let mut redaction = event("$redact", 8, 7, json!({}));
+    let mut redaction = feed_event("$redact", 8, 7, json!({}));
     redaction["event"]["type"] = json!("m.room.redaction");
     redaction["event"]["content"] = json!({"redacts": "$m3"});
     server
         .feed(&json!({"writer": "master", "rows": [
-            event("$m1", 1, 1, json!({})),
-            event("$m2", 2, 2, json!({})),
-            event("$m3", 3, 3, json!({})),
-            event("$rejected", 4, 4, json!({"rejected": true})),
-            event("$outlier", 5, 9, json!({"outlier": true})),
+            feed_event("$m1", 1, 1, json!({})),
+            feed_event("$m2", 2, 2, json!({})),
+            feed_event("$m3", 3, 3, json!({})),
+            feed_event("$rejected", 4, 4, json!({"rejected": true})),
+            feed_event("$outlier", 5, 9, json!({"outlier": true})),
             // Backfilled: negative stream orderings, below everything.
-            event("$b1", 6, 0, json!({"stream_ordering": -1})),
-            event("$b2", 7, 0, json!({"stream_ordering": -2})),
+            feed_event("$b1", 6, 0, json!({"stream_ordering": -1})),
+            feed_event("$b2", 7, 0, json!({"stream_ordering": -2})),
             redaction,
         ]}))
         .await;
-    let ask = |limit: usize, at: Option<&str>| {
-        let mut body = json!({"rooms": [room], "wait_for": "s8", "timeline": {"limit": limit}});
-        if let Some(at) = at {
-            body["timeline"]["at"] = json!(at);
-        }
-        body
-    };
-    let timeline = |answer: &Value| -> (Vec<String>, bool) {
-        let (rows, limited) = served_timeline(&answer["rooms"][room]).expect("answered");
-        (rows.into_iter().map(|r| r.0).collect(), limited)
-    };
-    let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let answer = server.post("/v1/rooms/data", &ask(3, None)).await;
-    assert!(answer.status.is_success(), "{}", answer.text);
-    assert_eq!(
-        timeline(&answer.body),
-        (ids(&["$redact", "$rejected", "$m3"]), true)
-    );
-    let rows = served_timeline(&answer.body["rooms"][room]).unwrap().0;
+    let body = json!({"rooms": [FEED_ROOM], "wait_for": "s8", "timeline": {"limit": 3}});
+    let answer = server.post("/v1/rooms/data", &body).await;
+    let (rows, limited) = served_timeline(&answer.body["rooms"][FEED_ROOM]).expect("answered");
     assert_eq!(rows[1], ("$rejected".into(), 4, 4, "master".into(), true));
-    // Everything: the backfilled ones last (topological 0), newest first.
-    let answer = server.post("/v1/rooms/data", &ask(10, None)).await;
+    let listed: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(
-        timeline(&answer.body),
-        (
+        (listed, limited),
+        (vec!["$redact", "$rejected", "$m3"], true)
+    );
+    // Everything: the backfilled ones last (topological 0), newest first.
+    assert_eq!(
+        feed_timeline(&server, 10, "s8", None).await,
+        Ok((
             ids(&["$redact", "$rejected", "$m3", "$m2", "$m1", "$b1", "$b2"]),
             false
-        )
+        ))
     );
     // At an earlier token the redaction is not there yet.
-    let answer = server.post("/v1/rooms/data", &ask(2, Some("s4"))).await;
-    assert_eq!(timeline(&answer.body), (ids(&["$rejected", "$m3"]), true));
-    // Beyond what the cache has reached: unknown.
-    let answer = server.post("/v1/rooms/data", &ask(2, Some("s9"))).await;
     assert_eq!(
-        answer.body["rooms"][room]["timeline"],
-        json!({"unknown": "behind_token"})
+        feed_timeline(&server, 2, "s8", Some("s4")).await,
+        Ok((ids(&["$rejected", "$m3"]), true))
     );
-
+    // Beyond what the cache has reached: unknown.
+    assert_eq!(
+        feed_timeline(&server, 2, "s8", Some("s9")).await,
+        Err("behind_token".into())
+    );
     // The outlier is de-outliered (at its own stream ordering, 5).
     server
         .feed(&json!({"writer": "master", "rows": [
-            event("$outlier", 9, 9, json!({"stream_ordering": 5})),
+            feed_event("$outlier", 9, 9, json!({"stream_ordering": 5})),
         ]}))
         .await;
-    let mut ask_now = ask(2, None);
-    ask_now["wait_for"] = json!("s9");
-    let answer = server.post("/v1/rooms/data", &ask_now).await;
-    assert_eq!(
-        timeline(&answer.body),
-        (ids(&["$outlier", "$redact"]), true)
-    );
+    let expected = Ok((ids(&["$outlier", "$redact"]), true));
+    assert_eq!(feed_timeline(&server, 2, "s9", None).await, expected);
     server.restart().await;
-    let answer = server.post("/v1/rooms/data", &ask_now).await;
-    assert_eq!(
-        timeline(&answer.body),
-        (ids(&["$outlier", "$redact"]), true)
-    );
+    assert_eq!(feed_timeline(&server, 2, "s9", None).await, expected);
+    server.stop().await;
+}
 
-    // More events than the window holds (8): what it cannot decide is not held.
-    let more: Vec<Value> = (10..16)
-        .map(|n| event(&format!("$n{n}"), n, n, json!({})))
+/// Feed mode: more events than the window holds (8) answer what the
+/// window decides and are "not held" otherwise; a purge empties the room;
+/// an event without its topological ordering makes the room's order
+/// unknown; bad requests are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_window_is_bounded_purged_and_requests_are_checked() {
+    let mut server = TestServer::start().await;
+    let events: Vec<Value> = (1..=14)
+        .map(|n| feed_event(&format!("$n{n}"), n, n, json!({})))
         .collect();
     server
-        .feed(&json!({"writer": "master", "rows": more}))
+        .feed(&json!({"writer": "master", "rows": events}))
         .await;
-    let mut ask_more = ask(8, None);
-    ask_more["wait_for"] = json!("s15");
-    let answer = server.post("/v1/rooms/data", &ask_more).await;
     assert_eq!(
-        answer.body["rooms"][room]["timeline"],
-        json!({"unknown": "not_held"})
+        feed_timeline(&server, 8, "s14", None).await,
+        Err("not_held".into())
     );
-    ask_more["timeline"]["limit"] = json!(7);
-    let answer = server.post("/v1/rooms/data", &ask_more).await;
-    let (list, limited) = timeline(&answer.body);
-    assert_eq!(list.first().map(String::as_str), Some("$n15"));
+    let (list, limited) = feed_timeline(&server, 7, "s14", None).await.expect("held");
+    assert_eq!(list.first().map(String::as_str), Some("$n14"));
     assert_eq!((list.len(), limited), (7, true));
+    assert_eq!(
+        feed_timeline(&server, 4, "s14", None).await,
+        Ok((ids(&["$n14", "$n13", "$n12", "$n11"]), true))
+    );
 
     server
         .feed(&json!({"writer": "master", "rows": [
-            {"kind": "purge", "stream_id": 16, "room_id": room},
+            {"kind": "purge", "stream_id": 15, "room_id": FEED_ROOM},
         ]}))
         .await;
-    ask_more["wait_for"] = json!("s16");
-    let answer = server.post("/v1/rooms/data", &ask_more).await;
-    assert_eq!(timeline(&answer.body), (Vec::new(), false));
-    // An event without its topological ordering: the room's order is unknown.
-    let mut unordered = event("$u", 17, 0, json!({}));
+    assert_eq!(
+        feed_timeline(&server, 8, "s15", None).await,
+        Ok((Vec::new(), false))
+    );
+    let mut unordered = feed_event("$u", 16, 0, json!({}));
     unordered
         .as_object_mut()
-        .unwrap()
+        .expect("row")
         .remove("topological_ordering");
     server
         .feed(&json!({"writer": "master", "rows": [unordered]}))
         .await;
-    ask_more["wait_for"] = json!("s17");
-    let answer = server.post("/v1/rooms/data", &ask_more).await;
     assert_eq!(
-        answer.body["rooms"][room]["timeline"],
-        json!({"unknown": "unordered"})
+        feed_timeline(&server, 1, "s16", None).await,
+        Err("unordered".into())
     );
-
     for timeline in [
         json!({"limit": 0}),
         json!({"limit": 1001}),
         json!({"limit": 1, "x": 1}),
     ] {
-        let body = json!({"rooms": [room], "timeline": timeline});
+        let body = json!({"rooms": [FEED_ROOM], "timeline": timeline});
         let answer = server.post("/v1/rooms/data", &body).await;
         assert_eq!(answer.status.as_u16(), 400, "{timeline}: {}", answer.text);
     }
