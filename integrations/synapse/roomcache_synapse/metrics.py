@@ -77,3 +77,18 @@ ENTRIES_FETCHED = Counter(
     "Rooms to send whose entries roomcache's answer gave short (unchanged since the "
     "connection's previous position) and the module asked for again.",
 )
+
+ROOM_STATE = Counter(
+    "roomcache_synapse_room_state",
+    "Lookups of a room's current state event IDs in Sliding Sync's per-room data "
+    "(required_state, the name, the avatar and heroes' memberships) by who answered the keys "
+    "roomcache holds (path: roomcache or synapse) and, for synapse, why (reason).",
+    ["path", "reason"],
+)
+
+ROOM_STATE_FETCHES = Counter(
+    "roomcache_synapse_room_state_fetches",
+    "Requests for the rooms' held current state sent to roomcache (one per Sliding Sync "
+    "request that sends rooms in full), by outcome (answered, or why not).",
+    ["outcome"],
+)

@@ -45,7 +45,7 @@ from .assemble import (
     range_room_ids,
     unsettled_joined_rooms,
 )
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
 from .metrics import (
@@ -56,6 +56,7 @@ from .metrics import (
     UNAFFECTED,
     UNSETTLED_ROOMS,
 )
+from .per_room import RoomcacheRoomState
 from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body
 from .to_send import ConnectionExpired, rooms_to_send
@@ -67,8 +68,6 @@ JsonDict = dict[str, Any]
 
 # Fallbacks logged at most every 10 s (as warnings): they come in runs.
 _QUIET_REASONS = frozenset({"unavailable", "timeout", "circuit_open", "answer_too_large"})
-# Failures of roomcache itself: they count towards opening the breaker.
-_BREAKER_REASONS = frozenset({"unavailable", "timeout"})
 
 
 class Fallback(Exception):
@@ -89,17 +88,15 @@ class RoomcacheRoomLists:
         client: RoomcacheClient,
         config: RoomcacheConfig,
         breaker: CircuitBreaker | None = None,
+        room_state: RoomcacheRoomState | None = None,
     ) -> None:
         self._synapse = synapse
+        self._room_state = room_state
         self._original = synapse.original_compute_interested_rooms
         self._excluded_globally = synapse.rooms_excluded_from_sync
         self._client = client
         self._config = config
-        self._breaker = breaker or CircuitBreaker(
-            failures=config.circuit_failures,
-            open_seconds=config.circuit_open_ms / 1000,
-            max_open_seconds=config.circuit_max_open_ms / 1000,
-        )
+        self._breaker = breaker or CircuitBreaker.of_config(config)
         self._last_quiet_log = 0.0
         self._position = RoomcachePosition(synapse)
         # The highest events-stream position Synapse has handed out, as last
@@ -141,7 +138,19 @@ class RoomcacheRoomLists:
             result = await self._original(**arguments)
         ROOM_LISTS.labels(path=path, reason=reason).inc()
         SEAM_SECONDS.labels(path=path).observe(time.perf_counter() - started)
+        if self._room_state is not None:
+            await self._prepare_room_state(arguments, result)
         return result
+
+    async def _prepare_room_state(
+        self, arguments: Mapping[str, Any], result: SlidingSyncInterestedRooms
+    ) -> None:
+        """The per-room seam's one fetch for the rooms this request sends."""
+        assert self._room_state is not None
+        try:
+            await self._room_state.prepare(**arguments, interested=result)
+        except Exception:
+            logger.exception("roomcache: preparing the rooms' state failed; Synapse's way")
 
     def _log_fallback(self, sync_config: Any, fallback: Fallback) -> None:
         if fallback.reason in ("bypass", "no_lists"):
@@ -280,25 +289,17 @@ class RoomcacheRoomLists:
 
     @contextlib.contextmanager
     def _through_breaker(self) -> Iterator[None]:
-        """Around one call to roomcache: `Fallback` when the circuit breaker
-        is open or the call fails; the breaker hears how it went (timeouts
-        and unavailability count towards opening it, any other answer shows
-        roomcache answers, a cancelled call frees a probe's place)."""
-        ticket = self._breaker.ticket()
-        if ticket is None:
-            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
+        """Around one call to roomcache (`breaker.asking`): `Fallback` when
+        the circuit breaker is open or the call fails."""
         try:
-            yield
+            with asking(self._breaker):
+                yield
+        except CircuitOpen:
+            raise Fallback(
+                "circuit_open", "roomcache timed out or was unavailable recently"
+            ) from None
         except RoomcacheFailure as failure:
-            if failure.reason in _BREAKER_REASONS:
-                self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
-            else:
-                self._breaker.succeeded(ticket)
             raise Fallback(failure.reason, failure.detail) from failure
-        except BaseException:
-            self._breaker.released(ticket)
-            raise
-        self._breaker.succeeded(ticket)
 
     async def _check_token(self, token: StreamPosition) -> None:
         """An answer's token is never beyond what Synapse has handed out. The

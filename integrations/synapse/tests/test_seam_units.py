@@ -17,6 +17,7 @@ from unittest.mock import AsyncMock, Mock
 import pytest
 from prometheus_client import REGISTRY
 from synapse.api.errors import SlidingSyncUnknownPosition
+from synapse.handlers.sliding_sync import SlidingSyncHandler
 from synapse.handlers.sliding_sync.room_lists import SlidingSyncRoomLists
 from synapse.server import HomeServer
 from synapse.storage.databases.main import DataStore
@@ -423,7 +424,9 @@ def synapse_objects() -> tuple[Mock, Mock, Mock, Mock]:
         setattr(store, cache, Mock())
     store.db_pool = Mock()
     hs = Mock(spec=HomeServer)
-    hs.get_sliding_sync_handler.return_value = Mock(room_lists=room_lists)
+    handler = Mock(spec=SlidingSyncHandler)
+    handler.room_lists = room_lists
+    hs.get_sliding_sync_handler.return_value = handler
     hs.get_datastores.return_value = Mock(main=store)
     hs.config = Mock()
     hs.get_instance_name.return_value = "main"
@@ -432,6 +435,7 @@ def synapse_objects() -> tuple[Mock, Mock, Mock, Mock]:
     client_listener = Mock()
     client_listener.http_options.resources = [Mock(names=["client", "federation"])]
     hs.config.server.listeners = [client_listener]
+    hs.config.server.rooms_to_exclude_from_sync = []
     api = Mock(spec=["_hs"])
     api._hs = hs
     return api, hs, room_lists, store
@@ -455,6 +459,30 @@ def test_a_missing_name_is_reported_and_synapse_is_untouched() -> None:
     assert not module.installed
     assert room_lists.compute_interested_rooms is original
     assert "api._hs" in missing_names(Mock(spec=[]))
+
+
+def test_the_per_room_seam_is_installed_and_checked() -> None:
+    api, hs, room_lists, _ = synapse_objects()
+    handler = hs.get_sliding_sync_handler.return_value
+    original = handler.get_current_state_ids_at
+    module = RoomcacheModule(parse_config({"socket_path": "/rc.sock"}), api)
+    assert module.installed
+    assert handler.get_current_state_ids_at.__self__.__class__.__name__ == "RoomcacheRoomState"
+    # Off in the settings: Synapse's own method stays.
+    api, hs, room_lists, _ = synapse_objects()
+    handler = hs.get_sliding_sync_handler.return_value
+    original = handler.get_current_state_ids_at
+    config = parse_config({"socket_path": "/rc.sock", "room_state": False})
+    assert RoomcacheModule(config, api).installed
+    assert handler.get_current_state_ids_at is original
+    # Missing: reported, nothing installed.
+    api, hs, room_lists, _ = synapse_objects()
+    handler = hs.get_sliding_sync_handler.return_value
+    del handler.get_current_state_ids_at
+    assert missing_names(api) == ["handler.get_current_state_ids_at"]
+    original = room_lists.compute_interested_rooms
+    assert not RoomcacheModule(parse_config({"socket_path": "/rc.sock"}), api).installed
+    assert room_lists.compute_interested_rooms is original
 
 
 def test_room_versions_come_from_the_cache_then_one_query() -> None:
