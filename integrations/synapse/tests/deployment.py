@@ -46,6 +46,18 @@ class ModuleDeployment:
                 counts[("unaffected", "")] = value
         return counts
 
+    def room_state_counts(self) -> dict[tuple[str, str], float]:
+        """The per-room seam's counters: state lookups by (path, reason),
+        and fetches by ("fetch", outcome)."""
+        counts: dict[tuple[str, str], float] = {}
+        for (name, labels), value in self.homeserver.metrics().items():
+            label = dict(labels)
+            if name == "roomcache_synapse_room_state_total":
+                counts[(label["path"], label["reason"])] = value
+            elif name == "roomcache_synapse_room_state_fetches_total":
+                counts[("fetch", label["outcome"])] = value
+        return counts
+
 
 def module_config(directory: Path, socket_path: Path, **settings: Any) -> Path:
     """homeserver.yaml's `modules:` for the module, written into `directory`;
