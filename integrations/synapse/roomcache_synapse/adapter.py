@@ -66,6 +66,7 @@ __all__ = [
 
 Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
 StateIdsAt = Callable[..., Awaitable[Mapping[tuple[str, str], str]]]
+BumpStampOf = Callable[[str], Awaitable[int | None]]
 _T = TypeVar("_T")
 
 # (object, dotted path, must be callable): every name the adapter uses,
@@ -96,6 +97,7 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("room_lists", "_get_dm_rooms_for_user", True),
     ("room_lists", "_filter_relevant_rooms_to_send", True),
     ("store", "have_finished_sliding_sync_background_jobs", True),
+    ("store", "get_latest_bump_stamp_for_room", True),
     ("store", "ignored_users", True),
     ("store", "get_invite_config_for_user", True),
     ("store", "get_forgotten_rooms_for_user", True),
@@ -218,6 +220,12 @@ class SynapseAdapter:
         `replace_current_state_ids_at`)."""
         return self._handler.get_current_state_ids_at
 
+    @functools.cached_property
+    def original_latest_bump_stamp(self) -> BumpStampOf:
+        """Synapse's own `get_latest_bump_stamp_for_room` (as it was before
+        `replace_latest_bump_stamp`)."""
+        return self._store.get_latest_bump_stamp_for_room
+
     @classmethod
     def from_module_api(cls, api: Any) -> SynapseAdapter:
         # The homeserver behind the module API: there is no public accessor.
@@ -322,7 +330,16 @@ class SynapseAdapter:
         """Puts `replacement` in place of the handler's method (on the one
         instance the servlet uses; the handler's `get_current_state_at`
         calls it through the instance)."""
+        _ = self.original_current_state_ids_at  # Synapse's own, kept before replacing
         self._handler.get_current_state_ids_at = replacement
+
+    def replace_latest_bump_stamp(
+        self, replacement: Callable[[str], Awaitable[int | None]]
+    ) -> None:
+        """Puts `replacement` in place of the store's method (a plain method:
+        its one caller is the sliding-sync handler's bump stamp)."""
+        _ = self.original_latest_bump_stamp  # Synapse's own, kept before replacing
+        self._store.get_latest_bump_stamp_for_room = replacement
 
     @staticmethod
     def never_sent(state: Any, room_ids: Iterable[str]) -> set[str]:

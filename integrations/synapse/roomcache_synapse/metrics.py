@@ -92,3 +92,10 @@ ROOM_STATE_FETCHES = Counter(
     "request that sends rooms in full), by outcome (answered, or why not).",
     ["outcome"],
 )
+
+BUMP_STAMPS = Counter(
+    "roomcache_synapse_bump_stamps",
+    "Lookups of a room's latest bump stamp in Sliding Sync's per-room data by who answered "
+    "(path: roomcache, from the room-list answer's entry, or synapse) and, for synapse, why.",
+    ["path", "reason"],
+)

@@ -43,7 +43,7 @@ from .answer import BadAnswer
 from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import ROOM_STATE, ROOM_STATE_FETCHES
+from .metrics import BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES
 from .request import stream_token_text
 from .room_state import FilterTypes, RoomDataAnswer, StateKey, parse_room_data
 from .tokens import StreamPosition
@@ -66,10 +66,17 @@ class Batch:
     """roomcache's answer, or why there is none."""
     declined: str | None = None
     """Why no lookup of this request is roomcache's (`bypass`)."""
+    bump_stamps: Mapping[str, int] = attr.ib(factory=dict)
+    """The joined rooms' bump stamps of the room-list answer, when the
+    request's room lists are roomcache's."""
 
 
 _BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
     "roomcache_room_state", default=None
+)
+# The bump stamps the room-list seam noted for the request being computed.
+_NOTED: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
+    "roomcache_bump_stamps", default=None
 )
 
 
@@ -125,12 +132,20 @@ class RoomcacheRoomState:
     ) -> None:
         self._synapse = synapse
         self._original = synapse.original_current_state_ids_at
+        self._original_bump_stamp = synapse.original_latest_bump_stamp
         self._client = client
         self._config = config
         self._breaker = breaker
 
     def install(self) -> None:
         self._synapse.replace_current_state_ids_at(self.current_state_ids_at)
+        self._synapse.replace_latest_bump_stamp(self.latest_bump_stamp)
+
+    @staticmethod
+    def note_bump_stamps(bump_stamps: Mapping[str, int]) -> None:
+        """The room-list seam's answer: each joined room's bump stamp (its
+        joined row's `bump_stamp`, else the membership's position)."""
+        _NOTED.set(bump_stamps)
 
     async def prepare(
         self,
@@ -139,10 +154,15 @@ class RoomcacheRoomState:
         to_token: Any,
         from_token: Any | None,
         interested: SlidingSyncInterestedRooms,
+        lists_from_roomcache: bool,
     ) -> None:
         """Starts the one fetch of this request's rooms sent in full (not
-        awaited: the rooms' lookups await it)."""
+        awaited: the rooms' lookups await it); keeps the bump stamps noted
+        when `interested` is the room-list seam's own answer."""
         _BATCH.set(None)
+        noted = _NOTED.get()
+        _NOTED.set(None)
+        bump_stamps = noted if lists_from_roomcache and noted is not None else {}
         prefix = self._config.bypass_conn_id_prefix
         if prefix is not None and (sync_config.conn_id or "").startswith(prefix):
             _BATCH.set(Batch(to_token, frozenset(), {}, None, declined="bypass"))
@@ -158,13 +178,11 @@ class RoomcacheRoomState:
             candidates = [room for room in joined if room not in interested.newly_joined_rooms]
             never_sent = self._synapse.never_sent(previous_connection_state, candidates)
         rooms = rooms_sent_in_full(joined, from_token, interested.newly_joined_rooms, never_sent)
-        if not rooms:
-            return
-        partial = await self._synapse.partial_state_rooms()
+        partial = await self._synapse.partial_state_rooms() if rooms else frozenset()
         asked = [room for room in rooms if room not in partial]
         fetched = Shared(self._fetch, asked, to_token) if asked else None
         skipped = {room: "partial_state" for room in rooms if room in partial}
-        _BATCH.set(Batch(to_token, frozenset(asked), skipped, fetched))
+        _BATCH.set(Batch(to_token, frozenset(asked), skipped, fetched, bump_stamps=bump_stamps))
 
     async def _fetch(self, rooms: list[str], to_token: Any) -> RoomDataAnswer | str:
         """roomcache's answer for `rooms` at the token, or why there is none
@@ -228,6 +246,24 @@ class RoomcacheRoomState:
             )
         ROOM_STATE.labels(path="roomcache", reason="").inc()
         return ids
+
+    async def latest_bump_stamp(self, room_id: str) -> int | None:
+        """Synapse's `get_latest_bump_stamp_for_room`, from the room-list
+        answer's entry when the request has one for the room. Synapse reads
+        the joined row's `bump_stamp` (None when it has none) and then, when
+        it is None, or not before the token, settles on the membership's
+        position or the last bump event before the token; the entry holds
+        the same `bump_stamp`, or the membership's position when there is
+        none, which Synapse's checks take to the same bump stamp
+        (docs/synapse.md A.7)."""
+        batch = _BATCH.get()
+        stamp = None if batch is None else batch.bump_stamps.get(room_id)
+        if stamp is None:
+            reason = (batch.declined if batch is not None else None) or "not_noted"
+            BUMP_STAMPS.labels(path="synapse", reason=reason).inc()
+            return await self._original_bump_stamp(room_id)
+        BUMP_STAMPS.labels(path="roomcache", reason="").inc()
+        return stamp
 
     async def _from_roomcache(
         self, room_id: str, membership: Any, state_filter: Any, to_token: Any

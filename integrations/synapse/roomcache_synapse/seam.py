@@ -121,8 +121,9 @@ class RoomcacheRoomLists:
             "to_token": to_token,
             "from_token": from_token,
         }
+        ours = None
         try:
-            result = await self._from_roomcache(**arguments)
+            result = ours = await self._from_roomcache(**arguments)
             path, reason = "roomcache", ""
             if verify.should_verify(self._config.verify_fraction, sync_config):
                 result = await verify.verified(result, self._original, arguments)
@@ -139,16 +140,18 @@ class RoomcacheRoomLists:
         ROOM_LISTS.labels(path=path, reason=reason).inc()
         SEAM_SECONDS.labels(path=path).observe(time.perf_counter() - started)
         if self._room_state is not None:
-            await self._prepare_room_state(arguments, result)
+            await self._prepare_room_state(arguments, result, result is ours)
         return result
 
     async def _prepare_room_state(
-        self, arguments: Mapping[str, Any], result: SlidingSyncInterestedRooms
+        self, arguments: Mapping[str, Any], result: SlidingSyncInterestedRooms, ours: bool
     ) -> None:
         """The per-room seam's one fetch for the rooms this request sends."""
         assert self._room_state is not None
         try:
-            await self._room_state.prepare(**arguments, interested=result)
+            await self._room_state.prepare(
+                **arguments, interested=result, lists_from_roomcache=ours
+            )
         except Exception:
             logger.exception("roomcache: preparing the rooms' state failed; Synapse's way")
 
@@ -413,6 +416,15 @@ class RoomcacheRoomLists:
         lacking = answer.lacking_entries(relevant_to_send)
         if lacking:
             await self._fetch_entries(user_id, answer, lacking, to_token, facts)
+        memberships = await self._memberships(answer, relevant_to_send)
+        if self._room_state is not None:
+            self._room_state.note_bump_stamps(
+                {
+                    room_id: answer.entry(room_id).bump_stamp
+                    for room_id, membership in memberships.items()
+                    if membership.membership == "join"
+                }
+            )
         return SlidingSyncInterestedRooms(
             lists=assembled.lists,
             relevant_room_map=relevant,
@@ -420,7 +432,7 @@ class RoomcacheRoomLists:
             all_rooms=assembled.all_rooms | relevant.keys(),
             # Synapse's caller reads the memberships of the rooms it sends
             # only.
-            room_membership_for_user_map=await self._memberships(answer, relevant_to_send),
+            room_membership_for_user_map=memberships,
             newly_joined_rooms=facts.newly_joined,
             newly_left_rooms=facts.newly_left,
             dm_room_ids=await self._synapse.dm_rooms(user_id),

@@ -48,7 +48,8 @@ class ModuleDeployment:
 
     def room_state_counts(self) -> dict[tuple[str, str], float]:
         """The per-room seam's counters: state lookups by (path, reason),
-        and fetches by ("fetch", outcome)."""
+        fetches by ("fetch", outcome), bump stamps by ("bump_stamp_" + path,
+        reason)."""
         counts: dict[tuple[str, str], float] = {}
         for (name, labels), value in self.homeserver.metrics().items():
             label = dict(labels)
@@ -56,6 +57,8 @@ class ModuleDeployment:
                 counts[(label["path"], label["reason"])] = value
             elif name == "roomcache_synapse_room_state_fetches_total":
                 counts[("fetch", label["outcome"])] = value
+            elif name == "roomcache_synapse_bump_stamps_total":
+                counts[("bump_stamp_" + label["path"], label["reason"])] = value
         return counts
 
 

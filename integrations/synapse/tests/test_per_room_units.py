@@ -83,6 +83,7 @@ class Deployment:
     def __init__(self, **config: Any) -> None:
         synapse = Mock(spec=SynapseAdapter)
         synapse.original_current_state_ids_at = AsyncMock(side_effect=self._synapse_lookup)
+        synapse.original_latest_bump_stamp = AsyncMock(return_value=99)
         synapse.partial_state_rooms.return_value = frozenset()
         synapse.never_sent.side_effect = lambda state, rooms: set(rooms) - state.sent
         synapse.filter_types.side_effect = SynapseAdapter.filter_types
@@ -111,21 +112,33 @@ class Deployment:
         sent: frozenset[str] = frozenset(),
         conn_id: str = "room-list",
         other_token: bool = False,
-    ) -> list[tuple[Mapping[tuple[str, str], str], str]]:
+        bump_stamps: Mapping[str, int] | None = None,
+        lists_from_roomcache: bool = True,
+        bump_stamp_lookups: list[str] | None = None,
+    ) -> list[tuple[Any, str]]:
         """One Sliding Sync request: the room lists' result `rooms`, then
         each lookup (room, membership, filter): its answer and who answered
         (`roomcache`, or Synapse's reason)."""
         to_token = Mock(room_key=RoomStreamToken(stream=20))
 
-        async def run() -> list[tuple[Mapping[tuple[str, str], str], str]]:
+        async def run() -> list[tuple[Any, str]]:
+            if bump_stamps is not None:
+                self.seam.note_bump_stamps(bump_stamps)
             await self.seam.prepare(
                 sync_config=Mock(conn_id=conn_id),
                 previous_connection_state=Mock(sent=sent),
                 to_token=to_token,
                 from_token=from_token,
                 interested=rooms,
+                lists_from_roomcache=lists_from_roomcache,
             )
-            answers = []
+            answers: list[tuple[Any, str]] = []
+            for room_id in bump_stamp_lookups or ():
+                before = _counts("roomcache_synapse_bump_stamps")
+                stamp = await self.seam.latest_bump_stamp(room_id)
+                after = _counts("roomcache_synapse_bump_stamps")
+                (changed,) = [key for key in after if after[key] != before.get(key, 0)]
+                answers.append((stamp, "roomcache" if changed[0] == "roomcache" else changed[1]))
             for room_id, membership, state_filter in lookups:
                 before = _counts()
                 ids = await self.seam.current_state_ids_at(
@@ -148,10 +161,10 @@ class Deployment:
 Interested = Any
 
 
-def _counts() -> dict[tuple[str, str], float]:
+def _counts(name: str = "roomcache_synapse_room_state") -> dict[tuple[str, str], float]:
     counts = {}
     for metric in REGISTRY.collect():
-        if metric.name == "roomcache_synapse_room_state":
+        if metric.name == name:
             for sample in metric.samples:
                 if sample.name.endswith("_total"):
                     counts[(sample.labels["path"], sample.labels["reason"])] = sample.value
@@ -282,6 +295,26 @@ def test_a_failing_roomcache_opens_the_breaker() -> None:
         "circuit_open"
     ]
     assert len(deployment.asked()) == 1
+
+
+def test_bump_stamps_come_from_the_room_list_answer() -> None:
+    deployment = Deployment()
+    rooms = interested({"!a:hs": "join", "!b:hs": "join"})
+    lookups = ["!a:hs", "!b:hs"]
+    answers = deployment.request(rooms, [], bump_stamps={"!a:hs": 41}, bump_stamp_lookups=lookups)
+    assert answers == [(41, "roomcache"), (99, "not_noted")]
+    deployment.synapse.original_latest_bump_stamp.assert_awaited_once_with("!b:hs")
+    # Room lists computed Synapse's way (or replaced after verification):
+    # the noted stamps are not used, nor kept for the next request.
+    answers = deployment.request(
+        rooms,
+        [],
+        bump_stamps={"!a:hs": 41},
+        lists_from_roomcache=False,
+        bump_stamp_lookups=["!a:hs"],
+    )
+    assert answers == [(99, "not_noted")]
+    assert deployment.request(rooms, [], bump_stamp_lookups=["!a:hs"]) == [(99, "not_noted")]
 
 
 def test_held_types_split_a_filter() -> None:

@@ -35,6 +35,7 @@ from roomcache_synapse.adapter import SynapseAdapter, missing_names
 from roomcache_synapse.breaker import CircuitBreaker
 from roomcache_synapse.client import RoomcacheClient, RoomcacheFailure
 from roomcache_synapse.config import parse_config
+from roomcache_synapse.per_room import RoomcacheRoomState
 from roomcache_synapse.seam import RoomcacheRoomLists
 from roomcache_synapse.to_send import (
     ConnectionExpired,
@@ -132,7 +133,10 @@ class Deployment:
             max_open_seconds=self.config.circuit_max_open_ms / 1000,
             clock=self.clock,
         )
-        self.seam = RoomcacheRoomLists(synapse, self.client, self.config, self.breaker)
+        self.room_state = Mock(spec=RoomcacheRoomState)
+        self.seam = RoomcacheRoomLists(
+            synapse, self.client, self.config, self.breaker, self.room_state
+        )
 
     def sync(
         self, config: SlidingSyncConfig | None = None, to_token: Any = None, from_token: Any = None
@@ -190,6 +194,21 @@ def test_lists_come_from_roomcache() -> None:
     body = deployment.last_body()
     assert (body["wait_for"], body["at"], body["lists"]["0"]["ranges"]) == ("s20", "s20", [[0, 1]])
     deployment.synapse.original_compute_interested_rooms.assert_not_awaited()
+
+
+def test_the_per_room_seam_hears_of_the_lists() -> None:
+    """The joined rooms' bump stamps of roomcache's answer are noted, and
+    the per-room seam prepared with the result, whichever way it came."""
+    deployment = Deployment()
+    result, _ = deployment.sync()
+    deployment.room_state.note_bump_stamps.assert_called_once_with({"!a:hs": 12})
+    prepared = deployment.room_state.prepare.call_args.kwargs
+    assert (prepared["interested"], prepared["lists_from_roomcache"]) == (result, True)
+    deployment.client.room_lists.side_effect = RoomcacheFailure("unavailable", "gone")
+    result, who = deployment.sync()
+    assert (result, who) == (SYNAPSE_RESULT, "unavailable")
+    prepared = deployment.room_state.prepare.call_args.kwargs
+    assert (prepared["interested"], prepared["lists_from_roomcache"]) == (SYNAPSE_RESULT, False)
 
 
 def _answer_with(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
