@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::index::ReadIndex;
 use crate::model::{JoinedRoomRow, MembershipSnapshot, RoomId, UserId};
-use crate::room_list::{Entries, RoomBudget, RoomListRequest, RoomLists};
+use crate::room_list::{RoomBudget, RoomListRequest, RoomLists, UnchangedAfter};
 use crate::source::health::SourceHealth;
 use crate::source::AccountDataPosition;
 use crate::supervisor::recalc::{RecalculationQueue, Upstream, UpstreamError};
@@ -404,9 +404,14 @@ impl Reads {
         if let Some((asked, max)) = exceeded {
             return Err(ReadError::TooManyRooms { asked, max });
         }
-        if let (Entries::Changed, Some(from_token)) = (request.entries, &request.from_token) {
+        if let (Some(left_out), Some(from_token)) =
+            (request.entries.unchanged_left_out(), &request.from_token)
+        {
             for list in answer.value.lists.values_mut() {
-                list.entries_since = Some(from_token.stream);
+                list.entries_since = Some(UnchangedAfter {
+                    position: from_token.stream,
+                    left_out,
+                });
             }
         }
         answer.timed_out |= account_timed_out;

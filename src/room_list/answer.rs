@@ -63,12 +63,20 @@ pub struct ListAnswer {
     pub settled: Option<Vec<RoomListEntry>>,
     #[serde(default)]
     pub unsettled: Option<Vec<RoomListEntry>>,
-    /// With `entries: changed`: the rooms of `ranges` and `settled` whose
-    /// entry may not have changed after this position (recency and the
-    /// membership's position at or before it) are written as
-    /// `{"room_id", "recency"}` only.
+    /// With `entries: changed` or `changed_only`: the rooms of `ranges`
+    /// and `settled` whose entry may not have changed after this position
+    /// (recency and the membership's position at or before it) are written
+    /// as `{"room_id", "recency"}` only, or left out.
     #[serde(skip)]
-    pub entries_since: Option<i64>,
+    pub entries_since: Option<UnchangedAfter>,
+}
+
+/// Which entries of an answer's ranges and settled rooms are unchanged
+/// (after `position`), and whether they are left out or written short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnchangedAfter {
+    pub position: i64,
+    pub left_out: bool,
 }
 
 impl Serialize for ListAnswer {
@@ -104,21 +112,35 @@ struct RangeView<'a> {
     rooms: EntriesView<'a>,
 }
 
-/// Entries, those unchanged after the position (when given) written short.
-struct EntriesView<'a>(&'a [RoomListEntry], Option<i64>);
+/// Entries, those unchanged after the position (when given) written short
+/// or left out.
+struct EntriesView<'a>(&'a [RoomListEntry], Option<UnchangedAfter>);
+
+impl EntriesView<'_> {
+    fn unchanged(&self, entry: &RoomListEntry) -> bool {
+        self.1.is_some_and(|after| {
+            entry.recency <= after.position && entry.event_stream_ordering <= after.position
+        })
+    }
+}
 
 impl Serialize for EntriesView<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut entries = serializer.serialize_seq(Some(self.0.len()))?;
+        let left_out = self.1.is_some_and(|after| after.left_out);
+        let shown = if left_out {
+            self.0.iter().filter(|entry| !self.unchanged(entry)).count()
+        } else {
+            self.0.len()
+        };
+        let mut entries = serializer.serialize_seq(Some(shown))?;
         for entry in self.0 {
-            match self.1 {
-                Some(since) if entry.recency <= since && entry.event_stream_ordering <= since => {
-                    entries.serialize_element(&ShortEntry {
-                        room_id: &entry.room_id,
-                        recency: entry.recency,
-                    })?;
-                }
-                _ => entries.serialize_element(entry)?,
+            if !self.unchanged(entry) {
+                entries.serialize_element(entry)?;
+            } else if !left_out {
+                entries.serialize_element(&ShortEntry {
+                    room_id: &entry.room_id,
+                    recency: entry.recency,
+                })?;
             }
         }
         entries.end()

@@ -92,11 +92,26 @@ pub enum Entries {
     /// `from_token.stream`); the others as `{"room_id", "recency"}` (the
     /// caller has seen them before). Unsettled rooms and `rooms` are whole.
     Changed,
+    /// Like `Changed`, but the others are left out: a caller that holds
+    /// the whole list as of `from_token` puts the rooms that came back in
+    /// place (each range and `settled` then hold only the rooms whose
+    /// entry may have changed, in order; `count` is the whole list's).
+    ChangedOnly,
 }
 
 impl Entries {
     pub fn is_all(&self) -> bool {
         *self == Entries::All
+    }
+
+    /// Whether unchanged entries are written short (`Some(false)`), left
+    /// out (`Some(true)`), or whole like the others (`None`).
+    pub(crate) fn unchanged_left_out(&self) -> Option<bool> {
+        match self {
+            Entries::All => None,
+            Entries::Changed => Some(false),
+            Entries::ChangedOnly => Some(true),
+        }
     }
 }
 
@@ -310,7 +325,7 @@ impl RoomListRequest {
         if self.other_rooms == OtherRooms::Changed && self.from_token.is_none() {
             return Err(RoomListError::ChangedWithoutFromToken);
         }
-        if self.entries == Entries::Changed && self.from_token.is_none() {
+        if !self.entries.is_all() && self.from_token.is_none() {
             return Err(RoomListError::EntriesWithoutFromToken);
         }
         for (name, list) in &self.lists {

@@ -130,6 +130,18 @@ class RoomListAnswer:
         raw = self._raw_entries
         return [room_id for room_id in room_ids if "membership" not in raw.get(room_id, ())]
 
+    def recencies(self, room_ids: list[str]) -> dict[str, int]:
+        """The position each of these rooms sorts by (its entry's
+        `recency`, whole or short), checked."""
+        raw = self._raw_entries
+        try:
+            values = [raw[room_id]["recency"] for room_id in room_ids]
+        except (KeyError, TypeError):
+            raise BadAnswer("a room shown without its recency") from None
+        if values and (not set(map(type, values)) <= {int} or min(values) < 1):
+            raise BadAnswer("a room's recency is not a positive integer")
+        return dict(zip(room_ids, values, strict=True))
+
     def add_entries(self, other: RoomListAnswer, room_ids: Iterable[str]) -> None:
         """Takes the entries of `room_ids` from another answer (asked for them
         in its `rooms`); `BadAnswer` when it lacks one."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attr
 
-from .answer import ListAnswer
+from .answer import ListAnswer, RoomEntry, RoomListAnswer
+from .held_order import HeldList, whole_list_keys
 
 
 class UnsettledRoomUnknown(Exception):
@@ -49,15 +50,56 @@ def range_room_ids(
     # their places (order: newest first, ties by room ID).
     placed: list[tuple[int, str]] = list(list_answer.settled or ())
     for entry in list_answer.unsettled or ():
-        if entry.membership == "join":
-            position = positions_at_token.get(entry.room_id)
-            if position is None:
-                raise UnsettledRoomUnknown(entry.room_id)
-        else:
-            position = entry.event_stream_ordering
+        position = _unsettled_position(entry, positions_at_token)
         bisect.insort(placed, (position, entry.room_id), key=_order)
+    return cut_ranges(list(map(_ROOM_ID, placed)), ranges, list_answer.count)
+
+
+def cut_ranges(
+    ordered: Sequence[str], ranges: Sequence[tuple[int, int]], count: int
+) -> list[tuple[str, ...]]:
+    """The room IDs of each range of a list whose first rooms are `ordered`."""
+    return [tuple(ordered[start : min(end + 1, count)]) for start, end in ranges]
+
+
+def shown_recencies(
+    list_answer: ListAnswer,
+    positions_at_token: Mapping[str, int],
+    recencies_of: Callable[[list[str]], dict[str, int]],
+) -> dict[str, int]:
+    """The position each room the list answer shows sorts by (as of the
+    token): `recencies_of` gives those of the rooms in ranges."""
+    if list_answer.ranges is not None:
+        return recencies_of([room_id for rooms in list_answer.ranges for room_id in rooms])
+    recencies = {room_id: recency for recency, room_id in list_answer.settled or ()}
+    for entry in list_answer.unsettled or ():
+        recencies[entry.room_id] = _unsettled_position(entry, positions_at_token)
+    return recencies
+
+
+def shown_whole(
+    answer: RoomListAnswer,
+    list_answer: ListAnswer,
+    rooms_by_range: list[tuple[str, ...]],
+    positions_at_token: Mapping[str, int],
+) -> HeldList | None:
+    """The list, whole and in order, when its ranges showed every room of it."""
     count = list_answer.count
-    return [tuple(map(_ROOM_ID, placed[start : min(end + 1, count)])) for start, end in ranges]
+    if sum(map(len, rooms_by_range)) != count:
+        return None
+    room_ids = [room_id for room_ids in rooms_by_range for room_id in room_ids]
+    recencies = shown_recencies(list_answer, positions_at_token, answer.recencies)
+    keys = whole_list_keys(room_ids, recencies, count)
+    return None if keys is None else HeldList.of(keys)
+
+
+def _unsettled_position(entry: RoomEntry, positions_at_token: Mapping[str, int]) -> int:
+    if entry.membership != "join":
+        return entry.event_stream_ordering
+    position = positions_at_token.get(entry.room_id)
+    if position is None:
+        raise UnsettledRoomUnknown(entry.room_id)
+    return position
 
 
 def _order(item: tuple[int, str]) -> tuple[int, str]:
@@ -85,6 +127,9 @@ class Assembled:
         self.lists: dict[str, Any] = {}
         self.relevant: dict[str, Any] = {}
         self.all_rooms: set[str] = set()
+        # Every list, whole and in order, when every list was shown whole
+        # (for the connection's next request); else None.
+        self.whole_lists: list[HeldList] | None = []
         # Subscribed rooms shown by no list's ranges.
         self.subscribed_outside_ranges: set[str] = set()
 

@@ -69,6 +69,11 @@ class RoomcacheConfig:
     """Answer the per-room current-state lookups of the rooms a request
     sends in full (`required_state`, the name, ...) from roomcache's held
     state (docs/synapse.md A.7); false: Synapse's own lookups."""
+    held_order_rooms: int = 200_000
+    """Rooms of the connections' whole lists held in memory (about 200
+    bytes a room), so that a connection asking its whole list again gets
+    from roomcache only the rooms that moved; least recently used
+    connections are dropped first. 0 turns it off."""
     enabled: bool = True
     """False: the module loads but leaves Synapse untouched."""
 
@@ -127,5 +132,6 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         verify_fraction=float(verify_fraction),
         wake_on_persist=wake_on_persist,
         room_state=room_state,
+        held_order_rooms=_integer(config, "held_order_rooms", 200_000, 0),
         enabled=enabled,
     )

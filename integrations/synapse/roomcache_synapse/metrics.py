@@ -99,3 +99,10 @@ BUMP_STAMPS = Counter(
     "(path: roomcache, from the room-list answer's entry, or synapse) and, for synapse, why.",
     ["path", "reason"],
 )
+
+HELD_LISTS = Counter(
+    "roomcache_synapse_held_lists",
+    "Requests with a pos: whether the connection's whole lists were held, so that roomcache "
+    "sent only the rooms that moved (used=true), or not (used=false).",
+    ["used"],
+)

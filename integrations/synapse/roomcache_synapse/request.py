@@ -71,6 +71,7 @@ def room_list_body(
     wait_for_account_data: int,
     unaffected: JsonDict | None = None,
     wait_for: str | None = None,
+    changed_only: bool = False,
 ) -> JsonDict:
     """The whole roomcache request: answer at Synapse's `to_token` (wait for
     it, or for `wait_for`, and report what lies after it), newly left after
@@ -88,9 +89,10 @@ def room_list_body(
     }
     if from_token is not None:
         body["from_token"] = stream_token_text(from_token.room_key)
-        # Entries seen before (not changed since `from_token`) come short:
-        # the answer grows with what changed, not with the ranges.
-        body["entries"] = "changed"
+        # Entries seen before (not changed since `from_token`) come short,
+        # or not at all when the caller holds the whole lists: the answer
+        # grows with what changed, not with the ranges.
+        body["entries"] = "changed_only" if changed_only else "changed"
     optional = {
         "forgotten_rooms": sorted(forgotten_rooms),
         "ignored_inviters": sorted(ignored_inviters),

@@ -42,14 +42,19 @@ from .assemble import (
     Assembled,
     Facts,
     UnsettledRoomUnknown,
+    cut_ranges,
     range_room_ids,
+    shown_recencies,
+    shown_whole,
     unsettled_joined_rooms,
 )
 from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
+from .held_order import Held, HeldLists, OrderMismatch, asked_alike
 from .metrics import (
     ENTRIES_FETCHED,
+    HELD_LISTS,
     ROOM_LISTS,
     ROOMCACHE_WAIT_SECONDS,
     SEAM_SECONDS,
@@ -58,7 +63,7 @@ from .metrics import (
 )
 from .per_room import RoomcacheRoomState
 from .position import RoomcachePosition
-from .request import UnsupportedRequest, list_body, room_list_body
+from .request import UnsupportedRequest, list_body, room_list_body, stream_token_text
 from .to_send import ConnectionExpired, rooms_to_send
 from .tokens import StreamPosition
 
@@ -99,6 +104,8 @@ class RoomcacheRoomLists:
         self._breaker = breaker or CircuitBreaker.of_config(config)
         self._last_quiet_log = 0.0
         self._position = RoomcachePosition(synapse)
+        # The whole lists each connection was last shown (see held_order.py).
+        self._held = HeldLists(config.held_order_rooms)
         # The highest events-stream position Synapse has handed out, as last
         # read (an answer's token may not be beyond it).
         self._allocated = 0
@@ -126,7 +133,11 @@ class RoomcacheRoomLists:
             result = ours = await self._from_roomcache(**arguments)
             path, reason = "roomcache", ""
             if verify.should_verify(self._config.verify_fraction, sync_config):
-                result = await verify.verified(result, self._original, arguments)
+                checked = await verify.verified(result, self._original, arguments)
+                if checked is not result:
+                    # Not what Synapse computes: hold nothing of it.
+                    self._held.drop(sync_config.user.to_string(), sync_config.conn_id or "")
+                result = checked
         except Fallback as fallback:
             path, reason = "synapse", fallback.reason
             self._log_fallback(sync_config, fallback)
@@ -196,12 +207,58 @@ class RoomcacheRoomLists:
         user_id = sync_config.user.to_string()
         facts = await self._synapse_facts(user_id, to_token, from_token)
         configs = {name: RoomSyncConfig.from_room_config(config) for name, config in lists.items()}
-        answer = await self._ask(sync_config, lists, configs, to_token, from_token, facts)
-        assembled = await self._assemble(lists, configs, answer, to_token)
+        bodies = self._list_bodies(lists, configs, facts)
+        asked = asked_alike(bodies, facts.forgotten, facts.ignored)
+        held = self._held_lists(user_id, conn_id, bodies, asked, from_token)
+        answer = await self._ask(sync_config, lists, bodies, held, to_token, from_token, facts)
+        assembled = await self._assemble(lists, configs, answer, held, to_token)
         self._add_subscriptions(sync_config, answer, facts, assembled)
-        return await self._result(
+        result = await self._result(
             user_id, previous_connection_state, from_token, to_token, answer, facts, assembled
         )
+        # Rooms left after `pos` are listed this once, not at the next pos:
+        # a list showing them is not the next request's.
+        if assembled.whole_lists is not None and not facts.newly_left:
+            token = stream_token_text(to_token.room_key)
+            self._held.keep(user_id, conn_id, Held(token, asked, tuple(assembled.whole_lists)))
+        return result
+
+    def _list_bodies(
+        self, lists: Mapping[str, Any], configs: Mapping[str, RoomSyncConfig], facts: Facts
+    ) -> list[JsonDict]:
+        """Each list as roomcache is asked it."""
+        bodies = []
+        for name, list_config in lists.items():
+            exclude = set(self._excluded_globally)
+            if configs[name].must_await_full_state(self._synapse.is_mine_id):
+                exclude |= facts.partial_state
+            try:
+                bodies.append(list_body(list_config, exclude))
+            except UnsupportedRequest as error:
+                raise Fallback("unsupported", str(error)) from error
+        return bodies
+
+    def _held_lists(
+        self,
+        user_id: str,
+        conn_id: str,
+        bodies: list[JsonDict],
+        asked: tuple[object, ...],
+        from_token: Any | None,
+    ) -> Held | None:
+        """The connection's whole lists as of `from_token`, when the lists
+        hold the same rooms now but for their order: no membership of the
+        user changed after it, and no list has a filter (a room's state can
+        take it into or out of a filtered list)."""
+        if from_token is None:
+            return None
+        since = stream_token_text(from_token.room_key)
+        held = self._held.take(user_id, conn_id, since, asked)
+        if held is None or any(body.get("filters") for body in bodies):
+            return None
+        if self._synapse.membership_changed_since(user_id, from_token.room_key.stream):
+            return None
+        return held
 
     async def _synapse_facts(self, user_id: str, to_token: Any, from_token: Any | None) -> Facts:
         """What Synapse holds cheaply (cached) and roomcache does not."""
@@ -233,22 +290,20 @@ class RoomcacheRoomLists:
         self,
         sync_config: Any,
         lists: Mapping[str, Any],
-        configs: Mapping[str, RoomSyncConfig],
+        bodies: list[JsonDict],
+        held: Held | None,
         to_token: Any,
         from_token: Any | None,
         facts: Facts,
     ) -> RoomListAnswer:
         """roomcache's answer at the request's token, checked; `Fallback`
-        when there is none to use."""
-        bodies = []
-        for name, list_config in lists.items():
-            exclude = set(self._excluded_globally)
-            if configs[name].must_await_full_state(self._synapse.is_mine_id):
-                exclude |= facts.partial_state
-            try:
-                bodies.append(list_body(list_config, exclude))
-            except UnsupportedRequest as error:
-                raise Fallback("unsupported", str(error)) from error
+        when there is none to use. With the connection's `held` lists, only
+        the rooms that changed, over the whole lists."""
+        if held is not None:
+            bodies = [
+                {**body, "ranges": [[0, max(held_list.size - 1, 0)]]}
+                for body, held_list in zip(bodies, held.lists, strict=True)
+            ]
         if from_token is not None:
             other_rooms: str | None = "changed"
         elif _sticky_events_enabled(sync_config):
@@ -267,11 +322,14 @@ class RoomcacheRoomLists:
             room_ids=list(sync_config.room_subscriptions or ()),
             wait_for_account_data=self._position.account_data_to_wait_for(user_id, to_token),
             unaffected=self._position.unaffected(user_id),
+            changed_only=held is not None,
         )
+        if from_token is not None:
+            HELD_LISTS.labels(used=str(held is not None).lower()).inc()
         with self._through_breaker():
             raw = await self._client.room_lists(user_id, body)
         at = StreamPosition.of(to_token.room_key)
-        asked = [[(start, end) for start, end in config.ranges or ()] for config in lists.values()]
+        asked = [[(start, end) for start, end in list_body_["ranges"]] for list_body_ in bodies]
         try:
             answer = parse_answer(raw, asked, at)
         except BadAnswer as error:
@@ -326,10 +384,12 @@ class RoomcacheRoomLists:
         lists: Mapping[str, Any],
         configs: Mapping[str, RoomSyncConfig],
         answer: RoomListAnswer,
+        held: Held | None,
         to_token: Any,
     ) -> Assembled:
         """Each list's count and ops, and the rooms in its ranges, as
-        Synapse's own method builds them."""
+        Synapse's own method builds them; with the connection's `held`
+        lists, those with the rooms that moved put in place."""
         unsettled: set[str] = set()
         for list_answer in answer.lists:
             unsettled.update(unsettled_joined_rooms(list_answer))
@@ -338,12 +398,29 @@ class RoomcacheRoomLists:
             UNSETTLED_ROOMS.inc(len(unsettled))
             positions = await self._synapse.positions_at_token(unsettled, to_token.room_key)
         assembled = Assembled()
-        for (name, list_config), list_answer in zip(lists.items(), answer.lists, strict=True):
+        for index, ((name, list_config), list_answer) in enumerate(
+            zip(lists.items(), answer.lists, strict=True)
+        ):
             ranges = list(list_config.ranges or [])
             try:
-                rooms_by_range = range_room_ids(list_answer, ranges, positions)
+                if held is not None:
+                    whole = held.lists[index]
+                    whole.move(
+                        shown_recencies(list_answer, positions, answer.recencies),
+                        list_answer.count,
+                    )
+                    rooms_by_range = cut_ranges(whole.room_ids(), ranges, list_answer.count)
+                else:
+                    rooms_by_range = range_room_ids(list_answer, ranges, positions)
+                    whole = shown_whole(answer, list_answer, rooms_by_range, positions)
             except UnsettledRoomUnknown as error:
                 raise Fallback("unsettled_room_unknown", str(error)) from error
+            except OrderMismatch as error:
+                raise Fallback("held_order_mismatch", str(error)) from error
+            if whole is None or assembled.whole_lists is None:
+                assembled.whole_lists = None
+            else:
+                assembled.whole_lists.append(whole)
             ops = []
             # Synapse carries the config a room ends up with on to the
             # list's next rooms; so does this.

@@ -31,8 +31,8 @@ class ModuleDeployment:
 
     def room_list_counts(self) -> dict[tuple[str, str], float]:
         """The module's counters: room-list computations by (path, reason),
-        verified answers by ("verified", outcome), ("unsettled", "") and
-        ("unaffected", "")."""
+        verified answers by ("verified", outcome), ("unsettled", ""),
+        ("unaffected", "") and requests with a pos by ("held_lists", used)."""
         counts: dict[tuple[str, str], float] = {}
         for (name, labels), value in self.homeserver.metrics().items():
             label = dict(labels)
@@ -44,6 +44,8 @@ class ModuleDeployment:
                 counts[("unsettled", "")] = value
             elif name == "roomcache_synapse_unaffected_total":
                 counts[("unaffected", "")] = value
+            elif name == "roomcache_synapse_held_lists_total":
+                counts[("held_lists", label["used"])] = value
         return counts
 
     def room_state_counts(self) -> dict[tuple[str, str], float]:

@@ -126,6 +126,14 @@ def test_element_x_requests_equal_synapse_own(with_module: ModuleDeployment) -> 
     # Bump stamps Synapse looked up (rooms whose timeline had no bump
     # event): from the room-list answer's entries on the module's side.
     assert state_counts.get(("bump_stamp_roomcache", ""), 0) > 0
+    # Loaded, each connection holds its whole list: the steady requests ask
+    # roomcache only for the rooms that moved, but after a change of one of
+    # the user's own memberships, and after a list showing a room left
+    # since pos (four requests of each of the smaller user's connections:
+    # after the invite accepted, the new DM, the leave, and the next one).
+    steady = len(observers) * len(_changes(dataset, homeserver))
+    assert counts.get(("held_lists", "true"), 0) == steady - 4 * 2, counts
+    assert ("synapse", "held_order_mismatch") not in counts, counts
 
 
 def _changes(dataset: Dataset, homeserver: Homeserver) -> list[tuple[str, Callable[[], object]]]:

@@ -690,3 +690,95 @@ def test_rooms_that_only_moved_are_placed_by_synapse() -> None:
     result, who = deployment.sync()
     assert who == "roomcache"
     assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!a:hs"]
+
+
+# --- held lists (entries: changed_only) -----------------------------------------------
+
+
+def _whole_list_answer(token_text: str, rooms: list[dict[str, Any]], **changes: Any) -> Any:
+    end = len(rooms) - 1
+    return good_answer(
+        token=token_text,
+        lists={"0": {"count": len(rooms), "ranges": [{"range": [0, end], "rooms": rooms}]}},
+        **changes,
+    )
+
+
+def _every_room_sent_before(deployment: Deployment) -> None:
+    deployment.synapse.previous_connection.return_value = PreviousConnection(
+        never_sent=lambda rooms: set(), previously=[], room_configs={}, last_used_ts=None
+    )
+
+
+def test_a_connection_shown_its_whole_list_gets_only_what_moved_next() -> None:
+    deployment = Deployment()
+    _every_room_sent_before(deployment)
+    config = sync_config(all=list_config([(0, 2)]))
+    deployment.client.room_lists.return_value = _whole_list_answer(
+        "s20",
+        [entry("!a:hs", recency=12), entry("!b:hs", recency=11), entry("!c:hs", recency=5)],
+    )
+    result, who = deployment.sync(config, to_token=token(20))
+    assert who == "roomcache"
+    assert "entries" not in deployment.last_body()  # no pos: whole entries
+    # With its pos: only !c:hs, which had a message at 25, comes back; the
+    # others keep their places.
+    deployment.synapse.current_room_token.return_value = RoomStreamToken(stream=30)
+    deployment.client.room_lists.return_value = good_answer(
+        token="s30",
+        lists={
+            "0": {
+                "count": 3,
+                "ranges": [{"range": [0, 2], "rooms": [entry("!c:hs", recency=25)]}],
+            }
+        },
+        other_rooms=["!c:hs"],
+    )
+    pos = Mock(room_key=RoomStreamToken(stream=20))
+    result, who = deployment.sync(config, to_token=token(30), from_token=pos)
+    assert who == "roomcache"
+    body = deployment.last_body()
+    assert (body["entries"], body["lists"]["0"]["ranges"]) == ("changed_only", [[0, 2]])
+    assert result.lists["all"].ops[0].room_ids == ["!c:hs", "!a:hs", "!b:hs"]
+    # And again from there: !b:hs moves up.
+    deployment.client.room_lists.return_value = good_answer(
+        token="s40",
+        lists={
+            "0": {
+                "count": 3,
+                "ranges": [{"range": [0, 2], "rooms": [entry("!b:hs", recency=33)]}],
+            }
+        },
+        other_rooms=["!b:hs"],
+    )
+    deployment.synapse.current_room_token.return_value = RoomStreamToken(stream=40)
+    pos = Mock(room_key=RoomStreamToken(stream=30))
+    result, who = deployment.sync(config, to_token=token(40), from_token=pos)
+    assert deployment.last_body()["entries"] == "changed_only"
+    assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!c:hs", "!a:hs"]
+
+
+def test_held_lists_are_not_used_after_a_membership_change_or_a_miscount() -> None:
+    deployment = Deployment()
+    _every_room_sent_before(deployment)
+    config = sync_config(all=list_config([(0, 1)]))
+    whole = _whole_list_answer("s20", [entry("!a:hs", recency=12), entry("!b:hs", recency=11)])
+    deployment.client.room_lists.return_value = whole
+    assert deployment.sync(config, to_token=token(20))[1] == "roomcache"
+    # A membership of the user changed after pos: the whole list is asked.
+    deployment.synapse.membership_changed_since.return_value = True
+    deployment.client.room_lists.return_value = whole
+    pos = Mock(room_key=RoomStreamToken(stream=20))
+    assert deployment.sync(config, to_token=token(20), from_token=pos)[1] == "roomcache"
+    assert deployment.last_body()["entries"] == "changed"
+    # Held again (the last answer showed the whole list); roomcache now
+    # counts a room the held list lacks: Synapse's way, and nothing held.
+    deployment.synapse.membership_changed_since.return_value = False
+    deployment.client.room_lists.return_value = good_answer(
+        lists={"0": {"count": 3, "ranges": [{"range": [0, 1], "rooms": []}]}}
+    )
+    assert deployment.sync(config, to_token=token(20), from_token=pos)[1] == "held_order_mismatch"
+    assert deployment.last_body()["entries"] == "changed_only"
+    deployment.client.room_lists.return_value = whole
+    assert deployment.sync(config, to_token=token(20), from_token=pos)[1] == "roomcache"
+    assert deployment.last_body()["entries"] == "changed"

@@ -399,25 +399,33 @@ async fn an_early_answer_sets_rooms_that_only_moved_apart() {
 
 /// `entries: changed`: the rooms of the ranges and settled rooms whose
 /// entry did not change after `from_token` come as `{"room_id", "recency"}`;
-/// the others, and every unsettled room, whole. It needs a `from_token`.
+/// the others, and every unsettled room, whole. `changed_only` leaves those
+/// out instead (the counts stay the whole list's). Both need a `from_token`.
 #[tokio::test]
-async fn entries_unchanged_since_from_token_come_short() {
+async fn entries_unchanged_since_from_token_come_short_or_not_at_all() {
     let server = TestServer::start().await;
     let (f, batches) = dataset();
     for batch in &batches {
         server.feed(batch).await;
     }
     let last = f.next - 1;
-    let short = |lists: &Value, since: i64| -> Value {
+    // The whole answer's lists with each unchanged entry written short, or
+    // left out.
+    let unchanged_as = |lists: &Value, since: i64, left_out: bool| -> Value {
         let mut lists = lists.clone();
         let shorten = |entries: &mut Value| {
-            for entry in entries.as_array_mut().into_iter().flatten() {
+            let entries = entries.as_array_mut().unwrap();
+            let mut kept = Vec::new();
+            for entry in entries.drain(..) {
                 let recency = entry["recency"].as_i64().unwrap();
                 let position = entry["event_stream_ordering"].as_i64().unwrap();
-                if recency <= since && position <= since {
-                    *entry = json!({"room_id": entry["room_id"], "recency": recency});
+                if recency > since || position > since {
+                    kept.push(entry);
+                } else if !left_out {
+                    kept.push(json!({"room_id": entry["room_id"], "recency": recency}));
                 }
             }
+            *entries = kept;
         };
         for list in lists.as_object_mut().unwrap().values_mut() {
             for range in list["ranges"].as_array_mut().unwrap() {
@@ -429,6 +437,7 @@ async fn entries_unchanged_since_from_token_come_short() {
         }
         lists
     };
+    let mut left_out_rooms = 0;
     for since in [0, last / 2, last] {
         for at in [None, Some(last / 2 + 1)] {
             let mut body = json!({
@@ -440,24 +449,33 @@ async fn entries_unchanged_since_from_token_come_short() {
             }
             let whole = room_list(&server, ALICE, body.clone()).await;
             body["entries"] = json!("changed");
-            let answer = room_list(&server, ALICE, body).await;
-            assert_eq!(
-                answer["lists"],
-                short(&whole["lists"], since),
-                "since {since}, at {at:?}"
-            );
+            let answer = room_list(&server, ALICE, body.clone()).await;
+            let short = unchanged_as(&whole["lists"], since, false);
+            assert_eq!(answer["lists"], short, "since {since}, at {at:?}");
             if at.is_none() {
                 let whole_entries = answer.to_string().contains("\"membership\"");
                 assert_eq!(whole_entries, since < last, "since {since}");
             }
+            body["entries"] = json!("changed_only");
+            let answer = room_list(&server, ALICE, body).await;
+            let only = unchanged_as(&whole["lists"], since, true);
+            assert_eq!(
+                answer["lists"], only,
+                "changed_only since {since}, at {at:?}"
+            );
+            left_out_rooms += short.to_string().matches("\"room_id\"").count()
+                - only.to_string().matches("\"room_id\"").count();
         }
     }
-    let refused = server
-        .post(
-            &format!("/v1/users/{ALICE}/room_list"),
-            &json!({"lists": {"l": {"ranges": [[0, 9]]}}, "entries": "changed"}),
-        )
-        .await;
-    assert_eq!(refused.status.as_u16(), 400);
-    assert_eq!(refused.body["errcode"], "M_INVALID_PARAM");
+    assert!(left_out_rooms > 0, "some rooms were left out");
+    for entries in ["changed", "changed_only"] {
+        let refused = server
+            .post(
+                &format!("/v1/users/{ALICE}/room_list"),
+                &json!({"lists": {"l": {"ranges": [[0, 9]]}}, "entries": entries}),
+            )
+            .await;
+        assert_eq!(refused.status.as_u16(), 400, "{entries}");
+        assert_eq!(refused.body["errcode"], "M_INVALID_PARAM");
+    }
 }
