@@ -187,19 +187,28 @@ impl ListQuery<'_, '_> {
         };
         top.sort_unstable_by(order);
         top.truncate(need);
+        // `entries: changed_only`: the entries the answer leaves out are
+        // not made (their room sorts and its membership are at or before
+        // `from_token`).
+        let left_out = |(key, room): &Listed| {
+            self.options.left_out_unchanged_after.is_some_and(|since| {
+                *key <= since && self.snapshot(*room).is_some_and(|s| s.position <= since)
+            })
+        };
+        let shown_entry = |listed: &Listed| {
+            if left_out(listed) {
+                None
+            } else {
+                self.entry(listed.1)
+            }
+        };
         let entries = |rows: &[Listed]| -> Vec<RoomListEntry> {
             rows.iter()
                 .filter_map(|(_, room)| self.entry(*room))
                 .collect()
         };
         if need == 0 || unsettled.is_empty() {
-            let ranges = answer_ranges(
-                &list.ranges,
-                count,
-                &top,
-                |(_, room)| self.entry(*room),
-                budget,
-            );
+            let ranges = answer_ranges(&list.ranges, count, &top, shown_entry, budget);
             return ListAnswer {
                 count,
                 ranges,
@@ -216,7 +225,7 @@ impl ListQuery<'_, '_> {
         ListAnswer {
             count,
             ranges: Vec::new(),
-            settled: Some(entries(&top)),
+            settled: Some(top.iter().filter_map(shown_entry).collect()),
             unsettled: Some(entries(&unsettled)),
             entries_since: None,
         }

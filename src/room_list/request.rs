@@ -157,6 +157,9 @@ pub struct ListOptions<'a> {
     pub moved_rooms: &'a [RoomId],
     /// Most rooms the answer may hold (`None`: no limit).
     pub budget: Option<&'a RoomBudget>,
+    /// With `entries: changed_only`: `from_token.stream`; the entries of
+    /// ranges and settled rooms unchanged after it are not even made.
+    pub left_out_unchanged_after: Option<i64>,
 }
 
 impl<'a> ListOptions<'a> {
@@ -192,6 +195,11 @@ impl RoomListRequest {
             room_ids: &self.room_ids,
             moved_rooms: &[],
             budget: None,
+            left_out_unchanged_after: self
+                .from_token
+                .as_ref()
+                .filter(|_| self.entries == Entries::ChangedOnly)
+                .map(|token| token.stream),
         }
     }
 }

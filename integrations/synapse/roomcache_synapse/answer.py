@@ -63,6 +63,52 @@ class RoomEntry:
 
     @classmethod
     def parse(cls, raw: Any) -> RoomEntry:
+        """A room entry, checked: in one pass when it is good (the usual
+        case), field by field to name what is wrong otherwise."""
+        try:
+            values = _ENTRY_FIELDS(raw)
+        except (TypeError, KeyError):
+            return cls._parse_field_by_field(raw)
+        (room_id, membership, sender, event_id, stream, instance, bump_stamp) = values[:7]
+        (room_type, room_name, encrypted, tombstone, known_state, recency) = values[7:]
+        if (
+            type(raw) is dict
+            and type(room_id) is str
+            and room_id.startswith("!")
+            and len(room_id) <= _MAX_ID_LENGTH
+            and type(membership) is str
+            and membership in MEMBERSHIPS
+            and type(sender) is str
+            and sender.startswith("@")
+            and len(sender) <= _MAX_ID_LENGTH
+            and type(event_id) is str
+            and event_id.startswith("$")
+            and len(event_id) <= _MAX_ID_LENGTH
+            and type(stream) is int
+            and 1 <= stream <= _MAX_INTEGER
+            and type(instance) is str
+            and 0 < len(instance) <= _MAX_TEXT_LENGTH
+            and type(bump_stamp) is int
+            and 0 <= bump_stamp <= _MAX_INTEGER
+            and (
+                room_type is None or (type(room_type) is str and len(room_type) <= _MAX_TEXT_LENGTH)
+            )
+            and (
+                room_name is None or (type(room_name) is str and len(room_name) <= _MAX_TEXT_LENGTH)
+            )
+            and type(encrypted) is bool
+            and (
+                tombstone is None or (type(tombstone) is str and len(tombstone) <= _MAX_TEXT_LENGTH)
+            )
+            and type(known_state) is bool
+            and type(recency) is int
+            and 1 <= recency <= _MAX_INTEGER
+        ):
+            return cls(*values)
+        return cls._parse_field_by_field(raw)
+
+    @classmethod
+    def _parse_field_by_field(cls, raw: Any) -> RoomEntry:
         if type(raw) is not dict:
             raise BadAnswer(f"a room entry is a {type(raw).__name__}, not an object")
         try:
@@ -285,6 +331,10 @@ def _range(
     return _room_ids_of(rooms, entries)
 
 
+_ENTRY_FIELDS = operator.itemgetter(*(field.name for field in attr.fields(RoomEntry)))
+_MAX_INTEGER = 2**63 - 1
+
+
 def _room_ids_of(raw_entries: list[Any], entries: dict[str, JsonDict]) -> tuple[str, ...]:
     """The room IDs of raw entries (objects with a `room_id` each, checked),
     the entries kept for `RoomListAnswer.entry`. In passes that run in C:
@@ -345,7 +395,7 @@ def _membership(value: Any) -> str:
 
 
 def _integer(value: Any, minimum: int, what: str) -> int:
-    if type(value) is not int or value < minimum or value > 2**63 - 1:
+    if type(value) is not int or value < minimum or value > _MAX_INTEGER:
         raise BadAnswer(f"{what} {_shown(value)} is not an integer of at least {minimum}")
     return value
 

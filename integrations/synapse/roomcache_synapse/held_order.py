@@ -105,7 +105,8 @@ class Held:
 
 class HeldLists:
     """The held lists of the connections seen last, at most `max_rooms`
-    rooms in all (least recently used connections go first)."""
+    rooms in all (least recently used connections go first). A connection
+    is named by the caller (Synapse's are per device)."""
 
     def __init__(self, max_rooms: int) -> None:
         self._max_rooms = max_rooms
@@ -117,12 +118,12 @@ class HeldLists:
         return self._rooms
 
     def take(
-        self, user_id: str, conn_id: str, token: str, asked: tuple[object, ...]
+        self, user_id: str, connection: str, token: str, asked: tuple[object, ...]
     ) -> Held | None:
         """The connection's held lists when they are as of `token` and were
         asked the same way; they are no longer held (a request puts its own
         back when it succeeds)."""
-        held = self._held.pop((user_id, conn_id), None)
+        held = self._held.pop((user_id, connection), None)
         if held is None:
             return None
         self._rooms -= held.size
@@ -130,18 +131,18 @@ class HeldLists:
             return None
         return held
 
-    def drop(self, user_id: str, conn_id: str) -> None:
+    def drop(self, user_id: str, connection: str) -> None:
         """Holds nothing more for the connection."""
-        previous = self._held.pop((user_id, conn_id), None)
+        previous = self._held.pop((user_id, connection), None)
         if previous is not None:
             self._rooms -= previous.size
 
-    def keep(self, user_id: str, conn_id: str, held: Held) -> None:
+    def keep(self, user_id: str, connection: str, held: Held) -> None:
         """Holds a connection's lists (replacing any), within the bound."""
-        self.drop(user_id, conn_id)
+        self.drop(user_id, connection)
         if held.size > self._max_rooms:
             return
-        self._held[(user_id, conn_id)] = held
+        self._held[(user_id, connection)] = held
         self._rooms += held.size
         while self._rooms > self._max_rooms:
             _, oldest = self._held.popitem(last=False)

@@ -136,7 +136,7 @@ class RoomcacheRoomLists:
                 checked = await verify.verified(result, self._original, arguments)
                 if checked is not result:
                     # Not what Synapse computes: hold nothing of it.
-                    self._held.drop(sync_config.user.to_string(), sync_config.conn_id or "")
+                    self._held.drop(sync_config.user.to_string(), _connection(sync_config))
                 result = checked
         except Fallback as fallback:
             path, reason = "synapse", fallback.reason
@@ -209,7 +209,8 @@ class RoomcacheRoomLists:
         configs = {name: RoomSyncConfig.from_room_config(config) for name, config in lists.items()}
         bodies = self._list_bodies(lists, configs, facts)
         asked = asked_alike(bodies, facts.forgotten, facts.ignored)
-        held = self._held_lists(user_id, conn_id, bodies, asked, from_token)
+        connection = _connection(sync_config)
+        held = self._held_lists(user_id, connection, bodies, asked, from_token)
         answer = await self._ask(sync_config, lists, bodies, held, to_token, from_token, facts)
         assembled = await self._assemble(lists, configs, answer, held, to_token)
         self._add_subscriptions(sync_config, answer, facts, assembled)
@@ -220,7 +221,8 @@ class RoomcacheRoomLists:
         # a list showing them is not the next request's.
         if assembled.whole_lists is not None and not facts.newly_left:
             token = stream_token_text(to_token.room_key)
-            self._held.keep(user_id, conn_id, Held(token, asked, tuple(assembled.whole_lists)))
+            lists = tuple(assembled.whole_lists)
+            self._held.keep(user_id, connection, Held(token, asked, lists))
         return result
 
     def _list_bodies(
@@ -241,7 +243,7 @@ class RoomcacheRoomLists:
     def _held_lists(
         self,
         user_id: str,
-        conn_id: str,
+        connection: str,
         bodies: list[JsonDict],
         asked: tuple[object, ...],
         from_token: Any | None,
@@ -253,7 +255,7 @@ class RoomcacheRoomLists:
         if from_token is None:
             return None
         since = stream_token_text(from_token.room_key)
-        held = self._held.take(user_id, conn_id, since, asked)
+        held = self._held.take(user_id, connection, since, asked)
         if held is None or any(body.get("filters") for body in bodies):
             return None
         if self._synapse.membership_changed_since(user_id, from_token.room_key.stream):
@@ -583,6 +585,12 @@ class RoomcacheRoomLists:
                 is_encrypted=entry.is_encrypted,
             )
         return memberships
+
+
+def _connection(sync_config: Any) -> str:
+    """A Sliding Sync connection of the user: Synapse's are per device."""
+    requester = getattr(sync_config, "requester", None)
+    return f"{getattr(requester, 'device_id', None)} {sync_config.conn_id or ''}"
 
 
 def _sticky_events_enabled(sync_config: Any) -> bool:

@@ -133,6 +133,10 @@ REFUSED_IN_USE = {
     "room name a number": {"room_name": 5},
     "room type a dict": {"room_type": {}},
     "recency a float": {"recency": 1.5},
+    "recency true": {"recency": True},
+    "tombstone a number": {"tombstone_successor_room_id": 3},
+    "instance too long": {"event_instance_name": "p" * 65537},
+    "sender too long": {"sender": "@" + "u" * 255},
 }
 
 

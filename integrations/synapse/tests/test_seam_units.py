@@ -722,40 +722,25 @@ def test_a_connection_shown_its_whole_list_gets_only_what_moved_next() -> None:
     assert who == "roomcache"
     assert "entries" not in deployment.last_body()  # no pos: whole entries
     # With its pos: only !c:hs, which had a message at 25, comes back; the
-    # others keep their places.
-    deployment.synapse.current_room_token.return_value = RoomStreamToken(stream=30)
-    deployment.client.room_lists.return_value = good_answer(
-        token="s30",
-        lists={
-            "0": {
-                "count": 3,
-                "ranges": [{"range": [0, 2], "rooms": [entry("!c:hs", recency=25)]}],
-            }
-        },
-        other_rooms=["!c:hs"],
-    )
-    pos = Mock(room_key=RoomStreamToken(stream=20))
-    result, who = deployment.sync(config, to_token=token(30), from_token=pos)
-    assert who == "roomcache"
-    body = deployment.last_body()
-    assert (body["entries"], body["lists"]["0"]["ranges"]) == ("changed_only", [[0, 2]])
-    assert result.lists["all"].ops[0].room_ids == ["!c:hs", "!a:hs", "!b:hs"]
-    # And again from there: !b:hs moves up.
-    deployment.client.room_lists.return_value = good_answer(
-        token="s40",
-        lists={
-            "0": {
-                "count": 3,
-                "ranges": [{"range": [0, 2], "rooms": [entry("!b:hs", recency=33)]}],
-            }
-        },
-        other_rooms=["!b:hs"],
-    )
-    deployment.synapse.current_room_token.return_value = RoomStreamToken(stream=40)
-    pos = Mock(room_key=RoomStreamToken(stream=30))
-    result, who = deployment.sync(config, to_token=token(40), from_token=pos)
-    assert deployment.last_body()["entries"] == "changed_only"
-    assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!c:hs", "!a:hs"]
+    # others keep their places. And again from there: !b:hs moves up.
+    steps = [
+        (20, 30, "!c:hs", ["!c:hs", "!a:hs", "!b:hs"]),
+        (30, 40, "!b:hs", ["!b:hs", "!c:hs", "!a:hs"]),
+    ]
+    for since, at, moved, order in steps:
+        deployment.synapse.current_room_token.return_value = RoomStreamToken(stream=at)
+        only_moved = {"range": [0, 2], "rooms": [entry(moved, recency=at - 5)]}
+        deployment.client.room_lists.return_value = good_answer(
+            token=f"s{at}",
+            lists={"0": {"count": 3, "ranges": [only_moved]}},
+            other_rooms=[moved],
+        )
+        pos = Mock(room_key=RoomStreamToken(stream=since))
+        result, who = deployment.sync(config, to_token=token(at), from_token=pos)
+        assert who == "roomcache"
+        body = deployment.last_body()
+        assert (body["entries"], body["lists"]["0"]["ranges"]) == ("changed_only", [[0, 2]])
+        assert result.lists["all"].ops[0].room_ids == order
 
 
 def test_held_lists_are_not_used_after_a_membership_change_or_a_miscount() -> None:
