@@ -16,10 +16,6 @@ from roomcache_synapse import RoomcacheModule
 from roomcache_synapse.adapter import SynapseAdapter, missing_names
 from roomcache_synapse.config import parse_config
 
-USER = "@u:hs"
-SYNAPSE_RESULT = Mock(name="Synapse's own result")
-
-
 # --- the adapter's check at install -------------------------------------------------
 
 
