@@ -73,9 +73,17 @@ class RoomcacheModule:
             return
         if _lacks_names(missing_names(api)):
             return
+        from .breaker import CircuitBreaker
+        from .per_room import RoomcacheRoomState
         from .seam import RoomcacheRoomLists
 
-        RoomcacheRoomLists(synapse, self._roomcache(synapse), config).install()
+        breaker = CircuitBreaker.of_config(config)
+        client = self._roomcache(synapse)
+        room_state = None
+        if config.room_state:
+            room_state = RoomcacheRoomState(synapse, client, config, breaker)
+            room_state.install()
+        RoomcacheRoomLists(synapse, client, config, breaker, room_state).install()
         self.installed = True
         logger.info(
             "roomcache: Sliding Sync room lists of %s come from roomcache at %s",

@@ -21,7 +21,7 @@ import functools
 import itertools
 import operator
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attr
 from synapse.api.errors import SlidingSyncUnknownPosition
@@ -31,6 +31,7 @@ from synapse.handlers.sliding_sync.room_lists import (
     NUM_ROOMS_THRESHOLD,
     SlidingSyncInterestedRooms,
 )
+from synapse.module_api import make_deferred_yieldable, run_in_background
 from synapse.storage.invite_rule import AllowAllInviteRulesConfig
 from synapse.storage.roommember import RoomsForUserSlidingSync
 from synapse.types import PersistedEventPosition, RoomStreamToken
@@ -42,6 +43,8 @@ from synapse.types.handlers.sliding_sync import (
     RoomSyncConfig,
     SlidingSyncResult,
 )
+from synapse.types.state import StateFilter
+from synapse.util.async_helpers import ObservableDeferred
 
 from .to_send import PreviousConnection, TooManyUpdates
 
@@ -55,12 +58,16 @@ __all__ = [
     "SlidingSyncInterestedRooms",
     "SlidingSyncResult",
     "SlidingSyncUnknownPosition",
+    "StateFilter",
     "SynapseAdapter",
     "missing_names",
     "write_now",
 ]
 
 Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
+StateIdsAt = Callable[..., Awaitable[Mapping[tuple[str, str], str]]]
+BumpStampOf = Callable[[str], Awaitable[int | None]]
+_T = TypeVar("_T")
 
 # (object, dotted path, must be callable): every name the adapter uses,
 # looked up at install. The objects: the module API, then what `_DERIVED`
@@ -83,11 +90,14 @@ _PROCESS_NAMES: tuple[tuple[str, str, bool], ...] = (
 )
 _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("hs", "get_sliding_sync_handler", True),
+    ("handler", "room_lists", False),
+    ("handler", "get_current_state_ids_at", True),
     ("room_lists", "compute_interested_rooms", True),
     ("room_lists", "_get_newly_joined_and_left_rooms", True),
     ("room_lists", "_get_dm_rooms_for_user", True),
     ("room_lists", "_filter_relevant_rooms_to_send", True),
     ("store", "have_finished_sliding_sync_background_jobs", True),
+    ("store", "get_latest_bump_stamp_for_room", True),
     ("store", "ignored_users", True),
     ("store", "get_invite_config_for_user", True),
     ("store", "get_forgotten_rooms_for_user", True),
@@ -110,10 +120,8 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
 # new object's name, how to get it from the name's value).
 _DERIVED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("api", "_hs"): ("hs", lambda hs: hs),
-    ("hs", "get_sliding_sync_handler"): (
-        "room_lists",
-        lambda get: getattr(get(), "room_lists", None),
-    ),
+    ("hs", "get_sliding_sync_handler"): ("handler", lambda get: get()),
+    ("handler", "room_lists"): ("room_lists", lambda room_lists: room_lists),
     ("hs", "get_datastores"): ("store", lambda get: getattr(get(), "main", None)),
     ("store", "get_events_stream_id_generator"): ("events_ids", lambda get: get()),
 }
@@ -136,6 +144,13 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (RoomStatusMap, "_statuses"),
     (RoomSyncConfig, "timeline_limit"),
     (RoomSyncConfig, "required_state_map"),
+    (StateFilter, "types"),
+    (StateFilter, "include_others"),
+)
+# Methods of those classes the adapter calls.
+_METHODS: tuple[tuple[type, str], ...] = (
+    (RoomStatusMap, "have_sent_room"),
+    (StateFilter, "from_types"),
 )
 
 
@@ -168,6 +183,11 @@ def missing_names(api: Any, *, seam: bool = True) -> list[str]:
             for owner, field in _FIELDS
             if field not in attr.fields_dict(owner)
         ]
+        missing += [
+            f"{owner.__name__}.{name}"
+            for owner, name in _METHODS
+            if not callable(getattr(owner, name, None))
+        ]
     return missing
 
 
@@ -178,8 +198,12 @@ class SynapseAdapter:
         self._hs = hs
 
     @functools.cached_property
+    def _handler(self) -> Any:
+        return self._hs.get_sliding_sync_handler()
+
+    @functools.cached_property
     def _room_lists(self) -> Any:
-        return self._hs.get_sliding_sync_handler().room_lists
+        return self._handler.room_lists
 
     @functools.cached_property
     def _store(self) -> Any:
@@ -189,6 +213,18 @@ class SynapseAdapter:
     def original_compute_interested_rooms(self) -> Compute:
         """Synapse's own method (as it was before `replace_compute_interested_rooms`)."""
         return self._room_lists.compute_interested_rooms
+
+    @functools.cached_property
+    def original_current_state_ids_at(self) -> StateIdsAt:
+        """Synapse's own `get_current_state_ids_at` (as it was before
+        `replace_current_state_ids_at`)."""
+        return self._handler.get_current_state_ids_at
+
+    @functools.cached_property
+    def original_latest_bump_stamp(self) -> BumpStampOf:
+        """Synapse's own `get_latest_bump_stamp_for_room` (as it was before
+        `replace_latest_bump_stamp`)."""
+        return self._store.get_latest_bump_stamp_for_room
 
     @classmethod
     def from_module_api(cls, api: Any) -> SynapseAdapter:
@@ -287,6 +323,51 @@ class SynapseAdapter:
 
     def now_ms(self) -> int:
         return self._hs.get_clock().time_msec()
+
+    # --- the per-room seam: SlidingSyncHandler.get_current_state_ids_at ---------
+
+    def replace_current_state_ids_at(self, replacement: StateIdsAt) -> None:
+        """Puts `replacement` in place of the handler's method (on the one
+        instance the servlet uses; the handler's `get_current_state_at`
+        calls it through the instance)."""
+        _ = self.original_current_state_ids_at  # Synapse's own, kept before replacing
+        self._handler.get_current_state_ids_at = replacement
+
+    def replace_latest_bump_stamp(
+        self, replacement: Callable[[str], Awaitable[int | None]]
+    ) -> None:
+        """Puts `replacement` in place of the store's method (a plain method:
+        its one caller is the sliding-sync handler's bump stamp)."""
+        _ = self.original_latest_bump_stamp  # Synapse's own, kept before replacing
+        self._store.get_latest_bump_stamp_for_room = replacement
+
+    @staticmethod
+    def never_sent(state: Any, room_ids: Iterable[str]) -> set[str]:
+        """Of these rooms, those never sent on the connection (Synapse's
+        `PerConnectionState`)."""
+        rooms = state.rooms
+        return {
+            room_id
+            for room_id in room_ids
+            if rooms.have_sent_room(room_id).status is HaveSentRoomFlag.NEVER
+        }
+
+    @staticmethod
+    def filter_types(state_filter: StateFilter) -> Mapping[str, Collection[str] | None] | None:
+        """A state filter's types (state keys by type, None: every key), or
+        None when it also asks for every other type."""
+        if state_filter.include_others:
+            return None
+        return state_filter.types
+
+    @staticmethod
+    def state_filter(types: Mapping[str, Collection[str] | None]) -> StateFilter:
+        """The state filter asking for exactly `types`."""
+        return StateFilter.from_types(
+            (event_type, state_key)
+            for event_type, state_keys in types.items()
+            for state_key in (state_keys if state_keys is not None else (None,))
+        )
 
     # --- the store ---------------------------------------------------------------
 
@@ -387,6 +468,20 @@ class SynapseAdapter:
         """The highest events-stream position Synapse has handed out (one
         query): no event is at a position above it."""
         return await self._store.get_events_stream_id_generator().get_max_allocated_token()
+
+
+class Shared(Generic[_T]):
+    """A coroutine run once in the background (Synapse's `run_in_background`,
+    outside the caller's log context), its result awaited by any number of
+    callers. `function` must not raise (a failure gives None)."""
+
+    def __init__(self, function: Callable[..., Awaitable[_T]], *args: Any) -> None:
+        self._observable: ObservableDeferred[_T] = ObservableDeferred(
+            run_in_background(function, *args), consumeErrors=True
+        )
+
+    async def result(self) -> _T:
+        return await make_deferred_yieldable(self._observable.observe())
 
 
 _STATUS = operator.attrgetter("status")

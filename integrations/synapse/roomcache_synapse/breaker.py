@@ -16,15 +16,25 @@ Owns: the state and its clock. May not touch: roomcache, Synapse.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attr
 
+from .client import RoomcacheFailure
+from .config import RoomcacheConfig
 from .metrics import CIRCUIT_OPEN, CIRCUIT_OPENINGS
 
 logger = logging.getLogger(__name__)
+
+# Failures of roomcache itself: they count towards opening the breaker.
+BREAKER_REASONS = frozenset({"unavailable", "timeout"})
+
+
+class CircuitOpen(Exception):
+    """The breaker is open: roomcache is not asked."""
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -58,6 +68,15 @@ class CircuitBreaker:
         # Bumped on every opening and closing: a ticket of an earlier
         # generation reports into a state it was not issued in.
         self._generation = 0
+
+    @classmethod
+    def of_config(cls, config: RoomcacheConfig) -> CircuitBreaker:
+        """The breaker the module's settings describe."""
+        return cls(
+            failures=config.circuit_failures,
+            open_seconds=config.circuit_open_ms / 1000,
+            max_open_seconds=config.circuit_max_open_ms / 1000,
+        )
 
     @property
     def is_open(self) -> bool:
@@ -121,3 +140,27 @@ class CircuitBreaker:
         self._interval = self._first_interval
         self._generation += 1
         CIRCUIT_OPEN.set(0)
+
+
+@contextlib.contextmanager
+def asking(breaker: CircuitBreaker) -> Iterator[None]:
+    """Around one call to roomcache: `CircuitOpen` when the breaker is open;
+    then the breaker hears how it went (a `RoomcacheFailure` of a reason in
+    `BREAKER_REASONS` counts towards opening it, any other answer shows
+    roomcache answers, anything else, such as a cancelled call, frees a
+    probe's place). Exceptions pass on."""
+    ticket = breaker.ticket()
+    if ticket is None:
+        raise CircuitOpen()
+    try:
+        yield
+    except RoomcacheFailure as failure:
+        if failure.reason in BREAKER_REASONS:
+            breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
+        else:
+            breaker.succeeded(ticket)
+        raise
+    except BaseException:
+        breaker.released(ticket)
+        raise
+    breaker.succeeded(ticket)

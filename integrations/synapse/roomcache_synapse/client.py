@@ -1,5 +1,5 @@
 # Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
-"""roomcache's room-list endpoint over its Unix socket, from Synapse's reactor.
+"""roomcache's read endpoints over its Unix socket, from Synapse's reactor.
 
 A small HTTP/1.1 client on Twisted protocols: each call takes a kept-alive
 connection from a pool (or opens one with a `UNIXClientEndpoint`), writes
@@ -178,7 +178,8 @@ class _Connection(Protocol):
 
 
 class RoomcacheClient:
-    """POST /v1/users/{user_id}/room_list on roomcache's socket."""
+    """POST /v1/users/{user_id}/room_list and /v1/rooms/data on roomcache's
+    socket."""
 
     def __init__(
         self,
@@ -203,6 +204,13 @@ class RoomcacheClient:
         once more on a new one (reads change nothing)."""
         started = time.perf_counter()
         answer = await self._post(f"/v1/users/{quote(user_id, safe='')}/room_list", body)
+        REQUEST_SECONDS.observe(time.perf_counter() - started)
+        return answer
+
+    async def rooms_data(self, body: Mapping[str, Any]) -> JsonDict:
+        """The rooms' held current state (`POST /v1/rooms/data`)."""
+        started = time.perf_counter()
+        answer = await self._post("/v1/rooms/data", body)
         REQUEST_SECONDS.observe(time.perf_counter() - started)
         return answer
 

@@ -11,6 +11,7 @@ modules:
       circuit_failures: 1
       circuit_open_ms: 1000
       circuit_max_open_ms: 30000
+      room_state: true
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class RoomcacheConfig:
     """In a process that persists events (a monolith, an event persister):
     wake roomcache's follower as soon as events are committed, so that it
     has them before the next sync request asks."""
+    room_state: bool = True
+    """Answer the per-room current-state lookups of the rooms a request
+    sends in full (`required_state`, the name, ...) from roomcache's held
+    state (docs/synapse.md A.7); false: Synapse's own lookups."""
     held_order_rooms: int = 200_000
     """Rooms of the connections' whole lists held in memory (about 200
     bytes a room), so that a connection asking its whole list again gets
@@ -95,7 +100,12 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         raise ConfigError("roomcache: `bypass_conn_id_prefix` must be a non-empty string")
     enabled = config.get("enabled", True)
     wake_on_persist = config.get("wake_on_persist", True)
-    for key, value in (("enabled", enabled), ("wake_on_persist", wake_on_persist)):
+    room_state = config.get("room_state", True)
+    for key, value in (
+        ("enabled", enabled),
+        ("wake_on_persist", wake_on_persist),
+        ("room_state", room_state),
+    ):
         if not isinstance(value, bool):
             raise ConfigError(f"roomcache: `{key}` must be true or false")
     verify_fraction = config.get("verify_fraction", 0.0)
@@ -121,6 +131,7 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         bypass_conn_id_prefix=prefix,
         verify_fraction=float(verify_fraction),
         wake_on_persist=wake_on_persist,
+        room_state=room_state,
         held_order_rooms=_integer(config, "held_order_rooms", 200_000, 0),
         enabled=enabled,
     )

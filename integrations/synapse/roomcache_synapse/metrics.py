@@ -78,6 +78,28 @@ ENTRIES_FETCHED = Counter(
     "connection's previous position) and the module asked for again.",
 )
 
+ROOM_STATE = Counter(
+    "roomcache_synapse_room_state",
+    "Lookups of a room's current state event IDs in Sliding Sync's per-room data "
+    "(required_state, the name, the avatar and heroes' memberships) by who answered the keys "
+    "roomcache holds (path: roomcache or synapse) and, for synapse, why (reason).",
+    ["path", "reason"],
+)
+
+ROOM_STATE_FETCHES = Counter(
+    "roomcache_synapse_room_state_fetches",
+    "Requests for the rooms' held current state sent to roomcache (one per Sliding Sync "
+    "request that sends rooms in full), by outcome (answered, or why not).",
+    ["outcome"],
+)
+
+BUMP_STAMPS = Counter(
+    "roomcache_synapse_bump_stamps",
+    "Lookups of a room's latest bump stamp in Sliding Sync's per-room data by who answered "
+    "(path: roomcache, from the room-list answer's entry, or synapse) and, for synapse, why.",
+    ["path", "reason"],
+)
+
 HELD_LISTS = Counter(
     "roomcache_synapse_held_lists",
     "Requests with a pos: whether the connection's whole lists were held, so that roomcache "

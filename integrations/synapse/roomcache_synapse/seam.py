@@ -48,7 +48,7 @@ from .assemble import (
     shown_whole,
     unsettled_joined_rooms,
 )
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
 from .held_order import Held, HeldLists, OrderMismatch, asked_alike
@@ -61,6 +61,7 @@ from .metrics import (
     UNAFFECTED,
     UNSETTLED_ROOMS,
 )
+from .per_room import RoomcacheRoomState
 from .position import RoomcachePosition
 from .request import UnsupportedRequest, list_body, room_list_body, stream_token_text
 from .to_send import ConnectionExpired, rooms_to_send
@@ -72,8 +73,6 @@ JsonDict = dict[str, Any]
 
 # Fallbacks logged at most every 10 s (as warnings): they come in runs.
 _QUIET_REASONS = frozenset({"unavailable", "timeout", "circuit_open", "answer_too_large"})
-# Failures of roomcache itself: they count towards opening the breaker.
-_BREAKER_REASONS = frozenset({"unavailable", "timeout"})
 
 
 class Fallback(Exception):
@@ -94,17 +93,15 @@ class RoomcacheRoomLists:
         client: RoomcacheClient,
         config: RoomcacheConfig,
         breaker: CircuitBreaker | None = None,
+        room_state: RoomcacheRoomState | None = None,
     ) -> None:
         self._synapse = synapse
+        self._room_state = room_state
         self._original = synapse.original_compute_interested_rooms
         self._excluded_globally = synapse.rooms_excluded_from_sync
         self._client = client
         self._config = config
-        self._breaker = breaker or CircuitBreaker(
-            failures=config.circuit_failures,
-            open_seconds=config.circuit_open_ms / 1000,
-            max_open_seconds=config.circuit_max_open_ms / 1000,
-        )
+        self._breaker = breaker or CircuitBreaker.of_config(config)
         self._last_quiet_log = 0.0
         self._position = RoomcachePosition(synapse)
         # The whole lists each connection was last shown (see held_order.py).
@@ -131,8 +128,9 @@ class RoomcacheRoomLists:
             "to_token": to_token,
             "from_token": from_token,
         }
+        ours = None
         try:
-            result = await self._from_roomcache(**arguments)
+            result = ours = await self._from_roomcache(**arguments)
             path, reason = "roomcache", ""
             if verify.should_verify(self._config.verify_fraction, sync_config):
                 checked = await verify.verified(result, self._original, arguments)
@@ -152,7 +150,21 @@ class RoomcacheRoomLists:
             result = await self._original(**arguments)
         ROOM_LISTS.labels(path=path, reason=reason).inc()
         SEAM_SECONDS.labels(path=path).observe(time.perf_counter() - started)
+        if self._room_state is not None:
+            await self._prepare_room_state(arguments, result, result is ours)
         return result
+
+    async def _prepare_room_state(
+        self, arguments: Mapping[str, Any], result: SlidingSyncInterestedRooms, ours: bool
+    ) -> None:
+        """The per-room seam's one fetch for the rooms this request sends."""
+        assert self._room_state is not None
+        try:
+            await self._room_state.prepare(
+                **arguments, interested=result, lists_from_roomcache=ours
+            )
+        except Exception:
+            logger.exception("roomcache: preparing the rooms' state failed; Synapse's way")
 
     def _log_fallback(self, sync_config: Any, fallback: Fallback) -> None:
         if fallback.reason in ("bypass", "no_lists"):
@@ -340,25 +352,17 @@ class RoomcacheRoomLists:
 
     @contextlib.contextmanager
     def _through_breaker(self) -> Iterator[None]:
-        """Around one call to roomcache: `Fallback` when the circuit breaker
-        is open or the call fails; the breaker hears how it went (timeouts
-        and unavailability count towards opening it, any other answer shows
-        roomcache answers, a cancelled call frees a probe's place)."""
-        ticket = self._breaker.ticket()
-        if ticket is None:
-            raise Fallback("circuit_open", "roomcache timed out or was unavailable recently")
+        """Around one call to roomcache (`breaker.asking`): `Fallback` when
+        the circuit breaker is open or the call fails."""
         try:
-            yield
+            with asking(self._breaker):
+                yield
+        except CircuitOpen:
+            raise Fallback(
+                "circuit_open", "roomcache timed out or was unavailable recently"
+            ) from None
         except RoomcacheFailure as failure:
-            if failure.reason in _BREAKER_REASONS:
-                self._breaker.failed(ticket, f"{failure.reason} ({failure.detail})")
-            else:
-                self._breaker.succeeded(ticket)
             raise Fallback(failure.reason, failure.detail) from failure
-        except BaseException:
-            self._breaker.released(ticket)
-            raise
-        self._breaker.succeeded(ticket)
 
     async def _check_token(self, token: StreamPosition) -> None:
         """An answer's token is never beyond what Synapse has handed out. The
@@ -491,6 +495,15 @@ class RoomcacheRoomLists:
         lacking = answer.lacking_entries(relevant_to_send)
         if lacking:
             await self._fetch_entries(user_id, answer, lacking, to_token, facts)
+        memberships = await self._memberships(answer, relevant_to_send)
+        if self._room_state is not None:
+            self._room_state.note_bump_stamps(
+                {
+                    room_id: answer.entry(room_id).bump_stamp
+                    for room_id, membership in memberships.items()
+                    if membership.membership == "join"
+                }
+            )
         return SlidingSyncInterestedRooms(
             lists=assembled.lists,
             relevant_room_map=relevant,
@@ -498,7 +511,7 @@ class RoomcacheRoomLists:
             all_rooms=assembled.all_rooms | relevant.keys(),
             # Synapse's caller reads the memberships of the rooms it sends
             # only.
-            room_membership_for_user_map=await self._memberships(answer, relevant_to_send),
+            room_membership_for_user_map=memberships,
             newly_joined_rooms=facts.newly_joined,
             newly_left_rooms=facts.newly_left,
             dm_room_ids=await self._synapse.dm_rooms(user_id),

@@ -52,6 +52,7 @@ class Options:
     element_x: ElementXOptions = field(default_factory=ElementXOptions)
     build_concurrency: int = 6
     rebuild: bool = False
+    room_state: bool = True
 
 
 class DatasetMismatch(Exception):
@@ -135,6 +136,12 @@ def parse(arguments: Sequence[str]) -> Options:
         default=None,
         help="roomcache's source poll interval (default: roomcache's own)",
     )
+    parser.add_argument(
+        "--no-room-state",
+        action="store_true",
+        help="the module leaves the rooms' current-state lookups to Synapse (its per-room "
+        "seam off: the module's room lists only)",
+    )
     parsed = parser.parse_args(arguments)
     known = {case.name for case in (*CASES, *ELEMENT_X_CASES)}
     cases = tuple(parsed.cases.split(","))
@@ -159,13 +166,17 @@ def parse(arguments: Sequence[str]) -> Options:
         ),
         build_concurrency=parsed.build_concurrency,
         rebuild=parsed.rebuild,
+        room_state=not parsed.no_room_state,
     )
 
 
-def module_config(directory: Path, socket_path: Path, *, default_caches: bool) -> Path:
-    """The roomcache module (never verifying: it would double Synapse's work)
-    and, after it, the phase timer; unless `default_caches`, a snapshot cache
-    large enough for every user."""
+def module_config(
+    directory: Path, socket_path: Path, *, default_caches: bool, room_state: bool = True
+) -> Path:
+    """The roomcache module (never verifying: it would double Synapse's work;
+    its per-room seam on unless not `room_state`) and, after it, the phase
+    timer; unless `default_caches`, a snapshot cache large enough for every
+    user."""
     caches = "" if default_caches else f"caches:\n  per_cache_factors:\n    {SNAPSHOT_CACHE}: 5\n"
     path = directory / "modules.yaml"
     path.write_text(
@@ -175,6 +186,7 @@ def module_config(directory: Path, socket_path: Path, *, default_caches: bool) -
         f"      socket_path: {socket_path}\n"
         f"      bypass_conn_id_prefix: {BYPASS_PREFIX}\n"
         "      verify_fraction: 0\n"
+        f"      room_state: {'true' if room_state else 'false'}\n"
         "  - module: roomcache_synapse_bench.phases.PhaseTimer\n"
         "    config: {}\n"
     )
@@ -209,6 +221,7 @@ def run(options: Options) -> Outcome:
                 options.directory,
                 roomcache_directory / "roomcache.sock",
                 default_caches=options.default_caches,
+                room_state=options.room_state,
             )
         ],
         metrics=True,

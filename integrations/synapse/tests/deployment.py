@@ -48,6 +48,21 @@ class ModuleDeployment:
                 counts[("held_lists", label["used"])] = value
         return counts
 
+    def room_state_counts(self) -> dict[tuple[str, str], float]:
+        """The per-room seam's counters: state lookups by (path, reason),
+        fetches by ("fetch", outcome), bump stamps by ("bump_stamp_" + path,
+        reason)."""
+        counts: dict[tuple[str, str], float] = {}
+        for (name, labels), value in self.homeserver.metrics().items():
+            label = dict(labels)
+            if name == "roomcache_synapse_room_state_total":
+                counts[(label["path"], label["reason"])] = value
+            elif name == "roomcache_synapse_room_state_fetches_total":
+                counts[("fetch", label["outcome"])] = value
+            elif name == "roomcache_synapse_bump_stamps_total":
+                counts[("bump_stamp_" + label["path"], label["reason"])] = value
+        return counts
+
 
 def module_config(directory: Path, socket_path: Path, **settings: Any) -> Path:
     """homeserver.yaml's `modules:` for the module, written into `directory`;

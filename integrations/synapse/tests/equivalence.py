@@ -212,3 +212,25 @@ def assert_answered_from_roomcache(counts: dict[tuple[str, str], int], requests:
     assert set(fallbacks) <= ALLOWED_FALLBACKS, fallbacks
     assert from_roomcache >= 0.9 * requests
     assert verified == from_roomcache
+
+
+# State lookups the per-room seam leaves to Synapse in the equivalence
+# workloads, and why: the connections bypassing the module; rooms sent
+# incrementally (their state changes come from Synapse's deltas; a lookup
+# there is for state newly asked for, a new name or heroes); rooms left or
+# banned (the state at the leave); all state asked for (`["*", "*"]`); only
+# keys roomcache does not hold (heroes' memberships).
+ALLOWED_ROOM_STATE_FALLBACKS = {"bypass", "not_fetched", "membership", "state_filter", "not_held"}
+
+
+def assert_room_state_from_roomcache(counts: dict[tuple[str, str], int], at_least: int) -> None:
+    """The per-room seam's counters over a workload: at least `at_least`
+    state lookups answered from roomcache, every fetch answered, the other
+    lookups Synapse's for an allowed reason."""
+    counts = dict(counts)
+    from_roomcache = counts.pop(("roomcache", ""), 0)
+    fetches = {outcome: n for (kind, outcome), n in counts.items() if kind == "fetch"}
+    assert set(fetches) == {"answered"}, fetches
+    fallbacks = {reason: n for (path, reason), n in counts.items() if path == "synapse"}
+    assert set(fallbacks) <= ALLOWED_ROOM_STATE_FALLBACKS, fallbacks
+    assert from_roomcache >= at_least, (from_roomcache, at_least)

@@ -6,7 +6,9 @@ socket, between the module and the real roomcache.
 
 Each request the module sends is passed to the real roomcache, and its
 answer passed back, changed as `mode` says: honest (unchanged), values of
-the right shape but the wrong type or range, a token from the far future,
+the right shape but the wrong type or range (room lists' answers), a state
+key of a type roomcache does not hold (rooms' data answers), a token from
+the far future,
 an answer announcing 2 GB and streaming it as fast as the module reads,
 or no answer at all (the request is read, and the connection held open
 until the module gives up). The requests' bodies are kept (`requests`).
@@ -55,12 +57,22 @@ def _set_entries(key: str, value: Callable[[Any], Any]) -> Callable[[JsonDict], 
     return change
 
 
-# Answers of the right shape with wrong values (issue 18's examples).
-CHANGES: dict[str, Callable[[JsonDict], None]] = {
-    "wrong_count": _set_counts,
-    "wrong_membership": _set_entries("membership", lambda _: "bogus"),
-    "string_ordering": _set_entries("event_stream_ordering", str),
-    "far_future_token": lambda answer: answer.update(token="s9999999999"),
+def _foreign_state_key(answer: JsonDict) -> None:
+    for room in answer["rooms"].values():
+        if "state" in room:
+            room["state"].append(["m.room.member", "@someone:hs", "$member"])
+
+
+_ROOM_LIST = "/v1/users/"
+_ROOMS_DATA = "/v1/rooms/data"
+# Answers of the right shape with wrong values (issue 18's examples), each
+# for the answers of the path it names.
+CHANGES: dict[str, tuple[str, Callable[[JsonDict], None]]] = {
+    "wrong_count": (_ROOM_LIST, _set_counts),
+    "wrong_membership": (_ROOM_LIST, _set_entries("membership", lambda _: "bogus")),
+    "string_ordering": (_ROOM_LIST, _set_entries("event_stream_ordering", str)),
+    "far_future_token": (_ROOM_LIST, lambda answer: answer.update(token="s9999999999")),
+    "foreign_state_key": (_ROOMS_DATA, _foreign_state_key),
 }
 MODES = ("honest", "huge", "hang", *CHANGES)
 
@@ -91,8 +103,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 peer.huge_bytes_sent = _stream_huge(connection)
                 return
             status, answer = peer.forward(path, body)
-            change = CHANGES.get(mode)
-            if change is not None and status == 200:
+            prefix, change = CHANGES.get(mode, ("", None))
+            if change is not None and status == 200 and path.startswith(prefix):
                 change(answer)
             data = json.dumps(answer).encode()
             head = (

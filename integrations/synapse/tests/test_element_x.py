@@ -30,7 +30,7 @@ from roomcache_synapse_bench.dataset import (
 
 from .client import Client, JsonDict
 from .deployment import BYPASS_PREFIX, ModuleDeployment, counts_since
-from .equivalence import assert_answered_from_roomcache
+from .equivalence import assert_answered_from_roomcache, assert_room_state_from_roomcache
 from .harness import Homeserver
 
 SMALL, LARGE = SIZES = (10, 45)
@@ -96,6 +96,7 @@ def test_element_x_requests_equal_synapse_own(with_module: ModuleDeployment) -> 
         for subscriptions in ([], dataset.on_screen)
     ]
     before = with_module.room_list_counts()
+    state_before = with_module.room_state_counts()
 
     found: list[str] = []
     for observer in observers:
@@ -115,6 +116,16 @@ def test_element_x_requests_equal_synapse_own(with_module: ModuleDeployment) -> 
     counts = counts_since(before, with_module.room_list_counts())
     print(f"room lists computed, by (path, reason): {counts}")
     assert_answered_from_roomcache(counts, sum(observer.requests for observer in observers))
+    # The rooms' required_state and names came from roomcache's held state:
+    # two lookups (name, required_state) for every room sent in full on the
+    # module's connections (the loading sequence's rooms at least).
+    state_counts = counts_since(state_before, with_module.room_state_counts())
+    print(f"room state lookups, by (path, reason): {state_counts}")
+    loaded = sum(len(observer.rooms_sent) for observer in observers)
+    assert_room_state_from_roomcache(state_counts, at_least=loaded)
+    # Bump stamps Synapse looked up (rooms whose timeline had no bump
+    # event): from the room-list answer's entries on the module's side.
+    assert state_counts.get(("bump_stamp_roomcache", ""), 0) > 0
     # Loaded, each connection holds its whole list: the steady requests ask
     # roomcache only for the rooms that moved, but after a change of one of
     # the user's own memberships, and after a list showing a room left

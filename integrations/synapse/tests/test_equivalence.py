@@ -7,7 +7,11 @@ incremental requests."""
 from __future__ import annotations
 
 from .deployment import ModuleDeployment, counts_since
-from .equivalence import Observer, assert_answered_from_roomcache
+from .equivalence import (
+    Observer,
+    assert_answered_from_roomcache,
+    assert_room_state_from_roomcache,
+)
 from .workload import Workload
 
 
@@ -27,6 +31,7 @@ def _compare_over_the_workload(with_module: ModuleDeployment, prefix: str) -> No
     workload = Workload(with_module.homeserver, prefix)
     observers = [Observer(client) for client in workload.observers]
     before = with_module.room_list_counts()
+    state_before = with_module.room_state_counts()
     differences: list[str] = []
     for number, (name, step) in enumerate(workload.steps()):
         step()
@@ -40,3 +45,8 @@ def _compare_over_the_workload(with_module: ModuleDeployment, prefix: str) -> No
 
     requests = sum(observer.requests for observer in observers)
     assert_answered_from_roomcache(counts, requests)
+    state_counts = counts_since(state_before, with_module.room_state_counts())
+    print(f"room state lookups, by (path, reason): {state_counts}")
+    # Each observer's initial requests send rooms in full (one per request
+    # at least).
+    assert_room_state_from_roomcache(state_counts, at_least=len(observers))

@@ -82,6 +82,24 @@ def test_wrong_answers_are_never_served(with_module_via_peer: ModuleDeployment) 
             growth = deployment.homeserver.rss_bytes() - rss_before
             assert growth < 64 * 1024 * 1024, f"Synapse grew by {growth} bytes"
 
+    # Rooms' data with a key roomcache does not hold: the room lists come
+    # from roomcache, every state lookup is Synapse's (`bad_answer`).
+    peer.mode = "foreign_state_key"
+    before = deployment.room_list_counts()
+    state_before = deployment.room_state_counts()
+    for observer in observers:
+        observer.restart()
+    differences = _compare_all(observers)
+    peer.mode = "honest"
+    counts = counts_since(before, deployment.room_list_counts())
+    state_counts = counts_since(state_before, deployment.room_state_counts())
+    print(f"foreign_state_key: {counts} {state_counts}")
+    assert differences == [], "foreign_state_key: " + "\n".join(differences)
+    assert counts.get(("roomcache", ""), 0) == len(observers), counts
+    assert state_counts.get(("fetch", "bad_answer"), 0) == len(observers), state_counts
+    assert state_counts.get(("synapse", "bad_answer"), 0) > 0, state_counts
+    assert state_counts.get(("roomcache", ""), 0) == 0, state_counts
+
     # Honest again: answers come from roomcache, and the position the module
     # remembers is one Synapse has handed out (the far-future token was not
     # remembered), so roomcache may answer early again.

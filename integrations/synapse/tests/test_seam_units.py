@@ -18,8 +18,6 @@ import pytest
 from prometheus_client import REGISTRY
 from synapse.api.errors import SlidingSyncUnknownPosition
 from synapse.handlers.sliding_sync.room_lists import SlidingSyncRoomLists
-from synapse.server import HomeServer
-from synapse.storage.databases.main import DataStore
 from synapse.types import RoomStreamToken, UserID, create_requester
 from synapse.types.handlers.sliding_sync import (
     HaveSentRoom,
@@ -29,11 +27,11 @@ from synapse.types.handlers.sliding_sync import (
     SlidingSyncConfig,
 )
 
-from roomcache_synapse import RoomcacheModule
-from roomcache_synapse.adapter import SynapseAdapter, missing_names
+from roomcache_synapse.adapter import SynapseAdapter
 from roomcache_synapse.breaker import CircuitBreaker
 from roomcache_synapse.client import RoomcacheClient, RoomcacheFailure
 from roomcache_synapse.config import parse_config
+from roomcache_synapse.per_room import RoomcacheRoomState
 from roomcache_synapse.seam import RoomcacheRoomLists
 from roomcache_synapse.to_send import (
     ConnectionExpired,
@@ -131,7 +129,10 @@ class Deployment:
             max_open_seconds=self.config.circuit_max_open_ms / 1000,
             clock=self.clock,
         )
-        self.seam = RoomcacheRoomLists(synapse, self.client, self.config, self.breaker)
+        self.room_state = Mock(spec=RoomcacheRoomState)
+        self.seam = RoomcacheRoomLists(
+            synapse, self.client, self.config, self.breaker, self.room_state
+        )
 
     def sync(
         self, config: SlidingSyncConfig | None = None, to_token: Any = None, from_token: Any = None
@@ -189,6 +190,21 @@ def test_lists_come_from_roomcache() -> None:
     body = deployment.last_body()
     assert (body["wait_for"], body["at"], body["lists"]["0"]["ranges"]) == ("s20", "s20", [[0, 1]])
     deployment.synapse.original_compute_interested_rooms.assert_not_awaited()
+
+
+def test_the_per_room_seam_hears_of_the_lists() -> None:
+    """The joined rooms' bump stamps of roomcache's answer are noted, and
+    the per-room seam prepared with the result, whichever way it came."""
+    deployment = Deployment()
+    result, _ = deployment.sync()
+    deployment.room_state.note_bump_stamps.assert_called_once_with({"!a:hs": 12})
+    prepared = deployment.room_state.prepare.call_args.kwargs
+    assert (prepared["interested"], prepared["lists_from_roomcache"]) == (result, True)
+    deployment.client.room_lists.side_effect = RoomcacheFailure("unavailable", "gone")
+    result, who = deployment.sync()
+    assert (result, who) == (SYNAPSE_RESULT, "unavailable")
+    prepared = deployment.room_state.prepare.call_args.kwargs
+    assert (prepared["interested"], prepared["lists_from_roomcache"]) == (SYNAPSE_RESULT, False)
 
 
 def _answer_with(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
@@ -404,80 +420,6 @@ def test_no_unaffected_shortcut_when_the_user_s_membership_changed() -> None:
     assert "unaffected" not in deployment.last_body()
 
 
-# --- the adapter's check at install -------------------------------------------------
-
-
-def synapse_objects() -> tuple[Mock, Mock, Mock, Mock]:
-    """A module API, homeserver, sliding-sync room lists and store, as
-    `Mock(spec=…)` of Synapse's classes with the instance attributes the
-    module uses."""
-    room_lists = Mock(spec=SlidingSyncRoomLists)
-    # Synapse's cached methods cannot be read from the class: the names are.
-    store = Mock(spec=dir(DataStore))
-    for cache in (
-        "_membership_stream_cache",
-        "_events_stream_cache",
-        "_account_data_stream_cache",
-        "_curr_state_delta_stream_cache",
-    ):
-        setattr(store, cache, Mock())
-    store.db_pool = Mock()
-    hs = Mock(spec=HomeServer)
-    hs.get_sliding_sync_handler.return_value = Mock(room_lists=room_lists)
-    hs.get_datastores.return_value = Mock(main=store)
-    hs.config = Mock()
-    hs.get_instance_name.return_value = "main"
-    hs.config.worker.writers.events = ["p1"]  # not this process: no wake-ups
-    hs.config.worker.worker_app = None
-    client_listener = Mock()
-    client_listener.http_options.resources = [Mock(names=["client", "federation"])]
-    hs.config.server.listeners = [client_listener]
-    api = Mock(spec=["_hs"])
-    api._hs = hs
-    return api, hs, room_lists, store
-
-
-def test_every_name_is_found_on_synapse_s_classes() -> None:
-    api, *_ = synapse_objects()
-    assert missing_names(api) == []
-
-
-def test_a_missing_name_is_reported_and_synapse_is_untouched() -> None:
-    api, _, room_lists, store = synapse_objects()
-    original = room_lists.compute_interested_rooms
-    del room_lists._filter_relevant_rooms_to_send
-    del store._events_stream_cache
-    assert missing_names(api) == [
-        "room_lists._filter_relevant_rooms_to_send",
-        "store._events_stream_cache.get_all_entities_changed",
-    ]
-    module = RoomcacheModule(parse_config({"socket_path": "/rc.sock"}), api)
-    assert not module.installed
-    assert room_lists.compute_interested_rooms is original
-    assert "api._hs" in missing_names(Mock(spec=[]))
-
-
-def test_room_versions_come_from_the_cache_then_one_query() -> None:
-    _, hs, _, store = synapse_objects()
-    cached = {"!a:hs": "10"}
-    store.get_room_version_id = Mock()
-    store.get_room_version_id.cache.get_immediate.side_effect = (
-        lambda room_id, default, update_metrics: cached.get(room_id, default)
-    )
-    store.db_pool.simple_select_many_batch = AsyncMock(
-        return_value=[("!b:hs", "9"), ("!c:hs", None)]
-    )
-    adapter = SynapseAdapter(hs)
-    versions = asyncio.run(adapter.room_versions(["!a:hs", "!b:hs", "!c:hs"]))
-    assert versions == {"!a:hs": "10", "!b:hs": "9"}
-    store.db_pool.simple_select_many_batch.assert_awaited_once()
-    assert store.db_pool.simple_select_many_batch.call_args.kwargs["iterable"] == [
-        "!b:hs",
-        "!c:hs",
-    ]
-    store.get_room_version_id.prefill.assert_called_once_with(("!b:hs",), "9")
-
-
 # --- the rooms to send, against Synapse's own decision ------------------------------
 
 
@@ -595,128 +537,3 @@ def test_a_new_events_position_wakes_roomcache_once_at_a_time() -> None:
     waker.on_new_stream_data()
     asyncio.run(started[1]())  # a failure is logged, never raised
     assert client.wake.await_count == 3
-
-
-# --- short entries (entries: changed) -------------------------------------------------
-
-
-def test_short_entries_of_rooms_to_send_are_asked_for() -> None:
-    deployment = Deployment()
-    first = good_answer()
-    # !a:hs unchanged since pos (short), but never sent on this connection.
-    first["lists"]["0"]["ranges"][0]["rooms"][0] = {"room_id": "!a:hs", "recency": 12}
-    second = good_answer(
-        lists={"0": {"count": 3, "ranges": []}},
-        rooms={"!a:hs": entry("!a:hs")},
-    )
-    deployment.client.room_lists.side_effect = [first, second]
-    from_token = Mock(room_key=RoomStreamToken(stream=15))
-    result, who = deployment.sync(from_token=from_token)
-    assert who == "roomcache"
-    assert deployment.client.room_lists.await_count == 2
-    asked = deployment.client.room_lists.call_args_list
-    assert asked[0].args[1]["entries"] == "changed"
-    assert (asked[1].args[1]["room_ids"], asked[1].args[1]["wait_for"]) == (["!a:hs"], "s20")
-    assert result.room_membership_for_user_map["!a:hs"].event_id == "$join"
-    # The second answer must hold it.
-    deployment.client.room_lists.side_effect = [first, good_answer(lists=second["lists"])]
-    assert deployment.sync(from_token=from_token)[1] == "bad_answer"
-
-
-def test_rooms_that_only_moved_are_placed_by_synapse() -> None:
-    deployment = Deployment()
-    # An early answer at s18 for a request at s20: !b:hs had a message at
-    # 19, roomcache sets it apart with its recency at s18.
-    deployment.client.room_lists.return_value = good_answer(
-        token="s18",
-        unaffected=True,
-        lists={
-            "0": {
-                "count": 3,
-                "ranges": [],
-                "settled": [entry("!a:hs", recency=12), entry("!c:hs", recency=5)],
-                "unsettled": [entry("!b:hs", recency=11)],
-            }
-        },
-    )
-    deployment.synapse.positions_at_token.return_value = {"!b:hs": 19}
-    result, who = deployment.sync()
-    assert who == "roomcache"
-    assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!a:hs"]
-
-
-# --- held lists (entries: changed_only) -----------------------------------------------
-
-
-def _whole_list_answer(token_text: str, rooms: list[dict[str, Any]], **changes: Any) -> Any:
-    end = len(rooms) - 1
-    return good_answer(
-        token=token_text,
-        lists={"0": {"count": len(rooms), "ranges": [{"range": [0, end], "rooms": rooms}]}},
-        **changes,
-    )
-
-
-def _every_room_sent_before(deployment: Deployment) -> None:
-    deployment.synapse.previous_connection.return_value = PreviousConnection(
-        never_sent=lambda rooms: set(), previously=[], room_configs={}, last_used_ts=None
-    )
-
-
-def test_a_connection_shown_its_whole_list_gets_only_what_moved_next() -> None:
-    deployment = Deployment()
-    _every_room_sent_before(deployment)
-    config = sync_config(all=list_config([(0, 2)]))
-    deployment.client.room_lists.return_value = _whole_list_answer(
-        "s20",
-        [entry("!a:hs", recency=12), entry("!b:hs", recency=11), entry("!c:hs", recency=5)],
-    )
-    result, who = deployment.sync(config, to_token=token(20))
-    assert who == "roomcache"
-    assert "entries" not in deployment.last_body()  # no pos: whole entries
-    # With its pos: only !c:hs, which had a message at 25, comes back; the
-    # others keep their places. And again from there: !b:hs moves up.
-    steps = [
-        (20, 30, "!c:hs", ["!c:hs", "!a:hs", "!b:hs"]),
-        (30, 40, "!b:hs", ["!b:hs", "!c:hs", "!a:hs"]),
-    ]
-    for since, at, moved, order in steps:
-        deployment.synapse.current_room_token.return_value = RoomStreamToken(stream=at)
-        only_moved = {"range": [0, 2], "rooms": [entry(moved, recency=at - 5)]}
-        deployment.client.room_lists.return_value = good_answer(
-            token=f"s{at}",
-            lists={"0": {"count": 3, "ranges": [only_moved]}},
-            other_rooms=[moved],
-        )
-        pos = Mock(room_key=RoomStreamToken(stream=since))
-        result, who = deployment.sync(config, to_token=token(at), from_token=pos)
-        assert who == "roomcache"
-        body = deployment.last_body()
-        assert (body["entries"], body["lists"]["0"]["ranges"]) == ("changed_only", [[0, 2]])
-        assert result.lists["all"].ops[0].room_ids == order
-
-
-def test_held_lists_are_not_used_after_a_membership_change_or_a_miscount() -> None:
-    deployment = Deployment()
-    _every_room_sent_before(deployment)
-    config = sync_config(all=list_config([(0, 1)]))
-    whole = _whole_list_answer("s20", [entry("!a:hs", recency=12), entry("!b:hs", recency=11)])
-    deployment.client.room_lists.return_value = whole
-    assert deployment.sync(config, to_token=token(20))[1] == "roomcache"
-    # A membership of the user changed after pos: the whole list is asked.
-    deployment.synapse.membership_changed_since.return_value = True
-    deployment.client.room_lists.return_value = whole
-    pos = Mock(room_key=RoomStreamToken(stream=20))
-    assert deployment.sync(config, to_token=token(20), from_token=pos)[1] == "roomcache"
-    assert deployment.last_body()["entries"] == "changed"
-    # Held again (the last answer showed the whole list); roomcache now
-    # counts a room the held list lacks: Synapse's way, and nothing held.
-    deployment.synapse.membership_changed_since.return_value = False
-    deployment.client.room_lists.return_value = good_answer(
-        lists={"0": {"count": 3, "ranges": [{"range": [0, 1], "rooms": []}]}}
-    )
-    assert deployment.sync(config, to_token=token(20), from_token=pos)[1] == "held_order_mismatch"
-    assert deployment.last_body()["entries"] == "changed_only"
-    deployment.client.room_lists.return_value = whole
-    assert deployment.sync(config, to_token=token(20), from_token=pos)[1] == "roomcache"
-    assert deployment.last_body()["entries"] == "changed"

@@ -1,0 +1,293 @@
+# Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
+"""The per-room seam: the current-state event IDs of the rooms a Sliding
+Sync request sends in full, answered from roomcache's held state.
+
+For each room it sends, Synapse's handler looks up current-state event IDs
+through one method, `get_current_state_ids_at` (the room's name; its
+`required_state` with the avatar and the heroes' memberships; state newly
+asked for on a connection): for a joined room, a query on
+`current_state_events`, uncached when the filter has a wildcard state key
+(Element X's request has four). This seam replaces that method on the
+handler's instance:
+
+* After the room lists (`prepare`, called by the room-list seam, whichever
+  way they were computed), it starts ONE request to roomcache
+  (`POST /v1/rooms/data`, waiting for the request's token) for every room
+  the request sends in full (initial: no `pos`, newly joined, or never
+  sent on the connection) whose membership at the token is `join`, and
+  keeps it for the request (a context variable: Twisted copies it into
+  the per-room coroutines).
+* Each lookup of such a room takes the keys roomcache holds from that
+  answer and asks Synapse (its per-key cache) for the rest; any other
+  lookup is Synapse's own, counted by reason.
+
+Synapse reads a joined room's current state as it is when it looks, not
+rewound to the token; roomcache's answer is at its token, at or after the
+request's, which is as current.
+
+Owns: which lookups roomcache answers, and how. May not touch: Synapse's
+private names (the adapter's), the wire (the client's).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import attr
+
+from .adapter import Shared, SlidingSyncInterestedRooms, SynapseAdapter
+from .answer import BadAnswer
+from .breaker import CircuitBreaker, CircuitOpen, asking
+from .client import RoomcacheClient, RoomcacheFailure
+from .config import RoomcacheConfig
+from .metrics import BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES
+from .request import stream_token_text
+from .room_state import FilterTypes, RoomDataAnswer, StateKey, parse_room_data
+from .tokens import StreamPosition
+
+logger = logging.getLogger(__name__)
+
+_CREATE = ("m.room.create", "")
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Batch:
+    """The rooms' held state one request asked roomcache for."""
+
+    to_token: Any
+    """The request's token (Synapse's `StreamToken`, the very object)."""
+    asked: frozenset[str]
+    skipped: Mapping[str, str]
+    """Rooms sent in full but not asked for, with why (`partial_state`)."""
+    fetched: Shared[RoomDataAnswer | str] | None
+    """roomcache's answer, or why there is none."""
+    declined: str | None = None
+    """Why no lookup of this request is roomcache's (`bypass`)."""
+    bump_stamps: Mapping[str, int] = attr.ib(factory=dict)
+    """The joined rooms' bump stamps of the room-list answer, when the
+    request's room lists are roomcache's."""
+
+
+_BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
+    "roomcache_room_state", default=None
+)
+# The bump stamps the room-list seam noted for the request being computed.
+_NOTED: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
+    "roomcache_bump_stamps", default=None
+)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Decline:
+    """This lookup is Synapse's own; `reason` is counted."""
+
+    reason: str
+
+
+def rooms_sent_in_full(
+    joined_to_send: Iterable[str],
+    from_token: Any | None,
+    newly_joined: Collection[str],
+    never_sent: Collection[str],
+) -> list[str]:
+    """Of the joined rooms to send, those Synapse sends in full (its
+    `initial`): all of them on a request without `pos`, else the newly
+    joined ones and those never sent on the connection."""
+    if from_token is None:
+        return list(joined_to_send)
+    return [room for room in joined_to_send if room in newly_joined or room in never_sent]
+
+
+def answer_from(
+    answer: RoomDataAnswer, room_id: str, types: FilterTypes
+) -> tuple[dict[StateKey, str], FilterTypes] | Decline:
+    """The event IDs of the keys of `types` roomcache holds for the room,
+    and the types left for Synapse; `Decline` when roomcache does not know
+    the room or holds none of the keys."""
+    held, rest = answer.held.split(types)
+    if not held:
+        return Decline("not_held")
+    if room_id in answer.unknown:
+        return Decline("room_unknown")
+    state = answer.states[room_id]
+    # Every room's current state has its create event: an answer without
+    # it is not one Synapse would give.
+    if answer.held.holds(*_CREATE) and _CREATE not in state.ids:
+        return Decline("room_unknown")
+    return state.pick(held), rest
+
+
+class RoomcacheRoomState:
+    """Replaces `get_current_state_ids_at` on the sliding-sync handler."""
+
+    def __init__(
+        self,
+        synapse: SynapseAdapter,
+        client: RoomcacheClient,
+        config: RoomcacheConfig,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self._synapse = synapse
+        self._original = synapse.original_current_state_ids_at
+        self._original_bump_stamp = synapse.original_latest_bump_stamp
+        self._client = client
+        self._config = config
+        self._breaker = breaker
+
+    def install(self) -> None:
+        self._synapse.replace_current_state_ids_at(self.current_state_ids_at)
+        self._synapse.replace_latest_bump_stamp(self.latest_bump_stamp)
+
+    @staticmethod
+    def note_bump_stamps(bump_stamps: Mapping[str, int]) -> None:
+        """The room-list seam's answer: each joined room's bump stamp (its
+        joined row's `bump_stamp`, else the membership's position)."""
+        _NOTED.set(bump_stamps)
+
+    async def prepare(
+        self,
+        sync_config: Any,
+        previous_connection_state: Any,
+        to_token: Any,
+        from_token: Any | None,
+        interested: SlidingSyncInterestedRooms,
+        lists_from_roomcache: bool,
+    ) -> None:
+        """Starts the one fetch of this request's rooms sent in full (not
+        awaited: the rooms' lookups await it); keeps the bump stamps noted
+        when `interested` is the room-list seam's own answer."""
+        _BATCH.set(None)
+        noted = _NOTED.get()
+        _NOTED.set(None)
+        bump_stamps = noted if lists_from_roomcache and noted is not None else {}
+        prefix = self._config.bypass_conn_id_prefix
+        if prefix is not None and (sync_config.conn_id or "").startswith(prefix):
+            _BATCH.set(Batch(to_token, frozenset(), {}, None, declined="bypass"))
+            return
+        memberships = interested.room_membership_for_user_map
+        joined = [
+            room_id
+            for room_id in interested.relevant_rooms_to_send_map
+            if memberships[room_id].membership == "join"
+        ]
+        never_sent: Collection[str] = ()
+        if from_token is not None:
+            candidates = [room for room in joined if room not in interested.newly_joined_rooms]
+            never_sent = self._synapse.never_sent(previous_connection_state, candidates)
+        rooms = rooms_sent_in_full(joined, from_token, interested.newly_joined_rooms, never_sent)
+        partial = await self._synapse.partial_state_rooms() if rooms else frozenset()
+        asked = [room for room in rooms if room not in partial]
+        fetched = Shared(self._fetch, asked, to_token) if asked else None
+        skipped = {room: "partial_state" for room in rooms if room in partial}
+        _BATCH.set(Batch(to_token, frozenset(asked), skipped, fetched, bump_stamps=bump_stamps))
+
+    async def _fetch(self, rooms: list[str], to_token: Any) -> RoomDataAnswer | str:
+        """roomcache's answer for `rooms` at the token, or why there is none
+        (counted). Never raises."""
+        body = {
+            "rooms": rooms,
+            "wait_for": stream_token_text(to_token.room_key),
+            "timeout_ms": self._config.wait_timeout_ms,
+        }
+        answer: RoomDataAnswer | str
+        try:
+            with asking(self._breaker):
+                raw = await self._client.rooms_data(body)
+            answer = parse_room_data(raw, rooms, StreamPosition.of(to_token.room_key))
+            if answer.timed_out:
+                answer = "not_caught_up"
+        except CircuitOpen:
+            answer = "circuit_open"
+        except RoomcacheFailure as failure:
+            answer = failure.reason
+        except BadAnswer as error:
+            logger.warning("roomcache: a bad rooms' data answer: %s", error)
+            answer = "bad_answer"
+        except Exception:
+            logger.exception("roomcache: asking for the rooms' data failed")
+            answer = "module_error"
+        ROOM_STATE_FETCHES.labels(outcome=answer if isinstance(answer, str) else "answered").inc()
+        return answer
+
+    async def current_state_ids_at(
+        self,
+        room_id: str,
+        room_membership_for_user_at_to_token: Any,
+        state_filter: Any,
+        to_token: Any,
+    ) -> Mapping[StateKey, str]:
+        """Synapse's method, with the keys roomcache holds from its answer."""
+        membership = room_membership_for_user_at_to_token
+        try:
+            found = await self._from_roomcache(room_id, membership, state_filter, to_token)
+        except Exception:
+            logger.exception("roomcache: the held state of %s failed; Synapse's way", room_id)
+            found = Decline("module_error")
+        if isinstance(found, Decline):
+            ROOM_STATE.labels(path="synapse", reason=found.reason).inc()
+            return await self._original(
+                room_id=room_id,
+                room_membership_for_user_at_to_token=membership,
+                state_filter=state_filter,
+                to_token=to_token,
+            )
+        ids, rest = found
+        if rest:
+            ids.update(
+                await self._original(
+                    room_id=room_id,
+                    room_membership_for_user_at_to_token=membership,
+                    state_filter=self._synapse.state_filter(rest),
+                    to_token=to_token,
+                )
+            )
+        ROOM_STATE.labels(path="roomcache", reason="").inc()
+        return ids
+
+    async def latest_bump_stamp(self, room_id: str) -> int | None:
+        """Synapse's `get_latest_bump_stamp_for_room`, from the room-list
+        answer's entry when the request has one for the room. Synapse reads
+        the joined row's `bump_stamp` (None when it has none) and then, when
+        it is None, or not before the token, settles on the membership's
+        position or the last bump event before the token; the entry holds
+        the same `bump_stamp`, or the membership's position when there is
+        none, which Synapse's checks take to the same bump stamp
+        (docs/synapse.md A.7)."""
+        batch = _BATCH.get()
+        stamp = None if batch is None else batch.bump_stamps.get(room_id)
+        if stamp is None:
+            reason = (batch.declined if batch is not None else None) or "not_noted"
+            BUMP_STAMPS.labels(path="synapse", reason=reason).inc()
+            return await self._original_bump_stamp(room_id)
+        BUMP_STAMPS.labels(path="roomcache", reason="").inc()
+        return stamp
+
+    async def _from_roomcache(
+        self, room_id: str, membership: Any, state_filter: Any, to_token: Any
+    ) -> tuple[dict[StateKey, str], FilterTypes] | Decline:
+        if membership.membership != "join":
+            # Left or banned: the state at the leave (invites and knocks
+            # have no state lookups).
+            return Decline("membership")
+        batch = _BATCH.get()
+        if batch is None or batch.to_token is not to_token:
+            return Decline("not_fetched")
+        if batch.declined is not None:
+            return Decline(batch.declined)
+        skipped = batch.skipped.get(room_id)
+        if skipped is not None:
+            return Decline(skipped)
+        if room_id not in batch.asked or batch.fetched is None:
+            return Decline("not_fetched")
+        types = self._synapse.filter_types(state_filter)
+        if types is None:
+            return Decline("state_filter")
+        answer = await batch.fetched.result()
+        if answer is None:
+            return Decline("module_error")
+        if isinstance(answer, str):
+            return Decline(answer)
+        return answer_from(answer, room_id, types)
