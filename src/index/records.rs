@@ -16,7 +16,6 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::event_id::StoredEventId;
 use super::names::NameCopy;
-use super::room_data::HeldStateRecord;
 use super::slots::{Attributes, Listing, RoomSlot, TypeId, UserSlot, NO_TYPE};
 use crate::model::{Membership, RoomId, UserId};
 
@@ -85,8 +84,9 @@ pub(super) struct RoomRecord {
     pub(super) joined_members: Vec<UserSlot>,
     /// The room's children as a space.
     pub(super) space_children: Box<[RoomSlot]>,
-    /// The room's held current state (the rooms' data); `None`: none held.
-    pub(super) held_state: Option<HeldStateRecord>,
+    // The room's held current state is not here but in the index's
+    // `held_states`: the room lists' walks read this record for every
+    // candidate room, and it stays as small as they need.
 }
 
 /// A membership snapshot, compact.
