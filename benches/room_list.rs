@@ -14,6 +14,8 @@
 //! without it only part 1 runs), `ROOMCACHE_BIN` (the release server
 //! binary), `ROOMCACHE_BENCH_ROOMS`, `_SNAPSHOTS`, `_USER_ROOMS`, `_CLIENTS`,
 //! `_SECONDS` to change the sizes. `scripts/bench room-list` sets them up.
+//! For profiling one query in process: `ROOMCACHE_BENCH_QUERY` (only the
+//! queries whose name holds it) and `ROOMCACHE_BENCH_ITERATIONS` (20,000).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -172,13 +174,17 @@ fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
     );
     let user = UserId::parse(BIG_USER).unwrap();
     let mut results = Vec::new();
+    let only = std::env::var("ROOMCACHE_BENCH_QUERY").unwrap_or_default();
     for (name, list) in queries(sizes) {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let count = index.room_list(&user, &list, None).count;
         for _ in 0..2_000 {
             std::hint::black_box(index.room_list(&user, &list, None));
         }
         let mut histogram = Histogram::<u64>::new(3).unwrap();
-        let iterations = 20_000;
+        let iterations = env_usize("ROOMCACHE_BENCH_ITERATIONS", 20_000);
         for _ in 0..iterations {
             let started = Instant::now();
             std::hint::black_box(index.room_list(&user, &list, None));
@@ -193,7 +199,9 @@ fn in_process(sizes: Sizes) -> (ReadIndex, Vec<QueryFigures>) {
         );
         results.push((name, p50, p99, count));
     }
-    after_messages(&index, &user, sizes, &publish);
+    if only.is_empty() {
+        after_messages(&index, &user, sizes, &publish);
+    }
     (index, results)
 }
 

@@ -54,13 +54,18 @@ pub(super) struct IndexedRows {
     /// Users with at least this many listed rooms get a copy of their
     /// listed names ([`NAME_COPY_MIN_ROOMS`]; tests change it).
     pub(super) name_copy_min_rooms: usize,
-    /// The held state types seen, numbered for [`RoomRecord::held_state`].
+    /// The held state types seen, numbered for [`HeldStateRecord`].
     pub(super) held_types: HeldTypeNames,
-    /// Rooms with a held state record, and the heap bytes of those records.
-    pub(super) held_state_rooms: usize,
+    /// The rooms' held current state (the rooms' data), for the rooms
+    /// holding some: apart from [`RoomRecord`], which the room lists read
+    /// for every candidate room and which is kept as small as they need.
+    pub(super) held_states: FxHashMap<RoomSlot, HeldStateRecord>,
+    /// The heap bytes of the records in `held_states`.
     pub(super) held_state_bytes: usize,
-    /// Rooms with latest events held, and the heap bytes of their records.
-    pub(super) latest_events_rooms: usize,
+    /// The rooms' latest events (the rooms' data), for the rooms holding
+    /// some: apart from [`RoomRecord`] like `held_states`.
+    pub(super) latest_events: FxHashMap<RoomSlot, LatestEventsRecord>,
+    /// The heap bytes of the records in `latest_events`.
     pub(super) latest_events_bytes: usize,
 }
 
@@ -106,9 +111,9 @@ impl IndexedRows {
             joined_room_count: 0,
             snapshot_count: 0,
             held_types: HeldTypeNames::default(),
-            held_state_rooms: 0,
+            held_states: FxHashMap::default(),
             held_state_bytes: 0,
-            latest_events_rooms: 0,
+            latest_events: FxHashMap::default(),
             latest_events_bytes: 0,
             name_copy_min_rooms: NAME_COPY_MIN_ROOMS,
         }
@@ -127,8 +132,6 @@ impl IndexedRows {
             joined: None,
             joined_members: Vec::new(),
             space_children: Box::new([]),
-            held_state: None,
-            latest_events: None,
         });
         self.room_slots.insert(room_id, slot);
         slot
@@ -440,18 +443,16 @@ impl IndexedRows {
             return;
         }
         let slot = self.room_slot(room.as_str());
-        let Some(room) = self.rooms.get_mut(slot as usize) else {
-            return;
+        let old = match record {
+            Some(new) => {
+                self.held_state_bytes += new.heap_bytes();
+                self.held_states.insert(slot, new)
+            }
+            None => self.held_states.remove(&slot),
         };
-        if let Some(old) = &room.held_state {
-            self.held_state_rooms -= 1;
+        if let Some(old) = old {
             self.held_state_bytes -= old.heap_bytes();
         }
-        if let Some(new) = &record {
-            self.held_state_rooms += 1;
-            self.held_state_bytes += new.heap_bytes();
-        }
-        room.held_state = record;
     }
 
     fn set_latest_events(&mut self, room: &RoomId, window: &LatestEvents) {
@@ -460,18 +461,16 @@ impl IndexedRows {
             return;
         }
         let slot = self.room_slot(room.as_str());
-        let Some(room) = self.rooms.get_mut(slot as usize) else {
-            return;
+        let old = match record {
+            Some(new) => {
+                self.latest_events_bytes += new.heap_bytes();
+                self.latest_events.insert(slot, new)
+            }
+            None => self.latest_events.remove(&slot),
         };
-        if let Some(old) = &room.latest_events {
-            self.latest_events_rooms -= 1;
+        if let Some(old) = old {
             self.latest_events_bytes -= old.heap_bytes();
         }
-        if let Some(new) = &record {
-            self.latest_events_rooms += 1;
-            self.latest_events_bytes += new.heap_bytes();
-        }
-        room.latest_events = record;
     }
 
     fn set_account_data(&mut self, data: &AccountData) {

@@ -144,8 +144,7 @@ impl ReadIndex {
                 let record = data
                     .room_slots
                     .get(room)
-                    .and_then(|slot| data.rooms.get(*slot as usize))
-                    .and_then(|record| record.held_state.as_ref());
+                    .and_then(|slot| data.held_states.get(slot));
                 match record {
                     None => Some(Vec::new()),
                     Some(record) => record.keys(&data.held_types),
@@ -163,8 +162,7 @@ impl ReadIndex {
             .map(|room| {
                 data.room_slots
                     .get(room)
-                    .and_then(|slot| data.rooms.get(*slot as usize))
-                    .and_then(|record| record.latest_events.as_ref())
+                    .and_then(|slot| data.latest_events.get(slot))
                     .map_or_else(LatestEvents::default, |record| {
                         record.window(&data.instances)
                     })
@@ -251,21 +249,23 @@ impl ReadIndex {
     }
 
     /// The rooms' data in memory: rooms holding some state, and the bytes
-    /// their records take (records and their heap; each room's record slot
-    /// besides).
+    /// their records take (records and their heap, and the map's slots
+    /// holding them).
     pub(crate) fn held_state_memory(&self) -> (usize, usize) {
         let data = self.read();
-        let slots = data.rooms.len() * std::mem::size_of::<Option<room_data::HeldStateRecord>>();
-        (data.held_state_rooms, data.held_state_bytes + slots)
+        let entry = std::mem::size_of::<(RoomSlot, room_data::HeldStateRecord)>() + 1;
+        let slots = data.held_states.capacity() * entry;
+        (data.held_states.len(), data.held_state_bytes + slots)
     }
 
     /// The latest events in memory: rooms holding some, and the bytes
-    /// their records take (records and their heap; each room's record slot
-    /// besides).
+    /// their records take (records and their heap, and the map's slots
+    /// holding them).
     pub(crate) fn latest_events_memory(&self) -> (usize, usize) {
         let data = self.read();
-        let slots = data.rooms.len() * std::mem::size_of::<Option<timeline::LatestEventsRecord>>();
-        (data.latest_events_rooms, data.latest_events_bytes + slots)
+        let entry = std::mem::size_of::<(RoomSlot, timeline::LatestEventsRecord)>() + 1;
+        let slots = data.latest_events.capacity() * entry;
+        (data.latest_events.len(), data.latest_events_bytes + slots)
     }
 
     /// Computes room lists for a user, from one consistent view of the index.

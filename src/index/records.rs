@@ -16,9 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::event_id::StoredEventId;
 use super::names::NameCopy;
-use super::room_data::HeldStateRecord;
 use super::slots::{Attributes, Listing, RoomSlot, TypeId, UserSlot, NO_TYPE};
-use super::timeline::LatestEventsRecord;
 use crate::model::{Membership, RoomId, UserId};
 
 /// Values interned to dense ids (never freed: room types, writer names and
@@ -86,10 +84,10 @@ pub(super) struct RoomRecord {
     pub(super) joined_members: Vec<UserSlot>,
     /// The room's children as a space.
     pub(super) space_children: Box<[RoomSlot]>,
-    /// The room's held current state (the rooms' data); `None`: none held.
-    pub(super) held_state: Option<HeldStateRecord>,
-    /// The room's latest events (the rooms' data); `None`: none held.
-    pub(super) latest_events: Option<LatestEventsRecord>,
+    // The room's held current state and latest events are not here but in
+    // the index's `held_states` and `latest_events`: the room lists' walks
+    // read this record for every candidate room, and it stays as small as
+    // they need.
 }
 
 /// A membership snapshot, compact.
