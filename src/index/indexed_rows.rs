@@ -439,38 +439,31 @@ impl IndexedRows {
 
     fn set_held_state(&mut self, room: &RoomId, state: &CurrentStateIds) {
         let record = HeldStateRecord::new(state, &mut self.held_types);
-        if record.is_none() && !self.room_slots.contains_key(room) {
-            return;
-        }
-        let slot = self.room_slot(room.as_str());
-        let old = match record {
-            Some(new) => {
-                self.held_state_bytes += new.heap_bytes();
-                self.held_states.insert(slot, new)
-            }
-            None => self.held_states.remove(&slot),
-        };
-        if let Some(old) = old {
-            self.held_state_bytes -= old.heap_bytes();
+        if let Some(slot) = self.slot_for_record(room, record.is_some()) {
+            let bytes = &mut self.held_state_bytes;
+            replace_record(&mut self.held_states, bytes, slot, record, |r| {
+                r.heap_bytes()
+            });
         }
     }
 
     fn set_latest_events(&mut self, room: &RoomId, window: &LatestEvents) {
         let record = LatestEventsRecord::new(window, &mut self.instances);
-        if record.is_none() && !self.room_slots.contains_key(room) {
-            return;
+        if let Some(slot) = self.slot_for_record(room, record.is_some()) {
+            let bytes = &mut self.latest_events_bytes;
+            replace_record(&mut self.latest_events, bytes, slot, record, |r| {
+                r.heap_bytes()
+            });
         }
-        let slot = self.room_slot(room.as_str());
-        let old = match record {
-            Some(new) => {
-                self.latest_events_bytes += new.heap_bytes();
-                self.latest_events.insert(slot, new)
-            }
-            None => self.latest_events.remove(&slot),
-        };
-        if let Some(old) = old {
-            self.latest_events_bytes -= old.heap_bytes();
+    }
+
+    /// The room's slot for a record of the rooms' data: none when there is
+    /// no record to keep for a room the index does not know.
+    fn slot_for_record(&mut self, room: &RoomId, has_record: bool) -> Option<RoomSlot> {
+        if !has_record && !self.room_slots.contains_key(room) {
+            return None;
         }
+        Some(self.room_slot(room.as_str()))
     }
 
     fn set_account_data(&mut self, data: &AccountData) {
@@ -552,5 +545,26 @@ impl IndexedRows {
             RowChange::CurrentState { room_id, state } => self.set_held_state(room_id, state),
             RowChange::LatestEvents { room_id, events } => self.set_latest_events(room_id, events),
         }
+    }
+}
+
+/// Puts a room's record into one of the index's per-room maps of the
+/// rooms' data (`None`: takes it out), keeping the count of their heap bytes.
+fn replace_record<R>(
+    map: &mut FxHashMap<RoomSlot, R>,
+    heap_bytes: &mut usize,
+    slot: RoomSlot,
+    record: Option<R>,
+    bytes_of: impl Fn(&R) -> usize,
+) {
+    let old = match record {
+        Some(new) => {
+            *heap_bytes += bytes_of(&new);
+            map.insert(slot, new)
+        }
+        None => map.remove(&slot),
+    };
+    if let Some(old) = old {
+        *heap_bytes -= bytes_of(&old);
     }
 }
