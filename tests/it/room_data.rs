@@ -368,7 +368,7 @@ async fn a_repair_while_serving_drops_held_state_the_restored_database_does_not_
     wait_for_position(&server, position).await;
     let served = served_held_state(&server, [&room]).await;
     let expected = vec![("m.room.pinned_events".to_owned(), String::new(), event_id)];
-    assert_eq!(served[&room], Ok(expected));
+    assert_eq!(served[&room], Ok(expected), "{}", server.log());
 
     // Synapse's database is restored to a backup taken before the event.
     client
