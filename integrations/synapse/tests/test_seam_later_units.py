@@ -42,28 +42,6 @@ def test_short_entries_of_rooms_to_send_are_asked_for() -> None:
     assert deployment.sync(from_token=from_token)[1] == "bad_answer"
 
 
-def test_rooms_that_only_moved_are_placed_by_synapse() -> None:
-    deployment = Deployment()
-    # An early answer at s18 for a request at s20: !b:hs had a message at
-    # 19, roomcache sets it apart with its recency at s18.
-    deployment.client.room_lists.return_value = good_answer(
-        token="s18",
-        unaffected=True,
-        lists={
-            "0": {
-                "count": 3,
-                "ranges": [],
-                "settled": [entry("!a:hs", recency=12), entry("!c:hs", recency=5)],
-                "unsettled": [entry("!b:hs", recency=11)],
-            }
-        },
-    )
-    deployment.synapse.positions_at_token.return_value = {"!b:hs": 19}
-    result, who = deployment.sync()
-    assert who == "roomcache"
-    assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!a:hs"]
-
-
 # --- held lists (entries: changed_only) -----------------------------------------------
 
 

@@ -306,18 +306,21 @@ def test_bypass_and_subscriptions_only() -> None:
     deployment.client.room_lists.assert_not_awaited()
 
 
+def settled_answer(
+    token_text: str, settled: list[Any], unsettled: list[Any], **changes: Any
+) -> dict[str, Any]:
+    """An answer at `token_text` for one list of 3 rooms that sets rooms
+    apart as unsettled."""
+    lists = {"0": {"count": 3, "ranges": [], "settled": settled, "unsettled": unsettled}}
+    return good_answer(token=token_text, lists=lists, **changes)
+
+
 def test_unsettled_rooms_take_synapse_positions_at_the_token() -> None:
     deployment = Deployment()
-    deployment.client.room_lists.return_value = good_answer(
-        token="s25",
-        lists={
-            "0": {
-                "count": 3,
-                "ranges": [],
-                "settled": [entry("!a:hs", recency=12), entry("!b:hs", recency=11)],
-                "unsettled": [entry("!late:hs", recency=24)],
-            }
-        },
+    deployment.client.room_lists.return_value = settled_answer(
+        "s25",
+        [entry("!a:hs", recency=12), entry("!b:hs", recency=11)],
+        [entry("!late:hs", recency=24)],
     )
     deployment.synapse.positions_at_token.return_value = {"!late:hs": 11}
     result, who = deployment.sync()
@@ -537,3 +540,19 @@ def test_a_new_events_position_wakes_roomcache_once_at_a_time() -> None:
     waker.on_new_stream_data()
     asyncio.run(started[1]())  # a failure is logged, never raised
     assert client.wake.await_count == 3
+
+
+def test_rooms_that_only_moved_are_placed_by_synapse() -> None:
+    deployment = Deployment()
+    # An early answer at s18 for a request at s20: !b:hs had a message at
+    # 19, roomcache sets it apart with its recency at s18.
+    deployment.client.room_lists.return_value = settled_answer(
+        "s18",
+        [entry("!a:hs", recency=12), entry("!c:hs", recency=5)],
+        [entry("!b:hs", recency=11)],
+        unaffected=True,
+    )
+    deployment.synapse.positions_at_token.return_value = {"!b:hs": 19}
+    result, who = deployment.sync()
+    assert who == "roomcache"
+    assert result.lists["all"].ops[0].room_ids == ["!b:hs", "!a:hs"]
