@@ -5,7 +5,9 @@ were made for. Pure: no Synapse, no roomcache."""
 
 from __future__ import annotations
 
+import json
 import random
+import tracemalloc
 
 import pytest
 
@@ -111,3 +113,23 @@ def test_lists_asked_alike_but_for_their_ranges() -> None:
     assert first != asked_alike(
         [{"ranges": [[0, 9]], "exclude_rooms": ["!x:x"]}], frozenset({"!f:x"}), frozenset()
     )
+
+
+def test_a_held_room_costs_about_220_bytes() -> None:
+    """The figure docs/synapse.md and the `held_order_rooms` setting give:
+    a held list of 10,000 rooms, with its room IDs (decoded from JSON like
+    roomcache's answers: the held list keeps them alive) and recencies."""
+    rooms = 10_000
+    raw = json.dumps([f"!{number:043}:example.org" for number in range(rooms)])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        room_ids = json.loads(raw)
+        held = HeldList.of((-(10**9 + number), room_id) for number, room_id in enumerate(room_ids))
+        del room_ids
+        per_room = (tracemalloc.get_traced_memory()[0] - before) / rooms
+    finally:
+        tracemalloc.stop()
+    print(f"held lists: {per_room:.0f} bytes a room")
+    assert held.size == rooms
+    assert 150 <= per_room <= 300, per_room
