@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import attr
+from synapse.api.constants import Direction
 from synapse.api.errors import SlidingSyncUnknownPosition
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.handlers.sliding_sync.room_lists import (
@@ -66,6 +67,8 @@ __all__ = [
 
 Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
 StateIdsAt = Callable[..., Awaitable[Mapping[tuple[str, str], str]]]
+# Synapse's page of a room's events: (events, the token after them, limited).
+Page = Callable[..., Awaitable[tuple[list[Any], Any, bool]]]
 BumpStampOf = Callable[[str], Awaitable[int | None]]
 _T = TypeVar("_T")
 
@@ -98,6 +101,8 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("room_lists", "_filter_relevant_rooms_to_send", True),
     ("store", "have_finished_sliding_sync_background_jobs", True),
     ("store", "get_latest_bump_stamp_for_room", True),
+    ("store", "paginate_room_events_by_topological_ordering", True),
+    ("store", "get_events_as_list", True),
     ("store", "ignored_users", True),
     ("store", "get_invite_config_for_user", True),
     ("store", "get_forgotten_rooms_for_user", True),
@@ -226,6 +231,12 @@ class SynapseAdapter:
         `replace_latest_bump_stamp`)."""
         return self._store.get_latest_bump_stamp_for_room
 
+    @functools.cached_property
+    def original_topological_page(self) -> Page:
+        """Synapse's own `paginate_room_events_by_topological_ordering` (as
+        it was before `replace_topological_page`)."""
+        return self._store.paginate_room_events_by_topological_ordering
+
     @classmethod
     def from_module_api(cls, api: Any) -> SynapseAdapter:
         # The homeserver behind the module API: there is no public accessor.
@@ -340,6 +351,26 @@ class SynapseAdapter:
         its one caller is the sliding-sync handler's bump stamp)."""
         _ = self.original_latest_bump_stamp  # Synapse's own, kept before replacing
         self._store.get_latest_bump_stamp_for_room = replacement
+
+    def replace_topological_page(self, replacement: Page) -> None:
+        """Puts `replacement` in place of the store's method (on the store's
+        instance: the sliding-sync handler reads it from there on every
+        call; so do its other callers, `/messages` among them, which the
+        replacement must hand to Synapse's own)."""
+        _ = self.original_topological_page  # Synapse's own, kept before replacing
+        self._store.paginate_room_events_by_topological_ordering = replacement
+
+    async def events_by_id(self, event_ids: list[str]) -> list[Any]:
+        """The events, in that order, as Synapse's timeline query fetches
+        them (its event cache; rejected and unknown events left out)."""
+        return await self._store.get_events_as_list(event_ids, get_prev_content=True)
+
+    # Synapse's direction a page of events is read in.
+    BACKWARDS = Direction.BACKWARDS
+
+    @staticmethod
+    def room_stream_token(topological: int, stream: int) -> RoomStreamToken:
+        return RoomStreamToken(topological=topological, stream=stream)
 
     @staticmethod
     def never_sent(state: Any, room_ids: Iterable[str]) -> set[str]:

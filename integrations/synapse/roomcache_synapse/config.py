@@ -12,6 +12,7 @@ modules:
       circuit_open_ms: 1000
       circuit_max_open_ms: 30000
       room_state: true
+      room_timeline: true
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class RoomcacheConfig:
     """Answer the per-room current-state lookups of the rooms a request
     sends in full (`required_state`, the name, ...) from roomcache's held
     state (docs/synapse.md A.7); false: Synapse's own lookups."""
+    room_timeline: bool = True
+    """With `room_state`: the initial timelines of those rooms (the events
+    Synapse's query would pick) from roomcache's latest events too; false:
+    Synapse's own query."""
     held_order_rooms: int = 200_000
     """Rooms of the connections' whole lists held in memory (about 200
     bytes a room), so that a connection asking its whole list again gets
@@ -101,10 +106,12 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
     enabled = config.get("enabled", True)
     wake_on_persist = config.get("wake_on_persist", True)
     room_state = config.get("room_state", True)
+    room_timeline = config.get("room_timeline", True)
     for key, value in (
         ("enabled", enabled),
         ("wake_on_persist", wake_on_persist),
         ("room_state", room_state),
+        ("room_timeline", room_timeline),
     ):
         if not isinstance(value, bool):
             raise ConfigError(f"roomcache: `{key}` must be true or false")
@@ -132,6 +139,7 @@ def parse_config(config: Mapping[str, Any] | None) -> RoomcacheConfig:
         verify_fraction=float(verify_fraction),
         wake_on_persist=wake_on_persist,
         room_state=room_state,
+        room_timeline=room_timeline,
         held_order_rooms=_integer(config, "held_order_rooms", 200_000, 0),
         enabled=enabled,
     )

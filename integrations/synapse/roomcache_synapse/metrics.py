@@ -93,6 +93,14 @@ ROOM_STATE_FETCHES = Counter(
     ["outcome"],
 )
 
+ROOM_TIMELINES = Counter(
+    "roomcache_synapse_room_timelines",
+    "Initial timelines of rooms in Sliding Sync's per-room data (Synapse's "
+    "paginate_room_events_by_topological_ordering) by who chose the events "
+    "(path: roomcache or synapse) and, for synapse, why (reason).",
+    ["path", "reason"],
+)
+
 BUMP_STAMPS = Counter(
     "roomcache_synapse_bump_stamps",
     "Lookups of a room's latest bump stamp in Sliding Sync's per-room data by who answered "

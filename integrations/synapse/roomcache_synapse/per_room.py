@@ -25,6 +25,14 @@ Synapse reads a joined room's current state as it is when it looks, not
 rewound to the token; roomcache's answer is at its token, at or after the
 request's, which is as current.
 
+With `room_timeline`, the same fetch asks for those rooms' initial
+timelines (the limit most of them use), and the store's
+`paginate_room_events_by_topological_ordering` is replaced: a call that is
+exactly such a room's initial timeline at the request's token (backwards,
+no lower bound, no filter, that limit) takes its rows from the answer and
+fetches the events with Synapse's `get_events_as_list`, as Synapse's query
+does; every other call is Synapse's own.
+
 Owns: which lookups roomcache answers, and how. May not touch: Synapse's
 private names (the adapter's), the wire (the client's).
 """
@@ -43,9 +51,10 @@ from .answer import BadAnswer
 from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES
+from .metrics import BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES, ROOM_TIMELINES
 from .request import stream_token_text
 from .room_state import FilterTypes, RoomDataAnswer, StateKey, parse_room_data
+from .room_timeline import RoomTimeline, asked_limit, next_position
 from .tokens import StreamPosition
 
 logger = logging.getLogger(__name__)
@@ -69,6 +78,9 @@ class Batch:
     bump_stamps: Mapping[str, int] = attr.ib(factory=dict)
     """The joined rooms' bump stamps of the room-list answer, when the
     request's room lists are roomcache's."""
+    timeline_limit: int | None = None
+    """The limit of the initial timelines asked with the state (None: not
+    asked)."""
 
 
 _BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
@@ -133,6 +145,7 @@ class RoomcacheRoomState:
         self._synapse = synapse
         self._original = synapse.original_current_state_ids_at
         self._original_bump_stamp = synapse.original_latest_bump_stamp
+        self._original_page = synapse.original_topological_page
         self._client = client
         self._config = config
         self._breaker = breaker
@@ -140,6 +153,8 @@ class RoomcacheRoomState:
     def install(self) -> None:
         self._synapse.replace_current_state_ids_at(self.current_state_ids_at)
         self._synapse.replace_latest_bump_stamp(self.latest_bump_stamp)
+        if self._config.room_timeline:
+            self._synapse.replace_topological_page(self.topological_page)
 
     @staticmethod
     def note_bump_stamps(bump_stamps: Mapping[str, int]) -> None:
@@ -180,23 +195,42 @@ class RoomcacheRoomState:
         rooms = rooms_sent_in_full(joined, from_token, interested.newly_joined_rooms, never_sent)
         partial = await self._synapse.partial_state_rooms() if rooms else frozenset()
         asked = [room for room in rooms if room not in partial]
-        fetched = Shared(self._fetch, asked, to_token) if asked else None
+        limit = None
+        if self._config.room_timeline and asked:
+            configs = interested.relevant_rooms_to_send_map
+            limit = asked_limit(configs[room].timeline_limit for room in asked)
+        fetched = Shared(self._fetch, asked, to_token, limit) if asked else None
         skipped = {room: "partial_state" for room in rooms if room in partial}
-        _BATCH.set(Batch(to_token, frozenset(asked), skipped, fetched, bump_stamps=bump_stamps))
+        _BATCH.set(
+            Batch(
+                to_token,
+                frozenset(asked),
+                skipped,
+                fetched,
+                bump_stamps=bump_stamps,
+                timeline_limit=limit,
+            )
+        )
 
-    async def _fetch(self, rooms: list[str], to_token: Any) -> RoomDataAnswer | str:
-        """roomcache's answer for `rooms` at the token, or why there is none
-        (counted). Never raises."""
-        body = {
+    async def _fetch(
+        self, rooms: list[str], to_token: Any, timeline_limit: int | None
+    ) -> RoomDataAnswer | str:
+        """roomcache's answer for `rooms` at the token (with their timelines
+        of `timeline_limit` events), or why there is none (counted). Never
+        raises."""
+        body: dict[str, Any] = {
             "rooms": rooms,
             "wait_for": stream_token_text(to_token.room_key),
             "timeout_ms": self._config.wait_timeout_ms,
         }
+        if timeline_limit is not None:
+            body["timeline"] = {"limit": timeline_limit}
         answer: RoomDataAnswer | str
         try:
             with asking(self._breaker):
                 raw = await self._client.rooms_data(body)
-            answer = parse_room_data(raw, rooms, StreamPosition.of(to_token.room_key))
+            at = StreamPosition.of(to_token.room_key)
+            answer = parse_room_data(raw, rooms, at, timeline_limit)
             if answer.timed_out:
                 answer = "not_caught_up"
         except CircuitOpen:
@@ -291,3 +325,69 @@ class RoomcacheRoomState:
         if isinstance(answer, str):
             return Decline(answer)
         return answer_from(answer, room_id, types)
+
+    async def topological_page(self, **arguments: Any) -> tuple[list[Any], Any, bool]:
+        """Synapse's `paginate_room_events_by_topological_ordering` (its
+        arguments are keyword-only), from roomcache's answer when the call
+        is the initial timeline of a room this request fetched."""
+        try:
+            found = await self._timeline_from_roomcache(arguments)
+        except Exception:
+            logger.exception("roomcache: the initial timeline failed; Synapse's way")
+            found = Decline("module_error")
+        if isinstance(found, Decline):
+            if found.reason != _OTHER_CALLER:
+                ROOM_TIMELINES.labels(path="synapse", reason=found.reason).inc()
+            return await self._original_page(**arguments)
+        events = await self._synapse.events_by_id(found.event_ids)
+        position = next_position(found)
+        if position is None:
+            token = arguments["from_key"]
+        else:
+            token = self._synapse.room_stream_token(*position)
+        ROOM_TIMELINES.labels(path="roomcache", reason="").inc()
+        return events, token, found.limited
+
+    async def _timeline_from_roomcache(
+        self, arguments: Mapping[str, Any]
+    ) -> RoomTimeline | Decline:
+        batch = _BATCH.get()
+        if batch is None:
+            # Not a Sliding Sync request's per-room data (`/messages`, …).
+            return Decline(_OTHER_CALLER)
+        if batch.declined is not None:
+            return Decline(batch.declined)
+        room_id = arguments.get("room_id")
+        skipped = batch.skipped.get(room_id) if isinstance(room_id, str) else None
+        if skipped is not None:
+            return Decline(skipped)
+        if room_id not in batch.asked or batch.fetched is None or batch.timeline_limit is None:
+            return Decline("not_fetched")
+        if not (
+            set(arguments) <= _PAGE_ARGUMENTS
+            and arguments.get("from_key") is batch.to_token.room_key
+            and arguments.get("to_key") is None
+            and arguments.get("direction", self._synapse.BACKWARDS) == self._synapse.BACKWARDS
+            and arguments.get("event_filter") is None
+        ):
+            return Decline("not_initial")
+        if arguments.get("limit", 0) != batch.timeline_limit:
+            return Decline("timeline_limit")
+        answer = await batch.fetched.result()
+        if answer is None:
+            return Decline("module_error")
+        if isinstance(answer, str):
+            return Decline(answer)
+        timeline = answer.timelines.get(room_id)
+        if isinstance(timeline, RoomTimeline):
+            return timeline
+        return Decline(timeline if timeline in _TIMELINE_UNKNOWN else "room_unknown")
+
+
+# A call of the store's method outside a Sliding Sync request (not counted).
+_OTHER_CALLER = "other_caller"
+# The keyword arguments of Synapse 1.163's method; a call with others is
+# Synapse's own.
+_PAGE_ARGUMENTS = frozenset({"room_id", "from_key", "to_key", "direction", "limit", "event_filter"})
+# Why roomcache does not know a room's timeline (docs/api.md), counted as such.
+_TIMELINE_UNKNOWN = frozenset({"not_held", "behind_token", "recalculating", "unordered"})

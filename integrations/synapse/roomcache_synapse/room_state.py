@@ -1,7 +1,8 @@
 # Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
-"""roomcache's rooms' data (`POST /v1/rooms/data`), parsed into typed
-values, and the pure decisions on a state filter: which of its keys
-roomcache's held state answers exactly, and which Synapse must.
+"""roomcache's rooms' data (`POST /v1/rooms/data`: the held state, and
+when asked the timelines of room_timeline.py), parsed into typed values,
+and the pure decisions on a state filter: which of its keys roomcache's
+held state answers exactly, and which Synapse must.
 
 roomcache holds each room's current-state event IDs for the types it is
 configured with: key `""` of its `types`, every key of its
@@ -21,6 +22,7 @@ from typing import Any
 import attr
 
 from .answer import BadAnswer, _flag, _identifier, _room_id, _text
+from .room_timeline import RoomTimeline, parse_timeline
 from .tokens import StreamPosition
 
 StateKey = tuple[str, str]
@@ -86,19 +88,25 @@ class RoomState:
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class RoomDataAnswer:
     """roomcache's answer for some rooms at `token`: each room's state, or
-    why roomcache does not know it (`unknown`)."""
+    why roomcache does not know it (`unknown`); when timelines were asked,
+    each room's initial timeline, or why roomcache does not know it."""
 
     token: StreamPosition
     timed_out: bool
     held: HeldTypes
     states: Mapping[str, RoomState]
     unknown: Mapping[str, str]
+    timelines: Mapping[str, RoomTimeline | str] = attr.ib(factory=dict)
 
 
-def parse_room_data(raw: Any, asked: Collection[str], at: StreamPosition) -> RoomDataAnswer:
-    """The answer to a request for the rooms `asked` waiting for `at`;
+def parse_room_data(
+    raw: Any, asked: Collection[str], at: StreamPosition, timeline_limit: int | None = None
+) -> RoomDataAnswer:
+    """The answer to a request for the rooms `asked` waiting for `at` (and
+    with `timeline_limit`, their timelines of that many events);
     `BadAnswer` when it is not one (a room missing or added, a key of a
-    type not held, a token before `at` without `timed_out`)."""
+    type not held, a token before `at` without `timed_out`, a timeline
+    missing or bad)."""
     if type(raw) is not dict:
         raise BadAnswer("the answer is not a JSON object")
     held_raw = raw.get("held")
@@ -120,15 +128,18 @@ def parse_room_data(raw: Any, asked: Collection[str], at: StreamPosition) -> Roo
         raise BadAnswer("the answer's rooms are not the rooms asked")
     states: dict[str, RoomState] = {}
     unknown: dict[str, str] = {}
+    timelines: dict[str, RoomTimeline | str] = {}
     for room_id, entry in rooms.items():
         _room_id(room_id)
         if type(entry) is not dict:
             raise BadAnswer(f"{room_id}: not an object")
+        if timeline_limit is not None:
+            timelines[room_id] = parse_timeline(entry.get("timeline"), room_id, timeline_limit)
         if "unknown" in entry:
             unknown[room_id] = _text(entry["unknown"], "unknown")
             continue
         states[room_id] = RoomState(_state(entry.get("state"), held, room_id))
-    return RoomDataAnswer(token, timed_out, held, states, unknown)
+    return RoomDataAnswer(token, timed_out, held, states, unknown, timelines)
 
 
 def _names(raw: Any, what: str) -> frozenset[str]:

@@ -4,15 +4,16 @@
 While the list loads nothing is written, and both sides' answers of a step
 must be equal: the equivalence tests' comparison (each list's count and
 ops, the rooms sent and their data, `required_state` and timelines
-included) plus the extensions. In the steady state each request comes
-right after a write of its own (that is what is measured), so the room the
-benchmark writes to shows different messages on the two sides: each
+included, and `prev_batch`'s position in the room) plus the extensions.
+In the steady state each request comes right after a write of its own
+(that is what is measured), so the room the benchmark writes to shows
+different messages on the two sides: each
 side's timeline of that room is checked exactly against the messages
 written since that connection's previous request (the newest `limit` of
 them), and the fields that depend on which messages those are (timeline,
 `limited`, `num_live`, `bump_stamp`) are left out of the comparison of the
-two sides; everything else in that room, and every other room, is
-compared.
+two sides, with every room's `prev_batch` (the two sides' tokens differ);
+everything else in that room, and every other room, is compared.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def differences(
     extensions), leaving out what depends on which write came last in
     `written_rooms`."""
     found = answer_differences(
-        _without_writes(module, written_rooms), _without_writes(synapse, written_rooms)
+        _without_writes(module, written_rooms),
+        _without_writes(synapse, written_rooms),
+        prev_batch=not written_rooms,
     )
     ours, theirs = module.get("extensions") or {}, synapse.get("extensions") or {}
     for name in sorted(set(ours) | set(theirs)):

@@ -122,8 +122,17 @@ def _normalised(value: Any) -> Any:
     return value
 
 
-def answer_differences(module: JsonDict, synapse: JsonDict) -> list[str]:
-    """Every difference between two Sliding Sync answers' lists and rooms."""
+def _room_position(prev_batch: Any) -> Any:
+    """A timeline's `prev_batch` token's position in the room (its first
+    part: `t<topological>-<stream>` after events, else the request's room
+    position); the other streams' parts move between two requests."""
+    return prev_batch.split("_")[0] if isinstance(prev_batch, str) else prev_batch
+
+
+def answer_differences(module: JsonDict, synapse: JsonDict, prev_batch: bool = True) -> list[str]:
+    """Every difference between two Sliding Sync answers' lists and rooms
+    (with `prev_batch`, the rooms' `prev_batch` positions in the room too:
+    equal when nothing was written between the two answers)."""
     differences: list[str] = []
     module_lists, synapse_lists = module.get("lists", {}), synapse.get("lists", {})
     if set(module_lists) != set(synapse_lists):
@@ -138,6 +147,12 @@ def answer_differences(module: JsonDict, synapse: JsonDict) -> list[str]:
         for key in sorted(set(ours) | set(theirs)):
             if ours.get(key) != theirs.get(key):
                 differences.append(f"room {room_id} {key}: {ours.get(key)} != {theirs.get(key)}")
+        positions = [
+            _room_position(room.get("prev_batch"))
+            for room in (module_rooms[room_id], synapse_rooms[room_id])
+        ]
+        if prev_batch and positions[0] != positions[1]:
+            differences.append(f"room {room_id} prev_batch: {positions[0]} != {positions[1]}")
     return differences
 
 
@@ -233,4 +248,22 @@ def assert_room_state_from_roomcache(counts: dict[tuple[str, str], int], at_leas
     assert set(fetches) == {"answered"}, fetches
     fallbacks = {reason: n for (path, reason), n in counts.items() if path == "synapse"}
     assert set(fallbacks) <= ALLOWED_ROOM_STATE_FALLBACKS, fallbacks
+    assert from_roomcache >= at_least, (from_roomcache, at_least)
+
+
+# Initial timelines the per-room seam leaves to Synapse in the equivalence
+# workloads, and why: the connections bypassing the module; rooms it did not
+# fetch (sent incrementally with a grown timeline limit, left or banned);
+# rooms whose latest events roomcache holds cannot decide the answer (in
+# source mode, rooms with fewer than `2 * limit` events); rooms whose limit
+# is not the one most rooms of the request use (room subscriptions).
+ALLOWED_TIMELINE_FALLBACKS = {"bypass", "not_fetched", "not_held", "timeline_limit"}
+
+
+def assert_timelines_from_roomcache(counts: dict[tuple[str, str], int], at_least: int) -> None:
+    """The per-room seam's initial timelines over a workload: at least
+    `at_least` from roomcache, the others Synapse's for an allowed reason."""
+    from_roomcache = counts.get(("timeline_roomcache", ""), 0)
+    fallbacks = {reason: n for (path, reason), n in counts.items() if path == "timeline_synapse"}
+    assert set(fallbacks) <= ALLOWED_TIMELINE_FALLBACKS, fallbacks
     assert from_roomcache >= at_least, (from_roomcache, at_least)

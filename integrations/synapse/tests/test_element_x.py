@@ -30,7 +30,11 @@ from roomcache_synapse_bench.dataset import (
 
 from .client import Client, JsonDict
 from .deployment import BYPASS_PREFIX, ModuleDeployment, counts_since
-from .equivalence import assert_answered_from_roomcache, assert_room_state_from_roomcache
+from .equivalence import (
+    assert_answered_from_roomcache,
+    assert_room_state_from_roomcache,
+    assert_timelines_from_roomcache,
+)
 from .harness import Homeserver
 
 SMALL, LARGE = SIZES = (10, 45)
@@ -123,6 +127,7 @@ def test_element_x_requests_equal_synapse_own(with_module: ModuleDeployment) -> 
     print(f"room state lookups, by (path, reason): {state_counts}")
     loaded = sum(len(observer.rooms_sent) for observer in observers)
     assert_room_state_from_roomcache(state_counts, at_least=loaded)
+    assert_timelines_from_roomcache(state_counts, at_least=loaded)
     # Bump stamps Synapse looked up (rooms whose timeline had no bump
     # event): from the room-list answer's entries on the module's side.
     assert state_counts.get(("bump_stamp_roomcache", ""), 0) > 0

@@ -11,6 +11,7 @@ from .equivalence import (
     Observer,
     assert_answered_from_roomcache,
     assert_room_state_from_roomcache,
+    assert_timelines_from_roomcache,
 )
 from .workload import Workload
 
@@ -50,3 +51,4 @@ def _compare_over_the_workload(with_module: ModuleDeployment, prefix: str) -> No
     # Each observer's initial requests send rooms in full (one per request
     # at least).
     assert_room_state_from_roomcache(state_counts, at_least=len(observers))
+    assert_timelines_from_roomcache(state_counts, at_least=len(observers))

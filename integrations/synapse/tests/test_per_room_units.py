@@ -13,6 +13,7 @@ from unittest.mock import AsyncMock, Mock
 
 import pytest
 from prometheus_client import REGISTRY
+from synapse.api.constants import Direction
 from synapse.types import RoomStreamToken
 from synapse.types.state import StateFilter
 
@@ -49,7 +50,18 @@ def room_state(room_id: str) -> dict[str, Any]:
     }
 
 
-def rooms_data(room_ids: list[str], **changes: Any) -> dict[str, Any]:
+def room_timeline(room_id: str, limit: int) -> dict[str, Any]:
+    """A room's timeline as roomcache answers it: `limit` events, newest
+    first, of a room with more."""
+    events = [[f"$event{n}{room_id}", 30 - n, 40 - n, "master", False] for n in range(limit)]
+    return {"events": events, "limited": True}
+
+
+def rooms_data(
+    room_ids: list[str], timeline: Mapping[str, int] | None = None, **changes: Any
+) -> dict[str, Any]:
+    """roomcache's answer for the rooms (with `timeline`, as asked, their
+    timelines too); `changes` replace its fields."""
     raw = {
         "rooms": {room_id: room_state(room_id) for room_id in room_ids},
         "held": HELD,
@@ -57,6 +69,11 @@ def rooms_data(room_ids: list[str], **changes: Any) -> dict[str, Any]:
         "timed_out": False,
     }
     raw.update(changes)
+    if timeline is not None and isinstance(raw["rooms"], dict):
+        raw["rooms"] = {
+            room_id: {"timeline": room_timeline(room_id, timeline["limit"]), **entry}
+            for room_id, entry in raw["rooms"].items()
+        }
     return raw
 
 
@@ -69,9 +86,17 @@ def expected_ids(room_id: str) -> dict[tuple[str, str], str]:
     }
 
 
-def interested(memberships: Mapping[str, str], newly_joined: frozenset[str] = frozenset()) -> Any:
+def interested(
+    memberships: Mapping[str, str],
+    newly_joined: frozenset[str] = frozenset(),
+    timeline_limits: Mapping[str, int] | None = None,
+) -> Any:
+    timeline_limits = timeline_limits or {}
     rooms = Mock(spec=SlidingSyncInterestedRooms)
-    rooms.relevant_rooms_to_send_map = dict.fromkeys(memberships, Mock(name="room config"))
+    rooms.relevant_rooms_to_send_map = {
+        room_id: Mock(name="room config", timeline_limit=timeline_limits.get(room_id, 1))
+        for room_id in memberships
+    }
     rooms.room_membership_for_user_map = {
         room_id: Mock(membership=membership) for room_id, membership in memberships.items()
     }
@@ -84,13 +109,21 @@ class Deployment:
         synapse = Mock(spec=SynapseAdapter)
         synapse.original_current_state_ids_at = AsyncMock(side_effect=self._synapse_lookup)
         synapse.original_latest_bump_stamp = AsyncMock(return_value=99)
+        synapse.original_topological_page = AsyncMock(
+            return_value=(["synapse's event"], "synapse's token", False)
+        )
+        synapse.events_by_id = AsyncMock(side_effect=lambda ids: [f"event {i}" for i in ids])
+        synapse.BACKWARDS = Direction.BACKWARDS
+        synapse.room_stream_token.side_effect = SynapseAdapter.room_stream_token
         synapse.partial_state_rooms.return_value = frozenset()
         synapse.never_sent.side_effect = lambda state, rooms: set(rooms) - state.sent
         synapse.filter_types.side_effect = SynapseAdapter.filter_types
         synapse.state_filter.side_effect = SynapseAdapter.state_filter
         self.synapse = synapse
         self.client = Mock(spec=RoomcacheClient)
-        self.client.rooms_data.side_effect = lambda body: rooms_data(body["rooms"])
+        self.client.rooms_data.side_effect = lambda body: rooms_data(
+            body["rooms"], body.get("timeline")
+        )
         self.config = parse_config(
             {"socket_path": "/rc.sock", "bypass_conn_id_prefix": "bypass", **config}
         )
@@ -260,11 +293,11 @@ def test_what_synapse_answers_and_why(case: str, reason: str) -> None:
         state_filter = StateFilter.from_types([("m.room.member", "@h:hs")])
     elif case == "unknown":
         deployment.client.rooms_data.side_effect = lambda body: rooms_data(
-            body["rooms"], rooms={"!a:hs": {"unknown": "recalculating"}}
+            body["rooms"], body.get("timeline"), rooms={"!a:hs": {"unknown": "recalculating"}}
         )
     elif case == "without_create":
         deployment.client.rooms_data.side_effect = lambda body: rooms_data(
-            body["rooms"], rooms={"!a:hs": {"state": []}}
+            body["rooms"], body.get("timeline"), rooms={"!a:hs": {"state": []}}
         )
     elif case == "other_token":
         kwargs["other_token"] = True
@@ -272,7 +305,7 @@ def test_what_synapse_answers_and_why(case: str, reason: str) -> None:
         kwargs["conn_id"] = "bypass-1"
     elif case == "timed_out":
         deployment.client.rooms_data.side_effect = lambda body: rooms_data(
-            body["rooms"], token="s10", timed_out=True
+            body["rooms"], body.get("timeline"), token="s10", timed_out=True
         )
     elif case == "unavailable":
         deployment.client.rooms_data.side_effect = RoomcacheFailure("unavailable", "gone")
