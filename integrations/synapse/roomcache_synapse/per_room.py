@@ -31,7 +31,12 @@ timelines (the limit most of them use), and the store's
 exactly such a room's initial timeline at the request's token (backwards,
 no lower bound, no filter, that limit) takes its rows from the answer and
 fetches the events with Synapse's `get_events_as_list`, as Synapse's query
-does; every other call is Synapse's own.
+does; every other call is Synapse's own. Once roomcache has answered, ONE
+query on Synapse's `event_relations` finds which of those timelines'
+events another event relates to; the relations handler's
+`get_bundled_aggregations` is replaced, and for events of those timelines
+that none relates to it answers at once what Synapse's queries would:
+nothing to bundle.
 
 Owns: which lookups roomcache answers, and how. May not touch: Synapse's
 private names (the adapter's), the wire (the client's).
@@ -51,10 +56,10 @@ from .answer import BadAnswer
 from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES, ROOM_TIMELINES
+from .metrics import AGGREGATIONS, BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES, ROOM_TIMELINES
 from .request import stream_token_text
 from .room_state import FilterTypes, RoomDataAnswer, StateKey, parse_room_data
-from .room_timeline import RoomTimeline, asked_limit, next_position
+from .room_timeline import RoomTimeline, TimelineRelations, asked_limit, next_position
 from .tokens import StreamPosition
 
 logger = logging.getLogger(__name__)
@@ -81,6 +86,9 @@ class Batch:
     timeline_limit: int | None = None
     """The limit of the initial timelines asked with the state (None: not
     asked)."""
+    relations: Shared[TimelineRelations | str] | None = None
+    """Which events of the timelines from roomcache another event relates
+    to, or why that is not known."""
 
 
 _BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
@@ -146,6 +154,7 @@ class RoomcacheRoomState:
         self._original = synapse.original_current_state_ids_at
         self._original_bump_stamp = synapse.original_latest_bump_stamp
         self._original_page = synapse.original_topological_page
+        self._original_aggregations = synapse.original_bundled_aggregations
         self._client = client
         self._config = config
         self._breaker = breaker
@@ -155,6 +164,7 @@ class RoomcacheRoomState:
         self._synapse.replace_latest_bump_stamp(self.latest_bump_stamp)
         if self._config.room_timeline:
             self._synapse.replace_topological_page(self.topological_page)
+            self._synapse.replace_bundled_aggregations(self.bundled_aggregations)
 
     @staticmethod
     def note_bump_stamps(bump_stamps: Mapping[str, int]) -> None:
@@ -200,6 +210,9 @@ class RoomcacheRoomState:
             configs = interested.relevant_rooms_to_send_map
             limit = asked_limit(configs[room].timeline_limit for room in asked)
         fetched = Shared(self._fetch, asked, to_token, limit) if asked else None
+        relations = None
+        if fetched is not None and limit is not None:
+            relations = Shared(self._relations_of, fetched)
         skipped = {room: "partial_state" for room in rooms if room in partial}
         _BATCH.set(
             Batch(
@@ -209,6 +222,7 @@ class RoomcacheRoomState:
                 fetched,
                 bump_stamps=bump_stamps,
                 timeline_limit=limit,
+                relations=relations,
             )
         )
 
@@ -245,6 +259,28 @@ class RoomcacheRoomState:
             answer = "module_error"
         ROOM_STATE_FETCHES.labels(outcome=answer if isinstance(answer, str) else "answered").inc()
         return answer
+
+    async def _relations_of(self, fetched: Shared[RoomDataAnswer | str]) -> TimelineRelations | str:
+        """Once roomcache has answered: which events of its timelines another
+        event relates to (one query on Synapse's database), or why that is
+        not known. Never raises."""
+        answer = await fetched.result()
+        if answer is None:
+            return "module_error"
+        if isinstance(answer, str):
+            return answer
+        looked_up = frozenset(
+            row.event_id
+            for timeline in answer.timelines.values()
+            if isinstance(timeline, RoomTimeline)
+            for row in timeline.rows
+        )
+        try:
+            related = await self._synapse.events_with_relations(looked_up) if looked_up else ()
+        except Exception:
+            logger.exception("roomcache: reading which timeline events have relations failed")
+            return "module_error"
+        return TimelineRelations(looked_up, frozenset(related))
 
     async def current_state_ids_at(
         self,
@@ -383,8 +419,41 @@ class RoomcacheRoomState:
             return timeline
         return Decline(timeline if timeline in _TIMELINE_UNKNOWN else "room_unknown")
 
+    async def bundled_aggregations(self, filtered_events: Any, user_id: str) -> dict[str, Any]:
+        """Synapse's `get_bundled_aggregations`: nothing to bundle, at once,
+        for events of this request's timelines from roomcache that no event
+        relates to; Synapse's own otherwise."""
+        reason: str | None = _OTHER_CALLER
+        batch = _BATCH.get()
+        if batch is not None:
+            # Read twice (here and maybe by Synapse's own): a list.
+            filtered_events = list(filtered_events)
+            try:
+                reason = await self._aggregations_decline(batch, filtered_events)
+            except Exception:
+                logger.exception("roomcache: bundled aggregations failed; Synapse's way")
+                reason = "module_error"
+        if reason is None:
+            AGGREGATIONS.labels(path="roomcache", reason="").inc()
+            return {}
+        if reason != _OTHER_CALLER:
+            AGGREGATIONS.labels(path="synapse", reason=reason).inc()
+        return await self._original_aggregations(filtered_events, user_id)
 
-# A call of the store's method outside a Sliding Sync request (not counted).
+    async def _aggregations_decline(self, batch: Batch, filtered_events: list[Any]) -> str | None:
+        if batch.declined is not None:
+            return batch.declined
+        if batch.relations is None:
+            return "not_fetched"
+        relations = await batch.relations.result()
+        if relations is None:
+            return "module_error"
+        if isinstance(relations, str):
+            return relations
+        return relations.none_related(self._synapse.aggregation_candidates(filtered_events))
+
+
+# A call of a replaced method outside a Sliding Sync request (not counted).
 _OTHER_CALLER = "other_caller"
 # The keyword arguments of Synapse 1.163's method; a call with others is
 # Synapse's own.

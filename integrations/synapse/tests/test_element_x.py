@@ -92,8 +92,22 @@ class ElementXObserver:
 
 
 def test_element_x_requests_equal_synapse_own(with_module: ModuleDeployment) -> None:
+    _compare_element_x(with_module, "ex_")
+
+
+def test_with_two_event_writers(with_module_workers: ModuleDeployment) -> None:
+    """The same with events persisted by two writers (tokens with writers
+    ahead of the minimum: the timelines' rows are filtered by writer)."""
+    _compare_element_x(with_module_workers, "exw_")
+    writers = with_module_workers.homeserver.query(
+        "SELECT DISTINCT instance_name FROM events WHERE sender LIKE '@exw_%'"
+    )
+    assert {row[0] for row in writers} == {"p1", "p2"}
+
+
+def _compare_element_x(with_module: ModuleDeployment, prefix: str) -> None:
     homeserver = with_module.homeserver
-    dataset = build(homeserver, DatasetSpec(sizes=SIZES, prefix="ex_"), concurrency=4)
+    dataset = build(homeserver, DatasetSpec(sizes=SIZES, prefix=prefix), concurrency=4)
     observers = [
         ElementXObserver(dataset.users[size].client(homeserver), subscriptions)
         for size in SIZES

@@ -113,6 +113,9 @@ class Deployment:
             return_value=(["synapse's event"], "synapse's token", False)
         )
         synapse.events_by_id = AsyncMock(side_effect=lambda ids: [f"event {i}" for i in ids])
+        synapse.original_bundled_aggregations = AsyncMock(return_value={"$e": "Synapse's"})
+        synapse.events_with_relations = AsyncMock(return_value=frozenset())
+        synapse.aggregation_candidates.side_effect = SynapseAdapter.aggregation_candidates
         synapse.BACKWARDS = Direction.BACKWARDS
         synapse.room_stream_token.side_effect = SynapseAdapter.room_stream_token
         synapse.partial_state_rooms.return_value = frozenset()
