@@ -35,6 +35,7 @@ from synapse.handlers.sliding_sync.room_lists import (
     SlidingSyncInterestedRooms,
 )
 from synapse.module_api import make_deferred_yieldable, run_in_background
+from synapse.storage.database import make_in_list_sql_clause
 from synapse.storage.invite_rule import AllowAllInviteRulesConfig
 from synapse.storage.roommember import RoomsForUserSlidingSync
 from synapse.types import PersistedEventPosition, RoomStreamToken
@@ -73,6 +74,8 @@ StateIdsAt = Callable[..., Awaitable[Mapping[tuple[str, str], str]]]
 Page = Callable[..., Awaitable[tuple[list[Any], Any, bool]]]
 # Synapse's bundled aggregations of some (filtered) events for a user.
 Aggregations = Callable[[Any, str], Awaitable[dict[str, Any]]]
+# A room's members counted by membership.
+MemberCounts = Callable[[str], Awaitable[Mapping[str, int]]]
 BumpStampOf = Callable[[str], Awaitable[int | None]]
 _T = TypeVar("_T")
 
@@ -107,6 +110,8 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("store", "get_latest_bump_stamp_for_room", True),
     ("store", "paginate_room_events_by_topological_ordering", True),
     ("store", "get_events_as_list", True),
+    ("store", "get_member_counts.invalidate", True),
+    ("store", "db_pool.runInteraction", True),
     ("hs", "get_relations_handler", True),
     ("relations", "get_bundled_aggregations", True),
     ("store", "ignored_users", True),
@@ -251,6 +256,12 @@ class SynapseAdapter:
         return self._relations.get_bundled_aggregations
 
     @functools.cached_property
+    def original_member_counts(self) -> MemberCounts:
+        """Synapse's own (cached) `get_member_counts` (as it was before
+        `replace_member_counts`)."""
+        return self._store.get_member_counts
+
+    @functools.cached_property
     def original_topological_page(self) -> Page:
         """Synapse's own `paginate_room_events_by_topological_ordering` (as
         it was before `replace_topological_page`)."""
@@ -386,6 +397,47 @@ class SynapseAdapter:
         must hand to Synapse's own)."""
         _ = self.original_bundled_aggregations  # Synapse's own, kept before replacing
         self._relations.get_bundled_aggregations = replacement
+
+    def replace_member_counts(self, replacement: MemberCounts) -> None:
+        """Puts `replacement` in place of the store's cached method. Synapse
+        invalidates the method's cache through the attribute
+        (`get_member_counts.invalidate`): the function put there carries the
+        original's cache and invalidation."""
+        original = self.original_member_counts
+
+        async def member_counts(room_id: str) -> Mapping[str, int]:
+            return await replacement(room_id)
+
+        member_counts.__dict__.update(original.__dict__)
+        self._store.get_member_counts = member_counts
+
+    def cached_member_counts(self, room_id: str) -> Mapping[str, int] | None:
+        """The room's counts in Synapse's cache, without a lookup."""
+        # A one-argument cache's key is the argument itself.
+        return self.original_member_counts.cache.get_immediate(room_id, None, update_metrics=False)
+
+    async def member_counts(self, room_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """Each room's members by membership in its current state, as
+        Synapse's `get_member_counts` counts them (rejected members, with no
+        membership, left out), for all the rooms in one query."""
+        store = self._store
+
+        def count(txn: Any) -> dict[str, dict[str, int]]:
+            clause, arguments = make_in_list_sql_clause(
+                txn.database_engine, "room_id", list(room_ids)
+            )
+            txn.execute(
+                "SELECT room_id, membership, count(*) FROM current_state_events"
+                f" WHERE type = 'm.room.member' AND {clause} AND membership IS NOT NULL"
+                " GROUP BY room_id, membership",
+                arguments,
+            )
+            counts: dict[str, dict[str, int]] = {room_id: {} for room_id in room_ids}
+            for room_id, membership, number in txn:
+                counts[room_id][membership] = number
+            return counts
+
+        return await store.db_pool.runInteraction("roomcache_member_counts", count)
 
     @staticmethod
     def aggregation_candidates(filtered_events: Iterable[Any]) -> list[str]:

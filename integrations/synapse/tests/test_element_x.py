@@ -142,6 +142,12 @@ def _compare_element_x(with_module: ModuleDeployment, prefix: str) -> None:
     loaded = sum(len(observer.rooms_sent) for observer in observers)
     assert_room_state_from_roomcache(state_counts, at_least=loaded)
     assert_timelines_from_roomcache(state_counts, at_least=loaded)
+    # Member counts of named rooms sent in full: from the request's one
+    # count, unless Synapse's cache had them (the other connection's
+    # requests fill it).
+    assert state_counts.get(("counts_batched", ""), 0) > 0, state_counts
+    counted_by_synapse = {r for (path, r) in state_counts if path == "counts_synapse"}
+    assert counted_by_synapse <= {"bypass", "cached", "not_fetched"}, state_counts
     # Bump stamps Synapse looked up (rooms whose timeline had no bump
     # event): from the room-list answer's entries on the module's side.
     assert state_counts.get(("bump_stamp_roomcache", ""), 0) > 0
