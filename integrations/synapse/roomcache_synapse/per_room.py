@@ -157,7 +157,10 @@ def answer_from(
 
 
 class RoomcacheRoomState:
-    """Replaces `get_current_state_ids_at` on the sliding-sync handler."""
+    """Replaces, for the rooms a request sends in full, the handler's
+    `get_current_state_ids_at`, the store's `get_latest_bump_stamp_for_room`,
+    `get_member_counts` and `paginate_room_events_by_topological_ordering`,
+    and the relations handler's `get_bundled_aggregations`."""
 
     def __init__(
         self,
