@@ -401,14 +401,15 @@ class SynapseAdapter:
     def replace_member_counts(self, replacement: MemberCounts) -> None:
         """Puts `replacement` in place of the store's cached method. Synapse
         invalidates the method's cache through the attribute
-        (`get_member_counts.invalidate`): the function put there carries the
-        original's cache and invalidation."""
+        (`get_member_counts.invalidate`, and by its name across workers):
+        the function put there carries the original's name, cache and
+        invalidation."""
         original = self.original_member_counts
 
         async def member_counts(room_id: str) -> Mapping[str, int]:
             return await replacement(room_id)
 
-        member_counts.__dict__.update(original.__dict__)
+        functools.update_wrapper(member_counts, original)
         self._store.get_member_counts = member_counts
 
     def cached_member_counts(self, room_id: str) -> Mapping[str, int] | None:

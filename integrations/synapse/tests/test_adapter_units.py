@@ -156,6 +156,8 @@ def test_replaced_member_counts_keep_synapse_s_cache_and_invalidation() -> None:
         return await adapter.original_member_counts(room_id)
 
     adapter.replace_member_counts(replacement)
+    # Synapse names the cache to other workers by the function's name.
+    assert store.get_member_counts.__name__ == "get_member_counts"
     assert _counts_of(store, "!a:hs") == {"join": 1}
     assert asked == ["!a:hs"]
     # Synapse invalidates through the attribute, as after a state change:
