@@ -154,12 +154,14 @@ def _compare_element_x(with_module: ModuleDeployment, prefix: str) -> None:
     # (Each user has one invite among its rooms: sent without a timeline.)
     assert initial_timelines >= loaded - len(observers), (initial_timelines, loaded)
     assert_timelines_from_roomcache(state_counts, at_least=initial_timelines)
-    # Member counts of named rooms sent in full: from the request's one
-    # count, unless Synapse's cache had them (the other connection's
-    # requests fill it).
-    assert state_counts.get(("counts_batched", ""), 0) > 0, state_counts
-    counted_by_synapse = {r for (path, r) in state_counts if path == "counts_synapse"}
-    assert counted_by_synapse <= {"bypass", "cached", "not_fetched"}, state_counts
+    # Member counts of named rooms sent in full, and the account-data
+    # extension's room account data and tags of rooms new on the
+    # connection: from the request's one query each, unless Synapse's cache
+    # had them (the other connection's requests fill it).
+    for lookup in ("member_counts", "room_account_data", "room_tags"):
+        assert state_counts.get((f"{lookup}_batched", ""), 0) > 0, (lookup, state_counts)
+        by_synapse = {r for (path, r) in state_counts if path == f"{lookup}_synapse"}
+        assert by_synapse <= {"bypass", "cached", "not_fetched"}, (lookup, state_counts)
     # Bump stamps Synapse looked up (rooms whose timeline had no bump
     # event): from the room-list answer's entries on the module's side.
     assert state_counts.get(("bump_stamp_roomcache", ""), 0) > 0
