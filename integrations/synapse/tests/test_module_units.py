@@ -4,6 +4,7 @@ could not order at the token, and installing the package with pip."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -203,3 +204,19 @@ def test_answers_over_the_limit_are_refused_at_their_head() -> None:
     body = b"x" * 1024
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n"
     assert _read(AnswerReader(1024), head, body[:500], body[500:]) == (200, body, True)
+
+
+def test_every_package_of_the_module_is_installed() -> None:
+    """`pip install ./integrations/synapse` installs the packages
+    pyproject.toml lists: every package of the module must be one."""
+    root = Path(__file__).resolve().parents[1]
+    # (No tomllib: Python 3.10 has none.)
+    line = re.search(r"^packages = \[(.*)\]$", (root / "pyproject.toml").read_text(), re.M)
+    assert line is not None
+    listed = re.findall(r'"([^"]+)"', line.group(1))
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "roomcache_synapse").rglob("__init__.py")
+    }
+    assert found == {"roomcache_synapse", "roomcache_synapse.adapter"}
+    assert set(listed) == found
