@@ -7,7 +7,10 @@
 //! limit fetched, then each writer's position applied), or "not held";
 //! followed from position 0, imported, after a restart, with one writer and
 //! two; and in feed mode through rejections, outliers, backfill,
-//! de-outliering, redactions and purges.
+//! de-outliering, redactions and purges. Source mode through Synapse's
+//! backfill: [`backfill`].
+
+mod backfill;
 
 use std::str::FromStr;
 
