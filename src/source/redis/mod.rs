@@ -56,6 +56,8 @@ pub(crate) const EVENTS: &str = "events";
 pub(crate) const CACHES: &str = "caches";
 /// The account-data stream's name on the channel.
 pub(crate) const ACCOUNT_DATA: &str = "account_data";
+/// The backfill stream's name on the channel.
+pub(crate) const BACKFILL: &str = "backfill";
 
 /// What the channel has told so far, shared by the subscriber (which
 /// writes) and the follower (which reads, waits, and takes back what it
@@ -97,6 +99,9 @@ pub(crate) struct Announced {
     /// The highest announced by any known process (account-data stream;
     /// only a wake-up: the stream is followed from `stream_positions`).
     pub(crate) account_data: i64,
+    /// Per configured event writer (backfill stream; only a wake-up: the
+    /// stream is followed from `stream_positions`).
+    pub(crate) backfill: BTreeMap<WriterName, i64>,
 }
 
 /// What a step sees of the channel: the connection and the announced
@@ -167,7 +172,7 @@ impl Replication {
     /// process) it does not follow.
     pub(crate) fn admits(&self, stream: &str, instance: &str) -> Result<bool, Reason> {
         let known = match stream {
-            EVENTS => self.writers.contains(instance),
+            EVENTS | BACKFILL => self.writers.contains(instance),
             CACHES | ACCOUNT_DATA => {
                 let mut state = self.state();
                 let known = state.processes.contains(instance);
@@ -211,6 +216,14 @@ impl Replication {
                     |a| a.caches.get(instance).copied(),
                     |a| {
                         a.caches.insert(instance.to_owned(), position);
+                    },
+                ),
+                (BACKFILL, Some(writer)) => raise(
+                    announced,
+                    position,
+                    |a| a.backfill.get(writer).copied(),
+                    |a| {
+                        a.backfill.insert(writer.clone(), position);
                     },
                 ),
                 (ACCOUNT_DATA, _) => raise(
@@ -313,6 +326,7 @@ fn followed_stream(stream: &str) -> &'static str {
     match stream {
         EVENTS => EVENTS,
         CACHES => CACHES,
+        BACKFILL => BACKFILL,
         _ => ACCOUNT_DATA,
     }
 }
@@ -339,6 +353,8 @@ mod tests {
             replication.announce(ACCOUNT_DATA, "master", 4),
             Outcome::Raised
         );
+        assert_eq!(replication.announce(BACKFILL, "p2", 2), Outcome::Raised);
+        assert_eq!(replication.announce(BACKFILL, "p2", 2), Outcome::Known);
         let snapshot = replication.snapshot();
         let p = |name: &str| WriterName::parse(name).unwrap();
         assert_eq!(
@@ -347,6 +363,7 @@ mod tests {
         );
         assert_eq!(snapshot.announced.caches.get("master"), Some(&11));
         assert_eq!(snapshot.announced.account_data, 4);
+        assert_eq!(snapshot.announced.backfill, BTreeMap::from([(p("p2"), 2)]));
         // The wake-ups coalesce into one.
         replication.woken().await;
         replication.set_connected(true);
@@ -364,6 +381,7 @@ mod tests {
         let replication = Replication::new(&writers());
         for (stream, instance) in [
             (EVENTS, "p9"),
+            (BACKFILL, "p9"),
             (EVENTS, "x".repeat(10_000).as_str()),
             (CACHES, "stranger"),
             (ACCOUNT_DATA, "stranger"),

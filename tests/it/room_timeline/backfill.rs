@@ -13,52 +13,11 @@ use serde_json::{json, Value};
 use super::{assert_timelines_are_synapses, served_timeline};
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    insert_event, source_options, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
+    persist_backfilled, source_options, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
 };
 
 /// Counts the backfilled events the follower read.
 const BACKFILLED_METRIC: &str = "roomcache_source_backfilled_events_total";
-
-/// Writes a backfilled event as Synapse's writer `master` persists one, in
-/// one transaction: its `events` and `event_json` rows at stream ordering
-/// `-position` with its topological ordering, the backfill stream's
-/// sequence and the writer's `stream_positions` row (negative, as Synapse
-/// writes it).
-async fn persist_backfilled(
-    client: &tokio_postgres::Client,
-    position: i64,
-    event: &Value,
-    topological_ordering: i64,
-) {
-    client.batch_execute("BEGIN").await.unwrap();
-    insert_event(client, "master", -position, event).await;
-    client
-        .execute(
-            "UPDATE events SET topological_ordering = $2, depth = $2 WHERE stream_ordering = $1",
-            &[&-position, &topological_ordering],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "SELECT setval('events_backfill_stream_seq',
-                 GREATEST($1, (SELECT last_value FROM events_backfill_stream_seq)))",
-            &[&position],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
-             VALUES ('backfill', 'master', $1)
-             ON CONFLICT (stream_name, instance_name) DO UPDATE SET stream_id = EXCLUDED.stream_id
-             WHERE stream_positions.stream_id > EXCLUDED.stream_id",
-            &[&-position],
-        )
-        .await
-        .unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-}
 
 /// Waits (up to 20 s) until `server` has applied `master`'s backfill
 /// stream up to `position` (its `stream_positions` row); false if it
@@ -130,7 +89,7 @@ async fn backfilled_events_among_the_latest_are_followed_imported_and_kept_over_
             "origin_server_ts": 0, "unsigned": {}})
     };
     // Backfilled before the import, just below the room's newest event.
-    persist_backfilled(&client, 2, &message(0), top - 1).await;
+    persist_backfilled(&client, "master", 2, &message(0), top - 1).await;
     let mut server =
         TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
     wait_for_position(&server, FIXTURE_POSITION).await;
@@ -140,7 +99,7 @@ async fn backfilled_events_among_the_latest_are_followed_imported_and_kept_over_
 
     // Backfilled while following: beside the newest event (same
     // topological ordering, lower stream ordering: it ranks second).
-    persist_backfilled(&client, 3, &message(1), top).await;
+    persist_backfilled(&client, "master", 3, &message(1), top).await;
     let reached = reached_backfill_position(&server, 3).await;
     for limit in [1, 3] {
         assert_timelines_are_synapses(&server, &synapse, limit, "a backfilled event").await;
@@ -155,7 +114,7 @@ async fn backfilled_events_among_the_latest_are_followed_imported_and_kept_over_
     assert_eq!(server.metric(BACKFILLED_METRIC).await, Some(1.0));
 
     // Below the held events: the answer does not change.
-    persist_backfilled(&client, 4, &message(2), 1).await;
+    persist_backfilled(&client, "master", 4, &message(2), 1).await;
     assert!(reached_backfill_position(&server, 4).await);
     assert_eq!(served_ids(&server, &room, 4).await, held);
     assert_timelines_are_synapses(&server, &synapse, 4, "backfill below the window").await;
@@ -163,7 +122,7 @@ async fn backfilled_events_among_the_latest_are_followed_imported_and_kept_over_
     // Backfilled while roomcache is down, newest of the room: read after
     // the restart from the stored position, and nothing before it.
     server.stop().await;
-    persist_backfilled(&client, 5, &message(3), top + 1).await;
+    persist_backfilled(&client, "master", 5, &message(3), top + 1).await;
     server.spawn().await;
     wait_for_position(&server, FIXTURE_POSITION).await;
     let reached = reached_backfill_position(&server, 5).await;
