@@ -2,7 +2,8 @@
 //! computed from Synapse's tables, in batches of rooms, resumable.
 //!
 //! How: each room's history up to a fixed stream position (its events,
-//! ex-outliers and current-state deltas, read by [`super::read`]) is
+//! ex-outliers and current-state deltas, read by [`super::read`], and its
+//! backfilled events) is
 //! replayed through the same pure rules the live feed uses
 //! ([`crate::rules::apply_rows`]), from an empty state, in stream order; then
 //! the `forgotten` flags of the current memberships are applied. This

@@ -22,11 +22,13 @@
 //! Nothing on the channel is trusted beyond what it costs to check it: a
 //! line over `source_redis_max_line_bytes` is dropped once read; a position
 //! is kept only for a stream roomcache follows and a writer it follows (the
-//! configured event writers; for the caches and account-data streams, the
-//! Synapse processes the follower has found in Synapse's database), only
-//! when an `RDATA` row parses as Synapse parses it ([`rows`]), and only up
-//! to what Synapse has allocated (the follower checks that against the
-//! stream's sequence and takes back what passes it). Anything else moves
+//! configured event writers for the events and backfill streams; for the
+//! caches and account-data streams, the Synapse processes the follower has
+//! found in Synapse's database), only when an `RDATA` row parses as Synapse
+//! parses it ([`rows`]), and only up to what Synapse has allocated (the
+//! follower checks that against the stream's sequence and takes back what
+//! passes it; the account-data and backfill streams' announcements only
+//! wake it: those are read up to Synapse's `stream_positions`). Anything else moves
 //! nothing, wakes nothing and keeps nothing: the map holds at most one
 //! number per followed writer, and a step takes it by reference, not by
 //! copy.
