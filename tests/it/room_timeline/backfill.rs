@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{assert_timelines_are_synapses, served_timeline};
 use crate::support::server::TestServer;
