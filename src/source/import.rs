@@ -99,13 +99,7 @@ pub(crate) async fn read_rooms(
     let forgotten = read::forgotten_memberships(source, to, Some(rooms)).await?;
     let backfilled = read::backfilled_rows_of_rooms(source, rooms).await?;
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
-    // Backfilled events first (stream id 0: they move and bump nothing),
-    // then the stream range.
-    for (writer, row) in backfilled.into_iter().chain(range.rows) {
-        if let Some(room) = row.room_id() {
-            by_room.entry(room.clone()).or_default().push((writer, row));
-        }
-    }
+    add_to_rooms(&mut by_room, range.rows);
     let forget_writer = |rows: &Vec<(String, FeedRow)>| {
         rows.last()
             .map(|(w, _)| w.clone())
@@ -120,10 +114,26 @@ pub(crate) async fn read_rooms(
             rows.push((writer.clone(), row));
         }
     }
+    // Backfilled events last (stream id 0: they move and bump nothing), as
+    // Synapse backfills once it has the live events: a backfilled
+    // redaction changes no value computed before, as when followed.
+    add_to_rooms(&mut by_room, backfilled);
     Ok(ReadRooms {
         by_room,
         read: started.elapsed(),
     })
+}
+
+/// Adds each row (with its writer) to its room's rows.
+fn add_to_rooms(
+    by_room: &mut BTreeMap<RoomId, Vec<(String, FeedRow)>>,
+    rows: Vec<(String, FeedRow)>,
+) {
+    for (writer, row) in rows {
+        if let Some(room) = row.room_id() {
+            by_room.entry(room.clone()).or_default().push((writer, row));
+        }
+    }
 }
 
 /// Replays every room of a batch read by [`read_rooms`] (pure: no I/O).
