@@ -15,7 +15,7 @@ use crate::support::fixture_servers::{
 };
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    persist_event, source_event, source_options, wait_for_position, SynapseDatabase,
+    persist_event, source_event, source_options, store_room, wait_for_position, SynapseDatabase,
     FIXTURE_POSITION,
 };
 
@@ -360,8 +360,16 @@ async fn a_repair_while_serving_drops_held_state_the_restored_database_does_not_
     wait_for_position(&server, FIXTURE_POSITION).await;
     let client = synapse.client().await;
     let room = "!restored-away:oracle.test".to_owned();
+    let sender = "@u0001:oracle.test";
+    // The room exists in Synapse (its `rooms` row, as Synapse stores it
+    // before any event; the backup restored below has it too). Without it
+    // the room is a deleted one to roomcache: the follower's first full
+    // check, which may run after the event below is applied (under load
+    // the start-up position is reached before the follower's first step),
+    // would purge it and serve `[]`.
+    store_room(&client, &room, sender).await;
     let position = FIXTURE_POSITION + 1;
-    let pinned = source_event(&room, "@u0001:oracle.test", "m.room.pinned_events")
+    let pinned = source_event(&room, sender, "m.room.pinned_events")
         .state_key("")
         .content(json!({"pinned": []}));
     let event_id = persist_event(&client, position, pinned).await;

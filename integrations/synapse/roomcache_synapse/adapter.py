@@ -27,12 +27,15 @@ import attr
 from synapse.api.constants import Direction
 from synapse.api.errors import SlidingSyncUnknownPosition
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+from synapse.events import EventBase
+from synapse.events.utils import FilteredEvent
 from synapse.handlers.sliding_sync.room_lists import (
     MINIMUM_NOT_USED_AGE_EXPIRY,
     NUM_ROOMS_THRESHOLD,
     SlidingSyncInterestedRooms,
 )
 from synapse.module_api import make_deferred_yieldable, run_in_background
+from synapse.storage.database import make_in_list_sql_clause
 from synapse.storage.invite_rule import AllowAllInviteRulesConfig
 from synapse.storage.roommember import RoomsForUserSlidingSync
 from synapse.types import PersistedEventPosition, RoomStreamToken
@@ -69,6 +72,10 @@ Compute = Callable[..., Awaitable[SlidingSyncInterestedRooms]]
 StateIdsAt = Callable[..., Awaitable[Mapping[tuple[str, str], str]]]
 # Synapse's page of a room's events: (events, the token after them, limited).
 Page = Callable[..., Awaitable[tuple[list[Any], Any, bool]]]
+# Synapse's bundled aggregations of some (filtered) events for a user.
+Aggregations = Callable[[Any, str], Awaitable[dict[str, Any]]]
+# A room's members counted by membership.
+MemberCounts = Callable[[str], Awaitable[Mapping[str, int]]]
 BumpStampOf = Callable[[str], Awaitable[int | None]]
 _T = TypeVar("_T")
 
@@ -103,6 +110,10 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("store", "get_latest_bump_stamp_for_room", True),
     ("store", "paginate_room_events_by_topological_ordering", True),
     ("store", "get_events_as_list", True),
+    ("store", "get_member_counts.invalidate", True),
+    ("store", "db_pool.runInteraction", True),
+    ("hs", "get_relations_handler", True),
+    ("relations", "get_bundled_aggregations", True),
     ("store", "ignored_users", True),
     ("store", "get_invite_config_for_user", True),
     ("store", "get_forgotten_rooms_for_user", True),
@@ -127,6 +138,7 @@ _DERIVED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("api", "_hs"): ("hs", lambda hs: hs),
     ("hs", "get_sliding_sync_handler"): ("handler", lambda get: get()),
     ("handler", "room_lists"): ("room_lists", lambda room_lists: room_lists),
+    ("hs", "get_relations_handler"): ("relations", lambda get: get()),
     ("hs", "get_datastores"): ("store", lambda get: getattr(get(), "main", None)),
     ("store", "get_events_stream_id_generator"): ("events_ids", lambda get: get()),
 }
@@ -151,9 +163,11 @@ _FIELDS: tuple[tuple[type, str], ...] = (
     (RoomSyncConfig, "required_state_map"),
     (StateFilter, "types"),
     (StateFilter, "include_others"),
+    (FilteredEvent, "event"),
 )
 # Methods of those classes the adapter calls.
 _METHODS: tuple[tuple[type, str], ...] = (
+    (EventBase, "is_state"),
     (RoomStatusMap, "have_sent_room"),
     (StateFilter, "from_types"),
 )
@@ -230,6 +244,22 @@ class SynapseAdapter:
         """Synapse's own `get_latest_bump_stamp_for_room` (as it was before
         `replace_latest_bump_stamp`)."""
         return self._store.get_latest_bump_stamp_for_room
+
+    @functools.cached_property
+    def _relations(self) -> Any:
+        return self._hs.get_relations_handler()
+
+    @functools.cached_property
+    def original_bundled_aggregations(self) -> Aggregations:
+        """Synapse's own `RelationsHandler.get_bundled_aggregations` (as it
+        was before `replace_bundled_aggregations`)."""
+        return self._relations.get_bundled_aggregations
+
+    @functools.cached_property
+    def original_member_counts(self) -> MemberCounts:
+        """Synapse's own (cached) `get_member_counts` (as it was before
+        `replace_member_counts`)."""
+        return self._store.get_member_counts
 
     @functools.cached_property
     def original_topological_page(self) -> Page:
@@ -359,6 +389,78 @@ class SynapseAdapter:
         replacement must hand to Synapse's own)."""
         _ = self.original_topological_page  # Synapse's own, kept before replacing
         self._store.paginate_room_events_by_topological_ordering = replacement
+
+    def replace_bundled_aggregations(self, replacement: Aggregations) -> None:
+        """Puts `replacement` in place of the relations handler's method (on
+        its one instance: the sliding-sync handler holds it, and so do
+        `/sync`, `/messages` and the other callers, which the replacement
+        must hand to Synapse's own)."""
+        _ = self.original_bundled_aggregations  # Synapse's own, kept before replacing
+        self._relations.get_bundled_aggregations = replacement
+
+    def replace_member_counts(self, replacement: MemberCounts) -> None:
+        """Puts `replacement` in place of the store's cached method. Synapse
+        invalidates the method's cache through the attribute
+        (`get_member_counts.invalidate`): the function put there carries the
+        original's cache and invalidation."""
+        original = self.original_member_counts
+
+        async def member_counts(room_id: str) -> Mapping[str, int]:
+            return await replacement(room_id)
+
+        member_counts.__dict__.update(original.__dict__)
+        self._store.get_member_counts = member_counts
+
+    def cached_member_counts(self, room_id: str) -> Mapping[str, int] | None:
+        """The room's counts in Synapse's cache, without a lookup."""
+        # A one-argument cache's key is the argument itself.
+        return self.original_member_counts.cache.get_immediate(room_id, None, update_metrics=False)
+
+    async def member_counts(self, room_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """Each room's members by membership in its current state, as
+        Synapse's `get_member_counts` counts them (rejected members, with no
+        membership, left out), for all the rooms in one query."""
+        store = self._store
+
+        def count(txn: Any) -> dict[str, dict[str, int]]:
+            clause, arguments = make_in_list_sql_clause(
+                txn.database_engine, "room_id", list(room_ids)
+            )
+            txn.execute(
+                "SELECT room_id, membership, count(*) FROM current_state_events"
+                f" WHERE type = 'm.room.member' AND {clause} AND membership IS NOT NULL"
+                " GROUP BY room_id, membership",
+                arguments,
+            )
+            counts: dict[str, dict[str, int]] = {room_id: {} for room_id in room_ids}
+            for room_id, membership, number in txn:
+                counts[room_id][membership] = number
+            return counts
+
+        return await store.db_pool.runInteraction("roomcache_member_counts", count)
+
+    @staticmethod
+    def aggregation_candidates(filtered_events: Iterable[Any]) -> list[str]:
+        """The IDs of the events Synapse bundles aggregations for (it skips
+        state events)."""
+        return [
+            filtered.event.event_id for filtered in filtered_events if not filtered.event.is_state()
+        ]
+
+    async def events_with_relations(self, event_ids: Collection[str]) -> frozenset[str]:
+        """Of these events, those another event relates to (a row of
+        Synapse's `event_relations` names them): one query for all of them.
+        Synapse's bundled aggregations (threads, references, edits) are all
+        read from those rows."""
+        rows = await self._store.db_pool.simple_select_many_batch(
+            table="event_relations",
+            column="relates_to_id",
+            iterable=event_ids,
+            retcols=("relates_to_id",),
+            desc="roomcache_events_with_relations",
+            batch_size=1000,
+        )
+        return frozenset(event_id for (event_id,) in rows)
 
     async def events_by_id(self, event_ids: list[str]) -> list[Any]:
         """The events, in that order, as Synapse's timeline query fetches

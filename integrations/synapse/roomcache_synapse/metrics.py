@@ -101,6 +101,22 @@ ROOM_TIMELINES = Counter(
     ["path", "reason"],
 )
 
+AGGREGATIONS = Counter(
+    "roomcache_synapse_aggregations",
+    "Bundled aggregations of initial timelines in Sliding Sync's per-room data by who "
+    "answered (path: roomcache, nothing to bundle for events no event relates to, or "
+    "synapse) and, for synapse, why (reason).",
+    ["path", "reason"],
+)
+
+MEMBER_COUNTS = Counter(
+    "roomcache_synapse_member_counts",
+    "Lookups of a room's member counts in Sliding Sync's per-room data by who answered "
+    "(path: batched, the request's one count, or synapse: its cached method) and, for "
+    "synapse, why (reason).",
+    ["path", "reason"],
+)
+
 BUMP_STAMPS = Counter(
     "roomcache_synapse_bump_stamps",
     "Lookups of a room's latest bump stamp in Sliding Sync's per-room data by who answered "

@@ -31,7 +31,17 @@ timelines (the limit most of them use), and the store's
 exactly such a room's initial timeline at the request's token (backwards,
 no lower bound, no filter, that limit) takes its rows from the answer and
 fetches the events with Synapse's `get_events_as_list`, as Synapse's query
-does; every other call is Synapse's own.
+does; every other call is Synapse's own. Once roomcache has answered, ONE
+query on Synapse's `event_relations` finds which of those timelines'
+events another event relates to; the relations handler's
+`get_bundled_aggregations` is replaced, and for events of those timelines
+that none relates to it answers at once what Synapse's queries would:
+nothing to bundle.
+
+The member counts of those rooms (`get_member_counts`, cached by Synapse
+per room in a cache a user in 1,000 rooms overruns) are counted in ONE
+query on Synapse's `current_state_events` for the rooms not in that cache,
+started with the fetch; the store's method answers those rooms from it.
 
 Owns: which lookups roomcache answers, and how. May not touch: Synapse's
 private names (the adapter's), the wire (the client's).
@@ -51,10 +61,17 @@ from .answer import BadAnswer
 from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
-from .metrics import BUMP_STAMPS, ROOM_STATE, ROOM_STATE_FETCHES, ROOM_TIMELINES
+from .metrics import (
+    AGGREGATIONS,
+    BUMP_STAMPS,
+    MEMBER_COUNTS,
+    ROOM_STATE,
+    ROOM_STATE_FETCHES,
+    ROOM_TIMELINES,
+)
 from .request import stream_token_text
 from .room_state import FilterTypes, RoomDataAnswer, StateKey, parse_room_data
-from .room_timeline import RoomTimeline, asked_limit, next_position
+from .room_timeline import RoomTimeline, TimelineRelations, asked_limit, next_position
 from .tokens import StreamPosition
 
 logger = logging.getLogger(__name__)
@@ -81,6 +98,13 @@ class Batch:
     timeline_limit: int | None = None
     """The limit of the initial timelines asked with the state (None: not
     asked)."""
+    relations: Shared[TimelineRelations | str] | None = None
+    """Which events of the timelines from roomcache another event relates
+    to, or why that is not known."""
+    counted: frozenset[str] = frozenset()
+    """The rooms asked whose member counts were not in Synapse's cache."""
+    member_counts: Shared[dict[str, dict[str, int]] | str] | None = None
+    """Their counts by membership, or why there are none."""
 
 
 _BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
@@ -146,6 +170,8 @@ class RoomcacheRoomState:
         self._original = synapse.original_current_state_ids_at
         self._original_bump_stamp = synapse.original_latest_bump_stamp
         self._original_page = synapse.original_topological_page
+        self._original_aggregations = synapse.original_bundled_aggregations
+        self._original_member_counts = synapse.original_member_counts
         self._client = client
         self._config = config
         self._breaker = breaker
@@ -153,8 +179,10 @@ class RoomcacheRoomState:
     def install(self) -> None:
         self._synapse.replace_current_state_ids_at(self.current_state_ids_at)
         self._synapse.replace_latest_bump_stamp(self.latest_bump_stamp)
+        self._synapse.replace_member_counts(self.member_counts)
         if self._config.room_timeline:
             self._synapse.replace_topological_page(self.topological_page)
+            self._synapse.replace_bundled_aggregations(self.bundled_aggregations)
 
     @staticmethod
     def note_bump_stamps(bump_stamps: Mapping[str, int]) -> None:
@@ -200,6 +228,11 @@ class RoomcacheRoomState:
             configs = interested.relevant_rooms_to_send_map
             limit = asked_limit(configs[room].timeline_limit for room in asked)
         fetched = Shared(self._fetch, asked, to_token, limit) if asked else None
+        relations = None
+        if fetched is not None and limit is not None:
+            relations = Shared(self._relations_of, fetched)
+        counted = [room for room in asked if self._synapse.cached_member_counts(room) is None]
+        member_counts = Shared(self._member_counts_of, counted) if counted else None
         skipped = {room: "partial_state" for room in rooms if room in partial}
         _BATCH.set(
             Batch(
@@ -209,6 +242,9 @@ class RoomcacheRoomState:
                 fetched,
                 bump_stamps=bump_stamps,
                 timeline_limit=limit,
+                relations=relations,
+                counted=frozenset(counted),
+                member_counts=member_counts,
             )
         )
 
@@ -245,6 +281,51 @@ class RoomcacheRoomState:
             answer = "module_error"
         ROOM_STATE_FETCHES.labels(outcome=answer if isinstance(answer, str) else "answered").inc()
         return answer
+
+    async def _relations_of(self, fetched: Shared[RoomDataAnswer | str]) -> TimelineRelations | str:
+        """Once roomcache has answered: which events of its timelines another
+        event relates to (one query on Synapse's database), or why that is
+        not known. Never raises."""
+        answer = await fetched.result()
+        if answer is None:
+            return "module_error"
+        if isinstance(answer, str):
+            return answer
+        looked_up = frozenset(
+            row.event_id
+            for timeline in answer.timelines.values()
+            if isinstance(timeline, RoomTimeline)
+            for row in timeline.rows
+        )
+        try:
+            related = await self._synapse.events_with_relations(looked_up) if looked_up else ()
+        except Exception:
+            logger.exception("roomcache: reading which timeline events have relations failed")
+            return "module_error"
+        return TimelineRelations(looked_up, frozenset(related))
+
+    async def _member_counts_of(self, rooms: list[str]) -> dict[str, dict[str, int]] | str:
+        """The rooms' member counts (one query on Synapse's database), or
+        why there are none. Never raises."""
+        try:
+            return await self._synapse.member_counts(rooms)
+        except Exception:
+            logger.exception("roomcache: counting the rooms' members failed")
+            return "module_error"
+
+    async def member_counts(self, room_id: str) -> Mapping[str, int]:
+        """Synapse's `get_member_counts`, from the request's one count for
+        the rooms it sends in full that were not in Synapse's cache."""
+        batch = _BATCH.get()
+        if batch is None:
+            # Not a Sliding Sync request's per-room data (not counted).
+            return await self._original_member_counts(room_id)
+        found = await _counts_from(batch, room_id)
+        if isinstance(found, Decline):
+            MEMBER_COUNTS.labels(path="synapse", reason=found.reason).inc()
+            return await self._original_member_counts(room_id)
+        MEMBER_COUNTS.labels(path="batched", reason="").inc()
+        return found
 
     async def current_state_ids_at(
         self,
@@ -383,8 +464,57 @@ class RoomcacheRoomState:
             return timeline
         return Decline(timeline if timeline in _TIMELINE_UNKNOWN else "room_unknown")
 
+    async def bundled_aggregations(self, filtered_events: Any, user_id: str) -> dict[str, Any]:
+        """Synapse's `get_bundled_aggregations`: nothing to bundle, at once,
+        for events of this request's timelines from roomcache that no event
+        relates to; Synapse's own otherwise."""
+        reason: str | None = _OTHER_CALLER
+        batch = _BATCH.get()
+        if batch is not None:
+            # Read twice (here and maybe by Synapse's own): a list.
+            filtered_events = list(filtered_events)
+            try:
+                reason = await self._aggregations_decline(batch, filtered_events)
+            except Exception:
+                logger.exception("roomcache: bundled aggregations failed; Synapse's way")
+                reason = "module_error"
+        if reason is None:
+            AGGREGATIONS.labels(path="roomcache", reason="").inc()
+            return {}
+        if reason != _OTHER_CALLER:
+            AGGREGATIONS.labels(path="synapse", reason=reason).inc()
+        return await self._original_aggregations(filtered_events, user_id)
 
-# A call of the store's method outside a Sliding Sync request (not counted).
+    async def _aggregations_decline(self, batch: Batch, filtered_events: list[Any]) -> str | None:
+        if batch.declined is not None:
+            return batch.declined
+        if batch.relations is None:
+            return "not_fetched"
+        relations = await batch.relations.result()
+        if relations is None:
+            return "module_error"
+        if isinstance(relations, str):
+            return relations
+        return relations.none_related(self._synapse.aggregation_candidates(filtered_events))
+
+
+async def _counts_from(batch: Batch, room_id: str) -> Mapping[str, int] | Decline:
+    """The room's member counts from the request's one count, or why not."""
+    if batch.declined is not None:
+        return Decline(batch.declined)
+    if room_id not in batch.counted or batch.member_counts is None:
+        # Rooms asked but not counted had their counts in Synapse's cache.
+        return Decline("cached" if room_id in batch.asked else "not_fetched")
+    counts = await batch.member_counts.result()
+    if counts is None:
+        return Decline("module_error")
+    if isinstance(counts, str):
+        return Decline(counts)
+    room_counts = counts.get(room_id)
+    return Decline("module_error") if room_counts is None else room_counts
+
+
+# A call of a replaced method outside a Sliding Sync request (not counted).
 _OTHER_CALLER = "other_caller"
 # The keyword arguments of Synapse 1.163's method; a call with others is
 # Synapse's own.

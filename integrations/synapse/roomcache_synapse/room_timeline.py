@@ -10,8 +10,9 @@ rows it keeps, newest first, rejected events included (fetching the events
 by ID drops them), and `limited`; or why it cannot (`unknown`).
 
 Owns: the timeline's wire form and its checks, `asked_limit`,
-`next_position`. May not touch: Synapse, the connection, roomcache's
-client.
+`next_position`, and whether the bundled aggregations of a timeline's
+events are empty (`TimelineRelations`, from facts the adapter reads). May
+not touch: Synapse, the connection, roomcache's client.
 """
 
 from __future__ import annotations
@@ -110,3 +111,25 @@ def _row(raw: Any, room_id: str) -> TimelineRow:
         topological_ordering=_integer(topological, -_MAX_INTEGER, "topological ordering"),
         stream_ordering=_integer(stream, -_MAX_INTEGER, "stream ordering"),
     )
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class TimelineRelations:
+    """Of the events of a request's timelines chosen from roomcache's
+    answer (`looked_up`), those another event relates to (`related`: a row
+    of Synapse's `event_relations` names them, read in one query)."""
+
+    looked_up: frozenset[str]
+    related: frozenset[str]
+
+    def none_related(self, event_ids: Iterable[str]) -> str | None:
+        """None when Synapse's bundled aggregations of these events are
+        empty: each was looked up and no event relates to any of them (its
+        threads, references and edits are all read from `event_relations`);
+        else why not (`not_fetched`, `related`)."""
+        for event_id in event_ids:
+            if event_id not in self.looked_up:
+                return "not_fetched"
+            if event_id in self.related:
+                return "related"
+        return None

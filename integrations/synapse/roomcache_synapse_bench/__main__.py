@@ -53,6 +53,7 @@ class Options:
     build_concurrency: int = 6
     rebuild: bool = False
     room_state: bool = True
+    room_timeline: bool = True
 
 
 class DatasetMismatch(Exception):
@@ -142,6 +143,11 @@ def parse(arguments: Sequence[str]) -> Options:
         help="the module leaves the rooms' current-state lookups to Synapse (its per-room "
         "seam off: the module's room lists only)",
     )
+    parser.add_argument(
+        "--no-room-timeline",
+        action="store_true",
+        help="the module leaves the rooms' initial timelines to Synapse's own query",
+    )
     parsed = parser.parse_args(arguments)
     known = {case.name for case in (*CASES, *ELEMENT_X_CASES)}
     cases = tuple(parsed.cases.split(","))
@@ -167,14 +173,21 @@ def parse(arguments: Sequence[str]) -> Options:
         build_concurrency=parsed.build_concurrency,
         rebuild=parsed.rebuild,
         room_state=not parsed.no_room_state,
+        room_timeline=not parsed.no_room_timeline,
     )
 
 
 def module_config(
-    directory: Path, socket_path: Path, *, default_caches: bool, room_state: bool = True
+    directory: Path,
+    socket_path: Path,
+    *,
+    default_caches: bool,
+    room_state: bool = True,
+    room_timeline: bool = True,
 ) -> Path:
     """The roomcache module (never verifying: it would double Synapse's work;
-    its per-room seam on unless not `room_state`) and, after it, the phase
+    its per-room seam on unless not `room_state`, with the initial timelines
+    unless not `room_timeline`) and, after it, the phase
     timer; unless `default_caches`, a snapshot cache large enough for every
     user."""
     caches = "" if default_caches else f"caches:\n  per_cache_factors:\n    {SNAPSHOT_CACHE}: 5\n"
@@ -187,6 +200,7 @@ def module_config(
         f"      bypass_conn_id_prefix: {BYPASS_PREFIX}\n"
         "      verify_fraction: 0\n"
         f"      room_state: {'true' if room_state else 'false'}\n"
+        f"      room_timeline: {'true' if room_timeline else 'false'}\n"
         "  - module: roomcache_synapse_bench.phases.PhaseTimer\n"
         "    config: {}\n"
     )
@@ -222,6 +236,7 @@ def run(options: Options) -> Outcome:
                 roomcache_directory / "roomcache.sock",
                 default_caches=options.default_caches,
                 room_state=options.room_state,
+                room_timeline=options.room_timeline,
             )
         ],
         metrics=True,

@@ -51,7 +51,9 @@ class ModuleDeployment:
     def room_state_counts(self) -> dict[tuple[str, str], float]:
         """The per-room seam's counters: state lookups by (path, reason),
         fetches by ("fetch", outcome), bump stamps by ("bump_stamp_" + path,
-        reason), initial timelines by ("timeline_" + path, reason)."""
+        reason), initial timelines by ("timeline_" + path, reason), bundled
+        aggregations by ("aggregations_" + path, reason), member counts by
+        ("counts_" + path, reason)."""
         counts: dict[tuple[str, str], float] = {}
         for (name, labels), value in self.homeserver.metrics().items():
             label = dict(labels)
@@ -63,6 +65,10 @@ class ModuleDeployment:
                 counts[("bump_stamp_" + label["path"], label["reason"])] = value
             elif name == "roomcache_synapse_room_timelines_total":
                 counts[("timeline_" + label["path"], label["reason"])] = value
+            elif name == "roomcache_synapse_aggregations_total":
+                counts[("aggregations_" + label["path"], label["reason"])] = value
+            elif name == "roomcache_synapse_member_counts_total":
+                counts[("counts_" + label["path"], label["reason"])] = value
         return counts
 
 

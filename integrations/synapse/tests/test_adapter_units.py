@@ -5,12 +5,15 @@ reads of Synapse's caches."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 from unittest.mock import AsyncMock, Mock
 
 from synapse.handlers.sliding_sync import SlidingSyncHandler
 from synapse.handlers.sliding_sync.room_lists import SlidingSyncRoomLists
 from synapse.server import HomeServer
 from synapse.storage.databases.main import DataStore
+from synapse.util.caches.descriptors import cached
 
 from roomcache_synapse import RoomcacheModule
 from roomcache_synapse.adapter import SynapseAdapter, missing_names
@@ -115,3 +118,48 @@ def test_room_versions_come_from_the_cache_then_one_query() -> None:
         "!c:hs",
     ]
     store.get_room_version_id.prefill.assert_called_once_with(("!b:hs",), "9")
+
+
+class _Store:
+    """A store with one of Synapse's own cached methods."""
+
+    server_name = "hs"
+    clock = object()  # Synapse's cache only checks that the store has one
+
+    def __init__(self) -> None:
+        self.counted = 0
+
+    @cached()
+    async def get_member_counts(self, room_id: str) -> dict[str, int]:
+        self.counted += 1
+        return {"join": self.counted}
+
+
+def _counts_of(store: _Store, room_id: str) -> Any:
+    async def lookup() -> Any:
+        return await store.get_member_counts(room_id)
+
+    return asyncio.run(lookup())
+
+
+def test_replaced_member_counts_keep_synapse_s_cache_and_invalidation() -> None:
+    _, hs, _, _ = synapse_objects()
+    store = _Store()
+    hs.get_datastores.return_value = Mock(main=store)
+    adapter = SynapseAdapter(hs)
+    assert _counts_of(store, "!a:hs") == {"join": 1}
+    assert adapter.cached_member_counts("!a:hs") == {"join": 1}
+    asked: list[str] = []
+
+    async def replacement(room_id: str) -> Mapping[str, int]:
+        asked.append(room_id)
+        return await adapter.original_member_counts(room_id)
+
+    adapter.replace_member_counts(replacement)
+    assert _counts_of(store, "!a:hs") == {"join": 1}
+    assert asked == ["!a:hs"]
+    # Synapse invalidates through the attribute, as after a state change:
+    # the original's cache is cleared, the next lookup counts again.
+    store.get_member_counts.invalidate(("!a:hs",))
+    assert adapter.cached_member_counts("!a:hs") is None
+    assert _counts_of(store, "!a:hs") == {"join": 2}

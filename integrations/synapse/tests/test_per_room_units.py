@@ -113,6 +113,14 @@ class Deployment:
             return_value=(["synapse's event"], "synapse's token", False)
         )
         synapse.events_by_id = AsyncMock(side_effect=lambda ids: [f"event {i}" for i in ids])
+        synapse.original_bundled_aggregations = AsyncMock(return_value={"$e": "Synapse's"})
+        synapse.events_with_relations = AsyncMock(return_value=frozenset())
+        synapse.aggregation_candidates.side_effect = SynapseAdapter.aggregation_candidates
+        synapse.original_member_counts = AsyncMock(return_value={"join": 7})
+        synapse.cached_member_counts.return_value = None
+        synapse.member_counts = AsyncMock(
+            side_effect=lambda rooms: {room: {"join": 2, "invite": 1} for room in rooms}
+        )
         synapse.BACKWARDS = Direction.BACKWARDS
         synapse.room_stream_token.side_effect = SynapseAdapter.room_stream_token
         synapse.partial_state_rooms.return_value = frozenset()

@@ -50,6 +50,20 @@ def initial(room_id: str, limit: int = 1, **changes: Any) -> Call:
     return arguments
 
 
+def filtered(event_id: str) -> Any:
+    """Synapse's `FilteredEvent` of an event (`state:` first: a state event)."""
+    is_state = event_id.startswith("state:")
+    event = Mock(event_id=event_id.removeprefix("state:"))
+    event.is_state.return_value = is_state
+    return Mock(event=event)
+
+
+def _who(name: str, before: Mapping[tuple[str, str], float]) -> str:
+    after = _counts(name)
+    changed = [key for key in after if after[key] != before.get(key, 0)]
+    return "uncounted" if not changed else changed[0][1] or changed[0][0]
+
+
 def pages(
     deployment: Deployment,
     rooms: Any,
@@ -59,11 +73,13 @@ def pages(
     from_token: Any = None,
     sent: frozenset[str] = frozenset(),
     conn_id: str = "room-list",
+    aggregations: list[list[str]] | None = None,
 ) -> list[tuple[Any, str]]:
     """One Sliding Sync request (its room lists' result `rooms`, unless not
     `prepared`: a call from elsewhere), then each call of the timeline
     query: its page and who chose the events (`roomcache`, Synapse's
-    reason, or `uncounted`)."""
+    reason, or `uncounted`); then each call of the bundled aggregations
+    (of `filtered` events): its answer and who answered."""
     to_token = Mock(room_key=RoomStreamToken(stream=20))
 
     async def run() -> list[tuple[Any, str]]:
@@ -81,12 +97,15 @@ def pages(
             arguments = call(to_token)
             before = _counts("roomcache_synapse_room_timelines")
             page = await deployment.seam.topological_page(**arguments)
-            after = _counts("roomcache_synapse_room_timelines")
-            changed = [key for key in after if after[key] != before.get(key, 0)]
-            who = "uncounted" if not changed else changed[0][1] or changed[0][0]
+            who = _who("roomcache_synapse_room_timelines", before)
             if page[1] is arguments["from_key"]:
                 page = (page[0], "the starting token", page[2])
             answers.append((page, who))
+        for event_ids in aggregations or ():
+            before = _counts("roomcache_synapse_aggregations")
+            events = (filtered(event_id) for event_id in event_ids)
+            bundled = await deployment.seam.bundled_aggregations(events, "@u:hs")
+            answers.append((bundled, _who("roomcache_synapse_aggregations", before)))
         return answers
 
     return asyncio.run(run())
@@ -207,12 +226,76 @@ def test_without_room_timeline_nothing_is_asked_or_replaced() -> None:
     assert "timeline" not in deployment.client.rooms_data.call_args.args[0]
 
 
-def test_install_replaces_the_store_method() -> None:
+def test_install_replaces_the_store_and_relations_methods() -> None:
     deployment = Deployment()
     deployment.seam.install()
     deployment.synapse.replace_topological_page.assert_called_once_with(
         deployment.seam.topological_page
     )
+    deployment.synapse.replace_bundled_aggregations.assert_called_once_with(
+        deployment.seam.bundled_aggregations
+    )
+
+
+SYNAPSE_AGGREGATIONS = {"$e": "Synapse's"}
+
+
+def test_events_no_event_relates_to_have_nothing_to_bundle() -> None:
+    deployment = Deployment()
+    deployment.synapse.events_with_relations.return_value = frozenset({"$event0!b:hs"})
+    rooms = interested({"!a:hs": "join", "!b:hs": "join"})
+    answers = pages(
+        deployment,
+        rooms,
+        [initial("!a:hs"), initial("!b:hs")],
+        aggregations=[
+            ["$event0!a:hs"],
+            ["$event0!a:hs", "state:$anything"],
+            ["$event0!b:hs"],
+            ["$event0!a:hs", "$elsewhere"],
+        ],
+    )
+    assert answers[2:] == [
+        ({}, "roomcache"),
+        # Synapse bundles nothing for state events.
+        ({}, "roomcache"),
+        (SYNAPSE_AGGREGATIONS, "related"),
+        (SYNAPSE_AGGREGATIONS, "not_fetched"),
+    ]
+    # One query for every event of the timelines from roomcache.
+    (call,) = deployment.synapse.events_with_relations.await_args_list
+    assert call.args[0] == frozenset({"$event0!a:hs", "$event0!b:hs"})
+    # Synapse's own is given every event (a generator was read once).
+    assert [
+        [f.event.event_id for f in call.args[0]]
+        for call in deployment.synapse.original_bundled_aggregations.await_args_list
+    ] == [["$event0!b:hs"], ["$event0!a:hs", "$elsewhere"]]
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("outside", "uncounted"),
+        ("bypass", "bypass"),
+        ("no_timelines", "not_fetched"),
+        ("lookup_fails", "module_error"),
+        ("roomcache_fails", "unavailable"),
+    ],
+)
+def test_whose_aggregations_and_why(case: str, reason: str) -> None:
+    deployment = Deployment(room_timeline=case != "no_timelines")
+    options: dict[str, Any] = {}
+    if case == "outside":
+        options["prepared"] = False
+    elif case == "bypass":
+        options["conn_id"] = "bypass-3"
+    elif case == "lookup_fails":
+        deployment.synapse.events_with_relations.side_effect = RuntimeError("database gone")
+    elif case == "roomcache_fails":
+        deployment.client.rooms_data.side_effect = RoomcacheFailure("unavailable", "gone")
+    rooms = interested({"!a:hs": "join"})
+    answers = pages(deployment, rooms, [], aggregations=[["$event0!a:hs"]], **options)
+    assert answers == [(SYNAPSE_AGGREGATIONS, reason)]
 
 
 def event(event_id: str, topological: int, stream: int) -> list[Any]:

@@ -599,6 +599,23 @@ pub(crate) async fn persist_event(
     event_id
 }
 
+/// Stores a new room as Synapse does before any of its events (on creating
+/// or joining it): its `rooms` row. [`persist_event`] writes no such row,
+/// so an event in a room of the tests' own making needs this first: a
+/// cached room that is not in `rooms` is a deleted room to roomcache, and
+/// the follower's full check (at its first step, then once a minute while
+/// polling) purges it, whenever that check runs.
+pub(crate) async fn store_room(client: &tokio_postgres::Client, room_id: &str, creator: &str) {
+    client
+        .execute(
+            "INSERT INTO rooms (room_id, is_public, creator, room_version, has_auth_chain_index)
+             VALUES ($1, FALSE, $2, '10', TRUE)",
+            &[&room_id, &creator],
+        )
+        .await
+        .unwrap();
+}
+
 /// Moves the events stream's position (`stream_positions`) to `position`.
 pub(crate) async fn move_events_position(client: &tokio_postgres::Client, position: i64) {
     client
