@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{assert_timelines_are_synapses, served_timeline};
+use super::{assert_timelines_are_synapses, busiest_room, served_timeline};
 use crate::support::server::TestServer;
 use crate::support::synapse::{
     persist_backfilled, source_options, wait_for_position, SynapseDatabase, FIXTURE_POSITION,
@@ -64,25 +64,7 @@ async fn served_ids(server: &TestServer, room: &str, limit: usize) -> Vec<String
 async fn backfilled_events_among_the_latest_are_followed_imported_and_kept_over_a_restart() {
     let synapse = SynapseDatabase::load("small.sql.gz").await;
     let client = synapse.client().await;
-    let room: String = client
-        .query_one(
-            "SELECT room_id FROM events GROUP BY room_id ORDER BY count(*) DESC, room_id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let (sender, top): (String, i64) = {
-        let row = client
-            .query_one(
-                "SELECT (SELECT sender FROM events WHERE room_id = $1 AND type = 'm.room.create'),
-                        (SELECT max(topological_ordering) FROM events WHERE room_id = $1)",
-                &[&room],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+    let (room, sender, top) = busiest_room(&client).await;
     let message = |n: i64| {
         json!({"event_id": format!("$backfilled{n}"), "room_id": room, "type": "m.room.message",
             "sender": sender, "content": {"msgtype": "m.text", "body": "old"},
