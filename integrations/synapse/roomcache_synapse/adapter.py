@@ -35,6 +35,7 @@ from synapse.handlers.sliding_sync.room_lists import (
     SlidingSyncInterestedRooms,
 )
 from synapse.module_api import make_deferred_yieldable, run_in_background
+from synapse.storage._base import db_to_json
 from synapse.storage.database import make_in_list_sql_clause
 from synapse.storage.invite_rule import AllowAllInviteRulesConfig
 from synapse.storage.roommember import RoomsForUserSlidingSync
@@ -74,8 +75,13 @@ StateIdsAt = Callable[..., Awaitable[Mapping[tuple[str, str], str]]]
 Page = Callable[..., Awaitable[tuple[list[Any], Any, bool]]]
 # Synapse's bundled aggregations of some (filtered) events for a user.
 Aggregations = Callable[[Any, str], Awaitable[dict[str, Any]]]
-# A room's members counted by membership.
-MemberCounts = Callable[[str], Awaitable[Mapping[str, int]]]
+# The per-room lookups of Synapse's store the module loads in one query a
+# request (batched.py), by the module's name: the store's cached method.
+CACHED_LOOKUPS = {
+    "member_counts": "get_member_counts",
+    "room_account_data": "get_account_data_for_room",
+    "room_tags": "get_tags_for_room",
+}
 BumpStampOf = Callable[[str], Awaitable[int | None]]
 _T = TypeVar("_T")
 
@@ -111,6 +117,11 @@ _SEAM_NAMES: tuple[tuple[str, str, bool], ...] = (
     ("store", "paginate_room_events_by_topological_ordering", True),
     ("store", "get_events_as_list", True),
     ("store", "get_member_counts.invalidate", True),
+    ("store", "get_member_counts.cache.get_immediate", True),
+    ("store", "get_account_data_for_room.invalidate", True),
+    ("store", "get_account_data_for_room.cache.get_immediate", True),
+    ("store", "get_tags_for_room.invalidate", True),
+    ("store", "get_tags_for_room.cache.get_immediate", True),
     ("store", "db_pool.runInteraction", True),
     ("hs", "get_relations_handler", True),
     ("relations", "get_bundled_aggregations", True),
@@ -256,10 +267,13 @@ class SynapseAdapter:
         return self._relations.get_bundled_aggregations
 
     @functools.cached_property
-    def original_member_counts(self) -> MemberCounts:
-        """Synapse's own (cached) `get_member_counts` (as it was before
-        `replace_member_counts`)."""
-        return self._store.get_member_counts
+    def _original_lookups(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        return {lookup: getattr(self._store, name) for lookup, name in CACHED_LOOKUPS.items()}
+
+    def original_lookup(self, lookup: str) -> Callable[..., Awaitable[Any]]:
+        """Synapse's own cached method of a lookup of `CACHED_LOOKUPS` (as
+        it was before `replace_lookup`)."""
+        return self._original_lookups[lookup]
 
     @functools.cached_property
     def original_topological_page(self) -> Page:
@@ -398,34 +412,55 @@ class SynapseAdapter:
         _ = self.original_bundled_aggregations  # Synapse's own, kept before replacing
         self._relations.get_bundled_aggregations = replacement
 
-    def replace_member_counts(self, replacement: MemberCounts) -> None:
-        """Puts `replacement` in place of the store's cached method. Synapse
-        invalidates the method's cache through the attribute
-        (`get_member_counts.invalidate`): the function put there carries the
-        original's cache and invalidation."""
-        original = self.original_member_counts
+    def replace_lookup(self, lookup: str, replacement: Callable[..., Awaitable[Any]]) -> None:
+        """Puts `replacement` in place of the store's cached method of a
+        lookup. Synapse invalidates a method's cache through the attribute
+        (`get_member_counts.invalidate`, …) and names it to other workers by
+        the function's name: the function put there carries the original's
+        name, cache and invalidation."""
+        original = self.original_lookup(lookup)
 
-        async def member_counts(room_id: str) -> Mapping[str, int]:
-            return await replacement(room_id)
+        async def replaced(*arguments: Any) -> Any:
+            return await replacement(*arguments)
 
-        member_counts.__dict__.update(original.__dict__)
-        self._store.get_member_counts = member_counts
+        functools.update_wrapper(replaced, original)
+        setattr(self._store, CACHED_LOOKUPS[lookup], replaced)
 
-    def cached_member_counts(self, room_id: str) -> Mapping[str, int] | None:
-        """The room's counts in Synapse's cache, without a lookup."""
-        # A one-argument cache's key is the argument itself.
-        return self.original_member_counts.cache.get_immediate(room_id, None, update_metrics=False)
+    def cached(self, lookup: str, user_id: str, room_id: str) -> Any | None:
+        """A room's value of a lookup in Synapse's cache, without a lookup
+        (None when absent). The member counts are keyed by room, the
+        others by user and room (a one-argument cache's key is the
+        argument itself)."""
+        key: Any = room_id if lookup == "member_counts" else (user_id, room_id)
+        return self.original_lookup(lookup).cache.get_immediate(key, None, update_metrics=False)
 
-    async def member_counts(self, room_ids: Collection[str]) -> dict[str, dict[str, int]]:
-        """Each room's members by membership in its current state, as
-        Synapse's `get_member_counts` counts them (rejected members, with no
-        membership, left out), for all the rooms in one query."""
-        store = self._store
+    async def load(self, lookup: str, user_id: str, room_ids: list[str]) -> dict[str, Any]:
+        """The values of a lookup for these rooms (and the user), as Synapse's
+        method reads each, in one query: member counts by membership in the
+        room's current state (rejected members, with no membership, left
+        out); the user's room account data by type; its tags by tag."""
+        if lookup == "member_counts":
+            return await self._member_counts(room_ids)
+        table, column = ("room_tags", "tag")
+        if lookup == "room_account_data":
+            table, column = ("room_account_data", "account_data_type")
+        rows = await self._store.db_pool.simple_select_many_batch(
+            table=table,
+            column="room_id",
+            iterable=room_ids,
+            keyvalues={"user_id": user_id},
+            retcols=("room_id", column, "content"),
+            desc=f"roomcache_{lookup}",
+            batch_size=1000,
+        )
+        values: dict[str, dict[str, Any]] = {room_id: {} for room_id in room_ids}
+        for room_id, key, content in rows:
+            values[room_id][key] = db_to_json(content)
+        return values
 
-        def count(txn: Any) -> dict[str, dict[str, int]]:
-            clause, arguments = make_in_list_sql_clause(
-                txn.database_engine, "room_id", list(room_ids)
-            )
+    async def _member_counts(self, room_ids: list[str]) -> dict[str, Any]:
+        def count(txn: Any) -> dict[str, Any]:
+            clause, arguments = make_in_list_sql_clause(txn.database_engine, "room_id", room_ids)
             txn.execute(
                 "SELECT room_id, membership, count(*) FROM current_state_events"
                 f" WHERE type = 'm.room.member' AND {clause} AND membership IS NOT NULL"
@@ -437,7 +472,7 @@ class SynapseAdapter:
                 counts[room_id][membership] = number
             return counts
 
-        return await store.db_pool.runInteraction("roomcache_member_counts", count)
+        return await self._store.db_pool.runInteraction("roomcache_member_counts", count)
 
     @staticmethod
     def aggregation_candidates(filtered_events: Iterable[Any]) -> list[str]:
@@ -473,6 +508,11 @@ class SynapseAdapter:
     @staticmethod
     def room_stream_token(topological: int, stream: int) -> RoomStreamToken:
         return RoomStreamToken(topological=topological, stream=stream)
+
+    @staticmethod
+    def user_of(sync_config: Any) -> str:
+        """The user a Sliding Sync request is for."""
+        return sync_config.user.to_string()
 
     @staticmethod
     def never_sent(state: Any, room_ids: Iterable[str]) -> set[str]:

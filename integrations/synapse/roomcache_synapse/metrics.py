@@ -109,12 +109,12 @@ AGGREGATIONS = Counter(
     ["path", "reason"],
 )
 
-MEMBER_COUNTS = Counter(
-    "roomcache_synapse_member_counts",
-    "Lookups of a room's member counts in Sliding Sync's per-room data by who answered "
-    "(path: batched, the request's one count, or synapse: its cached method) and, for "
-    "synapse, why (reason).",
-    ["path", "reason"],
+BATCHED_LOOKUPS = Counter(
+    "roomcache_synapse_batched_lookups",
+    "Per-room lookups of Sliding Sync's per-room data and account-data extension (lookup: "
+    "member_counts, room_account_data, room_tags) by who answered (path: batched, the "
+    "request's one query, or synapse: its cached method) and, for synapse, why (reason).",
+    ["lookup", "path", "reason"],
 )
 
 BUMP_STAMPS = Counter(

@@ -38,10 +38,8 @@ events another event relates to; the relations handler's
 that none relates to it answers at once what Synapse's queries would:
 nothing to bundle.
 
-The member counts of those rooms (`get_member_counts`, cached by Synapse
-per room in a cache a user in 1,000 rooms overruns) are counted in ONE
-query on Synapse's `current_state_events` for the rooms not in that cache,
-started with the fetch; the store's method answers those rooms from it.
+The same rooms' member counts, room account data and tags are loaded in
+one query each (batched.py), started with the fetch.
 
 Owns: which lookups roomcache answers, and how. May not touch: Synapse's
 private names (the adapter's), the wire (the client's).
@@ -58,13 +56,13 @@ import attr
 
 from .adapter import Shared, SlidingSyncInterestedRooms, SynapseAdapter
 from .answer import BadAnswer
+from .batched import BatchedLookups
 from .breaker import CircuitBreaker, CircuitOpen, asking
 from .client import RoomcacheClient, RoomcacheFailure
 from .config import RoomcacheConfig
 from .metrics import (
     AGGREGATIONS,
     BUMP_STAMPS,
-    MEMBER_COUNTS,
     ROOM_STATE,
     ROOM_STATE_FETCHES,
     ROOM_TIMELINES,
@@ -101,10 +99,6 @@ class Batch:
     relations: Shared[TimelineRelations | str] | None = None
     """Which events of the timelines from roomcache another event relates
     to, or why that is not known."""
-    counted: frozenset[str] = frozenset()
-    """The rooms asked whose member counts were not in Synapse's cache."""
-    member_counts: Shared[dict[str, dict[str, int]] | str] | None = None
-    """Their counts by membership, or why there are none."""
 
 
 _BATCH: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
@@ -157,7 +151,11 @@ def answer_from(
 
 
 class RoomcacheRoomState:
-    """Replaces `get_current_state_ids_at` on the sliding-sync handler."""
+    """Replaces, for the rooms a request sends in full, the handler's
+    `get_current_state_ids_at`, the store's `get_latest_bump_stamp_for_room`
+    and `paginate_room_events_by_topological_ordering`, the relations
+    handler's `get_bundled_aggregations`, and (batched.py) the store's
+    member counts, room account data and tags."""
 
     def __init__(
         self,
@@ -167,11 +165,11 @@ class RoomcacheRoomState:
         breaker: CircuitBreaker,
     ) -> None:
         self._synapse = synapse
+        self._lookups = BatchedLookups(synapse)
         self._original = synapse.original_current_state_ids_at
         self._original_bump_stamp = synapse.original_latest_bump_stamp
         self._original_page = synapse.original_topological_page
         self._original_aggregations = synapse.original_bundled_aggregations
-        self._original_member_counts = synapse.original_member_counts
         self._client = client
         self._config = config
         self._breaker = breaker
@@ -179,7 +177,7 @@ class RoomcacheRoomState:
     def install(self) -> None:
         self._synapse.replace_current_state_ids_at(self.current_state_ids_at)
         self._synapse.replace_latest_bump_stamp(self.latest_bump_stamp)
-        self._synapse.replace_member_counts(self.member_counts)
+        self._lookups.install()
         if self._config.room_timeline:
             self._synapse.replace_topological_page(self.topological_page)
             self._synapse.replace_bundled_aggregations(self.bundled_aggregations)
@@ -209,6 +207,7 @@ class RoomcacheRoomState:
         prefix = self._config.bypass_conn_id_prefix
         if prefix is not None and (sync_config.conn_id or "").startswith(prefix):
             _BATCH.set(Batch(to_token, frozenset(), {}, None, declined="bypass"))
+            self._lookups.start(self._synapse.user_of(sync_config), (), declined="bypass")
             return
         memberships = interested.room_membership_for_user_map
         joined = [
@@ -231,8 +230,7 @@ class RoomcacheRoomState:
         relations = None
         if fetched is not None and limit is not None:
             relations = Shared(self._relations_of, fetched)
-        counted = [room for room in asked if self._synapse.cached_member_counts(room) is None]
-        member_counts = Shared(self._member_counts_of, counted) if counted else None
+        self._lookups.start(self._synapse.user_of(sync_config), asked)
         skipped = {room: "partial_state" for room in rooms if room in partial}
         _BATCH.set(
             Batch(
@@ -243,8 +241,6 @@ class RoomcacheRoomState:
                 bump_stamps=bump_stamps,
                 timeline_limit=limit,
                 relations=relations,
-                counted=frozenset(counted),
-                member_counts=member_counts,
             )
         )
 
@@ -303,29 +299,6 @@ class RoomcacheRoomState:
             logger.exception("roomcache: reading which timeline events have relations failed")
             return "module_error"
         return TimelineRelations(looked_up, frozenset(related))
-
-    async def _member_counts_of(self, rooms: list[str]) -> dict[str, dict[str, int]] | str:
-        """The rooms' member counts (one query on Synapse's database), or
-        why there are none. Never raises."""
-        try:
-            return await self._synapse.member_counts(rooms)
-        except Exception:
-            logger.exception("roomcache: counting the rooms' members failed")
-            return "module_error"
-
-    async def member_counts(self, room_id: str) -> Mapping[str, int]:
-        """Synapse's `get_member_counts`, from the request's one count for
-        the rooms it sends in full that were not in Synapse's cache."""
-        batch = _BATCH.get()
-        if batch is None:
-            # Not a Sliding Sync request's per-room data (not counted).
-            return await self._original_member_counts(room_id)
-        found = await _counts_from(batch, room_id)
-        if isinstance(found, Decline):
-            MEMBER_COUNTS.labels(path="synapse", reason=found.reason).inc()
-            return await self._original_member_counts(room_id)
-        MEMBER_COUNTS.labels(path="batched", reason="").inc()
-        return found
 
     async def current_state_ids_at(
         self,
@@ -496,22 +469,6 @@ class RoomcacheRoomState:
         if isinstance(relations, str):
             return relations
         return relations.none_related(self._synapse.aggregation_candidates(filtered_events))
-
-
-async def _counts_from(batch: Batch, room_id: str) -> Mapping[str, int] | Decline:
-    """The room's member counts from the request's one count, or why not."""
-    if batch.declined is not None:
-        return Decline(batch.declined)
-    if room_id not in batch.counted or batch.member_counts is None:
-        # Rooms asked but not counted had their counts in Synapse's cache.
-        return Decline("cached" if room_id in batch.asked else "not_fetched")
-    counts = await batch.member_counts.result()
-    if counts is None:
-        return Decline("module_error")
-    if isinstance(counts, str):
-        return Decline(counts)
-    room_counts = counts.get(room_id)
-    return Decline("module_error") if room_counts is None else room_counts
 
 
 # A call of a replaced method outside a Sliding Sync request (not counted).

@@ -52,8 +52,8 @@ class ModuleDeployment:
         """The per-room seam's counters: state lookups by (path, reason),
         fetches by ("fetch", outcome), bump stamps by ("bump_stamp_" + path,
         reason), initial timelines by ("timeline_" + path, reason), bundled
-        aggregations by ("aggregations_" + path, reason), member counts by
-        ("counts_" + path, reason)."""
+        aggregations by ("aggregations_" + path, reason), batched lookups by
+        (lookup + "_" + path, reason)."""
         counts: dict[tuple[str, str], float] = {}
         for (name, labels), value in self.homeserver.metrics().items():
             label = dict(labels)
@@ -67,8 +67,8 @@ class ModuleDeployment:
                 counts[("timeline_" + label["path"], label["reason"])] = value
             elif name == "roomcache_synapse_aggregations_total":
                 counts[("aggregations_" + label["path"], label["reason"])] = value
-            elif name == "roomcache_synapse_member_counts_total":
-                counts[("counts_" + label["path"], label["reason"])] = value
+            elif name == "roomcache_synapse_batched_lookups_total":
+                counts[(f"{label['lookup']}_{label['path']}", label["reason"])] = value
         return counts
 
 

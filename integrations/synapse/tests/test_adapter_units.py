@@ -134,6 +134,14 @@ class _Store:
         self.counted += 1
         return {"join": self.counted}
 
+    async def get_account_data_for_room(self, user_id: str, room_id: str) -> dict[str, Any]:
+        return {}
+
+    get_tags_for_room = Mock()
+    get_tags_for_room.cache.get_immediate.side_effect = lambda key, default, update_metrics: (
+        "tags of {} in {}".format(*key)
+    )
+
 
 def _counts_of(store: _Store, room_id: str) -> Any:
     async def lookup() -> Any:
@@ -142,24 +150,28 @@ def _counts_of(store: _Store, room_id: str) -> Any:
     return asyncio.run(lookup())
 
 
-def test_replaced_member_counts_keep_synapse_s_cache_and_invalidation() -> None:
+def test_replaced_lookups_keep_synapse_s_cache_and_invalidation() -> None:
     _, hs, _, _ = synapse_objects()
     store = _Store()
     hs.get_datastores.return_value = Mock(main=store)
     adapter = SynapseAdapter(hs)
     assert _counts_of(store, "!a:hs") == {"join": 1}
-    assert adapter.cached_member_counts("!a:hs") == {"join": 1}
+    assert adapter.cached("member_counts", "@u:hs", "!a:hs") == {"join": 1}
     asked: list[str] = []
 
     async def replacement(room_id: str) -> Mapping[str, int]:
         asked.append(room_id)
-        return await adapter.original_member_counts(room_id)
+        return await adapter.original_lookup("member_counts")(room_id)
 
-    adapter.replace_member_counts(replacement)
+    adapter.replace_lookup("member_counts", replacement)
+    # Synapse names the cache to other workers by the function's name.
+    assert store.get_member_counts.__name__ == "get_member_counts"
     assert _counts_of(store, "!a:hs") == {"join": 1}
     assert asked == ["!a:hs"]
     # Synapse invalidates through the attribute, as after a state change:
     # the original's cache is cleared, the next lookup counts again.
     store.get_member_counts.invalidate(("!a:hs",))
-    assert adapter.cached_member_counts("!a:hs") is None
+    assert adapter.cached("member_counts", "@u:hs", "!a:hs") is None
     assert _counts_of(store, "!a:hs") == {"join": 2}
+    # A user's lookups are keyed by user and room.
+    assert adapter.cached("room_tags", "@u:hs", "!a:hs") == "tags of @u:hs in !a:hs"

@@ -17,6 +17,7 @@ from synapse.api.constants import Direction
 from synapse.types import RoomStreamToken
 from synapse.types.state import StateFilter
 
+from roomcache_synapse.adapter import CACHED_LOOKUPS as LOOKUPS
 from roomcache_synapse.adapter import SlidingSyncInterestedRooms, SynapseAdapter
 from roomcache_synapse.answer import BadAnswer
 from roomcache_synapse.breaker import CircuitBreaker
@@ -116,10 +117,15 @@ class Deployment:
         synapse.original_bundled_aggregations = AsyncMock(return_value={"$e": "Synapse's"})
         synapse.events_with_relations = AsyncMock(return_value=frozenset())
         synapse.aggregation_candidates.side_effect = SynapseAdapter.aggregation_candidates
-        synapse.original_member_counts = AsyncMock(return_value={"join": 7})
-        synapse.cached_member_counts.return_value = None
-        synapse.member_counts = AsyncMock(
-            side_effect=lambda rooms: {room: {"join": 2, "invite": 1} for room in rooms}
+        # Synapse's cached per-room lookups (batched.py) and the loads.
+        self.originals = {
+            lookup: AsyncMock(return_value=f"Synapse's {lookup}") for lookup in LOOKUPS
+        }
+        synapse.original_lookup.side_effect = self.originals.__getitem__
+        synapse.user_of.return_value = "@u:hs"
+        synapse.cached.return_value = None
+        synapse.load = AsyncMock(
+            side_effect=lambda lookup, user, rooms: {room: f"{lookup} of {room}" for room in rooms}
         )
         synapse.BACKWARDS = Direction.BACKWARDS
         synapse.room_stream_token.side_effect = SynapseAdapter.room_stream_token

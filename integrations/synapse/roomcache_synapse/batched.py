@@ -1,0 +1,128 @@
+# Copyright the roomcache authors. Licensed under the Apache License, Version 2.0.
+"""Per-room lookups Synapse makes with one query a room, answered for the
+rooms a request sends in full from ONE query each.
+
+For each room it sends in full, Synapse looks up the room's member counts
+(`get_member_counts`), and its account-data extension the user's account
+data and tags in the room (`get_account_data_for_room`,
+`get_tags_for_room`): each a query, cached per room in caches a user in
+1,000 rooms overruns. When the request's rooms are known (`start`, from
+the per-room seam's `prepare`), the module loads each lookup for the
+rooms not in Synapse's cache in one query (the same rows Synapse reads),
+in the background; the store's methods are replaced (the functions put
+there keep the originals' caches and invalidation) and answer those rooms
+from it. Any other call is Synapse's cached method, counted by reason.
+Like Synapse's own queries, the loads read the rows as they are when they
+run.
+
+Owns: which lookups the request's loads answer. May not touch: Synapse's
+private names (the adapter's), roomcache.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import attr
+
+from .adapter import CACHED_LOOKUPS, Shared, SynapseAdapter
+from .metrics import BATCHED_LOOKUPS
+
+logger = logging.getLogger(__name__)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Loaded:
+    """One lookup's values for the rooms it was loaded for."""
+
+    rooms: frozenset[str]
+    """The rooms loaded (those asked whose values were not cached)."""
+    values: Shared[dict[str, Any] | str]
+    """Their values, or why there are none."""
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class RequestLookups:
+    """What one request loaded."""
+
+    user_id: str
+    asked: frozenset[str]
+    loaded: Mapping[str, Loaded]
+    declined: str | None = None
+    """Why no lookup of this request is answered from a load (`bypass`)."""
+
+
+_REQUEST: contextvars.ContextVar[RequestLookups | None] = contextvars.ContextVar(
+    "roomcache_batched_lookups", default=None
+)
+
+
+class BatchedLookups:
+    """Replaces the store's methods of `CACHED_LOOKUPS`."""
+
+    def __init__(self, synapse: SynapseAdapter) -> None:
+        self._synapse = synapse
+
+    def install(self) -> None:
+        for lookup in CACHED_LOOKUPS:
+            self._synapse.replace_lookup(lookup, functools.partial(self.answer, lookup))
+
+    def start(self, user_id: str, rooms: Collection[str], declined: str | None = None) -> None:
+        """The request's rooms sent in full are known: starts one load a
+        lookup for those whose values are not in Synapse's cache."""
+        loaded = {}
+        if declined is None:
+            for lookup in CACHED_LOOKUPS:
+                missing = [
+                    room for room in rooms if self._synapse.cached(lookup, user_id, room) is None
+                ]
+                if missing:
+                    values = Shared(self._load, lookup, user_id, missing)
+                    loaded[lookup] = Loaded(frozenset(missing), values)
+        _REQUEST.set(RequestLookups(user_id, frozenset(rooms), loaded, declined))
+
+    async def _load(self, lookup: str, user_id: str, rooms: list[str]) -> dict[str, Any] | str:
+        """The values, or why there are none. Never raises."""
+        try:
+            return await self._synapse.load(lookup, user_id, rooms)
+        except Exception:
+            logger.exception("roomcache: loading %s for %d rooms failed", lookup, len(rooms))
+            return "module_error"
+
+    async def answer(self, lookup: str, *arguments: Any) -> Any:
+        """The store's method of `lookup` (arguments: the room, or the user
+        and the room), from the request's load when it has the room."""
+        request = _REQUEST.get()
+        if request is not None:
+            found = await _from_load(request, lookup, arguments)
+            if not isinstance(found, str):
+                BATCHED_LOOKUPS.labels(lookup=lookup, path="batched", reason="").inc()
+                return found[0]
+            BATCHED_LOOKUPS.labels(lookup=lookup, path="synapse", reason=found).inc()
+        # Else not a Sliding Sync request's per-room data (not counted).
+        return await self._synapse.original_lookup(lookup)(*arguments)
+
+
+async def _from_load(
+    request: RequestLookups, lookup: str, arguments: tuple[Any, ...]
+) -> tuple[Any] | str:
+    """The room's value from the request's load (in a 1-tuple), or why not."""
+    if request.declined is not None:
+        return request.declined
+    room_id = arguments[-1]
+    if len(arguments) == 2 and arguments[0] != request.user_id:
+        return "other_user"
+    loaded = request.loaded.get(lookup)
+    if loaded is None or room_id not in loaded.rooms:
+        # Rooms asked but not loaded had their values in Synapse's cache.
+        return "cached" if room_id in request.asked else "not_fetched"
+    values = await loaded.values.result()
+    if values is None:
+        return "module_error"
+    if isinstance(values, str):
+        return values
+    return (values[room_id],) if room_id in values else "module_error"
