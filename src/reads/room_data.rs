@@ -33,7 +33,7 @@ pub(crate) struct HeldStateSettings {
     pub(crate) complete: bool,
     /// Whether the rules see every event of a room, so that a window
     /// holding all of a room's events can say so (false in source mode,
-    /// which does not follow backfill).
+    /// where it is not relied on yet: docs/synapse.md A.7).
     pub(crate) every_event_seen: bool,
 }
 

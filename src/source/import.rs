@@ -2,7 +2,8 @@
 //! computed from Synapse's tables, in batches of rooms, resumable.
 //!
 //! How: each room's history up to a fixed stream position (its events,
-//! ex-outliers and current-state deltas, read by [`super::read`]) is
+//! ex-outliers and current-state deltas, read by [`super::read`], and its
+//! backfilled events) is
 //! replayed through the same pure rules the live feed uses
 //! ([`crate::rules::apply_rows`]), from an empty state, in stream order; then
 //! the `forgotten` flags of the current memberships are applied. This
@@ -85,7 +86,8 @@ pub(crate) struct ReadRooms {
 }
 
 /// Reads the rows of `rooms` at `to` (each writer's rows up to its
-/// position in the token).
+/// position in the token), with every backfilled event of theirs that is
+/// committed (Synapse's initial-timeline query selects them at any token).
 pub(crate) async fn read_rooms(
     source: &SourceDatabase,
     rooms: &[String],
@@ -95,12 +97,9 @@ pub(crate) async fn read_rooms(
     let started = Instant::now();
     let range = read::read_range(source, &StreamRange::up_to(to), Some(rooms), server_name).await?;
     let forgotten = read::forgotten_memberships(source, to, Some(rooms)).await?;
+    let backfilled = read::backfilled_rows_of_rooms(source, rooms).await?;
     let mut by_room: BTreeMap<RoomId, Vec<(String, FeedRow)>> = BTreeMap::new();
-    for (writer, row) in range.rows {
-        if let Some(room) = row.room_id() {
-            by_room.entry(room.clone()).or_default().push((writer, row));
-        }
-    }
+    add_to_rooms(&mut by_room, range.rows);
     let forget_writer = |rows: &Vec<(String, FeedRow)>| {
         rows.last()
             .map(|(w, _)| w.clone())
@@ -115,10 +114,26 @@ pub(crate) async fn read_rooms(
             rows.push((writer.clone(), row));
         }
     }
+    // Backfilled events last (stream id 0: they move and bump nothing), as
+    // Synapse backfills once it has the live events: a backfilled
+    // redaction changes no value computed before, as when followed.
+    add_to_rooms(&mut by_room, backfilled);
     Ok(ReadRooms {
         by_room,
         read: started.elapsed(),
     })
+}
+
+/// Adds each row (with its writer) to its room's rows.
+fn add_to_rooms(
+    by_room: &mut BTreeMap<RoomId, Vec<(String, FeedRow)>>,
+    rows: Vec<(String, FeedRow)>,
+) {
+    for (writer, row) in rows {
+        if let Some(room) = row.room_id() {
+            by_room.entry(room.clone()).or_default().push((writer, row));
+        }
+    }
 }
 
 /// Replays every room of a batch read by [`read_rooms`] (pure: no I/O).
@@ -250,6 +265,32 @@ async fn import_start(
             })
         }
     })
+}
+
+/// Before the import reads anything (unless a backfill position is stored
+/// already: an import continued): the backfill stream's positions, each
+/// Synapse writer's row then (what the import reads includes everything up
+/// to it) and 0 for each of `writers` without one, so that following the
+/// backfill stream continues from there rather than from the beginning.
+async fn initialise_backfill_positions(
+    write_path: &WritePath,
+    source: &SourceDatabase,
+    writers: &[WriterName],
+) -> Result<(), SourceError> {
+    if !write_path.store().backfill_positions().await?.is_empty() {
+        return Ok(());
+    }
+    let mut positions = read::backfill_positions(source).await?;
+    for writer in writers {
+        positions.entry(writer.as_str().to_owned()).or_insert(0);
+    }
+    let mut unit = CommitUnit::default();
+    for (writer, position) in &positions {
+        unit.backfill_position(writer, *position);
+    }
+    write_path.commit(unit).await?;
+    info!(?positions, "the backfill stream is followed from here");
+    Ok(())
 }
 
 /// The import's progress bar (on stderr when asked for and a terminal) and
@@ -456,6 +497,7 @@ pub(crate) async fn run_import(
         ImportStart::Finished(summary) => return Ok(summary),
         ImportStart::From(progress) => progress,
     };
+    initialise_backfill_positions(write_path, source, &options.writers).await?;
     let total: i64 = source.one_row(&queries::ROOM_COUNT, &[]).await?.column(0)?;
     let mut report = ImportReport::start(total, options.progress_bar, &progress);
     import_batches(write_path, source, options, &mut progress, &mut report).await?;

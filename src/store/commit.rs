@@ -125,6 +125,17 @@ impl CommitGroup {
         *entry = (*entry).max(position);
     }
 
+    /// Source mode: makes the backfill stream's position of Synapse writer
+    /// `instance` durable with this group (positions only grow).
+    pub(crate) fn advance_backfill(&mut self, instance: &str, position: i64) {
+        let entry = self
+            .positions
+            .backfill
+            .entry(instance.to_owned())
+            .or_insert(position);
+        *entry = (*entry).max(position);
+    }
+
     /// Deletes every row and the rules' memory of `rooms` and queues them
     /// for recalculation (start-up invalidation, spec §4), before anything
     /// else of the group.

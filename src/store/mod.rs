@@ -45,6 +45,12 @@ pub(crate) const ACCOUNT_DATA_SOURCE: &str = "source";
 /// process).
 pub(crate) const CACHES_STREAM: &str = "caches";
 
+/// Source mode: the name of Synapse's backfill stream in `stream_positions`
+/// (per Synapse writer, how far its backfilled events are applied, as the
+/// positive positions Synapse's replication uses: stream ordering `-n` is
+/// position `n`).
+pub(crate) const BACKFILL_STREAM: &str = "backfill";
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }

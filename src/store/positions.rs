@@ -15,7 +15,8 @@ use tracing::warn;
 
 use super::rows::column;
 use super::{
-    Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, CACHES_STREAM, EVENTS_STREAM,
+    Store, StoreError, ACCOUNT_DATA_SOURCE, ACCOUNT_DATA_STREAM, BACKFILL_STREAM, CACHES_STREAM,
+    EVENTS_STREAM,
 };
 
 /// Source mode: how far the import from Synapse's tables has come
@@ -39,6 +40,8 @@ pub(super) struct PositionWrites {
     pub(super) events: BTreeMap<WriterName, i64>,
     /// Source mode: Synapse's caches stream's, per process.
     pub(super) caches: BTreeMap<String, i64>,
+    /// Source mode: Synapse's backfill stream's, per writer.
+    pub(super) backfill: BTreeMap<String, i64>,
     /// Source mode: the import's progress.
     pub(super) import_progress: Option<ImportProgress>,
     /// Source mode: how far Synapse's account-data stream is applied.
@@ -59,12 +62,23 @@ impl Store {
     /// Source mode: the durable positions of Synapse's caches stream, per
     /// Synapse process.
     pub(crate) async fn caches_positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.instance_positions(CACHES_STREAM).await
+    }
+
+    /// Source mode: the durable positions of Synapse's backfill stream, per
+    /// Synapse writer (positive: position `n` is stream ordering `-n`).
+    pub(crate) async fn backfill_positions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.instance_positions(BACKFILL_STREAM).await
+    }
+
+    /// The positions of `stream`, per instance (any name Synapse wrote).
+    async fn instance_positions(&self, stream: &str) -> Result<BTreeMap<String, i64>, StoreError> {
         let table = "stream_positions";
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 &format!("SELECT instance_name, stream_id FROM {table} WHERE stream_name = $1"),
-                &[&CACHES_STREAM],
+                &[&stream],
             )
             .await?;
         rows.iter()
@@ -149,6 +163,11 @@ pub(super) async fn write_positions(
             CACHES_STREAM,
             group.caches.keys().map(String::as_str).collect(),
             group.caches.values().copied().collect(),
+        ),
+        (
+            BACKFILL_STREAM,
+            group.backfill.keys().map(String::as_str).collect(),
+            group.backfill.values().copied().collect(),
         ),
     ];
     for (stream, writers, positions) in streams {

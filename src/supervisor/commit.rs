@@ -109,6 +109,13 @@ impl<'rows> CommitUnit<'rows> {
         self.group.advance_caches(instance, position);
     }
 
+    /// Source mode: the backfill stream's position of a Synapse writer,
+    /// written with this commit (not an events-stream position: nothing
+    /// waits for it).
+    pub(crate) fn backfill_position(&mut self, instance: &str, position: i64) {
+        self.group.advance_backfill(instance, position);
+    }
+
     pub(crate) fn row_count(&self) -> usize {
         self.group.row_count()
     }

@@ -45,8 +45,8 @@ use crate::rules::RuleError;
 use crate::store::StoreError;
 
 pub(crate) use source_messages::{
-    ApplyAccountData, InvalidationBatch, Recalculate, RepairPositions, SubmitBatch,
-    SubmitInvalidations,
+    ApplyAccountData, BackfillBatch, InvalidationBatch, Recalculate, RepairPositions,
+    SubmitBackfill, SubmitBatch, SubmitInvalidations,
 };
 
 /// Stopped actors above which their freed memory is handed back at once.
@@ -192,6 +192,17 @@ impl Handler<SubmitInvalidations> for Supervisor {
 
     fn handle(&mut self, message: SubmitInvalidations, ctx: &mut Context<Self>) -> Self::Result {
         let (queued, answer) = Queued::invalidations(message.0);
+        let actions = self.pipeline.submit(queued);
+        self.carry_out(actions, ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })
+    }
+}
+
+impl Handler<SubmitBackfill> for Supervisor {
+    type Result = ResponseFuture<Result<BatchAck, BatchError>>;
+
+    fn handle(&mut self, message: SubmitBackfill, ctx: &mut Context<Self>) -> Self::Result {
+        let (queued, answer) = Queued::backfill(message.0);
         let actions = self.pipeline.submit(queued);
         self.carry_out(actions, ctx);
         Box::pin(async move { answer.await.unwrap_or(Err(BatchError::ShuttingDown)) })

@@ -31,6 +31,8 @@ pub(super) struct Prepared {
     pub(super) position: i64,
     /// The caches stream's positions written with the batch (source mode).
     pub(super) caches_positions: BTreeMap<String, i64>,
+    /// The backfill stream's positions written with the batch (source mode).
+    pub(super) backfill_positions: BTreeMap<String, i64>,
     pub(super) applied_rows: usize,
     /// Each room's actor and what it prepared.
     pub(super) rooms: Vec<(Addr<RoomActor>, PreparedRoom)>,
@@ -68,6 +70,10 @@ impl GroupPreparer {
                     .apply(seq, WriterName::master().as_str(), batch.rows.iter())
                     .await
                     .map(|applied| (None, applied)),
+                Submission::Backfill(batch) => self
+                    .apply(seq, &batch.writer, batch.rows.iter())
+                    .await
+                    .map(|applied| (None, applied)),
             };
             match outcome {
                 Ok((claim, applied)) => prepared.push(Prepared {
@@ -76,7 +82,11 @@ impl GroupPreparer {
                     claim,
                     caches_positions: match &queued.submission {
                         Submission::Invalidations(batch) => batch.caches_positions.clone(),
-                        Submission::Feed(_) => BTreeMap::new(),
+                        Submission::Feed(_) | Submission::Backfill(_) => BTreeMap::new(),
+                    },
+                    backfill_positions: match &queued.submission {
+                        Submission::Backfill(batch) => batch.positions.clone(),
+                        Submission::Feed(_) | Submission::Invalidations(_) => BTreeMap::new(),
                     },
                     applied_rows: applied.applied_rows,
                     rooms: applied.rooms,

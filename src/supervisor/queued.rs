@@ -9,15 +9,16 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::{BatchAck, BatchError, InvalidationBatch};
+use super::{BackfillBatch, BatchAck, BatchError, InvalidationBatch};
 use crate::feed::ValidBatch;
 
 /// What waits in the queue: a writer's batch, or (source mode) forgets and
-/// purges of the caches stream.
+/// purges of the caches stream, or backfilled events.
 #[derive(Debug)]
 pub(super) enum Submission {
     Feed(ValidBatch),
     Invalidations(InvalidationBatch),
+    Backfill(BackfillBatch),
 }
 
 /// A batch waiting for its commit, and where to send its answer.
@@ -42,6 +43,11 @@ impl Queued {
         Self::queue(Submission::Invalidations(batch))
     }
 
+    /// Backfilled events to queue, and the receiver of their answer.
+    pub(super) fn backfill(batch: BackfillBatch) -> (Queued, Answer) {
+        Self::queue(Submission::Backfill(batch))
+    }
+
     fn queue(submission: Submission) -> (Queued, Answer) {
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
@@ -57,6 +63,7 @@ impl Queued {
         match &self.submission {
             Submission::Feed(batch) => batch.writer().as_str(),
             Submission::Invalidations(_) => "(caches stream)",
+            Submission::Backfill(_) => "(backfill stream)",
         }
     }
 

@@ -133,6 +133,9 @@ fn unit_of(prepared: &[Prepared]) -> CommitUnit<'_> {
         for (instance, position) in &batch.caches_positions {
             unit.caches_position(instance, *position);
         }
+        for (instance, position) in &batch.backfill_positions {
+            unit.backfill_position(instance, *position);
+        }
     }
     unit
 }

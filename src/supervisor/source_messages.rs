@@ -1,6 +1,7 @@
 //! The messages source mode sends the supervisor: the follower's batches
 //! ([`SubmitBatch`]), forgets and purges from Synapse's caches stream
-//! ([`SubmitInvalidations`]), account data ([`ApplyAccountData`]), the
+//! ([`SubmitInvalidations`]), backfilled events from Synapse's backfill
+//! stream ([`SubmitBackfill`]), account data ([`ApplyAccountData`]), the
 //! recalculation of queued rooms ([`Recalculate`]) and the repair of
 //! positions found ahead of the source ([`RepairPositions`]).
 //!
@@ -44,6 +45,29 @@ pub(crate) struct InvalidationBatch {
     pub(crate) rows: Vec<crate::feed::FeedRow>,
     /// The caches stream's new position per Synapse process.
     pub(crate) caches_positions: std::collections::BTreeMap<String, i64>,
+}
+
+/// Source mode: events Synapse backfilled (negative stream orderings, from
+/// its backfill stream), which move no events-stream position: like
+/// [`SubmitInvalidations`] their rows are applied in their rooms in queue
+/// order and committed with the backfill stream's new positions. Answered
+/// with position 0.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<BatchAck, BatchError>")]
+pub(crate) struct SubmitBackfill(pub(crate) BackfillBatch);
+
+/// See [`SubmitBackfill`].
+#[derive(Debug, Clone)]
+pub(crate) struct BackfillBatch {
+    /// The Synapse writer that persisted the events (their instance name
+    /// in the rooms' latest events).
+    pub(crate) writer: String,
+    /// Event rows of backfilled (or, during backfill, de-outliered) events,
+    /// each with its own `stream_ordering` (their stream ids only order
+    /// them).
+    pub(crate) rows: Vec<crate::feed::FeedRow>,
+    /// The backfill stream's new position per Synapse writer.
+    pub(crate) positions: std::collections::BTreeMap<String, i64>,
 }
 
 /// Source mode: recompute every queued room, then move `writers` to the

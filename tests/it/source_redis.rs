@@ -4,7 +4,7 @@
 //! announcement wakes the follower at once (the poll interval is a minute),
 //! a writer's announced position is its safe position, an idle writer's
 //! `POSITION` moves it without rows, lines roomcache cannot read are counted
-//! and change nothing, and Redis down at start or mid-run leaves roomcache
+//! and change nothing, a backfill announcement wakes it too, and Redis down at start or mid-run leaves roomcache
 //! following by polling until it is back.
 
 use std::time::{Duration, Instant};
@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use crate::support::redis::RedisServer;
 use crate::support::server::TestServer;
 use crate::support::synapse::{
-    allocate_stream_ordering, persist_message, source_options, wait_for_writers, SynapseDatabase,
-    WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME, WORKERS_WRITERS,
+    allocate_stream_ordering, persist_backfilled, persist_message, source_options,
+    wait_for_writers, SynapseDatabase, WORKERS_FIXTURE_POSITION, WORKERS_SERVER_NAME,
+    WORKERS_WRITERS,
 };
 
 /// The replication channel: Synapse's server name.
@@ -102,6 +103,20 @@ async fn announcements_on_redis_wake_the_follower_and_move_writers() {
     // LOCK_RELEASED, and roomcache's own REPLICATE coming back to it.
     assert_eq!(server.metric(&lines("other")).await, Some(2.0));
     assert_eq!(server.metric(&lines("rdata")).await, Some(1.0));
+
+    // p1 backfills an event: its RDATA line on the backfill stream wakes
+    // the follower, which reads it at once.
+    let event = serde_json::json!({"event_id": "$backfilled2", "room_id": room_id,
+        "type": "m.room.message", "sender": "@someone:elsewhere", "content": {},
+        "origin_server_ts": 0, "unsigned": {}});
+    persist_backfilled(&synapse.client().await, "p1", 2, &event, 1).await;
+    let line = format!(
+        r#"RDATA backfill p1 2 ["$backfilled2","{room_id}","m.room.message",null,null,null]"#
+    );
+    assert_eq!(redis.publish(CHANNEL, &line), 1);
+    server
+        .wait_for_metric("roomcache_source_backfilled_events_total", 1.0)
+        .await;
     server.assert_postgres_matches_served().await;
     server.stop().await;
 }

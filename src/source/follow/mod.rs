@@ -28,7 +28,12 @@
 //!    in the same transaction as a forget (`did_forget`) or a room deletion,
 //!    applied at once as forget and purge rows, with the caches stream's
 //!    positions;
-//! 3. at start, after each (re)connection to Redis and, while not connected
+//! 3. the backfill stream ([`backfill`]): each Synapse writer's backfilled
+//!    events (negative stream orderings) from roomcache's durable position
+//!    up to the writer's `stream_positions` row, applied with the
+//!    backfill stream's positions (they can only change the rooms' latest
+//!    events);
+//! 4. at start, after each (re)connection to Redis and, while not connected
 //!    to Redis, once a minute, a full check: every forgotten membership not
 //!    yet applied and every cached room that no longer exists in Synapse
 //!    (what the caches stream may not show: rows older than Synapse keeps,
@@ -45,6 +50,7 @@
 //! touch: Synapse's tables (read-only), SQL text (Synapse's: the queries
 //! module; roomcache's: only through the store's methods), the rules.
 
+mod backfill;
 mod caches;
 mod events;
 
@@ -68,6 +74,7 @@ use crate::store::Store;
 use crate::supervisor::recalc::Upstream;
 use crate::supervisor::{InvalidationBatch, SubmitInvalidations, Supervisor};
 
+use backfill::BackfillFollower;
 use caches::CachesFollower;
 
 /// How often the full check runs while not connected to Redis (besides at
@@ -115,6 +122,7 @@ pub(crate) struct Follower {
 #[derive(Default)]
 struct FollowState {
     caches: Option<CachesFollower>,
+    backfill: Option<BackfillFollower>,
     last_full_check: Option<Instant>,
     /// Redis subscriptions seen (a new one calls for a full check).
     connections: u64,
@@ -191,6 +199,11 @@ impl Follower {
             None => state.caches.insert(CachesFollower::start(self).await?),
         };
         let caches_caught_up = caches.step(self, &channel).await?;
+        let backfill = match &mut state.backfill {
+            Some(backfill) => backfill,
+            None => state.backfill.insert(BackfillFollower::start(self).await?),
+        };
+        let backfill_caught_up = backfill.step(self).await?;
         // With Redis the caches stream is exact: the periodic check is for
         // polling (and a start or a reconnection, which may have missed some).
         let periodic = !channel.connected
@@ -218,7 +231,7 @@ impl Follower {
             self.learn_processes().await?;
             state.last_process_lookup = Some(Instant::now());
         }
-        Ok(events_caught_up && caches_caught_up)
+        Ok(events_caught_up && caches_caught_up && backfill_caught_up)
     }
 
     /// Forgets not yet applied and purged rooms, checked against the whole

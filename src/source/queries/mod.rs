@@ -10,6 +10,7 @@ mod forgets;
 mod positions;
 mod tables;
 
+pub(crate) use backfill::*;
 pub(crate) use forgets::*;
 pub(crate) use positions::*;
 pub(crate) use tables::{SYNAPSE_SEQUENCES, SYNAPSE_TABLES, TABLE_ACCESS};
@@ -132,6 +133,9 @@ macro_rules! event_columns {
      e.topological_ordering"
     };
 }
+
+// After `event_columns!`, which it uses.
+mod backfill;
 
 /// How many columns `event_columns!` selects.
 pub(crate) const EVENT_COLUMN_COUNT: usize = 12;

@@ -33,9 +33,18 @@ pub(super) async fn events_in_range(
     let rows = source
         .rows_in_range(&queries::EVENTS_IN_RANGE, range, rooms)
         .await?;
+    rows_of_events(&rows, 0)
+}
+
+/// The events of `rows`, whose event columns start at `offset` (an event
+/// with invalid identifiers is skipped).
+pub(super) fn rows_of_events(
+    rows: &[SourceRow],
+    offset: usize,
+) -> Result<Vec<SourceEvent>, SourceError> {
     let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        events.extend(event_from_row(row, 0)?);
+    for row in rows {
+        events.extend(event_from_row(row, offset)?);
     }
     Ok(events)
 }

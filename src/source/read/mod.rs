@@ -8,9 +8,11 @@
 //! their state rows with a "no longer in room" wipe as the true delta of its
 //! persist batch ([`deltas`]), local members' events after a wipe
 //! ([`local_members`]), events outside the range travelling inline
-//! ([`inline`]); and the forget rows of forgotten memberships. May not
+//! ([`inline`]); and the forget rows of forgotten memberships; and the
+//! event rows of Synapse's backfill stream ([`backfill`]). May not
 //! touch: SQL text (`super::queries`), roomcache's own tables, the rules.
 
+mod backfill;
 mod deltas;
 mod events;
 mod fetch;
@@ -23,6 +25,9 @@ use std::collections::BTreeMap;
 use super::range::StreamRange;
 use super::{SourceDatabase, SourceError};
 use crate::feed::{Event, FeedRow, ForgetRow, StateRow};
+pub(crate) use backfill::{
+    backfill_positions, backfilled_rows, backfilled_rows_of_rooms, BackfillBounds,
+};
 pub(crate) use fetch::{
     forgotten_among_events, forgotten_among_members, forgotten_memberships, ForgottenMembership,
 };

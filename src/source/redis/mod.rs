@@ -22,11 +22,13 @@
 //! Nothing on the channel is trusted beyond what it costs to check it: a
 //! line over `source_redis_max_line_bytes` is dropped once read; a position
 //! is kept only for a stream roomcache follows and a writer it follows (the
-//! configured event writers; for the caches and account-data streams, the
-//! Synapse processes the follower has found in Synapse's database), only
-//! when an `RDATA` row parses as Synapse parses it ([`rows`]), and only up
-//! to what Synapse has allocated (the follower checks that against the
-//! stream's sequence and takes back what passes it). Anything else moves
+//! configured event writers for the events and backfill streams; for the
+//! caches and account-data streams, the Synapse processes the follower has
+//! found in Synapse's database), only when an `RDATA` row parses as Synapse
+//! parses it ([`rows`]), and only up to what Synapse has allocated (the
+//! follower checks that against the stream's sequence and takes back what
+//! passes it; the account-data and backfill streams' announcements only
+//! wake it: those are read up to Synapse's `stream_positions`). Anything else moves
 //! nothing, wakes nothing and keeps nothing: the map holds at most one
 //! number per followed writer, and a step takes it by reference, not by
 //! copy.
@@ -56,6 +58,8 @@ pub(crate) const EVENTS: &str = "events";
 pub(crate) const CACHES: &str = "caches";
 /// The account-data stream's name on the channel.
 pub(crate) const ACCOUNT_DATA: &str = "account_data";
+/// The backfill stream's name on the channel.
+pub(crate) const BACKFILL: &str = "backfill";
 
 /// What the channel has told so far, shared by the subscriber (which
 /// writes) and the follower (which reads, waits, and takes back what it
@@ -97,6 +101,9 @@ pub(crate) struct Announced {
     /// The highest announced by any known process (account-data stream;
     /// only a wake-up: the stream is followed from `stream_positions`).
     pub(crate) account_data: i64,
+    /// Per configured event writer (backfill stream; only a wake-up: the
+    /// stream is followed from `stream_positions`).
+    pub(crate) backfill: BTreeMap<WriterName, i64>,
 }
 
 /// What a step sees of the channel: the connection and the announced
@@ -167,7 +174,7 @@ impl Replication {
     /// process) it does not follow.
     pub(crate) fn admits(&self, stream: &str, instance: &str) -> Result<bool, Reason> {
         let known = match stream {
-            EVENTS => self.writers.contains(instance),
+            EVENTS | BACKFILL => self.writers.contains(instance),
             CACHES | ACCOUNT_DATA => {
                 let mut state = self.state();
                 let known = state.processes.contains(instance);
@@ -211,6 +218,14 @@ impl Replication {
                     |a| a.caches.get(instance).copied(),
                     |a| {
                         a.caches.insert(instance.to_owned(), position);
+                    },
+                ),
+                (BACKFILL, Some(writer)) => raise(
+                    announced,
+                    position,
+                    |a| a.backfill.get(writer).copied(),
+                    |a| {
+                        a.backfill.insert(writer.clone(), position);
                     },
                 ),
                 (ACCOUNT_DATA, _) => raise(
@@ -313,6 +328,7 @@ fn followed_stream(stream: &str) -> &'static str {
     match stream {
         EVENTS => EVENTS,
         CACHES => CACHES,
+        BACKFILL => BACKFILL,
         _ => ACCOUNT_DATA,
     }
 }
@@ -339,6 +355,8 @@ mod tests {
             replication.announce(ACCOUNT_DATA, "master", 4),
             Outcome::Raised
         );
+        assert_eq!(replication.announce(BACKFILL, "p2", 2), Outcome::Raised);
+        assert_eq!(replication.announce(BACKFILL, "p2", 2), Outcome::Known);
         let snapshot = replication.snapshot();
         let p = |name: &str| WriterName::parse(name).unwrap();
         assert_eq!(
@@ -347,6 +365,7 @@ mod tests {
         );
         assert_eq!(snapshot.announced.caches.get("master"), Some(&11));
         assert_eq!(snapshot.announced.account_data, 4);
+        assert_eq!(snapshot.announced.backfill, BTreeMap::from([(p("p2"), 2)]));
         // The wake-ups coalesce into one.
         replication.woken().await;
         replication.set_connected(true);
@@ -364,6 +383,7 @@ mod tests {
         let replication = Replication::new(&writers());
         for (stream, instance) in [
             (EVENTS, "p9"),
+            (BACKFILL, "p9"),
             (EVENTS, "x".repeat(10_000).as_str()),
             (CACHES, "stranger"),
             (ACCOUNT_DATA, "stranger"),

@@ -12,14 +12,16 @@
 //!   relates_to?, membership?, rejected, outlier]]`, `["state", [room_id,
 //!   type, state_key, event_id?]]` or `["state-all", [room_id]]`;
 //! * `caches`: `[cache_func, keys?, invalidation_ts]` (keys a list or null);
-//! * `account_data`: `[user_id, room_id?, data_type]`.
+//! * `account_data`: `[user_id, room_id?, data_type]`;
+//! * `backfill`: `[event_id, room_id, type, state_key?, redacts?,
+//!   relates_to?]`.
 //!
 //! Owns: those row shapes. May not touch: anything else.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ACCOUNT_DATA, CACHES, EVENTS};
+use super::{ACCOUNT_DATA, BACKFILL, CACHES, EVENTS};
 use crate::source::rejected::truncated;
 
 /// An `ev` row's data (values unused: only their types are checked).
@@ -42,6 +44,15 @@ type AllStateRow = (String,);
 type CachesRow = (String, Option<Vec<Value>>, i64);
 /// An account-data row.
 type AccountDataRow = (String, Option<String>, String);
+/// A backfill row (values unused).
+type BackfillRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Why a row is not one of its stream's rows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +70,7 @@ pub(crate) fn check(stream: &str, row: &str) -> Result<(), RowError> {
         EVENTS => events_row(row),
         CACHES => parses::<CachesRow>(row),
         ACCOUNT_DATA => parses::<AccountDataRow>(row),
+        BACKFILL => parses::<BackfillRow>(row),
         _ => Ok(()),
     }
 }
@@ -107,6 +119,10 @@ mod tests {
             (CACHES, r#"["get_rooms_for_user", null, 17]"#),
             (ACCOUNT_DATA, r#"["@u:hs", null, "m.direct"]"#),
             (ACCOUNT_DATA, r#"["@u:hs", "!r:hs", "m.tag"]"#),
+            (
+                BACKFILL,
+                r#"["$e","!r:hs","m.room.message",null,null,null]"#,
+            ),
             ("typing", "anything at all"),
         ] {
             assert_eq!(check(stream, row), Ok(()), "{stream} {row}");
@@ -146,6 +162,10 @@ mod tests {
         }
         assert_eq!(
             check(ACCOUNT_DATA, r#"["@u:hs", 5, "m.direct"]"#),
+            Err(RowError::Shape)
+        );
+        assert_eq!(
+            check(BACKFILL, r#"["$e","!r:hs",null,null,null,null]"#),
             Err(RowError::Shape)
         );
         let long = format!(r#"["{}", []]"#, "\u{e9}".repeat(100));

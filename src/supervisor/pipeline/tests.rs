@@ -26,7 +26,9 @@ fn batch(tag: i64) -> Queued {
 fn tag(queued: &Queued) -> i64 {
     match &queued.submission {
         Submission::Invalidations(batch) => batch.caches_positions["tag"],
-        Submission::Feed(_) => unreachable!("the tests queue invalidations"),
+        Submission::Feed(_) | Submission::Backfill(_) => {
+            unreachable!("the tests queue invalidations")
+        }
     }
 }
 
@@ -39,6 +41,7 @@ fn prepared(group: Vec<(BatchSeq, Queued)>) -> Vec<Prepared> {
             claim: None,
             position: 10 * tag(&queued),
             caches_positions: BTreeMap::new(),
+            backfill_positions: BTreeMap::new(),
             applied_rows: 1,
             rooms: Vec::new(),
             user_changes: Vec::new(),

@@ -429,6 +429,48 @@ pub(crate) async fn insert_event(
         .unwrap();
 }
 
+/// Writes a backfilled event as Synapse's `writer` persists one, in
+/// one transaction: its `events` and `event_json` rows at stream ordering
+/// `-position` with its topological ordering, the backfill stream's
+/// sequence and the writer's `stream_positions` row (negative, as Synapse
+/// writes it).
+pub(crate) async fn persist_backfilled(
+    client: &tokio_postgres::Client,
+    writer: &str,
+    position: i64,
+    event: &Value,
+    topological_ordering: i64,
+) {
+    client.batch_execute("BEGIN").await.unwrap();
+    insert_event(client, writer, -position, event).await;
+    client
+        .execute(
+            "UPDATE events SET topological_ordering = $2, depth = $2 WHERE stream_ordering = $1",
+            &[&-position, &topological_ordering],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT setval('events_backfill_stream_seq',
+                 GREATEST($1, (SELECT last_value FROM events_backfill_stream_seq)))",
+            &[&position],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+             VALUES ('backfill', $2, $1)
+             ON CONFLICT (stream_name, instance_name) DO UPDATE SET stream_id = EXCLUDED.stream_id
+             WHERE stream_positions.stream_id > EXCLUDED.stream_id",
+            &[&-position, &writer],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
 /// A message in a room of the multi-writer fixture persisted by `writer`, at
 /// `position`, written as the writer writes one (`events`, `event_json`),
 /// without moving `stream_positions`; returns the room.

@@ -7,7 +7,10 @@
 //! limit fetched, then each writer's position applied), or "not held";
 //! followed from position 0, imported, after a restart, with one writer and
 //! two; and in feed mode through rejections, outliers, backfill,
-//! de-outliering, redactions and purges.
+//! de-outliering, redactions and purges. Source mode through Synapse's
+//! backfill: [`backfill`].
+
+mod backfill;
 
 use std::str::FromStr;
 
@@ -198,6 +201,23 @@ async fn persist_flagged(
     client.batch_execute("COMMIT").await.unwrap();
 }
 
+/// The room with the most events, its creator and its highest
+/// topological ordering.
+async fn busiest_room(client: &tokio_postgres::Client) -> (String, String, i64) {
+    let row = client
+        .query_one(
+            "SELECT r.room_id,
+                    (SELECT sender FROM events WHERE room_id = r.room_id AND type = 'm.room.create'),
+                    (SELECT max(topological_ordering) FROM events WHERE room_id = r.room_id)
+             FROM (SELECT room_id FROM events GROUP BY room_id
+                   ORDER BY count(*) DESC, room_id LIMIT 1) r",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
 /// While `imported` is stopped, and then while it follows: messages (one
 /// rejected), an outlier, a redaction, an event arriving late with a low
 /// topological ordering, in the room with the most events; every room's
@@ -208,30 +228,7 @@ async fn follow_on_through_flagged_events(
 ) -> i64 {
     imported.stop().await;
     let client = synapse.client().await;
-    let room: String = client
-        .query_one(
-            "SELECT room_id FROM events GROUP BY room_id ORDER BY count(*) DESC, room_id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let sender: String = client
-        .query_one(
-            "SELECT sender FROM events WHERE room_id = $1 AND type = 'm.room.create'",
-            &[&room],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let top: i64 = client
-        .query_one(
-            "SELECT max(topological_ordering) FROM events WHERE room_id = $1",
-            &[&room],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (room, sender, top) = busiest_room(&client).await;
     let event = |n: i64, event_type: &str, content: Value| {
         json!({"event_id": format!("$timeline{n}"), "room_id": room, "type": event_type,
             "sender": sender, "content": content, "origin_server_ts": 0, "unsigned": {}})
