@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use roomcache_core::{StreamToken, WriterName};
 use tokio::sync::{RwLock, RwLockReadGuard};
@@ -31,6 +32,11 @@ const FIRST_POSITION: i64 = 1;
 /// through consecutive ones (see [`SourceDatabase::safe_token`]).
 const WALK_LIMIT: i64 = 10_000;
 
+/// Without any `stream_positions` row, how long a missing position below
+/// the highest stream ordering in use is waited for before it is taken as
+/// never to be used (see [`position_without_rows`]).
+const GAP_GRACE: Duration = Duration::from_secs(10);
+
 /// A query's parameters.
 pub(crate) type Parameters<'a> = [&'a (dyn ToSql + Sync)];
 
@@ -46,6 +52,9 @@ pub(crate) struct SourceDatabase {
     /// has reached (every row at or below it is committed, for good): the
     /// next walk starts there.
     walked: AtomicI64,
+    /// Without position rows: the missing position the walk stopped before,
+    /// and since when (see [`position_without_rows`]).
+    gap: std::sync::Mutex<Option<(i64, Instant)>>,
     /// The `stream_positions` rows last refused, per stream and writer
     /// (each refusal is counted once, not once per step).
     refused_rows: std::sync::Mutex<BTreeMap<(&'static str, String), i64>>,
@@ -95,6 +104,7 @@ impl SourceDatabase {
             config,
             client: RwLock::new(client),
             walked: AtomicI64::new(0),
+            gap: std::sync::Mutex::default(),
             refused_rows: std::sync::Mutex::default(),
         })
     }
@@ -258,8 +268,12 @@ impl SourceDatabase {
     /// Each of those is a committed row: only committed rows feed the walk,
     /// never a bare announced position (option S1 of the positions spec,
     /// A.13). A database with no rows at all and a single configured writer
-    /// (an old monolith that never wrote one) is taken to be at the highest
-    /// stream ordering in use.
+    /// (a monolith before its first persisted batch, or an old one that
+    /// never writes one) walks the same way up to the highest stream
+    /// ordering in use, and past a missing position only once it has been
+    /// missing for [`GAP_GRACE`] ([`position_without_rows`]): a monolith
+    /// persists batches of different rooms concurrently, and a later batch
+    /// can commit first.
     pub(crate) async fn safe_token(
         &self,
         writers: &[WriterName],
@@ -277,8 +291,11 @@ impl SourceDatabase {
         if positions.is_empty() && refused.is_empty() && writers.len() <= 1 {
             let row = self.one_row(&queries::HIGHEST_STREAM_ORDERING, &[]).await?;
             let highest = row.column::<Option<i64>>(0)?.unwrap_or(0).max(0);
+            let stream = self
+                .walk_without_rows(floor.stream.max(FIRST_POSITION), highest.min(allocated))
+                .await?;
             return Ok(SafeToken {
-                token: StreamToken::linear(highest.min(allocated)),
+                token: StreamToken::linear(stream),
                 allocated,
             });
         }
@@ -329,6 +346,44 @@ impl SourceDatabase {
             }
         }
         Ok(SafeToken { token, allocated })
+    }
+
+    /// Without position rows: walks through consecutive positions in use
+    /// from `floor` (or where the last walk ended) towards `highest`.
+    async fn walk_without_rows(&self, floor: i64, highest: i64) -> Result<i64, SourceError> {
+        let start = floor.max(self.walked.load(Ordering::Acquire)).min(highest);
+        let in_use: Vec<i64> = self
+            .rows(
+                &queries::EVENTS_STREAM_POSITIONS_IN_USE,
+                &[&start, &highest, &WALK_LIMIT],
+            )
+            .await?
+            .iter()
+            .map(|row| row.column(0))
+            .collect::<Result<_, _>>()?;
+        let reached = walk_consecutive(start, &in_use);
+        let mut gap = self.gap.lock().unwrap_or_else(|e| e.into_inner());
+        let waited_for = gap.map(|(position, _)| position);
+        let stream = position_without_rows(reached, highest, &mut gap, Instant::now());
+        if gap.is_some() && waited_for != Some(reached) {
+            info!(
+                missing = reached + 1,
+                highest,
+                "events stream: a position below the highest in use is not committed yet, and \
+                 Synapse has written no stream_positions row saying how far it persisted; \
+                 waiting for it"
+            );
+        } else if waited_for == Some(reached) && stream == highest && reached < highest {
+            warn!(
+                missing = reached + 1,
+                highest,
+                grace_seconds = GAP_GRACE.as_secs(),
+                "events stream: a position missing for the whole grace period is taken as \
+                 never used (a failed transaction)"
+            );
+        }
+        self.walked.fetch_max(stream, Ordering::AcqRel);
+        Ok(stream)
     }
 
     /// Counts and logs the `stream_positions` rows of `stream` refused for
@@ -435,6 +490,34 @@ async fn open(config: &tokio_postgres::Config) -> Result<Client, SourceError> {
 
 /// The end of the run of consecutive positions after `start` in `in_use`
 /// (ascending): `start` itself when the next one is missing.
+/// Without position rows, where the walk may take the stream: `highest`
+/// when it got there; else where it stopped (`reached`, before a missing
+/// position), until that position has been missing for [`GAP_GRACE`] (an
+/// uncommitted batch commits well within it; a position still missing then
+/// was never used: a failed transaction), and then `highest`. `gap` keeps
+/// the missing position and since when.
+pub(crate) fn position_without_rows(
+    reached: i64,
+    highest: i64,
+    gap: &mut Option<(i64, Instant)>,
+    now: Instant,
+) -> i64 {
+    if reached >= highest {
+        *gap = None;
+        return highest;
+    }
+    match *gap {
+        Some((position, since)) if position == reached => {
+            if now.duration_since(since) >= GAP_GRACE {
+                *gap = None;
+                return highest;
+            }
+        }
+        _ => *gap = Some((reached, now)),
+    }
+    reached
+}
+
 pub(crate) fn walk_consecutive(start: i64, in_use: &[i64]) -> i64 {
     let mut reached = start;
     for &position in in_use {
@@ -451,7 +534,34 @@ pub(crate) fn walk_consecutive(start: i64, in_use: &[i64]) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::walk_consecutive;
+    use std::time::{Duration, Instant};
+
+    use super::{position_without_rows, walk_consecutive, GAP_GRACE};
+
+    /// Without position rows, a missing position below the highest in use
+    /// (a batch persisted concurrently, committed after a later one) holds
+    /// the stream before it until it is committed, or for `GAP_GRACE`.
+    #[test]
+    fn without_rows_a_missing_position_is_waited_for() {
+        let start = Instant::now();
+        let mut gap = None;
+        // Positions 2, 3 and 5 are in use, 4 is not yet: stop at 3.
+        assert_eq!(position_without_rows(3, 5, &mut gap, start), 3);
+        let later = start + Duration::from_secs(1);
+        assert_eq!(position_without_rows(3, 5, &mut gap, later), 3);
+        // 4 commits: the walk gets through.
+        assert_eq!(position_without_rows(5, 5, &mut gap, later), 5);
+        assert_eq!(gap, None);
+        // A position never used (a failed transaction): passed after the grace.
+        assert_eq!(position_without_rows(5, 9, &mut gap, later), 5);
+        let waited = later + GAP_GRACE;
+        let just_before = waited - Duration::from_millis(1);
+        assert_eq!(position_without_rows(5, 9, &mut gap, just_before), 5);
+        assert_eq!(position_without_rows(5, 9, &mut gap, waited), 9);
+        // A new gap starts its own wait.
+        assert_eq!(position_without_rows(10, 12, &mut gap, waited), 10);
+        assert_eq!(gap, Some((10, waited)));
+    }
 
     #[test]
     fn the_walk_stops_at_the_first_missing_position() {

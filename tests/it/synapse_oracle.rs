@@ -6,8 +6,8 @@
 
 use crate::support::server::{database_url, unique_schema, TestServer};
 use crate::support::synapse::{
-    assert_no_differences, persist_event, source_event, source_options, text, wait_for_position,
-    SynapseDatabase, Tables, FIXTURE_POSITION, SERVER_NAME,
+    assert_no_differences, persist_event, persist_message, source_event, source_options, text,
+    wait_for_position, SynapseDatabase, Tables, FIXTURE_POSITION, SERVER_NAME,
 };
 use serde_json::json;
 
@@ -265,4 +265,58 @@ async fn an_interrupted_import_continues_after_the_last_committed_room() {
     // Once finished, running it again does nothing.
     let output = run_import_command(&synapse, &interrupted);
     assert!(output.contains("had already finished"), "{output}");
+}
+
+/// A monolith writes its events stream's `stream_positions` row from its
+/// first persisted batch on; until then roomcache walks the positions in
+/// use. Batches of different rooms persist concurrently and a later one
+/// can commit first: the position missing below it is waited for, so its
+/// event is not skipped when it commits (it was, before: roomcache took
+/// the highest stream ordering in use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_positions_row_an_event_committed_late_is_not_skipped() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let client = synapse.client().await;
+    client
+        .batch_execute("DELETE FROM stream_positions WHERE stream_name = 'events'")
+        .await
+        .unwrap();
+    let mut server =
+        TestServer::start_with(source_options(&synapse).import_on_start(true).build()).await;
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    // The later position commits first; the earlier one is in flight.
+    let (late, early) = (FIXTURE_POSITION + 1, FIXTURE_POSITION + 2);
+    let room = persist_message(&synapse, "master", early).await;
+    server.post("/v1/source/wake", &json!({})).await;
+    server.wait_for_log("waiting for it").await;
+    let status = server.get("/v1/status").await.body;
+    assert_eq!(
+        status["positions"]["master"],
+        FIXTURE_POSITION,
+        "{}",
+        server.log()
+    );
+    persist_message(&synapse, "master", late).await;
+    wait_for_position(&server, early).await;
+    let stored = server
+        .store()
+        .await
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT events -> 'events' -> 0 ->> 0, events -> 'events' -> 1 ->> 0
+             FROM room_latest_events WHERE room_id = $1",
+            &[&room],
+        )
+        .await
+        .unwrap();
+    let newest: (String, String) = (stored.get(0), stored.get(1));
+    assert_eq!(
+        newest,
+        (format!("$announced{early}"), format!("$announced{late}")),
+        "{}",
+        server.log()
+    );
+    server.stop().await;
 }
