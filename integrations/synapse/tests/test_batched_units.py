@@ -38,14 +38,7 @@ def lookups(
 
     async def run() -> list[tuple[Any, str]]:
         if options.get("prepared", True):
-            await deployment.seam.prepare(
-                sync_config=Mock(conn_id=options.get("conn_id", "room-list")),
-                previous_connection_state=Mock(sent=frozenset()),
-                to_token=to_token,
-                from_token=None,
-                interested=rooms,
-                lists_from_roomcache=True,
-            )
+            await deployment.prepare(rooms, to_token, conn_id=options.get("conn_id", "room-list"))
         answers = []
         for lookup, *arguments in calls:
             before = _counts()

@@ -171,12 +171,12 @@ class Deployment:
         async def run() -> list[tuple[Any, str]]:
             if bump_stamps is not None:
                 self.seam.note_bump_stamps(bump_stamps)
-            await self.seam.prepare(
-                sync_config=Mock(conn_id=conn_id),
-                previous_connection_state=Mock(sent=sent),
-                to_token=to_token,
+            await self.prepare(
+                rooms,
+                to_token,
                 from_token=from_token,
-                interested=rooms,
+                sent=sent,
+                conn_id=conn_id,
                 lists_from_roomcache=lists_from_roomcache,
             )
             answers: list[tuple[Any, str]] = []
@@ -200,6 +200,27 @@ class Deployment:
             return answers
 
         return asyncio.run(run())
+
+    async def prepare(
+        self,
+        rooms: Any,
+        to_token: Any,
+        *,
+        from_token: Any = None,
+        sent: frozenset[str] = frozenset(),
+        conn_id: str = "room-list",
+        lists_from_roomcache: bool = True,
+    ) -> None:
+        """The per-room seam's `prepare` of a request whose room lists'
+        result is `rooms`, on connection `conn_id` (rooms `sent` before)."""
+        await self.seam.prepare(
+            sync_config=Mock(conn_id=conn_id),
+            previous_connection_state=Mock(sent=sent),
+            to_token=to_token,
+            from_token=from_token,
+            interested=rooms,
+            lists_from_roomcache=lists_from_roomcache,
+        )
 
     def asked(self) -> list[list[str]]:
         return [call.args[0]["rooms"] for call in self.client.rooms_data.call_args_list]

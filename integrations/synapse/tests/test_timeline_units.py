@@ -84,13 +84,8 @@ def pages(
 
     async def run() -> list[tuple[Any, str]]:
         if prepared:
-            await deployment.seam.prepare(
-                sync_config=Mock(conn_id=conn_id),
-                previous_connection_state=Mock(sent=sent),
-                to_token=to_token,
-                from_token=from_token,
-                interested=rooms,
-                lists_from_roomcache=True,
+            await deployment.prepare(
+                rooms, to_token, from_token=from_token, sent=sent, conn_id=conn_id
             )
         answers: list[tuple[Any, str]] = []
         for call in calls:
