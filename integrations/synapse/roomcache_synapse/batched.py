@@ -98,7 +98,11 @@ class BatchedLookups:
         and the room), from the request's load when it has the room."""
         request = _REQUEST.get()
         if request is not None:
-            found = await _from_load(request, lookup, arguments)
+            try:
+                found = await _from_load(request, lookup, arguments)
+            except Exception:
+                logger.exception("roomcache: the loaded %s failed; Synapse's way", lookup)
+                found = "module_error"
             if not isinstance(found, str):
                 BATCHED_LOOKUPS.labels(lookup=lookup, path="batched", reason="").inc()
                 return found[0]
