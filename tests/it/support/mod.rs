@@ -5,7 +5,8 @@
 //! * `homeserver`: the homeserver simulator that produces feed rows;
 //! * `rows`: builders of the expected table rows;
 //! * `synapse`: a private copy of a Synapse fixture database, its CSV form and
-//!   source-mode server options;
+//!   source-mode server options; `synapse_writes`: events, state, backfill
+//!   and positions written into it as Synapse's writers do;
 //! * `fixture_servers`: source-mode servers on the fixtures, caught up, and
 //!   the rooms' agreement with Synapse;
 //! * `fake_synapse`: writes scenarios into an empty Synapse database the way
@@ -19,3 +20,4 @@ pub(crate) mod redis;
 pub(crate) mod rows;
 pub(crate) mod server;
 pub(crate) mod synapse;
+pub(crate) mod synapse_writes;
