@@ -404,17 +404,11 @@ async fn a_repair_while_serving_drops_held_state_the_restored_database_does_not_
     let served = served_held_state(&server, [&room]).await;
     assert_eq!(served[&room], Ok(Vec::new()), "{}", server.log());
     let stored: i64 = server
-        .store()
-        .await
-        .client()
-        .await
-        .unwrap()
-        .query_one(
+        .stored_rows(
             "SELECT count(*) FROM room_current_state WHERE room_id = $1",
             &[&room],
         )
-        .await
-        .unwrap()
+        .await[0]
         .get(0);
     assert_eq!(stored, 0);
     assert_held_state_is_synapses(&server, &synapse, "after the repair").await;

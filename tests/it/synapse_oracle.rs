@@ -109,17 +109,11 @@ async fn a_restart_after_source_changes_recomputes_exactly_the_changed_rooms() {
     row[4] = text("Renamed while away");
     assert_no_differences(&after_tables, &expected, "after the restart");
     let queue = server
-        .store()
-        .await
-        .client()
-        .await
-        .unwrap()
-        .query(
+        .stored_rows(
             "SELECT room_id FROM sliding_sync_joined_rooms_to_recalculate",
             &[],
         )
-        .await
-        .unwrap();
+        .await;
     assert!(queue.is_empty());
     assert!(server
         .log()
@@ -299,19 +293,13 @@ async fn without_a_positions_row_an_event_committed_late_is_not_skipped() {
     persist_message(&synapse, "master", late).await;
     wait_for_position(&server, early).await;
     let stored = server
-        .store()
-        .await
-        .client()
-        .await
-        .unwrap()
-        .query_one(
+        .stored_rows(
             "SELECT events -> 'events' -> 0 ->> 0, events -> 'events' -> 1 ->> 0
              FROM room_latest_events WHERE room_id = $1",
             &[&room],
         )
-        .await
-        .unwrap();
-    let newest: (String, String) = (stored.get(0), stored.get(1));
+        .await;
+    let newest: (String, String) = (stored[0].get(0), stored[0].get(1));
     assert_eq!(
         newest,
         (format!("$announced{early}"), format!("$announced{late}")),

@@ -417,6 +417,23 @@ impl TestServer {
             .expect("connecting to the test database")
     }
 
+    /// The rows a query on the server's schema returns (what Postgres holds).
+    pub(crate) async fn stored_rows(
+        &self,
+        sql: &str,
+        parameters: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        let store = self.store().await;
+        let client = store
+            .client()
+            .await
+            .expect("a connection to the test database");
+        client
+            .query(sql, parameters)
+            .await
+            .expect("querying the test database")
+    }
+
     /// Every row Postgres holds for this server.
     pub(crate) async fn rows_in_postgres(&self) -> LoadedRows {
         self.store().await.load_all().await.expect("loading rows")
