@@ -16,14 +16,18 @@ For sizes `s1 < s2 < ... < sk`, each measured user `u<si>` is in exactly
   `crowd` more users join them;
 * a message in every pool room (by the newest member among the measured
   users, or `crowd2` in the shared rooms); the newest shared rooms pin it
-  (`m.room.pinned_events`);
+  (`m.room.pinned_events`); every measured user has read it (a public read
+  receipt in each of its pool rooms: a real server's receipts table is
+  never empty, and Synapse treats an empty one as "every room's receipts
+  changed");
 * per measured user, two DMs (from `crowd1`, and an encrypted one from
   `crowd2`, both in `m.direct`, each with a message) and an invite it has
   not answered (from `crowd3`);
-* last, `crowd1` sends a message in each shared room, oldest first: the
-  shared rooms are the most recent of every user, so the rooms a list
-  `[[0, 19]]` shows (and their per-room data) are the same for every size
-  from 23 rooms up, and only the number of rooms behind the list differs;
+* last, `crowd1` sends a message in each shared room, oldest first, and
+  `crowd2` reads it (unread for the measured users): the shared rooms are
+  the most recent of every user, so the rooms a list `[[0, 19]]` shows
+  (and their per-room data) are the same for every size from 23 rooms up,
+  and only the number of rooms behind the list differs;
 * user `elsewhere` owns one room no measured user is in (state changes
   "somewhere on the server").
 
@@ -49,7 +53,7 @@ from typing import Any
 from tests.client import Client
 from tests.harness import Homeserver
 
-VERSION = 2
+VERSION = 3
 DMS = 2
 INVITES = 1
 EXTRAS = DMS + INVITES
@@ -290,10 +294,17 @@ class _Builder:
             self._parallel(f"{member.user_id} joins", member.join, shared)
         messages = self._parallel("messages", self._first_message, list(enumerate(pool)))
         own_rooms = {size: self._own_rooms(user) for size, user in self.users.items()}
+        for size, user in self.users.items():
+            self._parallel(
+                f"{user.user_id} reads",
+                lambda item, user=user: user.send_read_receipt(*item),
+                list(zip(pool, messages, strict=True))[EXTRAS - size :],
+            )
         for room_id, event_id in list(zip(pool, messages, strict=True))[-PINNED:]:
             creator.set_state(room_id, "m.room.pinned_events", {"pinned": [event_id]})
         for room_id in shared:  # in order: the shared rooms are everyone's newest
-            self.crowd[0].send_message(room_id, f"hello {room_id}")
+            event_id = self.crowd[0].send_message(room_id, f"hello {room_id}")
+            self.crowd[1].send_read_receipt(room_id, event_id)
         elsewhere_room = self.elsewhere.create_room(preset="private_chat", name="Elsewhere")
         print(f"dataset built in {time.monotonic() - started:.0f} s", file=sys.stderr)
         return Dataset(

@@ -135,6 +135,10 @@ class Client:
     def send_message(self, room_id: str, text: str) -> str:
         return self.send_event(room_id, "m.room.message", {"msgtype": "m.text", "body": text})
 
+    def send_read_receipt(self, room_id: str, event_id: str) -> None:
+        """A public read receipt (`m.read`) on `event_id`."""
+        self._room_post(room_id, f"receipt/m.read/{_id(event_id)}", {})
+
     def redact(self, room_id: str, event_id: str, reason: str | None = None) -> str:
         """Redacts an event; returns the redaction's event ID."""
         path = (
