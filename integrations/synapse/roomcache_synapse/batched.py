@@ -6,10 +6,11 @@ For each room it sends in full, Synapse looks up the room's member counts
 (`get_member_counts`), and its account-data extension the user's account
 data and tags in the room (`get_account_data_for_room`,
 `get_tags_for_room`): each a query, cached per room in caches a user in
-1,000 rooms overruns. When the request's rooms are known (`start`, from
-the per-room seam's `prepare`), the module loads each lookup for the
-rooms not in Synapse's cache in one query (the same rows Synapse reads),
-in the background; the store's methods are replaced (the functions put
+1,000 rooms overruns. The request's rooms are known first (`start`, from
+the per-room seam's `prepare`); at a lookup's first call in the request
+the module loads it for those rooms not in Synapse's cache in one query
+(the same rows Synapse reads), in the background; the store's methods are
+replaced (the functions put
 there keep the originals' caches and invalidation) and answer those rooms
 from it. Any other call is Synapse's cached method, counted by reason.
 Like Synapse's own queries, the loads read the rows as they are when they
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
 import attr
@@ -50,8 +51,11 @@ class RequestLookups:
     """What one request loaded."""
 
     user_id: str
+    rooms: tuple[str, ...]
+    """The rooms sent in full, in the request's order."""
     asked: frozenset[str]
-    loaded: Mapping[str, Loaded]
+    loaded: dict[str, Loaded | None]
+    """Each lookup's load, once made (None: nothing to load)."""
     declined: str | None = None
     """Why no lookup of this request is answered from a load (`bypass`)."""
 
@@ -72,18 +76,45 @@ class BatchedLookups:
             self._synapse.replace_lookup(lookup, functools.partial(self.answer, lookup))
 
     def start(self, user_id: str, rooms: Collection[str], declined: str | None = None) -> None:
-        """The request's rooms sent in full are known: starts one load a
-        lookup for those whose values are not in Synapse's cache."""
-        loaded = {}
-        if declined is None:
-            for lookup in CACHED_LOOKUPS:
-                missing = [
-                    room for room in rooms if self._synapse.cached(lookup, user_id, room) is None
-                ]
-                if missing:
-                    values = Shared(self._load, lookup, user_id, missing)
-                    loaded[lookup] = Loaded(frozenset(missing), values)
-        _REQUEST.set(RequestLookups(user_id, frozenset(rooms), loaded, declined))
+        """The request's rooms sent in full are known. Each lookup's load
+        (of those rooms whose values are not in Synapse's cache then) is
+        made at the lookup's first call in the request."""
+        _REQUEST.set(RequestLookups(user_id, tuple(rooms), frozenset(rooms), {}, declined))
+
+    def _loaded(self, request: RequestLookups, lookup: str) -> Loaded | None:
+        """The request's load of `lookup`, made at its first call (None:
+        every room's value was cached)."""
+        if lookup not in request.loaded:
+            user_id = request.user_id
+            cached = self._synapse.cached
+            missing = [room for room in request.rooms if cached(lookup, user_id, room) is None]
+            values = Shared(self._load, lookup, user_id, missing) if missing else None
+            request.loaded[lookup] = (
+                Loaded(frozenset(missing), values) if values is not None else None
+            )
+        return request.loaded[lookup]
+
+    async def _from_load(
+        self, request: RequestLookups, lookup: str, arguments: tuple[Any, ...]
+    ) -> tuple[Any] | str:
+        """The room's value from the request's load (in a 1-tuple), or why not."""
+        if request.declined is not None:
+            return request.declined
+        room_id = arguments[-1]
+        if len(arguments) == 2 and arguments[0] != request.user_id:
+            return "other_user"
+        if room_id not in request.asked:
+            return "not_fetched"
+        loaded = self._loaded(request, lookup)
+        if loaded is None or room_id not in loaded.rooms:
+            # Rooms asked but not loaded had their values in Synapse's cache.
+            return "cached"
+        values = await loaded.values.result()
+        if values is None:
+            return "module_error"
+        if isinstance(values, str):
+            return values
+        return (values[room_id],) if room_id in values else "module_error"
 
     async def _load(self, lookup: str, user_id: str, rooms: list[str]) -> dict[str, Any] | str:
         """The values, or why there are none. Never raises."""
@@ -99,7 +130,7 @@ class BatchedLookups:
         request = _REQUEST.get()
         if request is not None:
             try:
-                found = await _from_load(request, lookup, arguments)
+                found = await self._from_load(request, lookup, arguments)
             except Exception:
                 logger.exception("roomcache: the loaded %s failed; Synapse's way", lookup)
                 found = "module_error"
@@ -109,24 +140,3 @@ class BatchedLookups:
             BATCHED_LOOKUPS.labels(lookup=lookup, path="synapse", reason=found).inc()
         # Else not a Sliding Sync request's per-room data (not counted).
         return await self._synapse.original_lookup(lookup)(*arguments)
-
-
-async def _from_load(
-    request: RequestLookups, lookup: str, arguments: tuple[Any, ...]
-) -> tuple[Any] | str:
-    """The room's value from the request's load (in a 1-tuple), or why not."""
-    if request.declined is not None:
-        return request.declined
-    room_id = arguments[-1]
-    if len(arguments) == 2 and arguments[0] != request.user_id:
-        return "other_user"
-    loaded = request.loaded.get(lookup)
-    if loaded is None or room_id not in loaded.rooms:
-        # Rooms asked but not loaded had their values in Synapse's cache.
-        return "cached" if room_id in request.asked else "not_fetched"
-    values = await loaded.values.result()
-    if values is None:
-        return "module_error"
-    if isinstance(values, str):
-        return values
-    return (values[room_id],) if room_id in values else "module_error"

@@ -11,12 +11,13 @@ asked for on a connection): for a joined room, a query on
 handler's instance:
 
 * After the room lists (`prepare`, called by the room-list seam, whichever
-  way they were computed), it starts ONE request to roomcache
+  way they were computed), it prepares ONE request to roomcache
   (`POST /v1/rooms/data`, waiting for the request's token) for every room
   the request sends in full (initial: no `pos`, newly joined, or never
   sent on the connection) whose membership at the token is `join`, and
   keeps it for the request (a context variable: Twisted copies it into
-  the per-room coroutines).
+  the per-room coroutines). The first room's lookup sends it: its cost
+  is the per-room data's.
 * Each lookup of such a room takes the keys roomcache holds from that
   answer and asks Synapse (its per-key cache) for the rest; any other
   lookup is Synapse's own, counted by reason.
@@ -39,7 +40,7 @@ that none relates to it answers at once what Synapse's queries would:
 nothing to bundle.
 
 The same rooms' member counts, room account data and tags are loaded in
-one query each (batched.py), started with the fetch.
+one query each (batched.py), at their first lookup.
 
 Owns: which lookups roomcache answers, and how. May not touch: Synapse's
 private names (the adapter's), the wire (the client's).
@@ -197,8 +198,8 @@ class RoomcacheRoomState:
         interested: SlidingSyncInterestedRooms,
         lists_from_roomcache: bool,
     ) -> None:
-        """Starts the one fetch of this request's rooms sent in full (not
-        awaited: the rooms' lookups await it); keeps the bump stamps noted
+        """Prepares the one fetch of this request's rooms sent in full (the
+        rooms' lookups send it and await it); keeps the bump stamps noted
         when `interested` is the room-list seam's own answer."""
         _BATCH.set(None)
         noted = _NOTED.get()

@@ -254,6 +254,29 @@ def test_the_held_keys_come_from_one_fetch_and_the_rest_from_synapse() -> None:
     ] * 2
 
 
+def test_the_first_lookup_sends_the_fetch_and_the_loads() -> None:
+    """`prepare` (the room lists' phase) sends nothing: the per-room data's
+    first lookup sends the one fetch, and each batched lookup's first call
+    its load."""
+    deployment = Deployment()
+    to_token = Mock(room_key=RoomStreamToken(stream=20))
+
+    async def run() -> None:
+        await deployment.prepare(interested({"!a:hs": "join", "!b:hs": "join"}), to_token)
+        deployment.client.rooms_data.assert_not_called()
+        deployment.synapse.load.assert_not_called()
+        await deployment.seam.current_state_ids_at(
+            room_id="!b:hs",
+            room_membership_for_user_at_to_token=Mock(membership="join"),
+            state_filter=FILTER,
+            to_token=to_token,
+        )
+        assert deployment.asked() == [["!a:hs", "!b:hs"]]
+        deployment.synapse.load.assert_not_called()
+
+    asyncio.run(run())
+
+
 def test_the_name_alone_needs_no_synapse_lookup() -> None:
     deployment = Deployment()
     name = StateFilter.from_types([("m.room.name", "")])

@@ -16,6 +16,7 @@ from unittest.mock import Mock
 import pytest
 from synapse.api.constants import Direction
 from synapse.types import RoomStreamToken
+from synapse.types.state import StateFilter
 
 from roomcache_synapse.answer import BadAnswer
 from roomcache_synapse.client import RoomcacheFailure
@@ -218,6 +219,11 @@ def test_without_room_timeline_nothing_is_asked_or_replaced() -> None:
     deployment.synapse.replace_topological_page.assert_not_called()
     answers = pages(deployment, interested({"!a:hs": "join"}), [initial("!a:hs")])
     assert answers == [(SYNAPSE_PAGE, "not_fetched")]
+    # The timeline lookup alone sends nothing; the state lookup's fetch
+    # asks for no timeline.
+    deployment.client.rooms_data.assert_not_called()
+    name = StateFilter.from_types([("m.room.name", "")])
+    deployment.request(interested({"!a:hs": "join"}), [("!a:hs", "join", name)])
     assert "timeline" not in deployment.client.rooms_data.call_args.args[0]
 
 

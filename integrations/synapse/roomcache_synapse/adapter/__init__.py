@@ -507,15 +507,20 @@ class SynapseAdapter:
 
 class Shared(Generic[_T]):
     """A coroutine run once in the background (Synapse's `run_in_background`,
-    outside the caller's log context), its result awaited by any number of
-    callers. `function` must not raise (a failure gives None)."""
+    outside the caller's log context), started by the first caller that
+    awaits its result (none: never run), its result awaited by any number
+    of callers. `function` must not raise (a failure gives None)."""
 
     def __init__(self, function: Callable[..., Awaitable[_T]], *args: Any) -> None:
-        self._observable: ObservableDeferred[_T] = ObservableDeferred(
-            run_in_background(function, *args), consumeErrors=True
-        )
+        self._function = function
+        self._args = args
+        self._observable: ObservableDeferred[_T] | None = None
 
     async def result(self) -> _T:
+        if self._observable is None:
+            self._observable = ObservableDeferred(
+                run_in_background(self._function, *self._args), consumeErrors=True
+            )
         return await make_deferred_yieldable(self._observable.observe())
 
 
