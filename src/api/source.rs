@@ -11,8 +11,12 @@ use serde_json::json;
 
 use super::ApiState;
 
+/// The body means nothing, but it is read: a connection whose request body
+/// is left unread is closed after the answer (`connection: close`), and the
+/// module wakes after every batch of events it persists, on its pool of
+/// kept-alive connections.
 #[tracing::instrument(name = "wake_source", skip_all)]
-pub(super) async fn wake(state: web::Data<ApiState>) -> HttpResponse {
+pub(super) async fn wake(state: web::Data<ApiState>, _body: web::Bytes) -> HttpResponse {
     metrics::counter!("roomcache_source_wakes_total").increment(1);
     if state.reads.wake_source() {
         HttpResponse::Accepted().json(json!({"woken": true}))

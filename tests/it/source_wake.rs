@@ -3,11 +3,14 @@
 //! rather than at its next poll. On a copy of the multi-writer fixture with
 //! a minute-long poll interval and no Redis, a message p1 persists is
 //! followed within seconds of a wake, not a minute later; in feed mode
-//! there is nothing to wake.
+//! there is nothing to wake; a wake leaves its connection open for the next
+//! request.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 
 use crate::support::server::TestServer;
 use crate::support::synapse::{
@@ -64,4 +67,66 @@ async fn in_feed_mode_there_is_nothing_to_wake() {
         (200, json!({"woken": false}))
     );
     server.stop().await;
+}
+
+/// The module sends a wake after every batch of events it persists, on its
+/// pool of kept-alive connections: the answer must not close the
+/// connection (it did when the body was left unread, so every wake, and the
+/// room list that followed it, paid for a new connection).
+#[tokio::test]
+async fn a_wake_keeps_its_connection_open() {
+    let mut server = TestServer::start().await;
+    let mut stream = UnixStream::connect(&server.socket).await.unwrap();
+    let wake = "POST /v1/source/wake HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    for attempt in 1..=3 {
+        stream.write_all(wake.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut stream).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "wake {attempt}: {answer}"
+        );
+        assert!(
+            !answer.to_ascii_lowercase().contains("connection: close"),
+            "wake {attempt} closes its connection: {answer}"
+        );
+        assert!(
+            answer.ends_with(r#"{"woken":false}"#),
+            "wake {attempt}: {answer}"
+        );
+    }
+    server.stop().await;
+}
+
+/// One answer on a kept-alive connection: its head and its body
+/// (`content-length` bytes), as text.
+async fn read_answer(stream: &mut UnixStream) -> String {
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .expect("an answer with a content-length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let mut buffer = [0_u8; 4096];
+        let read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buffer))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            read > 0,
+            "the connection closed before the answer ended: {text}"
+        );
+        received.extend_from_slice(&buffer[..read]);
+    }
 }
