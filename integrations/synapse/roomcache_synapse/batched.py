@@ -110,8 +110,6 @@ class BatchedLookups:
             # Rooms asked but not loaded had their values in Synapse's cache.
             return "cached"
         values = await loaded.values.result()
-        if values is None:
-            return "module_error"
         if isinstance(values, str):
             return values
         return (values[room_id],) if room_id in values else "module_error"

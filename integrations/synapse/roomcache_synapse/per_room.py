@@ -284,8 +284,6 @@ class RoomcacheRoomState:
         event relates to (one query on Synapse's database), or why that is
         not known. Never raises."""
         answer = await fetched.result()
-        if answer is None:
-            return "module_error"
         if isinstance(answer, str):
             return answer
         looked_up = frozenset(
@@ -375,8 +373,6 @@ class RoomcacheRoomState:
         if types is None:
             return Decline("state_filter")
         answer = await batch.fetched.result()
-        if answer is None:
-            return Decline("module_error")
         if isinstance(answer, str):
             return Decline(answer)
         return answer_from(answer, room_id, types)
@@ -429,8 +425,6 @@ class RoomcacheRoomState:
         if arguments.get("limit", 0) != batch.timeline_limit:
             return Decline("timeline_limit")
         answer = await batch.fetched.result()
-        if answer is None:
-            return Decline("module_error")
         if isinstance(answer, str):
             return Decline(answer)
         timeline = answer.timelines.get(room_id)
@@ -465,8 +459,6 @@ class RoomcacheRoomState:
         if batch.relations is None:
             return "not_fetched"
         relations = await batch.relations.result()
-        if relations is None:
-            return "module_error"
         if isinstance(relations, str):
             return relations
         return relations.none_related(self._synapse.aggregation_candidates(filtered_events))

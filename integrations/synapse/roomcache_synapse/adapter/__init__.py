@@ -509,19 +509,21 @@ class Shared(Generic[_T]):
     """A coroutine run once in the background (Synapse's `run_in_background`,
     outside the caller's log context), started by the first caller that
     awaits its result (none: never run), its result awaited by any number
-    of callers. `function` must not raise (a failure gives None)."""
+    of callers. `function` must not raise; its results are reasons (str)
+    or values, and a None result reads as the reason `module_error`."""
 
     def __init__(self, function: Callable[..., Awaitable[_T]], *args: Any) -> None:
         self._function = function
         self._args = args
         self._observable: ObservableDeferred[_T] | None = None
 
-    async def result(self) -> _T:
+    async def result(self) -> _T | str:
         if self._observable is None:
             self._observable = ObservableDeferred(
                 run_in_background(self._function, *self._args), consumeErrors=True
             )
-        return await make_deferred_yieldable(self._observable.observe())
+        result = await make_deferred_yieldable(self._observable.observe())
+        return "module_error" if result is None else result
 
 
 _STATUS = operator.attrgetter("status")
