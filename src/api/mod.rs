@@ -104,6 +104,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
         web::QueryConfig::default()
             .error_handler(|e, _| ApiError::bad_request("M_INVALID_PARAM", e.to_string()).into()),
     )
+    .app_data(web::PayloadConfig::new(body_limit))
     .app_data(
         web::JsonConfig::default()
             .limit(body_limit)

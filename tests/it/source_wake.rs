@@ -98,6 +98,28 @@ async fn a_wake_keeps_its_connection_open() {
     server.stop().await;
 }
 
+/// The body is read up to `request_body_limit` (16 MiB by default), like
+/// every other body: a larger one is refused with `M_TOO_LARGE` and wakes
+/// nothing, one below it (but above actix's own 256 KiB default) is read.
+#[tokio::test]
+async fn a_wake_reads_bodies_up_to_the_body_limit() {
+    let mut server = TestServer::start().await;
+    let read = server
+        .post_raw("/v1/source/wake", vec![b' '; 1 << 20])
+        .await;
+    assert_eq!(
+        (read.status.as_u16(), read.body),
+        (200, json!({"woken": false}))
+    );
+    let refused = server
+        .post_raw("/v1/source/wake", vec![b' '; 17 << 20])
+        .await;
+    refused.assert_error(413, "M_TOO_LARGE");
+    let after = server.post("/v1/source/wake", &json!({})).await;
+    assert_eq!(after.status.as_u16(), 200, "{}", after.text);
+    server.stop().await;
+}
+
 /// One answer on a kept-alive connection: its head and its body
 /// (`content-length` bytes), as text.
 async fn read_answer(stream: &mut UnixStream) -> String {
