@@ -9,12 +9,11 @@ data and tags in the room (`get_account_data_for_room`,
 1,000 rooms overruns. The request's rooms are known first (`start`, from
 the per-room seam's `prepare`); at a lookup's first call in the request
 the module loads it for those rooms not in Synapse's cache in one query
-(the same rows Synapse reads), in the background; the store's methods are
-replaced (the functions put
-there keep the originals' caches and invalidation) and answer those rooms
-from it. Any other call is Synapse's cached method, counted by reason.
-Like Synapse's own queries, the loads read the rows as they are when they
-run.
+(the same rows Synapse reads), in the background. The store's methods are
+replaced (the functions put there keep the originals' caches and
+invalidation) and answer those rooms from it. Any other call is Synapse's
+cached method, counted by reason. Like Synapse's own queries, the loads
+read the rows as they are when they run.
 
 Owns: which lookups the request's loads answer. May not touch: Synapse's
 private names (the adapter's), roomcache.
