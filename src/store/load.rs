@@ -240,6 +240,30 @@ impl Store {
             .collect()
     }
 
+    /// Source mode: the rooms whose held latest events include a backfilled
+    /// one beyond backfill position `position` (stream ordering below
+    /// `-position`): what a backfill position lowered to `position` may
+    /// have applied that Synapse no longer has.
+    pub(crate) async fn rooms_with_backfilled_after(
+        &self,
+        position: i64,
+    ) -> Result<Vec<RoomId>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT room_id FROM room_latest_events
+                 WHERE EXISTS (
+                     SELECT 1 FROM jsonb_array_elements(events->'events') AS event
+                     WHERE jsonb_typeof(event->2) = 'number' AND (event->>2)::bigint < $1)
+                 ORDER BY 1",
+                &[&position.saturating_neg()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| room_id(row, "room_latest_events", 0))
+            .collect()
+    }
+
     /// Every room with a cached row or remembered state.
     pub(crate) async fn cached_room_ids(&self) -> Result<Vec<RoomId>, StoreError> {
         let client = self.pool.get().await?;

@@ -66,6 +66,14 @@ impl<'rows> CommitUnit<'rows> {
         self.lowered.push((writer.clone(), position));
     }
 
+    /// Source mode: lowers the backfill stream's position of Synapse
+    /// writer `instance` to `position` (a repair; positions otherwise only
+    /// grow).
+    pub(crate) fn lower_backfill(&mut self, instance: &str, position: i64) {
+        self.group
+            .lower(crate::store::BACKFILL_STREAM, instance, position);
+    }
+
     /// Queues `rooms` for recalculation while their rows stay visible
     /// (reads use the fallback for queued rooms; the drain replaces the
     /// rows).

@@ -41,12 +41,13 @@ use self::queued::Queued;
 use self::recalc::{RecalculationError, RecalculationQueue};
 use self::rooms::RoomRegistry;
 use crate::feed::{FeedError, ValidBatch};
+use crate::model::RoomId;
 use crate::rules::RuleError;
 use crate::store::StoreError;
 
 pub(crate) use source_messages::{
-    ApplyAccountData, BackfillBatch, InvalidationBatch, Recalculate, RepairPositions,
-    SubmitBackfill, SubmitBatch, SubmitInvalidations,
+    ApplyAccountData, BackfillBatch, InvalidationBatch, Recalculate, RepairBackfill,
+    RepairPositions, SubmitBackfill, SubmitBatch, SubmitInvalidations,
 };
 
 /// Stopped actors above which their freed memory is handed back at once.
@@ -239,6 +240,24 @@ impl Handler<RepairPositions> for Supervisor {
         Box::pin(
             async move { repair::while_serving(&shared, &message.0).await }
                 .instrument(info_span!("repair_positions")),
+        )
+    }
+}
+
+impl Handler<RepairBackfill> for Supervisor {
+    type Result = ResponseFuture<Result<Vec<RoomId>, RecalculationError>>;
+
+    fn handle(&mut self, message: RepairBackfill, _: &mut Context<Self>) -> Self::Result {
+        if !self.pipeline.is_idle() {
+            return Box::pin(async { Err(RecalculationError::Busy) });
+        }
+        let shared = self.shared.clone();
+        Box::pin(
+            async move {
+                repair::backfill_while_serving(&shared, &message.recalculate, &message.lowered)
+                    .await
+            }
+            .instrument(info_span!("repair_backfill")),
         )
     }
 }

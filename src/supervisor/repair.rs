@@ -23,6 +23,12 @@
 //! are queued with their rows kept (reads use the fallback for them) and
 //! the positions lowered in one commit, then the queue is drained at once.
 //!
+//! The backfill stream gets the same treatment while serving
+//! ([`backfill_while_serving`]): a writer's backfill position above
+//! Synapse's own row for it (a database restored behind roomcache) is
+//! lowered to that row, and every room whose held latest events include a
+//! backfilled event beyond it is recomputed.
+//!
 //! Owns: finding such writers, their safe points and the order of the
 //! repair through the one write path. May not touch: SQL (the store's),
 //! Synapse's tables (only through [`Upstream`]), HTTP.
@@ -190,6 +196,58 @@ pub(super) async fn while_serving(
         "positions repaired and the rooms changed since recomputed"
     );
     Ok(Some(repair))
+}
+
+/// While serving, with nothing being applied (the follower asks between
+/// its steps): each Synapse writer of `lowered` (its backfill position in
+/// roomcache, and Synapse's row for it, lower) has its position lowered
+/// to Synapse's, in one commit with the rooms to recompute queued: those
+/// holding a backfilled event beyond the lowest of Synapse's rows (events
+/// Synapse may no longer have). Then drains the queue. Returns the rooms.
+pub(super) async fn backfill_while_serving(
+    shared: &Shared,
+    job: &Recalculate,
+    lowered: &BTreeMap<String, (i64, i64)>,
+) -> Result<Vec<RoomId>, RecalculationError> {
+    let (write_path, queue) = (&shared.write_path, &shared.queue);
+    let Some(lowest) = lowered.values().map(|(_, to)| *to).min() else {
+        return Ok(Vec::new());
+    };
+    let rooms = write_path
+        .store()
+        .rooms_with_backfilled_after(lowest)
+        .await?;
+    for (writer, (position, to)) in lowered {
+        error!(
+            %writer,
+            position,
+            synapse = to,
+            rooms = rooms.len(),
+            "a writer's backfill position is ahead of Synapse's own (its database was \
+             restored behind roomcache); lowering it and recomputing the rooms holding \
+             backfilled events beyond it"
+        );
+        metrics::counter!("roomcache_source_positions_repaired_total", "stream" => "backfill")
+            .increment(1);
+    }
+    if !queue.requeue(&rooms, write_path.tracker().token()) {
+        return Err(RecalculationError::QueueBusy);
+    }
+    let mut unit = CommitUnit::default();
+    unit.enqueue(&rooms);
+    for (writer, (_, to)) in lowered {
+        unit.lower_backfill(writer, *to);
+    }
+    if let Err(failure) = write_path.commit(unit).await {
+        queue.remove(&rooms);
+        return Err(failure.into());
+    }
+    drain(shared, job).await?;
+    info!(
+        rooms = rooms.len(),
+        "backfill positions repaired and the rooms holding backfilled events recomputed"
+    );
+    Ok(rooms)
 }
 
 #[cfg(test)]

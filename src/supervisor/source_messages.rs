@@ -8,6 +8,7 @@
 //! Owns: the messages' shapes (their handlers are the supervisor's, in
 //! `mod.rs`). May not touch: anything that runs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::Message;
@@ -18,6 +19,7 @@ use super::{repair, BatchAck, BatchError};
 use crate::feed::FeedBatch;
 #[cfg(doc)]
 use crate::feed::ValidBatch;
+use crate::model::RoomId;
 use crate::store::StoreError;
 
 /// Source mode's follower's batch: the follower checks it with
@@ -88,6 +90,17 @@ pub(crate) struct Recalculate {
 #[derive(Message)]
 #[rtype(result = "Result<Option<repair::Repair>, RecalculationError>")]
 pub(crate) struct RepairPositions(pub(crate) Recalculate);
+
+/// Source mode: lower the backfill positions of the Synapse writers in
+/// `lowered` (roomcache's position, Synapse's own row for it, lower) and
+/// recompute the rooms holding backfilled events beyond them; answered
+/// with those rooms once done. Refused while a batch is being applied.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<RoomId>, RecalculationError>")]
+pub(crate) struct RepairBackfill {
+    pub(crate) recalculate: Recalculate,
+    pub(crate) lowered: BTreeMap<String, (i64, i64)>,
+}
 
 /// Source mode: account data (`m.direct`, `m.tag`) read from Synapse up to
 /// `position` of its account-data stream. Committed with the position,

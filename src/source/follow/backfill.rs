@@ -17,6 +17,11 @@
 //! backfilled event committed); without an import, and for a writer
 //! without one, following starts at 0 (every backfilled event).
 //!
+//! A writer whose row in Synapse is below roomcache's position for it
+//! (Synapse's database restored behind roomcache) has its position lowered
+//! to the row, and the rooms holding backfilled events beyond it recomputed
+//! ([`RepairBackfill`]), before anything of it is read.
+//!
 //! Owns: the backfill part of a step. May not touch: SQL text,
 //! roomcache's tables (only through the supervisor), the rules.
 
@@ -28,7 +33,7 @@ use tracing::{debug, info};
 use super::Follower;
 use crate::source::read::{self, BackfillBounds};
 use crate::source::SourceError;
-use crate::supervisor::{BackfillBatch, SubmitBackfill};
+use crate::supervisor::{BackfillBatch, Recalculate, RepairBackfill, SubmitBackfill};
 
 /// The backfill stream's state between steps: how far each Synapse writer's
 /// backfilled events are applied (as durable).
@@ -48,6 +53,11 @@ impl BackfillFollower {
     /// when every writer has reached its row in Synapse.
     pub(super) async fn step(&mut self, follower: &Follower) -> Result<bool, SourceError> {
         let targets = read::backfill_positions(&follower.source).await?;
+        let behind = behind_synapse(&self.positions, &targets);
+        if !behind.is_empty() {
+            self.repair(follower, behind).await?;
+            return Ok(false);
+        }
         let bounds = next_bounds(&self.positions, &targets, follower.batch_size);
         if bounds.is_empty() {
             return Ok(true);
@@ -94,6 +104,50 @@ impl BackfillFollower {
     }
 }
 
+impl BackfillFollower {
+    /// Lowers the positions of `behind` (roomcache's, Synapse's row) to
+    /// Synapse's rows through the supervisor, which recomputes the rooms
+    /// holding backfilled events beyond them.
+    async fn repair(
+        &mut self,
+        follower: &Follower,
+        behind: BTreeMap<String, (i64, i64)>,
+    ) -> Result<(), SourceError> {
+        let repair = RepairBackfill {
+            recalculate: Recalculate {
+                upstream: follower.upstream.clone(),
+                writers: follower.writers.clone(),
+                batch_rooms: follower.batch_rooms,
+            },
+            lowered: behind.clone(),
+        };
+        follower
+            .supervisor
+            .send(repair)
+            .await?
+            .map_err(|failure| SourceError::Repair(Box::new(failure)))?;
+        for (writer, (_, synapse)) in behind {
+            self.positions.insert(writer, synapse);
+        }
+        Ok(())
+    }
+}
+
+/// The writers whose position in roomcache is above their row in Synapse
+/// (a database restored behind roomcache): both positions of each.
+fn behind_synapse(
+    positions: &BTreeMap<String, i64>,
+    targets: &BTreeMap<String, i64>,
+) -> BTreeMap<String, (i64, i64)> {
+    targets
+        .iter()
+        .filter_map(|(writer, target)| {
+            let position = positions.get(writer).copied()?;
+            (position > *target).then(|| (writer.clone(), (position, *target)))
+        })
+        .collect()
+}
+
 /// Each writer's next read: after its position (0 when it has none), up to
 /// its row in Synapse, at most `batch_size` positions; writers with nothing
 /// new are left out.
@@ -117,6 +171,29 @@ fn next_bounds(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_above_their_row_in_synapse_are_behind_it() {
+        let positions = BTreeMap::from([
+            ("p1".to_owned(), 10),
+            ("p2".to_owned(), 40),
+            ("p3".to_owned(), 5),
+        ]);
+        // p1 is above its row (a restore), p2 at it, p3 below it, p4 has no
+        // position yet.
+        let targets = BTreeMap::from([
+            ("p1".to_owned(), 7),
+            ("p2".to_owned(), 40),
+            ("p3".to_owned(), 9),
+            ("p4".to_owned(), 3),
+        ]);
+        assert_eq!(
+            behind_synapse(&positions, &targets),
+            BTreeMap::from([("p1".to_owned(), (10, 7))])
+        );
+        // A writer without a row in Synapse is left alone.
+        assert!(behind_synapse(&positions, &BTreeMap::new()).is_empty());
+    }
 
     #[test]
     fn each_writer_reads_from_its_position_at_most_a_batch() {

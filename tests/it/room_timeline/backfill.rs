@@ -4,7 +4,10 @@
 //! them; each time every room's timeline is Synapse's, the backfilled
 //! events among the held ones included. A restart continues from the
 //! stored backfill position: an event backfilled while roomcache was down
-//! is applied, nothing before it is read again.
+//! is applied, nothing before it is read again. A Synapse database restored
+//! behind roomcache's backfill position lowers it: the backfilled event
+//! Synapse no longer has leaves the held timeline, and the event Synapse
+//! backfills again at that position is read.
 
 use std::time::{Duration, Instant};
 
@@ -112,5 +115,64 @@ async fn backfilled_events_among_the_latest_are_followed_imported_and_kept_over_
     assert!(reached, "{}", server.log());
     assert_eq!(served_ids(&server, &room, 1).await, ["$backfilled3"]);
     assert_eq!(server.metric(BACKFILLED_METRIC).await, Some(1.0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restored_behind_the_backfill_position_is_followed_again() {
+    let synapse = SynapseDatabase::load("small.sql.gz").await;
+    let client = synapse.client().await;
+    let (room, sender, top) = busiest_room(&client).await;
+    let message = |id: &str| {
+        json!({"event_id": id, "room_id": room, "type": "m.room.message",
+            "sender": sender, "content": {"msgtype": "m.text", "body": "old"},
+            "origin_server_ts": 0, "unsigned": {}})
+    };
+    let mut server = TestServer::start_with(source_options(&synapse).build()).await;
+    wait_for_position(&server, FIXTURE_POSITION).await;
+    // Backfilled while following, newest of the room (topological
+    // ordering above the newest event's): held.
+    persist_backfilled(&client, "master", 1, &message("$kept"), top + 1).await;
+    persist_backfilled(&client, "master", 2, &message("$lost"), top + 2).await;
+    assert!(
+        reached_backfill_position(&server, 2).await,
+        "{}",
+        server.log()
+    );
+    assert_eq!(served_ids(&server, &room, 2).await, ["$lost", "$kept"]);
+
+    // Synapse's database restored to before the second one.
+    client
+        .batch_execute(
+            "BEGIN;
+             DELETE FROM event_json WHERE event_id = '$lost';
+             DELETE FROM events WHERE event_id = '$lost';
+             UPDATE stream_positions SET stream_id = -1
+                 WHERE stream_name = 'backfill' AND instance_name = 'master';
+             SELECT setval('events_backfill_stream_seq', 1);
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    let lowered = reached_backfill_position(&server, 1).await;
+    assert!(lowered, "the position was not lowered:\n{}", server.log());
+    assert_timelines_are_synapses(&server, &synapse, 2, "after the restore").await;
+    assert_eq!(served_ids(&server, &room, 1).await, ["$kept"]);
+    assert_eq!(
+        server
+            .metric("roomcache_source_positions_repaired_total{stream=\"backfill\"}")
+            .await,
+        Some(1.0)
+    );
+
+    // Synapse backfills another event at the same position: read.
+    persist_backfilled(&client, "master", 2, &message("$again"), top + 3).await;
+    assert!(
+        reached_backfill_position(&server, 2).await,
+        "{}",
+        server.log()
+    );
+    assert_timelines_are_synapses(&server, &synapse, 2, "backfilled again").await;
+    assert_eq!(served_ids(&server, &room, 2).await, ["$again", "$kept"]);
     server.stop().await;
 }
