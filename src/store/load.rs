@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures_util::TryStreamExt;
 use roomcache_core::WriterName;
+use tokio_postgres::types::ToSql;
 use tracing::instrument;
 
 use super::positions::stored_positions;
@@ -222,22 +223,18 @@ impl Store {
         &self,
         position: i64,
     ) -> Result<Vec<RoomId>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT room_id FROM room_rules_memory
-                     WHERE (memory->>'max_stream_ordering')::bigint > $1
-                 UNION SELECT room_id FROM sliding_sync_joined_rooms
-                     WHERE event_stream_ordering > $1
-                 UNION SELECT room_id FROM sliding_sync_membership_snapshots
-                     WHERE event_stream_ordering > $1
-                 ORDER BY 1",
-                &[&position],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| room_id(row, "room_rules_memory", 0))
-            .collect()
+        self.room_ids(
+            "room_rules_memory",
+            "SELECT room_id FROM room_rules_memory
+                 WHERE (memory->>'max_stream_ordering')::bigint > $1
+             UNION SELECT room_id FROM sliding_sync_joined_rooms
+                 WHERE event_stream_ordering > $1
+             UNION SELECT room_id FROM sliding_sync_membership_snapshots
+                 WHERE event_stream_ordering > $1
+             ORDER BY 1",
+            &[&position],
+        )
+        .await
     }
 
     /// Source mode: the rooms whose held latest events include a backfilled
@@ -248,38 +245,43 @@ impl Store {
         &self,
         position: i64,
     ) -> Result<Vec<RoomId>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT room_id FROM room_latest_events
-                 WHERE EXISTS (
-                     SELECT 1 FROM jsonb_array_elements(events->'events') AS event
-                     WHERE jsonb_typeof(event->2) = 'number' AND (event->>2)::bigint < $1)
-                 ORDER BY 1",
-                &[&position.saturating_neg()],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| room_id(row, "room_latest_events", 0))
-            .collect()
+        self.room_ids(
+            "room_latest_events",
+            "SELECT room_id FROM room_latest_events
+             WHERE EXISTS (
+                 SELECT 1 FROM jsonb_array_elements(events->'events') AS event
+                 WHERE jsonb_typeof(event->2) = 'number' AND (event->>2)::bigint < $1)
+             ORDER BY 1",
+            &[&position.saturating_neg()],
+        )
+        .await
     }
 
     /// Every room with a cached row or remembered state.
     pub(crate) async fn cached_room_ids(&self) -> Result<Vec<RoomId>, StoreError> {
+        self.room_ids(
+            "room_rules_memory",
+            "SELECT room_id FROM room_rules_memory
+             UNION SELECT room_id FROM room_current_state
+             UNION SELECT room_id FROM room_latest_events
+             UNION SELECT room_id FROM sliding_sync_joined_rooms
+             UNION SELECT room_id FROM sliding_sync_membership_snapshots",
+            &[],
+        )
+        .await
+    }
+
+    /// The room IDs (first column) of the rows a query selects from
+    /// `table` (named in a corrupt row's error; the first of a union).
+    async fn room_ids(
+        &self,
+        table: &'static str,
+        sql: &str,
+        parameters: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<RoomId>, StoreError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT room_id FROM room_rules_memory
-                 UNION SELECT room_id FROM room_current_state
-                 UNION SELECT room_id FROM room_latest_events
-                 UNION SELECT room_id FROM sliding_sync_joined_rooms
-                 UNION SELECT room_id FROM sliding_sync_membership_snapshots",
-                &[],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| room_id(row, "room_rules_memory", 0))
-            .collect()
+        let rows = client.query(sql, parameters).await?;
+        rows.iter().map(|row| room_id(row, table, 0)).collect()
     }
 
     /// Source mode: the import's progress, if one started.
