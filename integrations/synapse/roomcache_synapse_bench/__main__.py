@@ -124,6 +124,13 @@ def parse(arguments: Sequence[str]) -> Options:
         "--batch", type=int, default=100, help="Element X: the list grows by this many rooms"
     )
     parser.add_argument(
+        "--steady-settle-ms",
+        type=int,
+        default=0,
+        help="Element X: a pause after each steady write, before its request (Synapse's "
+        "background work after the write ends first; for telling phases apart)",
+    )
+    parser.add_argument(
         "--build-concurrency", type=int, default=6, help="requests at once building the dataset"
     )
     parser.add_argument(
@@ -169,6 +176,7 @@ def parse(arguments: Sequence[str]) -> Options:
             requests=parsed.steady_requests,
             warmup=parsed.warmup,
             batch=parsed.batch,
+            settle_ms=parsed.steady_settle_ms,
         ),
         build_concurrency=parsed.build_concurrency,
         rebuild=parsed.rebuild,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,9 @@ class ElementXOptions:
     requests: int = 100
     warmup: int = 3
     batch: int = element_x.BATCH
+    settle_ms: int = 0
+    """A pause after each steady write, before the request (0: none): lets
+    the work Synapse does in the background after a write end first."""
 
 
 class ElementXRun:
@@ -185,6 +189,8 @@ class ElementXRun:
             for pair in _order(self.pairs, round_number):
                 connection = connections[pair]
                 write()
+                if options.settle_ms:
+                    time.sleep(options.settle_ms / 1000)
                 written = self.writes.since(connection.writes_seen, self.written_room)
                 connection.writes_seen = len(self.writes.events)
                 sample, answer = self._request(
